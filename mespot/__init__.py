@@ -1,0 +1,8 @@
+"""mespot: spot facial macro- and micro-expressions in long face videos.
+
+Packages: `flowcore` (videos -> features in Zarr), `spotting` (features -> AUW-GCN -> intervals)
+and `mespot.synth` (synthetic long face videos with ground truth). The command line is
+`mespot.cli`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""The `mespot` command line: a thin layer that parses flags and calls the library.
+
+Each subcommand lives in the module of the stage it drives; this file only wires them up.
+Errors the user can fix are printed as one `error: ...` line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from mespot import __version__
+from mespot.errors import UserError
+
+app = typer.Typer(
+    name="mespot",
+    help="Spot facial macro- and micro-expressions in long face videos (AUW-GCN, end to end).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mespot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Spot facial macro- and micro-expressions in long face videos (AUW-GCN, end to end)."""
+
+
+def _register_commands() -> None:
+    from mespot.synth.command import synth_command
+
+    app.command("synth")(synth_command)
+
+
+_register_commands()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the command line with `argv` (default: sys.argv[1:]); return the exit code."""
+    try:
+        app(args=argv, prog_name="mespot", standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except Exception as err:  # click's usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            return err.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

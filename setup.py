@@ -1,0 +1,54 @@
+"""Packaging for mespot: the `flowcore` and `spotting` packages, the `mespot` command line and
+the CUDA sources of `kernels/`, which ship inside the wheel as `flowcore/kernels/`."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "mespot" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="mespot",
+    version=VERSION,
+    description="Spot facial macro- and micro-expressions in long face videos (AUW-GCN, end to end)",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mespot*", "flowcore*", "spotting*"]) + ["flowcore.kernels"],
+    # kernels/ sits at the top of the source tree; in the wheel it lives inside flowcore.
+    package_dir={"flowcore.kernels": "kernels"},
+    package_data={"flowcore.kernels": ["*.cu", "*.cuh"]},
+    install_requires=[
+        # CPU machines: install torch==2.13.0 first (see README); GPU machines: any CUDA build.
+        "torch>=2.4",
+        "kornia>=0.7",
+        "numpy>=1.26",
+        "zarr>=3.0",
+        "opencv-contrib-python-headless>=4.8",
+        "dlib-bin>=19.24",
+        "face-recognition-models>=0.3",
+        "numba>=0.59",
+        "pandas>=2.0",
+        "openpyxl>=3.1",
+        "matplotlib>=3.8",
+        "rich>=13",
+        "typer>=0.12",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "tensorboard>=2.15",
+        "scikit-image>=0.22",  # ships the face photo the synthetic generator renders from
+    ],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=13"],
+        "gpu-cuda13": ["cupy-cuda13x>=13"],
+        "ray": ["ray[default]>=2.9"],
+        "test": ["pytest>=8", "build>=1.0"],
+    },
+    entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

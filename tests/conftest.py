@@ -1,0 +1,1 @@
+"""Shared fixtures. Heavy fixtures are session-scoped so the suite stays fast."""
