@@ -1,0 +1,366 @@
+"""MDMO features: the main-direction mean optical flow of 12 facial ROIs (AUWGCN.md section 3).
+
+Input per frame pair k: flow (2, H, W) float32 holding (dx, dy) in pixels from frame k to k + 1,
+and the 68 landmarks (68, 2) of frame k + 1 in the same pixel grid. Output per pair: (12, 2)
+float32 holding (x, y), in pixels (or in the reference's "20 px" units with `compat=True`).
+
+Convention: image coordinates, x to the right, y pointing down; angles are atan2(dy, dx) mapped
+to [0, 2 pi), a zero vector has angle 0.
+
+The rules, in the order they are applied:
+1. Landmark coordinates are rounded to the nearest integer pixel (dlib gives integers already;
+   interpolated landmarks may not be).
+2. Head motion: the nose rectangle is the bounding box of landmarks 29 and 30 grown on every side
+   by b = int(0.35 * (x[42] - x[39]) / 2) px (negative b counts as 0), inclusive bounds. Its flow
+   vectors give one vector by the main-direction mean with the head sectors and keep 0.88.
+3. Each ROI is the (2r + 1) x (2r + 1) patch centred on its landmark (r = 5). The head vector is
+   subtracted from every flow vector of the patch, then the main-direction mean with the ROI
+   sectors and keep 0.6 gives the ROI's feature.
+4. Main-direction mean of a set of vectors: assign each vector to its sector; take the most
+   populated sector (ties: the earliest); keep the int(n * keep) of its vectors with the largest
+   magnitude (equal magnitudes: the earliest in row-major order of the patch); return
+   s / (|s| + 1e-6) * mean(|v|) over the kept vectors, s their sum.
+
+Border rule (ours; the reference never met it): pixels of a patch or of the nose rectangle that
+fall outside the image are dropped, not padded. A set left with no kept vector (empty, or
+int(n * keep) == 0) gives the zero vector.
+
+Compat (`compat=True`) reproduces the reference's inputs: flow clipped to [-10, 10] px, quantised
+to 8 bits as round((f + 10) / 20 * 255) and read back as q / 255 - 0.5, and angles from OpenCV's
+`cartToPolar` instead of an exact atan2. Compat always runs on the CPU with NumPy/OpenCV (tensors
+are moved there and the result moved back), because `cartToPolar` has no torch counterpart.
+The reference stored the 8-bit flow as JPEG; the JPEG loss itself is not reproduced.
+
+Three implementations, tested against each other: `mdmo_reference` (one frame, plain loops over
+ROIs: the readable statement of the rules), and the vectorised `mdmo` for NumPy arrays (CPU) and
+torch tensors (any device; used on the flow's own device).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from flowcore.landmarks import N_LANDMARKS
+from flowcore.rois import N_ROIS, ROI_LANDMARKS, ROI_RADIUS
+
+# Sector tables, as the four left edges in radians: sectors [e0, e1), [e1, e2), [e2, e3) and the
+# wrap-around [e3, 2 pi) U [0, e0).
+HEAD_SECTOR_EDGES = (math.pi / 4, 3 * math.pi / 4, 5 * math.pi / 4, 7 * math.pi / 4)
+ROI_SECTOR_EDGES = (math.pi / 6, 5 * math.pi / 6, 7 * math.pi / 6, 11 * math.pi / 6)
+HEAD_KEEP = 0.88  # fraction of the main sector's vectors kept for the head motion
+ROI_KEEP = 0.6  # fraction kept for each ROI
+NOSE_LANDMARKS = (29, 30)  # the nose rectangle is their bounding box ...
+EYE_INNER_CORNERS = (39, 42)  # ... grown by NOSE_GROW * (x[42] - x[39]) / 2 px
+NOSE_GROW = 0.35
+NORM_EPS = 1e-6  # s / (|s| + NORM_EPS)
+COMPAT_CLIP_PX = 10.0  # the reference clipped flow to [-10, 10] px before 8-bit storage
+
+
+@dataclass(frozen=True)
+class MDMOParams:
+    """How MDMO features are computed; saved in every store's parameters."""
+
+    roi_landmarks: tuple[int, ...] = ROI_LANDMARKS
+    roi_radius: int = ROI_RADIUS  # px; patches are (2 r + 1) px wide
+    head_keep: float = HEAD_KEEP
+    roi_keep: float = ROI_KEEP
+    compat: bool = False  # 8-bit flow quantisation + cartToPolar angles, as the reference
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["roi_landmarks"] = list(self.roi_landmarks)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks (NumPy)
+
+
+def quantise_flow(flow: np.ndarray) -> np.ndarray:
+    """Compat: (..., H, W) float flow in px -> float64 values q / 255 - 0.5 ("20 px" units).
+
+    q = round((clip(f, -10, 10) + 10) / 20 * 255) is the 8-bit value the reference stored.
+    """
+    f = np.clip(np.asarray(flow, dtype=np.float64), -COMPAT_CLIP_PX, COMPAT_CLIP_PX)
+    q = np.rint((f + COMPAT_CLIP_PX) / (2 * COMPAT_CLIP_PX) * 255.0)
+    return q / 255.0 - 0.5
+
+
+def flow_angles(dx: np.ndarray, dy: np.ndarray, compat: bool = False) -> np.ndarray:
+    """Angles in [0, 2 pi) (float64, radians) of vectors (dx, dy); y points down; 0 for (0, 0).
+
+    compat: OpenCV's `cartToPolar` angles (approximate, as the reference used).
+    """
+    dx = np.asarray(dx, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    if compat:
+        import cv2
+
+        if dx.size == 0:
+            return np.zeros(dx.shape)
+        _, ang = cv2.cartToPolar(dx.reshape(-1, 1), dy.reshape(-1, 1))
+        ang = ang.reshape(dx.shape)
+    else:
+        ang = np.arctan2(dy, dx)
+        ang = np.where(ang < 0, ang + 2 * np.pi, ang)
+    return ang
+
+
+def sector_index(angles, edges: tuple[float, float, float, float]):
+    """Sector 0..3 of each angle (NumPy or torch): [e0, e1) -> 0, [e1, e2) -> 1, [e2, e3) -> 2,
+    everything else (the wrap-around sector, and an angle rounded up to 2 pi) -> 3."""
+    e0, e1, e2, e3 = edges
+    s0 = (angles >= e0) & (angles < e1)
+    s1 = (angles >= e1) & (angles < e2)
+    s2 = (angles >= e2) & (angles < e3)
+    return 3 - 3 * s0 - 2 * s1 - 1 * s2  # exactly one of s0, s1, s2 or none is true
+
+
+def main_direction_mean(
+    vectors: np.ndarray, edges: tuple[float, float, float, float], keep: float, compat: bool = False
+) -> np.ndarray:
+    """(P, 2) float vectors (x, y) -> (2,) float64: the main-direction mean of the set (rule 4).
+
+    The readable single-set version; the vectorised functions below must agree with it.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, 2)
+    if len(vectors) == 0:
+        return np.zeros(2)
+    sectors = sector_index(flow_angles(vectors[:, 0], vectors[:, 1], compat), edges)
+    counts = [int(np.sum(sectors == s)) for s in range(4)]
+    main = counts.index(max(counts))  # ties: the earliest sector
+    members = vectors[sectors == main]  # row-major order preserved
+    n_keep = int(len(members) * keep)
+    if n_keep == 0:
+        return np.zeros(2)
+    magnitudes = np.hypot(members[:, 0], members[:, 1])
+    order = np.argsort(-magnitudes, kind="stable")  # largest first; equal: earliest first
+    kept = members[order[:n_keep]]
+    s = kept.sum(axis=0)
+    return s / (np.hypot(s[0], s[1]) + NORM_EPS) * magnitudes[order[:n_keep]].mean()
+
+
+def _nose_grow(landmarks: np.ndarray) -> int:
+    """b = int(0.35 * (x[42] - x[39]) / 2) from rounded landmarks; negative counts as 0."""
+    left, right = EYE_INNER_CORNERS
+    return max(int(NOSE_GROW * (landmarks[right, 0] - landmarks[left, 0]) / 2), 0)
+
+
+def round_landmarks(landmarks):
+    """Landmarks (..., 68, 2) float -> nearest integer pixel (halves round up), same type."""
+    if isinstance(landmarks, np.ndarray):
+        return np.floor(landmarks.astype(np.float64) + 0.5).astype(np.int64)
+    import torch
+
+    return torch.floor(landmarks.to(torch.float64) + 0.5).to(torch.int64)
+
+
+def mdmo_reference(flow: np.ndarray, landmarks: np.ndarray, params: MDMOParams = MDMOParams()):
+    """One frame pair: flow (2, H, W) float px, landmarks (68, 2) -> (12, 2) float32.
+
+    Plain loops over the ROIs; the statement of the rules that the fast versions are tested
+    against.
+    """
+    flow = quantise_flow(flow) if params.compat else np.asarray(flow, dtype=np.float64)
+    _, height, width = flow.shape
+    lm = round_landmarks(np.asarray(landmarks))
+
+    def patch(x0, x1, y0, y1):  # inclusive bounds, clipped to the image, row-major (P, 2)
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, width - 1), min(y1, height - 1)
+        if x1 < x0 or y1 < y0:
+            return np.zeros((0, 2))
+        return flow[:, y0 : y1 + 1, x0 : x1 + 1].reshape(2, -1).T
+
+    b = _nose_grow(lm)
+    nose = lm[list(NOSE_LANDMARKS)]
+    head_vectors = patch(
+        nose[:, 0].min() - b, nose[:, 0].max() + b, nose[:, 1].min() - b, nose[:, 1].max() + b
+    )
+    head = main_direction_mean(head_vectors, HEAD_SECTOR_EDGES, params.head_keep, params.compat)
+
+    r = params.roi_radius
+    out = np.zeros((len(params.roi_landmarks), 2))
+    for i, index in enumerate(params.roi_landmarks):
+        x, y = lm[index]
+        vectors = patch(x - r, x + r, y - r, y + r) - head
+        out[i] = main_direction_mean(vectors, ROI_SECTOR_EDGES, params.roi_keep, params.compat)
+    return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vectorised over frames and ROIs
+
+
+def mdmo(flow, landmarks, params: MDMOParams = MDMOParams()):
+    """MDMO of N frame pairs: flow (N, 2, H, W) float px (dx, dy), landmarks (N, 68, 2) of the
+    second frame of each pair -> (N, 12, 2) float32 (x, y).
+
+    NumPy in -> NumPy out (computed on the CPU); torch in -> torch out on the flow's device.
+    """
+    _check_inputs(flow, landmarks)
+    if isinstance(flow, np.ndarray):
+        return _mdmo_numpy(flow, np.asarray(landmarks), params)
+    import torch
+
+    if params.compat:  # cartToPolar angles: CPU only (see the module docstring)
+        out = _mdmo_numpy(flow.detach().cpu().numpy(), torch.as_tensor(landmarks).cpu().numpy(),
+                          params)
+        return torch.from_numpy(out).to(flow.device)
+    return _mdmo_torch(flow, torch.as_tensor(landmarks, device=flow.device), params)
+
+
+def _check_inputs(flow, landmarks) -> None:
+    if flow.ndim != 4 or flow.shape[1] != 2:
+        raise ValueError(f"flow must be (N, 2, H, W), got shape {tuple(flow.shape)}")
+    expected = (flow.shape[0], N_LANDMARKS, 2)
+    if tuple(landmarks.shape) != expected:
+        raise ValueError(f"landmarks must be {expected}, got shape {tuple(landmarks.shape)}")
+
+
+def _as_int64(values, xp):
+    return values.astype(np.int64) if xp is np else values.to(xp.int64)
+
+
+def _boxes(lm, radius: int, roi_landmarks, xp):
+    """(N, 1 + R, 4) int64 inclusive boxes (x0, x1, y0, y1): the nose rectangle, then the R ROIs.
+
+    `lm` is (N, 68, 2) int64 (rounded landmarks); `xp` is numpy or torch.
+    """
+    left, right = EYE_INNER_CORNERS
+    diff = lm[:, right, 0] - lm[:, left, 0]
+    grow = NOSE_GROW * (diff.astype(np.float64) if xp is np else diff.double()) / 2
+    b = xp.clip(_as_int64(xp.trunc(grow), xp), 0, None)  # int() truncates toward zero
+    nose = lm[:, list(NOSE_LANDMARKS)]  # (N, 2, 2)
+    nose_box = xp.stack(
+        [xp.amin(nose[..., 0], 1) - b, xp.amax(nose[..., 0], 1) + b,
+         xp.amin(nose[..., 1], 1) - b, xp.amax(nose[..., 1], 1) + b], -1)[:, None, :]
+    centres = lm[:, list(roi_landmarks)]  # (N, R, 2)
+    roi_box = xp.stack(
+        [centres[..., 0] - radius, centres[..., 0] + radius,
+         centres[..., 1] - radius, centres[..., 1] + radius], -1)
+    return xp.concatenate([nose_box, roi_box], 1)
+
+
+def _gather_plan(boxes, height: int, width: int, xp, device=None):
+    """Boxes (N, S, 4) -> flat indices (N, S, P) into H * W and a validity mask (N, S, P).
+
+    P = largest box area in the batch; pixels outside the image or the box are masked out.
+    """
+    bw = boxes[..., 1] - boxes[..., 0] + 1
+    bh = boxes[..., 3] - boxes[..., 2] + 1
+    max_w = max(int(bw.max()), 1)
+    max_h = max(int(bh.max()), 1)
+    if xp is np:
+        oy, ox = np.meshgrid(np.arange(max_h), np.arange(max_w), indexing="ij")
+    else:
+        oy, ox = xp.meshgrid(xp.arange(max_h, device=device), xp.arange(max_w, device=device),
+                             indexing="ij")
+    oy, ox = oy.reshape(-1), ox.reshape(-1)  # row-major offsets (P,)
+    ys = boxes[..., 2, None] + oy
+    xs = boxes[..., 0, None] + ox
+    valid = ((oy < bh[..., None]) & (ox < bw[..., None])
+             & (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width))
+    index = xp.clip(ys, 0, height - 1) * width + xp.clip(xs, 0, width - 1)
+    return index, valid
+
+
+def _main_direction_mean_np(vectors, valid, edges, keep, compat):
+    """Batched rule 4: vectors (..., P, 2) float64, valid (..., P) bool -> (..., 2) float64."""
+    ang = flow_angles(vectors[..., 0], vectors[..., 1], compat)
+    sectors = sector_index(ang, edges)
+    counts = np.stack([((sectors == s) & valid).sum(-1) for s in range(4)], -1)
+    main = counts.argmax(-1)  # first maximum: ties go to the earliest sector
+    members = valid & (sectors == main[..., None])
+    n_keep = np.floor(counts.max(-1) * keep).astype(np.int64)  # int(n * keep), n * keep in f64
+    mag = np.hypot(vectors[..., 0], vectors[..., 1])
+    order = np.argsort(np.where(members, -mag, np.inf), axis=-1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(order.shape[-1]), axis=-1)
+    kept = members & (rank < n_keep[..., None])
+    s = (vectors * kept[..., None]).sum(-2)
+    mean_mag = (mag * kept).sum(-1) / np.maximum(n_keep, 1)
+    out = s / (np.hypot(s[..., 0], s[..., 1]) + NORM_EPS)[..., None] * mean_mag[..., None]
+    return np.where((n_keep > 0)[..., None], out, 0.0)
+
+
+def _gather_np(f, boxes, height, width):
+    """f (N, 2, H * W), boxes (N, S, 4) -> vectors (N, S, P, 2) and valid (N, S, P)."""
+    index, valid = _gather_plan(boxes, height, width, np)
+    flat = index.reshape(index.shape[0], 1, -1)
+    vectors = np.stack(
+        [np.take_along_axis(f[:, c : c + 1], flat, -1).reshape(index.shape) for c in range(2)], -1
+    )
+    return vectors, valid
+
+
+def _mdmo_numpy(flow: np.ndarray, landmarks: np.ndarray, params: MDMOParams) -> np.ndarray:
+    n, _, height, width = flow.shape
+    f = quantise_flow(flow) if params.compat else flow.astype(np.float64)
+    f = f.reshape(n, 2, height * width)
+    boxes = _boxes(round_landmarks(landmarks), params.roi_radius, params.roi_landmarks, np)
+    # the nose rectangle and the ROI squares are gathered apart: their sizes differ
+    vectors, valid = _gather_np(f, boxes[:, :1], height, width)
+    head = _main_direction_mean_np(
+        vectors[:, 0], valid[:, 0], HEAD_SECTOR_EDGES, params.head_keep, params.compat
+    )  # (N, 2)
+    vectors, valid = _gather_np(f, boxes[:, 1:], height, width)  # (N, R, P, 2)
+    rois = vectors - head[:, None, None, :]
+    out = _main_direction_mean_np(rois, valid, ROI_SECTOR_EDGES, params.roi_keep, params.compat)
+    return out.astype(np.float32)
+
+
+def _main_direction_mean_torch(vectors, valid, edges, keep):
+    """Batched rule 4 in torch (exact atan2): vectors (..., P, 2) float64, valid (..., P)."""
+    import torch
+
+    ang = torch.atan2(vectors[..., 1], vectors[..., 0])
+    ang = torch.where(ang < 0, ang + 2 * math.pi, ang)
+    sectors = sector_index(ang, edges)
+    counts = torch.stack([((sectors == s) & valid).sum(-1) for s in range(4)], -1)
+    main = counts.argmax(-1)  # first maximum (documented for torch.argmax)
+    members = valid & (sectors == main[..., None])
+    n_keep = torch.floor(counts.max(-1).values.double() * keep).long()
+    mag = torch.hypot(vectors[..., 0], vectors[..., 1])
+    key = torch.where(members, -mag, torch.full_like(mag, math.inf))
+    order = torch.sort(key, dim=-1, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    kept = members & (rank < n_keep[..., None])
+    s = (vectors * kept[..., None]).sum(-2)
+    mean_mag = (mag * kept).sum(-1) / n_keep.clamp(min=1)
+    out = s / (torch.hypot(s[..., 0], s[..., 1]) + NORM_EPS)[..., None] * mean_mag[..., None]
+    return torch.where((n_keep > 0)[..., None], out, torch.zeros_like(out))
+
+
+def _gather_torch(f, boxes, height, width):
+    """f (N, 2, H * W), boxes (N, S, 4) -> vectors (N, S, P, 2) and valid (N, S, P)."""
+    import torch
+
+    index, valid = _gather_plan(boxes, height, width, torch, device=f.device)
+    flat = index.reshape(index.shape[0], 1, -1)
+    vectors = torch.stack(
+        [torch.gather(f[:, c : c + 1], -1, flat).reshape(index.shape) for c in range(2)], -1
+    )
+    return vectors, valid
+
+
+def _mdmo_torch(flow, landmarks, params: MDMOParams):
+    import torch
+
+    n, _, height, width = flow.shape
+    f = flow.to(torch.float64).reshape(n, 2, height * width)
+    boxes = _boxes(round_landmarks(landmarks), params.roi_radius, params.roi_landmarks, torch)
+    vectors, valid = _gather_torch(f, boxes[:, :1], height, width)
+    head = _main_direction_mean_torch(vectors[:, 0], valid[:, 0], HEAD_SECTOR_EDGES,
+                                      params.head_keep)
+    vectors, valid = _gather_torch(f, boxes[:, 1:], height, width)
+    rois = vectors - head[:, None, None, :]
+    out = _main_direction_mean_torch(rois, valid, ROI_SECTOR_EDGES, params.roi_keep)
+    return out.to(torch.float32)
+
+
+assert N_ROIS == len(ROI_LANDMARKS)
