@@ -1,0 +1,174 @@
+"""The AUW-GCN network (AUWGCN.md section 5): 39,248 trainable parameters, reference key names.
+
+Input (B, T, 12, 2) float32 normalised MDMO features; output (B, 10, T) logits:
+    0-2 ME start/end/none, 3-5 MaE start/end/none, 6 ME apex, 7 MaE apex, 8 ME action,
+    9 MaE action.
+State-dict keys match the reference implementation (`graph_embedding.0.gc1.{weight,bias,adj}`,
+`graph_embedding.0.bn1.*`, `_sequential.{0..7}.*`, `_classification.weight`), so its
+`checkpoint_epoch_EEE.pth.tar` files load with `load_reference_checkpoint` (weights only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+N_NODES = 12
+N_OUTPUTS = 10
+# Output channel layout.
+ME_START_END = slice(0, 3)
+MAE_START_END = slice(3, 6)
+ME_APEX, MAE_APEX, ME_ACTION, MAE_ACTION = 6, 7, 8, 9
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Network sizes; the defaults are the paper's (and the only ones reference weights fit)."""
+
+    in_features: int = 2  # (x, y) per node
+    nodes: int = N_NODES
+    graph_channels: int = 16
+    hidden: int = 64
+    outputs: int = N_OUTPUTS
+
+
+class GraphConvolution(nn.Module):
+    """`A @ (X W) + b` on every frame: X (..., 12, in), W (in, out), b (out,), A (12, 12) buffer."""
+
+    def __init__(self, in_features: int, out_features: int, adj: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        self.register_buffer("adj", adj.clone().float())
+        bound = 1.0 / math.sqrt(out_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.adj, x @ self.weight) + self.bias
+
+
+class GraphEmbedding(nn.Module):
+    """Graph layer + BatchNorm1d over channels (batch B*T, length 12 nodes) + ReLU."""
+
+    def __init__(self, dims: ModelDims, adj: torch.Tensor):
+        super().__init__()
+        self.gc1 = GraphConvolution(dims.in_features, dims.graph_channels, adj)
+        self.bn1 = nn.BatchNorm1d(dims.graph_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B*T, 12, in) -> (B*T, 12, graph_channels)."""
+        h = self.gc1(x).transpose(1, 2)  # (B*T, C, 12)
+        return torch.relu(self.bn1(h)).transpose(1, 2)
+
+
+class AUWGCN(nn.Module):
+    """AU-aware graph convolutional network for ME/MaE spotting (Yin et al., ICME 2023)."""
+
+    def __init__(self, adj, dims: ModelDims = ModelDims()):
+        super().__init__()
+        adj = torch.as_tensor(np.asarray(adj, dtype=np.float32))
+        if adj.shape != (dims.nodes, dims.nodes):
+            raise ValueError(f"adjacency must be ({dims.nodes}, {dims.nodes}), got {tuple(adj.shape)}")
+        self.dims = dims
+        self.graph_embedding = nn.Sequential(GraphEmbedding(dims, adj))
+        width = dims.nodes * dims.graph_channels  # 192
+        h = dims.hidden
+        self._sequential = nn.Sequential(
+            nn.Conv1d(width, h, kernel_size=1, bias=False), nn.BatchNorm1d(h), nn.ReLU(),
+            nn.Conv1d(h, h, kernel_size=3, padding=1, bias=False), nn.BatchNorm1d(h), nn.ReLU(),
+            nn.Conv1d(h, h, kernel_size=3, dilation=2, padding=2, bias=False), nn.BatchNorm1d(h),
+            nn.ReLU(),
+        )
+        self._classification = nn.Conv1d(h, dims.outputs, kernel_size=3, dilation=2, padding=2, bias=False)
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, 12, 2) float32 -> (B, 10, T) logits.
+
+        Same arithmetic as the layer-by-layer description, arranged for speed: BatchNorm over
+        channels is applied to (rows, channels) views (identical statistics), and the 1x1
+        convolution is a matrix product on (B*T, 192) rows, so no large transposes are made."""
+        d = self.dims
+        if x.ndim != 4 or x.shape[2:] != (d.nodes, d.in_features):
+            raise ValueError(f"expected input (B, T, {d.nodes}, {d.in_features}), got {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        graph = self.graph_embedding[0]
+        h = graph.gc1(x.reshape(b * t, d.nodes, d.in_features))  # (B*T, 12, 16)
+        h = torch.relu(graph.bn1(h.reshape(-1, d.graph_channels)))  # BN over channels
+        h = h.reshape(b * t, d.nodes * d.graph_channels)  # node-major flatten: (B*T, 192)
+        seq = self._sequential
+        h = torch.relu(seq[1](F.linear(h, seq[0].weight[:, :, 0])))  # 1x1 conv + BN + ReLU
+        h = h.reshape(b, t, d.hidden).transpose(1, 2)  # (B, 64, T)
+        h = seq[5](seq[4](seq[3](h)))
+        h = seq[8](seq[7](seq[6](h)))
+        return self._classification(h)
+
+    @property
+    def adj(self) -> torch.Tensor:
+        return self.graph_embedding[0].gc1.adj
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (the prior `adj` and BN running statistics are buffers)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def decay_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters with weight decay: conv and graph weights (not biases, not BN)."""
+    names = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, GraphConvolution)):
+            names.add(f"{mod_name}.weight")
+    return names
+
+
+def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Tensor]]:
+    """(epoch, state_dict) of a reference `checkpoint_epoch_EEE.pth.tar` file (a torch.save of
+    {'epoch': e + 1, 'state_dict': sd}), loaded with weights-only unpickling: a file that would
+    need arbitrary code to load is refused."""
+    from mespot.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{path}: not loadable as weights only ({type(err).__name__}: {err})") from err
+    if isinstance(blob, dict) and "state_dict" in blob:
+        state, epoch = blob["state_dict"], int(blob.get("epoch", 0))
+    elif isinstance(blob, dict):
+        state, epoch = blob, 0
+    else:
+        raise UserError(f"{path}: expected a dict with 'state_dict', got {type(blob).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel saves
+    return epoch, state
+
+
+def load_reference_checkpoint(path: str | Path, model: AUWGCN | None = None) -> tuple[AUWGCN, int]:
+    """Build (or fill) an AUWGCN from a reference checkpoint; the prior comes from the file's
+    `adj`. Returns (model, epoch). Missing BN `num_batches_tracked` entries are tolerated."""
+    from mespot.errors import UserError
+
+    epoch, state = read_reference_checkpoint(path)
+    if "graph_embedding.0.gc1.adj" not in state:
+        raise UserError(f"{path}: no 'graph_embedding.0.gc1.adj' key; not an AUW-GCN checkpoint")
+    if model is None:
+        model = AUWGCN(state["graph_embedding.0.gc1.adj"].float().numpy())
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise UserError(
+            f"{path}: state dict does not fit AUW-GCN (missing {missing}, unexpected "
+            f"{list(result.unexpected_keys)})"
+        )
+    return model, epoch

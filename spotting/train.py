@@ -1,0 +1,509 @@
+"""Leave-one-subject-out (LOSO) training of AUW-GCN from a feature store (AUWGCN.md section 7).
+
+`train_loso` loads the store and the annotations once, builds every window and target once, and
+then trains one fold per subject entirely on preloaded tensors (a batch is one index operation).
+A run folder holds:
+
+    config.json                  resolved configuration (store, annotations, every parameter)
+    annotation_issues.csv        every repaired or skipped annotation, with its reason
+    train.log                    the plain-text log
+    folds/<subject>/
+        fold.json                fold config: prior, feature normalisation, losses, status
+        weights_epoch_EEE.safetensors   model weights (+ JSON metadata) every `save_every` epochs
+        resume.safetensors       model + optimiser + shuffle state after the last finished epoch
+        test_outputs.safetensors per test video: (N, 10) float32 logits of the final model
+        tb/                      TensorBoard scalars (train/test losses, learning rate)
+
+Running the same command again resumes: finished folds are skipped and an interrupted fold
+continues from its last finished epoch, ending with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from mespot import __version__
+from mespot.errors import UserError
+from spotting.annotations import AnnotationTable, issues_to_frame, read_annotations
+from spotting.features import FeatureSet, load_features
+from spotting.losses import LossParams, spotting_loss
+from spotting.model import AUWGCN, decay_parameter_names
+from spotting.prior import PriorParams, prior_from_table
+from spotting.windows import WindowParams, WindowSet, annotation_targets, build_windows
+
+# Reference feature normalisation (features on its "20 px" 8-bit scale, AUWGCN.md section 3).
+REFERENCE_MEAN = (0.003463, 0.003873)
+REFERENCE_STD = (0.548588, 0.645621)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimisation settings (paper defaults). `normalisation`: 'fold' (mean/std of the training
+    subjects' features) or 'compat' (the reference constants); `macro_ratio` None picks 0.7 for
+    SAMM-LV stores and 0.5 otherwise; `save_every` keeps weights every that many epochs (the last
+    epoch always)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.01
+    weight_decay: float = 0.1
+    lr_decay: float = 0.96  # per epoch
+    seed: int = 1
+    normalisation: str = "fold"
+    macro_ratio: Optional[float] = None
+    save_every: int = 10
+
+    def __post_init__(self):
+        if self.normalisation not in ("fold", "compat"):
+            raise UserError(f"normalisation must be 'fold' or 'compat', got {self.normalisation!r}")
+        for name in ("epochs", "batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's results (written to config.json)."""
+
+    store: str
+    annotations: str
+    protocol: str = "loso"
+    train: TrainParams = field(default_factory=TrainParams)
+    windows: WindowParams = field(default_factory=WindowParams)
+    prior: PriorParams = field(default_factory=PriorParams)
+    losses: LossParams = field(default_factory=LossParams)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["prior"]["au_nodes"] = {str(k): list(v) for k, v in self.prior.au_nodes.items()}
+        d["losses"]["class_weights"] = list(self.losses.class_weights)
+        return d
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    subject: str
+    epochs: int
+    seconds: float
+    final_loss: float
+    n_train_windows: int
+    n_test_windows: int
+    resumed_from: int
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The store, annotations, targets and windows, built once for every fold."""
+
+    features: FeatureSet
+    table: AnnotationTable
+    windows: WindowSet
+    issues: tuple
+    sums: dict  # subject -> (count, sum (2,), sum of squares (2,)) of raw features, float64
+
+
+def prepare(store: str | Path, annotations: str | Path, params: WindowParams = WindowParams()) -> Prepared:
+    """Load the store and annotations, build all targets and windows (once per run)."""
+    features = load_features(store)
+    table = read_annotations(annotations)
+    targets, target_issues = annotation_targets(features, table, params)
+    videos = list(features.videos.values())
+    windows = build_windows(videos, targets, params)
+    sums: dict = {}
+    for v in videos:
+        x = v.mdmo.reshape(-1, 2).astype(np.float64)
+        c, s, q = sums.get(v.subject, (0, np.zeros(2), np.zeros(2)))
+        sums[v.subject] = (c + x.shape[0], s + x.sum(0), q + (x * x).sum(0))
+    return Prepared(features, table, windows, tuple(table.issues) + tuple(target_issues), sums)
+
+
+def fold_normalisation(prep: Prepared, train_subjects, mode: str) -> tuple[list[float], list[float]]:
+    """(mean, std) per feature channel (x, y): from the training subjects, or the reference's."""
+    if mode == "compat":
+        return list(REFERENCE_MEAN), list(REFERENCE_STD)
+    c, s, q = 0, np.zeros(2), np.zeros(2)
+    for subject in train_subjects:
+        if subject in prep.sums:
+            c2, s2, q2 = prep.sums[subject]
+            c, s, q = c + c2, s + s2, q + q2
+    if c == 0:
+        raise UserError("no training features to normalise with")
+    mean = s / c
+    std = np.sqrt(np.maximum(q / c - mean * mean, 0.0))
+    std = np.where(std > 1e-12, std, 1.0)
+    return mean.tolist(), std.tolist()
+
+
+def window_tensors(windows: WindowSet, mask: np.ndarray, mean, std, device) -> dict[str, torch.Tensor]:
+    """The selected windows as tensors on `device`: x normalised, 0 outside the videos."""
+    m = np.asarray(mean, np.float32)
+    s = np.asarray(std, np.float32)
+    x = (windows.x[mask] - m) / s * windows.valid[mask][:, :, None, None]
+    return {
+        "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device),
+        "start_end": torch.from_numpy(windows.start_end[mask]).to(device),
+        "apex": torch.from_numpy(windows.apex[mask]).to(device),
+        "action": torch.from_numpy(windows.action[mask]).to(device),
+    }
+
+
+# --- model state ------------------------------------------------------------------------------
+
+
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def save_weights(model: AUWGCN, path: Path, epoch: int, fold_meta: dict) -> None:
+    """Model state dict as safetensors; metadata: epoch and the fold's JSON (config, norm)."""
+    _save_safetensors(model.state_dict(), path, {"epoch": str(epoch), "fold": json.dumps(fold_meta)})
+
+
+def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
+    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights not found: {path}")
+    state = load_file(str(path), device=str(device))
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy()).to(device)
+    model.load_state_dict(state)
+    meta = {"epoch": int(meta.get("epoch", 0)), **json.loads(meta.get("fold", "{}"))}
+    return model.eval(), meta
+
+
+def _optimizer(model: AUWGCN, p: TrainParams) -> torch.optim.AdamW:
+    decay = decay_parameter_names(model)
+    named = list(model.named_parameters())
+    groups = [
+        {"params": [t for n, t in named if n in decay], "weight_decay": p.weight_decay, "names": [n for n, _ in named if n in decay]},
+        {"params": [t for n, t in named if n not in decay], "weight_decay": 0.0, "names": [n for n, _ in named if n not in decay]},
+    ]
+    return torch.optim.AdamW(groups, lr=p.lr)
+
+
+def _save_resume(path: Path, model, opt, shuffle: torch.Generator, epoch: int) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for group in opt.param_groups:
+        for name, param in zip(group["names"], group["params"]):
+            for key, value in opt.state.get(param, {}).items():
+                tensors[f"optim.{name}.{key}"] = torch.as_tensor(value)
+    tensors["rng.shuffle"] = shuffle.get_state()
+    _save_safetensors(tensors, path, {"epoch": str(epoch)})
+
+
+def _load_resume(path: Path, model, opt, shuffle: torch.Generator, device) -> int:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        epoch = int(f.metadata()["epoch"])
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for group in opt.param_groups:
+        for name, param in zip(group["names"], group["params"]):
+            state = {}
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                t = tensors.get(f"optim.{name}.{key}")
+                if t is not None:
+                    state[key] = t.to(device) if key != "step" else t.clone()
+            if state:
+                opt.state[param] = state
+    shuffle.set_state(tensors["rng.shuffle"])
+    return epoch
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_logits(model: AUWGCN, x: torch.Tensor, context: int, batch: int = 256) -> torch.Tensor:
+    """(W, L + 2C, 12, 2) windows -> (W, 10, L) logits of the central rows, in eval mode."""
+    model.eval()
+    outs = [model(x[i: i + batch])[:, :, context: x.shape[1] - context] for i in range(0, len(x), batch)]
+    return torch.cat(outs) if outs else torch.zeros(0, 10, x.shape[1] - 2 * context, device=x.device)
+
+
+def _losses(model, data, context, loss_params, idx=None):
+    x = data["x"] if idx is None else data["x"][idx]
+    logits = model(x)[:, :, context: x.shape[1] - context]
+    pick = (lambda t: t) if idx is None else (lambda t: t[idx])
+    return spotting_loss(logits, pick(data["start_end"]), pick(data["apex"]), pick(data["action"]), loss_params)
+
+
+def train_fold(
+    prep: Prepared,
+    config: RunConfig,
+    test_subject: str,
+    fold_dir: Path,
+    device: torch.device,
+    progress: Optional[Callable[[int, float], None]] = None,
+    on_epoch_end: Optional[Callable[[int], None]] = None,
+    tensorboard: bool = True,
+) -> FoldResult:
+    """Train one LOSO fold (test = `test_subject`, train = every other subject of the store)."""
+    p, w = config.train, config.windows
+    started = time.perf_counter()
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    subjects = prep.features.subjects
+    train_subjects = [s for s in subjects if s != test_subject]
+    prior_subjects = train_subjects if config.prior.source == "train" else None
+    adj = prior_from_table(prep.table.frame, prior_subjects, config.prior)
+    mean, std = fold_normalisation(prep, train_subjects, p.normalisation)
+    ws = prep.windows
+    train_mask = ws.of_subjects(train_subjects) & ws.has_expression
+    test_mask = ws.of_subjects([test_subject])
+    if not train_mask.any():
+        raise UserError(f"fold {test_subject}: no training window holds an expression")
+    train = window_tensors(ws, train_mask, mean, std, device)
+    test = window_tensors(ws, test_mask, mean, std, device)
+    fold_meta = {
+        "test_subject": test_subject, "train_subjects": train_subjects,
+        "normalisation": {"mode": p.normalisation, "mean": mean, "std": std},
+        "prior": adj.tolist(), "prior_source": config.prior.source,
+        "n_train_windows": int(train_mask.sum()), "n_test_windows": int(test_mask.sum()),
+        "config": config.to_json(),
+    }
+
+    torch.manual_seed(p.seed)
+    model = AUWGCN(adj).to(device)
+    opt = _optimizer(model, p)
+    shuffle = torch.Generator().manual_seed(p.seed)
+    resume_path = fold_dir / "resume.safetensors"
+    start_epoch = _load_resume(resume_path, model, opt, shuffle, device) if resume_path.exists() else 0
+    writer = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(fold_dir / "tb"), purge_step=start_epoch + 1)
+    n = len(train["x"])
+    loss_value = float("nan")
+    try:
+        for epoch in range(start_epoch, p.epochs):
+            for group in opt.param_groups:
+                group["lr"] = p.lr * p.lr_decay ** epoch
+            model.train()
+            perm = torch.randperm(n, generator=shuffle).to(device)
+            total, parts_sum = 0.0, {}
+            for i in range(0, n, p.batch_size):
+                idx = perm[i: i + p.batch_size]
+                loss, parts = _losses(model, train, w.context, config.losses, idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                k = len(idx) / n
+                total += float(loss.detach()) * k
+                for name, v in parts.items():
+                    parts_sum[name] = parts_sum.get(name, 0.0) + float(v) * k
+            loss_value = total
+            done = epoch + 1
+            if writer is not None:
+                writer.add_scalar("train/loss", total, done)
+                for name, v in parts_sum.items():
+                    writer.add_scalar(f"train/{name}", v, done)
+                writer.add_scalar("train/lr", p.lr * p.lr_decay ** epoch, done)
+                if len(test["x"]):
+                    model.eval()
+                    with torch.no_grad():
+                        test_loss, _ = _losses(model, test, w.context, config.losses)
+                    writer.add_scalar("test/loss", float(test_loss), done)
+            if done % p.save_every == 0 or done == p.epochs:
+                save_weights(model, fold_dir / f"weights_epoch_{done:03d}.safetensors", done, fold_meta)
+            _save_resume(resume_path, model, opt, shuffle, done)
+            if progress is not None:
+                progress(done, total)
+            if on_epoch_end is not None:
+                on_epoch_end(done)
+    finally:
+        if writer is not None:
+            writer.close()
+
+    _save_test_outputs(model, test, ws, test_mask, w, fold_dir / "test_outputs.safetensors")
+    seconds = time.perf_counter() - started
+    if np.isnan(loss_value):  # every epoch was already done: read the final loss back
+        previous = json.loads((fold_dir / "fold.json").read_text()) if (fold_dir / "fold.json").exists() else {}
+        loss_value = previous.get("final_loss", float("nan"))
+    result = FoldResult(test_subject, p.epochs, seconds, loss_value, int(train_mask.sum()),
+                        int(test_mask.sum()), start_epoch)
+    fold_meta.update(status="complete", final_loss=loss_value, seconds=seconds, resumed_from=start_epoch)
+    (fold_dir / "fold.json").write_text(json.dumps(fold_meta, indent=1))
+    return result
+
+
+def _save_test_outputs(model, test, ws: WindowSet, test_mask, w: WindowParams, path: Path) -> None:
+    """Per test video, the final model's logits of its N rows: tensors named by video id."""
+    logits = predict_logits(model, test["x"], w.context).cpu().numpy()
+    videos = ws.video[test_mask]
+    first = ws.first_row[test_mask]
+    out: dict[str, torch.Tensor] = {}
+    for v in np.unique(videos):
+        sel = videos == v
+        order = np.argsort(first[sel])
+        rows = logits[sel][order].transpose(0, 2, 1).reshape(-1, logits.shape[1])
+        out[ws.video_ids[v]] = torch.from_numpy(np.ascontiguousarray(rows[: ws.n_rows[v]]))
+    _save_safetensors(out, path, {"layout": "per video (N rows, 10 logits); see spotting/model.py"})
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or 'auto' -> a torch device (clear error when CUDA is missing)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"--device {name!r}: {err}") from err
+
+
+def _environment() -> dict:
+    return {"mespot": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+def train_loso(
+    config: RunConfig,
+    out: str | Path,
+    device: str = "cpu",
+    subjects: Optional[list[str]] = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    tensorboard: bool = True,
+    on_epoch_end: Optional[Callable[[str, int], None]] = None,
+    prepared: Optional[Prepared] = None,
+) -> list[FoldResult]:
+    """Train every LOSO fold (or those of `subjects`) into run folder `out`; resumes by default."""
+    if config.protocol != "loso":
+        raise UserError(f"protocol {config.protocol!r} is not supported (only 'loso')")
+    out = Path(out)
+    dev = resolve_device(device)
+    prep = prepared or prepare(config.store, config.annotations, config.windows)
+    if config.train.macro_ratio is None:
+        ratio = 0.7 if "samm" in prep.features.dataset.lower() or prep.table.dataset == "samm-lv" else 0.5
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, macro_ratio=ratio))
+    config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, macro_ratio=config.train.macro_ratio))
+    resolved = config.to_json()
+    resolved["store_params_hash"] = prep.features.params_hash
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        previous = json.loads(cfg_path.read_text())
+        same = {k: v for k, v in previous.items() if k != "environment"} == resolved
+        if overwrite:
+            shutil.rmtree(out)
+        elif not same:
+            raise UserError(f"{out} holds a run with another configuration; pass --overwrite or "
+                            "choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps({**resolved, "environment": _environment()}, indent=1))
+    issues_to_frame(prep.issues).to_csv(out / "annotation_issues.csv", index=False)
+
+    all_subjects = prep.features.subjects
+    folds = all_subjects if subjects is None else list(subjects)
+    unknown = [s for s in folds if s not in all_subjects]
+    if unknown:
+        raise UserError(f"unknown subject(s) {unknown}; the store has {all_subjects}")
+    log = _Log(out / "train.log", show_progress)
+    log.line(prep.table.summary())
+    log.line(f"{len(prep.issues)} annotation issue(s) listed in {out / 'annotation_issues.csv'}")
+    if prep.features.skipped:
+        log.line(f"{len(prep.features.skipped)} incomplete video(s) in the store skipped: "
+                 + ", ".join(f"{k} ({v})" for k, v in prep.features.skipped.items()))
+    log.line(f"{len(prep.windows)} windows from {len(prep.features.videos)} videos of "
+             f"{len(all_subjects)} subjects; {len(folds)} fold(s) on {dev}")
+    results = []
+    with log.progress(config.train.epochs, len(folds)) as bar:
+        for k, subject in enumerate(folds):
+            fold_dir = out / "folds" / subject
+            fold_json = fold_dir / "fold.json"
+            if fold_json.exists() and json.loads(fold_json.read_text()).get("status") == "complete":
+                meta = json.loads(fold_json.read_text())
+                log.line(f"fold {k + 1}/{len(folds)} {subject}: already complete, skipped")
+                results.append(FoldResult(subject, config.train.epochs, meta.get("seconds", 0.0),
+                                           meta.get("final_loss", float("nan")), meta["n_train_windows"],
+                                           meta["n_test_windows"], config.train.epochs))
+                continue
+            bar.start_fold(subject, k)
+            hook = (lambda e, s=subject: on_epoch_end(s, e)) if on_epoch_end else None
+            r = train_fold(prep, config, subject, fold_dir, dev, progress=bar.epoch,
+                           on_epoch_end=hook, tensorboard=tensorboard)
+            results.append(r)
+            log.line(f"fold {k + 1}/{len(folds)} {subject}: {r.n_train_windows} train / {r.n_test_windows} "
+                     f"test windows, loss {r.final_loss:.4f}, {r.seconds:.1f} s"
+                     + (f" (resumed at epoch {r.resumed_from})" if r.resumed_from else ""))
+    total = sum(r.seconds for r in results)
+    log.line(f"done: {len(results)} fold(s), {total:.1f} s of training; run folder {out}")
+    return results
+
+
+class _Log:
+    """Plain-text log file + console lines + a rich progress bar (epochs of the current fold)."""
+
+    def __init__(self, path: Path, show: bool):
+        self.path, self.show = path, show
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+
+    def line(self, text: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        if self.show:
+            self.console.print(text, markup=False, highlight=False)
+
+    def progress(self, epochs: int, n_folds: int):
+        return _Bar(self, epochs, n_folds)
+
+
+class _Bar:
+    def __init__(self, log: _Log, epochs: int, n_folds: int):
+        self.log, self.epochs, self.n_folds = log, epochs, n_folds
+        self.bar = None
+        self.task = None
+
+    def __enter__(self):
+        if self.log.show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                                console=self.log.console, transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def start_fold(self, subject: str, k: int) -> None:
+        if self.bar is not None:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(f"fold {k + 1}/{self.n_folds} {subject}", total=self.epochs, loss="-")
+
+    def epoch(self, done: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, loss=f"{loss:.4f}")
+

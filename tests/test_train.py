@@ -1,0 +1,165 @@
+"""Losses (known answers) and LOSO training: outputs, determinism, resume, command line."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mespot.cli import main
+from mespot.errors import UserError
+from spotting.features import create_store, write_video
+from spotting.losses import LossParams, binary_focal_loss, spotting_loss, start_end_loss
+from spotting.train import RunConfig, TrainParams, load_weights, prepare, train_loso
+
+EPS = 1e-5
+
+
+# --- losses -------------------------------------------------------------------------------------
+
+
+def test_binary_focal_loss_known_answer():
+    logits = torch.zeros(1, 4)  # p = 0.5 everywhere
+    target = torch.tensor([[1.0, 0.5, 0.0, 0.0]])
+    a = 0.9
+    pos = [a * 0.5 * math.log(0.5 + EPS), a * 0.0 * math.log(0.5 + EPS)]
+    neg = [(1 - a) * abs(0.16 - 0.5) * math.log(0.5 + EPS)] * 2
+    expected = -(sum(pos) + sum(neg)) / 4
+    assert float(binary_focal_loss(logits, target, a)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_start_end_loss_known_answer():
+    logits = torch.zeros(1, 3, 3)  # uniform softmax: p = 1/3
+    target = torch.tensor([[0, 1, 2]])
+    w = (0.45, 0.45, 0.1)
+    expected = -sum(wc * (2 / 3) * math.log(1 / 3) for wc in w) / 3
+    assert float(start_end_loss(logits, target)) == pytest.approx(expected, rel=1e-6)
+    # a confident correct prediction costs almost nothing
+    sure = torch.tensor([[[20.0], [0.0], [0.0]]])
+    assert float(start_end_loss(sure, torch.tensor([[0]]))) < 1e-6
+
+
+def test_total_loss_weights():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 10, 8)
+    se = torch.randint(0, 3, (2, 2, 8))
+    apex = torch.rand(2, 2, 8) * (torch.rand(2, 2, 8) > 0.5)
+    action = (torch.rand(2, 2, 8) > 0.5).float()
+    p = LossParams(macro_ratio=0.7)
+    total, parts = spotting_loss(logits, se, apex, action, p)
+    expected = (1.8 * parts["me_apex"] + parts["me_start_end"] + 0.1 * parts["me_action"]
+                + 0.7 * (parts["mae_apex"] + parts["mae_start_end"] + 0.1 * parts["mae_action"]))
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    assert float(parts["mae_start_end"]) == pytest.approx(float(start_end_loss(logits[:, 3:6], se[:, 1])))
+
+
+# --- a tiny store -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """3 subjects x 1 video x 300 rows (2 windows each), two expressions per video."""
+    base = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    root = create_store(base / "store.zarr", dataset="synthetic")
+    lines = ["subject,video,onset,apex,offset,type,au"]
+    for k, subject in enumerate(("s1", "s2", "s3")):
+        video = f"{subject}_v"
+        mdmo = rng.normal(0, 0.2, (300, 12, 2)).astype(np.float32)
+        mdmo[40 + k: 70 + k, 8:12, 1] += 1.5
+        mdmo[150: 162, 0:6, 1] -= 1.0
+        write_video(root, video, subject, mdmo, np.arange(1, 302))
+        lines.append(f"{subject},{video},{41 + k},{55 + k},{71 + k},mae,12+25")
+        lines.append(f"{subject},{video},151,157,163,me,R1+R2")
+    write_video(root, "broken", "s1", np.zeros((10, 12, 2)), np.arange(1, 12), status="failed")
+    (base / "gt.csv").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def config(tiny, **train):
+    params = dict(epochs=3, batch_size=2, save_every=2)
+    params.update(train)
+    return RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
+                     train=TrainParams(**params))
+
+
+def weights(run, subject, epoch):
+    return load_file(str(run / "folds" / subject / f"weights_epoch_{epoch:03d}.safetensors"))
+
+
+@pytest.mark.slow  # ~7 s: the first fold pays torch's optimiser and TensorBoard imports
+def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
+    run = tmp_path / "run"
+    results = train_loso(config(tiny), run, show_progress=False)
+    assert [r.subject for r in results] == ["s1", "s2", "s3"]
+    assert all(r.n_train_windows == 2 and r.n_test_windows == 2 for r in results)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["macro_ratio"] == 0.5
+    assert cfg["prior"]["source"] == "train" and "environment" in cfg
+    fold = run / "folds" / "s2"
+    assert sorted(p.name for p in fold.glob("weights_*")) == [
+        "weights_epoch_002.safetensors", "weights_epoch_003.safetensors"]
+    assert list((fold / "tb").glob("events.out.tfevents.*"))
+    meta = json.loads((fold / "fold.json").read_text())
+    assert meta["status"] == "complete" and meta["train_subjects"] == ["s1", "s3"]
+    assert len(meta["normalisation"]["mean"]) == 2
+    # the prior of fold s2 comes from s1 and s3 only (AU12+AU25 and AU1+AU2 pairs)
+    model, wmeta = load_weights(fold / "weights_epoch_003.safetensors")
+    assert wmeta["epoch"] == 3 and wmeta["test_subject"] == "s2"
+    np.testing.assert_allclose(model.adj.numpy(), np.array(meta["prior"], np.float32))
+    outputs = load_file(str(fold / "test_outputs.safetensors"))
+    assert list(outputs) == ["s2_v"] and outputs["s2_v"].shape == (300, 10)
+    log = (run / "train.log").read_text()
+    assert "fold 3/3 s3" in log and "broken" in log  # the failed video is reported
+
+
+@pytest.mark.slow  # ~7 s: three small LOSO runs
+def test_same_seed_same_weights_and_resume_after_interruption(tiny, tmp_path):
+    first, second, resumed = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    train_loso(config(tiny), first, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
+    train_loso(config(tiny), second, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
+
+    def kill(subject, epoch):
+        if subject == "s2" and epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_loso(config(tiny), resumed, show_progress=False, tensorboard=False,
+                   subjects=["s1", "s2"], on_epoch_end=kill)
+    assert not (resumed / "folds" / "s2" / "fold.json").exists()
+    results = train_loso(config(tiny), resumed, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
+    assert [r.resumed_from for r in results] == [3, 2]  # s1 done before, s2 from epoch 2
+    for subject in ("s1", "s2"):
+        a, b, c = (weights(r, subject, 3) for r in (first, second, resumed))
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+            assert torch.equal(a[key], c[key]), key
+
+
+def test_other_configuration_in_the_run_folder_is_refused(tiny, tmp_path):
+    run = tmp_path / "run"
+    prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
+    train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False,
+               subjects=["s1"], prepared=prep)
+    with pytest.raises(UserError, match="another configuration"):
+        train_loso(config(tiny, epochs=2), run, show_progress=False, tensorboard=False,
+                   subjects=["s1"], prepared=prep)
+    with pytest.raises(UserError, match="unknown subject"):
+        train_loso(config(tiny, epochs=1), run, show_progress=False, subjects=["s9"], prepared=prep)
+
+
+def test_command_line(tiny, tmp_path, capsys):
+    run = tmp_path / "runs" / "cli"
+    code = main(["train", str(tiny / "store.zarr"), "--annotations", str(tiny / "gt.csv"),
+                 "--protocol", "loso", "--out", str(run), "--epochs", "1", "--subjects", "s3",
+                 "--no-tensorboard", "--quiet"])
+    assert code == 0
+    assert (run / "folds" / "s3" / "weights_epoch_001.safetensors").exists()
+    assert main(["train", str(tmp_path / "missing.zarr"), "--annotations", str(tiny / "gt.csv"),
+                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "feature store not found" in capsys.readouterr().err
+    assert main(["train", str(tiny / "store.zarr"), "--annotations", str(tiny / "gt.csv"),
+                 "--out", str(tmp_path / "y"), "--device", "cuda:7" if not torch.cuda.is_available()
+                 else "nonsense", "--quiet"]) == 2
