@@ -1,0 +1,151 @@
+"""The feature store: one Zarr v3 group per video, readable with plain `zarr` (DESIGN.md).
+
+Layout:
+  root attrs   format_version (int), mespot_version, dataset, params (every extraction
+               parameter), params_hash (str)
+  videos/<video_id>/
+    mdmo           (T-1, 12, 2) float32   row k: motion kept frame k -> k+1, landmarks of k+1
+    landmarks      (T, 68, 2) float32     (x, y) px in the crop's grid
+    face_box       (4,) int32             (left, top, right, bottom) in frame px, exclusive
+    frame_numbers  (T,) int32             ORIGINAL 1-based number of each kept frame
+    flow           (T-1, 2, H, W) float16 optional: (dx, dy) px
+    attrs: subject, video_id, fps (after subsampling), n_frames, subsample, source, timings,
+           landmark_repairs, frame_repairs, and `status` written LAST: "complete", or "failed"
+           with `error` and `stage`.
+
+A video counts only when its status is "complete". Anything else found when a run starts
+(no status, "running", "failed", unreadable metadata after a kill) is deleted and redone.
+Chunks: the per-video arrays are small and read whole, so each is one chunk (up to 65,536 rows);
+flow is chunked by FLOW_CHUNK frames. Compression: Blosc zstd level 3 with byte shuffle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+ROW_CHUNK = 65536  # rows per chunk of mdmo / landmarks / frame_numbers
+FLOW_CHUNK = 16  # frames per chunk of the optional dense flow
+VIDEOS = "videos"
+COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
+
+
+class StoreMismatchError(ValueError):
+    """The store on disk was written with other parameters (or is not a feature store)."""
+
+
+def params_hash(params: dict) -> str:
+    """Stable short hash of a JSON-able parameter dict (key order does not matter)."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _compressors():
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
+
+
+class FeatureStore:
+    """A feature store at `path`, opened for writing with `params` (refused if they differ)."""
+
+    def __init__(self, path: str | Path, params: dict, dataset: str):
+        import zarr
+
+        from mespot import __version__
+
+        self.path = Path(path)
+        self.params = json.loads(json.dumps(params))  # exactly what JSON round-trips to
+        self.hash = params_hash(self.params)
+        if (self.path / "zarr.json").is_file():
+            root = zarr.open_group(str(self.path), mode="r+")
+            attrs = dict(root.attrs)
+            if attrs.get("format_version") != FORMAT_VERSION or "params_hash" not in attrs:
+                raise StoreMismatchError(
+                    f"{self.path}: not a mespot feature store of format {FORMAT_VERSION} "
+                    f"(format_version={attrs.get('format_version')!r}); choose another --out")
+            if attrs["params_hash"] != self.hash:
+                raise StoreMismatchError(
+                    f"{self.path} was written with other extraction parameters "
+                    f"({_differences(attrs.get('params', {}), self.params)}); use another --out, "
+                    f"or the same parameters to resume")
+            if attrs.get("dataset") != dataset:
+                raise StoreMismatchError(f"{self.path} holds dataset {attrs.get('dataset')!r}, "
+                                         f"not {dataset!r}; use another --out")
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise StoreMismatchError(f"{self.path} exists and is not a Zarr store; choose another "
+                                     f"--out")
+        else:
+            root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+            root.attrs.update({"format_version": FORMAT_VERSION, "mespot_version": __version__,
+                               "dataset": dataset, "params": self.params,
+                               "params_hash": self.hash})
+        if VIDEOS not in root:
+            root.create_group(VIDEOS)
+        self.root = root
+
+    def status(self, video_id: str) -> str | None:
+        """"complete", "failed", "running" or None (absent or unreadable)."""
+        meta = self.path / VIDEOS / video_id / "zarr.json"
+        try:
+            return json.loads(meta.read_text()).get("attributes", {}).get("status")
+        except (OSError, ValueError):
+            return None
+
+    def statuses(self) -> dict[str, str | None]:
+        folder = self.path / VIDEOS
+        return {p.name: self.status(p.name) for p in sorted(folder.iterdir()) if p.is_dir()}
+
+    def begin(self, video_id: str, attrs: dict):
+        """Delete whatever is at videos/<video_id> and create it afresh, status "running"."""
+        import zarr
+
+        folder = self.path / VIDEOS / video_id
+        if folder.exists():
+            shutil.rmtree(folder)
+        group = zarr.open_group(str(self.path), mode="r+")[VIDEOS].create_group(video_id)
+        group.attrs.update({**attrs, "video_id": video_id, "status": RUNNING})
+        return group
+
+    def write_array(self, group, name: str, data: np.ndarray, chunk_rows: int = ROW_CHUNK):
+        chunks = (max(1, min(chunk_rows, data.shape[0])),) + data.shape[1:]
+        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                   compressors=_compressors(), fill_value=0)
+        if data.size:
+            array[...] = data
+        return array
+
+    def create_flow(self, group, n_pairs: int, height: int, width: int):
+        """The optional dense flow array (T-1, 2, H, W) float16, filled batch by batch."""
+        return group.create_array("flow", shape=(n_pairs, 2, height, width), dtype="float16",
+                                  chunks=(FLOW_CHUNK, 2, height, width),
+                                  compressors=_compressors(), fill_value=0)
+
+    def complete(self, group, attrs: dict) -> None:
+        """Write the final attributes, then the status "complete" on its own, last."""
+        group.attrs.update(attrs)
+        group.attrs["status"] = COMPLETE
+
+    def fail(self, video_id: str, stage: str, error: str, attrs: dict | None = None) -> None:
+        """Record a failure: the arrays are dropped, the attributes say where and why."""
+        group = self.begin(video_id, attrs or {})
+        group.attrs.update({"error": error, "stage": stage})
+        group.attrs["status"] = FAILED
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> str:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            if inner:
+                diffs.append(inner)
+        elif a != b:
+            diffs.append(f"{prefix}{key}: stored {a!r}, now {b!r}")
+    return "; ".join(diffs[:5]) if diffs else "parameters differ"
