@@ -1,0 +1,133 @@
+"""Network outputs -> proposals -> NMS (AUWGCN.md section 8), batched over windows.
+
+Input per video: logits (N, 10) float32 for its N feature rows (channels as in spotting/model.py:
+0-2 ME start/end/none, 3-5 MaE start/end/none, 6 ME apex, 7 MaE apex, 8-9 action). The video is
+cut into windows of L = 256 rows, as the network saw it; every search stays inside its window.
+
+Per window and type:
+- apex candidates: rows w with sigmoid(apex) > 0.5;
+- start s = the row of highest start probability among w - d, d in [dmin, dmax], clipped at the
+  window's first row; end e = the row of highest end probability among w + d, clipped at the
+  window's last row (and at the video's last row). Ties go to the earliest row;
+- kept when p_start(s) > p_end(s), p_start(e) < p_end(e) and min_len <= e - s <= max_len;
+- score = p_start(s) * p_end(e) * p_apex(w).
+NMS per (video, type): take the best remaining proposal (stop at score 0), drop the others whose
+IoU with it exceeds 0.5 (IoU on lengths e - s), until K are kept.
+
+Units: rows (0-based feature rows). `frames = rows_to_frames(rows)` turns them into the video's
+1-based original frame numbers for people (spotting/windows.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+TYPES = ("me", "mae")
+APEX_CHANNEL = {"me": 6, "mae": 7}
+START_END_CHANNELS = {"me": slice(0, 3), "mae": slice(3, 6)}
+PROPOSAL_COLUMNS = ["type", "start", "apex", "end", "score"]
+
+
+@dataclass(frozen=True)
+class ProposalParams:
+    """Every range and threshold of section 8 (rows); defaults are the CAS(ME)^2 preset."""
+
+    window: int = 256
+    apex_threshold: float = 0.5
+    me_distance: tuple[int, int] = (2, 7)  # d range from apex to start/end
+    mae_distance: tuple[int, int] = (7, 29)
+    me_length: tuple[int, int] = (5, 30)  # allowed e - s
+    mae_length: tuple[int, int] = (15, 88)
+    nms_iou: float = 0.5
+    me_top_k: int = 5
+    mae_top_k: int = 5
+
+    def distance(self, kind: str) -> tuple[int, int]:
+        return self.me_distance if kind == "me" else self.mae_distance
+
+    def length(self, kind: str) -> tuple[int, int]:
+        return self.me_length if kind == "me" else self.mae_length
+
+    def top_k(self, kind: str) -> int:
+        return self.me_top_k if kind == "me" else self.mae_top_k
+
+
+PRESETS = {
+    "casme2": ProposalParams(),
+    "samm": ProposalParams(mae_distance=(6, 27), me_length=(4, 13), mae_length=(12, 81), mae_top_k=6),
+}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _check_logits(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] != 10:
+        raise ValueError(f"expected logits of shape (N, 10), got {logits.shape}")
+    return logits
+
+
+def candidates(logits: np.ndarray, kind: str, params: ProposalParams = ProposalParams()) -> pd.DataFrame:
+    """All proposals of one type before NMS, columns type, start, apex, end, score (rows)."""
+    logits = _check_logits(logits)
+    n = logits.shape[0]
+    probs = _softmax(logits[:, START_END_CHANNELS[kind]])
+    p_start, p_end = probs[:, 0], probs[:, 1]
+    p_apex = _sigmoid(logits[:, APEX_CHANNEL[kind]])
+    apex = np.flatnonzero(p_apex > params.apex_threshold)
+    first = (apex // params.window) * params.window  # first row of each candidate's window
+    last = np.minimum(first + params.window - 1, n - 1)
+    dmin, dmax = params.distance(kind)
+    steps = np.arange(dmin, dmax + 1)
+    start_rows = np.maximum(apex[:, None] - steps[::-1][None, :], first[:, None])  # earliest first
+    end_rows = np.minimum(apex[:, None] + steps[None, :], last[:, None])
+    pick = np.arange(len(apex))
+    start = start_rows[pick, p_start[start_rows].argmax(axis=1)] if len(apex) else apex
+    end = end_rows[pick, p_end[end_rows].argmax(axis=1)] if len(apex) else apex
+    low, high = params.length(kind)
+    keep = ((p_start[start] > p_end[start]) & (p_start[end] < p_end[end])
+            & (end - start >= low) & (end - start <= high))
+    return pd.DataFrame({
+        "type": kind, "start": start[keep], "apex": apex[keep], "end": end[keep],
+        "score": (p_start[start] * p_end[end] * p_apex[apex])[keep],
+    }, columns=PROPOSAL_COLUMNS)
+
+
+def length_iou(start: np.ndarray, end: np.ndarray, s: int, e: int) -> np.ndarray:
+    """IoU of intervals [start, end] with [s, e] measured on lengths end - start (section 8)."""
+    inter = np.maximum(0, np.minimum(end, e) - np.maximum(start, s))
+    union = (end - start) + (e - s) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(proposals: pd.DataFrame, iou_threshold: float, top_k: int) -> pd.DataFrame:
+    """Greedy NMS of one (video, type): the kept proposals, best first."""
+    ordered = proposals.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    start, end = ordered["start"].to_numpy(), ordered["end"].to_numpy()
+    score = ordered["score"].to_numpy()
+    alive = np.ones(len(ordered), bool)
+    kept: list[int] = []
+    for i in range(len(ordered)):
+        if len(kept) == top_k or score[i] <= 0:
+            break
+        if not alive[i]:
+            continue
+        kept.append(i)
+        alive &= ~(length_iou(start, end, start[i], end[i]) > iou_threshold)
+    return ordered.iloc[kept].reset_index(drop=True)
+
+
+def spot_video(logits: np.ndarray, params: ProposalParams = ProposalParams()) -> pd.DataFrame:
+    """Kept proposals of both types for one video (rows), best first within each type."""
+    parts = [nms(candidates(logits, kind, params), params.nms_iou, params.top_k(kind)) for kind in TYPES]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PROPOSAL_COLUMNS)
