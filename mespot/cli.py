@@ -42,6 +42,9 @@ def _register_commands() -> None:
     from mespot.synth.command import synth_command
 
     app.command("synth")(synth_command)
+    from flowcore.command import extract_command
+
+    app.command("extract")(extract_command)
     from spotting.command import train_command
 
     app.command("train")(train_command)

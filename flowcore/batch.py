@@ -1,0 +1,170 @@
+"""Extraction of a whole source into one store: planning, resume, worker processes, progress.
+
+Resume is the default: videos whose status in the store is "complete" are skipped, every other
+video is (re)done from scratch. With `workers > 1` each video is one task in a pool of spawned
+processes (one thread each), each process writing its own videos' groups; two workers never
+write the same video. Progress messages travel back through a queue to one progress display.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_module
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from flowcore.extract import ExtractParams, RunOptions, VideoResult, extract_video, plan_extraction
+from flowcore.sources import Source
+from flowcore.store import FeatureStore
+
+
+@dataclass
+class ExtractReport:
+    """What a run did: one result per video of the source, in the source's order."""
+
+    store: Path
+    results: list[VideoResult]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list[VideoResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def frames_per_second(self) -> float:
+        frames = sum(r.n_frames for r in self.results if r.status == "complete")
+        return frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """Plain-text summary: one line per failed video, then the totals."""
+        lines = [f"FAILED {r.video_id} [{r.stage}]: {r.error}" for r in self.failed]
+        lines.append(f"{self.count('complete')} extracted, {self.count('skipped')} already "
+                     f"complete (skipped), {len(self.failed)} failed; "
+                     f"{self.frames_per_second:.1f} frames/s over {self.seconds:.1f} s; "
+                     f"store: {self.store}")
+        return "\n".join(lines)
+
+
+def resolve_subsample(source: Source, params: ExtractParams) -> tuple[Source, ExtractParams]:
+    """The subsampling recorded in the store is the one applied: the params' when set (applied
+    to every video), else the source's own default (8 for SAMM-LV, 1 otherwise)."""
+    if params.subsample is None:
+        rates = {v.subsample for v in source.videos}
+        if len(rates) != 1:
+            raise ValueError(f"{source.root}: videos with different subsampling {sorted(rates)}")
+        return source, replace(params, subsample=rates.pop())
+    videos = tuple(replace(v, subsample=params.subsample) for v in source.videos)
+    return replace(source, videos=videos), params
+
+
+def default_workers(options: RunOptions, n_videos: int) -> int:
+    """CPU: one process per core (at most one per video); a GPU device: one process."""
+    if options.device != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, n_videos))
+
+
+def run_extraction(source: Source, out: str | Path, params: ExtractParams,
+                   options: RunOptions = RunOptions(), workers: int | None = None,
+                   progress=None) -> ExtractReport:
+    """Extract every video of `source` into the store at `out` (created, or resumed).
+
+    progress: an object with `start(todo)`, `update(video_id, phase, done, total)`,
+    `finish(result)` and `close()` (see flowcore.command), or None for silence.
+    Raises StoreMismatchError when `out` holds a store made with other parameters.
+    """
+    started = time.perf_counter()
+    source, params = resolve_subsample(source, params)
+    store = FeatureStore(out, params.to_dict(), source.name)
+    todo, done = plan_extraction(source.videos, store.statuses())
+    results = {v.video_id: VideoResult(v.video_id, v.subject, "skipped") for v in done}
+    workers = workers or default_workers(options, len(todo))
+    if progress is not None:
+        progress.start(todo)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for spec in todo:
+                result = extract_video(spec, params, store, options,
+                                       progress.update if progress else None, source.name)
+                results[spec.video_id] = result
+                if progress is not None:
+                    progress.finish(result)
+        else:
+            for result in _run_pool(todo, params, store.path, source.name, options, workers,
+                                    progress):
+                results[result.video_id] = result
+    finally:
+        if progress is not None:
+            progress.close()
+    ordered = [results[v.video_id] for v in source.videos if v.video_id in results]
+    return ExtractReport(store.path, ordered, time.perf_counter() - started, list(source.warnings))
+
+
+# ---- worker processes ----------------------------------------------------------------------------
+
+_worker_queue = None
+_worker_stores: dict = {}
+
+
+def _init_worker(messages) -> None:
+    global _worker_queue
+    _worker_queue = messages
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _report(video_id: str, phase: str, done: int, total: int) -> None:
+    _worker_queue.put((video_id, phase, done, total))
+
+
+def _extract_in_worker(spec, params: ExtractParams, path: str, dataset: str,
+                       options: RunOptions) -> VideoResult:
+    key = (path, dataset)
+    if key not in _worker_stores:
+        _worker_stores[key] = FeatureStore(path, params.to_dict(), dataset)
+    return extract_video(spec, params, _worker_stores[key], options, _report, dataset)
+
+
+def _run_pool(todo, params, path, dataset, options, workers, progress):
+    context = mp.get_context("spawn")  # no fork: torch and dlib hold threads and locks
+    messages = context.Queue()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(messages,)) as pool:
+        futures = {pool.submit(_extract_in_worker, spec, params, str(path), dataset, options):
+                   spec for spec in todo}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(messages, progress)
+            for future in finished:
+                spec = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool as err:
+                    result = VideoResult(spec.video_id, spec.subject, "failed", stage="worker",
+                                         error=f"the worker process died ({err}); rerun to retry")
+                if progress is not None:
+                    progress.finish(result)
+                yield result
+        _drain(messages, progress)
+
+
+def _drain(messages, progress) -> None:
+    while True:
+        try:
+            message = messages.get_nowait()
+        except (queue_module.Empty, OSError, ValueError):
+            return
+        if progress is not None:
+            progress.update(*message)

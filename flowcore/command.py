@@ -1,0 +1,159 @@
+"""`mespot extract`: a source (dataset copy, video folder, synthetic set) -> a feature store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mespot.errors import UserError
+
+
+class RichProgress:
+    """A bar per running video (frames/s shown) and one overall bar, on stderr."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=self.console,
+            disable=not enabled, transient=False)
+        self.tasks: dict[str, int] = {}
+        self.frames = 0
+        self.started = time.perf_counter()
+        self._last_done: dict[str, int] = {}
+        self.started_at: dict[str, float] = {}
+        self.finished: set[str] = set()
+
+    def start(self, todo) -> None:
+        self.progress.start()
+        self.overall = self.progress.add_task("all videos", total=len(todo), rate="")
+
+    def update(self, video_id: str, phase: str, done: int, total: int) -> None:
+        key = f"{video_id}:{phase}"
+        if phase == "done" or video_id in self.finished:
+            return  # late messages of a finished video
+        now = time.perf_counter()
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(f"{video_id} {phase}", total=total, rate="")
+            self.started_at[key] = now
+        if phase == "flow":
+            self.frames += done - self._last_done.get(key, 0)
+            self._last_done[key] = done
+        rate = done / max(now - self.started_at[key], 1e-9)
+        self.progress.update(self.tasks[key], completed=done, rate=f"{rate:.1f} frames/s")
+        overall_rate = self.frames / max(now - self.started, 1e-9)
+        self.progress.update(self.overall, rate=f"flow {overall_rate:.1f} frames/s")
+
+    def finish(self, result) -> None:
+        self.finished.add(result.video_id)
+        for key in [k for k in self.tasks if k.startswith(result.video_id + ":")]:
+            self.progress.remove_task(self.tasks.pop(key))
+        self.progress.advance(self.overall)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _summary_table(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mespot extract -> {report.store}")
+    for column in ("video", "subject", "status", "frames", "seconds", "frames/s",
+                   "landmark repairs", "frame repairs", "error"):
+        table.add_column(column)
+    for r in report.results:
+        fixed = sum(len(v) for v in r.frame_repairs.values()) if r.frame_repairs else 0
+        rate = f"{r.n_frames / r.seconds:.1f}" if r.seconds and r.n_frames else ""
+        error = f"[{r.stage}] {r.error}" if r.error else ""
+        table.add_row(r.video_id, r.subject, r.status, str(r.n_frames or ""),
+                      f"{r.seconds:.1f}" if r.seconds else "", rate,
+                      str(r.landmark_repairs or ""), str(fixed or ""), error)
+    console = Console(width=200) if not sys.stdout.isatty() else Console()
+    console.print(table)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}")
+    console.print(report.summary())
+
+
+def extract_command(
+    source: Path = typer.Argument(..., help="A CAS(ME)^2 or SAMM-LV copy, a folder of video "
+                                  "files, or the output of `mespot synth`."),
+    out: Path = typer.Option(..., "--out", "-o", help="The Zarr feature store to create or "
+                             "resume (complete videos are skipped)."),
+    backend: str = typer.Option("opencv", "--backend", help="Flow backend (see "
+                                "flowcore.flow.available_backends())."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: one "
+                                          "per CPU core on the CPU, one with a GPU)."),
+    subsample: Optional[int] = typer.Option(None, "--subsample", help="Keep every n-th frame "
+                                            "(default 8 for SAMM-LV, 1 otherwise)."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
+    margin: float = typer.Option(0.1, "--margin", help="Grow the square face box by this "
+                                 "fraction of its side on every side."),
+    compat: bool = typer.Option(False, "--compat", help="Reproduce the reference's 8-bit "
+                                "flow and cartToPolar angles (features in '20 px' units)."),
+    save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
+                                   "(float16; large)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Frame pairs per flow call."),
+    video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids "
+                                              "(repeatable)."),
+    subjects_csv: Optional[Path] = typer.Option(None, "--subjects-csv", help="For a folder "
+                                                "of videos: CSV with columns video,subject."),
+    pictures: Optional[Path] = typer.Option(None, "--pictures", help="Write one picture per "
+                                            "extracted video into this folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Extract landmarks, TV-L1 flow and 12-ROI MDMO features into a Zarr store."""
+    import dataclasses
+
+    from flowcore.batch import run_extraction
+    from flowcore.extract import ExtractParams, RunOptions
+    from flowcore.faces import FaceParams
+    from flowcore.mdmo import MDMOParams
+    from flowcore.sources import SourceError, open_source
+    from flowcore.store import StoreMismatchError
+
+    try:
+        src = open_source(source, subsample=subsample, subjects_csv=subjects_csv)
+        faces = FaceParams(margin=margin, resize=resize)
+    except (SourceError, ValueError) as err:
+        raise UserError(str(err)) from None
+    if video:
+        missing = sorted(set(video) - {v.video_id for v in src.videos})
+        if missing:
+            raise UserError(f"{source}: no video {', '.join(missing)}")
+        src = dataclasses.replace(src, videos=tuple(v for v in src.videos if v.video_id in video))
+    from flowcore.flow import available_backends
+
+    if backend not in available_backends():
+        raise UserError(f"--backend {backend!r} is not available here; available: "
+                        f"{', '.join(available_backends())}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    params = ExtractParams(flow_backend=backend, faces=faces, mdmo=MDMOParams(compat=compat),
+                           subsample=subsample, save_flow=save_flow)
+    progress = RichProgress(enabled=not quiet)
+    try:
+        report = run_extraction(src, out, params, RunOptions(device=device, batch_size=batch_size),
+                                workers, progress)
+    except StoreMismatchError as err:
+        raise UserError(str(err)) from None
+    if pictures is not None:
+        from flowcore.pictures import write_pictures
+
+        write_pictures(report.store, pictures, src,
+                       [r.video_id for r in report.results if r.status == "complete"])
+    _summary_table(report)
+    if report.failed:
+        typer.echo(f"error: {len(report.failed)} of {len(report.results)} video(s) failed; see "
+                   f"the table above (rerun to retry them)", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,238 @@
+"""Extraction of one video: frames -> face crop -> landmarks -> flow -> MDMO -> store.
+
+`plan_extraction` decides what to do (pure: no I/O beyond the statuses it is given);
+`extract_video` does it for one video and returns a `VideoResult`; it never raises for a bad
+video: the failure (stage and message) goes into the store and the result.
+
+Two passes over the frames keep memory independent of the video's length: pass 1 decodes,
+crops and fits landmarks (small: (T, 68, 2)), then repairs the landmarks, which needs the whole
+sequence; pass 2 decodes again and computes flow and MDMO batch by batch, each batch sharing its
+first frame with the previous batch's last.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from flowcore.faces import FaceParams, face_crop, fit_frame, flag_bad_fits, repair_landmarks
+from flowcore.mdmo import MDMOParams, mdmo
+from flowcore.rois import ROI_NAMES
+from flowcore.store import COMPLETE, FeatureStore
+from flowcore.video import FrameError, FrameStream, VideoSpec
+
+STAGES = ("decode", "face", "landmarks", "flow", "mdmo", "write")
+Progress = Callable[[str, str, int, int], None]  # (video_id, phase, done, total)
+
+
+def _default_tvl1():
+    from flowcore.flow import TVL1Params
+
+    return TVL1Params()
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    """Every parameter that changes what lands in the store (hashed into it)."""
+
+    flow_backend: str = "opencv"
+    tvl1: object = field(default_factory=_default_tvl1)  # flowcore.flow.TVL1Params
+    faces: FaceParams = FaceParams()
+    mdmo: MDMOParams = MDMOParams()
+    subsample: int | None = None  # keep every n-th frame; None: the source's (SAMM-LV: 8)
+    save_flow: bool = False  # also store the dense flow as float16
+
+    def to_dict(self) -> dict:
+        rois = self.mdmo.to_dict()
+        compat = rois.pop("compat")
+        rois["names"] = list(ROI_NAMES)
+        return {"flow_backend": self.flow_backend, "tvl1": self.tvl1.to_dict(), "rois": rois,
+                "faces": self.faces.to_dict(), "subsample": self.subsample, "compat": compat,
+                "save_flow": self.save_flow}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to compute (results do not depend on these)."""
+
+    device: str = "cpu"
+    batch_size: int = 16  # frame pairs per flow call
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    subject: str
+    status: str  # "complete", "failed" or "skipped" (complete before this run)
+    n_frames: int = 0
+    seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
+    landmark_repairs: int = 0
+    frame_repairs: dict = field(default_factory=dict)
+    stage: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_extraction(videos, statuses: dict[str, str | None]) -> tuple[list, list]:
+    """Split `videos` (VideoSpec) into (to_extract, already_complete) by their store status."""
+    todo = [v for v in videos if statuses.get(v.video_id) != COMPLETE]
+    done = [v for v in videos if statuses.get(v.video_id) == COMPLETE]
+    return todo, done
+
+
+class _Timer:
+    def __init__(self):
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+    def frames(self, stream):
+        """Iterate over `stream`, counting the time spent inside it as decoding."""
+        iterator = iter(stream)
+        while True:
+            with self("decode"):
+                item = next(iterator, None)
+            if item is None:
+                return
+            yield item
+
+
+def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
+                  options: RunOptions = RunOptions(), progress: Progress | None = None,
+                  source: str = "") -> VideoResult:
+    """Extract one video into `store`; failures are recorded there and in the result."""
+    started = time.perf_counter()
+    timer = _Timer()
+    attrs = {"subject": spec.subject, "source": str(spec.path), "subsample": spec.subsample,
+             "fps": spec.fps_kept, "dataset_source": source}
+    result = VideoResult(spec.video_id, spec.subject, "failed")
+    report = progress or (lambda *a: None)
+    stage = "decode"
+    try:
+        stream = FrameStream(spec)
+        total = len(stream)
+        stage = "face"
+        with timer("face"):
+            first_frames = (frame for _, frame in itertools.islice(stream, params.faces.search_frames))
+            crop = face_crop(first_frames, params.faces, spec.video_id)
+
+        stage = "landmarks"
+        raw, numbers = [], []
+        for number, frame in timer.frames(stream):
+            with timer("landmarks"):
+                raw.append(fit_frame(crop.crop(frame), crop))
+            numbers.append(number)
+            if len(numbers) % 32 == 0:
+                report(spec.video_id, "landmarks", len(numbers), total)
+        if len(numbers) < 2:
+            raise ValueError(f"{spec.path}: {len(numbers)} frame(s); at least 2 are needed")
+        with timer("landmarks"):
+            raw = np.stack(raw)
+            bad = flag_bad_fits(raw, crop.size, params.faces.jump_tolerance)
+            landmarks = repair_landmarks(raw, bad)
+
+        stage = "flow"
+        group = store.begin(spec.video_id, attrs)
+        flow_out = (store.create_flow(group, len(numbers) - 1, crop.size[1], crop.size[0])
+                    if params.save_flow else None)
+        features = _flow_and_mdmo(stream, crop, landmarks, params, options, timer, flow_out,
+                                  lambda done: report(spec.video_id, "flow", done, len(numbers)))
+
+        stage = "write"
+        with timer("write"):
+            store.write_array(group, "mdmo", features)
+            store.write_array(group, "landmarks", landmarks)
+            store.write_array(group, "face_box", np.asarray(crop.box, dtype=np.int32))
+            store.write_array(group, "frame_numbers", np.asarray(numbers, dtype=np.int32))
+        result.timings = {k: round(v, 4) for k, v in timer.seconds.items()}
+        result.n_frames = len(numbers)
+        result.landmark_repairs = int(bad.sum())
+        result.frame_repairs = stream.repairs
+        store.complete(group, {
+            "n_frames": len(numbers), "timings": result.timings,
+            "landmark_repairs": result.landmark_repairs,
+            "landmark_repaired_frames": [numbers[i] for i in np.flatnonzero(bad)[:1000]],
+            "frame_repairs": stream.repairs, "crop_size": list(crop.size),
+            "face_found_in_frame": numbers[crop.found_in_frame]})
+        result.status = COMPLETE
+    except Exception as err:  # one bad video never stops a batch
+        stage = "decode" if isinstance(err, FrameError) else stage
+        result.stage, result.error = stage, _describe(err)
+        result.timings = {k: round(v, 4) for k, v in timer.seconds.items()}
+        try:
+            store.fail(spec.video_id, stage, result.error, {**attrs, "timings": result.timings})
+        except Exception as store_err:  # the store itself is broken: say both
+            result.error += f" (and recording the failure failed: {_describe(store_err)})"
+    result.seconds = round(time.perf_counter() - started, 4)
+    report(spec.video_id, "done", result.n_frames, result.n_frames)
+    return result
+
+
+def _describe(err: Exception) -> str:
+    text = str(err) or repr(err)
+    if isinstance(err, (AssertionError, IndexError, KeyError, TypeError, AttributeError)):
+        where = traceback.extract_tb(err.__traceback__)[-1]  # a bug: say where
+        text += f" [{type(err).__name__} at {where.filename}:{where.lineno}]"
+    return text
+
+
+def _flow_and_mdmo(stream, crop, landmarks, params, options, timer, flow_out, report):
+    """Pass 2: (T-1, 12, 2) float32 MDMO; flow (float16) written to `flow_out` when given."""
+    from flowcore.flow import compute_flow
+
+    rows, batch, done = [], [], 0
+    device = options.device
+
+    def run(frames):
+        nonlocal done
+        with timer("flow"):
+            stack = np.stack(frames)
+            if device != "cpu":
+                import torch
+
+                stack = torch.from_numpy(stack).to(device)
+            flow = compute_flow(stack[:-1], stack[1:], params=params.tvl1,
+                                backend=params.flow_backend, device=device)
+        with timer("mdmo"):
+            lm = landmarks[done + 1 : done + len(frames)]
+            if not isinstance(flow, np.ndarray):
+                import torch
+
+                lm = torch.from_numpy(lm).to(flow.device)
+            features = mdmo(flow, lm, params.mdmo)
+            if not isinstance(features, np.ndarray):
+                features = features.cpu().numpy()
+            rows.append(features)
+        if flow_out is not None:
+            with timer("write"):
+                flow16 = flow if isinstance(flow, np.ndarray) else flow.cpu().numpy()
+                flow_out[done : done + len(frames) - 1] = flow16.astype(np.float16)
+        done += len(frames) - 1
+        report(done + 1)
+
+    for _, frame in timer.frames(stream):
+        batch.append(crop.crop(frame))
+        if len(batch) == options.batch_size + 1:
+            run(batch)
+            batch = batch[-1:]
+    if len(batch) > 1:
+        run(batch)
+    if done != len(landmarks) - 1:
+        raise RuntimeError(f"{stream.spec.path}: pass 2 read {done + 1} frames, pass 1 read "
+                           f"{len(landmarks)}; the frames changed during extraction")
+    return np.concatenate(rows).astype(np.float32)

@@ -1,0 +1,177 @@
+"""Extraction end to end on tiny fixtures: layouts, failures and repairs, resume, the command.
+
+Speed: faces are resized to 48 px and TV-L1 runs with few scales and iterations (QUICK) except
+where the command's defaults are exercised; results are still real flow of real frames.
+"""
+
+import numpy as np
+import pytest
+import zarr
+
+from flowcore.batch import run_extraction
+from flowcore.extract import ExtractParams, RunOptions
+from flowcore.faces import FaceParams
+from flowcore.flow import TVL1Params
+from flowcore.sources import SourceError, open_source
+from flowcore.testing import write_casme2, write_samm, write_video_file
+
+QUICK = ExtractParams(tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2),
+                      faces=FaceParams(resize=48))
+OPTIONS = RunOptions(batch_size=3)
+
+
+def _arrays(store, video_id):
+    group = zarr.open_group(str(store), mode="r")[f"videos/{video_id}"]
+    return {name: group[name][...] for name in ("mdmo", "landmarks", "face_box", "frame_numbers")}
+
+
+@pytest.fixture(scope="module")
+def casme2_run(tmp_path_factory):
+    """A CAS(ME)^2 copy with one good video and one of each failure, extracted once."""
+    root = tmp_path_factory.mktemp("casme2")
+    write_casme2(root, {"15_0101disgustingteeth": 7, "15_0102eatingworms": 12})
+    write_casme2(root, {"16_0401girlcrashing": 4}, face=False)
+    (root / "rawpic/s16/16_0502funnyerrors").mkdir()  # an empty video folder
+    damaged = root / "rawpic/s15/15_0102eatingworms"
+    (damaged / "img004.jpg").unlink()  # a missing frame number
+    data = (damaged / "img008.jpg").read_bytes()
+    (damaged / "img008.jpg").write_bytes(data[: len(data) // 3])  # a corrupt JPEG mid-video
+    (root / "CAS(ME)^2code_final.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
+    source = open_source(root)
+    report = run_extraction(source, root / "features.zarr", QUICK, OPTIONS, workers=1)
+    return root, source, report
+
+
+def test_casme2_store_shapes_and_attrs(casme2_run):
+    root, _, report = casme2_run
+    store = zarr.open_group(str(root / "features.zarr"), mode="r")  # plain zarr
+    assert store.attrs["format_version"] == 1 and store.attrs["dataset"] == "casme2"
+    params = store.attrs["params"]
+    assert params["flow_backend"] == "opencv" and params["faces"]["resize"] == 48
+    assert params["compat"] is False and params["subsample"] == 1 and params["tvl1"]["n_scales"] == 2
+    video = store["videos/15_0101disgustingteeth"]
+    assert video["mdmo"].shape == (6, 12, 2) and video["mdmo"].dtype == np.float32
+    assert video["landmarks"].shape == (7, 68, 2) and video["face_box"].dtype == np.int32
+    assert video["frame_numbers"][...].tolist() == list(range(1, 8))
+    attrs = dict(video.attrs)
+    assert (attrs["status"], attrs["subject"], attrs["fps"], attrs["n_frames"]) == (
+        "complete", "s15", 30.0, 7)
+    assert set(attrs["timings"]) == {"decode", "face", "landmarks", "flow", "mdmo", "write"}
+    assert np.isfinite(video["mdmo"][...]).all() and np.abs(video["mdmo"][...]).max() > 0
+
+
+def test_missing_and_corrupt_frames_are_repaired_and_recorded(casme2_run):
+    root, _, report = casme2_run
+    arrays = _arrays(root / "features.zarr", "15_0102eatingworms")
+    assert arrays["frame_numbers"].tolist() == list(range(1, 13))  # rows stay aligned in time
+    assert arrays["mdmo"].shape == (11, 12, 2)
+    attrs = dict(zarr.open_group(str(root / "features.zarr"))["videos/15_0102eatingworms"].attrs)
+    assert attrs["frame_repairs"] == {"missing": [4], "corrupt": [8]}
+
+
+def test_each_bad_video_fails_alone_with_a_clear_reason(casme2_run):
+    root, _, report = casme2_run
+    by_id = {r.video_id: r for r in report.results}
+    assert by_id["15_0101disgustingteeth"].status == "complete"
+    assert by_id["15_0102eatingworms"].status == "complete"
+    no_face, empty = by_id["16_0401girlcrashing"], by_id["16_0502funnyerrors"]
+    assert (no_face.status, no_face.stage) == ("failed", "face")
+    assert "no face found in the first 4 frame(s)" in no_face.error
+    assert (empty.status, empty.stage) == ("failed", "decode")
+    assert "no frame images in the folder" in empty.error and "16_0502funnyerrors" in empty.error
+    store = zarr.open_group(str(root / "features.zarr"), mode="r")
+    attrs = dict(store["videos/16_0401girlcrashing"].attrs)
+    assert (attrs["status"], attrs["stage"]) == ("failed", "face") and "no face" in attrs["error"]
+    assert "2 extracted, 0 already complete (skipped), 2 failed" in report.summary()
+
+
+def test_unreadable_workbook_does_not_stop_extraction(casme2_run):
+    root, source, report = casme2_run
+    assert report.count("complete") == 2  # the workbook is not needed to extract
+    with pytest.raises(Exception, match=r"code_final\.xlsx"):
+        source.annotations()
+
+
+def test_resume_redoes_only_incomplete_videos(casme2_run, tmp_path):
+    root, source, _ = casme2_run
+    before = _arrays(root / "features.zarr", "15_0101disgustingteeth")
+    report = run_extraction(source, root / "features.zarr", QUICK, OPTIONS, workers=1)
+    statuses = {r.video_id: r.status for r in report.results}
+    assert statuses == {"15_0101disgustingteeth": "skipped", "15_0102eatingworms": "skipped",
+                        "16_0401girlcrashing": "failed", "16_0502funnyerrors": "failed"}
+    after = _arrays(root / "features.zarr", "15_0101disgustingteeth")
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
+
+
+def test_other_parameters_are_refused(casme2_run):
+    from flowcore.store import StoreMismatchError
+
+    root, source, _ = casme2_run
+    other = ExtractParams(tvl1=QUICK.tvl1, faces=FaceParams(resize=64))
+    with pytest.raises(StoreMismatchError, match=r"faces.resize: stored 48, now 64"):
+        run_extraction(source, root / "features.zarr", other, OPTIONS, workers=1)
+
+
+def test_samm_layout_subsamples_by_8(tmp_path):
+    write_samm(tmp_path, {"006_1": 17, "007_2": 9})
+    source = open_source(tmp_path)
+    report = run_extraction(source, tmp_path / "f.zarr", QUICK, OPTIONS, workers=1)
+    assert report.count("complete") == 2, report.summary()
+    store = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")
+    assert store.attrs["params"]["subsample"] == 8 and store.attrs["dataset"] == "samm"
+    video = store["videos/006_1"]
+    assert video["frame_numbers"][...].tolist() == [1, 9, 17]
+    assert video["mdmo"].shape == (2, 12, 2)
+    assert (video.attrs["fps"], video.attrs["subject"], video.attrs["subsample"]) == (25.0, "006", 8)
+
+
+def test_video_file_flow_saved_and_compat(tmp_path):
+    write_video_file(tmp_path / "videos" / "ann" / "take1.avi", 5)
+    source = open_source(tmp_path / "videos")
+    from dataclasses import replace
+
+    from flowcore.mdmo import MDMOParams
+
+    params = replace(QUICK, save_flow=True, mdmo=MDMOParams(compat=True))
+    report = run_extraction(source, tmp_path / "f.zarr", params, OPTIONS, workers=1)
+    assert report.count("complete") == 1, report.summary()
+    video = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")["videos/take1"]
+    assert video.attrs["subject"] == "ann" and video.attrs["fps"] == 25.0
+    flow = video["flow"][...]
+    assert flow.shape == (4, 2, 48, 48) and flow.dtype == np.float16
+    assert np.abs(video["mdmo"][...]).max() <= 1.0  # compat: "20 px" units
+
+
+def test_pictures(casme2_run, tmp_path):
+    import cv2
+
+    from flowcore.pictures import write_pictures
+
+    root, source, _ = casme2_run
+    paths = write_pictures(root / "features.zarr", tmp_path, source, ["15_0101disgustingteeth"])
+    image = cv2.imread(str(paths[0]))
+    assert image.shape[0] == 256 and image.shape[1] > 3 * 200
+
+
+def test_command_exit_codes(casme2_run, tmp_path, capsys):
+    from mespot.cli import main
+
+    root, _, _ = casme2_run
+    code = main(["extract", str(root), "--out", str(root / "features.zarr"), "--resize", "48",
+                 "-q"])
+    assert code == 2  # other parameters (default TV-L1) than the store: refused, one line
+    assert "other extraction parameters" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path / "nothing"), "--out", str(tmp_path / "f.zarr")]) == 2
+    one = tmp_path / "one"
+    write_casme2(one, {"15_0101disgustingteeth": 3})
+    write_casme2(one, {"16_0401girlcrashing": 3}, face=False)
+    from typer.testing import CliRunner
+
+    from mespot.cli import app
+
+    result = CliRunner().invoke(app, ["extract", str(one), "--out", str(tmp_path / "g.zarr"),
+                                      "--resize", "48", "-q", "--workers", "1"])
+    assert result.exit_code == 1, result.output  # one video failed
+    assert "1 extracted" in result.output and "1 failed" in result.output
+    assert "no face found" in result.output
