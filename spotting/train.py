@@ -52,7 +52,7 @@ class TrainParams:
     """Optimisation settings (paper defaults). `normalisation`: 'fold' (mean/std of the training
     subjects' features) or 'compat' (the reference constants); `macro_ratio` None picks 0.7 for
     SAMM-LV stores and 0.5 otherwise; `save_every` keeps weights every that many epochs (the last
-    epoch always)."""
+    epoch always). The test subject's loss is only logged, never used to choose anything."""
 
     epochs: int = 100
     batch_size: int = 128
@@ -63,11 +63,12 @@ class TrainParams:
     normalisation: str = "fold"
     macro_ratio: Optional[float] = None
     save_every: int = 10
+    test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
 
     def __post_init__(self):
         if self.normalisation not in ("fold", "compat"):
             raise UserError(f"normalisation must be 'fold' or 'compat', got {self.normalisation!r}")
-        for name in ("epochs", "batch_size", "save_every"):
+        for name in ("epochs", "batch_size", "save_every", "test_loss_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -324,7 +325,7 @@ def train_fold(
                 for name, v in parts_sum.items():
                     writer.add_scalar(f"train/{name}", v, done)
                 writer.add_scalar("train/lr", p.lr * p.lr_decay ** epoch, done)
-                if len(test["x"]):
+                if len(test["x"]) and (done % p.test_loss_every == 0 or done == p.epochs):
                     model.eval()
                     with torch.no_grad():
                         test_loss, _ = _losses(model, test, w.context, config.losses)
@@ -352,17 +353,23 @@ def train_fold(
     return result
 
 
-def _save_test_outputs(model, test, ws: WindowSet, test_mask, w: WindowParams, path: Path) -> None:
-    """Per test video, the final model's logits of its N rows: tensors named by video id."""
-    logits = predict_logits(model, test["x"], w.context).cpu().numpy()
-    videos = ws.video[test_mask]
-    first = ws.first_row[test_mask]
-    out: dict[str, torch.Tensor] = {}
+def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """(W', 10, L) logits of the windows selected by `mask` -> per video id its (N, 10) rows."""
+    videos = ws.video[mask]
+    first = ws.first_row[mask]
+    out: dict[str, np.ndarray] = {}
     for v in np.unique(videos):
         sel = videos == v
         order = np.argsort(first[sel])
         rows = logits[sel][order].transpose(0, 2, 1).reshape(-1, logits.shape[1])
-        out[ws.video_ids[v]] = torch.from_numpy(np.ascontiguousarray(rows[: ws.n_rows[v]]))
+        out[ws.video_ids[v]] = np.ascontiguousarray(rows[: ws.n_rows[v]])
+    return out
+
+
+def _save_test_outputs(model, test, ws: WindowSet, test_mask, w: WindowParams, path: Path) -> None:
+    """Per test video, the final model's logits of its N rows: tensors named by video id."""
+    logits = predict_logits(model, test["x"], w.context).cpu().numpy()
+    out = {k: torch.from_numpy(v) for k, v in video_logits(logits, ws, test_mask).items()}
     _save_safetensors(out, path, {"layout": "per video (N rows, 10 logits); see spotting/model.py"})
 
 

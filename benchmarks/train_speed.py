@@ -1,0 +1,125 @@
+"""Time LOSO training of AUW-GCN on random feature stores shaped like real datasets.
+
+Presets (random MDMO features with expression-shaped bumps; only the sizes matter here):
+  synth-default  6 subjects x 3 videos x 1,800 frames, ~3 expressions per minute (the shape of
+                 `mespot synth`'s default set)
+  casme2         22 subjects, 95 videos of 2,000-4,500 frames, 300 MaE + 57 ME (CAS(ME)^2-sized)
+
+Writes one JSON per preset to benchmarks/results/train_<preset>_<device>.json with the machine,
+versions, parameters, seconds to load the store and build windows, seconds per fold and for the
+whole LOSO. `--folds K` trains only the first K folds and extrapolates the whole LOSO from their
+mean (marked as such in the JSON).
+
+    python benchmarks/train_speed.py --preset synth-default --threads 2
+    python benchmarks/train_speed.py --preset casme2 --threads 2 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mespot import __version__
+from spotting.features import create_store, write_video
+from spotting.train import RunConfig, TrainParams, prepare, train_loso
+
+PRESETS = {
+    "synth-default": dict(subjects=6, videos=18, frames=(1800, 1800), mae=41, me=13, fps=30.0),
+    "casme2": dict(subjects=22, videos=95, frames=(2000, 4500), mae=300, me=57, fps=30.0),
+}
+
+
+def make_store(folder: Path, preset: str, seed: int = 0) -> tuple[Path, Path]:
+    """A random store + ground-truth CSV of the preset's size in `folder`."""
+    p = PRESETS[preset]
+    rng = np.random.default_rng(seed)
+    root = create_store(folder / "store.zarr", dataset=f"random-{preset}")
+    subject_of = np.sort(np.concatenate([np.arange(p["subjects"]),
+                                         rng.integers(0, p["subjects"], p["videos"] - p["subjects"])]))
+    lengths = rng.integers(p["frames"][0], p["frames"][1] + 1, p["videos"])
+    kinds = ["mae"] * p["mae"] + ["me"] * p["me"]
+    video_of = rng.integers(0, p["videos"], len(kinds))
+    lines = ["subject,video,onset,apex,offset,type,au"]
+    for v in range(p["videos"]):
+        subject = f"s{subject_of[v] + 1:02d}"
+        video_id = f"{subject_of[v] + 1:02d}_{v:04d}"
+        t = int(lengths[v])
+        mdmo = rng.normal(0, 0.3, (t - 1, 12, 2)).astype(np.float32)
+        for k in np.flatnonzero(video_of == v):
+            n = int(np.clip(rng.lognormal(np.log(35), 0.5), 15, 118)) if kinds[k] == "mae" else int(rng.integers(9, 18))
+            on = int(rng.integers(1, t - n - 1))
+            mdmo[on - 1: on - 1 + n, 8:12, 1] += rng.uniform(0.5, 3.0)
+            lines.append(f"{subject},{video_id},{on},{on + n // 2},{on + n - 1},{kinds[k]},12+25")
+        write_video(root, video_id, subject, mdmo, np.arange(1, t + 1), fps=p["fps"])
+    (folder / "gt.csv").write_text("\n".join(lines) + "\n")
+    return folder / "store.zarr", folder / "gt.csv"
+
+
+def run(preset: str, epochs: int, folds: int | None, device: str, out_dir: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        store, gt = make_store(tmp, preset)
+        config = RunConfig(store=str(store), annotations=str(gt), train=TrainParams(epochs=epochs))
+        t0 = time.perf_counter()
+        prep = prepare(store, gt, config.windows)
+        prepare_s = time.perf_counter() - t0
+        subjects = prep.features.subjects
+        chosen = subjects if folds is None else subjects[:folds]
+        t0 = time.perf_counter()
+        results = train_loso(config, tmp / "run", device=device, subjects=chosen, show_progress=False,
+                             prepared=prep)
+        train_s = time.perf_counter() - t0
+    per_fold = [r.seconds for r in results]
+    mean_fold = float(np.mean(per_fold))
+    whole = train_s if folds is None else mean_fold * len(subjects)
+    return {
+        "benchmark": "train_speed",
+        "preset": preset,
+        "dataset_shape": PRESETS[preset] | {"n_windows": len(prep.windows),
+                                           "n_train_windows_per_fold": [r.n_train_windows for r in results]},
+        "parameters": {"epochs": epochs, "batch_size": config.train.batch_size, "folds_run": len(chosen),
+                       "folds_total": len(subjects), "device": device, "torch_threads": torch.get_num_threads()},
+        "seconds": {"load_and_windows": prepare_s, "per_fold": per_fold, "mean_per_fold": mean_fold,
+                    "whole_loso": whole, "whole_loso_extrapolated": folds is not None,
+                    "per_epoch": mean_fold / epochs},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+                    "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
+        "versions": {"mespot": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=[*PRESETS, "both"], default="both")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--folds", type=int, default=None, help="train only the first K folds")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for preset in PRESETS if args.preset == "both" else [args.preset]:
+        result = run(preset, args.epochs, args.folds, args.device, args.out)
+        device = args.device.split(":")[0]
+        path = args.out / f"train_{preset}_{device}.json"
+        path.write_text(json.dumps(result, indent=1))
+        s = result["seconds"]
+        print(f"{preset}: load+windows {s['load_and_windows']:.1f} s, {s['mean_per_fold']:.1f} s per fold, "
+              f"whole LOSO {s['whole_loso']:.0f} s{' (extrapolated)' if s['whole_loso_extrapolated'] else ''}"
+              f" -> {path}")
+
+
+if __name__ == "__main__":
+    main()
