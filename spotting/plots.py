@@ -1,0 +1,155 @@
+"""Pictures of a run: score curves with intervals, metrics, per-subject F1, losses, the AU prior
+and interval lengths. matplotlib with the Agg backend; every function writes one PNG and returns
+its path.
+
+Colours: ground truth that was found (TP) green, missed ground truth (FN) orange, spotted
+intervals that matched (TP) blue, false positives (FP) red.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from flowcore.rois import ROI_NAMES  # noqa: E402
+
+OUTCOME_COLOURS = {"truth TP": "tab:green", "truth FN": "tab:orange", "spotted TP": "tab:blue",
+                   "spotted FP": "tab:red"}
+FRAMES_PER_ROW = 1500  # long videos are split into rows of at most this many frames
+TYPE_NAMES = {"me": "micro (ME)", "mae": "macro (MaE)"}
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _bands(ax, matches: pd.DataFrame, kind: str, lo: float, hi: float) -> None:
+    """Shade the intervals of one type between frames lo and hi: truths low, spotted high."""
+    part = matches[matches["type"] == kind]
+    for row in part.itertuples():
+        if row.outcome in ("TP", "FN") and not pd.isna(row.truth_onset):
+            colour = OUTCOME_COLOURS[f"truth {row.outcome}"]
+            ax.axvspan(row.truth_onset, row.truth_offset, ymin=0.0, ymax=0.5, color=colour, alpha=0.25, lw=0)
+        if row.outcome in ("TP", "FP") and not pd.isna(row.proposal_onset):
+            colour = OUTCOME_COLOURS[f"spotted {row.outcome}"]
+            ax.axvspan(row.proposal_onset, row.proposal_offset, ymin=0.5, ymax=1.0, color=colour, alpha=0.25, lw=0)
+
+
+def plot_video_curves(video: str, curves: np.ndarray, frames: np.ndarray, matches: pd.DataFrame,
+                      path: Path, columns=None) -> Path:
+    """Score curves of one video, ME and MaE panels per row of at most FRAMES_PER_ROW frames.
+
+    curves (N, 8) probabilities in the order of spotting.evaluate.CURVES, frames (N,) their 1-based
+    frame numbers; matches: that video's rows of matches.csv (frames). Truth bands fill the lower
+    half of a panel, spotted intervals the upper half.
+    """
+    from spotting.evaluate import CURVES
+
+    columns = list(columns or CURVES)
+    n = len(frames)
+    chunks = max(1, int(np.ceil((frames[-1] - frames[0] + 1) / FRAMES_PER_ROW))) if n else 1
+    edges = np.linspace(frames[0], frames[-1] + 1, chunks + 1) if n else np.array([0, 1])
+    fig, axes = plt.subplots(2 * chunks, 1, figsize=(14, 2.6 * 2 * chunks), squeeze=False)
+    for c in range(chunks):
+        lo, hi = edges[c], edges[c + 1]
+        sel = (frames >= lo) & (frames < hi)
+        for k, kind in enumerate(("me", "mae")):
+            ax = axes[2 * c + k, 0]
+            _bands(ax, matches, kind, lo, hi)
+            for name, style, colour in (("apex", "-", "black"), ("start", "--", "tab:purple"),
+                                        ("end", ":", "tab:brown")):
+                ax.plot(frames[sel], curves[sel, columns.index(f"{kind}_{name}")], style, color=colour,
+                        lw=0.9, label=f"p({name})")
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(0, 1.02)
+            ax.set_ylabel(TYPE_NAMES[kind], fontsize=8)
+            if c == 0 and k == 0:
+                ax.set_title(f"{video}: probabilities per frame; bands: truth (lower half), spotted (upper half)",
+                             fontsize=10)
+            ax.tick_params(labelsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.35) for c in OUTCOME_COLOURS.values()]
+    line_handles, line_labels = axes[0, 0].get_legend_handles_labels()
+    axes[0, 0].legend(line_handles + handles, line_labels + list(OUTCOME_COLOURS), fontsize=7, ncol=7,
+                      loc="upper right")
+    axes[-1, 0].set_xlabel("frame (1-based, original numbering)")
+    return _save(fig, path)
+
+
+def plot_metrics_table(metrics: pd.DataFrame, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 1.4))
+    ax.axis("off")
+    shown = metrics.set_index("type").loc[["me", "mae", "overall"],
+                                          ["precision", "recall", "f1", "TP", "FP", "FN"]]
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in shown.to_numpy().tolist()]
+    table = ax.table(cellText=cells, rowLabels=["ME", "MaE", "overall"], colLabels=list(shown.columns),
+                     loc="center")
+    table.scale(1, 1.3)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_subject_f1(per_subject: pd.DataFrame, path: Path) -> Path:
+    table = per_subject.pivot(index="subject", columns="type", values="f1").fillna(0.0)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(table) + 2), 3.2))
+    x = np.arange(len(table))
+    for k, (kind, colour) in enumerate((("me", "tab:red"), ("mae", "tab:blue"), ("overall", "black"))):
+        if kind in table:
+            ax.bar(x + (k - 1) * 0.27, table[kind], width=0.27, color=colour, label=kind)
+    ax.set_xticks(x, table.index, rotation=60, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.set_title("F1 per test subject (LOSO folds)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_losses(losses: dict[str, pd.DataFrame], path: Path) -> Path:
+    """losses: fold (test subject) -> frame with columns epoch, loss (training loss per epoch)."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for subject, frame in sorted(losses.items()):
+        ax.plot(frame["epoch"], frame["loss"], lw=0.9, label=subject)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.set_title("training loss per fold", fontsize=10)
+    if len(losses) <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    if not losses:
+        ax.text(0.5, 0.5, "no loss logs found", ha="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def plot_prior(matrix: np.ndarray, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0)
+    names = [f"{i} {n}" for i, n in enumerate(ROI_NAMES)]
+    ax.set_xticks(range(12), range(12), fontsize=7)
+    ax.set_yticks(range(12), names, fontsize=7)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_lengths(matches: pd.DataFrame, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, kind in zip(axes, ("me", "mae")):
+        part = matches[matches["type"] == kind]
+        truth = (part["truth_offset"] - part["truth_onset"] + 1).dropna().astype(float)
+        spotted = (part["proposal_offset"] - part["proposal_onset"] + 1).dropna().astype(float)
+        both = np.concatenate([truth.to_numpy(), spotted.to_numpy()])
+        bins = np.linspace(both.min(), both.max() + 1, 20) if len(both) else 10
+        ax.hist(truth, bins=bins, alpha=0.5, label=f"truth ({len(truth)})", color="tab:green")
+        ax.hist(spotted, bins=bins, alpha=0.5, label=f"spotted ({len(spotted)})", color="tab:blue")
+        ax.set_xlabel("length (frames, inclusive)")
+        ax.set_title(TYPE_NAMES[kind], fontsize=10)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

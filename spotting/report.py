@@ -1,0 +1,133 @@
+"""`report.html`: one self-contained page (images embedded, opens offline) about a run.
+
+Reads what `mespot train` and `mespot evaluate` wrote into the run folder and draws it
+(spotting/plots.py). Sections: metrics of every evaluated selection side by side (test-set
+selection flagged), per-subject F1, score curves per video with truth and spotted intervals,
+training losses, the AU prior, interval lengths, the TP/FP/FN list, the resolved configuration
+and every repaired or skipped annotation row.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mespot import __version__
+from mespot.errors import UserError
+from spotting import plots
+
+SELECTION_ORDER = ("last", "inner-val", "oracle")  # then fixed-N
+
+
+def _evaluations(run: Path) -> dict[str, Path]:
+    found = {p.name: p for p in sorted((run / "evaluation").glob("*")) if (p / "metrics.json").is_file()}
+    order = [n for n in SELECTION_ORDER if n in found] + sorted(n for n in found if n not in SELECTION_ORDER)
+    return {n: found[n] for n in order}
+
+
+def read_losses(run: Path) -> dict[str, pd.DataFrame]:
+    """Training loss per epoch of every fold, from its TensorBoard scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    losses = {}
+    for tb in sorted((run / "folds").glob("*/tb")):
+        acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+        acc.Reload()
+        if "train/loss" in acc.Tags().get("scalars", []):
+            events = acc.Scalars("train/loss")
+            losses[tb.parent.name] = pd.DataFrame({"epoch": [e.step for e in events],
+                                                   "loss": [e.value for e in events]}).drop_duplicates("epoch", keep="last")
+    return losses
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _table(frame: pd.DataFrame, max_rows: int = 400) -> str:
+    note = f"<p>first {max_rows} of {len(frame)} rows; all in the CSV</p>" if len(frame) > max_rows else ""
+    return frame.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", border=0) + note
+
+
+STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.85em}td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:right}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-size:.8em;color:#555}
+.warn{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em}pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.8em}"""
+
+
+def build_report(run: str | Path, select: str | None = None) -> Path:
+    """Write run/report.html and run/report/*.png; return the HTML path."""
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run} is not a run folder (no config.json)")
+    evaluations = _evaluations(run)
+    if not evaluations:
+        raise UserError(f"{run} has no evaluation yet; run `mespot evaluate {run}` first")
+    primary = select or next(iter(evaluations))
+    if primary not in evaluations:
+        raise UserError(f"no evaluation '{primary}' in {run}; have: {', '.join(evaluations)}")
+    figures = run / "report"
+    figures.mkdir(exist_ok=True)
+    for old in figures.glob("*.png"):
+        old.unlink()
+    summaries = {name: json.loads((path / "metrics.json").read_text()) for name, path in evaluations.items()}
+    ev = evaluations[primary]
+    matches = pd.read_csv(ev / "matches.csv")
+    body = [f"<h1>mespot run report: {html.escape(run.name)}</h1>",
+            f"<p>mespot {__version__}; curves and lists below use the <b>{html.escape(summaries[primary]['selection_label'])}</b>"
+            f" selection; matching rule <b>{summaries[primary]['rule']}</b>; proposal preset "
+            f"<b>{summaries[primary]['preset']}</b>. Frame numbers are 1-based in each video's original numbering.</p>"]
+
+    body.append("<h2>Metrics</h2>")
+    for name, summary in summaries.items():
+        metrics = pd.DataFrame.from_dict(summary["metrics"], orient="index").reset_index(names="type")
+        if summary["test_set_selection"]:
+            body.append('<p class="warn"><b>Test-set selection.</b> The epoch of each fold was chosen on '
+                        "that fold's test subject, as the reference implementation did. These numbers are "
+                        "optimistic and only for comparison with published results.</p>")
+        png = plots.plot_metrics_table(metrics, summary["selection_label"], figures / f"metrics_{name}.png")
+        body.append(f"<h3>{html.escape(summary['selection_label'])}</h3>" + _image(png, f"metrics, {name}"))
+        body.append("<p>epochs used per fold: " + html.escape(", ".join(f"{k}: {v}" for k, v in summary["epochs"].items())) + "</p>")
+    per_subject = pd.read_csv(ev / "metrics_per_subject.csv", dtype={"subject": str})
+    body.append("<h2>Per subject</h2>" + _image(plots.plot_subject_f1(per_subject, figures / "subject_f1.png"),
+                                                 "F1 per subject"))
+
+    body.append("<h2>Score curves per video</h2>")
+    curves = np.load(ev / "curves.npz")
+    columns = [str(c) for c in curves["columns"]]
+    videos = sorted(k for k in curves.files if k != "columns" and not k.endswith(".frames"))
+    for video in videos:
+        png = plots.plot_video_curves(video, curves[video], curves[f"{video}.frames"],
+                                      matches[matches["video"] == video], figures / f"curves_{video}.png", columns)
+        body.append(_image(png, f"{video}: ME and MaE probabilities; truth and spotted intervals"))
+
+    body.append("<h2>Training</h2>")
+    body.append(_image(plots.plot_losses(read_losses(run), figures / "losses.png"), "training loss per fold"))
+    folds = [json.loads(p.read_text()) for p in sorted((run / "folds").glob("*/fold.json"))]
+    if folds:
+        prior = np.mean([np.array(f["prior"]) for f in folds], axis=0)
+        title = f"AU prior (mean over {len(folds)} folds, source: {folds[0].get('prior_source', '?')} subjects)"
+        body.append(_image(plots.plot_prior(prior, title, figures / "prior.png"), title))
+    body.append("<h2>Interval lengths</h2>" + _image(plots.plot_lengths(matches, figures / "lengths.png"),
+                                                     "lengths of truth and spotted intervals"))
+
+    body.append("<h2>True positives, false positives, misses</h2>")
+    shown = matches.drop(columns=[c for c in ("proposal", "truth") if c in matches])
+    body.append(_table(shown))
+    body.append("<h2>Configuration</h2><pre>" + html.escape((run / "config.json").read_text()) + "</pre>")
+    issues_path = run / "annotation_issues.csv"
+    issues = pd.read_csv(issues_path) if issues_path.is_file() and issues_path.stat().st_size else pd.DataFrame()
+    body.append(f"<h2>Repaired or skipped annotations ({len(issues)})</h2>"
+                + (_table(issues) if len(issues) else "<p>none</p>"))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>mespot report {html.escape(run.name)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+    out = run / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out

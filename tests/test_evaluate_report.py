@@ -1,0 +1,169 @@
+"""Evaluation of a LOSO run (epoch selection, files, frame numbers) and the HTML report."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mespot.errors import UserError
+from spotting.evaluate import ORACLE_FIRST_EPOCH, evaluate_run, parse_selection, spot_subjects, truth_rows
+from spotting.features import create_store, write_video
+from spotting.metrics import MEGC, match_all, summarise
+from spotting.proposals import PRESETS
+from spotting.report import build_report
+from spotting.train import RunConfig, TrainParams, prepare, train_loso
+from spotting.windows import WindowParams
+
+EPOCHS = 18
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """3 subjects x 1 video x 600 rows subsampled 1-in-2 (frame numbers 1, 3, 5, ...), two macro-
+    and one micro-expression each, trained 18 epochs with weights kept every epoch."""
+    base = tmp_path_factory.mktemp("evaluate")
+    rng = np.random.default_rng(0)
+    root = create_store(base / "store.zarr")
+    lines = ["subject,video,onset,apex,offset,type,au"]
+    frame_numbers = 1 + 2 * np.arange(601)  # original frames 1, 3, ..., 1201
+    for k, subject in enumerate(("s1", "s2", "s3")):
+        mdmo = rng.normal(0, 0.2, (600, 12, 2)).astype(np.float32)
+        for row in (40 + k, 300 + 2 * k):
+            mdmo[row: row + 30, 8:12, 1] += 1.5
+            lines.append(f"{subject},{subject}_v,{frame_numbers[row]},{frame_numbers[row + 15]},"
+                         f"{frame_numbers[row + 30]},mae,12+25")
+        mdmo[150: 162, 0:6, 1] -= 1.0
+        lines.append(f"{subject},{subject}_v,{frame_numbers[150]},{frame_numbers[156]},{frame_numbers[162]},me,R1")
+        write_video(root, f"{subject}_v", subject, mdmo, frame_numbers)
+    (base / "gt.csv").write_text("\n".join(lines) + "\n")
+    config = RunConfig(store=str(base / "store.zarr"), annotations=str(base / "gt.csv"),
+                       train=TrainParams(epochs=EPOCHS, batch_size=4, save_every=1))
+    train_loso(config, base / "run", show_progress=False, tensorboard=True)
+    return base / "run"
+
+
+def test_selection_parsing():
+    assert parse_selection("last").name == "last"
+    assert parse_selection("fixed:12").epoch == 12
+    assert "TEST-SET" in parse_selection("oracle").label
+    with pytest.raises(UserError, match="--select"):
+        parse_selection("best")
+
+
+@pytest.mark.slow
+def test_last_epoch_evaluation_files_and_frames(run):
+    e = evaluate_run(run, "last")
+    assert set(e.epochs.values()) == {EPOCHS}
+    out = run / "evaluation" / "last"
+    for name in ("metrics.csv", "metrics.json", "intervals.csv", "matches.csv", "metrics_per_subject.csv",
+                 "metrics_per_video.csv", "curves.npz"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["test_set_selection"] is False and summary["rule"] == "megc"
+    metrics = pd.read_csv(out / "metrics.csv").set_index("type")
+    assert metrics.loc["overall", "truths"] == 9
+    assert metrics.loc["overall", "TP"] == metrics.loc["me", "TP"] + metrics.loc["mae", "TP"]
+    intervals = pd.read_csv(out / "intervals.csv")
+    assert list(intervals.columns[:7]) == ["video", "subject", "type", "onset", "offset", "apex", "score"]
+    assert (intervals["onset"] % 2 == 1).all()  # original numbering: kept frames are 1, 3, 5, ...
+    matches = pd.read_csv(out / "matches.csv")
+    truth = matches.dropna(subset=["truth_onset"])
+    assert set(truth["truth_onset"]) <= set(1 + 2 * np.arange(601))
+    assert len(truth) == 9
+
+
+@pytest.mark.slow
+def test_oracle_picks_the_best_test_epoch_and_says_so(run):
+    e = evaluate_run(run, "oracle")
+    config = json.loads((run / "config.json").read_text())
+    windows = WindowParams(**config["windows"])
+    prep = prepare(config["store"], config["annotations"], windows)
+    truths = truth_rows(prep, windows)
+    for subject, chosen in e.epochs.items():
+        f1 = {}
+        for epoch in range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1):
+            found, _ = spot_subjects(prep, run / "folds" / subject / f"weights_epoch_{epoch:03d}.safetensors",
+                                     [subject], PRESETS["casme2"], windows)
+            table = summarise(match_all(found, truths[truths["subject"] == subject], MEGC))
+            f1[epoch] = table.set_index("type").loc["overall", "f1"]
+        assert f1[chosen] == max(f1.values())
+        assert chosen == min(k for k, v in f1.items() if v == f1[chosen])  # ties: the earliest
+    assert json.loads((run / "evaluation" / "oracle" / "metrics.json").read_text())["test_set_selection"]
+
+
+@pytest.mark.slow
+def test_fixed_epoch_and_missing_epoch(run):
+    assert set(evaluate_run(run, "fixed:5").epochs.values()) == {5}
+    with pytest.raises(UserError, match="no weights for epoch 99"):
+        evaluate_run(run, "fixed:99")
+    with pytest.raises(UserError, match="inner validation"):
+        evaluate_run(run, "inner-val")
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(UserError, match="not a run folder"):
+        evaluate_run(tmp_path)
+    with pytest.raises(UserError, match="not a run folder"):
+        build_report(tmp_path)
+
+
+@pytest.mark.slow
+def test_report_embeds_every_picture(run):
+    from PIL import Image
+
+    evaluate_run(run, "last")
+    evaluate_run(run, "oracle")
+    page = build_report(run).read_text()
+    pictures = sorted((run / "report").glob("*.png"))
+    names = {p.stem for p in pictures}
+    assert {"metrics_last", "metrics_oracle", "subject_f1", "losses", "prior", "lengths",
+            "curves_s1_v", "curves_s2_v", "curves_s3_v"} <= names
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(embedded) == len(pictures)
+    for path in pictures:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        assert pixels.std() > 5, f"{path.name} looks blank"
+    assert "Test-set selection" in page and "Repaired or skipped annotations" in page
+    assert page.index("last epoch") < page.index("TEST-SET SELECTION")
+
+
+@pytest.mark.slow
+def test_report_of_a_run_without_true_positives(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    gt = Path(config["annotations"])
+    shifted = pd.read_csv(gt)
+    shifted[["onset", "apex", "offset"]] = shifted[["onset", "apex", "offset"]] + 600  # truth moved away
+    moved = tmp_path / "gt.csv"
+    shifted.to_csv(moved, index=False)
+    config["annotations"] = str(moved)
+    (copy / "config.json").write_text(json.dumps(config))
+    e = evaluate_run(copy, "last")
+    assert e.metrics.set_index("type").loc["overall", "TP"] == 0
+    assert build_report(copy).is_file()
+
+
+def test_long_video_curves_are_split_into_rows(tmp_path):
+    from spotting.plots import FRAMES_PER_ROW, plot_video_curves
+
+    n = 12000
+    curves = np.random.default_rng(0).random((n, 8)).astype(np.float32)
+    matches = pd.DataFrame({"type": ["me", "mae"], "outcome": ["FP", "FN"], "truth_onset": [np.nan, 5000],
+                            "truth_offset": [np.nan, 5040], "proposal_onset": [200, np.nan],
+                            "proposal_offset": [210, np.nan]})
+    path = plot_video_curves("long", curves, np.arange(1, n + 1), matches, tmp_path / "long.png")
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+    rows = int(np.ceil(n / FRAMES_PER_ROW))
+    assert height > rows * 2 * 150  # one ME and one MaE panel per row of frames
