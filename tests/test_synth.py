@@ -291,3 +291,8 @@ def test_command_line_small_run(tmp_path, capsys):
     assert len(pd.read_csv(out / "videos.csv")) == 2
     image = cv2.imread(str(png))
     assert image is not None and image.std() > 10
+
+
+def test_unknown_flag_is_a_usage_error(capsys):
+    assert main(["synth", "--no-such-flag"]) == 2
+    assert "No such option" in capsys.readouterr().err
