@@ -1,0 +1,133 @@
+"""Dense TV-L1 optical flow between grey image pairs: one interface, several backends.
+
+Convention: images (N, H, W) or (H, W), uint8 or float32 grey values 0..255; flow
+(N, 2, H, W) float32 in pixels holding (dx, dy), y pointing down, from the first image to the
+second: first(y, x) ~ second(y + dy, x + dx).
+
+Backends (all take the same `TVL1Params`, defaults = OpenCV's DualTVL1 defaults):
+    opencv  OpenCV contrib's CPU DualTVL1, the accuracy reference (CPU only).
+    torch   the same algorithm on batched tensors, CPU (numba-fused iterations) or CUDA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .params import TVL1Params
+
+__all__ = ["TVL1Params", "compute_flow", "available_backends"]
+
+_ALL_BACKENDS = ("opencv", "torch")
+
+
+def _backend_importable(name: str) -> bool:
+    try:
+        if name == "opencv":
+            import cv2
+
+            return hasattr(cv2, "optflow")  # the contrib build ships DualTVL1
+        if name == "torch":
+            import numba  # noqa: F401  (CPU iterations)
+            import torch  # noqa: F401
+
+            return True
+    except ImportError:
+        return False
+    return False
+
+
+def available_backends() -> list[str]:
+    """Names of the flow backends usable in this environment, e.g. ["opencv", "torch"]."""
+    return [name for name in _ALL_BACKENDS if _backend_importable(name)]
+
+
+def _is_tensor(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _check_pair(first, second) -> None:
+    """Raise TypeError / ValueError naming expected and actual shapes and dtypes."""
+    if _is_tensor(first) != _is_tensor(second):
+        raise TypeError(
+            f"first and second must both be numpy arrays or both torch tensors, got "
+            f"{type(first).__name__} and {type(second).__name__}"
+        )
+    if not _is_tensor(first):
+        for name, x in (("first", first), ("second", second)):
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    allowed = ("uint8", "float32")
+    for name, x in (("first", first), ("second", second)):
+        dtype = str(x.dtype).replace("torch.", "")
+        if dtype not in allowed:
+            raise TypeError(f"{name}: expected dtype uint8 or float32 (grey 0..255), got {dtype}")
+        if x.ndim not in (2, 3):
+            raise ValueError(
+                f"{name}: expected shape (N, H, W) or (H, W), got {tuple(x.shape)}"
+            )
+        if min(x.shape) < 1:
+            raise ValueError(f"{name}: expected non-empty images, got shape {tuple(x.shape)}")
+    if first.dtype != second.dtype:
+        raise TypeError(f"first and second must share a dtype, got {first.dtype} and {second.dtype}")
+    if tuple(first.shape) != tuple(second.shape):
+        raise ValueError(
+            f"second: expected shape {tuple(first.shape)} (same as first), got {tuple(second.shape)}"
+        )
+
+
+def compute_flow(
+    first,
+    second,
+    *,
+    params: TVL1Params = TVL1Params(),
+    backend: str = "opencv",
+    device: str = "cpu",
+):
+    """TV-L1 flow from each `first` image to the matching `second` image.
+
+    first, second: (N, H, W) or (H, W) uint8 or float32 grey 0..255, numpy arrays or torch
+        tensors (both the same kind, dtype and shape).
+    params: TV-L1 parameters (defaults equal OpenCV's).
+    backend: one of `available_backends()`.
+    device: where the `torch` backend computes ("cpu", "cuda", "cuda:1", ...); `opencv` is CPU
+        only. The result goes back to where the input was.
+    Returns (N, 2, H, W) float32 flow in pixels, (dx, dy), y down; (2, H, W) for (H, W) input.
+        numpy in, numpy out; torch in, torch out on the input's device.
+    """
+    if not isinstance(params, TVL1Params):
+        raise TypeError(f"params must be a TVL1Params, got {type(params).__name__}")
+    available = available_backends()
+    if backend not in available:
+        known = "" if backend not in _ALL_BACKENDS else " (not importable here)"
+        raise ValueError(f"unknown flow backend {backend!r}{known}; available: {available}")
+    _check_pair(first, second)
+    single = first.ndim == 2
+    tensor_in = _is_tensor(first)
+    if tensor_in:
+        out_device = first.device
+
+    if backend == "opencv":
+        if str(device) != "cpu":
+            raise ValueError(f"the opencv backend runs on cpu only, got device {device!r}")
+        a = first.detach().cpu().numpy() if tensor_in else first
+        b = second.detach().cpu().numpy() if tensor_in else second
+        from .opencv_backend import flow_opencv
+
+        flow = flow_opencv(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), params)
+        if tensor_in:
+            import torch
+
+            flow = torch.from_numpy(flow).to(out_device)
+    else:  # torch
+        import torch
+
+        from .torch_tvl1 import flow_torch
+
+        a = first if tensor_in else torch.from_numpy(np.ascontiguousarray(first))
+        b = second if tensor_in else torch.from_numpy(np.ascontiguousarray(second))
+        a = a.to(device=device, dtype=torch.float32).reshape(-1, *a.shape[-2:])
+        b = b.to(device=device, dtype=torch.float32).reshape(-1, *b.shape[-2:])
+        with torch.no_grad():
+            flow = flow_torch(a, b, params)
+        flow = flow.to(out_device) if tensor_in else flow.cpu().numpy()
+    return flow[0] if single else flow

@@ -1,0 +1,258 @@
+"""Backend `torch`: TV-L1 optical flow with batched tensor operations, on CPU or CUDA.
+
+The same algorithm as OpenCV's CPU DualTVL1 (Zach, Pock & Bischof 2007, in the form of
+Sanchez Perez et al., IPOL 2013), step for step:
+
+    pyramid (bilinear resize by scale_step, no pre-smoothing; levels under 16 px dropped)
+    for each level, coarsest first; the dual variable p restarts at zero on every level:
+        for each of n_warps warps:
+            warp I1 and its centred gradient by the flow u (bicubic, zero outside)
+            repeat up to outer_iterations times:
+                median-filter u (5 x 5, replicated border)
+                repeat up to inner_iterations times:
+                    v   = u + TH(rho(u))           thresholding step, lambda * theta
+                    u   = v + theta * div(p)       the update; error = sum |u_new - u_old|^2
+                    p   = (p + tau/theta * grad u) / (1 + tau/theta * |grad u|)
+                until error < epsilon**2 * H * W  (both loops, per sample)
+        upsample u to the next level (bilinear) and divide it by scale_step
+
+Every sample stops on its own: a finished sample is frozen (its u and p no longer change),
+so its result never depends on the other samples of the batch.
+
+On CPU the inner loops run in one fused numba kernel (`tvl1_numba.py`, one thread per sample)
+unless `use_numba=False`; the tensor version below is the readable reference and the CUDA path.
+
+Convention: images (N, H, W) float32 grey values 0..255; flow (N, 2, H, W) float32 in pixels
+holding (dx, dy), y pointing down, from the first image to the second:
+first(y, x) ~ second(y + dy, x + dx).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .params import TVL1Params
+
+MIN_LEVEL_SIZE = 16  # px: OpenCV stops the pyramid before a level narrower than this
+FLOAT_EPS = torch.finfo(torch.float32).eps  # OpenCV's guard against a zero image gradient
+
+
+# ---------------------------------------------------------------------------------------------
+# Resampling and finite differences
+# ---------------------------------------------------------------------------------------------
+def _round_half_even(x: float) -> int:
+    return int(round(x))  # Python rounds half to even, like OpenCV's cvRound
+
+
+def _linear_axis(n_out: int, n_in: int, scale: float, device) -> tuple:
+    """Indices and weights of 1-D linear resampling, OpenCV's half-pixel convention.
+
+    scale: input pixels per output pixel. Returns (i0, i1, w1) with out = (1-w1) x[i0] + w1 x[i1].
+    """
+    src = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * scale - 0.5
+    src = src.clamp(0, n_in - 1)  # replicate border
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = (src - i0).to(torch.float32)
+    return i0, i1, w1
+
+
+def resize_linear(x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, h, w) bilinear, as cv2.resize(INTER_LINEAR) without antialiasing.
+
+    scale: (input rows per output row, input columns per output column); OpenCV uses 1/fx when
+    the factor is given and in/out sizes when the size is given, so the caller passes it.
+    """
+    h, w = size
+    iy0, iy1, wy = _linear_axis(h, x.shape[-2], scale[0], x.device)
+    ix0, ix1, wx = _linear_axis(w, x.shape[-1], scale[1], x.device)
+    rows = x[..., iy0, :] * (1 - wy)[:, None] + x[..., iy1, :] * wy[:, None]
+    return rows[..., ix0] * (1 - wx) + rows[..., ix1] * wx
+
+
+def build_pyramid(image: torch.Tensor, params: TVL1Params) -> list[torch.Tensor]:
+    """(N, 1, H, W) -> levels, finest first, each scale_step times the previous (rounded).
+
+    Stops early when a level would be narrower than 16 px (OpenCV drops that level).
+    """
+    levels = [image]
+    for _ in range(1, params.n_scales):
+        h, w = levels[-1].shape[-2:]
+        size = (_round_half_even(h * params.scale_step), _round_half_even(w * params.scale_step))
+        if min(size) < MIN_LEVEL_SIZE:
+            break
+        step = 1.0 / params.scale_step
+        levels.append(resize_linear(levels[-1], size, (step, step)))
+    return levels
+
+
+def centered_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) -> (d/dx, d/dy), central differences 0.5 (f[i+1] - f[i-1]), replicated border."""
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    dx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
+    dy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
+    return dx, dy
+
+
+def forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) -> (du/dx, du/dy), forward differences, zero on the last column / row."""
+    ux = F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1, 0, 0))
+    uy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
+    return ux, uy
+
+
+def divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) x 2 -> div p, backward differences; the adjoint of -forward_gradient."""
+    return (px - F.pad(px[..., :, :-1], (1, 0, 0, 0))) + (py - F.pad(py[..., :-1, :], (0, 0, 1, 0)))
+
+
+CUBIC_A = -0.75  # Keys' cubic convolution parameter used by OpenCV (and PyTorch)
+
+
+def cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Weights of the taps at offsets -1, 0, 1, 2 for a sample at fraction t in [0, 1).
+
+    Exact at t = 0 (weights 0, 1, 0, 0), so a zero flow reproduces the image exactly.
+    """
+    a = CUBIC_A
+    s = 1.0 - t
+    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    w2 = ((a + 2) * s - (a + 3)) * s * s + 1
+    return w0, w1, w2, 1.0 - w0 - w1 - w2
+
+
+def warp_cubic(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) sampled at (x + dx, y + dy) -> (N, C, H, W), bicubic, 0 outside.
+
+    flow: (N, 2, H, W) pixels. Matches cv2.remap(INTER_CUBIC, BORDER_CONSTANT 0) (each of the
+    4 x 4 taps outside the image reads 0), without its 1/32-pixel quantisation of positions.
+    """
+    n, c, h, w = x.shape
+    ys = torch.arange(h, device=x.device, dtype=x.dtype)[:, None]
+    xs = torch.arange(w, device=x.device, dtype=x.dtype)
+    sx = xs + flow[:, 0]  # (N, H, W) sampling positions in pixels
+    sy = ys + flow[:, 1]
+    x0, y0 = sx.floor(), sy.floor()
+    wx, wy = cubic_weights(sx - x0), cubic_weights(sy - y0)
+    x0, y0 = x0.long(), y0.long()
+    flat = x.reshape(n, c, h * w)
+    out = torch.zeros_like(x)
+    for i in range(4):
+        yi = y0 + (i - 1)
+        y_ok = (yi >= 0) & (yi < h)
+        row = torch.zeros_like(x)
+        for j in range(4):
+            xj = x0 + (j - 1)
+            ok = (y_ok & (xj >= 0) & (xj < w)).to(x.dtype)
+            index = (yi.clamp(0, h - 1) * w + xj.clamp(0, w - 1)).reshape(n, 1, h * w)
+            taps = flat.gather(2, index.expand(n, c, h * w)).reshape(n, c, h, w)
+            row += (wx[j] * ok)[:, None] * taps
+        out += wy[i][:, None] * row
+    return out
+
+
+def median_filter(u: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) -> same, size x size median with replicated border (cv2.medianBlur)."""
+    r = size // 2
+    padded = F.pad(u, (r, r, r, r), mode="replicate")
+    patches = padded.unfold(2, size, 1).unfold(3, size, 1)  # (N, C, H, W, size, size)
+    return patches.reshape(*u.shape, size * size).median(dim=-1).values
+
+
+# ---------------------------------------------------------------------------------------------
+# One pyramid level
+# ---------------------------------------------------------------------------------------------
+def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, p, params: TVL1Params):
+    """The outer/inner iterations of one warp, batched tensors, per-sample stopping.
+
+    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u: (N, 2, H, W) (u1, u2); p: (N, 4, H, W) holding
+    (p11, p12, p21, p22), the dual variables of u1 and u2. Returns the new (u, p).
+    """
+    n, _, h, w = u.shape
+    l_t = params.lambda_ * params.theta
+    taut = params.tau / params.theta
+    scaled_eps = params.epsilon**2 * h * w  # OpenCV: sum of squared updates vs eps^2 * area
+    active = torch.ones(n, dtype=torch.bool, device=u.device)
+    lam_grad = l_t * grad
+    for _ in range(params.outer_iterations):
+        if not bool(active.any()):
+            break
+        if params.median_filtering > 1:
+            u = torch.where(active[:, None, None, None], median_filter(u, params.median_filtering), u)
+        for _ in range(params.inner_iterations):
+            # Thresholding step: v = u + TH(rho(u)), rho the linearised brightness residual
+            rho = rho_c + I1wx * u[:, :1] + I1wy * u[:, 1:]
+            coef = torch.where(
+                rho < -lam_grad,
+                l_t,
+                torch.where(
+                    rho > lam_grad,
+                    -l_t,
+                    torch.where(grad > FLOAT_EPS, -rho / grad.clamp_min(FLOAT_EPS), 0.0),
+                ),
+            )
+            v = u + coef * torch.cat((I1wx, I1wy), dim=1)
+            # Flow update: u = v + theta div p
+            div_p = divergence(p[:, 0::2], p[:, 1::2])  # (div p1, div p2)
+            u_new = v + params.theta * div_p
+            error = (u_new - u).square().sum(dim=(1, 2, 3))
+            keep = active[:, None, None, None]
+            u = torch.where(keep, u_new, u)
+            # Dual update (Chambolle's fixed point), tau / theta step
+            ux, uy = forward_gradient(u)
+            norm = torch.sqrt(ux.square() + uy.square())  # |grad u1|, |grad u2|
+            denom = 1.0 + taut * norm
+            p_new = torch.stack(
+                ((p[:, 0] + taut * ux[:, 0]) / denom[:, 0], (p[:, 1] + taut * uy[:, 0]) / denom[:, 0],
+                 (p[:, 2] + taut * ux[:, 1]) / denom[:, 1], (p[:, 3] + taut * uy[:, 1]) / denom[:, 1]),
+                dim=1,
+            )
+            p = torch.where(keep, p_new, p)
+            active = active & (error > scaled_eps)
+            if not bool(active.any()):
+                break
+    return u, p
+
+
+def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
+    """(N, 1, h, w) images, (N, 2, h, w) initial flow -> refined flow (N, 2, h, w)."""
+    I1x, I1y = centered_gradient(I1)
+    if use_numba:
+        from .tvl1_numba import solve_level_numba
+
+        return solve_level_numba(I0, I1, I1x, I1y, u, params)
+    stack = torch.cat((I1, I1x, I1y), dim=1)
+    p = torch.zeros(u.shape[0], 4, *u.shape[-2:], dtype=u.dtype, device=u.device)
+    for _ in range(params.n_warps):
+        I1w, I1wx, I1wy = warp_cubic(stack, u).split(1, dim=1)
+        grad = I1wx.square() + I1wy.square()  # |grad I1(x + u0)|^2
+        rho_c = I1w - I1wx * u[:, :1] - I1wy * u[:, 1:] - I0  # rho(u) = rho_c + grad I1 . u
+        u, p = _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, p, params)
+    return u
+
+
+def flow_torch(
+    first: torch.Tensor, second: torch.Tensor, params: TVL1Params, use_numba: bool | None = None
+) -> torch.Tensor:
+    """(N, H, W) float32 grey 0..255 pairs -> (N, 2, H, W) float32 flow in pixels, same device.
+
+    use_numba: run the iterations in the numba kernel; default: on CPU tensors only.
+    """
+    if params.gamma != 0:
+        raise NotImplementedError("the torch backend supports gamma = 0 only (OpenCV's default)")
+    if use_numba is None:
+        use_numba = first.device.type == "cpu"
+    if use_numba and first.device.type != "cpu":
+        raise ValueError(f"use_numba needs CPU tensors, got device {first.device}")
+    I0s = build_pyramid(first[:, None].float(), params)
+    I1s = build_pyramid(second[:, None].float(), params)
+    n = first.shape[0]
+    u = torch.zeros(n, 2, *I0s[-1].shape[-2:], dtype=torch.float32, device=first.device)
+    for level in range(len(I0s) - 1, -1, -1):
+        u = _solve_level(I0s[level], I1s[level], u, params, use_numba)
+        if level > 0:
+            (h, w), (h0, w0) = I0s[level - 1].shape[-2:], u.shape[-2:]
+            u = resize_linear(u, (h, w), (h0 / h, w0 / w)) / params.scale_step
+    return u
