@@ -1,0 +1,133 @@
+"""Speed of every flow backend: pairs per second at 128x128, 256x256 and 480x640, batch sizes
+1..N, with ratios to `opencv` timed in the same run (CPU timings are noisy on shared machines:
+compare ratios, not absolute numbers, across runs).
+
+    python benchmarks/flow_speed.py [--threads 2] [--batches 1 2 4 8] [--device cpu|cuda]
+
+Each measurement is the median of --repeats timed calls after one warm-up call (numba
+compilation and caches excluded); the calls of one image size run in turns so that every
+configuration sees the same machine load. Writes benchmarks/results/flow_speed.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from _flow_env import environment, set_threads, write_json
+
+from flowcore.flow import TVL1Params, available_backends, compute_flow
+from flowcore.flow.synthetic import bump_flow, face_texture, render_second
+
+SIZES = ((128, 128), (256, 256), (480, 640))
+
+
+def make_pairs(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, H, W) uint8 face pairs with a small local motion (about 1 px), as in video."""
+    h, w = shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    first = np.array(face_texture(side))[top : top + h, left : left + w]
+    flow = bump_flow(first.shape, [(w * 0.4, h * 0.6), (w * 0.6, h * 0.4)],
+                     [(0.8, -0.5), (-0.3, 0.9)], sigma=0.05 * side)
+    flow[0] += 0.2  # and a slight drift of the head
+    second = render_second(first, flow)
+    to_u8 = lambda x: np.clip(np.round(x), 0, 255).astype(np.uint8)  # noqa: E731
+    return np.repeat(to_u8(first)[None], n, 0), np.repeat(to_u8(second)[None], n, 0)
+
+
+def time_call(fn, repeats: int, sync=None, warm_up: bool = True) -> float:
+    """Median seconds of `repeats` calls of fn, after one warm-up call unless told otherwise;
+    0.0 when repeats is 0."""
+    if warm_up:
+        fn()
+    if repeats == 0:
+        return 0.0
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--max-pixels-per-call", type=float, default=4 * 480 * 640,
+                        help="skip batches larger than this many pixels (time budget)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--opencv-pairs", type=int, default=2, help="pairs per opencv call")
+    parser.add_argument("--backends", nargs="*", default=None, help="default: all available")
+    parser.add_argument("--device", default="cpu", help="device of the torch backend")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+
+    set_threads(args.threads)
+    params = TVL1Params()
+    backends = args.backends or available_backends()
+    sync = None
+    if args.device.startswith("cuda"):
+        import torch
+
+        sync = torch.cuda.synchronize
+
+    rows = []
+    for shape in SIZES:
+        # the configurations of one size, timed in turns (opencv, torch b1, b2, ..., opencv, ...)
+        # so that all of them see the same machine load
+        configs = []
+        if "opencv" in backends:  # OpenCV works pair by pair: its rate does not depend on batch
+            configs.append(("opencv", "cpu", args.opencv_pairs))
+        for backend in (b for b in backends if b != "opencv"):
+            configs += [(backend, args.device, n) for n in args.batches
+                        if n * shape[0] * shape[1] <= args.max_pixels_per_call]
+        calls = {}
+        for backend, device, batch in configs:
+            first, second = make_pairs(shape, batch)
+            calls[backend, batch] = (
+                lambda f=first, s=second, b=backend, d=device:
+                compute_flow(f, s, params=params, backend=b, device=d))
+            time_call(calls[backend, batch], 0, sync)  # warm-up
+        times = {key: [] for key in calls}
+        for _ in range(args.repeats):
+            for key, call in calls.items():
+                times[key].append(time_call(call, 1, sync, warm_up=False))
+        reference = None
+        if "opencv" in backends:
+            reference = args.opencv_pairs / statistics.median(times["opencv", args.opencv_pairs])
+        for (backend, device, batch) in configs:
+            seconds = statistics.median(times[backend, batch])
+            rate = batch / seconds
+            row = {"size": list(shape), "backend": backend, "device": device, "batch": batch,
+                   "seconds_per_call": seconds, "seconds_all_repeats": times[backend, batch],
+                   "pairs_per_s": rate,
+                   "ratio_to_opencv": rate / reference if reference else None}
+            rows.append(row)
+            ratio = "" if row["ratio_to_opencv"] is None else f"{row['ratio_to_opencv']:6.2f}x"
+            print(f"{shape[0]:>4}x{shape[1]:<4} {backend:<8} {device:<6} batch {batch:>3}  "
+                  f"{rate:8.2f} pairs/s  {ratio}", flush=True)
+
+    payload = {
+        "benchmark": "flow_speed",
+        **environment(args.threads),
+        "params": params.to_dict(),
+        "settings": {"batches": args.batches, "repeats": args.repeats, "device": args.device,
+                     "backends": backends, "opencv_pairs_per_call": args.opencv_pairs},
+        "results": rows,
+    }
+    print(f"wrote {write_json('flow_speed.json', payload, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
