@@ -53,6 +53,16 @@ class ExtractReport:
         return "\n".join(lines)
 
 
+def extract_source(path: str | Path, out: str | Path, params: ExtractParams = ExtractParams(),
+                   options: RunOptions = RunOptions(), workers: int | None = None,
+                   **source_options) -> ExtractReport:
+    """Open the dataset, video folder or single video file at `path` and extract it into the
+    store at `out` (the public entry point; `mespot extract` with progress bars and a table)."""
+    from flowcore.sources import open_source
+
+    return run_extraction(open_source(path, **source_options), out, params, options, workers)
+
+
 def resolve_subsample(source: Source, params: ExtractParams) -> tuple[Source, ExtractParams]:
     """The subsampling recorded in the store is the one applied: the params' when set (applied
     to every video), else the source's own default (8 for SAMM-LV, 1 otherwise)."""

@@ -137,6 +137,9 @@ def extract_command(
     if backend not in available_backends():
         raise UserError(f"--backend {backend!r} is not available here; available: "
                         f"{', '.join(available_backends())}")
+    if backend == "opencv" and device != "cpu":
+        raise UserError(f"the opencv flow backend runs on the CPU only; for --device {device} "
+                        f"choose --backend torch")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     params = ExtractParams(flow_backend=backend, faces=faces, mdmo=MDMOParams(compat=compat),

@@ -21,13 +21,14 @@ from typing import Callable
 
 import numpy as np
 
-from flowcore.faces import FaceParams, face_crop, fit_frame, flag_bad_fits, repair_landmarks
+from flowcore.faces import (FaceParams, face_crop, fit_frame, flag_bad_fits, load_models,
+                            repair_landmarks)
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.rois import ROI_NAMES
 from flowcore.store import COMPLETE, FeatureStore
 from flowcore.video import FrameError, FrameStream, VideoSpec
 
-STAGES = ("decode", "face", "landmarks", "flow", "mdmo", "write")
+STAGES = ("setup", "decode", "face", "landmarks", "flow", "mdmo", "write")  # setup: model loading
 Progress = Callable[[str, str, int, int], None]  # (video_id, phase, done, total)
 
 
@@ -122,8 +123,11 @@ def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
              "fps": spec.fps_kept, "dataset_source": source}
     result = VideoResult(spec.video_id, spec.subject, "failed")
     report = progress or (lambda *a: None)
-    stage = "decode"
+    stage = "setup"
     try:
+        with timer("setup"):  # once per process: the dlib models
+            load_models()
+        stage = "decode"
         stream = FrameStream(spec)
         total = len(stream)
         stage = "face"

@@ -70,6 +70,14 @@ class FaceCrop:
         return np.ascontiguousarray(patch)
 
 
+def load_models() -> None:
+    """Load the face detector and the landmark model now (cached per process)."""
+    from flowcore.landmarks import _face_detector, _shape_predictor
+
+    _face_detector()
+    _shape_predictor()
+
+
 def face_crop(frames, params: FaceParams, video: str = "") -> FaceCrop:
     """Find the face on the first of `frames` that has one (at most `search_frames` tried).
 

@@ -32,6 +32,10 @@ FORMAT_VERSION = 1
 ROW_CHUNK = 65536  # rows per chunk of mdmo / landmarks / frame_numbers
 FLOW_CHUNK = 16  # frames per chunk of the optional dense flow
 VIDEOS = "videos"
+# dimension names saved with each array (lets xarray open a video group without this package)
+DIMENSIONS = {"mdmo": ("pair", "roi", "xy"), "landmarks": ("frame", "landmark", "xy"),
+              "face_box": ("ltrb",), "frame_numbers": ("frame",),
+              "flow": ("pair", "component", "y", "x")}
 COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
 
 
@@ -115,7 +119,8 @@ class FeatureStore:
     def write_array(self, group, name: str, data: np.ndarray, chunk_rows: int = ROW_CHUNK):
         chunks = (max(1, min(chunk_rows, data.shape[0])),) + data.shape[1:]
         array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                   compressors=_compressors(), fill_value=0)
+                                   compressors=_compressors(), fill_value=0,
+                                   dimension_names=DIMENSIONS.get(name))
         if data.size:
             array[...] = data
         return array
@@ -124,7 +129,8 @@ class FeatureStore:
         """The optional dense flow array (T-1, 2, H, W) float16, filled batch by batch."""
         return group.create_array("flow", shape=(n_pairs, 2, height, width), dtype="float16",
                                   chunks=(FLOW_CHUNK, 2, height, width),
-                                  compressors=_compressors(), fill_value=0)
+                                  compressors=_compressors(), fill_value=0,
+                                  dimension_names=DIMENSIONS["flow"])
 
     def complete(self, group, attrs: dict) -> None:
         """Write the final attributes, then the status "complete" on its own, last."""

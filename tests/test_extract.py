@@ -56,7 +56,8 @@ def test_casme2_store_shapes_and_attrs(casme2_run):
     attrs = dict(video.attrs)
     assert (attrs["status"], attrs["subject"], attrs["fps"], attrs["n_frames"]) == (
         "complete", "s15", 30.0, 7)
-    assert set(attrs["timings"]) == {"decode", "face", "landmarks", "flow", "mdmo", "write"}
+    assert set(attrs["timings"]) == {"setup", "decode", "face", "landmarks", "flow", "mdmo",
+                                      "write"}
     assert np.isfinite(video["mdmo"][...]).all() and np.abs(video["mdmo"][...]).max() > 0
 
 
@@ -175,3 +176,23 @@ def test_command_exit_codes(casme2_run, tmp_path, capsys):
     assert result.exit_code == 1, result.output  # one video failed
     assert "1 extracted" in result.output and "1 failed" in result.output
     assert "no face found" in result.output
+
+
+@pytest.mark.gpu
+def test_cuda_flow_and_mdmo_on_the_device(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from dataclasses import replace
+
+    write_casme2(tmp_path, {"15_0101disgustingteeth": 5})
+    source = open_source(tmp_path)
+    params = replace(QUICK, flow_backend="torch")
+    cpu = run_extraction(source, tmp_path / "cpu.zarr", params, OPTIONS, workers=1)
+    gpu = run_extraction(source, tmp_path / "gpu.zarr", params, RunOptions(device="cuda"),
+                         workers=1)
+    assert cpu.count("complete") == gpu.count("complete") == 1, gpu.summary()
+    a = _arrays(tmp_path / "cpu.zarr", "15_0101disgustingteeth")["mdmo"]
+    b = _arrays(tmp_path / "gpu.zarr", "15_0101disgustingteeth")["mdmo"]
+    assert a.shape == b.shape == (4, 12, 2)
+    assert np.median(np.abs(a - b)) < 0.05  # same algorithm; float differences only

@@ -28,6 +28,7 @@ def test_layout_readable_with_plain_zarr(tmp_path):
     assert video["mdmo"].shape == (4, 12, 2) and video["mdmo"].dtype == np.float32
     assert dict(video.attrs)["status"] == "complete" and video.attrs["n_frames"] == 5
     assert video.metadata.zarr_format == 3
+    assert video["mdmo"].metadata.dimension_names == ("pair", "roi", "xy")
 
 
 def test_other_params_are_refused_with_the_difference(tmp_path):
