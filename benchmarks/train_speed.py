@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +64,11 @@ def make_store(folder: Path, preset: str, seed: int = 0) -> tuple[Path, Path]:
     return folder / "store.zarr", folder / "gt.csv"
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(preset: str, epochs: int, folds: int | None, device: str, out_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -73,10 +79,10 @@ def run(preset: str, epochs: int, folds: int | None, device: str, out_dir: Path)
         prepare_s = time.perf_counter() - t0
         subjects = prep.features.subjects
         chosen = subjects if folds is None else subjects[:folds]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         results = train_loso(config, tmp / "run", device=device, subjects=chosen, show_progress=False,
                              prepared=prep)
-        train_s = time.perf_counter() - t0
+        train_s, train_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     per_fold = [r.seconds for r in results]
     mean_fold = float(np.mean(per_fold))
     whole = train_s if folds is None else mean_fold * len(subjects)
@@ -89,7 +95,10 @@ def run(preset: str, epochs: int, folds: int | None, device: str, out_dir: Path)
                        "folds_total": len(subjects), "device": device, "torch_threads": torch.get_num_threads()},
         "seconds": {"load_and_windows": prepare_s, "per_fold": per_fold, "mean_per_fold": mean_fold,
                     "whole_loso": whole, "whole_loso_extrapolated": folds is not None,
-                    "per_epoch": mean_fold / epochs},
+                    "per_epoch": mean_fold / epochs,
+                    "process_cpu_seconds": train_cpu,
+                    "note": "process_cpu_seconds / torch_threads estimates the wall time on an idle "
+                            "machine when other work shares the cores (see load_average_at_end)"},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
                     "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},

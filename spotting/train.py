@@ -205,23 +205,24 @@ def _optimizer(model: AUWGCN, p: TrainParams) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=p.lr)
 
 
-def _save_resume(path: Path, model, opt, shuffle: torch.Generator, epoch: int) -> None:
+def _save_resume(path: Path, model, opt, shuffle: torch.Generator, epoch: int, loss: float) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for group in opt.param_groups:
         for name, param in zip(group["names"], group["params"]):
             for key, value in opt.state.get(param, {}).items():
                 tensors[f"optim.{name}.{key}"] = torch.as_tensor(value)
     tensors["rng.shuffle"] = shuffle.get_state()
-    _save_safetensors(tensors, path, {"epoch": str(epoch)})
+    _save_safetensors(tensors, path, {"epoch": str(epoch), "loss": repr(loss)})
 
 
-def _load_resume(path: Path, model, opt, shuffle: torch.Generator, device) -> int:
+def _load_resume(path: Path, model, opt, shuffle: torch.Generator, device) -> tuple[int, float]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
     with safe_open(str(path), framework="pt") as f:
-        epoch = int(f.metadata()["epoch"])
+        meta = f.metadata()
+    epoch, loss = int(meta["epoch"]), float(meta.get("loss", "nan"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for group in opt.param_groups:
         for name, param in zip(group["names"], group["params"]):
@@ -233,7 +234,7 @@ def _load_resume(path: Path, model, opt, shuffle: torch.Generator, device) -> in
             if state:
                 opt.state[param] = state
     shuffle.set_state(tensors["rng.shuffle"])
-    return epoch
+    return epoch, loss
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -288,19 +289,22 @@ def train_fold(
         "config": config.to_json(),
     }
 
+    if device.type == "cuda":  # same seed, same weights on GPU too
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.manual_seed(p.seed)
     model = AUWGCN(adj).to(device)
     opt = _optimizer(model, p)
     shuffle = torch.Generator().manual_seed(p.seed)
     resume_path = fold_dir / "resume.safetensors"
-    start_epoch = _load_resume(resume_path, model, opt, shuffle, device) if resume_path.exists() else 0
+    start_epoch, loss_value = 0, float("nan")
+    if resume_path.exists():
+        start_epoch, loss_value = _load_resume(resume_path, model, opt, shuffle, device)
     writer = None
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(fold_dir / "tb"), purge_step=start_epoch + 1)
     n = len(train["x"])
-    loss_value = float("nan")
     try:
         for epoch in range(start_epoch, p.epochs):
             for group in opt.param_groups:
@@ -332,7 +336,7 @@ def train_fold(
                     writer.add_scalar("test/loss", float(test_loss), done)
             if done % p.save_every == 0 or done == p.epochs:
                 save_weights(model, fold_dir / f"weights_epoch_{done:03d}.safetensors", done, fold_meta)
-            _save_resume(resume_path, model, opt, shuffle, done)
+            _save_resume(resume_path, model, opt, shuffle, done, total)
             if progress is not None:
                 progress(done, total)
             if on_epoch_end is not None:
@@ -343,9 +347,6 @@ def train_fold(
 
     _save_test_outputs(model, test, ws, test_mask, w, fold_dir / "test_outputs.safetensors")
     seconds = time.perf_counter() - started
-    if np.isnan(loss_value):  # every epoch was already done: read the final loss back
-        previous = json.loads((fold_dir / "fold.json").read_text()) if (fold_dir / "fold.json").exists() else {}
-        loss_value = previous.get("final_loss", float("nan"))
     result = FoldResult(test_subject, p.epochs, seconds, loss_value, int(train_mask.sum()),
                         int(test_mask.sum()), start_epoch)
     fold_meta.update(status="complete", final_loss=loss_value, seconds=seconds, resumed_from=start_epoch)
@@ -435,6 +436,8 @@ def train_loso(
     log = _Log(out / "train.log", show_progress)
     log.line(prep.table.summary())
     log.line(f"{len(prep.issues)} annotation issue(s) listed in {out / 'annotation_issues.csv'}")
+    for issue in prep.issues:
+        log.line("  " + issue.as_line(), console=False)
     if prep.features.skipped:
         log.line(f"{len(prep.features.skipped)} incomplete video(s) in the store skipped: "
                  + ", ".join(f"{k} ({v})" for k, v in prep.features.skipped.items()))
@@ -474,10 +477,10 @@ class _Log:
 
         self.console = Console(stderr=True)
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, console: bool = True) -> None:
         with open(self.path, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
-        if self.show:
+        if self.show and console:
             self.console.print(text, markup=False, highlight=False)
 
     def progress(self, epochs: int, n_folds: int):

@@ -132,6 +132,9 @@ def test_same_seed_same_weights_and_resume_after_interruption(tiny, tmp_path):
     results = train_loso(config(tiny), resumed, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
     assert [r.resumed_from for r in results] == [3, 2]  # s1 done before, s2 from epoch 2
     for subject in ("s1", "s2"):
+        losses = {json.loads((r / "folds" / subject / "fold.json").read_text())["final_loss"]
+                  for r in (first, second, resumed)}
+        assert len(losses) == 1, losses
         a, b, c = (weights(r, subject, 3) for r in (first, second, resumed))
         for key in a:
             assert torch.equal(a[key], b[key]), key
