@@ -13,14 +13,15 @@ Sanchez Perez et al., IPOL 2013), step for step:
                     v   = u + TH(rho(u))           thresholding step, lambda * theta
                     u   = v + theta * div(p)       the update; error = sum |u_new - u_old|^2
                     p   = (p + tau/theta * grad u) / (1 + tau/theta * |grad u|)
-                until error < epsilon**2 * H * W  (both loops, per sample)
+                until error <= epsilon**2 * H * W  (both loops, per sample)
         upsample u to the next level (bilinear) and divide it by scale_step
 
 Every sample stops on its own: a finished sample is frozen (its u and p no longer change),
 so its result never depends on the other samples of the batch.
 
-On CPU the inner loops run in one fused numba kernel (`tvl1_numba.py`, one thread per sample)
-unless `use_numba=False`; the tensor version below is the readable reference and the CUDA path.
+On CPU each pyramid level runs in fused numba kernels (`tvl1_numba.py`, one thread per sample)
+unless `use_numba=False`; the tensor version below is the readable reference and the CUDA path
+(with MESPOT_TORCH_COMPILE=1 its inner iteration goes through torch.compile).
 
 Convention: images (N, H, W) float32 grey values 0..255; flow (N, 2, H, W) float32 in pixels
 holding (dx, dy), y pointing down, from the first image to the second:
@@ -28,6 +29,8 @@ first(y, x) ~ second(y + dy, x + dx).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -173,56 +176,79 @@ def median_filter(u: torch.Tensor, size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # One pyramid level
 # ---------------------------------------------------------------------------------------------
-def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, p, params: TVL1Params):
+def _inner_step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t: float, theta: float,
+                taut: float):
+    """One TV-L1 iteration for the samples where keep (N, 1, 1, 1) is true; others unchanged.
+
+    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, 2, H, W) holding the flow (u1, u2)
+    and the x / y parts of its dual variables (p11, p21) / (p12, p22).
+    Returns (u, px, py, error) with error (N,) the sum of squared flow updates.
+    """
+    # Thresholding step: v = u + TH(rho(u)), rho the linearised brightness residual
+    rho = rho_c + I1wx * u[:, :1] + I1wy * u[:, 1:]
+    lam_grad = l_t * grad
+    inside = torch.where(grad > FLOAT_EPS, -rho / grad.clamp_min(FLOAT_EPS), 0.0)
+    coef = torch.where(rho < -lam_grad, l_t, torch.where(rho > lam_grad, -l_t, inside))
+    v = u + coef * torch.cat((I1wx, I1wy), dim=1)
+    # Flow update: u = v + theta div p
+    u_new = v + theta * divergence(px, py)
+    error = (u_new - u).square().sum(dim=(1, 2, 3))
+    u = torch.where(keep, u_new, u)
+    # Dual update (Chambolle's fixed point): p = (p + taut grad u) / (1 + taut |grad u|)
+    ux, uy = forward_gradient(u)
+    denom = 1.0 + taut * torch.sqrt(ux.square() + uy.square())
+    px = torch.where(keep, (px + taut * ux) / denom, px)
+    py = torch.where(keep, (py + taut * uy) / denom, py)
+    return u, px, py, error
+
+
+SYNC_EVERY = 10  # inner iterations between checks whether any sample is still running
+COMPILE_ENV = "MESPOT_TORCH_COMPILE"  # "1": torch.compile the inner step (meant for CUDA)
+_compiled_step = None
+
+
+def _step_function():
+    """`_inner_step`, compiled with torch.compile when $MESPOT_TORCH_COMPILE is 1.
+
+    Compiling costs about a minute per process and fuses the ~25 tensor operations of an
+    iteration into a few kernels: worth it for long GPU runs; the CPU uses the numba kernel.
+    """
+    global _compiled_step
+    if os.environ.get(COMPILE_ENV, "0") != "1":
+        return _inner_step
+    if _compiled_step is None:
+        _compiled_step = torch.compile(_inner_step, dynamic=True)
+    return _compiled_step
+
+
+def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params):
     """The outer/inner iterations of one warp, batched tensors, per-sample stopping.
 
-    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u: (N, 2, H, W) (u1, u2); p: (N, 4, H, W) holding
-    (p11, p12, p21, p22), the dual variables of u1 and u2. Returns the new (u, p).
+    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, 2, H, W) (see `_inner_step`).
+    A sample stops once its update error <= epsilon^2 H W and is frozen from then on, so the
+    loop may run on (a few iterations, without effect) until all samples have stopped; the
+    host checks that only every SYNC_EVERY iterations. Returns the new (u, px, py).
     """
     n, _, h, w = u.shape
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
     scaled_eps = params.epsilon**2 * h * w  # OpenCV: sum of squared updates vs eps^2 * area
     active = torch.ones(n, dtype=torch.bool, device=u.device)
-    lam_grad = l_t * grad
+    step = _step_function()
     for _ in range(params.outer_iterations):
         if not bool(active.any()):
             break
+        keep = active[:, None, None, None]
         if params.median_filtering > 1:
-            u = torch.where(active[:, None, None, None], median_filter(u, params.median_filtering), u)
-        for _ in range(params.inner_iterations):
-            # Thresholding step: v = u + TH(rho(u)), rho the linearised brightness residual
-            rho = rho_c + I1wx * u[:, :1] + I1wy * u[:, 1:]
-            coef = torch.where(
-                rho < -lam_grad,
-                l_t,
-                torch.where(
-                    rho > lam_grad,
-                    -l_t,
-                    torch.where(grad > FLOAT_EPS, -rho / grad.clamp_min(FLOAT_EPS), 0.0),
-                ),
-            )
-            v = u + coef * torch.cat((I1wx, I1wy), dim=1)
-            # Flow update: u = v + theta div p
-            div_p = divergence(p[:, 0::2], p[:, 1::2])  # (div p1, div p2)
-            u_new = v + params.theta * div_p
-            error = (u_new - u).square().sum(dim=(1, 2, 3))
+            u = torch.where(keep, median_filter(u, params.median_filtering), u)
+        for inner in range(params.inner_iterations):
             keep = active[:, None, None, None]
-            u = torch.where(keep, u_new, u)
-            # Dual update (Chambolle's fixed point), tau / theta step
-            ux, uy = forward_gradient(u)
-            norm = torch.sqrt(ux.square() + uy.square())  # |grad u1|, |grad u2|
-            denom = 1.0 + taut * norm
-            p_new = torch.stack(
-                ((p[:, 0] + taut * ux[:, 0]) / denom[:, 0], (p[:, 1] + taut * uy[:, 0]) / denom[:, 0],
-                 (p[:, 2] + taut * ux[:, 1]) / denom[:, 1], (p[:, 3] + taut * uy[:, 1]) / denom[:, 1]),
-                dim=1,
-            )
-            p = torch.where(keep, p_new, p)
+            u, px, py, error = step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t,
+                                    params.theta, taut)
             active = active & (error > scaled_eps)
-            if not bool(active.any()):
+            if (inner + 1) % SYNC_EVERY == 0 and not bool(active.any()):
                 break
-    return u, p
+    return u, px, py
 
 
 def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
@@ -233,12 +259,13 @@ def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
 
         return solve_level_numba(I0, I1, I1x, I1y, u, params)
     stack = torch.cat((I1, I1x, I1y), dim=1)
-    p = torch.zeros(u.shape[0], 4, *u.shape[-2:], dtype=u.dtype, device=u.device)
+    px = torch.zeros_like(u)  # dual variables, x parts (p11, p21) and y parts (p12, p22)
+    py = torch.zeros_like(u)
     for _ in range(params.n_warps):
         I1w, I1wx, I1wy = warp_cubic(stack, u).split(1, dim=1)
         grad = I1wx.square() + I1wy.square()  # |grad I1(x + u0)|^2
         rho_c = I1w - I1wx * u[:, :1] - I1wy * u[:, 1:] - I0  # rho(u) = rho_c + grad I1 . u
-        u, p = _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, p, params)
+        u, px, py = _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params)
     return u
 
 
