@@ -2,9 +2,11 @@
 
 Three panels side by side, each 256 px high: the frame with the face box; the face crop with the
 68 landmarks (green) and the 12 ROI squares (red, numbered in node order); the flow of the same
-pair of frames as colour (hue = direction, brightness = magnitude, saturating at 2 px). The frame
-shown is the middle kept frame; its flow is read from the store when it holds dense flow and
-recomputed with the store's parameters otherwise.
+pair of frames as colour (hue = direction, brightness = magnitude, full brightness at the pair's
+99th-percentile magnitude, at least 0.25 px; the value is printed on the panel). The frame
+shown is the first of the pair whose MDMO features move most (largest summed ROI magnitude);
+its flow is read from the store when it holds dense flow, recomputed with the store's parameters
+otherwise.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ import numpy as np
 from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
 
 PANEL = 256  # px, height of each panel
-FLOW_SATURATION_PX = 2.0
+MIN_SATURATION_PX = 0.25
 
 
-def flow_to_colour(flow: np.ndarray, saturation: float = FLOW_SATURATION_PX) -> np.ndarray:
+def flow_saturation(flow: np.ndarray) -> float:
+    """Magnitude (px) shown at full brightness: the 99th percentile, at least 0.25 px."""
+    magnitude = np.hypot(flow[0].astype(np.float32), flow[1].astype(np.float32))
+    return max(float(np.percentile(magnitude, 99)), MIN_SATURATION_PX)
+
+
+def flow_to_colour(flow: np.ndarray, saturation: float) -> np.ndarray:
     """(2, H, W) float flow (dx, dy) px -> (H, W, 3) uint8 BGR: hue = angle, value = magnitude."""
     import cv2
 
@@ -63,7 +71,10 @@ def video_picture(frame: np.ndarray, box, landmarks: np.ndarray, crop: np.ndarra
         cv2.rectangle(face, p0, p1, (0, 0, 255), 1)
         cv2.putText(face, str(node), (p0[0], p0[1] - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
                     (0, 0, 255), 1)
-    colour = _fit_height(flow_to_colour(flow))
+    saturation = flow_saturation(flow)
+    colour = _fit_height(flow_to_colour(flow, saturation))
+    cv2.putText(colour, f"flow, full at {saturation:.2f} px", (4, PANEL - 6),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
     picture = np.concatenate([full, face, colour], axis=1)
     if title:
         cv2.putText(picture, title, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
@@ -87,7 +98,8 @@ def write_pictures(store_path: str | Path, out: str | Path, source, video_ids) -
     for video_id in video_ids:
         group = root[f"videos/{video_id}"]
         numbers = group["frame_numbers"][...]
-        k = max(0, len(numbers) // 2 - 1)  # pair k -> k + 1 around the middle
+        features = group["mdmo"][...]
+        k = int(np.argmax(np.hypot(features[..., 0], features[..., 1]).sum(axis=1)))
         landmarks = group["landmarks"][...]
         box = tuple(int(v) for v in group["face_box"][...])
         size = tuple(dict(group.attrs).get("crop_size", (box[2] - box[0], box[3] - box[1])))
