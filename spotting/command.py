@@ -1,23 +1,39 @@
-"""`mespot train`: flags -> `spotting.train.train_loso` (torch is imported only when it runs)."""
+"""`mespot train`: flags (and an optional YAML file) -> `spotting.train.train_loso`.
+
+torch is imported only when the command runs, so `mespot --help` stays quick.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
+import typer
 from typer import Argument as typer_argument
 from typer import Option as typer_option
 
 from mespot.errors import UserError
 
+# flag name -> (section of the config, field)
+_FLAG_FIELDS = {
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "seed": ("train", "seed"), "normalisation": ("train", "normalisation"),
+    "macro_ratio": ("train", "macro_ratio"), "save_every": ("train", "save_every"),
+    "prior": ("prior", "source"),
+}
+
 
 def train_command(
+    ctx: typer.Context,
     store: Path = typer_argument(..., help="Feature store (Zarr) written by `mespot extract`."),
     annotations: Path = typer_option(..., "--annotations", "-a",
                                      help="CAS(ME)^2 or SAMM-LV workbook (.xlsx) or a CSV with columns "
                                           "subject, video, onset, apex, offset, type, au."),
     out: Path = typer_option(..., "--out", "-o", help="Run folder, e.g. runs/NAME (resumes if it exists)."),
     protocol: str = typer_option("loso", "--protocol", help="Evaluation protocol: loso (one fold per subject)."),
+    config: Optional[Path] = typer_option(None, "--config", "-c",
+                                          help="YAML file with sections train, windows, prior, losses "
+                                               "(field names as in config.json); flags given win."),
     epochs: int = typer_option(100, "--epochs", help="Training epochs per fold."),
     batch_size: int = typer_option(128, "--batch-size", help="Windows per batch."),
     lr: float = typer_option(0.01, "--lr", help="AdamW learning rate (x0.96 per epoch)."),
@@ -38,22 +54,42 @@ def train_command(
     no_tensorboard: bool = typer_option(False, "--no-tensorboard", help="Do not write TensorBoard scalars."),
     quiet: bool = typer_option(False, "--quiet", "-q", help="No progress output (the log file is still written)."),
 ) -> None:
-    """Train AUW-GCN with leave-one-subject-out folds on a feature store."""
+    """Train AUW-GCN with leave-one-subject-out folds on a feature store.
+
+    Writes config.json, train.log, annotation_issues.csv and, per fold, safetensors weights,
+    a resume state and TensorBoard scalars into --out. Run the same command again to resume."""
     import torch
 
-    from spotting.prior import PriorParams
-    from spotting.train import RunConfig, TrainParams, train_loso
+    from spotting.train import config_from_dict, train_loso
 
     if threads > 0:
         torch.set_num_threads(threads)
-    if prior not in ("train", "all"):
-        raise UserError(f"--prior must be 'train' or 'all', got {prior!r}")
-    config = RunConfig(
-        store=str(store), annotations=str(annotations), protocol=protocol,
-        train=TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          normalisation=normalisation, macro_ratio=macro_ratio, save_every=save_every),
-        prior=PriorParams(source=prior),
-    )
+    sections: dict = {}
+    if config is not None:
+        sections = _read_yaml(config)
+    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+              "normalisation": normalisation, "prior": prior, "macro_ratio": macro_ratio,
+              "save_every": save_every}
+    for flag, (section, name) in _FLAG_FIELDS.items():
+        source = ctx.get_parameter_source(flag)
+        given = source is not None and source.name != "DEFAULT"
+        if given or name not in sections.get(section, {}):
+            sections.setdefault(section, {})[name] = values[flag]
+    run_config = config_from_dict(sections, store=str(store), annotations=str(annotations), protocol=protocol)
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
-    train_loso(config, out, device=device, subjects=folds, overwrite=overwrite,
+    train_loso(run_config, out, device=device, subjects=folds, overwrite=overwrite,
                show_progress=not quiet, tensorboard=not no_tensorboard)
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of sections (train, windows, prior, losses)")
+    return data

@@ -92,6 +92,32 @@ class RunConfig:
         return d
 
 
+def config_from_dict(sections: dict, store: str, annotations: str, protocol: str = "loso") -> RunConfig:
+    """A RunConfig from sections {train, windows, prior, losses} of field values (a YAML file or
+    a run's config.json; its store/annotations/environment entries are ignored)."""
+    kinds = {"train": TrainParams, "windows": WindowParams, "prior": PriorParams, "losses": LossParams}
+    ignored = {"store", "annotations", "protocol", "environment", "store_params_hash"}
+    unknown = set(sections) - set(kinds) - ignored
+    if unknown:
+        raise UserError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(kinds)}")
+    built = {}
+    for name, kind in kinds.items():
+        values = dict(sections.get(name) or {})
+        fields = {f.name for f in dataclasses.fields(kind)}
+        bad = set(values) - fields
+        if bad:
+            raise UserError(f"config section {name!r}: unknown field(s) {sorted(bad)}; known: {sorted(fields)}")
+        if name == "prior" and "au_nodes" in values:
+            values["au_nodes"] = {int(k): tuple(int(n) for n in v) for k, v in values["au_nodes"].items()}
+        if name == "losses" and "class_weights" in values:
+            values["class_weights"] = tuple(float(w) for w in values["class_weights"])
+        try:
+            built[name] = kind(**values)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"config section {name!r}: {err}") from err
+    return RunConfig(store=store, annotations=annotations, protocol=protocol, **built)
+
+
 @dataclass(frozen=True)
 class FoldResult:
     subject: str

@@ -166,3 +166,17 @@ def test_command_line(tiny, tmp_path, capsys):
     assert main(["train", str(tiny / "store.zarr"), "--annotations", str(tiny / "gt.csv"),
                  "--out", str(tmp_path / "y"), "--device", "cuda:7" if not torch.cuda.is_available()
                  else "nonsense", "--quiet"]) == 2
+
+
+def test_yaml_config_and_flags(tiny, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("train:\n  epochs: 1\n  batch_size: 4\nprior:\n  source: all\n")
+    run = tmp_path / "run"
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
+                 "--config", str(cfg), "--seed", "5", "--subjects", "s1", "--no-tensorboard", "-q"]) == 0
+    resolved = json.loads((run / "config.json").read_text())
+    assert resolved["train"]["epochs"] == 1 and resolved["train"]["batch_size"] == 4
+    assert resolved["train"]["seed"] == 5 and resolved["prior"]["source"] == "all"
+    cfg.write_text("train:\n  epochz: 1\n")
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
+                 "--config", str(cfg), "-q"]) == 2
