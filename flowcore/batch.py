@@ -75,11 +75,14 @@ def resolve_subsample(source: Source, params: ExtractParams) -> tuple[Source, Ex
     return replace(source, videos=videos), params
 
 
+GPU_WORKERS = 4  # processes sharing one GPU: decoding and landmarks stay on their CPU cores
+
+
 def default_workers(options: RunOptions, n_videos: int) -> int:
-    """CPU: one process per core (at most one per video); a GPU device: one process."""
-    if options.device != "cpu":
-        return 1
-    return max(1, min(os.cpu_count() or 1, n_videos))
+    """CPU: one process per core; a GPU: a few processes feeding it (never more than videos)."""
+    cores = os.cpu_count() or 1
+    wanted = cores if options.device == "cpu" else min(GPU_WORKERS, cores)
+    return max(1, min(wanted, n_videos))
 
 
 def run_extraction(source: Source, out: str | Path, params: ExtractParams,
@@ -103,7 +106,7 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
         if workers <= 1 or len(todo) <= 1:
             for spec in todo:
                 result = extract_video(spec, params, store, options,
-                                       progress.update if progress else None, source.name)
+                                       progress.update if progress else None)
                 results[spec.video_id] = result
                 if progress is not None:
                     progress.finish(result)
@@ -143,7 +146,7 @@ def _extract_in_worker(spec, params: ExtractParams, path: str, dataset: str,
     key = (path, dataset)
     if key not in _worker_stores:
         _worker_stores[key] = FeatureStore(path, params.to_dict(), dataset)
-    return extract_video(spec, params, _worker_stores[key], options, _report, dataset)
+    return extract_video(spec, params, _worker_stores[key], options, _report)
 
 
 def _run_pool(todo, params, path, dataset, options, workers, progress):

@@ -93,7 +93,7 @@ def extract_command(
                                 "flowcore.flow.available_backends())."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: one "
-                                          "per CPU core on the CPU, one with a GPU)."),
+                                          "per CPU core on the CPU, 4 sharing a GPU)."),
     subsample: Optional[int] = typer.Option(None, "--subsample", help="Keep every n-th frame "
                                             "(default 8 for SAMM-LV, 1 otherwise)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
@@ -103,7 +103,8 @@ def extract_command(
                                 "flow and cartToPolar angles (features in '20 px' units)."),
     save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
                                    "(float16; large)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Frame pairs per flow call."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frame pairs per flow "
+                                             "call [default: 16 on the CPU, 128 on a GPU]."),
     video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids "
                                               "(repeatable)."),
     subjects_csv: Optional[Path] = typer.Option(None, "--subjects-csv", help="For a folder "
@@ -140,7 +141,7 @@ def extract_command(
     if backend == "opencv" and device != "cpu":
         raise UserError(f"the opencv flow backend runs on the CPU only; for --device {device} "
                         f"choose --backend torch")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     params = ExtractParams(flow_backend=backend, faces=faces, mdmo=MDMOParams(compat=compat),
                            subsample=subsample, save_flow=save_flow)

@@ -63,7 +63,11 @@ class RunOptions:
     """How to compute (results do not depend on these)."""
 
     device: str = "cpu"
-    batch_size: int = 16  # frame pairs per flow call
+    batch_size: int | None = None  # frame pairs per flow call; None: 16 on the CPU, 128 on a GPU
+
+    @property
+    def pairs_per_batch(self) -> int:
+        return self.batch_size or (16 if self.device == "cpu" else 128)
 
 
 @dataclass
@@ -114,13 +118,13 @@ class _Timer:
 
 
 def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
-                  options: RunOptions = RunOptions(), progress: Progress | None = None,
-                  source: str = "") -> VideoResult:
+                  options: RunOptions = RunOptions(),
+                  progress: Progress | None = None) -> VideoResult:
     """Extract one video into `store`; failures are recorded there and in the result."""
     started = time.perf_counter()
     timer = _Timer()
     attrs = {"subject": spec.subject, "source": str(spec.path), "subsample": spec.subsample,
-             "fps": spec.fps_kept, "dataset_source": source}
+             "fps": spec.fps_kept}
     result = VideoResult(spec.video_id, spec.subject, "failed")
     report = progress or (lambda *a: None)
     stage = "setup"
@@ -231,7 +235,7 @@ def _flow_and_mdmo(stream, crop, landmarks, params, options, timer, flow_out, re
 
     for _, frame in timer.frames(stream):
         batch.append(crop.crop(frame))
-        if len(batch) == options.batch_size + 1:
+        if len(batch) == options.pairs_per_batch + 1:
             run(batch)
             batch = batch[-1:]
     if len(batch) > 1:
