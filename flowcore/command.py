@@ -110,7 +110,8 @@ def extract_command(
     subjects_csv: Optional[Path] = typer.Option(None, "--subjects-csv", help="For a folder "
                                                 "of videos: CSV with columns video,subject."),
     pictures: Optional[Path] = typer.Option(None, "--pictures", help="Write one picture per "
-                                            "extracted video into this folder."),
+                                            "video of the store into this folder (box, "
+                                            "landmarks, ROIs, flow)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Extract landmarks, TV-L1 flow and 12-ROI MDMO features into a Zarr store."""
@@ -155,7 +156,7 @@ def extract_command(
         from flowcore.pictures import write_pictures
 
         write_pictures(report.store, pictures, src,
-                       [r.video_id for r in report.results if r.status == "complete"])
+                       [r.video_id for r in report.results if r.status != "failed"])
     _summary_table(report)
     if report.failed:
         typer.echo(f"error: {len(report.failed)} of {len(report.results)} video(s) failed; see "

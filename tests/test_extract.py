@@ -196,3 +196,19 @@ def test_cuda_flow_and_mdmo_on_the_device(tmp_path):
     b = _arrays(tmp_path / "gpu.zarr", "15_0101disgustingteeth")["mdmo"]
     assert a.shape == b.shape == (4, 12, 2)
     assert np.median(np.abs(a - b)) < 0.05  # same algorithm; float differences only
+
+
+def test_explicit_subsampling_through_the_public_entry_point(tmp_path):
+    from dataclasses import replace
+
+    from flowcore import extract_source
+
+    write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 7})
+    report = extract_source(tmp_path / "data", tmp_path / "f.zarr", replace(QUICK, subsample=2),
+                            OPTIONS, workers=1)
+    assert report.count("complete") == 1, report.summary()
+    store = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")
+    video = store["videos/15_0101disgustingteeth"]
+    assert video["frame_numbers"][...].tolist() == [1, 3, 5, 7]
+    assert (video.attrs["fps"], video.attrs["subsample"], store.attrs["params"]["subsample"]) == (
+        15.0, 2, 2)

@@ -36,3 +36,5 @@ def test_synthetic_layouts_extract(tmp_path, layout, fps, kept):
     assert numbers.tolist() == list(range(1, 1 + step * kept, step))
     assert group.attrs["fps"] == fps / step
     assert np.isfinite(group["mdmo"][...]).all()
+    table = source.annotations()  # read by spotting's reader from the generated workbook
+    assert set(table.frame["video_id"]) <= {video_id}
