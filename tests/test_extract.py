@@ -212,3 +212,25 @@ def test_explicit_subsampling_through_the_public_entry_point(tmp_path):
     assert video["frame_numbers"][...].tolist() == [1, 3, 5, 7]
     assert (video.attrs["fps"], video.attrs["subsample"], store.attrs["params"]["subsample"]) == (
         15.0, 2, 2)
+
+
+def test_known_translation_gives_its_flow_and_no_roi_motion(tmp_path):
+    from dataclasses import replace
+
+    from flowcore.testing import DRIFT
+
+    write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 5})
+    report = run_extraction(open_source(tmp_path / "data"), tmp_path / "f.zarr",
+                            replace(QUICK, save_flow=True), OPTIONS, workers=1)
+    assert report.count("complete") == 1, report.summary()
+    video = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")["videos/15_0101disgustingteeth"]
+    box = video["face_box"][...]
+    scale = 48 / (box[2] - box[0])  # the crop is resized to 48 px
+    flow = video["flow"][...].astype(np.float32)[:, :, 8:-8, 8:-8]  # away from the borders
+    np.testing.assert_allclose(flow.mean(axis=(0, 2, 3)), np.array(DRIFT) * scale, atol=0.05)
+    steps = np.diff(video["landmarks"][...], axis=0).mean(axis=(0, 1))
+    np.testing.assert_allclose(steps, np.array(DRIFT) * scale, atol=0.1)
+    # the whole face moves together: the head vector takes most of it, the ROIs keep little
+    features = video["mdmo"][...]
+    residual = np.hypot(features[..., 0], features[..., 1]).mean()
+    assert residual < 0.3 * np.hypot(*DRIFT) * scale
