@@ -393,6 +393,21 @@ def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[st
     return out
 
 
+def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Window logits -> per video. `logits` (W', 10, L) float32 for the windows selected by `mask`
+    (W,) bool, in their order; returns {video id: (N, 10) float32 logits of the video's N rows}."""
+    videos, first = ws.video[mask], ws.first_row[mask]
+    if len(logits) != len(videos):
+        raise ValueError(f"{len(logits)} logits for {len(videos)} selected windows")
+    out: dict[str, np.ndarray] = {}
+    for v in np.unique(videos):
+        sel = np.flatnonzero(videos == v)
+        sel = sel[np.argsort(first[sel])]
+        rows = logits[sel].transpose(0, 2, 1).reshape(-1, logits.shape[1])
+        out[ws.video_ids[v]] = np.ascontiguousarray(rows[: ws.n_rows[v]])
+    return out
+
+
 def _save_test_outputs(model, test, ws: WindowSet, test_mask, w: WindowParams, path: Path) -> None:
     """Per test video, the final model's logits of its N rows: tensors named by video id."""
     logits = predict_logits(model, test["x"], w.context).cpu().numpy()

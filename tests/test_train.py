@@ -180,3 +180,21 @@ def test_yaml_config_and_flags(tiny, tmp_path):
     cfg.write_text("train:\n  epochz: 1\n")
     assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
                  "--config", str(cfg), "-q"]) == 2
+
+
+def test_video_logits_reassembles_windows_in_row_order(tiny):
+    from spotting.train import video_logits
+
+    prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
+    ws = prep.windows
+    mask = ws.of_subjects(["s1", "s3"])
+    order = np.flatnonzero(mask)
+    # fake logits: channel c of window w's central row j holds first_row + j (+ 1000 c)
+    j = np.arange(ws.start_end.shape[-1])
+    logits = (ws.first_row[order][:, None, None] + j[None, None, :]
+              + 1000 * np.arange(10)[None, :, None]).astype(np.float32)
+    got = video_logits(logits, ws, mask)
+    assert sorted(got) == ["s1_v", "s3_v"]
+    assert got["s1_v"].shape == (300, 10)
+    np.testing.assert_array_equal(got["s1_v"][:, 0], np.arange(300))
+    np.testing.assert_array_equal(got["s3_v"][:, 2], np.arange(300) + 2000)
