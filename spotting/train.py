@@ -344,10 +344,12 @@ def train_fold(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                k = len(idx) / n
-                total += float(loss.detach()) * k
+                k = len(idx) / n  # sums stay on the device: no host sync inside the epoch
+                total = total + loss.detach() * k
                 for name, v in parts.items():
-                    parts_sum[name] = parts_sum.get(name, 0.0) + float(v) * k
+                    parts_sum[name] = parts_sum.get(name, 0.0) + v * k
+            total = float(total)
+            parts_sum = {name: float(v) for name, v in parts_sum.items()}
             loss_value = total
             done = epoch + 1
             if writer is not None:
