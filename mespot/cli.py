@@ -48,6 +48,10 @@ def _register_commands() -> None:
     from spotting.command import train_command
 
     app.command("train")(train_command)
+    from spotting.evaluate_command import evaluate_command, report_command
+
+    app.command("evaluate")(evaluate_command)
+    app.command("report")(report_command)
 
 
 _register_commands()

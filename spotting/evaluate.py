@@ -47,6 +47,10 @@ class Selection:
         return f"fixed-{self.epoch}" if self.mode == "fixed" else self.mode
 
     @property
+    def short_label(self) -> str:
+        return "oracle (TEST-SET selection)" if self.mode == "oracle" else self.label
+
+    @property
     def label(self) -> str:
         return ORACLE_LABEL if self.mode == "oracle" else {
             "last": "last epoch", "fixed": f"fixed epoch {self.epoch}",

@@ -167,3 +167,16 @@ def test_long_video_curves_are_split_into_rows(tmp_path):
         width, height = image.size
     rows = int(np.ceil(n / FRAMES_PER_ROW))
     assert height > rows * 2 * 150  # one ME and one MaE panel per row of frames
+
+
+@pytest.mark.slow
+def test_command_line_evaluate_and_report(run, capsys):
+    from mespot.cli import main
+
+    assert main(["evaluate", str(run), "--select", "last", "--select", "oracle"]) == 0
+    printed = capsys.readouterr().out
+    assert "last epoch" in printed and "TEST-SET" in printed and "overall" in printed
+    assert (run / "report.html").is_file()
+    assert main(["report", str(run), "--select", "oracle"]) == 0
+    assert main(["evaluate", str(run), "--select", "best"]) == 2
+    assert "--select must be" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""`mespot evaluate` and `mespot report`: flags -> spotting.evaluate / spotting.report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def print_metrics(evaluations, console: Console | None = None) -> None:
+    """One table: a block of ME, MaE and overall rows per selection, test-set selection flagged."""
+    console = console or Console()
+    table = Table(title="spotting metrics (MEGC counts pooled over all LOSO folds)")
+    for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
+        table.add_column(column, justify="left" if column in ("selection", "type") else "right")
+    for e in evaluations:
+        label = e.selection.short_label
+        for row in e.metrics.itertuples():
+            name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
+            table.add_row(label if row.type == "me" else "", name, f"{row.precision:.4f}", f"{row.recall:.4f}",
+                          f"{row.f1:.4f}", str(row.TP), str(row.FP), str(row.FN),
+                          end_section=row.type == "overall")
+    console.print(table)
+    if any(e.selection.mode == "oracle" for e in evaluations):
+        console.print("[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
+                      "those numbers are optimistic and only for comparison with published results.")
+
+
+def evaluate_command(
+    run: Path = typer.Argument(..., help="Run folder written by `mespot train`."),
+    select: list[str] = typer.Option(["last"], "--select", "-s",
+                                     help="Epoch per fold: last, fixed:N, inner-val or oracle (test-set "
+                                          "selection, labelled as such). Repeat to compare."),
+    rule: str = typer.Option("megc", "--rule", help="Matching: megc (IoU >= 0.5, inclusive) or reference."),
+    preset: Optional[str] = typer.Option(None, "--preset",
+                                         help="Proposal ranges: casme2 or samm (default: from the store)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Also write report.html."),
+) -> None:
+    """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
+
+    Writes RUN/evaluation/<selection>/ (metrics.csv/json, per-subject and per-video metrics,
+    intervals.csv with 1-based original frame numbers, matches.csv with every TP/FP/FN, curves)
+    and, unless --no-report, RUN/report.html.
+    """
+    from spotting.evaluate import evaluate_run
+    from spotting.report import build_report
+    from spotting.train import resolve_device
+
+    resolve_device(device)
+    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device) for s in select]
+    print_metrics(evaluations)
+    for e in evaluations:
+        typer.echo(f"{e.selection.name}: {e.out}")
+    if report:
+        typer.echo(f"report: {build_report(run, evaluations[0].selection.name)}")
+
+
+def report_command(
+    run: Path = typer.Argument(..., help="Run folder with at least one evaluation."),
+    select: Optional[str] = typer.Option(None, "--select", "-s",
+                                         help="Which evaluation's curves and lists to show (default: last)."),
+) -> None:
+    """Write RUN/report.html (self-contained, opens offline) and RUN/report/*.png."""
+    from spotting.report import build_report
+
+    typer.echo(str(build_report(run, select)))
