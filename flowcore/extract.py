@@ -140,19 +140,9 @@ def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
             crop = face_crop(first_frames, params.faces, spec.video_id)
 
         stage = "landmarks"
-        raw, numbers = [], []
-        for number, frame in timer.frames(stream):
-            with timer("landmarks"):
-                raw.append(fit_frame(crop.crop(frame), crop))
-            numbers.append(number)
-            if len(numbers) % 32 == 0:
-                report(spec.video_id, "landmarks", len(numbers), total)
-        if len(numbers) < 2:
-            raise ValueError(f"{spec.path}: {len(numbers)} frame(s); at least 2 are needed")
-        with timer("landmarks"):
-            raw = np.stack(raw)
-            bad = flag_bad_fits(raw, crop.size, params.faces.jump_tolerance)
-            landmarks = repair_landmarks(raw, bad)
+        numbers, landmarks, bad = _landmark_pass(stream, crop, params.faces, timer,
+                                                 lambda done: report(spec.video_id, "landmarks",
+                                                                     done, total))
 
         stage = "flow"
         group = store.begin(spec.video_id, attrs)
@@ -197,6 +187,23 @@ def _describe(err: Exception) -> str:
         where = traceback.extract_tb(err.__traceback__)[-1]  # a bug: say where
         text += f" [{type(err).__name__} at {where.filename}:{where.lineno}]"
     return text
+
+
+def _landmark_pass(stream, crop, faces: FaceParams, timer, report):
+    """Pass 1: frame numbers (T,), repaired landmarks (T, 68, 2) float32, flagged (T,) bool."""
+    raw, numbers = [], []
+    for number, frame in timer.frames(stream):
+        with timer("landmarks"):
+            raw.append(fit_frame(crop.crop(frame), crop))
+        numbers.append(number)
+        if len(numbers) % 32 == 0:
+            report(len(numbers))
+    if len(numbers) < 2:
+        raise ValueError(f"{stream.spec.path}: {len(numbers)} frame(s); at least 2 are needed")
+    with timer("landmarks"):
+        raw = np.stack(raw)
+        bad = flag_bad_fits(raw, crop.size, faces.jump_tolerance)
+        return numbers, repair_landmarks(raw, bad), bad
 
 
 def _flow_and_mdmo(stream, crop, landmarks, params, options, timer, flow_out, report):
