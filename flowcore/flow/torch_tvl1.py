@@ -8,13 +8,16 @@ Sanchez Perez et al., IPOL 2013), step for step:
         for each of n_warps warps:
             warp I1 and its centred gradient by the flow u (bicubic, zero outside)
             repeat up to outer_iterations times:
-                median-filter u (5 x 5, replicated border)
+                median-filter the flow (5 x 5, replicated border)
                 repeat up to inner_iterations times:
                     v   = u + TH(rho(u))           thresholding step, lambda * theta
                     u   = v + theta * div(p)       the update; error = sum |u_new - u_old|^2
                     p   = (p + tau/theta * grad u) / (1 + tau/theta * |grad u|)
                 until error <= epsilon**2 * H * W  (both loops, per sample)
-        upsample u to the next level (bilinear) and divide it by scale_step
+        upsample u to the next level (bilinear) and divide the flow by scale_step
+
+With gamma > 0 an illumination term u3 joins the flow (rho gains gamma * u3; u3 has its own
+dual variable, is neither median-filtered nor rescaled), as in OpenCV.
 
 Every sample stops on its own: a finished sample is frozen (its u and p no longer change),
 so its result never depends on the other samples of the batch.
@@ -177,19 +180,24 @@ def median_filter(u: torch.Tensor, size: int) -> torch.Tensor:
 # One pyramid level
 # ---------------------------------------------------------------------------------------------
 def _inner_step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t: float, theta: float,
-                taut: float):
+                taut: float, gamma: float):
     """One TV-L1 iteration for the samples where keep (N, 1, 1, 1) is true; others unchanged.
 
-    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, 2, H, W) holding the flow (u1, u2)
-    and the x / y parts of its dual variables (p11, p21) / (p12, p22).
-    Returns (u, px, py, error) with error (N,) the sum of squared flow updates.
+    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, C, H, W) holding the flow (u1, u2)
+    (and with C = 3 the illumination term u3, weighted by gamma) and the x / y parts of their
+    dual variables (p11, p21[, p31]) / (p12, p22[, p32]).
+    Returns (u, px, py, error) with error (N,) the sum of squared updates.
     """
     # Thresholding step: v = u + TH(rho(u)), rho the linearised brightness residual
-    rho = rho_c + I1wx * u[:, :1] + I1wy * u[:, 1:]
-    lam_grad = l_t * grad
+    rho = rho_c + I1wx * u[:, :1] + I1wy * u[:, 1:2]
+    direction = [I1wx, I1wy]  # d rho / d u
+    if u.shape[1] == 3:
+        rho = rho + gamma * u[:, 2:]
+        direction.append(torch.full_like(I1wx, gamma))
+    lam_grad = l_t * grad  # grad = |grad I1|^2, without gamma^2 (as OpenCV)
     inside = torch.where(grad > FLOAT_EPS, -rho / grad.clamp_min(FLOAT_EPS), 0.0)
     coef = torch.where(rho < -lam_grad, l_t, torch.where(rho > lam_grad, -l_t, inside))
-    v = u + coef * torch.cat((I1wx, I1wy), dim=1)
+    v = u + coef * torch.cat(direction, dim=1)
     # Flow update: u = v + theta div p
     u_new = v + theta * divergence(px, py)
     error = (u_new - u).square().sum(dim=(1, 2, 3))
@@ -224,7 +232,7 @@ def _step_function():
 def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params):
     """The outer/inner iterations of one warp, batched tensors, per-sample stopping.
 
-    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, 2, H, W) (see `_inner_step`).
+    I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, C, H, W) (see `_inner_step`).
     A sample stops once its update error <= epsilon^2 H W and is frozen from then on, so the
     loop may run on (a few iterations, without effect) until all samples have stopped; the
     host checks that only every SYNC_EVERY iterations. Returns the new (u, px, py).
@@ -239,12 +247,13 @@ def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params):
         if not bool(active.any()):
             break
         keep = active[:, None, None, None]
-        if params.median_filtering > 1:
-            u = torch.where(keep, median_filter(u, params.median_filtering), u)
+        if params.median_filtering > 1:  # on the flow (u1, u2) only, not on u3
+            filtered = median_filter(u[:, :2], params.median_filtering)
+            u = torch.where(keep, torch.cat((filtered, u[:, 2:]), dim=1), u)
         for inner in range(params.inner_iterations):
             keep = active[:, None, None, None]
             u, px, py, error = step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t,
-                                    params.theta, taut)
+                                    params.theta, taut, params.gamma)
             active = active & (error > scaled_eps)
             if (inner + 1) % SYNC_EVERY == 0 and not bool(active.any()):
                 break
@@ -252,19 +261,19 @@ def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params):
 
 
 def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
-    """(N, 1, h, w) images, (N, 2, h, w) initial flow -> refined flow (N, 2, h, w)."""
+    """(N, 1, h, w) images, (N, C, h, w) initial u -> refined u (N, C, h, w)."""
     I1x, I1y = centered_gradient(I1)
     if use_numba:
         from .tvl1_numba import solve_level_numba
 
         return solve_level_numba(I0, I1, I1x, I1y, u, params)
     stack = torch.cat((I1, I1x, I1y), dim=1)
-    px = torch.zeros_like(u)  # dual variables, x parts (p11, p21) and y parts (p12, p22)
+    px = torch.zeros_like(u)  # dual variables, x parts (p11, p21[, p31]), y parts (p12, ...)
     py = torch.zeros_like(u)
     for _ in range(params.n_warps):
-        I1w, I1wx, I1wy = warp_cubic(stack, u).split(1, dim=1)
+        I1w, I1wx, I1wy = warp_cubic(stack, u[:, :2]).split(1, dim=1)
         grad = I1wx.square() + I1wy.square()  # |grad I1(x + u0)|^2
-        rho_c = I1w - I1wx * u[:, :1] - I1wy * u[:, 1:] - I0  # rho(u) = rho_c + grad I1 . u
+        rho_c = I1w - I1wx * u[:, :1] - I1wy * u[:, 1:2] - I0  # rho = rho_c + grad I1 . u
         u, px, py = _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params)
     return u
 
@@ -276,8 +285,6 @@ def flow_torch(
 
     use_numba: run the iterations in the numba kernel; default: on CPU tensors only.
     """
-    if params.gamma != 0:
-        raise NotImplementedError("the torch backend supports gamma = 0 only (OpenCV's default)")
     if use_numba is None:
         use_numba = first.device.type == "cpu"
     if use_numba and first.device.type != "cpu":
@@ -285,10 +292,12 @@ def flow_torch(
     I0s = build_pyramid(first[:, None].float(), params)
     I1s = build_pyramid(second[:, None].float(), params)
     n = first.shape[0]
-    u = torch.zeros(n, 2, *I0s[-1].shape[-2:], dtype=torch.float32, device=first.device)
+    n_comp = 3 if params.gamma > 0 else 2  # u1, u2 and the illumination term u3
+    u = torch.zeros(n, n_comp, *I0s[-1].shape[-2:], dtype=torch.float32, device=first.device)
     for level in range(len(I0s) - 1, -1, -1):
         u = _solve_level(I0s[level], I1s[level], u, params, use_numba)
         if level > 0:
             (h, w), (h0, w0) = I0s[level - 1].shape[-2:], u.shape[-2:]
-            u = resize_linear(u, (h, w), (h0 / h, w0 / w)) / params.scale_step
-    return u
+            u = resize_linear(u, (h, w), (h0 / h, w0 / w))
+            u[:, :2] /= params.scale_step  # flow in pixels grows with the level; u3 does not
+    return u[:, :2].contiguous()

@@ -78,47 +78,59 @@ def _median_filter(u, out, size, win):
 
 
 @numba.njit(cache=True, inline="always")
-def _flow_pixel(g, ix, iy, rc, a1, a2, div1, div2, l_t, theta):
-    """New (u1, u2) at one pixel: u = v + theta div p with v = u + TH(rho(u))."""
-    # v = u + TH(rho): step along grad I1 so that rho(v) shrinks by at most l_t |grad I1|^2
-    rho = rc + ix * a1 + iy * a2
+def _threshold(g, rho, l_t):
+    """Coefficient c of the thresholding step v = u + c (I1x, I1y[, gamma]) for residual rho."""
+    # step along the data gradient so that rho(v) shrinks by at most l_t |grad I1|^2
     lg = l_t * g
     safe_g = g if g > FLOAT_EPS else np.float32(1.0)
     inside = -rho / safe_g if g > FLOAT_EPS else np.float32(0.0)
-    c = l_t if rho < -lg else (-l_t if rho > lg else inside)
-    return a1 + c * ix + theta * div1, a2 + c * iy + theta * div2
+    return l_t if rho < -lg else (-l_t if rho > lg else inside)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _update_flow(Ix, Iy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta):
+def _update_flow(Ix, Iy, grad, rho_c, u, px, py, l_t, theta, gamma, coef):
     """Thresholding step, divergence of p and u = v + theta div p, in place; returns the error
-    sum |u_new - u_old|^2. div p by backward differences, p taken as zero left of / above the
-    image (the first column is done apart so the rest of a row vectorises)."""
-    h, w = u1.shape
+    sum |u_new - u_old|^2 over the components.
+
+    u, px, py: (C, H, W), C = 2 (u1, u2) or 3 (u1, u2, u3: the illumination term, gamma > 0).
+    div p by backward differences, p taken as zero left of / above the image (the first
+    column is done apart so the rest of a row vectorises). coef: (W,) scratch.
+    """
+    n_comp, h, w = u.shape
     error = 0.0
     zero = np.float32(0.0)
     for y in range(h):
         y_up = max(y - 1, 0)
         up = np.float32(1.0) if y > 0 else zero  # p above the first row counts as zero
-        a1 = u1[y, 0]
-        a2 = u2[y, 0]
-        n1, n2 = _flow_pixel(grad[y, 0], Ix[y, 0], Iy[y, 0], rho_c[y, 0], a1, a2,
-                             p11[y, 0] + p12[y, 0] - up * p12[y_up, 0],
-                             p21[y, 0] + p22[y, 0] - up * p22[y_up, 0], l_t, theta)
-        error += (n1 - a1) * (n1 - a1) + (n2 - a2) * (n2 - a2)
-        u1[y, 0] = n1
-        u2[y, 0] = n2
         row_error = np.float32(0.0)
-        for x in range(1, w):
-            a1 = u1[y, x]
-            a2 = u2[y, x]
-            div1 = p11[y, x] - p11[y, x - 1] + p12[y, x] - up * p12[y_up, x]
-            div2 = p21[y, x] - p21[y, x - 1] + p22[y, x] - up * p22[y_up, x]
-            n1, n2 = _flow_pixel(grad[y, x], Ix[y, x], Iy[y, x], rho_c[y, x], a1, a2,
-                                 div1, div2, l_t, theta)
+        for x in range(w):
+            left = np.float32(1.0) if x > 0 else zero  # p left of the first column: zero
+            x_left = max(x - 1, 0)
+            a1 = u[0, y, x]
+            a2 = u[1, y, x]
+            ix = Ix[y, x]
+            iy = Iy[y, x]
+            rho = rho_c[y, x] + ix * a1 + iy * a2
+            if n_comp == 3:
+                rho += gamma * u[2, y, x]
+            c = _threshold(grad[y, x], rho, l_t)
+            coef[x] = c
+            div1 = px[0, y, x] - left * px[0, y, x_left] + py[0, y, x] - up * py[0, y_up, x]
+            div2 = px[1, y, x] - left * px[1, y, x_left] + py[1, y, x] - up * py[1, y_up, x]
+            n1 = a1 + c * ix + theta * div1
+            n2 = a2 + c * iy + theta * div2
             row_error += (n1 - a1) * (n1 - a1) + (n2 - a2) * (n2 - a2)
-            u1[y, x] = n1
-            u2[y, x] = n2
+            u[0, y, x] = n1
+            u[1, y, x] = n2
+        if n_comp == 3:  # u3 = v3 + theta div p3, v3 = u3 + c gamma
+            for x in range(w):
+                left = np.float32(1.0) if x > 0 else zero
+                x_left = max(x - 1, 0)
+                a3 = u[2, y, x]
+                div3 = px[2, y, x] - left * px[2, y, x_left] + py[2, y, x] - up * py[2, y_up, x]
+                n3 = a3 + coef[x] * gamma + theta * div3
+                row_error += (n3 - a3) * (n3 - a3)
+                u[2, y, x] = n3
         error += row_error
     return error
 
@@ -145,26 +157,27 @@ def _update_dual(u, px, py, taut):
 
 
 @numba.njit(cache=True)
-def _iterate_one(Ix, Iy, grad, rho_c, u1, u2, p11, p12, p21, p22,
-                 l_t, theta, taut, scaled_eps, n_outer, n_inner, median):
-    """One sample, one warp: up to n_outer x n_inner iterations, in place on u and p."""
+def _iterate_one(Ix, Iy, grad, rho_c, u, px, py, l_t, theta, taut, gamma, scaled_eps, n_outer,
+                 n_inner, median):
+    """One sample, one warp: up to n_outer x n_inner iterations, in place on u, px, py
+    ((C, H, W) each, see `_update_flow`). The median filter acts on u1 and u2 only."""
     error = np.inf
-    tmp = np.empty_like(u1)
-    win = np.empty((max(median * median, 1), u1.shape[1]), np.float32)
+    tmp = np.empty_like(u[0])
+    win = np.empty((max(median * median, 1), u.shape[2]), np.float32)
+    coef = np.empty(u.shape[2], np.float32)
     for _ in range(n_outer):
         if error <= scaled_eps:
             break
         if median > 1:
-            _median_filter(u1, tmp, median, win)
-            u1[:] = tmp
-            _median_filter(u2, tmp, median, win)
-            u2[:] = tmp
+            for k in range(2):
+                _median_filter(u[k], tmp, median, win)
+                u[k] = tmp
         for _ in range(n_inner):
             if error <= scaled_eps:
                 break
-            error = _update_flow(Ix, Iy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta)
-            _update_dual(u1, p11, p12, taut)
-            _update_dual(u2, p21, p22, taut)
+            error = _update_flow(Ix, Iy, grad, rho_c, u, px, py, l_t, theta, gamma, coef)
+            for k in range(u.shape[0]):
+                _update_dual(u[k], px[k], py[k], taut)
 
 
 # the same formula as the tensor path, compiled for scalars
@@ -181,25 +194,21 @@ def _warp_cubic(images, u1, u2, out):
             sy = y + np.float64(u2[y, x])
             fx = math.floor(sx)
             fy = math.floor(sy)
-            wx0, wx1, wx2, wx3 = _cubic_weights(sx - fx)
-            wy0, wy1, wy2, wy3 = _cubic_weights(sy - fy)
+            wxs = _cubic_weights(sx - fx)  # taps at columns fx - 1 .. fx + 2
+            wys = _cubic_weights(sy - fy)
             x0 = int(fx) - 1
             y0 = int(fy) - 1
             for k in range(c):
                 acc = 0.0
                 for i in range(4):
                     yi = y0 + i
-                    if yi < 0 or yi >= h:
-                        continue
-                    wy = wy0 if i == 0 else (wy1 if i == 1 else (wy2 if i == 2 else wy3))
-                    row = 0.0
-                    for j in range(4):
-                        xj = x0 + j
-                        if xj < 0 or xj >= w:
-                            continue
-                        wx = wx0 if j == 0 else (wx1 if j == 1 else (wx2 if j == 2 else wx3))
-                        row += wx * images[k, yi, xj]
-                    acc += wy * row
+                    if 0 <= yi < h:  # taps outside the image read 0
+                        row = 0.0
+                        for j in range(4):
+                            xj = x0 + j
+                            if 0 <= xj < w:
+                                row += wxs[j] * images[k, yi, xj]
+                        acc += wys[i] * row
                 out[k, y, x] = acc
 
 
@@ -216,33 +225,34 @@ def _linearise(I0, warped, u1, u2, grad, rho_c):
 
 
 @numba.njit(cache=True)
-def _solve_level_one(I0, I1_stack, u1, u2, l_t, theta, taut, scaled_eps, n_warps, n_outer,
+def _solve_level_one(I0, I1_stack, u, l_t, theta, taut, gamma, scaled_eps, n_warps, n_outer,
                      n_inner, median):
-    """One sample, one pyramid level, in place on (u1, u2): n_warps warps of I1_stack (I1, I1x,
-    I1y: (3, H, W)), each followed by the iterations; p restarts at zero on the level."""
-    h, w = I0.shape
+    """One sample, one pyramid level, in place on u (C, H, W): n_warps warps of I1_stack (I1,
+    I1x, I1y: (3, H, W)), each followed by the iterations; p restarts at zero on the level."""
     warped = np.empty_like(I1_stack)
     grad = np.empty_like(I0)
     rho_c = np.empty_like(I0)
-    p = np.zeros((4, h, w), np.float32)  # p11, p12, p21, p22
+    px = np.zeros_like(u)  # dual variables: x parts (p11, p21[, p31]), y parts (p12, p22[, p32])
+    py = np.zeros_like(u)
     for _ in range(n_warps):
-        _warp_cubic(I1_stack, u1, u2, warped)
-        _linearise(I0, warped, u1, u2, grad, rho_c)
-        _iterate_one(warped[1], warped[2], grad, rho_c, u1, u2, p[0], p[1], p[2], p[3],
-                     l_t, theta, taut, scaled_eps, n_outer, n_inner, median)
+        _warp_cubic(I1_stack, u[0], u[1], warped)
+        _linearise(I0, warped, u[0], u[1], grad, rho_c)
+        _iterate_one(warped[1], warped[2], grad, rho_c, u, px, py, l_t, theta, taut, gamma,
+                     scaled_eps, n_outer, n_inner, median)
 
 
 @numba.njit(cache=True, parallel=True)
-def _solve_level_batch(I0, I1_stack, u, l_t, theta, taut, scaled_eps, n_warps, n_outer, n_inner,
-                       median):
+def _solve_level_batch(I0, I1_stack, u, l_t, theta, taut, gamma, scaled_eps, n_warps, n_outer,
+                       n_inner, median):
     for i in numba.prange(u.shape[0]):  # one sample per thread, each stopping on its own
-        _solve_level_one(I0[i], I1_stack[i], u[i, 0], u[i, 1], l_t, theta, taut, scaled_eps,
+        _solve_level_one(I0[i], I1_stack[i], u[i], l_t, theta, taut, gamma, scaled_eps,
                          n_warps, n_outer, n_inner, median)
 
 
 def solve_level_numba(I0, I1, I1x, I1y, u, params: TVL1Params):
-    """One pyramid level on CPU tensors: I0, I1, I1x, I1y (N, 1, H, W), initial flow u
-    (N, 2, H, W) -> refined flow (N, 2, H, W). Same result as torch_tvl1's tensor path."""
+    """One pyramid level on CPU tensors: I0, I1, I1x, I1y (N, 1, H, W), initial u (N, C, H, W)
+    (C = 2, or 3 with the illumination term u3 when gamma > 0) -> refined u, same shape.
+    Same result as torch_tvl1's tensor path."""
     h, w = u.shape[-2:]
 
     def arr(t):
@@ -252,8 +262,8 @@ def solve_level_numba(I0, I1, I1x, I1y, u, params: TVL1Params):
     _solve_level_batch(
         arr(I0[:, 0]), arr(torch.cat((I1, I1x, I1y), dim=1)), u_np,
         np.float32(params.lambda_ * params.theta), np.float32(params.theta),
-        np.float32(params.tau / params.theta), float(params.epsilon**2 * h * w),
-        params.n_warps, params.outer_iterations, params.inner_iterations,
-        params.median_filtering,
+        np.float32(params.tau / params.theta), np.float32(params.gamma),
+        float(params.epsilon**2 * h * w), params.n_warps, params.outer_iterations,
+        params.inner_iterations, params.median_filtering,
     )
     return torch.from_numpy(u_np)
