@@ -136,7 +136,8 @@ def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
         total = len(stream)
         stage = "face"
         with timer("face"):
-            first_frames = (frame for _, frame in itertools.islice(stream, params.faces.search_frames))
+            first = itertools.islice(stream, params.faces.search_frames)
+            first_frames = (frame for _, frame in first)
             crop = face_crop(first_frames, params.faces, spec.video_id)
 
         stage = "landmarks"

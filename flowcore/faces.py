@@ -30,7 +30,7 @@ class FaceParams:
     """How faces are found, cropped and landmarked; saved in every store's parameters."""
 
     detector: str = "dlib-frontal"  # dlib.get_frontal_face_detector
-    landmark_model: str = "dlib-68"  # shape_predictor_68_face_landmarks from face-recognition-models
+    landmark_model: str = "dlib-68"  # shape_predictor_68_face_landmarks (face-recognition-models)
     margin: float = 0.1  # the square box grows by this fraction of its side on every side
     resize: int | None = None  # px: crops resized to resize x resize (None: kept as cropped)
     search_frames: int = 10  # frames tried, from the first, until a face is found

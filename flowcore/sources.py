@@ -3,7 +3,8 @@ synthetic generator's output -> subjects, videos (`VideoSpec`: frames + fps) and
 
 Layouts accepted (spec/DATASETS.md):
 - CAS(ME)^2 (30 fps): `<root>/rawpic/sNN/NN_<code><name>/imgNNN.jpg`, or `<root>/rawvideo/sNN/
-  NN_<code><name>.avi`, or the face-cropped release `.../longVideoFaceCropped/sNN/<video>/img_N.jpg`;
+  NN_<code><name>.avi`, or the face-cropped release
+  `.../longVideoFaceCropped/sNN/<video>/img_N.jpg`;
   `<root>` may also be the `rawpic`, `rawvideo` or cropped folder itself. When a root holds
   several, `rawpic` is used first, then the cropped release, then `rawvideo` (pass the folder
   itself to choose). The subject of a video comes from its folder's own `NN_` prefix; a video

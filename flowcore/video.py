@@ -23,7 +23,7 @@ import numpy as np
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
-_FRAME_NUMBER = re.compile(r"(\d+)$")  # the trailing digits of the file stem: img001, img_1, 006_1_0001
+_FRAME_NUMBER = re.compile(r"(\d+)$")  # trailing digits of the stem: img001, img_1, 006_1_0001
 JPEG_END = b"\xff\xd9"  # the end-of-image marker a complete JPEG file carries
 
 

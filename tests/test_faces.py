@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from flowcore.faces import FaceParams, _crop_for, face_crop, fit_frame, flag_bad_fits, repair_landmarks
+from flowcore.faces import (FaceParams, _crop_for, face_crop, fit_frame, flag_bad_fits,
+                            repair_landmarks)
 from flowcore.landmarks import FaceNotFoundError
 from flowcore.testing import face_frames
 
