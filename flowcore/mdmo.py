@@ -29,7 +29,10 @@ Compat (`compat=True`) reproduces the reference's inputs: flow clipped to [-10, 
 to 8 bits as round((f + 10) / 20 * 255) and read back as q / 255 - 0.5, and angles from OpenCV's
 `cartToPolar` instead of an exact atan2. Compat always runs on the CPU with NumPy/OpenCV (tensors
 are moved there and the result moved back), because `cartToPolar` has no torch counterpart.
-The reference stored the 8-bit flow as JPEG; the JPEG loss itself is not reproduced.
+The reference stored the 8-bit flow as JPEG; the JPEG loss itself is not reproduced. Note that
+`cartToPolar` differs between OpenCV versions: the reference's was accurate to about 0.3 degrees,
+the OpenCV 5.0 installed here to about 0.01 degrees, so compat reproduces the reference's sector
+choices near edges only as far as the installed OpenCV's angles match the old ones.
 
 Three implementations, tested against each other: `mdmo_reference` (one frame, plain loops over
 ROIs: the readable statement of the rules), and the vectorised `mdmo` for NumPy arrays (CPU) and
