@@ -99,6 +99,9 @@ def extract_command(
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
     margin: float = typer.Option(0.1, "--margin", help="Grow the square face box by this "
                                  "fraction of its side on every side."),
+    face_backend: str = typer.Option("dlib", "--face-backend", help="'dlib', or "
+                                     "'package.module:object' naming a flowcore.faces."
+                                     "FaceBackend (your own detector and landmarks)."),
     compat: bool = typer.Option(False, "--compat", help="Reproduce the reference's 8-bit "
                                 "flow and cartToPolar angles (features in '20 px' units)."),
     save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
@@ -120,14 +123,16 @@ def extract_command(
     from flowcore.batch import run_extraction
     from flowcore.extract import ExtractParams, RunOptions
     from flowcore.faces import FaceParams
+    from flowcore.faces import face_backend as resolve_face_backend
     from flowcore.mdmo import MDMOParams
     from flowcore.sources import SourceError, open_source
     from flowcore.store import StoreMismatchError
 
     try:
         src = open_source(source, subsample=subsample, subjects_csv=subjects_csv)
-        faces = FaceParams(margin=margin, resize=resize)
-    except (SourceError, ValueError) as err:
+        faces = FaceParams(margin=margin, resize=resize, backend=face_backend)
+        resolve_face_backend(face_backend)
+    except (SourceError, ValueError, ImportError) as err:
         raise UserError(str(err)) from None
     if video:
         missing = sorted(set(video) - {v.video_id for v in src.videos})

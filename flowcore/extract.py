@@ -130,7 +130,7 @@ def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
     stage = "setup"
     try:
         with timer("setup"):  # once per process: the dlib models
-            load_models()
+            load_models(params.faces)
         stage = "decode"
         stream = FrameStream(spec)
         total = len(stream)

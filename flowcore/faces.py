@@ -1,6 +1,7 @@
 """Face box, crop and per-frame landmarks with repair ("align to the first frame").
 
-The face box is detected once (dlib frontal detector, the largest face) on the first frame of a
+The face box is detected once (by default dlib's frontal detector; the largest face; other
+detectors plug in as a `FaceBackend`, see `face_backend`) on the first frame of a
 video, made square, grown by a margin and kept inside the frame; every frame of the video is
 cropped with that same box and optionally resized to `resize` x `resize` px. Landmarks (68, 2)
 float32 (x, y) are fitted on every cropped frame, in the crop's pixel grid (the grid the flow is
@@ -15,11 +16,14 @@ side (copied from the nearest good frame at the ends of the video).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
-from flowcore.landmarks import FaceNotFoundError, fit_landmarks, largest_face
+from flowcore import landmarks as dlib_faces
+from flowcore.landmarks import FaceNotFoundError
 
 OUTER_EYE_CORNERS = (36, 45)
 JUMP_WINDOW = 5  # frames in the temporal median a fit is compared with
@@ -29,8 +33,7 @@ JUMP_WINDOW = 5  # frames in the temporal median a fit is compared with
 class FaceParams:
     """How faces are found, cropped and landmarked; saved in every store's parameters."""
 
-    detector: str = "dlib-frontal"  # dlib.get_frontal_face_detector
-    landmark_model: str = "dlib-68"  # shape_predictor_68_face_landmarks (face-recognition-models)
+    backend: str = "dlib"  # see `face_backend`: "dlib" or "package.module:object"
     margin: float = 0.1  # the square box grows by this fraction of its side on every side
     resize: int | None = None  # px: crops resized to resize x resize (None: kept as cropped)
     search_frames: int = 10  # frames tried, from the first, until a face is found
@@ -58,6 +61,7 @@ class FaceCrop:
     face: tuple[int, int, int, int]
     size: tuple[int, int]
     found_in_frame: int  # index (0-based, among kept frames) of the frame the face was found in
+    backend: str = "dlib"  # the face backend that fits the landmarks
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
         """(H, W) uint8 frame -> (h, w) uint8 crop, resized when the params asked for it."""
@@ -70,12 +74,50 @@ class FaceCrop:
         return np.ascontiguousarray(patch)
 
 
-def load_models() -> None:
-    """Load the face detector and the landmark model now (cached per process)."""
-    from flowcore.landmarks import _face_detector, _shape_predictor
+@dataclass(frozen=True)
+class FaceBackend:
+    """A face detector and 68-point landmark fitter (iBUG 300-W order).
 
-    _face_detector()
-    _shape_predictor()
+    largest_face: (H, W) uint8 gray -> (left, top, right, bottom) int, right/bottom exclusive, of
+        the largest face; raises FaceNotFoundError when there is none.
+    fit_landmarks: ((h, w) uint8 gray, box) -> (68, 2) float32 (x, y) px.
+    load: loads the models now (called once per video before timing starts; should cache).
+    """
+
+    name: str
+    largest_face: Callable
+    fit_landmarks: Callable
+    load: Callable[[], None]
+
+
+def _load_dlib() -> None:
+    dlib_faces._face_detector()
+    dlib_faces._shape_predictor()
+
+
+DLIB = FaceBackend("dlib", dlib_faces.largest_face, dlib_faces.fit_landmarks, _load_dlib)
+
+
+def face_backend(name: str) -> FaceBackend:
+    """"dlib" (frontal detector + the 68-point model of face-recognition-models), or
+    "package.module:object" naming a FaceBackend (for example one wrapping RetinaFace weights a
+    user downloaded); being importable by name, it works in worker processes too."""
+    if name == "dlib":
+        return DLIB
+    if ":" in name:
+        module, attr = name.split(":", 1)
+        backend = getattr(importlib.import_module(module), attr, None)
+        if isinstance(backend, FaceBackend):
+            return backend
+        raise ValueError(f"face backend {name!r}: {module}.{attr} is not a "
+                         f"flowcore.faces.FaceBackend")
+    raise ValueError(f"unknown face backend {name!r}: use 'dlib' or 'package.module:object' naming "
+                     f"a flowcore.faces.FaceBackend")
+
+
+def load_models(params: "FaceParams") -> None:
+    """Load the face backend's models now (cached per process)."""
+    face_backend(params.backend).load()
 
 
 def face_crop(frames, params: FaceParams, video: str = "") -> FaceCrop:
@@ -83,6 +125,7 @@ def face_crop(frames, params: FaceParams, video: str = "") -> FaceCrop:
 
     frames: iterable of (H, W) uint8 gray images. Raises FaceNotFoundError naming the video.
     """
+    largest_face = face_backend(params.backend).largest_face
     tried = 0
     for index, frame in enumerate(frames):
         if index >= params.search_frames:
@@ -92,11 +135,11 @@ def face_crop(frames, params: FaceParams, video: str = "") -> FaceCrop:
             face = largest_face(frame)
         except FaceNotFoundError:
             continue
-        return _crop_for(face, frame.shape, params, index)
+        return _crop_for(face, frame.shape, params, index, params.backend)
     raise FaceNotFoundError(f"{video}: no face found in the first {tried} frame(s)")
 
 
-def _crop_for(face, shape, params: FaceParams, index: int) -> FaceCrop:
+def _crop_for(face, shape, params: FaceParams, index: int, backend: str = "dlib") -> FaceCrop:
     height, width = shape[:2]
     left, top, right, bottom = face
     side = max(right - left, bottom - top)
@@ -108,12 +151,12 @@ def _crop_for(face, shape, params: FaceParams, index: int) -> FaceCrop:
     out = params.resize or side
     scale = out / side
     mapped = tuple(int(round((v - o) * scale)) for v, o in zip(face, (x0, y0, x0, y0)))
-    return FaceCrop(box, mapped, (out, out), index)
+    return FaceCrop(box, mapped, (out, out), index, backend)
 
 
 def fit_frame(crop: np.ndarray, face_crop_: FaceCrop) -> np.ndarray:
     """Landmarks (68, 2) float32 of one cropped frame, fitted inside the mapped face box."""
-    return fit_landmarks(crop, face_crop_.face)
+    return face_backend(face_crop_.backend).fit_landmarks(crop, face_crop_.face)
 
 
 def flag_bad_fits(raw: np.ndarray, size: tuple[int, int], tolerance: float) -> np.ndarray:

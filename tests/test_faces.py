@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from flowcore.faces import (FaceParams, _crop_for, face_crop, fit_frame, flag_bad_fits,
-                            repair_landmarks)
+from flowcore.faces import (FaceBackend, FaceParams, _crop_for, face_backend, face_crop,
+                            fit_frame, flag_bad_fits, repair_landmarks)
 from flowcore.landmarks import FaceNotFoundError
 from flowcore.testing import face_frames
 
@@ -81,3 +81,19 @@ def test_ends_copy_the_nearest_good_frame_and_all_bad_fails():
     np.testing.assert_array_equal(fixed[4], raw[3])
     with pytest.raises(ValueError, match="every frame"):
         repair_landmarks(raw, np.ones(5, bool))
+
+
+# a user's own detector and landmark fitter, found by "module:object" name
+FIXED = FaceBackend("fixed", lambda image: (40, 40, 140, 140),
+                    lambda image, box: np.full((68, 2), box[0] + 1.5, np.float32), lambda: None)
+
+
+def test_plugged_in_face_backend(frames):
+    params = FaceParams(backend="test_faces:FIXED")
+    crop = face_crop(frames, params, "v")
+    assert crop.box == (30, 30, 150, 150) and crop.backend == "test_faces:FIXED"
+    np.testing.assert_array_equal(fit_frame(crop.crop(frames[0]), crop), 11.5)
+    with pytest.raises(ValueError, match="not a flowcore.faces.FaceBackend"):
+        face_backend("test_faces:frames")
+    with pytest.raises(ValueError, match="unknown face backend 'retina'"):
+        face_backend("retina")
