@@ -11,7 +11,7 @@ videos (decode, face, landmarks, flow, mdmo, write), and the ratio
 
 Writes benchmarks/results/extract_<device>_<backend>.json (or --out) and prints a table.
 On a GPU: `--backend torch --device cuda --sizes 256 --videos 8 --frames 256` (enough work for
-the default 4 worker processes and 128-pair batches; the goal is >= 1,000 frames/s).
+the default 8 worker processes and 128-pair batches; the goal is >= 1,000 frames/s).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def extract_command(
                                 "flowcore.flow.available_backends())."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: one "
-                                          "per CPU core on the CPU, 4 sharing a GPU)."),
+                                          "per CPU core on the CPU, 8 sharing a GPU)."),
     subsample: Optional[int] = typer.Option(None, "--subsample", help="Keep every n-th frame "
                                             "(default 8 for SAMM-LV, 1 otherwise)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),

@@ -4,10 +4,12 @@
 `extract_video` does it for one video and returns a `VideoResult`; it never raises for a bad
 video: the failure (stage and message) goes into the store and the result.
 
-Two passes over the frames keep memory independent of the video's length: pass 1 decodes,
+Two passes over the frames keep memory bounded whatever the video's length: pass 1 decodes,
 crops and fits landmarks (small: (T, 68, 2)), then repairs the landmarks, which needs the whole
-sequence; pass 2 decodes again and computes flow and MDMO batch by batch, each batch sharing its
-first frame with the previous batch's last.
+sequence; pass 2 computes flow and MDMO batch by batch, each batch sharing its first frame with
+the previous batch's last. Pass 2 reuses pass 1's face crops when they fit in
+`RunOptions.frame_cache_mb` (most videos) and decodes the video again otherwise; both give the
+same bytes.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class RunOptions:
 
     device: str = "cpu"
     batch_size: int | None = None  # frame pairs per flow call; None: 16 on the CPU, 128 on a GPU
+    frame_cache_mb: float = 512.0  # keep pass 1's face crops for pass 2 up to this size
 
     @property
     def pairs_per_batch(self) -> int:
@@ -141,15 +144,18 @@ def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
             crop = face_crop(first_frames, params.faces, spec.video_id)
 
         stage = "landmarks"
-        numbers, landmarks, bad = _landmark_pass(stream, crop, params.faces, timer,
-                                                 lambda done: report(spec.video_id, "landmarks",
-                                                                     done, total))
+        cache_bytes = int(options.frame_cache_mb * 2**20)
+        numbers, landmarks, bad, crops = _landmark_pass(
+            stream, crop, params.faces, timer, cache_bytes,
+            lambda done: report(spec.video_id, "landmarks", done, total))
 
         stage = "flow"
         group = store.begin(spec.video_id, attrs)
         flow_out = (store.create_flow(group, len(numbers) - 1, crop.size[1], crop.size[0])
                     if params.save_flow else None)
-        features = _flow_and_mdmo(stream, crop, landmarks, params, options, timer, flow_out,
+        if crops is None:  # not cached: decode again
+            crops = _cropped(stream, crop, timer)
+        features = _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out,
                                   lambda done: report(spec.video_id, "flow", done, len(numbers)))
 
         stage = "write"
@@ -190,13 +196,21 @@ def _describe(err: Exception) -> str:
     return text
 
 
-def _landmark_pass(stream, crop, faces: FaceParams, timer, report):
-    """Pass 1: frame numbers (T,), repaired landmarks (T, 68, 2) float32, flagged (T,) bool."""
-    raw, numbers = [], []
+def _landmark_pass(stream, crop, faces: FaceParams, timer, cache_bytes: int, report):
+    """Pass 1: frame numbers (T,), repaired landmarks (T, 68, 2) float32, flagged (T,) bool, and
+    the face crops when they fit in `cache_bytes` (else None: pass 2 decodes again)."""
+    raw, numbers, crops, cached = [], [], [], 0
     for number, frame in timer.frames(stream):
+        with timer("decode"):
+            face = crop.crop(frame)
         with timer("landmarks"):
-            raw.append(fit_frame(crop.crop(frame), crop))
+            raw.append(fit_frame(face, crop))
         numbers.append(number)
+        if crops is not None:
+            cached += face.nbytes
+            crops.append(face)
+            if cached > cache_bytes:
+                crops = None  # too long a video to keep: pass 2 streams it again
         if len(numbers) % 32 == 0:
             report(len(numbers))
     if len(numbers) < 2:
@@ -204,11 +218,19 @@ def _landmark_pass(stream, crop, faces: FaceParams, timer, report):
     with timer("landmarks"):
         raw = np.stack(raw)
         bad = flag_bad_fits(raw, crop.size, faces.jump_tolerance)
-        return numbers, repair_landmarks(raw, bad), bad
+        return numbers, repair_landmarks(raw, bad), bad, crops
 
 
-def _flow_and_mdmo(stream, crop, landmarks, params, options, timer, flow_out, report):
-    """Pass 2: (T-1, 12, 2) float32 MDMO; flow (float16) written to `flow_out` when given."""
+def _cropped(stream, crop, timer):
+    """Pass 2 without a cache: decode and crop the frames again."""
+    for _, frame in timer.frames(stream):
+        with timer("decode"):
+            yield crop.crop(frame)
+
+
+def _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out, report):
+    """Pass 2 over `crops` ((h, w) uint8 face crops, cached or decoded again): (T-1, 12, 2)
+    float32 MDMO; the flow (float16) is written to `flow_out` when given."""
     from flowcore.flow import compute_flow
 
     rows, batch, done = [], [], 0
@@ -241,14 +263,14 @@ def _flow_and_mdmo(stream, crop, landmarks, params, options, timer, flow_out, re
         done += len(frames) - 1
         report(done + 1)
 
-    for _, frame in timer.frames(stream):
-        batch.append(crop.crop(frame))
+    for face in crops:
+        batch.append(face)
         if len(batch) == options.pairs_per_batch + 1:
             run(batch)
             batch = batch[-1:]
     if len(batch) > 1:
         run(batch)
     if done != len(landmarks) - 1:
-        raise RuntimeError(f"{stream.spec.path}: pass 2 read {done + 1} frames, pass 1 read "
-                           f"{len(landmarks)}; the frames changed during extraction")
+        raise RuntimeError(f"pass 2 read {done + 1} frames, pass 1 read {len(landmarks)}; the "
+                           f"frames changed during extraction")
     return np.concatenate(rows).astype(np.float32)

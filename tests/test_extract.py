@@ -236,3 +236,19 @@ def test_known_translation_gives_its_flow_and_no_roi_motion(tmp_path):
     features = video["mdmo"][...]
     residual = np.hypot(features[..., 0], features[..., 1]).mean()
     assert residual < 0.3 * np.hypot(*DRIFT) * scale
+
+
+def test_frame_cache_gives_the_same_bytes_as_decoding_again(casme2_run, tmp_path):
+    root, source, _ = casme2_run
+    one = open_source(root)
+    from dataclasses import replace
+
+    one = replace(one, videos=tuple(v for v in one.videos if v.video_id == "15_0102eatingworms"))
+    report = run_extraction(one, tmp_path / "f.zarr", QUICK, RunOptions(batch_size=3,
+                                                                       frame_cache_mb=0),
+                            workers=1)
+    assert report.count("complete") == 1, report.summary()
+    again = _arrays(tmp_path / "f.zarr", "15_0102eatingworms")  # decoded twice (no cache)
+    cached = _arrays(root / "features.zarr", "15_0102eatingworms")  # crops cached
+    for name in again:
+        assert again[name].tobytes() == cached[name].tobytes(), name
