@@ -21,7 +21,13 @@ import numpy as np
 from _flow_env import environment, set_threads, write_json
 
 from flowcore.flow import TVL1Params, available_backends, compute_flow
-from flowcore.flow.synthetic import CASE_CLASSES, end_point_error, face_landmarks, make_cases, roi_mask
+from flowcore.flow.synthetic import (
+    CASE_CLASSES,
+    end_point_error,
+    face_landmarks,
+    make_cases,
+    roi_mask,
+)
 
 
 def main(argv=None) -> int:
@@ -82,8 +88,12 @@ def main(argv=None) -> int:
     header += "".join(f"{b + ' vs cv':>14}{'ROI vs cv':>11}" for b in others)
     print(header)
     for kind, entry in summary.items():
-        line = f"{kind:<18}" + "".join(f"{entry[b]['epe']:>14.4f}{entry[b]['roi_epe']:>14.4f}" for b in backends)
-        line += "".join(f"{entry[b]['epe_vs_opencv']:>+13.1%} {entry[b]['roi_epe_vs_opencv']:>+10.1%}" for b in others)
+        line = f"{kind:<18}"
+        line += "".join(f"{entry[b]['epe']:>14.4f}{entry[b]['roi_epe']:>14.4f}" for b in backends)
+        line += "".join(
+            f"{entry[b]['epe_vs_opencv']:>+13.1%} {entry[b]['roi_epe_vs_opencv']:>+10.1%}"
+            for b in others
+        )
         print(line)
     print("seconds for all pairs: " + ", ".join(f"{b} {s:.1f}" for b, s in seconds.items()))
 

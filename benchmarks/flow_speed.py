@@ -6,7 +6,10 @@ compare ratios, not absolute numbers, across runs).
 
 Each measurement is the median of --repeats timed calls after one warm-up call (numba
 compilation and caches excluded); the calls of one image size run in turns so that every
-configuration sees the same machine load. Writes benchmarks/results/flow_speed.json and prints a table.
+configuration sees the same machine load. Wall-clock rates are the headline; the CPU time per
+pair (all threads of the process) is printed beside them: on a machine shared with other work
+it shows the work done, which scheduling noise disturbs less. Writes benchmarks/results/flow_speed.json and prints
+a table.
 """
 
 from __future__ import annotations
@@ -40,23 +43,15 @@ def make_pairs(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(to_u8(first)[None], n, 0), np.repeat(to_u8(second)[None], n, 0)
 
 
-def time_call(fn, repeats: int, sync=None, warm_up: bool = True) -> float:
-    """Median seconds of `repeats` calls of fn, after one warm-up call unless told otherwise;
-    0.0 when repeats is 0."""
-    if warm_up:
-        fn()
-    if repeats == 0:
-        return 0.0
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_call(fn, sync=None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one call of fn."""
+    if sync:
+        sync()
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    if sync:
+        sync()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main(argv=None) -> int:
@@ -66,6 +61,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-pixels-per-call", type=float, default=4 * 480 * 640,
                         help="skip batches larger than this many pixels (time budget)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 1, 2],
+                        help="indices into 128x128, 256x256, 480x640")
     parser.add_argument("--opencv-pairs", type=int, default=2, help="pairs per opencv call")
     parser.add_argument("--backends", nargs="*", default=None, help="default: all available")
     parser.add_argument("--device", default="cpu", help="device of the torch backend")
@@ -82,7 +79,7 @@ def main(argv=None) -> int:
         sync = torch.cuda.synchronize
 
     rows = []
-    for shape in SIZES:
+    for shape in (SIZES[i] for i in args.sizes):
         # the configurations of one size, timed in turns (opencv, torch b1, b2, ..., opencv, ...)
         # so that all of them see the same machine load
         configs = []
@@ -97,25 +94,31 @@ def main(argv=None) -> int:
             calls[backend, batch] = (
                 lambda f=first, s=second, b=backend, d=device:
                 compute_flow(f, s, params=params, backend=b, device=d))
-            time_call(calls[backend, batch], 0, sync)  # warm-up
+            calls[backend, batch]()  # warm-up
         times = {key: [] for key in calls}
         for _ in range(args.repeats):
             for key, call in calls.items():
-                times[key].append(time_call(call, 1, sync, warm_up=False))
+                times[key].append(time_call(call, sync))
         reference = None
-        if "opencv" in backends:
-            reference = args.opencv_pairs / statistics.median(times["opencv", args.opencv_pairs])
         for (backend, device, batch) in configs:
-            seconds = statistics.median(times[backend, batch])
-            rate = batch / seconds
+            wall = statistics.median(t[0] for t in times[backend, batch])
+            cpu = statistics.median(t[1] for t in times[backend, batch])
             row = {"size": list(shape), "backend": backend, "device": device, "batch": batch,
-                   "seconds_per_call": seconds, "seconds_all_repeats": times[backend, batch],
-                   "pairs_per_s": rate,
-                   "ratio_to_opencv": rate / reference if reference else None}
+                   "seconds_per_call": wall, "cpu_seconds_per_call": cpu,
+                   "seconds_all_repeats": [t[0] for t in times[backend, batch]],
+                   "pairs_per_s": batch / wall, "cpu_seconds_per_pair": cpu / batch}
+            if backend == "opencv":
+                reference = row
+            if reference is not None:
+                row["ratio_to_opencv"] = row["pairs_per_s"] / reference["pairs_per_s"]
+                row["cpu_ratio_to_opencv"] = (reference["cpu_seconds_per_pair"]
+                                              / row["cpu_seconds_per_pair"])
             rows.append(row)
-            ratio = "" if row["ratio_to_opencv"] is None else f"{row['ratio_to_opencv']:6.2f}x"
+            ratios = "" if reference is None else (
+                f"{row['ratio_to_opencv']:6.2f}x   (CPU time per pair "
+                f"{row['cpu_seconds_per_pair']:.3f} s, {row['cpu_ratio_to_opencv']:.2f}x)")
             print(f"{shape[0]:>4}x{shape[1]:<4} {backend:<8} {device:<6} batch {batch:>3}  "
-                  f"{rate:8.2f} pairs/s  {ratio}", flush=True)
+                  f"{row['pairs_per_s']:8.2f} pairs/s  {ratios}", flush=True)
 
     payload = {
         "benchmark": "flow_speed",

@@ -252,7 +252,8 @@ def test_building_blocks_match_opencv():
     ys, xs = np.mgrid[0:19, 0:26].astype(np.float32)
     remapped = cv2.remap(image, xs + flow[0], ys + flow[1], cv2.INTER_CUBIC)
     # OpenCV quantises positions to 1/32 px: allow that much
-    np.testing.assert_allclose(warp_cubic(t, torch.from_numpy(flow)[None])[0, 0], remapped, atol=0.5)
+    warped = warp_cubic(t, torch.from_numpy(flow)[None])[0, 0]
+    np.testing.assert_allclose(warped, remapped, atol=0.5)
     np.testing.assert_array_equal(median_filter(t, 5)[0, 0], cv2.medianBlur(image, 5))
     small = cv2.resize(image, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(resize_linear(t, small.shape, (1.25, 1.25))[0, 0], small, atol=1e-3)

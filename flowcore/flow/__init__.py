@@ -55,7 +55,9 @@ def _check_pair(first, second) -> None:
     if not _is_tensor(first):
         for name, x in (("first", first), ("second", second)):
             if not isinstance(x, np.ndarray):
-                raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+                raise TypeError(
+                    f"{name} must be a numpy array or torch tensor, got {type(x).__name__}"
+                )
     allowed = ("uint8", "float32")
     for name, x in (("first", first), ("second", second)):
         dtype = str(x.dtype).replace("torch.", "")
@@ -68,10 +70,13 @@ def _check_pair(first, second) -> None:
         if min(x.shape) < 1:
             raise ValueError(f"{name}: expected non-empty images, got shape {tuple(x.shape)}")
     if first.dtype != second.dtype:
-        raise TypeError(f"first and second must share a dtype, got {first.dtype} and {second.dtype}")
+        raise TypeError(
+            f"first and second must share a dtype, got {first.dtype} and {second.dtype}"
+        )
     if tuple(first.shape) != tuple(second.shape):
         raise ValueError(
-            f"second: expected shape {tuple(first.shape)} (same as first), got {tuple(second.shape)}"
+            f"second: expected shape {tuple(first.shape)} (same as first), "
+            f"got {tuple(second.shape)}"
         )
 
 

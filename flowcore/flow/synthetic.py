@@ -51,7 +51,8 @@ def face_texture(size: int = 256) -> np.ndarray:
     grey = astronaut().astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
     left, top, side = _crop_box(size)
     crop = grey[top : top + side, left : left + side]
-    out = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    out = cv2.resize(crop, (size, size), interpolation=interpolation)
     out = np.clip(out, 0, 255).astype(np.float32)
     out.flags.writeable = False
     return out
@@ -75,7 +76,9 @@ def roi_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(shape, bool)
     for index in ROI_LANDMARKS:
         x, y = np.round(landmarks[index]).astype(int)
-        mask[max(y - ROI_RADIUS, 0) : y + ROI_RADIUS + 1, max(x - ROI_RADIUS, 0) : x + ROI_RADIUS + 1] = True
+        rows = slice(max(y - ROI_RADIUS, 0), y + ROI_RADIUS + 1)
+        cols = slice(max(x - ROI_RADIUS, 0), x + ROI_RADIUS + 1)
+        mask[rows, cols] = True
     return mask
 
 

@@ -33,6 +33,7 @@ first(y, x) ~ second(y + dy, x + dx).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -64,7 +65,9 @@ def _linear_axis(n_out: int, n_in: int, scale: float, device) -> tuple:
     return i0, i1, w1
 
 
-def resize_linear(x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
+def resize_linear(
+    x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]
+) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, h, w) bilinear, as cv2.resize(INTER_LINEAR) without antialiasing.
 
     scale: (input rows per output row, input columns per output column); OpenCV uses 1/fx when
@@ -103,7 +106,8 @@ def pad_replicate(x: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def centered_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) -> (d/dx, d/dy), central differences 0.5 (f[i+1] - f[i-1]), replicated border."""
+    """(N, C, H, W) -> (d/dx, d/dy), central differences 0.5 (f[i+1] - f[i-1]), replicated
+    border."""
     padded = pad_replicate(x, 1)
     dx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
     dy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
@@ -278,26 +282,43 @@ def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
     return u
 
 
+@contextlib.contextmanager
+def _single_torch_thread():
+    """Run torch operations on the calling thread only, restoring the setting afterwards.
+
+    On CPU the few tensor operations here are small; letting torch's thread pool run them
+    leaves its threads spinning while the numba kernels want the same cores (measured: about
+    2x slower on 2 cores).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def flow_torch(
     first: torch.Tensor, second: torch.Tensor, params: TVL1Params, use_numba: bool | None = None
 ) -> torch.Tensor:
     """(N, H, W) float32 grey 0..255 pairs -> (N, 2, H, W) float32 flow in pixels, same device.
 
-    use_numba: run the iterations in the numba kernel; default: on CPU tensors only.
+    use_numba: run each pyramid level in the numba kernels; default: on CPU tensors only.
     """
     if use_numba is None:
         use_numba = first.device.type == "cpu"
     if use_numba and first.device.type != "cpu":
         raise ValueError(f"use_numba needs CPU tensors, got device {first.device}")
-    I0s = build_pyramid(first[:, None].float(), params)
-    I1s = build_pyramid(second[:, None].float(), params)
-    n = first.shape[0]
-    n_comp = 3 if params.gamma > 0 else 2  # u1, u2 and the illumination term u3
-    u = torch.zeros(n, n_comp, *I0s[-1].shape[-2:], dtype=torch.float32, device=first.device)
-    for level in range(len(I0s) - 1, -1, -1):
-        u = _solve_level(I0s[level], I1s[level], u, params, use_numba)
-        if level > 0:
-            (h, w), (h0, w0) = I0s[level - 1].shape[-2:], u.shape[-2:]
-            u = resize_linear(u, (h, w), (h0 / h, w0 / w))
-            u[:, :2] /= params.scale_step  # flow in pixels grows with the level; u3 does not
-    return u[:, :2].contiguous()
+    with _single_torch_thread() if use_numba else contextlib.nullcontext():
+        I0s = build_pyramid(first[:, None].float(), params)
+        I1s = build_pyramid(second[:, None].float(), params)
+        n = first.shape[0]
+        n_comp = 3 if params.gamma > 0 else 2  # u1, u2 and the illumination term u3
+        u = torch.zeros(n, n_comp, *I0s[-1].shape[-2:], dtype=torch.float32, device=first.device)
+        for level in range(len(I0s) - 1, -1, -1):
+            u = _solve_level(I0s[level], I1s[level], u, params, use_numba)
+            if level > 0:
+                (h, w), (h0, w0) = I0s[level - 1].shape[-2:], u.shape[-2:]
+                u = resize_linear(u, (h, w), (h0 / h, w0 / w))
+                u[:, :2] /= params.scale_step  # flow in pixels grows with the level; u3 does not
+        return u[:, :2].contiguous()
