@@ -12,6 +12,19 @@ import typer
 from mespot.errors import UserError
 
 
+class ExtractionFailed(Exception):
+    """Some videos failed (the others are in the store): one line on stderr, exit code 1.
+
+    Shaped like a click usage error (`show()`, `exit_code`), which `mespot.cli.main` turns into
+    its return code; a plain `typer.Exit(1)` would be returned by typer and dropped there.
+    """
+
+    exit_code = 1
+
+    def show(self) -> None:
+        typer.echo(f"error: {self}", err=True)
+
+
 class RichProgress:
     """A bar per running video (frames/s shown) and one overall bar, on stderr."""
 
@@ -107,7 +120,7 @@ def extract_command(
     save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
                                    "(float16; large)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frame pairs per flow "
-                                             "call [default: 16 on the CPU, 128 on a GPU]."),
+                                             "call (default: 16 on the CPU, 128 on a GPU)."),
     video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids "
                                               "(repeatable)."),
     subjects_csv: Optional[Path] = typer.Option(None, "--subjects-csv", help="For a folder "
@@ -117,7 +130,13 @@ def extract_command(
                                             "landmarks, ROIs, flow)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Extract landmarks, TV-L1 flow and 12-ROI MDMO features into a Zarr store."""
+    """Extract landmarks, TV-L1 flow and 12-ROI MDMO features into a Zarr store.
+
+    Resumes by default: videos already complete in --out are skipped, the others are redone; a
+    store made with other parameters is refused. A video that fails (no face, unreadable
+    frames, ...) is recorded in the store with its stage and error while the others go on.
+    Exit code 0 when every video is complete, 1 when some failed, 2 for a usage error.
+    """
     import dataclasses
 
     from flowcore.batch import run_extraction
@@ -164,6 +183,5 @@ def extract_command(
                        [r.video_id for r in report.results if r.status != "failed"])
     _summary_table(report)
     if report.failed:
-        typer.echo(f"error: {len(report.failed)} of {len(report.results)} video(s) failed; see "
-                   f"the table above (rerun to retry them)", err=True)
-        raise typer.Exit(1)
+        raise ExtractionFailed(f"{len(report.failed)} of {len(report.results)} video(s) failed; "
+                               f"see the table above (rerun to retry them)")

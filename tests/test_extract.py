@@ -169,15 +169,13 @@ def test_command_exit_codes(casme2_run, tmp_path, capsys):
     one = tmp_path / "one"
     write_casme2(one, {"15_0101disgustingteeth": 3})
     write_casme2(one, {"16_0401girlcrashing": 3}, face=False)
-    from typer.testing import CliRunner
-
-    from mespot.cli import app
-
-    result = CliRunner().invoke(app, ["extract", str(one), "--out", str(tmp_path / "g.zarr"),
-                                      "--resize", "48", "-q", "--workers", "1"])
-    assert result.exit_code == 1, result.output  # one video failed
-    assert "1 extracted" in result.output and "1 failed" in result.output
-    assert "no face found" in result.output
+    code = main(["extract", str(one), "--out", str(tmp_path / "g.zarr"), "--resize", "48", "-q",
+                 "--workers", "1"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err  # one video failed
+    assert "1 extracted" in captured.out and "1 failed" in captured.out
+    assert "no face found" in captured.out
+    assert "error: 1 of 2 video(s) failed" in captured.err
 
 
 @pytest.mark.gpu
