@@ -46,8 +46,10 @@ class ExtractReport:
     def summary(self) -> str:
         """Plain-text summary: one line per failed video, then the totals."""
         lines = [f"FAILED {r.video_id} [{r.stage}]: {r.error}" for r in self.failed]
+        busy = self.count("busy")
+        others = f"{busy} left to another process extracting them; " if busy else ""
         lines.append(f"{self.count('complete')} extracted, {self.count('skipped')} already "
-                     f"complete (skipped), {len(self.failed)} failed; "
+                     f"complete (skipped), {len(self.failed)} failed; {others}"
                      f"{self.frames_per_second:.1f} frames/s over {self.seconds:.1f} s; "
                      f"store: {self.store}")
         return "\n".join(lines)

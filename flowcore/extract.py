@@ -77,7 +77,7 @@ class RunOptions:
 class VideoResult:
     video_id: str
     subject: str
-    status: str  # "complete", "failed" or "skipped" (complete before this run)
+    status: str  # "complete", "failed", "skipped" (complete before) or "busy" (another process)
     n_frames: int = 0
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
@@ -123,7 +123,21 @@ class _Timer:
 def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
                   options: RunOptions = RunOptions(),
                   progress: Progress | None = None) -> VideoResult:
-    """Extract one video into `store`; failures are recorded there and in the result."""
+    """Extract one video into `store`; failures are recorded there and in the result.
+
+    Holds the video's lock meanwhile: a video another process is extracting is left to it
+    (status "busy"), one that became complete since the plan was made is "skipped".
+    """
+    with store.video_lock(spec.video_id) as mine:
+        if not mine:
+            return VideoResult(spec.video_id, spec.subject, "busy",
+                               error="being extracted by another process")
+        if store.status(spec.video_id) == COMPLETE:
+            return VideoResult(spec.video_id, spec.subject, "skipped")
+        return _extract_video(spec, params, store, options, progress)
+
+
+def _extract_video(spec, params, store, options, progress) -> VideoResult:
     started = time.perf_counter()
     timer = _Timer()
     attrs = {"subject": spec.subject, "source": str(spec.path), "subsample": spec.subsample,

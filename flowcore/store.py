@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,30 @@ class FeatureStore:
     def statuses(self) -> dict[str, str | None]:
         folder = self.path / VIDEOS
         return {p.name: self.status(p.name) for p in sorted(folder.iterdir()) if p.is_dir()}
+
+    @contextmanager
+    def video_lock(self, video_id: str):
+        """Yield True while this process holds the video's lock, False if another one does.
+
+        An advisory `flock` on a file in the temporary folder (outside the store, so plain zarr
+        never sees it): the kernel releases it when its process dies, even by SIGKILL. It guards
+        against two runs on one machine extracting the same video at once.
+        """
+        import fcntl
+
+        folder = Path(tempfile.gettempdir()) / "mespot-locks"
+        folder.mkdir(exist_ok=True)
+        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        with open(folder / f"{key}-{video_id}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def begin(self, video_id: str, attrs: dict):
         """Delete whatever is at videos/<video_id> and create it afresh, status "running"."""

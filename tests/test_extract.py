@@ -250,3 +250,17 @@ def test_frame_cache_gives_the_same_bytes_as_decoding_again(casme2_run, tmp_path
     cached = _arrays(root / "features.zarr", "15_0102eatingworms")  # crops cached
     for name in again:
         assert again[name].tobytes() == cached[name].tobytes(), name
+
+
+def test_a_video_locked_by_another_process_is_left_to_it(tmp_path):
+    from flowcore.store import FeatureStore
+
+    write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 3, "15_0102eatingworms": 3})
+    source = open_source(tmp_path / "data")
+    other = FeatureStore(tmp_path / "f.zarr", QUICK.to_dict() | {"subsample": 1}, "casme2")
+    with other.video_lock("15_0101disgustingteeth") as mine:  # "another run" holds this one
+        assert mine
+        report = run_extraction(source, tmp_path / "f.zarr", QUICK, OPTIONS, workers=1)
+    statuses = {r.video_id: r.status for r in report.results}
+    assert statuses == {"15_0101disgustingteeth": "busy", "15_0102eatingworms": "complete"}
+    assert "1 left to another process" in report.summary() and not report.failed
