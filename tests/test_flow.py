@@ -121,6 +121,13 @@ def test_opencv_rejects_gpu_device():
         compute_flow(a, a, backend="opencv", device="cuda")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
+def test_torch_cuda_missing_clear_error():
+    a = np.zeros((8, 8), np.uint8)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        compute_flow(a, a, backend="torch", device="cuda")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(17, 23), (1, 20, 16), (3, 19, 21)])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
@@ -192,6 +199,17 @@ def test_backends_agree(shifted_flows, bump_pair):
     assert end_point_error(_interior(a), _interior(b)) < 0.01
 
 
+def test_backends_agree_with_other_params(shifted_pair):
+    """Non-default parameters reach both backends (fewer scales and warps, 3 x 3 median)."""
+    first, second, _ = shifted_pair
+    params = TVL1Params(n_scales=3, n_warps=2, median_filtering=3, lambda_=0.3, epsilon=0.02)
+    a = compute_flow(first, second, params=params, backend="opencv")
+    b = compute_flow(first, second, params=params, backend="torch")
+    assert end_point_error(_interior(a), _interior(b)) < 0.01
+    default = compute_flow(first, second, backend="torch")
+    assert end_point_error(_interior(b), _interior(default)) > 1e-4  # the parameters mattered
+
+
 def test_gamma_illumination_term_agrees(bump_pair):
     """With gamma > 0 (illumination term u3) both backends agree and beat gamma = 0 on a
     brightness change of 10 % + 10 grey levels."""
@@ -205,14 +223,18 @@ def test_gamma_illumination_term_agrees(bump_pair):
     assert end_point_error(b, truth) < 0.5 * end_point_error(plain, truth)
 
 
-def test_batch_equals_single_pairs(texture):
+@pytest.mark.parametrize("use_numba", [True, False], ids=["numba", "tensors"])
+def test_batch_equals_single_pairs(use_numba):
     """Per-sample stopping: a pair's flow does not depend on the rest of its batch."""
+    texture = np.array(face_texture(32))
     shifts = [(0.3, 0.0), (0.0, 0.0), (1.5, -1.0)]  # the identical pair stops at once
-    first = np.stack([texture] * 3)
-    second = np.stack([render_second(texture, translation_flow(texture.shape, *s)) for s in shifts])
-    batch = compute_flow(first, second, backend="torch")
+    first = torch.from_numpy(np.stack([texture] * 3))
+    second = torch.from_numpy(np.stack(
+        [render_second(texture, translation_flow(texture.shape, *s)) for s in shifts]))
+    batch = flow_torch(first, second, TVL1Params(), use_numba=use_numba)
     for i in range(3):
-        np.testing.assert_array_equal(batch[i], compute_flow(first[i], second[i], backend="torch"))
+        single = flow_torch(first[i : i + 1], second[i : i + 1], TVL1Params(), use_numba=use_numba)
+        torch.testing.assert_close(batch[i : i + 1], single, rtol=0, atol=1e-5)
 
 
 def test_numba_kernel_matches_tensor_path():

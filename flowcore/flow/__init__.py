@@ -128,6 +128,8 @@ def compute_flow(
 
         from .torch_tvl1 import flow_torch
 
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here")
         a = first if tensor_in else torch.from_numpy(np.ascontiguousarray(first))
         b = second if tensor_in else torch.from_numpy(np.ascontiguousarray(second))
         a = a.to(device=device, dtype=torch.float32).reshape(-1, *a.shape[-2:])

@@ -286,9 +286,10 @@ def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
 def _single_torch_thread():
     """Run torch operations on the calling thread only, restoring the setting afterwards.
 
-    On CPU the few tensor operations here are small; letting torch's thread pool run them
-    leaves its threads spinning while the numba kernels want the same cores (measured: about
-    2x slower on 2 cores).
+    Used on CPU. Beside the numba kernels the tensor operations are small, and torch's pool
+    would leave its threads spinning on the cores the kernels want (about 2x slower on 2
+    cores). The tensor path on its own is no better off: on a busy 2-core machine torch's
+    thread synchronisation made it up to 30x slower than on one thread.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -309,7 +310,8 @@ def flow_torch(
         use_numba = first.device.type == "cpu"
     if use_numba and first.device.type != "cpu":
         raise ValueError(f"use_numba needs CPU tensors, got device {first.device}")
-    with _single_torch_thread() if use_numba else contextlib.nullcontext():
+    on_cpu = first.device.type == "cpu"
+    with _single_torch_thread() if on_cpu else contextlib.nullcontext():
         I0s = build_pyramid(first[:, None].float(), params)
         I1s = build_pyramid(second[:, None].float(), params)
         n = first.shape[0]

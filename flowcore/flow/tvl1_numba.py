@@ -6,9 +6,12 @@ sample: bicubic warp, linearisation, then the iterations with one pass over the 
 update), and an exact median filter, instead of dozens of tensor operations. Samples run in
 parallel (numba prange, one sample per thread), each stopping on its own.
 
-Symbols as in Sanchez Perez et al., IPOL 2013: u = (u1, u2) the flow, v its auxiliary copy,
-p1 = (p11, p12) and p2 = (p21, p22) the dual variables, rho the linearised residual,
-l_t = lambda * theta, taut = tau / theta.
+Symbols as in Sanchez Perez et al., IPOL 2013: u = (u1, u2) the flow (and u3, the
+illumination term, when gamma > 0), v its auxiliary copy, p1 = (p11, p12), p2 = (p21, p22)
+(and p3) the dual variables, kept as px = (p11, p21[, p31]) and py = (p12, p22[, p32]);
+rho the linearised residual, l_t = lambda * theta, taut = tau / theta.
+
+Compiled on first use (about 25 s) and cached beside the sources by numba.
 """
 
 from __future__ import annotations
