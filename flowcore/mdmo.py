@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from flowcore.landmarks import N_LANDMARKS
-from flowcore.rois import N_ROIS, ROI_LANDMARKS, ROI_RADIUS
+from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
 
 # Sector tables, as the four left edges in radians: sectors [e0, e1), [e1, e2), [e2, e3) and the
 # wrap-around [e3, 2 pi) U [0, e0).
@@ -71,6 +71,16 @@ class MDMOParams:
     head_keep: float = HEAD_KEEP
     roi_keep: float = ROI_KEEP
     compat: bool = False  # 8-bit flow quantisation + cartToPolar angles, as the reference
+
+    def __post_init__(self):
+        if not all(0 <= i < N_LANDMARKS for i in self.roi_landmarks):
+            raise ValueError(f"roi_landmarks must be landmark indices 0..67, got "
+                             f"{self.roi_landmarks}")
+        if self.roi_radius < 0:
+            raise ValueError(f"roi_radius must be >= 0, got {self.roi_radius}")
+        if not (0 < self.head_keep <= 1 and 0 < self.roi_keep <= 1):
+            raise ValueError(f"head_keep and roi_keep must lie in (0, 1], got {self.head_keep}, "
+                             f"{self.roi_keep}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -200,7 +210,7 @@ def mdmo_reference(flow: np.ndarray, landmarks: np.ndarray, params: MDMOParams =
 
 def mdmo(flow, landmarks, params: MDMOParams = MDMOParams()):
     """MDMO of N frame pairs: flow (N, 2, H, W) float px (dx, dy), landmarks (N, 68, 2) of the
-    second frame of each pair -> (N, 12, 2) float32 (x, y).
+    second frame of each pair -> (N, R, 2) float32 (x, y), R = 12 ROIs by default.
 
     NumPy in -> NumPy out (computed on the CPU); torch in -> torch out on the flow's device.
     """
@@ -365,5 +375,3 @@ def _mdmo_torch(flow, landmarks, params: MDMOParams):
     out = _main_direction_mean_torch(rois, valid, ROI_SECTOR_EDGES, params.roi_keep)
     return out.to(torch.float32)
 
-
-assert N_ROIS == len(ROI_LANDMARKS)

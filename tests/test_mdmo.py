@@ -217,3 +217,10 @@ def test_bad_shapes_are_refused():
         mdmo(np.zeros((2, 3, 8, 8), np.float32), np.zeros((2, 68, 2)))
     with pytest.raises(ValueError, match=r"landmarks must be \(2, 68, 2\)"):
         mdmo(np.zeros((2, 2, 8, 8), np.float32), np.zeros((3, 68, 2)))
+
+
+def test_bad_params_are_refused():
+    with pytest.raises(ValueError, match="landmark indices"):
+        MDMOParams(roi_landmarks=(18, 68))
+    with pytest.raises(ValueError, match="roi_keep"):
+        MDMOParams(roi_keep=0.0)
