@@ -170,12 +170,13 @@ def test_command_exit_codes(casme2_run, tmp_path, capsys):
     write_casme2(one, {"15_0101disgustingteeth": 3})
     write_casme2(one, {"16_0401girlcrashing": 3}, face=False)
     code = main(["extract", str(one), "--out", str(tmp_path / "g.zarr"), "--resize", "48", "-q",
-                 "--workers", "1"])
+                 "--workers", "1", "--pictures", str(tmp_path / "pictures")])
     captured = capsys.readouterr()
     assert code == 1, captured.err  # one video failed
     assert "1 extracted" in captured.out and "1 failed" in captured.out
     assert "no face found" in captured.out
     assert "error: 1 of 2 video(s) failed" in captured.err
+    assert [p.name for p in (tmp_path / "pictures").iterdir()] == ["15_0101disgustingteeth.png"]
 
 
 @pytest.mark.gpu
