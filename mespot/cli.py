@@ -60,7 +60,8 @@ _register_commands()
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line with `argv` (default: sys.argv[1:]); return the exit code."""
     try:
-        app(args=argv, prog_name="mespot", standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit instead of raising it.
+        code = app(args=argv, prog_name="mespot", standalone_mode=False)
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
@@ -76,7 +77,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             err.show()
             return err.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

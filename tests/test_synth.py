@@ -296,3 +296,16 @@ def test_command_line_small_run(tmp_path, capsys):
 def test_unknown_flag_is_a_usage_error(capsys):
     assert main(["synth", "--no-such-flag"]) == 2
     assert "No such option" in capsys.readouterr().err
+
+
+def test_exit_codes_of_commands_reach_the_caller(monkeypatch):
+    import typer
+
+    from mespot import cli
+
+    def failing(code: int = 3) -> None:
+        raise typer.Exit(code)
+
+    monkeypatch.setattr(cli.app, "registered_commands", list(cli.app.registered_commands))
+    cli.app.command("fail-for-test")(failing)
+    assert main(["fail-for-test"]) == 3
