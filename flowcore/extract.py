@@ -59,6 +59,17 @@ class ExtractParams:
                 "faces": self.faces.to_dict(), "subsample": self.subsample, "compat": compat,
                 "save_flow": self.save_flow}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExtractParams":
+        """The inverse of `to_dict` (e.g. a store's `params` attribute)."""
+        from flowcore.flow import TVL1Params
+
+        rois = {k: v for k, v in d["rois"].items() if k != "names"}
+        rois["roi_landmarks"] = tuple(rois["roi_landmarks"])
+        return cls(flow_backend=d["flow_backend"], tvl1=TVL1Params(**d["tvl1"]),
+                   faces=FaceParams(**d["faces"]), mdmo=MDMOParams(**rois, compat=d["compat"]),
+                   subsample=d["subsample"], save_flow=d["save_flow"])
+
 
 @dataclass(frozen=True)
 class RunOptions:

@@ -15,6 +15,8 @@ Layouts accepted (spec/DATASETS.md):
   the name of the folder holding the file.
 - The synthetic generator's output (`synth.json` at the root): its layout and fps come from the
   generator's config.
+- One folder of numbered frames (a single video, e.g. for `mespot predict`): subject = the name of
+  its parent folder, fps given (default 30).
 
 Frame numbers everywhere are the ORIGINAL 1-based numbers; annotations keep them too.
 """
@@ -92,6 +94,8 @@ def open_source(path: str | Path, *, subsample: int | None = None, fps: float | 
         return _synth(root, subsample)
     if root.is_file() and root.suffix.lower() in VIDEO_SUFFIXES:
         return _video_folder(root.parent, subsample or 1, subjects_csv, only=root)
+    if root.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in root.iterdir()):
+        return _frame_folder(root, subsample or 1, fps or CASME2_FPS)
     samm = _samm_frames_root(root)
     if samm is not None:
         return _samm(root, samm, subsample or SAMM_SUBSAMPLE, fps or SAMM_FPS)
@@ -206,6 +210,15 @@ def _video_folder(root: Path, subsample: int, subjects_csv, only: Path | None = 
         subject = subjects.get(path.stem, path.parent.name)
         videos.append(VideoSpec(path.stem, subject, path, video_fps(path), subsample))
     return _finish("videos", root, videos, None, "videos", [])
+
+
+# ---- one folder of frames ---------------------------------------------------------------------
+
+
+def _frame_folder(folder: Path, subsample: int, fps: float) -> Source:
+    """A single video given as its folder of numbered frames; subject = the parent folder."""
+    video = VideoSpec(folder.name, folder.parent.name or "unknown", folder, fps, subsample)
+    return _finish("frames", folder.parent, [video], None, "frames", [])
 
 
 # ---- synthetic ---------------------------------------------------------------------------------

@@ -48,10 +48,11 @@ def _register_commands() -> None:
     from spotting.command import train_command
 
     app.command("train")(train_command)
-    from spotting.evaluate_command import evaluate_command, report_command
+    from spotting.results_command import evaluate_command, predict_command, report_command
 
     app.command("evaluate")(evaluate_command)
     app.command("report")(report_command)
+    app.command("predict")(predict_command)
 
 
 _register_commands()

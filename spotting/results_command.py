@@ -1,4 +1,5 @@
-"""`mespot evaluate` and `mespot report`: flags -> spotting.evaluate / spotting.report."""
+"""`mespot evaluate`, `mespot report` and `mespot predict`: flags -> spotting.evaluate,
+spotting.report and spotting.predict."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from mespot.errors import UserError
 
 
 def print_metrics(evaluations, console: Console | None = None) -> None:
@@ -68,3 +71,37 @@ def report_command(
     from spotting.report import build_report
 
     typer.echo(str(build_report(run, select)))
+
+
+def predict_command(
+    video: Path = typer.Argument(..., help="A video file or a folder of numbered frames."),
+    model: Path = typer.Option(..., "--model", "-m",
+                               help="A run folder (runs/NAME) or a reference checkpoint_epoch_EEE.pth.tar."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Output folder [default: predictions/<video name>]."),
+    fold: Optional[str] = typer.Option(None, "--fold", help="Use only this fold's model (a subject id)."),
+    all_folds: bool = typer.Option(True, "--all-folds/--one-fold",
+                                   help="Average the logits of every fold's model (default)."),
+    select: str = typer.Option("last", "--select", "-s", help="Epoch of each fold: last or fixed:N."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Proposal ranges: casme2 or samm."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frame folder [default: 30]."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Flow backend [default: the model's]."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+) -> None:
+    """Spot expressions in one new video with a trained run or a reference checkpoint.
+
+    Extracts the video's features with the model's extraction parameters, runs the network(s),
+    and writes OUT/intervals.csv (1-based frame numbers), OUT/curves.png and OUT/features.zarr.
+    """
+    from spotting.predict import predict_video
+
+    if fold is None and not all_folds:
+        raise UserError("--one-fold needs --fold SUBJECT")
+    out = out or Path("predictions") / video.stem
+    result = predict_video(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
+                           device=device, backend=backend)
+    counts = result.intervals["type"].value_counts()
+    typer.echo(f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
+               f"macro-expressions spotted")
+    typer.echo(result.intervals.to_string(index=False) if len(result.intervals) else "(none)")
+    typer.echo(f"written: {out / 'intervals.csv'}, {out / 'curves.png'}")

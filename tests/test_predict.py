@@ -1,0 +1,101 @@
+"""`mespot predict`: a new video (file or frame folder) -> features -> network -> intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mespot.cli import main
+from mespot.errors import UserError
+from mespot.synth import SMALL, generate_dataset
+from spotting.predict import predict_video
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A 2-subject synthetic set (2 s videos), extracted at 64 px and trained for 2 epochs."""
+    from flowcore import ExtractParams, extract_source
+    from flowcore.faces import FaceParams
+    from spotting.train import RunConfig, TrainParams, train_loso
+
+    base = tmp_path_factory.mktemp("predict")
+    data = generate_dataset(SMALL.replace(subjects=2, videos_per_subject=1, seconds=2.0), base / "data",
+                            preview=False).root
+    params = ExtractParams(faces=FaceParams(resize=64))
+    report = extract_source(data, base / "features.zarr", params)
+    assert not report.failed
+    config = RunConfig(store=str(base / "features.zarr"), annotations=str(data / "ground_truth.csv"),
+                       train=TrainParams(epochs=2, batch_size=2))
+    train_loso(config, base / "run", show_progress=False, tensorboard=False)
+    return {"base": base, "data": data, "run": base / "run"}
+
+
+def _as_mp4(folder: Path, path: Path, fps: float = 30.0) -> Path:
+    frames = sorted(folder.glob("*.jpg"), key=lambda p: int(p.stem[3:]))
+    first = cv2.imread(str(frames[0]))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, first.shape[1::-1])
+    for frame in frames:
+        writer.write(cv2.imread(str(frame)))
+    writer.release()
+    return path
+
+
+@pytest.mark.slow
+def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
+    folder = trained["data"] / "rawpic" / "s16" / "16_0101disgustingteeth"
+    result = predict_video(folder, trained["run"], tmp_path / "out")
+    assert result.video_id == "16_0101disgustingteeth"
+    table = pd.read_csv(tmp_path / "out" / "intervals.csv")
+    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score"]
+    assert table["onset"].between(1, 60).all() and (table["offset"] >= table["onset"]).all()
+    assert result.curves.shape == (59, 8) and result.frames[0] == 1
+    meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert meta["models"] == ["s15", "s16"] and meta["combination"].startswith("mean")
+    image = cv2.imread(str(tmp_path / "out" / "curves.png"))
+    assert image is not None and image.std() > 5
+    # the features were extracted with the training store's parameters
+    import zarr
+
+    trained_params = dict(zarr.open_group(str(trained["base"] / "features.zarr"), mode="r").attrs)["params"]
+    new_params = dict(zarr.open_group(str(tmp_path / "out" / "features.zarr"), mode="r").attrs)["params"]
+    assert new_params == trained_params
+
+
+@pytest.mark.slow
+def test_predict_a_video_file_with_one_fold_from_the_command_line(trained, tmp_path, capsys):
+    video = _as_mp4(trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth", tmp_path / "clip.mp4")
+    out = tmp_path / "clip"
+    assert main(["predict", str(video), "--model", str(trained["run"]), "--fold", "s15", "--out", str(out)]) == 0
+    assert "spotted" in capsys.readouterr().out
+    assert json.loads((out / "prediction.json").read_text())["models"] == ["s15"]
+
+
+@pytest.mark.slow
+def test_predict_with_a_reference_checkpoint(trained, tmp_path):
+    from spotting.model import AUWGCN
+
+    torch.manual_seed(0)
+    network = AUWGCN(np.eye(12, dtype=np.float32))
+    checkpoint = tmp_path / "checkpoint_epoch_042.pth.tar"
+    torch.save({"epoch": 42, "state_dict": network.state_dict()}, checkpoint)
+    folder = trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth"
+    result = predict_video(folder, checkpoint, tmp_path / "ref")
+    import zarr
+
+    params = dict(zarr.open_group(str(tmp_path / "ref" / "features.zarr"), mode="r").attrs)["params"]
+    assert params["compat"] is True  # the reference's 8-bit feature scale
+    assert result.curves.shape[1] == 8
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(UserError, match="no such video"):
+        predict_video(tmp_path / "missing.mp4", tmp_path, tmp_path / "out")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with pytest.raises(UserError, match="no such run folder"):
+        predict_video(tmp_path / "clip.mp4", tmp_path / "nothing", tmp_path / "out")
