@@ -20,6 +20,7 @@ _FLAG_FIELDS = {
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "seed": ("train", "seed"), "normalisation": ("train", "normalisation"),
     "macro_ratio": ("train", "macro_ratio"), "save_every": ("train", "save_every"),
+    "inner_val": ("train", "inner_val"),
     "prior": ("prior", "source"),
 }
 
@@ -46,7 +47,12 @@ def train_command(
                               help="AU prior from the training subjects (train) or from every annotation (all)."),
     macro_ratio: Optional[float] = typer_option(None, "--macro-ratio",
                                                 help="Weight r of the macro losses (default 0.5, SAMM-LV 0.7)."),
-    save_every: int = typer_option(10, "--save-every", help="Keep weights every N epochs (and the last)."),
+    save_every: int = typer_option(1, "--save-every",
+                                   help="Keep weights every N epochs (and the last); evaluation can "
+                                        "only choose among kept epochs."),
+    inner_val: int = typer_option(0, "--inner-val",
+                                  help="Per fold, also train a model without K training subjects, on "
+                                       "which `mespot evaluate --select inner-val` picks the epoch."),
     subjects: Optional[str] = typer_option(None, "--subjects",
                                            help="Comma-separated test subjects: train only these folds."),
     device: str = typer_option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -73,7 +79,7 @@ def train_command(
         sections = _read_yaml(config)
     values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
               "normalisation": normalisation, "prior": prior, "macro_ratio": macro_ratio,
-              "save_every": save_every}
+              "save_every": save_every, "inner_val": inner_val}
     for flag, (section, name) in _FLAG_FIELDS.items():
         source = ctx.get_parameter_source(flag)
         given = source is not None and source.name != "DEFAULT"

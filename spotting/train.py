@@ -10,9 +10,13 @@ A run folder holds:
     folds/<subject>/
         fold.json                fold config: prior, feature normalisation, losses, status
         weights_epoch_EEE.safetensors   model weights (+ JSON metadata) every `save_every` epochs
+                                 (every epoch by default)
         resume.safetensors       model + optimiser + shuffle state after the last finished epoch
         test_outputs.safetensors per test video: (N, 10) float32 logits of the final model
         tb/                      TensorBoard scalars (train/test losses, learning rate)
+        inner/                   with --inner-val K: the same for a model trained without K of
+                                 the training subjects (inner.json names them); evaluation picks
+                                 the epoch on them (`--select inner-val`)
 
 Running the same command again resumes: finished folds are skipped and an interrupted fold
 continues from its last finished epoch, ending with the same weights as an uninterrupted run.
@@ -52,7 +56,10 @@ class TrainParams:
     """Optimisation settings (paper defaults). `normalisation`: 'fold' (mean/std of the training
     subjects' features) or 'compat' (the reference constants); `macro_ratio` None picks 0.7 for
     SAMM-LV stores and 0.5 otherwise; `save_every` keeps weights every that many epochs (the last
-    epoch always). The test subject's loss is only logged, never used to choose anything."""
+    epoch always; every epoch by default, so evaluation can use any epoch); `inner_val` > 0 also
+    trains, per fold, an inner model without that many training subjects, on which
+    `mespot evaluate --select inner-val` chooses the epoch. The test subject's loss is only
+    logged, never used to choose anything."""
 
     epochs: int = 100
     batch_size: int = 128
@@ -62,7 +69,8 @@ class TrainParams:
     seed: int = 1
     normalisation: str = "fold"
     macro_ratio: Optional[float] = None
-    save_every: int = 10
+    save_every: int = 1
+    inner_val: int = 0  # training subjects held out per fold to choose the epoch (0: off)
     test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
 
     def __post_init__(self):
@@ -71,6 +79,8 @@ class TrainParams:
         for name in ("epochs", "batch_size", "save_every", "test_loss_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.inner_val < 0:
+            raise UserError(f"inner_val must be >= 0, got {self.inner_val}")
 
 
 @dataclass(frozen=True)
@@ -290,13 +300,15 @@ def train_fold(
     progress: Optional[Callable[[int, float], None]] = None,
     on_epoch_end: Optional[Callable[[int], None]] = None,
     tensorboard: bool = True,
+    exclude: tuple[str, ...] = (),
 ) -> FoldResult:
-    """Train one LOSO fold (test = `test_subject`, train = every other subject of the store)."""
+    """Train one LOSO fold (test = `test_subject`, train = every other subject of the store but
+    those in `exclude`, which the inner validation model of a fold leaves out)."""
     p, w = config.train, config.windows
     started = time.perf_counter()
     fold_dir.mkdir(parents=True, exist_ok=True)
     subjects = prep.features.subjects
-    train_subjects = [s for s in subjects if s != test_subject]
+    train_subjects = [s for s in subjects if s != test_subject and s not in exclude]
     prior_subjects = train_subjects if config.prior.source == "train" else None
     adj = prior_from_table(prep.table.frame, prior_subjects, config.prior)
     mean, std = fold_normalisation(prep, train_subjects, p.normalisation)
@@ -380,19 +392,6 @@ def train_fold(
     fold_meta.update(status="complete", final_loss=loss_value, seconds=seconds, resumed_from=start_epoch)
     (fold_dir / "fold.json").write_text(json.dumps(fold_meta, indent=1))
     return result
-
-
-def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """(W', 10, L) logits of the windows selected by `mask` -> per video id its (N, 10) rows."""
-    videos = ws.video[mask]
-    first = ws.first_row[mask]
-    out: dict[str, np.ndarray] = {}
-    for v in np.unique(videos):
-        sel = videos == v
-        order = np.argsort(first[sel])
-        rows = logits[sel][order].transpose(0, 2, 1).reshape(-1, logits.shape[1])
-        out[ws.video_ids[v]] = np.ascontiguousarray(rows[: ws.n_rows[v]])
-    return out
 
 
 def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -498,6 +497,8 @@ def train_loso(
                                            meta.get("final_loss", float("nan")), meta["n_train_windows"],
                                            meta["n_test_windows"], config.train.epochs))
                 continue
+            if config.train.inner_val > 0:
+                _train_inner(prep, config, subject, fold_dir / "inner", dev, bar, k, log, tensorboard)
             bar.start_fold(subject, k)
             hook = (lambda e, s=subject: on_epoch_end(s, e)) if on_epoch_end else None
             r = train_fold(prep, config, subject, fold_dir, dev, progress=bar.epoch,
@@ -509,6 +510,31 @@ def train_loso(
     total = sum(r.seconds for r in results)
     log.line(f"done: {len(results)} fold(s), {total:.1f} s of training; run folder {out}")
     return results
+
+
+def inner_val_subjects(train_subjects: list[str], k: int, seed: int, test_subject: str) -> list[str]:
+    """The k training subjects a fold's inner model leaves out: a fixed draw per (seed, fold)."""
+    if k >= len(train_subjects):
+        raise UserError(f"--inner-val {k}: fold {test_subject} has only {len(train_subjects)} training "
+                        f"subject(s); at least one must remain to train the inner model")
+    digest = int.from_bytes(test_subject.encode()[:8].ljust(8, b"\0"), "little")
+    rng = np.random.default_rng([seed, digest])
+    return sorted(rng.choice(sorted(train_subjects), size=k, replace=False).tolist())
+
+
+def _train_inner(prep, config, subject, inner_dir, device, bar, k, log, tensorboard) -> None:
+    """The fold's inner validation model: trained without `inner_val` of its training subjects."""
+    meta = inner_dir / "fold.json"
+    if meta.exists() and json.loads(meta.read_text()).get("status") == "complete":
+        return
+    train_subjects = [s for s in prep.features.subjects if s != subject]
+    val = inner_val_subjects(train_subjects, config.train.inner_val, config.train.seed, subject)
+    inner_dir.mkdir(parents=True, exist_ok=True)
+    (inner_dir / "inner.json").write_text(json.dumps({"val_subjects": val, "test_subject": subject}))
+    bar.start_fold(f"{subject} (inner, without {', '.join(val)})", k)
+    r = train_fold(prep, config, subject, inner_dir, device, progress=bar.epoch, tensorboard=tensorboard,
+                   exclude=tuple(val))
+    log.line(f"fold {subject}: inner validation model without {', '.join(val)} trained, {r.seconds:.1f} s")
 
 
 class _Log:

@@ -42,7 +42,7 @@ def run(tmp_path_factory) -> Path:
         write_video(root, f"{subject}_v", subject, mdmo, frame_numbers)
     (base / "gt.csv").write_text("\n".join(lines) + "\n")
     config = RunConfig(store=str(base / "store.zarr"), annotations=str(base / "gt.csv"),
-                       train=TrainParams(epochs=EPOCHS, batch_size=4, save_every=1))
+                       train=TrainParams(epochs=EPOCHS, batch_size=4, save_every=1, inner_val=1))
     train_loso(config, base / "run", show_progress=False, tensorboard=True)
     return base / "run"
 
@@ -101,8 +101,37 @@ def test_fixed_epoch_and_missing_epoch(run):
     assert set(evaluate_run(run, "fixed:5").epochs.values()) == {5}
     with pytest.raises(UserError, match="no weights for epoch 99"):
         evaluate_run(run, "fixed:99")
-    with pytest.raises(UserError, match="inner validation"):
-        evaluate_run(run, "inner-val")
+
+
+@pytest.mark.slow
+def test_inner_validation_picks_the_epoch_on_held_out_training_subjects(run, tmp_path):
+    e = evaluate_run(run, "inner-val")
+    config = json.loads((run / "config.json").read_text())
+    windows = WindowParams(**config["windows"])
+    prep = prepare(config["store"], config["annotations"], windows)
+    truths = truth_rows(prep, windows)
+    for subject, chosen in e.epochs.items():
+        inner = run / "folds" / subject / "inner"
+        val = json.loads((inner / "inner.json").read_text())["val_subjects"]
+        assert len(val) == 1 and subject not in val
+        assert json.loads((inner / "fold.json").read_text())["train_subjects"] == sorted(
+            {"s1", "s2", "s3"} - {subject} - set(val))
+        f1 = {}
+        for epoch in range(1, EPOCHS + 1):
+            found, _ = spot_subjects(prep, inner / f"weights_epoch_{epoch:03d}.safetensors", val,
+                                     PRESETS["casme2"], windows)
+            table = summarise(match_all(found, truths[truths["subject"].isin(val)], MEGC))
+            f1[epoch] = table.set_index("type").loc["overall", "f1"]
+        assert chosen == min(k for k, v in f1.items() if v == max(f1.values()))
+    # a run without inner models says how to get them
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for inner in copy.glob("folds/*/inner"):
+        shutil.rmtree(inner)
+    with pytest.raises(UserError, match="--inner-val"):
+        evaluate_run(copy, "inner-val")
 
 
 def test_not_a_run_folder(tmp_path):
