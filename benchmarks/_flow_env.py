@@ -22,6 +22,16 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
+def _numba_layer() -> str:
+    """The threading layer numba chose (known only after a parallel kernel ran)."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return f"not yet chosen (config: {numba.config.THREADING_LAYER})"
+
+
 def environment(threads: int) -> dict:
     """Machine, versions and thread settings, JSON-able."""
     import cv2
@@ -53,7 +63,7 @@ def environment(threads: int) -> dict:
             "opencv": cv2.__version__,
             "torch": torch.__version__,
             "numba": numba.__version__,
-            "numba_threading_layer": numba.config.THREADING_LAYER,
+            "numba_threading_layer": _numba_layer(),
         },
     }
 
