@@ -107,6 +107,8 @@ def test_unknown_backend_lists_available():
         (np.zeros((8, 8), np.uint8), torch.zeros(8, 8, dtype=torch.uint8), TypeError,
          "both be numpy arrays or both torch tensors"),
         ([[0, 1]], [[0, 1]], TypeError, "numpy array or torch tensor"),
+        (np.full((8, 8), np.nan, np.float32), np.zeros((8, 8), np.float32), ValueError,
+         "first: expected finite grey values"),
     ],
 )
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -69,6 +69,10 @@ def _check_pair(first, second) -> None:
             )
         if min(x.shape) < 1:
             raise ValueError(f"{name}: expected non-empty images, got shape {tuple(x.shape)}")
+        if dtype == "float32":
+            finite = bool(x.isfinite().all()) if _is_tensor(x) else bool(np.isfinite(x).all())
+            if not finite:
+                raise ValueError(f"{name}: expected finite grey values, found NaN or inf")
     if first.dtype != second.dtype:
         raise TypeError(
             f"first and second must share a dtype, got {first.dtype} and {second.dtype}"
