@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -478,6 +479,9 @@ def train_loso(
     log = _Log(out / "train.log", show_progress)
     log.line(prep.table.summary())
     log.line(f"{len(prep.issues)} annotation issue(s) listed in {out / 'annotation_issues.csv'}")
+    counts = Counter((i.reason, i.action) for i in prep.issues)
+    for (reason, action), n in sorted(counts.items()):
+        log.line(f"  {n:4d} x {reason} -> {action}")
     for issue in prep.issues:
         log.line("  " + issue.as_line(), console=False)
     if prep.features.skipped:

@@ -86,21 +86,21 @@ def resolve_expression(s: int, a: int, e: int, n_rows: int) -> tuple[tuple[int, 
     if sum(missing) >= 2:
         return None, ["two or more of onset/apex/offset missing"]
     if a >= n_rows:
-        return None, [f"apex row {a} past the last row {n_rows - 1}"]
+        return None, [f"apex past the end: apex row {a} >= {n_rows} rows"]
     if e < 0:
         e = 2 * a - s
-        notes.append(f"offset filled as 2*apex - onset = row {e}")
+        notes.append(f"offset filled: 2*apex - onset = row {e}")
     elif a < 0:
         a = (s + e) // 2
-        notes.append(f"apex filled as (onset + offset) // 2 = row {a}")
+        notes.append(f"apex filled: (onset + offset) // 2 = row {a}")
     elif s < 0:
         s = max(0, 2 * a - e)
-        notes.append(f"onset filled as 2*apex - offset = row {s}")
+        notes.append(f"onset filled: max(0, 2*apex - offset) = row {s}")
     if e > n_rows - 1:
         notes.append(f"offset past the end: row {e} clipped to {n_rows - 1}")
         e = n_rows - 1
     if s >= n_rows:
-        return None, notes + [f"onset row {s} past the last row {n_rows - 1}"]
+        return None, notes + [f"onset past the end: onset row {s} >= {n_rows} rows"]
     return (s, a, e), notes
 
 
@@ -153,8 +153,9 @@ def annotation_targets(
                 got, notes = resolve_expression(s, a, e, video.n_rows)
                 action = "skipped" if got is None else "repaired"
                 for note in notes if got is not None else notes[-1:]:
+                    reason, _, detail = note.partition(": ")
                     issues.append(Issue(int(r.source_row), r.subject, vid, r.expression,
-                                        note, action))
+                                        reason, action, detail))
                 if got is not None:
                     resolved.append((TYPES.index(r.type), *got))
         targets[vid] = video_targets(video.n_rows, resolved, params)

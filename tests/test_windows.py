@@ -116,8 +116,18 @@ def test_annotation_targets_map_frames_and_list_skips(tmp_path):
     targets, issues = annotation_targets(features, table)
     assert targets["v1"].used == ((0, 10, 13, 17),)
     assert targets["v2"].used == ((1, 1, 3, 6),)
-    skipped = {(i.expression, i.action) for i in issues}
-    assert skipped == {("e2", "skipped"), ("e3", "skipped"), ("e5", "skipped")}
+    listed = {(i.expression, i.reason, i.action) for i in issues}
+    assert listed == {
+        ("e2", "two or more of onset/apex/offset missing", "skipped"),
+        ("e3", "apex past the end", "skipped"),
+        ("e5", "video not in the feature store", "skipped"),
+    }
+    # a missing offset is filled and listed
+    table = _table([("s1", "v1", "e6", 11, 14, 0, "mae", "12")])
+    targets, issues = annotation_targets(features, table)
+    assert targets["v1"].used == ((1, 10, 13, 16),)
+    assert [(i.reason, i.action, i.detail) for i in issues] == [
+        ("offset filled", "repaired", "2*apex - onset = row 16")]
 
 
 def test_windows_cover_context_and_pad_with_zeros(tmp_path):
