@@ -198,3 +198,17 @@ def test_video_logits_reassembles_windows_in_row_order(tiny):
     assert got["s1_v"].shape == (300, 10)
     np.testing.assert_array_equal(got["s1_v"][:, 0], np.arange(300))
     np.testing.assert_array_equal(got["s3_v"][:, 2], np.arange(300) + 2000)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_is_deterministic_and_agrees_with_cpu(tiny, tmp_path):
+    runs = {name: tmp_path / name for name in ("gpu1", "gpu2", "cpu")}
+    for name, run in runs.items():
+        train_loso(config(tiny, epochs=2), run, device="cpu" if name == "cpu" else "cuda",
+                   subjects=["s1"], show_progress=False, tensorboard=False)
+    a, b = (weights(runs[n], "s1", 2) for n in ("gpu1", "gpu2"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    loss = {n: json.loads((r / "folds" / "s1" / "fold.json").read_text())["final_loss"] for n, r in runs.items()}
+    assert loss["gpu1"] == pytest.approx(loss["cpu"], rel=1e-2)
