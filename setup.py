@@ -44,7 +44,7 @@ setup(
         "gpu": ["cupy-cuda12x>=13"],
         "gpu-cuda13": ["cupy-cuda13x>=13"],
         "ray": ["ray[default]>=2.9"],
-        "test": ["pytest>=8", "build>=1.0"],
+        "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9"],  # ray: tests of --engine ray
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
     classifiers=[

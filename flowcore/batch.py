@@ -4,6 +4,8 @@ Resume is the default: videos whose status in the store is "complete" are skippe
 video is (re)done from scratch. With `workers > 1` each video is one task in a pool of spawned
 processes (one thread each), each process writing its own videos' groups; two workers never
 write the same video. Progress messages travel back through a queue to one progress display.
+Another engine (flowcore.ray_engine.RayEngine: one Ray task per video on a cluster) can take the
+place of the pool; planning, resume and the report stay here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from flowcore.extract import ExtractParams, RunOptions, VideoResult, extract_video, plan_extraction
 from flowcore.sources import Source
-from flowcore.store import FeatureStore
+from flowcore.store import FeatureStore, params_hash
 
 
 @dataclass
@@ -89,11 +91,14 @@ def default_workers(options: RunOptions, n_videos: int) -> int:
 
 def run_extraction(source: Source, out: str | Path, params: ExtractParams,
                    options: RunOptions = RunOptions(), workers: int | None = None,
-                   progress=None) -> ExtractReport:
+                   progress=None, engine=None) -> ExtractReport:
     """Extract every video of `source` into the store at `out` (created, or resumed).
 
     progress: an object with `start(todo)`, `update(video_id, phase, done, total)`,
     `finish(result)` and `close()` (see flowcore.command), or None for silence.
+    engine: None to extract here (one process, or a pool of `workers`), or an object whose
+    `run(todo, params, store, dataset, options, workers, progress)` yields one VideoResult per
+    video of `todo` after calling `progress.finish` on it (flowcore.ray_engine.RayEngine).
     Raises StoreMismatchError when `out` holds a store made with other parameters.
     """
     started = time.perf_counter()
@@ -101,11 +106,16 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
     store = FeatureStore(out, params.to_dict(), source.name)
     todo, done = plan_extraction(source.videos, store.statuses())
     results = {v.video_id: VideoResult(v.video_id, v.subject, "skipped") for v in done}
-    workers = workers or default_workers(options, len(todo))
     if progress is not None:
         progress.start(todo)
+    if engine is None:
+        workers = workers or default_workers(options, len(todo))
     try:
-        if workers <= 1 or len(todo) <= 1:
+        if engine is not None:
+            for result in engine.run(todo, params, store, source.name, options, workers,
+                                     progress):
+                results[result.video_id] = result
+        elif workers <= 1 or len(todo) <= 1:
             for spec in todo:
                 result = extract_video(spec, params, store, options,
                                        progress.update if progress else None)
@@ -129,14 +139,27 @@ _worker_queue = None
 _worker_stores: dict = {}
 
 
-def _init_worker(messages) -> None:
-    global _worker_queue
-    _worker_queue = messages
+def limit_threads(threads: int) -> None:
+    """Let OpenCV and torch use `threads` threads in this process (workers share the cores)."""
     import cv2
     import torch
 
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    cv2.setNumThreads(threads)
+    torch.set_num_threads(threads)
+
+
+def worker_store(path: str, params: ExtractParams, dataset: str) -> FeatureStore:
+    """The store at `path`, opened once per worker process and reused for its next videos."""
+    key = (path, dataset, params_hash(params.to_dict()))
+    if key not in _worker_stores:
+        _worker_stores[key] = FeatureStore(path, params.to_dict(), dataset)
+    return _worker_stores[key]
+
+
+def _init_worker(messages) -> None:
+    global _worker_queue
+    _worker_queue = messages
+    limit_threads(1)
 
 
 def _report(video_id: str, phase: str, done: int, total: int) -> None:
@@ -145,10 +168,7 @@ def _report(video_id: str, phase: str, done: int, total: int) -> None:
 
 def _extract_in_worker(spec, params: ExtractParams, path: str, dataset: str,
                        options: RunOptions) -> VideoResult:
-    key = (path, dataset)
-    if key not in _worker_stores:
-        _worker_stores[key] = FeatureStore(path, params.to_dict(), dataset)
-    return extract_video(spec, params, _worker_stores[key], options, _report)
+    return extract_video(spec, params, worker_store(path, params, dataset), options, _report)
 
 
 def _run_pool(todo, params, path, dataset, options, workers, progress):

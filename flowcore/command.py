@@ -71,6 +71,10 @@ class RichProgress:
             self.progress.remove_task(self.tasks.pop(key))
         self.progress.advance(self.overall)
 
+    def note(self, text: str) -> None:
+        """One line above the bars (e.g. the Ray cluster's size)."""
+        self.progress.console.print(text)
+
     def close(self) -> None:
         self.progress.stop()
 
@@ -97,6 +101,25 @@ def _summary_table(report) -> None:
     console.print(report.summary())
 
 
+def _engine(name: str, address: str | None, gpus_per_task: float | None, options):
+    """None for the local engine, else a checked flowcore.ray_engine.RayEngine."""
+    if name == "local":
+        if address is not None or gpus_per_task is not None:
+            raise UserError("--address and --gpus-per-task go with --engine ray")
+        return None
+    if name != "ray":
+        raise UserError(f"--engine must be 'local' or 'ray', got {name!r}")
+    from flowcore.ray_engine import RayEngine, import_ray
+
+    try:
+        import_ray()
+        engine = RayEngine(address=address, gpus_per_task=gpus_per_task)
+        engine.task_options(options)
+    except (ImportError, ValueError) as err:
+        raise UserError(str(err)) from None
+    return engine
+
+
 def extract_command(
     source: Path = typer.Argument(..., help="A CAS(ME)^2 or SAMM-LV copy, a folder of video "
                                   "files, or the output of `mespot synth`."),
@@ -106,7 +129,19 @@ def extract_command(
                                 "flowcore.flow.available_backends())."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: one "
-                                          "per CPU core on the CPU, 8 sharing a GPU)."),
+                                          "per CPU core on the CPU, 8 sharing a GPU); with "
+                                          "--engine ray, the most tasks at once (default: as "
+                                          "many as the cluster fits)."),
+    engine: str = typer.Option("local", "--engine", help="'local': processes on this machine; "
+                               "'ray': one Ray task per video on a Ray cluster (pip install "
+                               "\"mespot[ray]\"; see docs/cluster.md)."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: 'auto' "
+                                          "(the cluster `ray start` made on this machine) or "
+                                          "HOST:PORT of its head; default: RAY_ADDRESS or "
+                                          "a cluster running here, else Ray started here."),
+    gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", help="With --engine "
+                                                  "ray: GPUs per video task (a fraction shares "
+                                                  "one GPU; default 0.125 with --device cuda)."),
     subsample: Optional[int] = typer.Option(None, "--subsample", help="Keep every n-th frame "
                                             "(default 8 for SAMM-LV, 1 otherwise)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
@@ -147,6 +182,8 @@ def extract_command(
     from flowcore.sources import SourceError, open_source
     from flowcore.store import StoreMismatchError
 
+    options = RunOptions(device=device, batch_size=batch_size)
+    runner = _engine(engine, address, gpus_per_task, options)  # flags first, then the data
     try:
         src = open_source(source, subsample=subsample, subjects_csv=subjects_csv)
         faces = FaceParams(margin=margin, resize=resize, backend=face_backend)
@@ -172,9 +209,8 @@ def extract_command(
                            subsample=subsample, save_flow=save_flow)
     progress = RichProgress(enabled=not quiet)
     try:
-        report = run_extraction(src, out, params, RunOptions(device=device, batch_size=batch_size),
-                                workers, progress)
-    except StoreMismatchError as err:
+        report = run_extraction(src, out, params, options, workers, progress, runner)
+    except (StoreMismatchError, ValueError, ConnectionError) as err:  # Ray: cluster checks
         raise UserError(str(err)) from None
     if pictures is not None:
         from flowcore.pictures import write_pictures
