@@ -158,6 +158,11 @@ def prepare(store: str | Path, annotations: str | Path, params: WindowParams = W
     """Load the store and annotations, build all targets and windows (once per run)."""
     features = load_features(store)
     table = read_annotations(annotations)
+    if len(table.frame) and not table.frame["video_id"].isin(list(features.videos)).any():
+        raise UserError(
+            f"no annotated video is in the store: annotations name e.g. "
+            f"{sorted(table.frame['video_id'].unique())[:3]}, the store holds e.g. {sorted(features.videos)[:3]}"
+        )
     targets, target_issues = annotation_targets(features, table, params)
     videos = list(features.videos.values())
     windows = build_windows(videos, targets, params)

@@ -212,3 +212,10 @@ def test_cuda_training_is_deterministic_and_agrees_with_cpu(tiny, tmp_path):
         assert torch.equal(a[key], b[key]), key
     loss = {n: json.loads((r / "folds" / "s1" / "fold.json").read_text())["final_loss"] for n, r in runs.items()}
     assert loss["gpu1"] == pytest.approx(loss["cpu"], rel=1e-2)
+
+
+def test_annotations_of_other_videos_are_a_user_error(tiny, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("subject,video,onset,apex,offset,type,au\ns1,elsewhere,1,2,3,me,12\n")
+    with pytest.raises(UserError, match="no annotated video is in the store"):
+        prepare(tiny / "store.zarr", other)
