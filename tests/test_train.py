@@ -101,7 +101,12 @@ def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
     fold = run / "folds" / "s2"
     assert sorted(p.name for p in fold.glob("weights_*")) == [
         "weights_epoch_002.safetensors", "weights_epoch_003.safetensors"]
-    assert list((fold / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(fold / "tb"))
+    events.Reload()
+    assert {"train/loss", "train/me_apex", "train/lr", "test/loss"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
     meta = json.loads((fold / "fold.json").read_text())
     assert meta["status"] == "complete" and meta["train_subjects"] == ["s1", "s3"]
     assert len(meta["normalisation"]["mean"]) == 2
