@@ -26,6 +26,7 @@ functions, and this module only when the Ray engine is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -98,8 +99,9 @@ class RayEngine:
         """Yield one VideoResult per VideoSpec of `todo`, in the order they finish.
 
         workers: at most this many tasks at once (None: as many as the cluster's resources
-        allow). Starts Ray on this machine when no address is given and Ray is not running in
-        this process yet, and shuts it down at the end.
+        allow). Connects to Ray unless this process already is (then leaves it as it is): to
+        `address`, or with None to RAY_ADDRESS or a cluster running on this machine, else to a
+        new Ray instance here; disconnects at the end (a new instance stops).
         """
         ray = import_ray()
         task_options, gpus = self.task_options(options)
@@ -155,10 +157,11 @@ class RayEngine:
                     if progress is not None:
                         progress.finish(result)
                     yield result
-        finally:
-            for ref in running:  # interrupted: stop the tasks still running on the cluster
-                ray.cancel(ref, force=True)
-            ray.kill(sink)
+        finally:  # interrupted: stop the tasks still running (never hide the first error)
+            with contextlib.suppress(Exception):
+                for ref in running:
+                    ray.cancel(ref, force=True)
+                ray.kill(sink)
 
     def _result(self, ray, ref, spec, store) -> VideoResult:
         """The task's VideoResult, or a failed one (recorded in the store) if the task was lost."""
