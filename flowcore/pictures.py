@@ -125,3 +125,31 @@ def write_pictures(store_path: str | Path, out: str | Path, source, video_ids) -
         cv2.imwrite(str(path), picture)
         written.append(path)
     return written
+
+
+def face_crops(store_path: str | Path, video_id: str, frame_numbers) -> dict[int, np.ndarray]:
+    """Face crops (h, w) uint8 gray of the given ORIGINAL 1-based frame numbers of one stored
+    video, cut and resized exactly as the extraction did (frames re-read from its `source`).
+    Frame numbers that were not kept are answered with the nearest kept frame before them."""
+    import zarr
+
+    from flowcore.faces import FaceCrop
+    from flowcore.video import FrameStream, VideoSpec
+
+    group = zarr.open_group(str(store_path), mode="r")[f"videos/{video_id}"]
+    attrs = dict(group.attrs)
+    box = tuple(int(v) for v in group["face_box"][...])
+    size = tuple(attrs.get("crop_size", (box[2] - box[0], box[3] - box[1])))
+    crop = FaceCrop(box, box, size, 0)
+    kept = group["frame_numbers"][...]
+    wanted = {int(f): int(kept[max(np.searchsorted(kept, f, side="right") - 1, 0)]) for f in frame_numbers}
+    spec = VideoSpec(video_id, attrs["subject"], Path(attrs["source"]), float(attrs["fps"]) * attrs["subsample"],
+                     int(attrs["subsample"]))
+    found: dict[int, np.ndarray] = {}
+    needed = set(wanted.values())
+    for number, frame in FrameStream(spec):
+        if number in needed:
+            found[number] = crop.crop(frame)
+            if len(found) == len(needed):
+                break
+    return {f: found[k] for f, k in wanted.items() if k in found}

@@ -85,7 +85,7 @@ def open_source(path: str | Path, *, subsample: int | None = None, fps: float | 
     subsample: keep every n-th frame (default 8 for SAMM-LV, 1 otherwise).
     fps: frame rate for frame folders whose rate is not known (default: the dataset's).
     """
-    root = Path(path)
+    root = Path(path).absolute()  # stores record where frames are: keep it valid from any folder
     if not root.exists():
         raise SourceError(f"{root}: no such file or folder")
     if subsample is not None and subsample < 1:

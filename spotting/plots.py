@@ -122,7 +122,7 @@ def plot_losses(losses: dict[str, pd.DataFrame], path: Path) -> Path:
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
     ax.set_title("training loss per fold", fontsize=10)
-    if len(losses) <= 12:
+    if 0 < len(losses) <= 12:
         ax.legend(fontsize=7, ncol=2)
     if not losses:
         ax.text(0.5, 0.5, "no loss logs found", ha="center", transform=ax.transAxes)
@@ -153,4 +153,49 @@ def plot_lengths(matches: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("length (frames, inclusive)")
         ax.set_title(TYPE_NAMES[kind], fontsize=10)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+MDMO_ARROW_SCALE = 4.0  # arrows show 4x the cumulative MDMO displacement
+
+
+def plot_face_strips(video: str, events: list[dict], crops: dict[int, np.ndarray], landmarks: np.ndarray,
+                     mdmo: np.ndarray, frame_numbers: np.ndarray, path: Path) -> Path:
+    """One row per event (a ground truth or a false positive): the face crop at its onset, apex and
+    offset with the 12 ROI boxes and arrows of the MDMO motion accumulated since the onset.
+
+    events: dicts with kind ('truth TP', 'truth FN', 'spotted FP'), type, onset, apex, offset (1-based
+    original frames); crops: frame number -> (h, w) uint8; landmarks (T, 68, 2) and mdmo (T-1, 12, 2)
+    of the video in crop pixels, with frame_numbers (T,) their original numbers.
+    """
+    from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
+
+    rows = max(1, len(events))
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.7 * rows), squeeze=False)
+    row_of = lambda f: int(max(np.searchsorted(frame_numbers, f, side="right") - 1, 0))  # noqa: E731
+    for r, event in enumerate(events):
+        start = row_of(event["onset"])
+        for c, moment in enumerate(("onset", "apex", "offset")):
+            ax = axes[r, c]
+            ax.axis("off")
+            frame = int(event[moment])
+            if frame not in crops:
+                ax.set_title(f"{moment} {frame}: frame not readable", fontsize=7)
+                continue
+            ax.imshow(crops[frame], cmap="gray")
+            k = row_of(frame)
+            motion = mdmo[start:k].sum(axis=0) if k > start else np.zeros((12, 2), np.float32)
+            for node, index in enumerate(ROI_LANDMARKS):
+                x, y = landmarks[k, index]
+                ax.add_patch(plt.Rectangle((x - ROI_RADIUS - 0.5, y - ROI_RADIUS - 0.5), 2 * ROI_RADIUS + 1,
+                                           2 * ROI_RADIUS + 1, fill=False, ec="red", lw=0.6))
+                dx, dy = motion[node] * MDMO_ARROW_SCALE
+                if abs(dx) + abs(dy) > 0.2:
+                    ax.arrow(x, y, dx, dy, color="yellow", width=0.4, head_width=2.0, length_includes_head=True)
+            colour = OUTCOME_COLOURS.get(event["kind"], "black")
+            ax.set_title(f"{event['kind']} {event['type'].upper()} {moment} {frame}", fontsize=7, color=colour)
+    if not events:
+        axes[0, 0].set_title("no ground truth or false positive in this video", fontsize=8)
+    fig.suptitle(f"{video}: ROIs and MDMO motion since onset (arrows x{MDMO_ARROW_SCALE:g})", fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)

@@ -62,8 +62,47 @@ figure{margin:1em 0}img{max-width:100%}figcaption{font-size:.8em;color:#555}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em}pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.8em}"""
 
 
-def build_report(run: str | Path, select: str | None = None) -> Path:
-    """Write run/report.html and run/report/*.png; return the HTML path."""
+def face_strip_events(matches: pd.DataFrame) -> list[dict]:
+    """Every ground truth (found or missed) and every false positive of one video, in time order."""
+    events = []
+    for row in matches.itertuples():
+        if row.outcome in ("TP", "FN"):
+            events.append({"kind": f"truth {row.outcome}", "type": row.type, "onset": row.truth_onset,
+                           "apex": row.truth_apex, "offset": row.truth_offset})
+        if row.outcome == "FP":
+            events.append({"kind": "spotted FP", "type": row.type, "onset": row.proposal_onset,
+                           "apex": row.proposal_apex, "offset": row.proposal_offset})
+    return sorted(events, key=lambda e: e["onset"])
+
+
+def _face_strips(run: Path, matches: pd.DataFrame, videos: list[str], figures: Path) -> list[str]:
+    import zarr
+
+    from flowcore.pictures import face_crops
+
+    store = json.loads((run / "config.json").read_text())["store"]
+    root = zarr.open_group(store, mode="r")
+    parts = []
+    for video in videos:
+        events = face_strip_events(matches[matches["video"] == video])
+        group = root[f"videos/{video}"]
+        numbers = {int(e[m]) for e in events for m in ("onset", "apex", "offset")}
+        try:
+            crops = face_crops(store, video, sorted(numbers))
+        except Exception as err:  # frames moved or deleted since extraction: say so, go on
+            parts.append(f"<p>{html.escape(video)}: face crops unavailable ({html.escape(str(err))})</p>")
+            continue
+        png = plots.plot_face_strips(video, events, crops, group["landmarks"][...], group["mdmo"][...],
+                                     group["frame_numbers"][...], figures / f"faces_{video}.png")
+        parts.append(_image(png, f"{video}: faces at onset, apex and offset of each truth and false positive"))
+    return parts
+
+
+def build_report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
+    """Write run/report.html and run/report/*.png; return the HTML path.
+
+    faces: True (every video) or a list of video ids: add strips of face crops at the onset, apex
+    and offset of each ground truth and false positive (frames are re-read from the dataset)."""
     run = Path(run)
     if not (run / "config.json").is_file():
         raise UserError(f"{run} is not a run folder (no config.json)")
@@ -107,6 +146,14 @@ def build_report(run: str | Path, select: str | None = None) -> Path:
         png = plots.plot_video_curves(video, curves[video], curves[f"{video}.frames"],
                                       matches[matches["video"] == video], figures / f"curves_{video}.png", columns)
         body.append(_image(png, f"{video}: ME and MaE probabilities; truth and spotted intervals"))
+
+    if faces:
+        chosen = videos if faces is True else [v for v in videos if v in set(faces)]
+        missing = [] if faces is True else sorted(set(faces) - set(videos))
+        if missing:
+            raise UserError(f"--faces: no evaluated video {', '.join(missing)}; have: {', '.join(videos)}")
+        body.append("<h2>Faces at onset, apex and offset</h2>")
+        body.extend(_face_strips(run, matches, chosen, figures))
 
     body.append("<h2>Training</h2>")
     body.append(_image(plots.plot_losses(read_losses(run), figures / "losses.png"), "training loss per fold"))

@@ -66,11 +66,16 @@ def report_command(
     run: Path = typer.Argument(..., help="Run folder with at least one evaluation."),
     select: Optional[str] = typer.Option(None, "--select", "-s",
                                          help="Which evaluation's curves and lists to show (default: last)."),
+    faces: Optional[list[str]] = typer.Option(None, "--faces",
+                                              help="Add face strips (onset/apex/offset of each truth and "
+                                                   "false positive, ROIs, MDMO arrows) for this video; "
+                                                   "repeatable; 'all' for every video."),
 ) -> None:
     """Write RUN/report.html (self-contained, opens offline) and RUN/report/*.png."""
     from spotting.report import build_report
 
-    typer.echo(str(build_report(run, select)))
+    chosen = True if faces and "all" in faces else (faces or False)
+    typer.echo(str(build_report(run, select, faces=chosen)))
 
 
 def predict_command(

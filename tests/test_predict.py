@@ -99,3 +99,26 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"")
     with pytest.raises(UserError, match="no such run folder"):
         predict_video(tmp_path / "clip.mp4", tmp_path / "nothing", tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_report_with_face_strips_from_the_real_frames(trained):
+    from PIL import Image
+
+    from flowcore.pictures import face_crops
+    from spotting.evaluate import evaluate_run
+    from spotting.report import build_report, face_strip_events
+
+    evaluation = evaluate_run(trained["run"], "last")
+    video = "15_0101disgustingteeth"
+    events = face_strip_events(evaluation.matches[evaluation.matches["video"] == video])
+    assert events and all(e["kind"] in ("truth TP", "truth FN", "spotted FP") for e in events)
+    crops = face_crops(trained["base"] / "features.zarr", video, [1, 30])
+    assert set(crops) == {1, 30} and crops[1].shape == (64, 64)  # cut and resized as extracted
+    page = build_report(trained["run"], faces=[video]).read_text()
+    strip = trained["run"] / "report" / f"faces_{video}.png"
+    assert strip.is_file() and "Faces at onset, apex and offset" in page
+    with Image.open(strip) as image:
+        assert np.asarray(image.convert("L"), dtype=np.float32).std() > 5
+    with pytest.raises(UserError, match="no evaluated video"):
+        build_report(trained["run"], faces=["nope"])
