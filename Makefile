@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # A CPU build of torch; on a GPU machine install a CUDA build of torch before `make`.
 TORCH  ?= torch==2.13.0
-DEMO   ?= data/synth-demo
+DEMO   ?= runs/demo
 
 .PHONY: install test test-fast demo docs-images clean
 
@@ -27,11 +27,17 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# The main job on synthetic data: generate -> extract -> train (LOSO) -> evaluate + report.
 demo: install
-	$(BIN)/mespot synth --out $(DEMO) --overwrite
+	rm -rf $(DEMO)
+	$(BIN)/mespot synth --small --subjects 4 --seconds 20 --out $(DEMO)/data
+	$(BIN)/mespot extract $(DEMO)/data --out $(DEMO)/features.zarr --backend torch --resize 128
+	$(BIN)/mespot train $(DEMO)/features.zarr --annotations '$(DEMO)/data/CAS(ME)^2code_final.xlsx' \
+		--out $(DEMO)/run
+	$(BIN)/mespot evaluate $(DEMO)/run --select last --select oracle
 
 docs-images: install
-	$(BIN)/mespot synth --small --out build/docs-synth --overwrite --preview docs/images/synth_preview.png
+	BIN=$(BIN) DEMO=$(DEMO) docs/screenshots.sh
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

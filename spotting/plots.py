@@ -90,7 +90,8 @@ def plot_metrics_table(metrics: pd.DataFrame, title: str, path: Path) -> Path:
     ax.axis("off")
     shown = metrics.set_index("type").loc[["me", "mae", "overall"],
                                           ["precision", "recall", "f1", "TP", "FP", "FN"]]
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in shown.to_numpy().tolist()]
+    cells = [[f"{row[c]:.4f}" if c in ("precision", "recall", "f1") else str(int(row[c])) for c in shown.columns]
+             for _, row in shown.iterrows()]
     table = ax.table(cellText=cells, rowLabels=["ME", "MaE", "overall"], colLabels=list(shown.columns),
                      loc="center")
     table.scale(1, 1.3)

@@ -119,7 +119,8 @@ def build_report(run: str | Path, select: str | None = None, faces: list[str] | 
     summaries = {name: json.loads((path / "metrics.json").read_text()) for name, path in evaluations.items()}
     ev = evaluations[primary]
     matches = pd.read_csv(ev / "matches.csv")
-    body = [f"<h1>mespot run report: {html.escape(run.name)}</h1>",
+    title = "/".join(run.absolute().parts[-2:])
+    body = [f"<h1>mespot run report: {html.escape(title)}</h1>",
             f"<p>mespot {__version__}; curves and lists below use the <b>{html.escape(summaries[primary]['selection_label'])}</b>"
             f" selection; matching rule <b>{summaries[primary]['rule']}</b>; proposal preset "
             f"<b>{summaries[primary]['preset']}</b>. Frame numbers are 1-based in each video's original numbering.</p>"]

@@ -110,11 +110,11 @@ def write_preview(root: Path, config: SynthConfig, path: Path | None = None) -> 
     path = Path(path) if path else root / "preview.png"
     fig.savefig(path)
     plt.close(fig)
-    _shrink_png(path)
+    shrink_png(path)
     return path
 
 
-def _shrink_png(path: Path) -> None:
+def shrink_png(path: Path) -> None:
     """Re-save with a 256-colour palette: a quarter of the bytes, no visible change."""
     from PIL import Image
 
