@@ -206,3 +206,18 @@ def test_without_ray_mespot_imports_and_the_ray_engine_says_how_to_install(tmp_p
     assert capsys.readouterr().err.strip().endswith('pip install "mespot[ray]"')
     code = main(["extract", str(tmp_path), "--out", str(tmp_path / "f.zarr"), "--address", "auto"])
     assert code == 2 and "go with --engine ray" in capsys.readouterr().err
+
+
+def test_command_refuses_ray_flags_that_cannot_work(tmp_path, capsys):
+    pytest.importorskip("ray", reason='Ray is not installed: pip install "mespot[ray]"')
+    from mespot.cli import main
+
+    out = str(tmp_path / "f.zarr")
+    assert main(["extract", str(tmp_path), "--out", out, "--engine", "ray",
+                 "--gpus-per-task", "0.5"]) == 2
+    assert "never use" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path), "--out", out, "--engine", "ray", "--backend", "torch",
+                 "--device", "cuda:1"]) == 2
+    assert "use --device cuda" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path), "--out", out, "--engine", "spark"]) == 2
+    assert "'local' or 'ray'" in capsys.readouterr().err
