@@ -143,15 +143,16 @@ def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep,
         return selection.epoch
     if selection.mode == "oracle":
         subjects = [json.loads((fold_dir / "fold.json").read_text())["test_subject"]]
-        folder, pool = fold_dir, epochs
-        first = ORACLE_FIRST_EPOCH[preset]
-        pool = [e for e in epochs if e >= first] or epochs
+        folder = fold_dir
+        pool = [e for e in epochs if e >= ORACLE_FIRST_EPOCH[preset]] or epochs
     else:  # inner-val
         inner = fold_dir / "inner"
         if not (inner / "inner.json").is_file():
             raise UserError(f"{fold_dir}: no inner validation model; train with `mespot train --inner-val K`")
         subjects = json.loads((inner / "inner.json").read_text())["val_subjects"]
         folder, pool = inner, [e for e in _epochs_with_weights(inner) if e in set(epochs)]
+        if not pool:
+            raise UserError(f"{inner}: no epoch has weights in both the inner and the main model")
     wanted = truths[truths["subject"].isin(subjects)]
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch

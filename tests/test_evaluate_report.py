@@ -77,20 +77,26 @@ def test_last_epoch_evaluation_files_and_frames(run):
     assert len(truth) == 9
 
 
-@pytest.mark.slow
-def test_oracle_picks_the_best_test_epoch_and_says_so(run):
-    e = evaluate_run(run, "oracle")
+def f1_per_epoch(run: Path, folder: Path, subjects: list[str], epochs) -> dict[int, float]:
+    """Overall F1 on `subjects` of the weights in `folder`, epoch by epoch, computed here."""
     config = json.loads((run / "config.json").read_text())
     windows = WindowParams(**config["windows"])
     prep = prepare(config["store"], config["annotations"], windows)
     truths = truth_rows(prep, windows)
+    f1 = {}
+    for epoch in epochs:
+        found, _ = spot_subjects(prep, folder / f"weights_epoch_{epoch:03d}.safetensors", subjects,
+                                 PRESETS["casme2"], windows)
+        table = summarise(match_all(found, truths[truths["subject"].isin(subjects)], MEGC))
+        f1[epoch] = table.set_index("type").loc["overall", "f1"]
+    return f1
+
+
+@pytest.mark.slow
+def test_oracle_picks_the_best_test_epoch_and_says_so(run):
+    e = evaluate_run(run, "oracle")
     for subject, chosen in e.epochs.items():
-        f1 = {}
-        for epoch in range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1):
-            found, _ = spot_subjects(prep, run / "folds" / subject / f"weights_epoch_{epoch:03d}.safetensors",
-                                     [subject], PRESETS["casme2"], windows)
-            table = summarise(match_all(found, truths[truths["subject"] == subject], MEGC))
-            f1[epoch] = table.set_index("type").loc["overall", "f1"]
+        f1 = f1_per_epoch(run, run / "folds" / subject, [subject], range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1))
         assert f1[chosen] == max(f1.values())
         assert chosen == min(k for k, v in f1.items() if v == f1[chosen])  # ties: the earliest
     assert json.loads((run / "evaluation" / "oracle" / "metrics.json").read_text())["test_set_selection"]
@@ -106,22 +112,13 @@ def test_fixed_epoch_and_missing_epoch(run):
 @pytest.mark.slow
 def test_inner_validation_picks_the_epoch_on_held_out_training_subjects(run, tmp_path):
     e = evaluate_run(run, "inner-val")
-    config = json.loads((run / "config.json").read_text())
-    windows = WindowParams(**config["windows"])
-    prep = prepare(config["store"], config["annotations"], windows)
-    truths = truth_rows(prep, windows)
     for subject, chosen in e.epochs.items():
         inner = run / "folds" / subject / "inner"
         val = json.loads((inner / "inner.json").read_text())["val_subjects"]
         assert len(val) == 1 and subject not in val
         assert json.loads((inner / "fold.json").read_text())["train_subjects"] == sorted(
             {"s1", "s2", "s3"} - {subject} - set(val))
-        f1 = {}
-        for epoch in range(1, EPOCHS + 1):
-            found, _ = spot_subjects(prep, inner / f"weights_epoch_{epoch:03d}.safetensors", val,
-                                     PRESETS["casme2"], windows)
-            table = summarise(match_all(found, truths[truths["subject"].isin(val)], MEGC))
-            f1[epoch] = table.set_index("type").loc["overall", "f1"]
+        f1 = f1_per_epoch(run, inner, val, range(1, EPOCHS + 1))
         assert chosen == min(k for k, v in f1.items() if v == max(f1.values()))
     # a run without inner models says how to get them
     import shutil
