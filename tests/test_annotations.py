@@ -95,12 +95,9 @@ def test_casme2_workbook_parses_with_repairs(tmp_path):
     assert [str(c) for c in f.loc[2, "au_codes"]] == ["R1", "R2"]
     assert f.loc[0, "au_numbers"] == "4+10+14"
     reasons = {(i.source_row, i.reason, i.action) for i in table.issues}
-    assert (2, "missing offset", "repaired") in reasons
-    assert (3, "missing apex", "repaired") in reasons
-    assert (4, "offset before apex", "repaired") in reasons
-    assert (4, "unparseable AU token", "kept") in reasons
-    assert (6, "duplicate", "skipped") in reasons
-    assert (7, "unknown participant index", "skipped") in reasons
+    assert {(2, "missing offset", "repaired"), (3, "missing apex", "repaired"),
+            (4, "offset before apex", "repaired"), (4, "unparseable AU token", "kept"),
+            (6, "duplicate", "skipped"), (7, "unknown participant index", "skipped")} <= reasons
     summary = table.summary()
     assert "5 expressions (4 macro, 1 micro)" in summary
     assert "duplicate -> skipped" in summary
@@ -143,13 +140,10 @@ def test_samm_workbook_parses_with_repairs(tmp_path):
     assert list(f["source_row"]) == [11, 12, 13, 14, 15]  # spreadsheet rows: header on row 10
     assert [str(c) for c in f.loc[2, "au_codes"]] == ["A12B"]
     reasons = {(i.source_row, i.reason, i.action) for i in table.issues}
-    assert (11, "fractional onset", "repaired") in reasons
-    assert (12, "apex -1 (not annotated)", "repaired") in reasons
-    assert (13, "missing onset", "repaired") in reasons
-    assert (13, "unparseable AU token", "kept") in reasons
-    assert (15, "unparseable AU token", "kept") in reasons
-    assert (14, "duplicate expression id", "kept") in reasons
-    assert (15, "duplicate expression id", "kept") in reasons
+    assert {(11, "fractional onset", "repaired"), (12, "apex -1 (not annotated)", "repaired"),
+            (13, "missing onset", "repaired"), (13, "unparseable AU token", "kept"),
+            (15, "unparseable AU token", "kept"), (14, "duplicate expression id", "kept"),
+            (15, "duplicate expression id", "kept")} <= reasons
 
 
 # --- CSV ----------------------------------------------------------------------------------------
