@@ -56,7 +56,12 @@ def train_command(
     subjects: Optional[str] = typer_option(None, "--subjects",
                                            help="Comma-separated test subjects: train only these folds."),
     device: str = typer_option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-    threads: int = typer_option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    threads: int = typer_option(0, "--threads",
+                                help="CPU threads for torch (0: torch's default; with --workers, the "
+                                     "cores shared out), per worker with --workers."),
+    workers: int = typer_option(1, "--workers", "-j",
+                                help="Train this many folds at once in worker processes (CPU cores "
+                                     "shared out; with --device cuda, spread over every visible GPU)."),
     overwrite: bool = typer_option(False, "--overwrite", help="Delete a run folder with another configuration."),
     no_tensorboard: bool = typer_option(False, "--no-tensorboard", help="Do not write TensorBoard scalars."),
     quiet: bool = typer_option(False, "--quiet", "-q", help="No progress output (the log file is still written)."),
@@ -72,7 +77,7 @@ def train_command(
 
     from spotting.train import config_from_dict, train_loso
 
-    if threads > 0:
+    if threads > 0 and workers <= 1:
         torch.set_num_threads(threads)
     sections: dict = {}
     if config is not None:
@@ -88,7 +93,7 @@ def train_command(
     run_config = config_from_dict(sections, store=str(store), annotations=str(annotations), protocol=protocol)
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
     train_loso(run_config, out, device=device, subjects=folds, overwrite=overwrite,
-               show_progress=not quiet, tensorboard=not no_tensorboard)
+               show_progress=not quiet, tensorboard=not no_tensorboard, workers=workers, threads=threads)
 
 
 def _read_yaml(path: Path) -> dict:

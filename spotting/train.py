@@ -450,12 +450,22 @@ def train_loso(
     tensorboard: bool = True,
     on_epoch_end: Optional[Callable[[str, int], None]] = None,
     prepared: Optional[Prepared] = None,
+    workers: int = 1,
+    threads: int = 0,
 ) -> list[FoldResult]:
-    """Train every LOSO fold (or those of `subjects`) into run folder `out`; resumes by default."""
+    """Train every LOSO fold (or those of `subjects`) into run folder `out`; resumes by default.
+
+    `workers` > 1 trains that many folds at once in worker processes (spotting/fold_pool.py):
+    on the CPU each gets `threads` torch threads (0: the cores shared out), with `device` 'cuda'
+    the workers share out every visible GPU. A fold's result does not depend on the order or the
+    process it is trained in, only on its configuration (and, on the CPU, the thread count)."""
     if config.protocol != "loso":
         raise UserError(f"protocol {config.protocol!r} is not supported (only 'loso')")
+    if workers < 1 or threads < 0:
+        raise UserError(f"workers must be >= 1 and threads >= 0, got {workers} and {threads}")
     out = Path(out)
     dev = resolve_device(device)
+    started = time.perf_counter()
     prep = prepared or prepare(config.store, config.annotations, config.windows)
     if config.train.macro_ratio is None:
         ratio = 0.7 if "samm" in prep.features.dataset.lower() or prep.table.dataset == "samm-lv" else 0.5
@@ -494,31 +504,57 @@ def train_loso(
                  + ", ".join(f"{k} ({v})" for k, v in prep.features.skipped.items()))
     log.line(f"{len(prep.windows)} windows from {len(prep.features.videos)} videos of "
              f"{len(all_subjects)} subjects; {len(folds)} fold(s) on {dev}")
-    results = []
+    todo = [s for s in folds if not _fold_complete(out / "folds" / s)]
+    results: dict[str, FoldResult] = {}
+    for k, subject in enumerate(folds):
+        if subject not in todo:
+            log.line(f"fold {k + 1}/{len(folds)} {subject}: already complete, skipped")
+            results[subject] = _complete_result(out / "folds" / subject, config.train.epochs)
     with log.progress(config.train.epochs, len(folds)) as bar:
-        for k, subject in enumerate(folds):
-            fold_dir = out / "folds" / subject
-            fold_json = fold_dir / "fold.json"
-            if fold_json.exists() and json.loads(fold_json.read_text()).get("status") == "complete":
-                meta = json.loads(fold_json.read_text())
-                log.line(f"fold {k + 1}/{len(folds)} {subject}: already complete, skipped")
-                results.append(FoldResult(subject, config.train.epochs, meta.get("seconds", 0.0),
-                                           meta.get("final_loss", float("nan")), meta["n_train_windows"],
-                                           meta["n_test_windows"], config.train.epochs))
-                continue
-            if config.train.inner_val > 0:
-                _train_inner(prep, config, subject, fold_dir / "inner", dev, bar, k, log, tensorboard)
-            bar.start_fold(subject, k)
-            hook = (lambda e, s=subject: on_epoch_end(s, e)) if on_epoch_end else None
-            r = train_fold(prep, config, subject, fold_dir, dev, progress=bar.epoch,
-                           on_epoch_end=hook, tensorboard=tensorboard)
-            results.append(r)
-            log.line(f"fold {k + 1}/{len(folds)} {subject}: {r.n_train_windows} train / {r.n_test_windows} "
-                     f"test windows, loss {r.final_loss:.4f}, {r.seconds:.1f} s"
-                     + (f" (resumed at epoch {r.resumed_from})" if r.resumed_from else ""))
+        if workers > 1 and len(todo) > 1:
+            from spotting.fold_pool import train_folds_in_workers
+
+            if on_epoch_end is not None:
+                raise ValueError("on_epoch_end is not supported with workers > 1")
+            results.update(train_folds_in_workers(config, out, folds, todo, dev, workers, threads,
+                                                  tensorboard, bar, log))
+        else:
+            for subject in todo:
+                hook = (lambda e, s=subject: on_epoch_end(s, e)) if on_epoch_end else None
+                results[subject] = train_one_fold(prep, config, out, folds, subject, dev, bar, log,
+                                                  tensorboard, hook)
+    results = [results[s] for s in folds if s in results]
     total = sum(r.seconds for r in results)
-    log.line(f"done: {len(results)} fold(s), {total:.1f} s of training; run folder {out}")
+    log.line(f"done: {len(results)} fold(s), {total:.1f} s of fold training, {time.perf_counter() - started:.1f} s "
+             f"wall; run folder {out}")
     return results
+
+
+def train_one_fold(prep, config, out, folds, subject, dev, bar, log, tensorboard=True, hook=None) -> FoldResult:
+    """Fold `subject` of the run in `out` (its inner validation model first, with --inner-val),
+    reporting to `bar` and `log` (the driver's, or a worker's stand-ins for them)."""
+    k = folds.index(subject)
+    fold_dir = out / "folds" / subject
+    if config.train.inner_val > 0:
+        _train_inner(prep, config, subject, fold_dir / "inner", dev, bar, k, log, tensorboard)
+    bar.start_fold(subject, k)
+    r = train_fold(prep, config, subject, fold_dir, dev, progress=bar.epoch, on_epoch_end=hook,
+                   tensorboard=tensorboard)
+    log.line(f"fold {k + 1}/{len(folds)} {subject}: {r.n_train_windows} train / {r.n_test_windows} "
+             f"test windows, loss {r.final_loss:.4f}, {r.seconds:.1f} s"
+             + (f" (resumed at epoch {r.resumed_from})" if r.resumed_from else ""))
+    return r
+
+
+def _fold_complete(fold_dir: Path) -> bool:
+    fold_json = fold_dir / "fold.json"
+    return fold_json.exists() and json.loads(fold_json.read_text()).get("status") == "complete"
+
+
+def _complete_result(fold_dir: Path, epochs: int) -> FoldResult:
+    meta = json.loads((fold_dir / "fold.json").read_text())
+    return FoldResult(meta["test_subject"], epochs, meta.get("seconds", 0.0), meta.get("final_loss", float("nan")),
+                      meta["n_train_windows"], meta["n_test_windows"], epochs)
 
 
 def inner_val_subjects(train_subjects: list[str], k: int, seed: int, test_subject: str) -> list[str]:
@@ -566,10 +602,12 @@ class _Log:
 
 
 class _Bar:
+    """One progress row per fold in training (one at a time, or one per worker)."""
+
     def __init__(self, log: _Log, epochs: int, n_folds: int):
         self.log, self.epochs, self.n_folds = log, epochs, n_folds
         self.bar = None
-        self.task = None
+        self.rows: dict[str, int] = {}  # key (a fold's subject) -> row
 
     def __enter__(self):
         if self.log.show:
@@ -585,13 +623,13 @@ class _Bar:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
-    def start_fold(self, subject: str, k: int) -> None:
+    def start_fold(self, label: str, k: int, key: str = "") -> None:
+        """A new row for fold k (replacing the row of `key`: one row per worker)."""
         if self.bar is not None:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(f"fold {k + 1}/{self.n_folds} {subject}", total=self.epochs, loss="-")
+            if key in self.rows:
+                self.bar.remove_task(self.rows[key])
+            self.rows[key] = self.bar.add_task(f"fold {k + 1}/{self.n_folds} {label}", total=self.epochs, loss="-")
 
-    def epoch(self, done: int, loss: float) -> None:
+    def epoch(self, done: int, loss: float, key: str = "") -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=done, loss=f"{loss:.4f}")
-
+            self.bar.update(self.rows[key], completed=done, loss=f"{loss:.4f}")

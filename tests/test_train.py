@@ -146,6 +146,42 @@ def test_same_seed_same_weights_and_resume_after_interruption(tiny, tmp_path):
             assert torch.equal(a[key], c[key]), key
 
 
+@pytest.mark.slow  # ~15 s: two spawned workers import torch and load the store
+def test_folds_in_worker_processes_match_one_by_one_training(tiny, tmp_path):
+    one_by_one, pooled = tmp_path / "one", tmp_path / "pool"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers get 1 thread each; results depend on the thread count
+    try:
+        train_loso(config(tiny), one_by_one, show_progress=False, tensorboard=False)
+    finally:
+        torch.set_num_threads(threads)
+    results = train_loso(config(tiny), pooled, show_progress=False, tensorboard=False, workers=2, threads=1)
+    assert [r.subject for r in results] == ["s1", "s2", "s3"]
+    for subject in ("s1", "s2", "s3"):
+        a, b = weights(one_by_one, subject, 3), weights(pooled, subject, 3)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (subject, key)
+        outputs = [load_file(str(r / "folds" / subject / "test_outputs.safetensors")) for r in (one_by_one, pooled)]
+        assert torch.equal(outputs[0][f"{subject}_v"], outputs[1][f"{subject}_v"])
+    log = (pooled / "train.log").read_text()
+    assert "3 fold(s) in 2 worker processes on cpu, 1 torch thread(s) each" in log
+    assert all(f"fold {k}/3 s{k}: 2 train / 2 test windows" in log for k in (1, 2, 3))
+
+
+@pytest.mark.slow  # ~15 s
+def test_a_failing_fold_in_a_worker_does_not_stop_the_others(tiny, tmp_path):
+    run = tmp_path / "run"
+    (run / "folds").mkdir(parents=True)
+    (run / "folds" / "s2").write_text("a file where fold s2's folder belongs")
+    with pytest.raises(UserError, match=r"1 fold\(s\) failed: s2 .* 2 finished"):
+        train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, workers=2, threads=1)
+    assert all((run / "folds" / s / "fold.json").exists() for s in ("s1", "s3"))
+    assert "fold s2: failed (FileExistsError" in (run / "train.log").read_text()
+    (run / "folds" / "s2").unlink()  # repaired: the same call trains only the missing fold
+    results = train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, workers=2, threads=1)
+    assert [r.resumed_from for r in results] == [1, 0, 1]
+
+
 def test_other_configuration_in_the_run_folder_is_refused(tiny, tmp_path):
     run = tmp_path / "run"
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
