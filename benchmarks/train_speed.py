@@ -7,12 +7,15 @@ Presets (random MDMO features with expression-shaped bumps; only the sizes matte
 
 Writes one JSON per preset to benchmarks/results/train_<preset>_<device>.json with the machine,
 versions, parameters, seconds to load the store and build windows, seconds per fold and for the
-whole LOSO. `--folds K` trains only the first K folds and extrapolates the whole LOSO from their
-mean (marked as such in the JSON); `whole_loso_at_100_epochs` scales the per-epoch time to the
-paper's 100 epochs when fewer were run.
+whole LOSO. `--folds K` trains only the first K folds and scales their wall time to all folds
+(marked as such in the JSON); `whole_loso_at_100_epochs` scales the time to the paper's 100 epochs
+when fewer were run. `--workers N` trains N folds side by side (`mespot train --workers`); given
+several values (`--workers 1 2`) the call times each on the same store and writes their speed-up
+over the first into train_<preset>_<device>_workers1-2.json.
 
     python benchmarks/train_speed.py --preset synth-default --threads 2
-    python benchmarks/train_speed.py --preset casme2 --threads 2 --device cuda
+    python benchmarks/train_speed.py --preset casme2 --threads 2 --workers 1 2 --folds 4
+    python benchmarks/train_speed.py --preset casme2 --device cuda --workers 1 4
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(preset: str, epochs: int, folds: int | None, device: str, out_dir: Path) -> dict:
+def run(preset: str, epochs: int, folds: int | None, device: str, workers: int = 1, threads: int = 2) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store, gt = make_store(tmp, preset)
@@ -86,11 +89,13 @@ def run(preset: str, epochs: int, folds: int | None, device: str, out_dir: Path)
         chosen = subjects if folds is None else subjects[:folds]
         t0, c0 = time.perf_counter(), _cpu_seconds()
         results = train_loso(config, tmp / "run", device=device, subjects=chosen, show_progress=False,
-                             prepared=prep)
+                             prepared=prep, workers=workers, threads=threads if workers > 1 else 0)
         train_s, train_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     per_fold = [r.seconds for r in results]
     mean_fold = float(np.mean(per_fold))
-    whole = train_s if folds is None else mean_fold * len(subjects)
+    # folds side by side: the whole LOSO takes the folds' time shared over the workers
+    share = min(workers, len(chosen))
+    whole = train_s if folds is None else train_s / len(chosen) * len(subjects)
     return {
         "benchmark": "train_speed",
         "preset": preset,
@@ -98,14 +103,18 @@ def run(preset: str, epochs: int, folds: int | None, device: str, out_dir: Path)
                                            "n_train_windows_per_fold": [r.n_train_windows for r in results]},
         "parameters": {"epochs": epochs, "batch_size": config.train.batch_size,
                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "folds_run": len(chosen),
-                       "folds_total": len(subjects), "device": device, "torch_threads": torch.get_num_threads()},
+                       "folds_total": len(subjects), "device": device, "workers": workers,
+                       "torch_threads": threads if workers > 1 else torch.get_num_threads(),
+                       "torch_threads_note": "per worker process" if workers > 1 else "in this process"},
         "seconds": {"load_and_windows": prepare_s, "per_fold": per_fold, "mean_per_fold": mean_fold,
                     "whole_loso": whole, "whole_loso_extrapolated": folds is not None,
-                    "whole_loso_at_100_epochs": prepare_s + mean_fold / epochs * 100 * len(subjects),
+                    "whole_loso_at_100_epochs": prepare_s + whole / epochs * 100,
                     "per_epoch": mean_fold / epochs,
-                    "process_cpu_seconds": train_cpu,
-                    "note": "process_cpu_seconds / torch_threads estimates the wall time on an idle "
-                            "machine when other work shares the cores (see load_average_at_end)"},
+                    "training_wall": train_s,
+                    "process_cpu_seconds": train_cpu if workers == 1 else None,
+                    "note": "whole_loso is wall time (with --folds K: the K folds' wall time scaled to "
+                            "all folds); per_fold are each fold's own seconds, which overlap when "
+                            f"{share} workers train side by side"},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
                     "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
@@ -121,21 +130,39 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--folds", type=int, default=None, help="train only the first K folds")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads in all (default 2); N workers get threads // N each")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="folds trained side by side; several values run one after the other "
+                             "in this call and the JSON gives each one's speed-up over the first")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    device = args.device.split(":")[0]
     for preset in PRESETS if args.preset == "both" else [args.preset]:
-        result = run(preset, args.epochs, args.folds, args.device, args.out)
-        device = args.device.split(":")[0]
-        path = args.out / f"train_{preset}_{device}.json"
-        path.write_text(json.dumps(result, indent=1))
-        s = result["seconds"]
-        print(f"{preset}: load+windows {s['load_and_windows']:.1f} s, {s['mean_per_fold']:.1f} s per fold, "
-              f"whole LOSO {s['whole_loso']:.0f} s{' (extrapolated)' if s['whole_loso_extrapolated'] else ''}"
-              f" ({s['whole_loso_at_100_epochs']:.0f} s at 100 epochs) -> {path}")
-
+        runs = []
+        for workers in args.workers:
+            threads = max(1, args.threads // workers)  # the same cores, shared out
+            torch.set_num_threads(args.threads)
+            result = run(preset, args.epochs, args.folds, args.device, workers, threads)
+            runs.append(result)
+            s = result["seconds"]
+            print(f"{preset}, {workers} worker(s): load+windows {s['load_and_windows']:.1f} s, "
+                  f"{s['mean_per_fold']:.1f} s per fold, whole LOSO {s['whole_loso']:.0f} s"
+                  f"{' (scaled from the folds run)' if s['whole_loso_extrapolated'] else ''}"
+                  f" ({s['whole_loso_at_100_epochs']:.0f} s at 100 epochs)")
+        if len(runs) == 1:
+            suffix = f"_workers{args.workers[0]}" if args.workers[0] > 1 else ""
+            path = args.out / f"train_{preset}_{device}{suffix}.json"
+            path.write_text(json.dumps(runs[0], indent=1))
+        else:
+            base = runs[0]["seconds"]["whole_loso"]
+            ratios = {str(w): base / r["seconds"]["whole_loso"] for w, r in zip(args.workers, runs)}
+            path = args.out / f"train_{preset}_{device}_workers{'-'.join(map(str, args.workers))}.json"
+            path.write_text(json.dumps({"benchmark": "train_speed (workers compared in one call)",
+                                        "speedup_vs_first": ratios, "runs": runs}, indent=1))
+            print("speed-up over", args.workers[0], "worker(s):", {w: round(r, 3) for w, r in ratios.items()})
+        print("->", path)
 
 if __name__ == "__main__":
     main()
