@@ -260,3 +260,15 @@ def test_annotations_of_other_videos_are_a_user_error(tiny, tmp_path):
     other.write_text("subject,video,onset,apex,offset,type,au\ns1,elsewhere,1,2,3,me,12\n")
     with pytest.raises(UserError, match="no annotated video is in the store"):
         prepare(tiny / "store.zarr", other)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_folds_in_workers_match_one_by_one(tiny, tmp_path):
+    one, pooled = tmp_path / "one", tmp_path / "pool"
+    train_loso(config(tiny, epochs=2), one, device="cuda", show_progress=False, tensorboard=False)
+    train_loso(config(tiny, epochs=2), pooled, device="cuda", show_progress=False, tensorboard=False, workers=3)
+    for subject in ("s1", "s2", "s3"):
+        a, b = weights(one, subject, 2), weights(pooled, subject, 2)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (subject, key)

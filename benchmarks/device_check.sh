@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU checks the issues leave for a session that is lent a GPU machine, as one call of the
+# device tool (/work/.library/device/README.md): about 6 minutes on an H100 or H200.
+#   1. the CUDA tests: training on CUDA deterministic and close to the CPU (issue 6), MDMO and
+#      extraction pieces on CUDA, the torch TV-L1 on CUDA against the CPU (issue 3)
+#   2. LOSO training of a CAS(ME)^2-sized store on the GPU (issue 6's target: under 60 s), one
+#      fold at a time and 4 side by side (--workers), timed in one call so the ratio is measured
+#      on the same card
+#   3. the torch TV-L1 on the GPU: pairs per second by image size and batch (issue 3)
+# Every step has its own time limit, so one that hangs cannot eat the session's device time.
+#
+# Here, once per session (needs the package registry, which that machine cannot reach):
+#   grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl -r benchmarks/device_wheels.txt
+# Then, with the device tool: run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=560)
+# What comes back ($OUT: the JSON files, each naming the GPU, and check.log) belongs in
+# benchmarks/results/ (file names say "cuda"); quote only numbers that came back.
+set -u
+OUT=${OUT:-/tmp/device_check}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/check.log") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MPLBACKEND=Agg
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "installing the carried wheels failed"; exit 1; }
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+
+step() {  # step SECONDS NAME COMMAND...: run with a limit, report how it ended
+    local limit=$1 name=$2; shift 2
+    echo "=== $name (limit ${limit} s)"
+    local t0=$SECONDS
+    timeout "$limit" "$@"
+    echo "=== $name: exit $? after $((SECONDS - t0)) s"
+}
+
+step 150 "CUDA tests" python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
+    tests/test_train.py tests/test_mdmo.py tests/test_flow.py
+step 240 "LOSO training, CAS(ME)^2-sized, on the GPU" python3 benchmarks/train_speed.py \
+    --preset casme2 --device cuda --threads 16 --workers 1 4 --out "$OUT"
+step 120 "torch TV-L1 on the GPU" python3 benchmarks/flow_speed.py --device cuda --backends torch \
+    --batches 1 8 32 --max-pixels-per-call 1e8 --out "$OUT/flow_speed_cuda.json"
+ls -l "$OUT"
