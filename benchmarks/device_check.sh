@@ -17,18 +17,26 @@
 # Then, with the device tool: run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=560)
 # What comes back ($OUT: the JSON files, each naming the GPU, and check.log) belongs in
 # benchmarks/results/ (file names say "cuda"); quote only numbers that came back.
+# A dry run of the plumbing on a machine without a GPU (minutes, numbers meaningless):
+#   DEVICE=cpu QUICK=1 WHEELS=none bash benchmarks/device_check.sh
 set -u
 OUT=${OUT:-/tmp/device_check}
+DEVICE=${DEVICE:-cuda}
+WHEELS=${WHEELS:-.whl}
+QUICK=${QUICK:-}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/check.log") 2>&1
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MPLBACKEND=Agg
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
         || { echo "installing the carried wheels failed"; exit 1; }
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available()
+      and torch.cuda.get_device_name(0))"
+SHORT=()
+[ -n "$QUICK" ] && SHORT=(--epochs 1 --folds 2)
 
 step() {  # step SECONDS NAME COMMAND...: run with a limit, report how it ended
     local limit=$1 name=$2; shift 2
@@ -41,7 +49,8 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, report how it ended
 step 150 "CUDA tests" python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
     tests/test_train.py tests/test_mdmo.py tests/test_flow.py
 step 240 "LOSO training, CAS(ME)^2-sized, on the GPU" python3 benchmarks/train_speed.py \
-    --preset casme2 --device cuda --threads 16 --workers 1 4 --out "$OUT"
-step 120 "torch TV-L1 on the GPU" python3 benchmarks/flow_speed.py --device cuda --backends torch \
-    --batches 1 8 32 --max-pixels-per-call 1e8 --out "$OUT/flow_speed_cuda.json"
+    --preset casme2 --device "$DEVICE" --threads "$(nproc)" --workers 1 4 --out "$OUT" "${SHORT[@]}"
+step 120 "torch TV-L1 on the GPU" python3 benchmarks/flow_speed.py --device "$DEVICE" --backends torch \
+    --batches 1 8 32 --max-pixels-per-call 1e8 --repeats 3 --out "$OUT/flow_speed_$DEVICE.json" \
+    ${QUICK:+--sizes 0 --batches 1}
 ls -l "$OUT"

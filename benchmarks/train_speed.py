@@ -151,18 +151,25 @@ def main(argv=None) -> None:
                   f"{s['mean_per_fold']:.1f} s per fold, whole LOSO {s['whole_loso']:.0f} s"
                   f"{' (scaled from the folds run)' if s['whole_loso_extrapolated'] else ''}"
                   f" ({s['whole_loso_at_100_epochs']:.0f} s at 100 epochs)")
-        if len(runs) == 1:
-            suffix = f"_workers{args.workers[0]}" if args.workers[0] > 1 else ""
-            path = args.out / f"train_{preset}_{device}{suffix}.json"
-            path.write_text(json.dumps(runs[0], indent=1))
-        else:
-            base = runs[0]["seconds"]["whole_loso"]
-            ratios = {str(w): base / r["seconds"]["whole_loso"] for w, r in zip(args.workers, runs)}
-            path = args.out / f"train_{preset}_{device}_workers{'-'.join(map(str, args.workers))}.json"
-            path.write_text(json.dumps({"benchmark": "train_speed (workers compared in one call)",
-                                        "speedup_vs_first": ratios, "runs": runs}, indent=1))
-            print("speed-up over", args.workers[0], "worker(s):", {w: round(r, 3) for w, r in ratios.items()})
+            path = _write(args.out, preset, device, args.workers, runs)  # after every run
         print("->", path)
+
+
+def _write(out: Path, preset: str, device: str, workers: list[int], runs: list[dict]) -> Path:
+    """One run: its JSON as it is; several: the runs so far and their speed-up over the first."""
+    if len(workers) == 1:
+        suffix = f"_workers{workers[0]}" if workers[0] > 1 else ""
+        path = out / f"train_{preset}_{device}{suffix}.json"
+        path.write_text(json.dumps(runs[0], indent=1))
+        return path
+    base = runs[0]["seconds"]["whole_loso"]
+    ratios = {str(w): base / r["seconds"]["whole_loso"] for w, r in zip(workers, runs)}
+    path = out / f"train_{preset}_{device}_workers{'-'.join(map(str, workers))}.json"
+    path.write_text(json.dumps({"benchmark": "train_speed (workers compared in one call)",
+                                "speedup_vs_first": ratios, "runs": runs}, indent=1))
+    print("speed-up over", workers[0], "worker(s):", {w: round(r, 3) for w, r in ratios.items()})
+    return path
+
 
 if __name__ == "__main__":
     main()
