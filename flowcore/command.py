@@ -101,8 +101,11 @@ def _summary_table(report) -> None:
     console.print(report.summary())
 
 
-def _engine(name: str, address: str | None, gpus_per_task: float | None, options):
-    """None for the local engine, else a checked flowcore.ray_engine.RayEngine."""
+def engine_from_flags(name: str, address: str | None, gpus_per_task: float | None, device: str,
+                      hint: str = ""):
+    """None for `--engine local`, else a flowcore.ray_engine.RayEngine checked against `device`
+    (`hint`: flags the GPU message suggests); UserError for flags that cannot work together
+    or a missing Ray. Shared by `mespot extract` and `mespot train`."""
     if name == "local":
         if address is not None or gpus_per_task is not None:
             raise UserError("--address and --gpus-per-task go with --engine ray")
@@ -114,7 +117,7 @@ def _engine(name: str, address: str | None, gpus_per_task: float | None, options
     try:
         import_ray()
         engine = RayEngine(address=address, gpus_per_task=gpus_per_task)
-        engine.task_options(options)
+        engine.gpus_for(device, hint)
     except (ImportError, ValueError) as err:
         raise UserError(str(err)) from None
     return engine
@@ -183,7 +186,7 @@ def extract_command(
     from flowcore.store import StoreMismatchError
 
     options = RunOptions(device=device, batch_size=batch_size)
-    runner = _engine(engine, address, gpus_per_task, options)  # flags first, then the data
+    runner = engine_from_flags(engine, address, gpus_per_task, options.device, " --backend torch")  # flags first
     try:
         src = open_source(source, subsample=subsample, subjects_csv=subjects_csv)
         faces = FaceParams(margin=margin, resize=resize, backend=face_backend)

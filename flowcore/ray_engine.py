@@ -76,23 +76,30 @@ class RayEngine:
     def task_options(self, options: RunOptions) -> tuple[RunOptions, float]:
         """(options as a task sees them, GPUs per task); ValueError for a combination that
         cannot work (a GPU device without GPUs, GPUs for a CPU run, a GPU index)."""
-        on_gpu = options.device != "cpu"
+        gpus = self.gpus_for(options.device, hint=" --backend torch")
+        device = "cuda" if options.device != "cpu" else "cpu"
+        return RunOptions(device, options.batch_size, options.frame_cache_mb), gpus
+
+    def gpus_for(self, device: str, hint: str = "") -> float:
+        """GPUs each task reserves for a run on `device` ('cpu', 'cuda' or 'cuda:0'; inside a
+        task the device is 'cuda': Ray gives it its GPU); ValueError for a combination that
+        cannot work. `hint`: more flags the message for GPUs on a CPU run suggests."""
+        on_gpu = device != "cpu"
         gpus = self.gpus_per_task
         if gpus is None:
             gpus = 1.0 / GPU_TASKS_PER_GPU if on_gpu else 0.0
-        if on_gpu and not options.device.startswith("cuda"):
-            raise ValueError(f"--device {options.device}: the Ray engine runs on cpu or cuda")
-        if options.device not in ("cpu", "cuda", "cuda:0"):
-            raise ValueError(f"--device {options.device}: with the Ray engine, Ray gives each "
+        if on_gpu and not device.startswith("cuda"):
+            raise ValueError(f"--device {device}: the Ray engine runs on cpu or cuda")
+        if device not in ("cpu", "cuda", "cuda:0"):
+            raise ValueError(f"--device {device}: with the Ray engine, Ray gives each "
                              f"task its GPU; use --device cuda")
         if on_gpu and gpus == 0:
             raise ValueError("--device cuda with --gpus-per-task 0: a task would see no GPU; "
                              "give each task a share of one (e.g. --gpus-per-task 0.25)")
         if not on_gpu and gpus > 0:
             raise ValueError(f"--gpus-per-task {gpus:g} with --device cpu: the tasks would hold "
-                             f"GPUs they never use; add --device cuda --backend torch")
-        device = "cuda" if on_gpu else "cpu"
-        return RunOptions(device, options.batch_size, options.frame_cache_mb), gpus
+                             f"GPUs they never use; add --device cuda{hint}")
+        return gpus
 
     def run(self, todo, params: ExtractParams, store, dataset: str, options: RunOptions,
             workers: int | None, progress):
@@ -107,20 +114,27 @@ class RayEngine:
         task_options, gpus = self.task_options(options)
         if not todo:
             return
+        with self.connected(ray):
+            _note(progress, self.check_cluster(ray, gpus, len(todo), "video"))
+            yield from self._collect(ray, todo, params, store, dataset, task_options, gpus,
+                                     workers, progress)
+
+    @contextlib.contextmanager
+    def connected(self, ray):
+        """Connected to Ray inside the block (see `run`); a Ray instance started here stops at
+        its end, a connection made before is left as it is."""
         started_here = not ray.is_initialized()
         if started_here:
             local = {"num_cpus": self.local_cpus} if self.local_cpus is not None else {}
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level="WARNING", **local)
         try:
-            _note(progress, self._check_cluster(ray, gpus, len(todo)))
-            yield from self._collect(ray, todo, params, store, dataset, task_options, gpus,
-                                     workers, progress)
+            yield
         finally:
             if started_here:
                 ray.shutdown()
 
-    def _check_cluster(self, ray, gpus: float, n_tasks: int) -> str:
+    def check_cluster(self, ray, gpus: float, n_tasks: int, kind: str) -> str:
         """A one-line description of the cluster; ValueError if no node can run a task."""
         total = ray.cluster_resources()
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -132,11 +146,11 @@ class RayEngine:
             raise ValueError(f"each task asks for {gpus:g} GPU; the Ray cluster has none (start "
                              f"its nodes on GPU machines, or run with --device cpu)")
         return (f"ray: {nodes} node(s) with {cpus:g} CPU(s) and {gpus_there:g} GPU(s); "
-                f"{n_tasks} video task(s) of {self.cpus_per_task:g} CPU and {gpus:g} GPU each")
+                f"{n_tasks} {kind} task(s) of {self.cpus_per_task:g} CPU and {gpus:g} GPU each")
 
     def _collect(self, ray, todo, params, store, dataset, options, gpus, workers, progress):
         extract = ray.remote(_extract_task)
-        sink = ray.remote(num_cpus=0)(_ProgressSink).remote()
+        sink = ray.remote(num_cpus=0)(ProgressSink).remote()
         threads = max(1, int(self.cpus_per_task))
         waiting = list(todo)
         running = {}  # ObjectRef -> VideoSpec
@@ -169,14 +183,14 @@ class RayEngine:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as err:  # the task raised (not a bad video: a bug,
             cause = err.cause if err.cause is not None else err  # or a node's environment)
-            error = f"the Ray task raised {type(cause).__name__}: {_first_line(cause)}"
+            error = f"the Ray task raised {type(cause).__name__}: {first_line(cause)}"
         except ray.exceptions.RayError as err:  # the worker died every time
             error = (f"its Ray worker died {self.max_retries + 1} time(s) "
-                     f"({type(err).__name__}: {_first_line(err)}); rerun to retry")
+                     f"({type(err).__name__}: {first_line(err)}); rerun to retry")
         return _record_failure(store, spec, error)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip() or repr(err)
     return text.splitlines()[0]
 
@@ -241,7 +255,7 @@ class _Forwarder:
         self.sent = time.monotonic()
 
 
-class _ProgressSink:
+class ProgressSink:
     """A Ray actor (no CPU reserved) holding progress messages until the driver takes them."""
 
     def __init__(self):
