@@ -59,9 +59,22 @@ def train_command(
     threads: int = typer_option(0, "--threads",
                                 help="CPU threads for torch (0: torch's default; with --workers, the "
                                      "cores shared out), per worker with --workers."),
-    workers: int = typer_option(1, "--workers", "-j",
-                                help="Train this many folds at once in worker processes (CPU cores "
-                                     "shared out; with --device cuda, spread over every visible GPU)."),
+    workers: Optional[int] = typer_option(None, "--workers", "-j",
+                                          help="Train this many folds at once in worker processes (CPU "
+                                               "cores shared out; with --device cuda, spread over every "
+                                               "visible GPU); default 1. With --engine ray: the most "
+                                               "fold tasks at once (default: as the cluster allows)."),
+    engine: str = typer_option("local", "--engine",
+                               help="'local': this machine; 'ray': one Ray task per fold on a Ray "
+                                    "cluster (store and --out on a filesystem every node sees; "
+                                    "see docs/cluster.md)."),
+    address: Optional[str] = typer_option(None, "--address",
+                                          help="With --engine ray: 'auto' (the cluster `ray start` made "
+                                               "here) or HOST:PORT of its head; default: a Ray instance "
+                                               "on this machine."),
+    gpus_per_task: Optional[float] = typer_option(None, "--gpus-per-task",
+                                                  help="With --engine ray --device cuda: the share of a GPU "
+                                                       "each fold reserves (default 0.125)."),
     overwrite: bool = typer_option(False, "--overwrite", help="Delete a run folder with another configuration."),
     no_tensorboard: bool = typer_option(False, "--no-tensorboard", help="Do not write TensorBoard scalars."),
     quiet: bool = typer_option(False, "--quiet", "-q", help="No progress output (the log file is still written)."),
@@ -77,7 +90,10 @@ def train_command(
 
     from spotting.train import config_from_dict, train_loso
 
-    if threads > 0 and workers <= 1:
+    from flowcore.command import engine_from_flags
+
+    ray_engine = engine_from_flags(engine, address, gpus_per_task, device)
+    if threads > 0 and (workers or 1) <= 1 and ray_engine is None:
         torch.set_num_threads(threads)
     sections: dict = {}
     if config is not None:
@@ -93,7 +109,8 @@ def train_command(
     run_config = config_from_dict(sections, store=str(store), annotations=str(annotations), protocol=protocol)
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
     train_loso(run_config, out, device=device, subjects=folds, overwrite=overwrite,
-               show_progress=not quiet, tensorboard=not no_tensorboard, workers=workers, threads=threads)
+               show_progress=not quiet, tensorboard=not no_tensorboard, workers=workers, threads=threads,
+               engine=ray_engine)
 
 
 def _read_yaml(path: Path) -> dict:

@@ -450,21 +450,31 @@ def train_loso(
     tensorboard: bool = True,
     on_epoch_end: Optional[Callable[[str, int], None]] = None,
     prepared: Optional[Prepared] = None,
-    workers: int = 1,
+    workers: Optional[int] = None,
     threads: int = 0,
+    engine=None,
 ) -> list[FoldResult]:
     """Train every LOSO fold (or those of `subjects`) into run folder `out`; resumes by default.
 
     `workers` > 1 trains that many folds at once in worker processes (spotting/fold_pool.py):
     on the CPU each gets `threads` torch threads (0: the cores shared out), with `device` 'cuda'
-    the workers share out every visible GPU. A fold's result does not depend on the order or the
-    process it is trained in, only on its configuration (and, on the CPU, the thread count)."""
+    the workers share out every visible GPU (None: 1). `engine`, a flowcore.ray_engine.RayEngine,
+    trains the folds as Ray tasks instead (at most `workers` at once; None: as the cluster's
+    resources allow). A fold's result does not depend on the order or the process it is
+    trained in, only on its configuration (and, on the CPU, the thread count)."""
     if config.protocol != "loso":
         raise UserError(f"protocol {config.protocol!r} is not supported (only 'loso')")
-    if workers < 1 or threads < 0:
+    if (workers is not None and workers < 1) or threads < 0:
         raise UserError(f"workers must be >= 1 and threads >= 0, got {workers} and {threads}")
     out = Path(out)
-    dev = resolve_device(device)
+    if engine is not None:  # Ray gives each task its GPU; the driver may have none
+        try:
+            engine.gpus_for(device)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        dev = torch.device("cpu" if device == "cpu" else "cuda")
+    else:
+        dev = resolve_device(device)
     started = time.perf_counter()
     prep = prepared or prepare(config.store, config.annotations, config.windows)
     if config.train.macro_ratio is None:
@@ -511,11 +521,16 @@ def train_loso(
             log.line(f"fold {k + 1}/{len(folds)} {subject}: already complete, skipped")
             results[subject] = _complete_result(out / "folds" / subject, config.train.epochs)
     with log.progress(config.train.epochs, len(folds)) as bar:
-        if workers > 1 and len(todo) > 1:
+        if (engine is not None or (workers or 1) > 1) and on_epoch_end is not None:
+            raise ValueError("on_epoch_end is only called when folds are trained in this process")
+        if engine is not None and todo:
+            from spotting.fold_pool import train_folds_on_ray
+
+            results.update(train_folds_on_ray(config, out, folds, todo, dev, engine, workers, tensorboard,
+                                              bar, log))
+        elif (workers or 1) > 1 and len(todo) > 1:
             from spotting.fold_pool import train_folds_in_workers
 
-            if on_epoch_end is not None:
-                raise ValueError("on_epoch_end is not supported with workers > 1")
             results.update(train_folds_in_workers(config, out, folds, todo, dev, workers, threads,
                                                   tensorboard, bar, log))
         else:
@@ -631,5 +646,10 @@ class _Bar:
             self.rows[key] = self.bar.add_task(f"fold {k + 1}/{self.n_folds} {label}", total=self.epochs, loss="-")
 
     def epoch(self, done: int, loss: float, key: str = "") -> None:
-        if self.bar is not None:
+        if self.bar is not None and key in self.rows:
             self.bar.update(self.rows[key], completed=done, loss=f"{loss:.4f}")
+
+    def end(self, key: str) -> None:
+        """Remove the row of `key` (its fold is over)."""
+        if self.bar is not None and key in self.rows:
+            self.bar.remove_task(self.rows.pop(key))

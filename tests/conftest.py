@@ -24,3 +24,16 @@ def synth_small_samm(tmp_path_factory) -> Path:
     config = SMALL.replace(layout="samm", fps=200.0, seconds=2.5, subjects=2, videos_per_subject=1)
     generate_dataset(config, root, workers=1)
     return root
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with 2 CPUs, shared by one module's tests (the engines use it)."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "mespot[ray]"')
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING")
+    except Exception as err:  # e.g. a sandbox without loopback networking
+        pytest.skip(f"Ray cannot start here: {type(err).__name__}: {err}")
+    yield ray
+    ray.shutdown()

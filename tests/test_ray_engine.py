@@ -40,19 +40,6 @@ def tiny(tmp_path_factory):
     return root, reference, [r.video_id for r in report.results]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray instance with 2 CPUs, shared by this module's tests (the engine uses it)."""
-    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "mespot[ray]"')
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
-    except Exception as err:  # e.g. a sandbox without loopback networking
-        pytest.skip(f"Ray cannot start here: {type(err).__name__}: {err}")
-    yield ray
-    ray.shutdown()
-
-
 def _assert_same_store(got: Path, want: Path, video_ids) -> None:
     """Arrays equal bit for bit, root attributes and video attributes (but timings) equal."""
     a, b = zarr.open_group(str(got), mode="r"), zarr.open_group(str(want), mode="r")

@@ -146,26 +146,61 @@ def test_same_seed_same_weights_and_resume_after_interruption(tiny, tmp_path):
             assert torch.equal(a[key], c[key]), key
 
 
-@pytest.mark.slow  # ~15 s: two spawned workers import torch and load the store
-def test_folds_in_worker_processes_match_one_by_one_training(tiny, tmp_path):
-    one_by_one, pooled = tmp_path / "one", tmp_path / "pool"
+@pytest.fixture(scope="module")
+def one_thread_run(tiny, tmp_path_factory):
+    """The tiny LOSO trained fold by fold in this process with 1 torch thread (the thread count
+    of the workers and Ray tasks below: results depend on it)."""
+    run = tmp_path_factory.mktemp("one_thread") / "run"
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers get 1 thread each; results depend on the thread count
+    torch.set_num_threads(1)
     try:
-        train_loso(config(tiny), one_by_one, show_progress=False, tensorboard=False)
+        train_loso(config(tiny), run, show_progress=False, tensorboard=False)
     finally:
         torch.set_num_threads(threads)
-    results = train_loso(config(tiny), pooled, show_progress=False, tensorboard=False, workers=2, threads=1)
-    assert [r.subject for r in results] == ["s1", "s2", "s3"]
-    for subject in ("s1", "s2", "s3"):
-        a, b = weights(one_by_one, subject, 3), weights(pooled, subject, 3)
+    return run
+
+
+def assert_same_folds(run, reference, subjects=("s1", "s2", "s3"), epoch=3):
+    for subject in subjects:
+        a, b = weights(reference, subject, epoch), weights(run, subject, epoch)
         for key in a:
             assert torch.equal(a[key], b[key]), (subject, key)
-        outputs = [load_file(str(r / "folds" / subject / "test_outputs.safetensors")) for r in (one_by_one, pooled)]
+        outputs = [load_file(str(r / "folds" / subject / "test_outputs.safetensors")) for r in (reference, run)]
         assert torch.equal(outputs[0][f"{subject}_v"], outputs[1][f"{subject}_v"])
+
+
+@pytest.mark.slow  # ~15 s: two spawned workers import torch and load the store
+def test_folds_in_worker_processes_match_one_by_one_training(tiny, one_thread_run, tmp_path):
+    pooled = tmp_path / "pool"
+    results = train_loso(config(tiny), pooled, show_progress=False, tensorboard=False, workers=2, threads=1)
+    assert [r.subject for r in results] == ["s1", "s2", "s3"]
+    assert_same_folds(pooled, one_thread_run)
     log = (pooled / "train.log").read_text()
     assert "3 fold(s) in 2 worker processes on cpu, 1 torch thread(s) each" in log
     assert all(f"fold {k}/3 s{k}: 2 train / 2 test windows" in log for k in (1, 2, 3))
+
+
+@pytest.mark.slow  # ~20 s: Ray starts, and its workers import torch
+def test_folds_as_ray_tasks_match_one_by_one_training(tiny, one_thread_run, local_ray, tmp_path):
+    from flowcore.ray_engine import RayEngine
+
+    run = tmp_path / "ray"
+    results = train_loso(config(tiny), run, show_progress=False, tensorboard=False, engine=RayEngine())
+    assert [r.subject for r in results] == ["s1", "s2", "s3"]
+    assert_same_folds(run, one_thread_run)  # one CPU per task: one torch thread
+    log = (run / "train.log").read_text()
+    assert "ray: 1 node(s) with 2 CPU(s) and 0 GPU(s); 3 fold task(s) of 1 CPU and 0 GPU each" in log
+    assert all(f"fold {k}/3 s{k}: 2 train / 2 test windows" in log for k in (1, 2, 3))
+
+
+def test_engine_flags_that_cannot_work_are_refused(tiny, tmp_path, capsys):
+    args = ["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(tmp_path / "run"), "-q"]
+    assert main(args + ["--address", "auto"]) == 2
+    assert "--address and --gpus-per-task go with --engine ray" in capsys.readouterr().err
+    assert main(args + ["--engine", "ray", "--gpus-per-task", "0.5"]) == 2
+    assert "GPUs they never use; add --device cuda" in capsys.readouterr().err
+    assert main(args + ["--engine", "slurm"]) == 2
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow  # ~15 s
