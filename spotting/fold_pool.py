@@ -81,6 +81,7 @@ def train_folds_in_workers(config, out: Path, folds, todo, device: torch.device,
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         _show(_drain(messages), bar, log)
+        messages.close()
     _raise_failures(failures, results, out)
     return results
 
@@ -199,8 +200,11 @@ def _train_fold(subject: str):
     from spotting.train import train_one_fold
 
     w = _WORKER
-    return train_one_fold(w["prep"], w["config"], w["out"], w["folds"], subject, w["device"], w["reporter"],
-                          w["reporter"], w["tensorboard"])
+    try:
+        return train_one_fold(w["prep"], w["config"], w["out"], w["folds"], subject, w["device"], w["reporter"],
+                              w["reporter"], w["tensorboard"])
+    except KeyboardInterrupt:  # Ctrl-C: the pool's worker loop would go on with the next fold;
+        os._exit(130)  # end this process now (every finished epoch is saved: the run resumes)
 
 
 def _ray_fold_task(config, out: str, folds, subject: str, device: str, threads: int, sink, tensorboard: bool):
