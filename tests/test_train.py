@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -191,6 +192,34 @@ def test_folds_as_ray_tasks_match_one_by_one_training(tiny, one_thread_run, loca
     log = (run / "train.log").read_text()
     assert "ray: 1 node(s) with 2 CPU(s) and 0 GPU(s); 3 fold task(s) of 1 CPU and 0 GPU each" in log
     assert all(f"fold {k}/3 s{k}: 2 train / 2 test windows" in log for k in (1, 2, 3))
+
+
+@pytest.mark.slow  # ~15 s
+def test_ctrl_c_stops_the_workers_at_once_and_the_run_resumes(tiny, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = ["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run), "--epochs", "1000",
+            "--workers", "2", "--threads", "1", "--no-tensorboard", "--save-every", "1000", "-q"]
+    code = f"import sys; from mespot.cli import main; sys.exit(main({args!r}))"
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    resume = run / "folds" / "s1" / "resume.safetensors"
+    deadline = time.monotonic() + 60
+    while not resume.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert resume.exists(), "no epoch finished within 60 s"
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the driver and its workers
+    interrupted = time.monotonic()
+    assert process.wait(timeout=30) == 130
+    assert time.monotonic() - interrupted < 10  # the workers did not go on with other folds
+    assert not (run / "folds" / "s3").exists()
+    assert not list(run.glob("folds/*/fold.json"))
+    assert main(args + ["--subjects", "s1"]) == 0  # the same command again, for one fold
+    assert json.loads((run / "folds" / "s1" / "fold.json").read_text())["resumed_from"] > 0
 
 
 def test_engine_flags_that_cannot_work_are_refused(tiny, tmp_path, capsys):
