@@ -24,23 +24,9 @@ import numpy as np
 from _flow_env import environment, set_threads, write_json
 
 from flowcore.flow import TVL1Params, available_backends, compute_flow
-from flowcore.flow.synthetic import bump_flow, face_texture, render_second
+from flowcore.flow.synthetic import face_pairs
 
 SIZES = ((128, 128), (256, 256), (480, 640))
-
-
-def make_pairs(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, H, W) uint8 face pairs with a small local motion (about 1 px), as in video."""
-    h, w = shape
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    first = np.array(face_texture(side))[top : top + h, left : left + w]
-    flow = bump_flow(first.shape, [(w * 0.4, h * 0.6), (w * 0.6, h * 0.4)],
-                     [(0.8, -0.5), (-0.3, 0.9)], sigma=0.05 * side)
-    flow[0] += 0.2  # and a slight drift of the head
-    second = render_second(first, flow)
-    to_u8 = lambda x: np.clip(np.round(x), 0, 255).astype(np.uint8)  # noqa: E731
-    return np.repeat(to_u8(first)[None], n, 0), np.repeat(to_u8(second)[None], n, 0)
 
 
 def time_call(fn, sync=None) -> tuple[float, float]:
@@ -90,7 +76,7 @@ def main(argv=None) -> int:
                         if n * shape[0] * shape[1] <= args.max_pixels_per_call]
         calls = {}
         for backend, device, batch in configs:
-            first, second = make_pairs(shape, batch)
+            first, second = face_pairs(shape, batch)
             calls[backend, batch] = (
                 lambda f=first, s=second, b=backend, d=device:
                 compute_flow(f, s, params=params, backend=b, device=d))

@@ -53,6 +53,9 @@ def _register_commands() -> None:
     app.command("evaluate")(evaluate_command)
     app.command("report")(report_command)
     app.command("predict")(predict_command)
+    from mespot.bench import bench_command
+
+    app.command("bench")(bench_command)
 
 
 _register_commands()

@@ -146,6 +146,21 @@ def bump_flow(shape: tuple[int, int], centres, vectors, sigma: float) -> np.ndar
     return flow.astype(np.float32)
 
 
+def face_pairs(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, H, W) uint8 face pairs with a small local motion (about 1 px) and a slight head drift,
+    as between video frames (the speed benchmarks' input)."""
+    h, w = shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    first = np.array(face_texture(side))[top: top + h, left: left + w]
+    flow = bump_flow(first.shape, [(w * 0.4, h * 0.6), (w * 0.6, h * 0.4)],
+                     [(0.8, -0.5), (-0.3, 0.9)], sigma=0.05 * side)
+    flow[0] += 0.2
+    second = render_second(first, flow)
+    to_u8 = lambda x: np.clip(np.round(x), 0, 255).astype(np.uint8)  # noqa: E731
+    return np.repeat(to_u8(first)[None], n, 0), np.repeat(to_u8(second)[None], n, 0)
+
+
 def _random_vectors(rng, n, low, high):
     angle = rng.uniform(0, 2 * np.pi, n)
     magnitude = rng.uniform(low, high, n)
