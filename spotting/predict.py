@@ -1,8 +1,12 @@
-"""Spot expressions in a new video with a trained run (or a reference checkpoint).
+"""Spot expressions in new videos with a trained run (or a reference checkpoint).
 
-    video file / frame folder --flowcore.extract_source--> features.zarr
+    video file / frame folder / folder of videos --flowcore.run_extraction--> features.zarr
         --windows--> each fold's network --mean of the logits--> proposals + NMS
-        --> intervals.csv (1-based original frame numbers) and curves.png
+        --> intervals.csv (1-based original frame numbers) and curves.png (one video), or
+            intervals.csv of all videos and curves/<video>.png (several)
+
+A video whose extraction fails is listed (prediction.json, the command's summary) and the others
+are still spotted; the features of those done are kept, so running again redoes only the rest.
 
 The features are extracted with the same parameters as the model's training store (read from
 that store), so the network sees what it was trained on; only the subsampling adapts to the new
@@ -49,6 +53,23 @@ class Prediction:
     out: Path
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The predictions of every video that could be extracted, and those that could not."""
+
+    predictions: list[Prediction]
+    failed: list  # flowcore VideoResults: video_id, stage, error
+    out: Path
+
+    @property
+    def intervals(self) -> pd.DataFrame:
+        return pd.concat([p.intervals for p in self.predictions], ignore_index=True) if self.predictions \
+            else pd.DataFrame(columns=INTERVAL_COLUMNS)
+
+
+INTERVAL_COLUMNS = ["video", "type", "onset", "offset", "apex", "score"]
+
+
 def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Model]:
     """The networks of a run folder: one fold's, or every fold's, at the selected epoch."""
     selection = parse_selection(select)
@@ -72,7 +93,7 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
     return models
 
 
-def _extract_params_for(model_path: Path, video_fps: float):
+def _extract_params_for(model_path: Path):
     """(ExtractParams, proposal preset, training frame rate) matching the model's features."""
     from flowcore.extract import ExtractParams
 
@@ -89,13 +110,28 @@ def _extract_params_for(model_path: Path, video_fps: float):
     return params, preset, fps
 
 
-def predict_video(path: str | Path, model: str | Path, out: str | Path, *, fold: str | None = None,
-                  select: str = "last", preset: str | None = None, fps: float | None = None,
-                  device: str = "cpu", backend: str | None = None) -> Prediction:
-    """Extract `path` (a video file or a folder of frames), run the model(s), write the outputs."""
+def predict_video(path: str | Path, model: str | Path, out: str | Path, **options) -> Prediction:
+    """Spot one video (a file or a folder of frames); UserError if it cannot be extracted.
+    Options as `predict_videos`."""
+    batch = predict_videos(path, model, out, one=True, **options)
+    if batch.failed:
+        failure = batch.failed[0]
+        raise UserError(f"{path}: feature extraction failed at {failure.stage}: {failure.error}")
+    return batch.predictions[0]
+
+
+def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold: str | None = None,
+                   select: str = "last", preset: str | None = None, fps: float | None = None,
+                   device: str = "cpu", backend: str | None = None, one: bool = False,
+                   progress=None) -> Batch:
+    """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
+    a dataset copy) with the model's extraction parameters, run the model(s) and write the
+    outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
+    flowcore.run_extraction."""
     from dataclasses import replace
 
     from flowcore import open_source, run_extraction
+    from flowcore.store import StoreMismatchError
 
     path, model, out = Path(path), Path(model), Path(out)
     if not path.exists():
@@ -103,25 +139,63 @@ def predict_video(path: str | Path, model: str | Path, out: str | Path, *, fold:
     if not model.exists():
         raise UserError(f"{model}: no such run folder or checkpoint file")
     source = open_source(path, fps=fps)
-    if len(source.videos) != 1:
-        raise UserError(f"{path}: holds {len(source.videos)} videos; predict takes one video file or "
-                        f"one folder of frames (use `mespot extract` + `mespot evaluate` for datasets)")
-    spec = source.videos[0]
-    params, trained_preset, trained_fps = _extract_params_for(model, spec.fps)
-    subsample = max(1, int(round(spec.fps / trained_fps)))
+    if one and len(source.videos) != 1:
+        raise UserError(f"{path}: holds {len(source.videos)} videos; predict_video takes one video file or "
+                        f"one folder of frames")
+    if not source.videos:
+        raise UserError(f"{path}: no video found")
+    params, trained_preset, trained_fps = _extract_params_for(model)
+    subsample = _one_subsample(path, source.videos, trained_fps)
     params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
+    models = _load_models(model, fold, select, device)  # before the long extraction: fail early
     out.mkdir(parents=True, exist_ok=True)
-    report = run_extraction(source, out / "features.zarr", params)
-    if report.failed:
-        failure = report.failed[0]
-        raise UserError(f"{path}: feature extraction failed at {failure.stage}: {failure.error}")
-    video = load_features(out / "features.zarr").videos[spec.video_id]
+    try:
+        report = run_extraction(source, out / "features.zarr", params, progress=progress)
+    except StoreMismatchError as err:
+        raise UserError(f"{err} (features of another model's parameters?): choose another --out") from None
+    features = load_features(out / "features.zarr")
+    several = len(source.videos) > 1
+    predictions = []
+    for spec in source.videos:
+        if spec.video_id in features.videos:
+            curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
+            predictions.append(_spot(features.videos[spec.video_id], models, PRESETS[preset or trained_preset],
+                                     device, curves_png, out))
+    batch = Batch(predictions, list(report.failed), out)
+    batch.intervals.to_csv(out / "intervals.csv", index=False)
+    (out / "prediction.json").write_text(json.dumps({
+        "source": str(path), "model": str(model), "models": [m.name for m in models],
+        "combination": "mean of the models' logits" if len(models) > 1 else "single model",
+        "selection": select, "preset": preset or trained_preset, "subsample": subsample,
+        "videos": [p.video_id for p in predictions],
+        "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error} for r in report.failed],
+        "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+    return batch
 
+
+def _one_subsample(path: Path, videos, trained_fps: float) -> int:
+    """The frame subsampling that brings the videos nearest the training frame rate; UserError
+    if the videos' rates need different ones (one store holds one subsampling)."""
+    wanted = {}
+    for spec in videos:
+        wanted.setdefault(max(1, int(round(spec.fps / trained_fps))), []).append(spec)
+    if len(wanted) > 1:
+        groups = "; ".join(f"every {n}. frame for {', '.join(f'{v.video_id} ({v.fps:g} fps)' for v in specs[:3])}"
+                           for n, specs in sorted(wanted.items()))
+        raise UserError(f"{path}: the videos need different subsampling to match the model's "
+                        f"{trained_fps:g} fps ({groups}); predict each frame rate's videos separately")
+    return next(iter(wanted))
+
+
+def _load_models(model: Path, fold: str | None, select: str, device: str) -> list[Model]:
     if model.is_file():
         network, _epoch = load_reference_checkpoint(model)
-        models = [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD))]
-    else:
-        models = run_models(model, fold, select, device)
+        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD))]
+    return run_models(model, fold, select, device)
+
+
+def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path) -> Prediction:
+    """The mean of the models' logits over one video's rows -> intervals, curves and their plot."""
     windows = WindowParams()
     ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], windows)}, windows)
     mask = np.ones(len(ws), bool)
@@ -130,23 +204,17 @@ def predict_video(path: str | Path, model: str | Path, out: str | Path, *, fold:
         data = window_tensors(ws, mask, m.mean, m.std, device)
         rows = predict_logits(m.network, data["x"], windows.context).cpu().numpy()
         logits += video_logits(rows, ws, mask)[video.video_id] / len(models)
-    params_preset = PRESETS[preset or trained_preset]
-    found = spot_video(logits, params_preset)
+    found = spot_video(logits, preset)
     intervals = pd.DataFrame({
         "video": video.video_id, "type": found["type"],
         "onset": rows_to_frames(found["start"], video.frame_numbers),
         "offset": rows_to_frames(found["end"], video.frame_numbers),
         "apex": rows_to_frames(found["apex"], video.frame_numbers), "score": found["score"],
-    }).sort_values(["type", "onset"]).reset_index(drop=True)
-    intervals.to_csv(out / "intervals.csv", index=False)
+    }, columns=INTERVAL_COLUMNS).sort_values(["type", "onset"]).reset_index(drop=True)
     curves = probability_curves(logits)
     frames = video.frame_numbers[: video.n_rows]
-    _plot(video.video_id, curves, frames, intervals, out / "curves.png")
-    (out / "prediction.json").write_text(json.dumps({
-        "video": str(path), "model": str(model), "models": [m.name for m in models],
-        "combination": "mean of the models' logits" if len(models) > 1 else "single model",
-        "selection": select, "preset": preset or trained_preset, "subsample": subsample,
-        "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+    curves_png.parent.mkdir(parents=True, exist_ok=True)
+    _plot(video.video_id, curves, frames, intervals, curves_png)
     return Prediction(video.video_id, intervals, curves, frames, out)
 
 

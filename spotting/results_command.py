@@ -79,11 +79,12 @@ def report_command(
 
 
 def predict_command(
-    video: Path = typer.Argument(..., help="A video file or a folder of numbered frames."),
+    video: Path = typer.Argument(..., help="A video file, a folder of numbered frames, or a folder of "
+                                 "video files (every video in it is spotted)."),
     model: Path = typer.Option(..., "--model", "-m",
                                help="A run folder (runs/NAME) or a reference checkpoint_epoch_EEE.pth.tar."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="Output folder [default: predictions/<video name>]."),
+                                       help="Output folder [default: predictions/<video or folder name>]."),
     fold: Optional[str] = typer.Option(None, "--fold", help="Use only this fold's model (a subject id)."),
     all_folds: bool = typer.Option(True, "--all-folds/--one-fold",
                                    help="Average the logits of every fold's model (default)."),
@@ -92,21 +93,34 @@ def predict_command(
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frame folder [default: 30]."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Flow backend [default: the model's]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Spot expressions in one new video with a trained run or a reference checkpoint.
+    """Spot expressions in new videos with a trained run or a reference checkpoint.
 
-    Extracts the video's features with the model's extraction parameters, runs the network(s),
-    and writes OUT/intervals.csv (1-based frame numbers), OUT/curves.png and OUT/features.zarr.
+    Extracts the features with the model's extraction parameters, runs the network(s), and
+    writes OUT/intervals.csv (1-based frame numbers), OUT/curves.png (one video) or
+    OUT/curves/<video>.png (several), OUT/prediction.json and OUT/features.zarr. A video that
+    cannot be extracted is reported (exit code 1) and the others are still spotted.
     """
-    from spotting.predict import predict_video
+    from flowcore.command import RichProgress
+    from spotting.predict import predict_videos
 
     if fold is None and not all_folds:
         raise UserError("--one-fold needs --fold SUBJECT")
     out = out or Path("predictions") / video.stem
-    result = predict_video(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
-                           device=device, backend=backend)
-    counts = result.intervals["type"].value_counts()
-    typer.echo(f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
-               f"macro-expressions spotted")
-    typer.echo(result.intervals.to_string(index=False) if len(result.intervals) else "(none)")
-    typer.echo(f"written: {out / 'intervals.csv'}, {out / 'curves.png'}")
+    batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
+                           device=device, backend=backend, progress=RichProgress(enabled=not quiet))
+    for result in batch.predictions:
+        counts = result.intervals["type"].value_counts()
+        typer.echo(f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
+                   f"macro-expressions spotted")
+    if len(batch.predictions) == 1:
+        table = batch.predictions[0].intervals
+        typer.echo(table.to_string(index=False) if len(table) else "(none)")
+    for failure in batch.failed:
+        typer.echo(f"{failure.video_id}: not spotted, feature extraction failed at {failure.stage}: "
+                   f"{failure.error}", err=True)
+    pictures = out / ("curves.png" if len(batch.predictions) == 1 else "curves")
+    typer.echo(f"written: {out / 'intervals.csv'}, {pictures}")
+    if batch.failed:
+        raise typer.Exit(1)

@@ -93,6 +93,43 @@ def test_predict_with_a_reference_checkpoint(trained, tmp_path):
     assert result.curves.shape[1] == 8
 
 
+@pytest.mark.slow
+def test_predict_a_folder_of_videos_spots_each_and_reports_a_broken_one(trained, tmp_path, capsys):
+    videos = tmp_path / "lab"
+    videos.mkdir()
+    for subject in ("s15", "s16"):
+        folder = next((trained["data"] / "rawpic" / subject).iterdir())
+        _as_mp4(folder, videos / f"{subject}_clip.mp4")
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "spotted"
+    code = main(["predict", str(videos), "--model", str(trained["run"]), "--out", str(out), "-q"])
+    assert code == 1  # one video failed; the others are spotted
+    captured = capsys.readouterr()
+    assert "broken: not spotted, feature extraction failed" in captured.err
+    assert "s15_clip: " in captured.out and "s16_clip: " in captured.out
+    meta = json.loads((out / "prediction.json").read_text())
+    assert meta["videos"] == ["s15_clip", "s16_clip"]
+    assert [f["video"] for f in meta["failed"]] == ["broken"]
+    assert all((out / "curves" / f"{v}.png").is_file() for v in meta["videos"])
+    table = pd.read_csv(out / "intervals.csv")
+    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score"]
+    assert set(table["video"]) <= {"s15_clip", "s16_clip"}
+
+
+@pytest.mark.slow
+def test_predict_refuses_videos_that_need_different_subsampling(trained, tmp_path):
+    from spotting.predict import predict_videos
+
+    videos = tmp_path / "mixed"
+    videos.mkdir()
+    folder = next((trained["data"] / "rawpic" / "s15").iterdir())
+    _as_mp4(folder, videos / "normal.mp4", fps=30.0)
+    _as_mp4(folder, videos / "fast.mp4", fps=120.0)
+    with pytest.raises(UserError, match="need different subsampling.*every 4. frame for fast"):
+        predict_videos(videos, trained["run"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(UserError, match="no such video"):
         predict_video(tmp_path / "missing.mp4", tmp_path, tmp_path / "out")
