@@ -56,8 +56,8 @@ def train_folds_in_workers(config, out: Path, folds, todo, device: torch.device,
     """Train the folds of `todo` in `workers` processes; {subject: FoldResult} of those that
     finished. Raises UserError naming the folds that failed, after the others are done."""
     devices = worker_devices(device)
-    per_worker = threads_per_worker(workers, threads)
     workers = min(workers, len(todo))
+    per_worker = threads_per_worker(workers, threads)
     log.line(f"{len(todo)} fold(s) in {workers} worker processes on {', '.join(devices)}"
              + (f", {per_worker} torch thread(s) each" if device.type == "cpu" else ""))
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
