@@ -123,7 +123,36 @@ def engine_from_flags(name: str, address: str | None, gpus_per_task: float | Non
     return engine
 
 
+# flag -> key in ExtractParams.to_dict() ("faces.resize": key resize of section faces)
+_FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
+              "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
+              "face_backend": "faces.backend"}
+
+
+def extract_params(ctx, config: Path | None, flags: dict):
+    """ExtractParams from the defaults, then the --config file, then the flags typed on the
+    command line (`flags`: their values, shaped as ExtractParams.to_dict()); UserError naming
+    the file for unknown keys or values out of range."""
+    from flowcore.extract import ExtractParams
+    from mespot.config_file import flag_given, merged, read_mapping
+
+    values = ExtractParams().to_dict()
+    where = "flags"
+    if config is not None:
+        where = str(config)
+        values = merged(values, read_mapping(config, "extraction parameters"), where)
+    for flag, key in _FLAG_KEYS.items():
+        if flag_given(ctx, flag) or config is None:
+            section, _, name = key.rpartition(".")
+            (values[section] if section else values)[name] = (flags[section][name] if section else flags[name])
+    try:
+        return ExtractParams.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{where}: {err}") from None
+
+
 def extract_command(
+    ctx: typer.Context,
     source: Path = typer.Argument(..., help="A CAS(ME)^2 or SAMM-LV copy, a folder of video "
                                   "files, or the output of `mespot synth`."),
     out: Path = typer.Option(..., "--out", "-o", help="The Zarr feature store to create or "
@@ -166,6 +195,11 @@ def extract_command(
     pictures: Optional[Path] = typer.Option(None, "--pictures", help="Write one picture per "
                                             "video of the store into this folder (box, "
                                             "landmarks, ROIs, flow)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML (or JSON) file "
+                                          "of extraction parameters, keys as in a store's "
+                                          "`params` attribute: flow_backend, tvl1 (tau, "
+                                          "lambda_, theta, n_scales, n_warps, ...), faces, rois, "
+                                          "subsample, compat, save_flow. Flags given win."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Extract landmarks, TV-L1 flow and 12-ROI MDMO features into a Zarr store.
@@ -178,19 +212,20 @@ def extract_command(
     import dataclasses
 
     from flowcore.batch import run_extraction
-    from flowcore.extract import ExtractParams, RunOptions
-    from flowcore.faces import FaceParams
+    from flowcore.extract import RunOptions
     from flowcore.faces import face_backend as resolve_face_backend
-    from flowcore.mdmo import MDMOParams
     from flowcore.sources import SourceError, open_source
     from flowcore.store import StoreMismatchError
 
     options = RunOptions(device=device, batch_size=batch_size)
     runner = engine_from_flags(engine, address, gpus_per_task, options.device, " --backend torch")  # flags first
+    flags = {"flow_backend": backend, "subsample": subsample, "compat": compat, "save_flow": save_flow,
+             "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
+    params = extract_params(ctx, config, flags)
+    backend = params.flow_backend
     try:
-        src = open_source(source, subsample=subsample, subjects_csv=subjects_csv)
-        faces = FaceParams(margin=margin, resize=resize, backend=face_backend)
-        resolve_face_backend(face_backend)
+        src = open_source(source, subsample=params.subsample, subjects_csv=subjects_csv)
+        resolve_face_backend(params.faces.backend)
     except (SourceError, ValueError, ImportError) as err:
         raise UserError(str(err)) from None
     if video:
@@ -208,8 +243,6 @@ def extract_command(
                         f"choose --backend torch")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    params = ExtractParams(flow_backend=backend, faces=faces, mdmo=MDMOParams(compat=compat),
-                           subsample=subsample, save_flow=save_flow)
     progress = RichProgress(enabled=not quiet)
     try:
         report = run_extraction(src, out, params, options, workers, progress, runner)

@@ -13,7 +13,7 @@ import typer
 from typer import Argument as typer_argument
 from typer import Option as typer_option
 
-from mespot.errors import UserError
+from mespot.config_file import flag_given, read_mapping
 
 # flag name -> (section of the config, field)
 _FLAG_FIELDS = {
@@ -97,14 +97,12 @@ def train_command(
         torch.set_num_threads(threads)
     sections: dict = {}
     if config is not None:
-        sections = _read_yaml(config)
+        sections = read_mapping(config, "sections (train, windows, prior, losses)")
     values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
               "normalisation": normalisation, "prior": prior, "macro_ratio": macro_ratio,
               "save_every": save_every, "inner_val": inner_val}
     for flag, (section, name) in _FLAG_FIELDS.items():
-        source = ctx.get_parameter_source(flag)
-        given = source is not None and source.name != "DEFAULT"
-        if given or name not in sections.get(section, {}):
+        if flag_given(ctx, flag) or name not in sections.get(section, {}):
             sections.setdefault(section, {})[name] = values[flag]
     run_config = config_from_dict(sections, store=str(store), annotations=str(annotations), protocol=protocol)
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
@@ -112,16 +110,3 @@ def train_command(
                show_progress=not quiet, tensorboard=not no_tensorboard, workers=workers, threads=threads,
                engine=ray_engine)
 
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of sections (train, windows, prior, losses)")
-    return data

@@ -179,6 +179,45 @@ def test_command_exit_codes(casme2_run, tmp_path, capsys):
     assert [p.name for p in (tmp_path / "pictures").iterdir()] == ["15_0101disgustingteeth.png"]
 
 
+def test_command_config_file_sets_any_parameter_and_flags_win(casme2_run, tmp_path, capsys):
+    import json
+
+    from mespot.cli import main
+
+    root, _, _ = casme2_run
+    store = root / "features.zarr"  # made with QUICK (few TV-L1 scales, 48 px faces)
+    recorded = dict(zarr.open_group(str(store), mode="r").attrs)["params"]
+    config = tmp_path / "same.json"
+    config.write_text(json.dumps(recorded))  # a store's parameters, given back as a file
+    code = main(["extract", str(root), "--out", str(store), "--config", str(config), "-q"])
+    captured = capsys.readouterr()
+    assert "other extraction parameters" not in captured.err  # the same parameters: resumed
+    assert code == 1 and "2 already complete (skipped), 2 failed" in captured.out  # the bad ones fail again
+
+    quick = tmp_path / "quick.yaml"
+    quick.write_text("tvl1:\n  n_scales: 2\n  n_warps: 1\n  outer_iterations: 2\nfaces:\n  resize: 48\n")
+    one = tmp_path / "one"
+    write_casme2(one, {"15_0101disgustingteeth": 3})
+    assert main(["extract", str(one), "--out", str(tmp_path / "a.zarr"), "--config", str(quick),
+                 "--resize", "64", "--backend", "torch", "-q"]) == 0
+    params = dict(zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs)["params"]
+    assert params["tvl1"]["n_scales"] == 2 and params["tvl1"]["n_warps"] == 1  # from the file
+    assert params["tvl1"]["tau"] == TVL1Params().tau  # not in the file: the default
+    assert params["faces"]["resize"] == 64 and params["flow_backend"] == "torch"  # flags win
+    assert params["faces"]["margin"] == 0.1
+
+    for text, message in (("tvl1:\n  taus: 1\n", "unknown key 'taus'"),
+                          ("tvl1:\n  tau: -1\n", "tau must be > 0"),
+                          ("tvl1: 3\n", "'tvl1' must be a mapping"),
+                          ("- a list\n", "expected a mapping")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        assert main(["extract", str(one), "--out", str(tmp_path / "b.zarr"), "--config", str(bad), "-q"]) == 2
+        error = capsys.readouterr().err
+        assert message in error and str(bad) in error, error
+    assert not (tmp_path / "b.zarr").exists()
+
+
 @pytest.mark.gpu
 def test_cuda_flow_and_mdmo_on_the_device(tmp_path):
     torch = pytest.importorskip("torch")
