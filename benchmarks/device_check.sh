@@ -3,7 +3,8 @@
 # device tool (/work/.library/device/README.md): expected 4-5 minutes on an H100 or H200,
 # 9 at most (each step has its own limit).
 #   1. the CUDA tests: training on CUDA deterministic and close to the CPU (issue 6), MDMO and
-#      extraction pieces on CUDA, the torch TV-L1 on CUDA against the CPU (issue 3)
+#      extraction pieces on CUDA, the torch TV-L1 on CUDA against the CPU (issue 3), the fused
+#      TV-L1 iteration kernel (kernels/tvl1_iteration.cu) against the torch step (issue 4)
 #   2. LOSO training of a CAS(ME)^2-sized store on the GPU (issue 6's target: under 60 s), one
 #      fold at a time and 4 side by side (--workers), timed in one call so the ratio is measured
 #      on the same card
@@ -49,7 +50,7 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, report how it ended
 }
 
 step 120 "CUDA tests" python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-    tests/test_train.py tests/test_mdmo.py tests/test_flow.py
+    tests/test_train.py tests/test_mdmo.py tests/test_flow.py tests/test_kernels_host.py
 step 240 "LOSO training, CAS(ME)^2-sized, on the GPU" python3 benchmarks/train_speed.py \
     --preset casme2 --device "$DEVICE" --threads "$(nproc)" --workers 1 4 --out "$OUT" "${SHORT[@]}"
 step 100 "torch TV-L1 on the GPU" python3 benchmarks/flow_speed.py --device "$DEVICE" --backends torch \
