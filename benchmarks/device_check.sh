@@ -8,7 +8,8 @@
 #   2. LOSO training of a CAS(ME)^2-sized store on the GPU (issue 6's target: under 60 s), one
 #      fold at a time and 4 side by side (--workers), timed in one call so the ratio is measured
 #      on the same card
-#   3. the torch TV-L1 on the GPU: pairs per second by image size and batch (issue 3)
+#   3. TV-L1 on the GPU, `torch` and the fused kernel (`cuda`, issue 4): pairs per second by
+#      image size and batch, and the accuracy benchmark (EPE per class of known flow)
 #   4. `mespot bench --device cuda`: the quick check a researcher runs, for comparison
 # Every step has its own time limit, so one that hangs cannot eat the session's device time.
 #
@@ -17,7 +18,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl -r benchmarks/device_wheels.txt
-# Then, with the device tool: run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=590)
+# Then, with the device tool: run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=600)
 # What comes back ($OUT: the JSON files, each naming the GPU, and check.log) belongs in
 # benchmarks/results/ (file names say "cuda"); quote only numbers that came back.
 # A dry run of the plumbing on a machine without a GPU (minutes, numbers meaningless):
@@ -49,12 +50,15 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, report how it ended
     echo "=== $name: exit $? after $((SECONDS - t0)) s"
 }
 
-step 120 "CUDA tests" python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
+step 110 "CUDA tests" python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
     tests/test_train.py tests/test_mdmo.py tests/test_flow.py tests/test_kernels_host.py
 step 240 "LOSO training, CAS(ME)^2-sized, on the GPU" python3 benchmarks/train_speed.py \
     --preset casme2 --device "$DEVICE" --threads "$(nproc)" --workers 1 4 --out "$OUT" "${SHORT[@]}"
-step 100 "torch TV-L1 on the GPU" python3 benchmarks/flow_speed.py --device "$DEVICE" --backends torch \
+# torch, and the fused kernel (backend `cuda`) where CuPy is there: both in one run
+step 90 "TV-L1 speed on the GPU" python3 benchmarks/flow_speed.py --device "$DEVICE" \
     --batches 1 8 32 --max-pixels-per-call 1e8 --repeats 3 --out "$OUT/flow_speed_$DEVICE.json" \
     ${QUICK:+--sizes 0 --batches 1}
+step 80 "TV-L1 accuracy on the GPU" python3 benchmarks/flow_accuracy.py --device "$DEVICE" \
+    --out "$OUT/flow_accuracy_$DEVICE.json" ${QUICK:+--per-class 1 --size 64}
 step 60 "mespot bench" python3 -m mespot bench --device "$DEVICE" --out "$OUT/bench_$DEVICE.json"
 ls -l "$OUT"

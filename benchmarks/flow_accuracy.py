@@ -44,7 +44,8 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     params = TVL1Params()
-    backends = args.backends or available_backends()
+    backends = args.backends or [b for b in available_backends()  # `cuda` runs on a GPU only
+                                 if b != "cuda" or args.device.startswith("cuda")]
     landmarks = face_landmarks(args.size)
     cases = make_cases(args.size, landmarks, per_class=args.per_class, seed=args.seed)
     rois = roi_mask(landmarks, (args.size, args.size))

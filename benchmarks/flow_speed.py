@@ -57,7 +57,8 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     params = TVL1Params()
-    backends = args.backends or available_backends()
+    backends = args.backends or [b for b in available_backends()  # `cuda` runs on a GPU only
+                                 if b != "cuda" or args.device.startswith("cuda")]
     sync = None
     if args.device.startswith("cuda"):
         import torch

@@ -241,6 +241,8 @@ def extract_command(
     if backend == "opencv" and device != "cpu":
         raise UserError(f"the opencv flow backend runs on the CPU only; for --device {device} "
                         f"choose --backend torch")
+    if backend == "cuda" and not device.startswith("cuda"):
+        raise UserError("the cuda flow backend runs on a GPU: add --device cuda")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     progress = RichProgress(enabled=not quiet)

@@ -50,9 +50,10 @@ def flow_rates(size: int, device: str, repeats: int) -> list[dict]:
 
     sync = _sync(device)
     rows = []
+    runs_on = {"opencv": device == "cpu", "cuda": device != "cpu"}  # CPU only, GPU only
     for backend in available_backends():
-        if backend == "opencv" and device != "cpu":
-            continue  # OpenCV's TV-L1 runs on the CPU only
+        if not runs_on.get(backend, True):
+            continue
         batches = [2] if backend == "opencv" else ([1, 16, 128] if device != "cpu" else [1, 4, 16])
         for batch in batches:
             first, second = face_pairs((size, size), batch)

@@ -72,28 +72,54 @@ def _fields(n, c, h, w, seed):
     return I1wx, I1wy, grad, rho_c, u, px, py
 
 
+def _host_step(host_kernel):
+    """The host build with torch_tvl1._inner_step's signature (CPU tensors in and out)."""
+
+    def step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t, theta, taut, gamma):
+        n, c, h, w = u.shape
+        fields = [np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in (I1wx, I1wy, grad, rho_c, u, px, py)]
+        outputs = [np.full((n, c, h, w), np.nan, np.float32) for _ in range(3)]
+        error = np.zeros(n, np.float32)
+        active = keep.reshape(-1).numpy().astype(np.uint8)
+        pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+        host_kernel(*(pointer(a) for a in fields), *(pointer(o) for o in outputs), pointer(error), pointer(active),
+                    ctypes.c_int(n), ctypes.c_int(c), ctypes.c_int(h), ctypes.c_int(w), ctypes.c_float(l_t),
+                    ctypes.c_float(theta), ctypes.c_float(taut), ctypes.c_float(gamma))
+        return (*(torch.from_numpy(o) for o in outputs), torch.from_numpy(error))
+
+    return step
+
+
+L_T, THETA, TAUT = 0.15 * 0.3, 0.3, 0.25 / 0.3  # OpenCV's defaults: lambda theta, theta, tau / theta
+
+
 @pytest.mark.parametrize("components, gamma", [(2, 0.0), (3, 0.4)])
 def test_host_build_of_the_fused_iteration_matches_the_torch_step(host_kernel, components, gamma):
     n, h, w = 3, 11, 17
-    l_t, theta, taut = 0.15 * 0.3, 0.3, 0.25 / 0.3
-    fields = _fields(n, components, h, w, seed=components)
-    active = np.array([1, 0, 1], np.uint8)  # the middle sample has stopped
-    outputs = [np.full((n, components, h, w), np.nan, np.float32) for _ in range(3)]
-    error = np.zeros(n, np.float32)
-    pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
-    host_kernel(*(pointer(np.ascontiguousarray(a)) for a in fields), *(pointer(o) for o in outputs),
-                pointer(error), pointer(active), ctypes.c_int(n), ctypes.c_int(components), ctypes.c_int(h),
-                ctypes.c_int(w), ctypes.c_float(l_t), ctypes.c_float(theta), ctypes.c_float(taut),
-                ctypes.c_float(gamma))
+    fields = [torch.from_numpy(a) for a in _fields(n, components, h, w, seed=components)]
+    keep = torch.tensor([True, False, True])[:, None, None, None]  # the middle sample has stopped
+    got = _host_step(host_kernel)(*fields, keep, L_T, THETA, TAUT, gamma)
+    want = _inner_step(*fields, keep, L_T, THETA, TAUT, gamma)
+    for name, a, b in zip(("u", "px", "py"), got[:3], want[:3]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+    assert torch.equal(got[0][1], fields[4][1])  # the stopped sample is untouched
+    np.testing.assert_allclose(got[3][[0, 2]], want[3][[0, 2]], rtol=1e-4)
+    assert got[3][1] == 0
 
-    keep = torch.from_numpy(active.astype(bool))[:, None, None, None]
-    tensors = [torch.from_numpy(a) for a in fields]
-    want = _inner_step(*tensors, keep, l_t, theta, taut, gamma)
-    for name, got, expected in zip(("u", "px", "py"), outputs, want[:3]):
-        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
-    np.testing.assert_array_equal(outputs[0][1], fields[4][1])  # the stopped sample is untouched
-    np.testing.assert_allclose(error[[0, 2]], want[3].numpy()[[0, 2]], rtol=1e-4)
-    assert error[1] == 0
+
+def test_whole_flow_with_the_fused_iteration_matches_the_torch_path(host_kernel):
+    from flowcore.flow import TVL1Params
+    from flowcore.flow.synthetic import face_pairs
+    from flowcore.flow.torch_tvl1 import flow_torch
+
+    first, second = (torch.from_numpy(a.astype(np.float32)) for a in face_pairs((40, 48), 2))
+    second[1] = torch.roll(second[1], 1, dims=1)  # the two samples stop at different iterations
+    params = TVL1Params(n_scales=3, n_warps=2, outer_iterations=3)
+    fused = flow_torch(first, second, params, use_numba=False, step=_host_step(host_kernel))
+    tensors = flow_torch(first, second, params, use_numba=False)
+    assert fused.shape == (2, 2, 40, 48) and tensors.abs().mean() > 0.1  # real motion was found
+    # float rounding moves a stopping decision now and then; the paths drift apart that little
+    assert (fused - tensors).abs().mean() < 0.02
 
 
 @pytest.mark.gpu
@@ -104,13 +130,27 @@ def test_cuda_fused_iteration_matches_the_torch_step(components, gamma):
     from flowcore.flow.cuda_kernels import fused_iteration
 
     n, h, w = 3, 37, 70  # several blocks, partial ones at the edges
-    l_t, theta, taut = 0.15 * 0.3, 0.3, 0.25 / 0.3
     fields = [torch.from_numpy(a).cuda() for a in _fields(n, components, h, w, seed=7)]
     active = torch.tensor([True, False, True], device="cuda")
-    got = fused_iteration(*fields, active, l_t, theta, taut, gamma)
-    want = _inner_step(*fields, active[:, None, None, None], l_t, theta, taut, gamma)
+    got = fused_iteration(*fields, active, L_T, THETA, TAUT, gamma)
+    want = _inner_step(*fields, active[:, None, None, None], L_T, THETA, TAUT, gamma)
     for name, a, b in zip(("u", "px", "py"), got[:3], want[:3]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
     assert torch.equal(got[0][1], fields[4][1])  # the stopped sample is copied through
     torch.testing.assert_close(got[3][[0, 2]], want[3][[0, 2]], rtol=1e-4, atol=1e-3)
     assert float(got[3][1]) == 0.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_flow_with_the_fused_iteration_matches_the_torch_path():
+    pytest.importorskip("cupy", reason="the CUDA kernels are launched with CuPy (pip install mespot[gpu])")
+    from flowcore.flow import TVL1Params
+    from flowcore.flow.cuda_kernels import fused_step
+    from flowcore.flow.synthetic import face_pairs
+    from flowcore.flow.torch_tvl1 import flow_torch
+
+    first, second = (torch.from_numpy(a.astype(np.float32)).cuda() for a in face_pairs((96, 96), 4))
+    fused = flow_torch(first, second, TVL1Params(), step=fused_step)
+    tensors = flow_torch(first, second, TVL1Params())
+    assert (fused - tensors).abs().mean() < 0.02

@@ -7,6 +7,10 @@ second: first(y, x) ~ second(y + dy, x + dx).
 Backends (all take the same `TVL1Params`, defaults = OpenCV's DualTVL1 defaults):
     opencv  OpenCV contrib's CPU DualTVL1, the accuracy reference (CPU only).
     torch   the same algorithm on batched tensors, CPU (numba-fused iterations) or CUDA.
+    cuda    experimental: `torch` on a CUDA device with each iteration one fused kernel launch
+            (kernels/tvl1_iteration.cu through CuPy); its arithmetic is tested on the host, the
+            GPU run not yet (see flowcore/flow/cuda_kernels.py). Listed only where CuPy and a
+            CUDA device are present.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from .params import TVL1Params
 
 __all__ = ["TVL1Params", "compute_flow", "available_backends"]
 
-_ALL_BACKENDS = ("opencv", "torch")
+_ALL_BACKENDS = ("opencv", "torch", "cuda")
 
 
 def _backend_importable(name: str) -> bool:
@@ -31,6 +35,11 @@ def _backend_importable(name: str) -> bool:
             import torch  # noqa: F401
 
             return True
+        if name == "cuda":
+            import cupy  # noqa: F401  (kernel compilation and launch)
+            import torch
+
+            return torch.cuda.is_available()
     except ImportError:
         return False
     return False
@@ -99,7 +108,7 @@ def compute_flow(
     params: TV-L1 parameters (defaults equal OpenCV's).
     backend: one of `available_backends()`.
     device: where the `torch` backend computes ("cpu", "cuda", "cuda:1", ...); `opencv` is CPU
-        only. The result goes back to where the input was.
+        only, `cuda` CUDA only. The result goes back to where the input was.
     Returns (N, 2, H, W) float32 flow in pixels, (dx, dy), y down; (2, H, W) for (H, W) input.
         numpy in, numpy out; torch in, torch out on the input's device.
     """
@@ -127,18 +136,23 @@ def compute_flow(
             import torch
 
             flow = torch.from_numpy(flow).to(out_device)
-    else:  # torch
+    else:  # torch, or cuda: the torch backend with the fused iteration kernel
         import torch
 
         from .torch_tvl1 import flow_torch
 
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available here")
+        step = None
+        if backend == "cuda":
+            if not str(device).startswith("cuda"):
+                raise ValueError(f"the cuda backend runs on a CUDA device, got device {device!r}")
+            from .cuda_kernels import fused_step as step
         a = first if tensor_in else torch.from_numpy(np.ascontiguousarray(first))
         b = second if tensor_in else torch.from_numpy(np.ascontiguousarray(second))
         a = a.to(device=device, dtype=torch.float32).reshape(-1, *a.shape[-2:])
         b = b.to(device=device, dtype=torch.float32).reshape(-1, *b.shape[-2:])
         with torch.no_grad():
-            flow = flow_torch(a, b, params)
+            flow = flow_torch(a, b, params, step=step)
         flow = flow.to(out_device) if tensor_in else flow.cpu().numpy()
     return flow[0] if single else flow

@@ -5,8 +5,9 @@ DLPack (no copies) on torch's current stream.
 Status: groundwork for the fused `cuda` flow backend (issue 4). `fused_iteration` is one whole
 TV-L1 iteration per launch; its arithmetic is tested on the host against the `torch` backend
 (tests/test_kernels_host.py), the launch itself only on a GPU (the `gpu` test beside it, run by
-benchmarks/device_check.sh). It is not a flow backend yet: the pyramid, warps and stopping still
-have to drive it.
+benchmarks/device_check.sh). `fused_step` plugs it into the `torch` backend's pyramid, warps and
+per-sample stopping: `flow_torch(first, second, params, step=fused_step)` on CUDA tensors. Once
+a GPU run has checked it (tests, accuracy benchmark), it can become the `cuda` backend.
 """
 
 from __future__ import annotations
@@ -58,3 +59,8 @@ def fused_iteration(I1wx, I1wy, grad, rho_c, u, px, py, active, l_t: float, thet
             cupy.cuda.ExternalStream(torch.cuda.current_stream(u.device).cuda_stream):
         _module("tvl1_iteration").get_function("tvl1_iteration")(grid, BLOCK, (*arrays, *scalars))
     return (*outputs, error)
+
+
+def fused_step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t: float, theta: float, taut: float, gamma: float):
+    """`fused_iteration` with torch_tvl1._inner_step's signature (keep: (N, 1, 1, 1) bool)."""
+    return fused_iteration(I1wx, I1wy, grad, rho_c, u, px, py, keep.reshape(-1), l_t, theta, taut, gamma)

@@ -233,20 +233,21 @@ def _step_function():
     return _compiled_step
 
 
-def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params):
+def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params, step=None):
     """The outer/inner iterations of one warp, batched tensors, per-sample stopping.
 
     I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, C, H, W) (see `_inner_step`).
     A sample stops once its update error <= epsilon^2 H W and is frozen from then on, so the
     loop may run on (a few iterations, without effect) until all samples have stopped; the
     host checks that only every SYNC_EVERY iterations. Returns the new (u, px, py).
+    step: the iteration, `_inner_step`'s signature (None: `_step_function()`).
     """
     n, _, h, w = u.shape
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
     scaled_eps = params.epsilon**2 * h * w  # OpenCV: sum of squared updates vs eps^2 * area
     active = torch.ones(n, dtype=torch.bool, device=u.device)
-    step = _step_function()
+    step = step or _step_function()
     for _ in range(params.outer_iterations):
         if not bool(active.any()):
             break
@@ -264,7 +265,7 @@ def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params):
     return u, px, py
 
 
-def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
+def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool, step=None):
     """(N, 1, h, w) images, (N, C, h, w) initial u -> refined u (N, C, h, w)."""
     I1x, I1y = centered_gradient(I1)
     if use_numba:
@@ -278,7 +279,7 @@ def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool):
         I1w, I1wx, I1wy = warp_cubic(stack, u[:, :2]).split(1, dim=1)
         grad = I1wx.square() + I1wy.square()  # |grad I1(x + u0)|^2
         rho_c = I1w - I1wx * u[:, :1] - I1wy * u[:, 1:2] - I0  # rho = rho_c + grad I1 . u
-        u, px, py = _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params)
+        u, px, py = _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params, step)
     return u
 
 
@@ -300,11 +301,14 @@ def _single_torch_thread():
 
 
 def flow_torch(
-    first: torch.Tensor, second: torch.Tensor, params: TVL1Params, use_numba: bool | None = None
+    first: torch.Tensor, second: torch.Tensor, params: TVL1Params, use_numba: bool | None = None,
+    step=None,
 ) -> torch.Tensor:
     """(N, H, W) float32 grey 0..255 pairs -> (N, 2, H, W) float32 flow in pixels, same device.
 
     use_numba: run each pyramid level in the numba kernels; default: on CPU tensors only.
+    step: the iteration of the tensor path (`_inner_step`'s signature), e.g. the fused CUDA
+    kernel (flowcore.flow.cuda_kernels.fused_step); None: `_inner_step`.
     """
     if use_numba is None:
         use_numba = first.device.type == "cpu"
@@ -318,7 +322,7 @@ def flow_torch(
         n_comp = 3 if params.gamma > 0 else 2  # u1, u2 and the illumination term u3
         u = torch.zeros(n, n_comp, *I0s[-1].shape[-2:], dtype=torch.float32, device=first.device)
         for level in range(len(I0s) - 1, -1, -1):
-            u = _solve_level(I0s[level], I1s[level], u, params, use_numba)
+            u = _solve_level(I0s[level], I1s[level], u, params, use_numba, step)
             if level > 0:
                 (h, w), (h0, w0) = I0s[level - 1].shape[-2:], u.shape[-2:]
                 u = resize_linear(u, (h, w), (h0 / h, w0 / w))
