@@ -10,6 +10,14 @@ from mespot.environment import set_threads  # noqa: F401  (the benchmarks import
 RESULTS = Path(__file__).parent / "results"
 
 
+def default_backends(device: str) -> list[str]:
+    """The flow backends a benchmark times by default: every one available, but `cuda` only on a
+    CUDA device (`opencv` always runs on the CPU, as the reference in the same run)."""
+    from flowcore.flow import available_backends
+
+    return [b for b in available_backends() if b != "cuda" or device.startswith("cuda")]
+
+
 def environment(threads: int) -> dict:
     """Machine, versions and thread settings, JSON-able (mespot.environment.describe)."""
     from mespot.environment import describe

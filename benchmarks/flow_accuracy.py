@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from _flow_env import environment, set_threads, write_json
+from _flow_env import default_backends, environment, set_threads, write_json
 
-from flowcore.flow import TVL1Params, available_backends, compute_flow
+from flowcore.flow import TVL1Params, compute_flow
 from flowcore.flow.synthetic import (
     CASE_CLASSES,
     end_point_error,
@@ -44,8 +44,7 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     params = TVL1Params()
-    backends = args.backends or [b for b in available_backends()  # `cuda` runs on a GPU only
-                                 if b != "cuda" or args.device.startswith("cuda")]
+    backends = args.backends or default_backends(args.device)
     landmarks = face_landmarks(args.size)
     cases = make_cases(args.size, landmarks, per_class=args.per_class, seed=args.seed)
     rois = roi_mask(landmarks, (args.size, args.size))

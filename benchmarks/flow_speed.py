@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
-from _flow_env import environment, set_threads, write_json
+from _flow_env import default_backends, environment, set_threads, write_json
 
-from flowcore.flow import TVL1Params, available_backends, compute_flow
+from flowcore.flow import TVL1Params, compute_flow
 from flowcore.flow.synthetic import face_pairs
 
 SIZES = ((128, 128), (256, 256), (480, 640))
@@ -57,8 +57,7 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     params = TVL1Params()
-    backends = args.backends or [b for b in available_backends()  # `cuda` runs on a GPU only
-                                 if b != "cuda" or args.device.startswith("cuda")]
+    backends = args.backends or default_backends(args.device)
     sync = None
     if args.device.startswith("cuda"):
         import torch
