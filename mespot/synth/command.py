@@ -14,11 +14,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL
+from mespot.config_file import flag_given, merged, read_mapping
+from mespot.errors import UserError
+from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL, SynthConfig
 from mespot.synth.generate import SynthResult, generate_dataset
 
 
 def synth_command(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create (refused if not empty, see --overwrite)."),
     small: bool = typer.Option(False, "--small", help="Small preset for tests and demos: 3 subjects x 2 videos x 8 s."),
     layout: str = typer.Option("casme2", help=f"Folder layout and workbook: {' or '.join(LAYOUTS)}."),
@@ -31,6 +34,10 @@ def synth_command(
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Processes rendering videos in parallel."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
     preview: Optional[Path] = typer.Option(None, help="Also copy the dataset's preview.png to this path."),
+    config_file: Optional[Path] = typer.Option(
+        None, "--config", "-c",
+        help="YAML or JSON mapping of generator parameters (keys as in synth.json's config, e.g. "
+             "expressions_per_minute, micro_fraction); applied over the preset, flags typed win."),
 ) -> None:
     """Render synthetic long face videos with ground-truth expressions, blinks and head motion.
 
@@ -39,10 +46,18 @@ def synth_command(
     ground_truth.csv, videos.csv, events.csv (blinks, head movements), synth.json and preview.png.
     """
     config = SMALL if small else DEFAULT
+    from_file: set = set()
+    if config_file is not None:
+        config, from_file = config_from_file(config, config_file)
+    if "layout" not in from_file or flag_given(ctx, "layout"):
+        config = config.replace(layout=layout)
+    if "seed" not in from_file or flag_given(ctx, "seed"):
+        config = config.replace(seed=seed)
+    if fps is None and config.layout == "samm" and "fps" not in from_file:
+        fps = SAMM_FPS
     given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
-             "fps": fps if fps is not None else (SAMM_FPS if layout == "samm" else None),
-             "face_size": face_size}
-    config = config.replace(layout=layout, seed=seed, **{k: v for k, v in given.items() if v is not None})
+             "fps": fps, "face_size": face_size}
+    config = config.replace(**{k: v for k, v in given.items() if v is not None})
     config.validate()
     console = Console(stderr=True)
     n_videos = config.subjects * config.videos_per_subject
@@ -62,6 +77,23 @@ def synth_command(
         preview.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.root / "preview.png", preview)
     print_summary(result)
+
+
+def config_from_file(base: SynthConfig, path: Path) -> tuple[SynthConfig, set]:
+    """(`base` with the parameters of a YAML/JSON file applied, the keys the file set); a
+    synth.json's `config` section given back reproduces that set. UserError naming the file for
+    unknown keys or bad values."""
+    given = read_mapping(path, "synthetic generator parameters")
+    values = merged(base.to_dict(), given, str(path))
+    for key, value in values.items():
+        if isinstance(getattr(base, key), tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(getattr(base, key)):
+                raise UserError(f"{path}: {key!r} must be a list of {len(getattr(base, key))} numbers")
+            values[key] = tuple(float(v) for v in value)
+    try:
+        return SynthConfig(**values), set(given)
+    except TypeError as err:
+        raise UserError(f"{path}: {err}") from err
 
 
 def print_summary(result: SynthResult) -> None:

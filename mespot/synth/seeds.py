@@ -1,0 +1,26 @@
+"""Which dataset seeds are for what: benchmark sets and training/pretraining sets never share one.
+
+A synthetic dataset is fixed by its config and seed: subject i of a dataset with seed S is drawn
+from `SeedSequence([S, 7919, i])` (identity: geometry, skin tone, lighting, texture, mirroring)
+and its video v from `SeedSequence([S, i, v, 1])` / `[S, i, v, 2]` (plan and noise). Sets with
+different seeds therefore share no identity and no video stream. The ranges below make that a
+rule: benchmark sets (benchmarks/spotting_quality.py) use seeds in `BENCHMARK_SEEDS`; the
+pretraining sets behind the shipped weights use `PRETRAIN_SEEDS`; `mespot pretrain` refuses a
+benchmark seed. (All identities are still made from the one face photo of the generator: the
+sets are disjoint in identity draws and events, not in the underlying photo.)
+"""
+
+from __future__ import annotations
+
+from mespot.errors import UserError
+
+BENCHMARK_SEEDS = range(9000, 10000)  # reserved: quality benchmarks only
+PRETRAIN_SEEDS = range(1000, 9000)  # synthetic pretraining sets
+
+
+def check_not_benchmark(seed: int, what: str = "a training set") -> int:
+    """`seed`, or UserError when it lies in the range reserved for benchmark sets."""
+    if seed in BENCHMARK_SEEDS:
+        raise UserError(f"seed {seed} is reserved for benchmark sets ({BENCHMARK_SEEDS.start}.."
+                        f"{BENCHMARK_SEEDS.stop - 1}); {what} must use another")
+    return seed
