@@ -45,9 +45,10 @@ def _register_commands() -> None:
     from flowcore.command import extract_command
 
     app.command("extract")(extract_command)
-    from spotting.command import train_command
+    from spotting.command import pretrain_command, train_command
 
     app.command("train")(train_command)
+    app.command("pretrain")(pretrain_command)
     from spotting.results_command import evaluate_command, predict_command, report_command
 
     app.command("evaluate")(evaluate_command)

@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 
 from mespot.errors import UserError
+from spotting.augment import mirror_normalised
+from spotting.calibrate import Calibrated, calibrate
 from spotting.metrics import RULES, MatchRule, match_all, summarise
 from spotting.proposals import PRESETS, ProposalParams, spot_video
 from spotting.train import (Prepared, load_weights, predict_logits, prepare, video_logits,
@@ -67,6 +69,22 @@ def parse_selection(text: str) -> Selection:
 
 
 @dataclass(frozen=True)
+class SpotOptions:
+    """How a selected model spots (evaluation options beside the epoch selection):
+    `calibrate` chooses the proposal rules per fold on its inner-validation subjects
+    (spotting/calibrate.py); `flip` averages the logits of the face and of its mirror
+    (spotting/augment.py)."""
+
+    calibrate: bool = False
+    flip: bool = False
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the evaluation folder's name, so variants do not overwrite each other."""
+        return "".join(f"+{name}" for name, on in (("calibrated", self.calibrate), ("flip", self.flip)) if on)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     selection: Selection
     rule: str
@@ -77,6 +95,8 @@ class Evaluation:
     intervals: pd.DataFrame  # spotted intervals: video, subject, type, onset, offset, apex, score
     epochs: dict[str, int]  # fold (test subject) -> epoch used
     out: Path
+    options: SpotOptions = SpotOptions()
+    calibration: dict | None = None  # fold -> chosen proposal rules (with --calibrate)
 
 
 def truth_rows(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
@@ -106,10 +126,11 @@ def probability_curves(logits: np.ndarray) -> np.ndarray:
                         mae[:, 0], mae[:, 1], sig[:, 1], sig[:, 3]], dim=1).numpy()
 
 
-def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: ProposalParams,
-                  windows: WindowParams, device: str = "cpu") -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: ProposalParams | Calibrated,
+                  windows: WindowParams, device: str = "cpu",
+                  flip: bool = False) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Proposals (rows) of a saved model on every video of `subjects`, and each video's (N, 10)
-    logits."""
+    logits (with `flip`, the mean of the face's and its mirror's)."""
     model, meta = load_weights(weights, device)
     norm = meta["normalisation"]
     mask = prep.windows.of_subjects(subjects)
@@ -117,11 +138,16 @@ def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: Pr
     if not mask.any():
         return pd.DataFrame(columns=columns), {}
     data = window_tensors(prep.windows, mask, norm["mean"], norm["std"], device)
-    logits = predict_logits(model, data["x"], windows.context).cpu().numpy()
-    per_video = video_logits(logits, prep.windows, mask)
+    logits = predict_logits(model, data["x"], windows.context)
+    if flip:
+        valid = torch.from_numpy(prep.windows.valid[mask]).to(data["x"].device)
+        mirrored = mirror_normalised(data["x"], valid, norm["mean"], norm["std"])
+        logits = (logits + predict_logits(model, mirrored, windows.context)) / 2
+    per_video = video_logits(logits.cpu().numpy(), prep.windows, mask)
     parts = [pd.DataFrame(columns=columns)]
     for video_id, rows in per_video.items():
-        found = spot_video(rows, params).rename(columns={"start": "onset", "end": "offset"})
+        found = params.spot(rows) if isinstance(params, Calibrated) else spot_video(rows, params)
+        found = found.rename(columns={"start": "onset", "end": "offset"})
         found.insert(0, "subject", prep.features.videos[video_id].subject)
         found.insert(0, "video", video_id)
         parts.append(found)
@@ -133,7 +159,7 @@ def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule) -> float
 
 
 def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep, truths, params,
-                  windows, rule, preset, device) -> int:
+                  windows, rule, preset, device, flip: bool = False) -> int:
     if selection.mode == "last":
         return epochs[-1]
     if selection.mode == "fixed":
@@ -157,7 +183,7 @@ def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep,
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch
         found, _ = spot_subjects(prep, folder / f"weights_epoch_{epoch:03d}.safetensors", subjects, params,
-                                 windows, device)
+                                 windows, device, flip)
         f1 = _f1(found, wanted, rule)
         if f1 > best_f1:
             best, best_f1 = epoch, f1
@@ -181,8 +207,10 @@ def _to_frames(table: pd.DataFrame, prep: Prepared, columns=("onset", "apex", "o
 
 
 def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", preset: str | None = None,
-                 device: str = "cpu", prepared: Prepared | None = None) -> Evaluation:
-    """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers."""
+                 device: str = "cpu", prepared: Prepared | None = None,
+                 options: SpotOptions = SpotOptions()) -> Evaluation:
+    """Evaluate run folder `run`; write run/evaluation/<selection><options' suffix>/ and return
+    the numbers."""
     run = Path(run)
     if not (run / "config.json").is_file():
         raise UserError(f"{run} is not a run folder (no config.json); train one with `mespot train`")
@@ -201,24 +229,29 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
     fold_dirs = sorted(p for p in (run / "folds").glob("*") if (p / "fold.json").is_file())
     if not fold_dirs:
         raise UserError(f"{run} holds no finished fold")
-    proposals, epochs_used, curves = [], {}, {}
+    proposals, epochs_used, curves, calibration = [], {}, {}, {}
     for fold_dir in fold_dirs:
         meta = json.loads((fold_dir / "fold.json").read_text())
         if meta.get("status") != "complete":
             raise UserError(f"fold {fold_dir.name} is not complete; rerun `mespot train` to finish it")
         epochs = _epochs_with_weights(fold_dir)
         epoch = _choose_epoch(selection, fold_dir, epochs, prep, truths, params, windows, RULES[rule],
-                              preset, device)
-        epochs_used[meta["test_subject"]] = epoch
+                              preset, device, options.flip)
+        subject = meta["test_subject"]
+        epochs_used[subject] = epoch
+        rules = params
+        if options.calibrate:
+            rules, calibration[subject] = _calibrated(fold_dir, epoch, prep, truths, params, windows,
+                                                      RULES[rule], device, options.flip)
         found, logits = spot_subjects(prep, fold_dir / f"weights_epoch_{epoch:03d}.safetensors",
-                                      [meta["test_subject"]], params, windows, device)
+                                      [subject], rules, windows, device, options.flip)
         proposals.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
     proposals = pd.concat(proposals, ignore_index=True)
     tested = set(epochs_used)
     truths = truths[truths["subject"].isin(tested)]
     matches = match_all(proposals, truths, RULES[rule])
-    out = run / "evaluation" / selection.name
+    out = run / "evaluation" / (selection.name + options.suffix)
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", curves, prep)
     return _write(Evaluation(
@@ -228,7 +261,24 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
         matches=_to_frames(matches, prep, [f"{side}_{c}" for side in ("proposal", "truth")
                                           for c in ("onset", "apex", "offset")]),
         intervals=_to_frames(proposals, prep).sort_values(["subject", "video", "type", "onset"]),
-        epochs=epochs_used, out=out), config, preset, params)
+        epochs=epochs_used, out=out, options=options, calibration=calibration or None), config, preset, params)
+
+
+def _calibrated(fold_dir: Path, epoch: int, prep, truths, params, windows, rule, device,
+                flip: bool) -> tuple[Calibrated, dict]:
+    """Proposal rules chosen on the fold's inner-validation subjects with its inner model at
+    `epoch` (its last epoch if it kept no weights for that one), and what was chosen."""
+    inner = fold_dir / "inner"
+    if not (inner / "inner.json").is_file():
+        raise UserError(f"{fold_dir}: --calibrate needs the fold's inner validation model; train with "
+                        "`mespot train --inner-val K`")
+    val = json.loads((inner / "inner.json").read_text())["val_subjects"]
+    kept = _epochs_with_weights(inner)
+    at = epoch if epoch in kept else kept[-1]
+    _, logits = spot_subjects(prep, inner / f"weights_epoch_{at:03d}.safetensors", val, params, windows,
+                              device, flip)
+    rules, f1 = calibrate(logits, truths[truths["subject"].isin(val)], params, rule)
+    return rules, {**rules.to_json(), "inner_epoch": at, "val_subjects": val, "val_f1": f1}
 
 
 def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> None:
@@ -241,6 +291,12 @@ def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> 
     np.savez_compressed(path, columns=np.array(CURVES), **arrays)
 
 
+def _options_label(options: SpotOptions) -> str:
+    parts = [text for on, text in ((options.calibrate, "proposal rules calibrated on inner-validation subjects"),
+                                   (options.flip, "test-time flip")) if on]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> Evaluation:
     e.metrics.to_csv(e.out / "metrics.csv", index=False)
     e.per_subject.to_csv(e.out / "metrics_per_subject.csv", index=False)
@@ -249,7 +305,8 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
     e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "epoch"]].to_csv(
         e.out / "intervals.csv", index=False)
     summary = {
-        "selection": e.selection.name, "selection_label": e.selection.label,
+        "selection": e.selection.name + e.options.suffix, "selection_label": e.selection.label + _options_label(e.options),
+        "options": {"calibrate": e.options.calibrate, "flip": e.options.flip}, "calibration": e.calibration,
         "test_set_selection": e.selection.mode == "oracle", "rule": e.rule, "preset": preset,
         "proposal_params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()},
         "epochs": e.epochs, "metrics": e.metrics.set_index("type").to_dict(orient="index"),

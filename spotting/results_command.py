@@ -20,7 +20,7 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
     for e in evaluations:
-        label = e.selection.short_label
+        label = e.selection.short_label + e.options.suffix
         for row in e.metrics.itertuples():
             name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
             table.add_row(label if row.type == "me" else "", name, f"{row.precision:.4f}", f"{row.recall:.4f}",
@@ -42,6 +42,12 @@ def evaluate_command(
                                          help="Proposal ranges: casme2 or samm (default: from the store)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     report: bool = typer.Option(True, "--report/--no-report", help="Also write report.html."),
+    calibrate: bool = typer.Option(False, "--calibrate",
+                                   help="Choose each fold's proposal rules (apex threshold, proposals "
+                                        "kept, score floor, per type) on its inner-validation subjects "
+                                        "(needs `mespot train --inner-val K`); never on the test subject."),
+    flip: bool = typer.Option(False, "--flip", help="Average the network's outputs on the face and on "
+                              "its mirror image (left/right ROIs swapped, horizontal motion negated)."),
 ) -> None:
     """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
 
@@ -49,17 +55,18 @@ def evaluate_command(
     intervals.csv with 1-based original frame numbers, matches.csv with every TP/FP/FN, curves)
     and, unless --no-report, RUN/report.html.
     """
-    from spotting.evaluate import evaluate_run
+    from spotting.evaluate import SpotOptions, evaluate_run
     from spotting.report import build_report
     from spotting.train import resolve_device
 
     resolve_device(device)
-    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device) for s in select]
+    options = SpotOptions(calibrate=calibrate, flip=flip)
+    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device, options=options) for s in select]
     print_metrics(evaluations)
     for e in evaluations:
-        typer.echo(f"{e.selection.name}: {e.out}")
+        typer.echo(f"{e.out.name}: {e.out}")
     if report:
-        typer.echo(f"report: {build_report(run, evaluations[0].selection.name)}")
+        typer.echo(f"report: {build_report(run, evaluations[0].out.name)}")
 
 
 def report_command(

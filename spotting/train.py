@@ -73,6 +73,7 @@ class TrainParams:
     save_every: int = 1
     inner_val: int = 0  # training subjects held out per fold to choose the epoch (0: off)
     test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
+    init: str = "scratch"  # 'scratch', 'pretrained' (shipped weights) or a weights file (spotting/pretrain.py)
 
     def __post_init__(self):
         if self.normalisation not in ("fold", "compat"):
@@ -337,6 +338,10 @@ def train_fold(
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.manual_seed(p.seed)
     model = AUWGCN(adj).to(device)
+    if p.init != "scratch":
+        from spotting.pretrain import apply_init
+
+        apply_init(model, p.init)  # every weight but the fold's own prior
     opt = _optimizer(model, p)
     shuffle = torch.Generator().manual_seed(p.seed)
     resume_path = fold_dir / "resume.safetensors"

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from mespot.errors import UserError
-from spotting.evaluate import ORACLE_FIRST_EPOCH, evaluate_run, parse_selection, spot_subjects, truth_rows
+from spotting.evaluate import (ORACLE_FIRST_EPOCH, SpotOptions, evaluate_run, parse_selection, spot_subjects,
+                               truth_rows)
 from spotting.features import create_store, write_video
 from spotting.metrics import MEGC, match_all, summarise
 from spotting.proposals import PRESETS
@@ -206,3 +207,56 @@ def test_command_line_evaluate_and_report(run, capsys):
     assert main(["report", str(run), "--select", "oracle"]) == 0
     assert main(["evaluate", str(run), "--select", "best"]) == 2
     assert "--select must be" in capsys.readouterr().err
+
+
+# --- evaluation options: test-time flip, calibrated proposals --------------------------------
+
+
+@pytest.mark.slow
+def test_flip_averages_the_face_and_its_mirror(run):
+    config = json.loads((run / "config.json").read_text())
+    windows = WindowParams(**config["windows"])
+    prep = prepare(config["store"], config["annotations"], windows)
+    weights = run / "folds" / "s1" / "weights_epoch_018.safetensors"
+    _, plain = spot_subjects(prep, weights, ["s1"], PRESETS["casme2"], windows)
+    _, flipped = spot_subjects(prep, weights, ["s1"], PRESETS["casme2"], windows, flip=True)
+    # the mirror's own logits, computed the long way: mirror the raw features, then normalise
+    from dataclasses import replace
+
+    from spotting.augment import mirror_features
+    from spotting.train import load_weights, predict_logits, video_logits, window_tensors
+
+    model, meta = load_weights(weights)
+    mask = prep.windows.of_subjects(["s1"])
+    mirror_ws = replace(prep.windows, x=mirror_features(prep.windows.x))
+    data = window_tensors(mirror_ws, mask, meta["normalisation"]["mean"], meta["normalisation"]["std"], "cpu")
+    mirror = video_logits(predict_logits(model, data["x"], windows.context).numpy(), prep.windows, mask)
+    for video, rows in flipped.items():
+        np.testing.assert_allclose(rows, (plain[video] + mirror[video]) / 2, atol=1e-5)
+        assert not np.allclose(rows, plain[video], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_evaluate_with_calibration_and_flip_chooses_on_inner_subjects_only(run, capsys):
+    e = evaluate_run(run, "last", options=SpotOptions(calibrate=True, flip=True))
+    assert e.out.name == "last+calibrated+flip"
+    summary = json.loads((e.out / "metrics.json").read_text())
+    assert summary["options"] == {"calibrate": True, "flip": True}
+    for subject, chosen in summary["calibration"].items():
+        inner = json.loads((run / "folds" / subject / "inner" / "inner.json").read_text())
+        assert chosen["val_subjects"] == inner["val_subjects"] and subject not in chosen["val_subjects"]
+        assert set(chosen) >= {"me", "mae", "inner_epoch", "val_f1"}
+    from mespot.cli import main
+
+    assert main(["evaluate", str(run), "--calibrate", "--no-report"]) == 0
+    assert "last+calibrated" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_calibration_needs_inner_models(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("inner"))
+    with pytest.raises(UserError, match="--inner-val"):
+        evaluate_run(copy, "last", options=SpotOptions(calibrate=True))

@@ -1,0 +1,109 @@
+"""Synthetic pretraining (`mespot pretrain`) and `mespot train --init` (spotting/pretrain.py)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from mespot.cli import main
+from mespot.errors import UserError
+from spotting.model import AUWGCN
+from spotting.pretrain import PRETRAINED, apply_init, merge_prepared
+from spotting.train import RunConfig, TrainParams, prepare, train_fold
+from tests.test_train import tiny  # noqa: F401 - the 3-subject store fixture
+
+
+def _weights(path):
+    return {k: v for k, v in load_file(str(path)).items()}
+
+
+def test_init_copies_every_weight_but_the_fold_prior(tmp_path):
+    torch.manual_seed(0)
+    source = AUWGCN(np.eye(12, dtype=np.float32))
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    prior = np.full((12, 12), 1 / 12, np.float32)
+    target = AUWGCN(prior)
+    apply_init(target, str(path))
+    for name, value in target.state_dict().items():
+        if name.endswith(".adj"):
+            np.testing.assert_allclose(value.numpy(), prior)  # the fold's own prior stays
+        else:
+            assert torch.equal(value, source.state_dict()[name]), name
+
+
+def test_init_refuses_what_does_not_fit(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    save_file({"something.else": torch.zeros(3)}, str(bad))
+    with pytest.raises(UserError, match="does not fit AUW-GCN"):
+        apply_init(AUWGCN(np.eye(12, dtype=np.float32)), str(bad))
+    with pytest.raises(UserError, match="no weights file"):
+        apply_init(AUWGCN(np.eye(12, dtype=np.float32)), str(tmp_path / "missing.safetensors"))
+
+
+def test_shipped_pretrained_weights_fit_the_network():
+    assert PRETRAINED.is_file(), "the package ships pretrained weights"
+    model = AUWGCN(np.eye(12, dtype=np.float32))
+    apply_init(model, "pretrained")
+    with safe_open(str(PRETRAINED), framework="pt") as f:
+        meta = json.loads(f.metadata()["pretraining"])
+    from mespot.synth.seeds import BENCHMARK_SEEDS
+
+    assert meta["sets"] and all(s["seed"] is not None and s["seed"] not in BENCHMARK_SEEDS for s in meta["sets"])
+
+
+def test_merged_stores_keep_subjects_apart(tiny):  # noqa: F811
+    one = prepare(tiny / "store.zarr", tiny / "gt.csv")
+    both = merge_prepared([one, one])
+    assert len(both.features.subjects) == 2 * len(one.features.subjects)
+    assert len(both.windows) == 2 * len(one.windows)
+    assert both.windows.subjects[: len(one.windows.subjects)] == tuple(f"0:{s}" for s in one.windows.subjects)
+    mask = both.windows.of_subjects(["1:s2"])
+    np.testing.assert_array_equal(both.windows.x[mask], one.windows.x[one.windows.of_subjects(["s2"])])
+    assert set(both.table.frame["subject"]) == {f"{k}:{s}" for k in (0, 1) for s in one.features.subjects}
+
+
+def test_pretrain_command_then_train_from_its_weights(tiny, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "pre.safetensors"
+    assert main(["pretrain", str(tiny / "store.zarr"), str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"),
+                 "-a", str(tiny / "gt.csv"), "--out", str(out), "--epochs", "2", "--seed", "7", "-q"]) == 0
+    assert out.is_file() and not out.with_name(out.name + ".work").exists()
+    with safe_open(str(out), framework="pt") as f:
+        meta = json.loads(f.metadata()["pretraining"])
+    assert meta["subjects"] == 6 and len(meta["sets"]) == 2 and meta["config"]["train"]["epochs"] == 2
+    # a fold started from it
+    prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
+    config = RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
+                       train=TrainParams(epochs=1, lr=1e-6, init=str(out)))
+    train_fold(prep, config, "s1", tmp_path / "fold", torch.device("cpu"), tensorboard=False)
+    scratch = RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
+                        train=TrainParams(epochs=1, lr=1e-6))
+    train_fold(prep, scratch, "s1", tmp_path / "fold0", torch.device("cpu"), tensorboard=False)
+    pre, after, after0 = (_weights(p) for p in (out, tmp_path / "fold/weights_epoch_001.safetensors",
+                                                tmp_path / "fold0/weights_epoch_001.safetensors"))
+    key = "_sequential.3.weight"
+    # (a tiny learning rate: after one epoch each model is where it started)
+    assert (after[key] - pre[key]).abs().max() < 1e-4
+    assert (after0[key] - pre[key]).abs().max() > 0.1
+    assert json.loads((tmp_path / "fold/fold.json").read_text())["config"]["train"]["init"] == str(out)
+
+
+def test_pretraining_refuses_a_benchmark_set(tiny, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    data = tmp_path / "bench"
+    data.mkdir()
+    shutil.copy(tiny / "gt.csv", data / "gt.csv")
+    (data / "synth.json").write_text(json.dumps({"config": {"seed": 9001}}))
+    assert main(["pretrain", str(tiny / "store.zarr"), "-a", str(data / "gt.csv"),
+                 "--out", str(tmp_path / "x.safetensors"), "--epochs", "1", "-q"]) == 2
+    assert "reserved for benchmark" in capsys.readouterr().err
+
+
+def test_train_init_flag(tiny, tmp_path, capsys):  # noqa: F811
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "--out", str(tmp_path / "r"),
+                 "--epochs", "1", "--init", str(tmp_path / "nothing.safetensors"), "-q", "--no-tensorboard"]) == 2
+    assert "no weights file" in capsys.readouterr().err
