@@ -40,3 +40,11 @@ def mirror_normalised(x: torch.Tensor, valid: torch.Tensor, mean, std) -> torch.
     s = torch.as_tensor(np.asarray(std, np.float32), device=x.device)
     raw = x * s + m
     return (mirror_features(raw) - m) / s * valid[:, :, None, None].to(x.dtype)
+
+
+def mirror_batch(data: dict, mirrored: torch.Tensor, idx: torch.Tensor, generator: torch.Generator) -> dict:
+    """The windows `idx` of `data` (window_tensors' dict), each replaced by its mirror
+    (`mirrored`, the same windows mirrored) with probability 1/2, drawn from `generator`."""
+    flip = (torch.rand(len(idx), generator=generator) < 0.5).to(idx.device)
+    x = torch.where(flip[:, None, None, None], mirrored[idx], data["x"][idx])
+    return {"x": x, **{k: v[idx] for k, v in data.items() if k != "x"}}

@@ -21,7 +21,7 @@ _FLAG_FIELDS = {
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "seed": ("train", "seed"), "normalisation": ("train", "normalisation"),
     "macro_ratio": ("train", "macro_ratio"), "save_every": ("train", "save_every"),
-    "inner_val": ("train", "inner_val"), "init": ("train", "init"),
+    "inner_val": ("train", "inner_val"), "init": ("train", "init"), "augment": ("train", "augment"),
     "prior": ("prior", "source"),
 }
 
@@ -58,6 +58,9 @@ def train_command(
                              help="Initial weights of every fold: scratch (random, as the paper), "
                                   "pretrained (the synthetic pretraining shipped with mespot; see the "
                                   "README) or a weights file (.safetensors). The fold's AU prior is kept."),
+    augment: str = typer_option("none", "--augment",
+                                help="Training augmentation: none, or mirror (each training window "
+                                     "replaced by the mirrored face's features with probability 1/2)."),
     subjects: Optional[str] = typer_option(None, "--subjects",
                                            help="Comma-separated test subjects: train only these folds."),
     device: str = typer_option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -105,7 +108,8 @@ def train_command(
         sections = read_mapping(config, "sections (train, windows, prior, losses)")
     values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
               "normalisation": normalisation, "prior": prior, "macro_ratio": macro_ratio,
-              "save_every": save_every, "inner_val": inner_val, "init": init}
+              "save_every": save_every, "inner_val": inner_val, "init": init,
+              "augment": augment}
     for flag, (section, name) in _FLAG_FIELDS.items():
         if flag_given(ctx, flag) or name not in sections.get(section, {}):
             sections.setdefault(section, {})[name] = values[flag]

@@ -74,6 +74,7 @@ class TrainParams:
     inner_val: int = 0  # training subjects held out per fold to choose the epoch (0: off)
     test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
     init: str = "scratch"  # 'scratch', 'pretrained' (shipped weights) or a weights file (spotting/pretrain.py)
+    augment: str = "none"  # 'none' or 'mirror' (each training window mirrored with p = 1/2; spotting/augment.py)
 
     def __post_init__(self):
         if self.normalisation not in ("fold", "compat"):
@@ -83,6 +84,8 @@ class TrainParams:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_val < 0:
             raise UserError(f"inner_val must be >= 0, got {self.inner_val}")
+        if self.augment not in ("none", "mirror"):
+            raise UserError(f"augment must be 'none' or 'mirror', got {self.augment!r}")
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,11 @@ def train_fold(
         raise UserError(f"fold {test_subject}: no training window holds an expression")
     train = window_tensors(ws, train_mask, mean, std, device)
     test = window_tensors(ws, test_mask, mean, std, device)
+    mirrored = None
+    if p.augment == "mirror":
+        from spotting.augment import mirror_batch, mirror_normalised
+
+        mirrored = mirror_normalised(train["x"], torch.from_numpy(ws.valid[train_mask]).to(device), mean, std)
     fold_meta = {
         "test_subject": test_subject, "train_subjects": train_subjects,
         "normalisation": {"mode": p.normalisation, "mean": mean, "std": std},
@@ -363,7 +371,11 @@ def train_fold(
             total, parts_sum = 0.0, {}
             for i in range(0, n, p.batch_size):
                 idx = perm[i: i + p.batch_size]
-                loss, parts = _losses(model, train, w.context, config.losses, idx)
+                if mirrored is None:
+                    loss, parts = _losses(model, train, w.context, config.losses, idx)
+                else:  # some windows of the batch mirrored (draws from the saved shuffle state)
+                    loss, parts = _losses(model, mirror_batch(train, mirrored, idx, shuffle), w.context,
+                                          config.losses)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -490,7 +502,7 @@ def train_loso(
     resolved["store_params_hash"] = prep.features.params_hash
     cfg_path = out / "config.json"
     if cfg_path.exists():
-        previous = json.loads(cfg_path.read_text())
+        previous = _resolved_again(json.loads(cfg_path.read_text()))
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved
         if overwrite:
             shutil.rmtree(out)
@@ -548,6 +560,17 @@ def train_loso(
     log.line(f"done: {len(results)} fold(s), {total:.1f} s of fold training, {time.perf_counter() - started:.1f} s "
              f"wall; run folder {out}")
     return results
+
+
+def _resolved_again(previous: dict) -> dict:
+    """A run's config.json read back through today's configuration, so that fields added since
+    it was written (at their defaults) do not make the same configuration look different."""
+    try:
+        again = config_from_dict(previous, previous["store"], previous["annotations"],
+                                 previous.get("protocol", "loso")).to_json()
+    except (UserError, KeyError):
+        return previous
+    return {**again, **{k: previous[k] for k in ("store_params_hash", "environment") if k in previous}}
 
 
 def train_one_fold(prep, config, out, folds, subject, dev, bar, log, tensorboard=True, hook=None) -> FoldResult:
