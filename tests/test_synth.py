@@ -355,9 +355,12 @@ def test_config_file_seed_and_layout_are_used_unless_typed(tmp_path, monkeypatch
 
 def test_benchmark_seeds_are_refused_for_training_sets():
     from mespot.errors import UserError
-    from mespot.synth.seeds import BENCHMARK_SEEDS, PRETRAIN_SEEDS, check_not_benchmark
+    from mespot.synth.seeds import BENCHMARK_SEEDS, DEV_SEEDS, PRETRAIN_SEEDS, check_not_benchmark
 
-    assert not set(BENCHMARK_SEEDS) & set(PRETRAIN_SEEDS)
+    assert not set(BENCHMARK_SEEDS) & set(PRETRAIN_SEEDS) and not set(DEV_SEEDS) & (
+        set(PRETRAIN_SEEDS) | set(BENCHMARK_SEEDS))
     assert check_not_benchmark(PRETRAIN_SEEDS.start) == PRETRAIN_SEEDS.start
     with pytest.raises(UserError, match="reserved for benchmark"):
-        check_not_benchmark(BENCHMARK_SEEDS.start)
+        check_not_benchmark(BENCHMARK_SEEDS.stop - 1)
+    with pytest.raises(UserError, match="reserved for development"):
+        check_not_benchmark(DEV_SEEDS.start)

@@ -5,8 +5,9 @@ from `SeedSequence([S, 7919, i])` (identity: geometry, skin tone, lighting, text
 and its video v from `SeedSequence([S, i, v, 1])` / `[S, i, v, 2]` (plan and noise). Sets with
 different seeds therefore share no identity and no video stream. The ranges below make that a
 rule: benchmark sets (benchmarks/spotting_quality.py) use seeds in `BENCHMARK_SEEDS`; the
-pretraining sets behind the shipped weights use `PRETRAIN_SEEDS`; `mespot pretrain` refuses a
-benchmark seed. (All identities are still made from the one face photo of the generator: the
+development set on which design choices are made uses `DEV_SEEDS`; the pretraining sets behind
+the shipped weights use `PRETRAIN_SEEDS`; `mespot pretrain` refuses benchmark and development
+seeds. (All identities are still made from the one face photo of the generator: the
 sets are disjoint in identity draws and events, not in the underlying photo.)
 """
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 from mespot.errors import UserError
 
 BENCHMARK_SEEDS = range(9000, 10000)  # reserved: quality benchmarks only
-PRETRAIN_SEEDS = range(1000, 9000)  # synthetic pretraining sets
+DEV_SEEDS = range(8000, 9000)  # development sets: design choices are made on them, never trained on by pretraining
+PRETRAIN_SEEDS = range(1000, 8000)  # synthetic pretraining sets
 
 
 def check_not_benchmark(seed: int, what: str = "a training set") -> int:
-    """`seed`, or UserError when it lies in the range reserved for benchmark sets."""
-    if seed in BENCHMARK_SEEDS:
-        raise UserError(f"seed {seed} is reserved for benchmark sets ({BENCHMARK_SEEDS.start}.."
-                        f"{BENCHMARK_SEEDS.stop - 1}); {what} must use another")
+    """`seed`, or UserError when it lies in a range reserved for benchmark or development sets."""
+    for name, seeds in (("benchmark", BENCHMARK_SEEDS), ("development", DEV_SEEDS)):
+        if seed in seeds:
+            raise UserError(f"seed {seed} is reserved for {name} sets ({seeds.start}..{seeds.stop - 1}); "
+                            f"{what} must use another")
     return seed
