@@ -18,7 +18,7 @@ reference's normalisation constants.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from mespot.errors import UserError
+from spotting.augment import mirror_features
 from spotting.evaluate import CURVES, parse_selection, probability_curves
 from spotting.features import load_features
 from spotting.model import load_reference_checkpoint
@@ -123,11 +124,11 @@ def predict_video(path: str | Path, model: str | Path, out: str | Path, **option
 def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold: str | None = None,
                    select: str = "last", preset: str | None = None, fps: float | None = None,
                    device: str = "cpu", backend: str | None = None, one: bool = False,
-                   progress=None) -> Batch:
+                   progress=None, flip: bool = False) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
-    flowcore.run_extraction."""
+    flowcore.run_extraction. `flip`: also run the models on the mirrored face and average."""
     from dataclasses import replace
 
     from flowcore import open_source, run_extraction
@@ -160,12 +161,13 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
             predictions.append(_spot(features.videos[spec.video_id], models, PRESETS[preset or trained_preset],
-                                     device, curves_png, out))
+                                     device, curves_png, out, flip))
     batch = Batch(predictions, list(report.failed), out)
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     (out / "prediction.json").write_text(json.dumps({
         "source": str(path), "model": str(model), "models": [m.name for m in models],
-        "combination": "mean of the models' logits" if len(models) > 1 else "single model",
+        "combination": ("mean of the models' logits" if len(models) > 1 else "single model")
+                       + (", each on the face and its mirror" if flip else ""),
         "selection": select, "preset": preset or trained_preset, "subsample": subsample,
         "videos": [p.video_id for p in predictions],
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error} for r in report.failed],
@@ -194,16 +196,20 @@ def _load_models(model: Path, fold: str | None, select: str, device: str) -> lis
     return run_models(model, fold, select, device)
 
 
-def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path) -> Prediction:
-    """The mean of the models' logits over one video's rows -> intervals, curves and their plot."""
+def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path,
+          flip: bool = False) -> Prediction:
+    """The mean of the models' logits over one video's rows (with `flip`, of the face and of its
+    mirror too) -> intervals, curves and their plot."""
     windows = WindowParams()
     ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], windows)}, windows)
     mask = np.ones(len(ws), bool)
     logits = np.zeros((video.n_rows, 10), np.float32)
+    views = [ws, replace(ws, x=mirror_features(ws.x))] if flip else [ws]
     for m in models:  # the folds' mean logit per row and channel
-        data = window_tensors(ws, mask, m.mean, m.std, device)
-        rows = predict_logits(m.network, data["x"], windows.context).cpu().numpy()
-        logits += video_logits(rows, ws, mask)[video.video_id] / len(models)
+        for view in views:
+            data = window_tensors(view, mask, m.mean, m.std, device)
+            rows = predict_logits(m.network, data["x"], windows.context).cpu().numpy()
+            logits += video_logits(rows, ws, mask)[video.video_id] / (len(models) * len(views))
     found = spot_video(logits, preset)
     intervals = pd.DataFrame({
         "video": video.video_id, "type": found["type"],

@@ -100,6 +100,8 @@ def predict_command(
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frame folder [default: 30]."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Flow backend [default: the model's]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    flip: bool = typer.Option(False, "--flip", help="Also run the model(s) on the mirrored face and "
+                              "average (as `mespot evaluate --flip`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
@@ -116,7 +118,7 @@ def predict_command(
         raise UserError("--one-fold needs --fold SUBJECT")
     out = out or Path("predictions") / video.stem
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
-                           device=device, backend=backend, progress=RichProgress(enabled=not quiet))
+                           device=device, backend=backend, progress=RichProgress(enabled=not quiet), flip=flip)
     for result in batch.predictions:
         counts = result.intervals["type"].value_counts()
         typer.echo(f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
