@@ -145,10 +145,12 @@ def run_variant(cache: Path, set_name: str, variant: Variant, seed: int, workers
                      log=log)
     if key not in timings.values:
         timings.add(key, seconds)
-    counts, started = {}, time.perf_counter()
-    for selection in SELECTIONS:
-        mespot("evaluate", str(run), "--select", selection, "--no-report", *variant.evaluate, log=log)
-        counts[selection] = per_subject_counts(run / "evaluation" / selection)
+    started = time.perf_counter()
+    selections = [flag for selection in SELECTIONS for flag in ("--select", selection)]
+    mespot("evaluate", str(run), *selections, "--no-report", *variant.evaluate, log=log)
+    suffix = "".join(f"+{name}" for flag, name in (("--calibrate", "calibrated"), ("--flip", "flip"))
+                     if flag in variant.evaluate)
+    counts = {s: per_subject_counts(run / "evaluation" / (s + suffix)) for s in SELECTIONS}
     result = {"set": set_name, "variant": variant.name, "seed": seed, "run": str(run), "counts": counts,
               "evaluate_seconds": round(time.perf_counter() - started, 1)}
     result_path.parent.mkdir(parents=True, exist_ok=True)

@@ -61,12 +61,28 @@ def evaluate_command(
 
     resolve_device(device)
     options = SpotOptions(calibrate=calibrate, flip=flip)
-    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device, options=options) for s in select]
+    prepared = _prepared_once(run) if len(select) > 1 else None
+    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device, prepared=prepared,
+                                options=options) for s in select]
     print_metrics(evaluations)
     for e in evaluations:
         typer.echo(f"{e.out.name}: {e.out}")
     if report:
         typer.echo(f"report: {build_report(run, evaluations[0].out.name)}")
+
+
+def _prepared_once(run: Path):
+    """The run's store and annotations loaded once for several selections (None if `run` is not
+    a run folder: evaluate_run says so)."""
+    import json
+
+    from spotting.train import prepare
+    from spotting.windows import WindowParams
+
+    if not (run / "config.json").is_file():
+        return None
+    config = json.loads((run / "config.json").read_text())
+    return prepare(config["store"], config["annotations"], WindowParams(**config["windows"]))
 
 
 def report_command(
