@@ -45,6 +45,8 @@ HERE = Path(__file__).resolve().parent
 SETS = {  # set name -> (generator config, workbook the generator writes)
     "casme2": (HERE / "quality" / "casme2.yaml", "CAS(ME)^2code_final.xlsx"),
     "samm": (HERE / "quality" / "samm.yaml", "SAMM_LongVideos_V1_Release.xlsx"),
+    # the development set: options and their values are chosen on it, never on the two above
+    "dev": (HERE / "quality" / "dev.yaml", "CAS(ME)^2code_final.xlsx"),
 }
 EXTRACT_FLAGS = ("--backend", "torch", "--resize", "128")  # as `make demo`
 STORES = {"plain": (), "aligned": ("--align",)}
@@ -74,6 +76,14 @@ class Variant:
 
 VARIANTS = {v.name: v for v in (
     Variant("baseline", "AUW-GCN reproduction, defaults of `mespot train` and `mespot evaluate`"),
+    Variant("pretrained", "folds start from the shipped synthetic pretraining (`--init pretrained`)",
+            train=("--init", "pretrained")),
+    Variant("pretrained-e50", "as `pretrained`, 50 epochs per fold", train=("--init", "pretrained", "--epochs", "50")),
+    Variant("aligned", "store extracted with `--align` (crops registered to the first frame)", store="aligned"),
+    Variant("calibrated", "proposal rules per fold from its inner-validation subjects (`evaluate --calibrate`)",
+            evaluate=("--calibrate",)),
+    Variant("flip", "test-time flip (`evaluate --flip`)", evaluate=("--flip",)),
+    Variant("mirror", "mirror augmentation in training (`--augment mirror`)", train=("--augment", "mirror")),
 )}
 
 
