@@ -335,3 +335,28 @@ def test_cuda_folds_in_workers_match_one_by_one(tiny, tmp_path):
         a, b = weights(one, subject, 2), weights(pooled, subject, 2)
         for key in a:
             assert torch.equal(a[key], b[key]), (subject, key)
+
+
+def test_annotations_without_a_usable_row_stop_training_at_once(tiny, tmp_path, capsys, monkeypatch):
+    import openpyxl
+
+    import spotting.train
+
+    def no_windows(*args, **kwargs):
+        raise AssertionError("windows were built from annotations without a usable row")
+
+    monkeypatch.setattr(spotting.train, "build_windows", no_windows)
+    book = openpyxl.Workbook()
+    for row in [(1, "anger1_1", 41, 55, 71, 12, "anger", "macro-expression", "anger"),
+                (1, "anger1_2", 151, 157, 163, 1, "anger", "micro-expression", "anger")]:
+        book.active.append(row)
+    book.create_sheet("naming rule1").append((1, "s1", 1))
+    book.create_sheet("naming rule2").append((101, "disgust1"))  # no sheet-1 row uses disgust1
+    path = tmp_path / "CAS(ME)^2code_final.xlsx"
+    book.save(path)
+    run = tmp_path / "run"
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(path), "-o", str(run), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {path}: 0 of 2 rows usable: 2 unknown video name (sheet 3 maps disgust1 0101; "
+                   "sheet 1 names e.g. 'anger1')"]
+    assert not run.exists()
