@@ -413,3 +413,15 @@ def test_annotations_without_a_usable_row_stop_training_at_once(tiny, tmp_path, 
     assert err == [f"error: {path}: 0 of 2 rows usable: 2 unknown video name (sheet 3 maps disgust1 0101; "
                    "sheet 1 names e.g. 'anger1')"]
     assert not run.exists()
+
+
+def test_a_run_from_before_model_sizes_were_configurable_resumes(tiny, tmp_path):
+    run = tmp_path / "run"
+    prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
+    train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, subjects=["s1"], prepared=prep)
+    old = json.loads((run / "config.json").read_text())
+    del old["model"]  # config.json as written before the `model` section existed
+    (run / "config.json").write_text(json.dumps(old))
+    results = train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False,
+                         subjects=["s1"], prepared=prep)
+    assert [r.resumed_from for r in results] == [1]  # the finished fold is kept, not refused
