@@ -221,8 +221,9 @@ def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
 def save_weights(model: AUWGCN, path: Path, epoch: int, fold_meta: dict) -> None:
     """Model state dict as safetensors; metadata: epoch, the network's dimensions (`dims`, the
     fields of ModelDims as JSON) and the fold's JSON (config, norm)."""
-    _save_safetensors(model.state_dict(), path, {"epoch": str(epoch), "dims": json.dumps(dataclasses.asdict(model.dims)),
-                                                 "fold": json.dumps(fold_meta)})
+    metadata = {"epoch": str(epoch), "dims": json.dumps(dataclasses.asdict(model.dims)),
+                "fold": json.dumps(fold_meta)}
+    _save_safetensors(model.state_dict(), path, metadata)
 
 
 def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
