@@ -25,18 +25,41 @@ Border rule (ours; the reference never met it): pixels of a patch or of the nose
 fall outside the image are dropped, not padded. A set left with no kept vector (empty, or
 int(n * keep) == 0) gives the zero vector.
 
-Compat (`compat=True`) reproduces the reference's inputs: flow clipped to [-10, 10] px, quantised
-to 8 bits as round((f + 10) / 20 * 255) and read back as q / 255 - 0.5, and angles from OpenCV's
-`cartToPolar` instead of an exact atan2. Compat always runs on the CPU with NumPy/OpenCV (tensors
-are moved there and the result moved back), because `cartToPolar` has no torch counterpart.
-The reference stored the 8-bit flow as JPEG; the JPEG loss itself is not reproduced. Note that
-`cartToPolar` differs between OpenCV versions: the reference's was accurate to about 0.3 degrees,
-the OpenCV 5.0 installed here to about 0.01 degrees, so compat reproduces the reference's sector
-choices near edges only as far as the installed OpenCV's angles match the old ones.
+Compat (`compat=True`) computes the reference's numbers (AUW-GCN's feature extraction as it ran:
+NumPy 1.x, OpenCV 4.x), in its arithmetic step by step:
+- flow (float32 px) -> the 8-bit code denseflow stored: 255 above 10 px, 0 below -10 px, else
+  round-half-even(255 * (f + 10) / 20) in float64; read back as float32(float32(q / 255) - 0.5).
+  The JPEG loss of the stored images is not reproduced.
+- landmarks rounded half to even (NumPy's `round`, as the reference's landmark files were made);
+  b = int((x[42] - x[39]) / 2 * 0.35), a negative b shrinks the nose rectangle as it did there.
+- each set (nose rectangle, ROI patch) in row-major order: angles from one `cv2.cartToPolar` call
+  on the whole set in float32 (OpenCV's result for a vector depends on the call's length: calls
+  of fewer than 16 values take a scalar path that differs in the last bit), compared in float32
+  with the sector edges rounded to float32; ROI vectors are float32(v - head).
+- the kept vectors: float32 norms sqrt(x * x + y * y), ordered as NumPy 1.x's `np.argsort`
+  (introsort) ordered them, ascending, the last int(n * keep) kept; s = their float32 sum added
+  one by one in that order; feature = s / float32(float64(|s|) + 1e-6) * float32(float64(sum of
+  the kept norms) / k), the norm sum being NumPy's pairwise float32 sum. (NumPy 1.x added the
+  1e-6 to a float32 scalar in float64; NumPy 2 would do it in float32.) |s| is
+  float32(sqrt(float32(x * x) + float32(y * y))), what NumPy's OpenBLAS dot gave; a BLAS that
+  fuses the multiply-add would differ in the last bit.
+Checked bit for bit against the reference's rules run under NumPy 1.24.4 and OpenCV 4.6.0 on
+300 near-still and moving frames, and against the plain-loop restatement in
+tests/test_mdmo_compat.py; OpenCV 4.6.0 and the 5.0.0 installed here give identical float32
+angles (all 65,536 8-bit vectors and 200,000 random ones, both call paths), on this x86-64
+machine with AVX2/FMA: another CPU family may round OpenCV's angles differently.
+Equal norms of different vectors (frequent on near-still faces: mirror codes) are ordered as
+NumPy 1.x did, so they are broken the reference's way; a reference run with NumPy 2 or a
+SIMD-sorting NumPy 1.25+ would have ordered them otherwise. Where the reference failed (a set
+leaving nothing kept gave NaN or an error, patches past the border wrapped or failed), compat
+uses the border and zero rules above. Compat runs on the CPU (torch tensors are moved there
+and the result moved back), one frame and one set at a time (a few ms per frame).
 
 Three implementations, tested against each other: `mdmo_reference` (one frame, plain loops over
 ROIs: the readable statement of the rules), and the vectorised `mdmo` for NumPy arrays (CPU) and
-torch tensors (any device; used on the flow's own device).
+torch tensors (any device; used on the flow's own device). Compat has one implementation
+(`_compat_frame`), which both `mdmo` and `mdmo_reference` use; tests/test_mdmo_compat.py checks
+it against an independent restatement.
 """
 
 from __future__ import annotations
