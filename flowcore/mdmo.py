@@ -95,7 +95,7 @@ class MDMOParams:
     roi_radius: int = ROI_RADIUS  # px; patches are (2 r + 1) px wide
     head_keep: float = HEAD_KEEP
     roi_keep: float = ROI_KEEP
-    compat: bool = False  # 8-bit flow quantisation + cartToPolar angles, as the reference
+    compat: bool = False  # the reference's numbers: its 8-bit flow and float32 arithmetic
 
     def __post_init__(self):
         if not all(0 <= i < N_LANDMARKS for i in self.roi_landmarks):
