@@ -18,7 +18,7 @@ reference's normalisation constants.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +36,13 @@ from spotting.windows import WindowParams, build_windows, rows_to_frames, video_
 
 @dataclass(frozen=True)
 class Model:
-    """One network with the feature normalisation it expects."""
+    """One network with the feature normalisation and the windows it was trained with."""
 
     name: str  # fold subject, or the checkpoint file name
     network: torch.nn.Module
     mean: list[float]
     std: list[float]
+    windows: WindowParams  # the run's (config.json); the defaults (the reference's) for a checkpoint
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
             raise UserError(f"{run} has no fold {fold!r}")
     if not folds:
         raise UserError(f"{run} holds no trained fold")
+    windows = run_windows(run)
     models = []
     for folder in folds:
         epochs = sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
@@ -89,8 +91,14 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
         if epoch not in epochs:
             raise UserError(f"{folder}: no weights for epoch {epoch}")
         network, meta = load_weights(folder / f"weights_epoch_{epoch:03d}.safetensors", device)
-        models.append(Model(folder.name, network, meta["normalisation"]["mean"], meta["normalisation"]["std"]))
+        models.append(Model(folder.name, network, meta["normalisation"]["mean"], meta["normalisation"]["std"],
+                            windows))
     return models
+
+
+def run_windows(run: Path) -> WindowParams:
+    """The window parameters a run was trained with (its config.json), as evaluation uses them."""
+    return WindowParams(**json.loads((run / "config.json").read_text())["windows"])
 
 
 def _extract_params_for(model_path: Path):
@@ -167,6 +175,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         "source": str(path), "model": str(model), "models": [m.name for m in models],
         "combination": "mean of the models' logits" if len(models) > 1 else "single model",
         "selection": select, "preset": preset or trained_preset, "subsample": subsample,
+        "windows": asdict(models[0].windows),
         "videos": [p.video_id for p in predictions],
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error} for r in report.failed],
         "frame_numbers": "1-based, the video's original numbering"}, indent=1))
@@ -190,19 +199,20 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
 def _load_models(model: Path, fold: str | None, select: str, device: str) -> list[Model]:
     if model.is_file():
         network, _epoch = load_reference_checkpoint(model)
-        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD))]
+        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD),
+                      WindowParams())]
     return run_models(model, fold, select, device)
 
 
 def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path) -> Prediction:
-    """The mean of the models' logits over one video's rows -> intervals, curves and their plot."""
-    windows = WindowParams()
-    ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], windows)}, windows)
-    mask = np.ones(len(ws), bool)
+    """The mean of the models' logits over one video's rows -> intervals, curves and their plot.
+    Each model sees the video cut into the windows it was trained with."""
     logits = np.zeros((video.n_rows, 10), np.float32)
     for m in models:  # the folds' mean logit per row and channel
+        ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], m.windows)}, m.windows)
+        mask = np.ones(len(ws), bool)
         data = window_tensors(ws, mask, m.mean, m.std, device)
-        rows = predict_logits(m.network, data["x"], windows.context).cpu().numpy()
+        rows = predict_logits(m.network, data["x"], m.windows.context).cpu().numpy()
         logits += video_logits(rows, ws, mask)[video.video_id] / len(models)
     found = spot_video(logits, preset)
     intervals = pd.DataFrame({
