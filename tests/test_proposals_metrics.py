@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from spotting.metrics import MEGC, REFERENCE, match_all, match_intervals, summarise
 from spotting.proposals import PRESETS, ProposalParams, candidates, length_iou, nms, spot_video
@@ -277,3 +278,107 @@ def test_megc_stays_one_to_one_on_random_cases():
         assert not tp["truth"].duplicated().any() and not tp["proposal"].duplicated().any()
         assert counts(matches)[2] == len(truths) and counts(matches)[1] == len(proposals)
 
+
+# --------------------------------- the reference's proposal arithmetic (issue 13, point 4)
+
+REFERENCE_ARITHMETIC = ProposalParams(variant="reference")
+
+
+def test_start_ties_go_to_the_earliest_row_or_the_row_nearest_the_apex():
+    logits = quiet_logits(100)
+    add_expression(logits, "me", 44, 50, 56)
+    logits[47, 0:3] = logits[44, 0:3]  # an exact tie between d = 6 and d = 3, in any precision
+    assert candidates(logits, "me")[["start", "end"]].values.tolist() == [[44, 56]]
+    assert candidates(logits, "me", REFERENCE_ARITHMETIC)[["start", "end"]].values.tolist() == [[47, 56]]
+
+
+def test_saturated_starts_tie_in_float32_only():
+    logits = quiet_logits(100)
+    add_expression(logits, "me", 44, 50, 56, strength=30.0)
+    logits[47, 0:3] = [25.0, 0.0, 0.0]  # p_start 1 - 3e-11 against 1 - 2e-13: both 1.0 in float32
+    assert candidates(logits, "me")["start"].tolist() == [44]  # float64 sees the larger one
+    assert candidates(logits, "me", REFERENCE_ARITHMETIC)["start"].tolist() == [47]
+
+
+def test_float32_apex_threshold_and_start_end_checks():
+    logits = quiet_logits(100)
+    add_expression(logits, "me", 44, 50, 56)
+    logits[50, 6] = 1e-9  # sigmoid: 0.5000000003 in float64, exactly 0.5 in float32 (not > 0.5)
+    assert len(candidates(logits, "me")) == 1 and candidates(logits, "me", REFERENCE_ARITHMETIC).empty
+    logits[50, 6] = 3.0
+    logits[40:70, 0:3] = [0.0, 10.0, 120.0]  # "none" saturated: p_start, p_end ~1e-48 and ~1e-52 ...
+    logits[44, 0:3] = [30.0, 0.0, 0.0]
+    assert len(candidates(logits, "me")) == 1  # ... float64 still sees p_start(e) < p_end(e)
+    assert candidates(logits, "me", REFERENCE_ARITHMETIC).empty  # float32: 0.0 < 0.0 fails
+
+
+def reference_proposals(logits: np.ndarray, kind: str, params: ProposalParams) -> list[tuple]:
+    """The reference's proposal search restated with plain loops: torch float32 softmax and
+    sigmoid, per window of `params.window` rows, d ascending with the first maximum kept, start
+    clipped at the window's first row, end at its last row and the video's last row; score as
+    the product of the float32 values read back from text."""
+    t = torch.from_numpy(logits.astype(np.float32))
+    base = 0 if kind == "me" else 3
+    start_end = torch.softmax(t[:, base:base + 3], dim=1).numpy()
+    apex = torch.sigmoid(t[:, 6 if kind == "me" else 7]).numpy()
+    dmin, dmax = params.distance(kind)
+    low, high = params.length(kind)
+    found = []
+    for w in range(len(logits)):
+        if not apex[w] > 0.5:
+            continue
+        first = w // params.window * params.window
+        last = min(first + params.window - 1, len(logits) - 1)
+        s = e = None
+        for d in range(dmin, dmax + 1):
+            row = max(w - d, first)
+            if s is None or start_end[row, 0] > start_end[s, 0]:
+                s = row
+            row = min(w + d, last)
+            if e is None or start_end[row, 1] > start_end[e, 1]:
+                e = row
+        if start_end[s, 0] > start_end[s, 1] and start_end[e, 0] < start_end[e, 1] and low <= e - s <= high:
+            score = float(str(start_end[s, 0])) * float(str(start_end[e, 1])) * float(str(apex[w]))
+            found.append((kind, s, w, e, score))
+    return found
+
+
+def saturated_logits(rng, n: int) -> np.ndarray:
+    """Network-like outputs: mostly "none", a few strong starts, ends and apexes, large logits."""
+    logits = quiet_logits(n) * 8
+    for base, apex_channel, width in ((0, 6, 6), (3, 7, 20)):
+        for centre in rng.integers(10, n - 10, size=n // 40):
+            s, e = max(centre - rng.integers(2, width), 0), min(centre + rng.integers(2, width), n - 1)
+            logits[s, base:base + 3] = [rng.uniform(20, 60), 0, rng.uniform(-5, 5)]
+            logits[e, base:base + 3] = [0, rng.uniform(20, 60), rng.uniform(-5, 5)]
+            logits[max(s - 1, 0), base] = logits[s, base] - rng.choice([0.0, 3.0, 30.0])  # near-ties
+            logits[centre - 1: centre + 2, apex_channel] = rng.uniform(10, 40)
+    return logits
+
+
+def test_reference_arithmetic_agrees_with_a_plain_restatement_on_saturated_outputs():
+    rng = np.random.default_rng(4)
+    differ = 0
+    for n in (300, 520, 700):  # several windows; the last one short
+        logits = saturated_logits(rng, n)
+        for kind in ("me", "mae"):
+            for preset in PRESETS.values():
+                params = ProposalParams(**{**vars(preset), "variant": "reference"})
+                ours = candidates(logits, kind, params)
+                expected = reference_proposals(logits, kind, params)
+                assert [tuple(r) for r in ours[["type", "start", "apex", "end"]].values.tolist()] == \
+                    [r[:4] for r in expected]
+                assert ours["score"].tolist() == [r[4] for r in expected]
+        last_window = (n - 1) // 256 * 256
+
+        def kept(params):
+            found = spot_video(logits, params)
+            return set(map(tuple, found.loc[found["end"] < last_window, ["type", "start", "end"]].values.tolist()))
+
+        differ += kept(ProposalParams()) != kept(REFERENCE_ARITHMETIC)
+    assert differ >= 2  # saturated outputs give other kept proposals, away from the last window
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="variant"):
+        ProposalParams(variant="float16")
