@@ -314,3 +314,37 @@ def test_proposal_arithmetic_follows_the_store_and_is_stated(tmp_path, monkeypat
     assert evaluate_run(run, "last", proposals="mespot").proposals == "mespot"
     with pytest.raises(UserError, match="--proposals"):
         evaluate_run(run, "last", proposals="float16")
+
+
+@pytest.mark.slow
+def test_samm_layout_store_end_to_end_names_its_scales(synth_small_samm, tmp_path):
+    """`mespot synth` in the SAMM-LV layout (200 fps) -> extract (kept 1 in 8) -> train -> evaluate
+    with both rules: each names its scale, and the truths are counted in the workbook's own
+    frame numbers. (A 3-epoch model spots nothing here; the counting itself is checked on
+    constructed proposals above.)"""
+    from flowcore.batch import run_extraction
+    from flowcore.extract import ExtractParams
+    from flowcore.faces import FaceParams
+    from flowcore.flow import TVL1Params
+    from flowcore.sources import open_source
+    from spotting.annotations import read_annotations
+    from spotting.train import RunConfig, TrainParams, train_loso
+
+    quick = ExtractParams(tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2), faces=FaceParams(resize=48))
+    report = run_extraction(open_source(synth_small_samm), tmp_path / "f.zarr", quick, workers=1)
+    assert not report.failed, report.summary()
+    workbook = synth_small_samm / "SAMM_LongVideos_V1_Release.xlsx"
+    config = RunConfig(store=str(tmp_path / "f.zarr"), annotations=str(workbook),
+                       train=TrainParams(epochs=3, batch_size=2))
+    train_loso(config, tmp_path / "run", show_progress=False, tensorboard=False)
+    truth = read_annotations(workbook).frame
+    assert (truth["offset"] > 0).all() and (truth["onset"] % 8 != 1).any()  # not all on kept frames
+    for rule, scale in (("reference", "rows: subsampled /8"), ("megc", "frames: original 200 fps numbering")):
+        e = evaluate_run(tmp_path / "run", "last", rule=rule)
+        assert e.scale == scale and e.proposals == "mespot"
+        assert set(pd.read_csv(e.out / "metrics_per_subject.csv")["scale"]) == {scale}
+        assert json.loads((e.out / "metrics.json").read_text())["scale"] == scale
+        assert e.metrics.set_index("type").loc["overall", "truths"] == len(truth)
+        shown = pd.read_csv(e.out / "matches.csv").dropna(subset=["truth_onset"])
+        assert sorted(map(tuple, shown[["truth_onset", "truth_offset"]].astype(int).values.tolist())) == \
+            sorted(map(tuple, truth[["onset", "offset"]].values.tolist()))
