@@ -157,6 +157,7 @@ def test_report_embeds_every_picture(run):
             pixels = np.asarray(image.convert("L"), dtype=np.float32)
         assert pixels.std() > 5, f"{path.name} looks blank"
     assert "Test-set selection" in page and "Repaired or skipped annotations" in page
+    assert "matched in frames: original 60 fps numbering; proposals: mespot arithmetic" in page
     assert page.index("last epoch") < page.index("TEST-SET SELECTION")
 
 
