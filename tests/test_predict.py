@@ -71,6 +71,7 @@ def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
     assert result.curves.shape == (59, 8) and result.frames[0] == 1
     meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
     assert meta["models"] == ["s15", "s16"] and meta["combination"].startswith("mean")
+    assert meta["proposals"] == "mespot"  # a run on mespot's own features
     image = cv2.imread(str(tmp_path / "out" / "curves.png"))
     assert image is not None and image.std() > 5
     # the features were extracted with the training store's parameters
@@ -104,6 +105,8 @@ def test_predict_with_a_reference_checkpoint(trained, tmp_path):
 
     params = dict(zarr.open_group(str(tmp_path / "ref" / "features.zarr"), mode="r").attrs)["params"]
     assert params["compat"] is True  # the reference's 8-bit feature scale
+    meta = json.loads((tmp_path / "ref" / "prediction.json").read_text())
+    assert meta["proposals"] == "reference"  # and the reference's proposal arithmetic
     assert result.curves.shape[1] == 8
 
 
