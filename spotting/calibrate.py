@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from spotting.metrics import MatchRule, match_intervals
 from spotting.proposals import TYPES, ProposalParams, candidates, nms
 
 THRESHOLDS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8)
@@ -59,8 +58,7 @@ def _grid(base: ProposalParams, kind: str) -> tuple[list[int], list[float]]:
     return top_k, list(MIN_SCORES)
 
 
-def _counts(per_video: dict[str, np.ndarray], truths: pd.DataFrame, base: ProposalParams, kind: str,
-            rule: MatchRule) -> np.ndarray:
+def _counts(per_video: dict[str, np.ndarray], base: ProposalParams, kind: str, true_positives) -> np.ndarray:
     """(thresholds, top_k, min_scores, 2) summed (TP, proposals) of one type over the videos."""
     top_k, floors = _grid(base, kind)
     out = np.zeros((len(THRESHOLDS), len(top_k), len(floors), 2))
@@ -71,13 +69,9 @@ def _counts(per_video: dict[str, np.ndarray], truths: pd.DataFrame, base: Propos
             kept = nms(candidates(logits, kind, params), params.nms_iou, widest)
             if kept.empty:
                 continue
-            found = kept.rename(columns={"start": "onset", "end": "offset"})
-            true = truths[(truths["video"] == video) & (truths["type"] == kind)]
-            matched = match_intervals(found, true, rule)
-            is_tp = np.zeros(len(found))
-            is_tp[matched.loc[matched["outcome"] == "TP", "proposal"].to_numpy(dtype=int)] = 1
+            is_tp = np.asarray(true_positives(kept, video), dtype=float)
             cum_tp = np.concatenate([[0.0], np.cumsum(is_tp)])  # TP of each prefix length
-            scores = found["score"].to_numpy()
+            scores = kept["score"].to_numpy()
             for k, keep in enumerate(top_k):
                 for f, floor in enumerate(floors):
                     n = min(keep, int((scores >= floor).sum()))
@@ -85,18 +79,19 @@ def _counts(per_video: dict[str, np.ndarray], truths: pd.DataFrame, base: Propos
     return out
 
 
-def calibrate(per_video: dict[str, np.ndarray], truths: pd.DataFrame, base: ProposalParams,
-              rule: MatchRule) -> tuple[Calibrated, float]:
+def calibrate(per_video: dict[str, np.ndarray], n_truths: int, base: ProposalParams,
+              true_positives) -> tuple[Calibrated, float]:
     """(rules with the best overall F1 on these videos, that F1).
 
     `per_video`: {video: (N, 10) logits} of the inner model on the inner-validation subjects;
-    `truths`: their ground truth (columns video, type, onset, offset; rows)."""
-    truths = truths[truths["video"].isin(list(per_video))]
-    m_total = float(len(truths))
-    me, mae = (_counts(per_video, truths, base, kind, rule).reshape(-1, 2) for kind in TYPES)
+    `n_truths`: their number of ground truths (both types); `true_positives(found, video)`:
+    which proposals of `found` (one type of one video, as `nms` returns them, best first; rows)
+    are true positives under the evaluation's rule, (len(found),) bool. Greedy matching in score
+    order makes the answer for a prefix of `found` the prefix of the answer."""
+    me, mae = (_counts(per_video, base, kind, true_positives).reshape(-1, 2) for kind in TYPES)
     tp = me[:, None, 0] + mae[None, :, 0]
     n = me[:, None, 1] + mae[None, :, 1]
-    f1 = np.where(n + m_total > 0, 2 * tp / np.maximum(n + m_total, 1), 0.0)
+    f1 = np.where(n + n_truths > 0, 2 * tp / np.maximum(n + n_truths, 1), 0.0)
     best = int(np.argmax(f1))  # first maximum: the earliest grid point of ME, then of MaE
     chosen = []
     for flat, kind in zip(np.unravel_index(best, f1.shape), TYPES):
@@ -105,4 +100,3 @@ def calibrate(per_video: dict[str, np.ndarray], truths: pd.DataFrame, base: Prop
         field = "me_top_k" if kind == "me" else "mae_top_k"
         chosen.append((dataclasses.replace(base, apex_threshold=THRESHOLDS[i], **{field: top_k[k]}), floors[f]))
     return Calibrated((chosen[0][0], chosen[1][0]), (chosen[0][1], chosen[1][1])), float(f1.flat[best])
-

@@ -11,7 +11,7 @@ import torch
 from flowcore.mdmo import mdmo
 from spotting.augment import MIRROR_NODES, mirror_features, mirror_normalised
 from spotting.calibrate import calibrate
-from spotting.metrics import MEGC, match_all, summarise
+from spotting.metrics import MEGC, match_all, match_intervals, summarise
 from spotting.proposals import PRESETS, spot_video
 
 # iBUG 300-W landmark of the mirrored face: point i of the mirror is point MIRROR_68[i]
@@ -84,6 +84,17 @@ def _logits(n: int, spots: list[tuple[str, int, int, int]], apex_p: float) -> np
     return x
 
 
+def _matcher(truths):
+    """true_positives(found, video) for calibrate: MEGC matching on rows."""
+    def true_positives(found, video):
+        found = found.rename(columns={"start": "onset", "end": "offset"})
+        kind = found["type"].iloc[0]
+        wanted = truths[(truths["video"] == video) & (truths["type"] == kind)]
+        matched = match_intervals(found, wanted, MEGC)
+        return np.isin(found.index, matched.loc[matched["outcome"] == "TP", "proposal"])
+    return true_positives
+
+
 def test_calibration_finds_the_threshold_the_network_needs():
     truths = pd.DataFrame([("v1", "me", 20, 26), ("v1", "mae", 100, 130), ("v2", "mae", 50, 80)],
                           columns=["video", "type", "onset", "offset"])
@@ -91,7 +102,7 @@ def test_calibration_finds_the_threshold_the_network_needs():
                  "v2": _logits(256, [("mae", 50, 65, 80)], 0.35)}
     base = PRESETS["casme2"]
     assert sum(len(spot_video(v, base)) for v in per_video.values()) == 0  # 0.35 < 0.5: nothing
-    rules, f1 = calibrate(per_video, truths, base, MEGC)
+    rules, f1 = calibrate(per_video, len(truths), base, _matcher(truths))
     assert f1 == 1.0
     assert all(p.apex_threshold < 0.35 for p in rules.params)
     # the F1 the search reports is what spotting with the chosen rules gives
@@ -107,9 +118,9 @@ def test_calibration_drops_weak_extra_proposals_and_keeps_the_reference_rules_on
     x[:, 7] = np.where(np.arange(256) == 115, x[:, 7], -6.0)
     extra = _logits(256, [("mae", 180, 195, 210)], 0.55)  # a false one, weaker
     x[180], x[195], x[210] = extra[180], extra[195], extra[210]
-    rules, f1 = calibrate({"v1": x}, truths, PRESETS["casme2"], MEGC)
+    rules, f1 = calibrate({"v1": x}, len(truths), PRESETS["casme2"], _matcher(truths))
     assert f1 == 1.0 and len(rules.spot(x)) == 1
     # where the reference rules are already best, they are kept
     clean = _logits(256, [("mae", 100, 115, 130)], 0.9)
-    kept, _ = calibrate({"v1": clean}, truths, PRESETS["casme2"], MEGC)
+    kept, _ = calibrate({"v1": clean}, len(truths), PRESETS["casme2"], _matcher(truths))
     assert kept.to_json()["mae"] == {"apex_threshold": 0.5, "top_k": 5, "min_score": 0.0}
