@@ -276,7 +276,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("MESPOT_QUALITY_CACHE", "/work/cache-i17")))
-    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=["casme2", "samm"],
+                        help="benchmark sets (default), or dev: the development set")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--workers", type=int, default=2, help="folds trained side by side")
@@ -288,13 +289,13 @@ def main(argv=None) -> None:
     log = args.cache / "spotting_quality.log"
     timings = Timings(args.cache / "timings.json")
     if args.report_only:
-        return report(args.cache, args.seeds, args.bootstrap, args.workers, args.out, timings)
+        return report(args.cache, args.seeds, args.bootstrap, args.workers, args.out, timings, args.sets)
     for set_name in args.sets:
         for name in args.variants:
             for seed in args.seeds:
                 print(f"{set_name} / {name} / seed {seed} ...", flush=True)
                 run_variant(args.cache, set_name, VARIANTS[name], seed, args.workers, timings, log)
-    report(args.cache, args.seeds, args.bootstrap, args.workers, args.out, timings)
+    report(args.cache, args.seeds, args.bootstrap, args.workers, args.out, timings, args.sets)
 
 
 def cached_results(cache: Path, set_name: str, seeds: list[int]) -> dict:
@@ -307,10 +308,11 @@ def cached_results(cache: Path, set_name: str, seeds: list[int]) -> dict:
     return results
 
 
-def report(cache: Path, seeds: list[int], n_boot: int, workers: int, out: Path, timings: Timings) -> None:
-    """Statistics of every cached (set, variant) with all `seeds`: JSON + markdown in `out`."""
+def report(cache: Path, seeds: list[int], n_boot: int, workers: int, out: Path, timings: Timings,
+           sets: list[str]) -> None:
+    """Statistics of every cached (set, variant) of `sets` with all `seeds`: JSON + markdown in `out`."""
     stats_by_set, runs_by_set = {}, {}
-    for set_name in SETS:
+    for set_name in sets:
         results = cached_results(cache, set_name, seeds)
         if not results:
             continue
