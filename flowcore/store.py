@@ -63,7 +63,7 @@ class FeatureStore:
     def __init__(self, path: str | Path, params: dict, dataset: str):
         import zarr
 
-        from mespot import __version__
+        from flowcore.version import __version__
 
         self.path = Path(path)
         self.params = json.loads(json.dumps(params))  # exactly what JSON round-trips to

@@ -5,4 +5,6 @@ and `mespot.synth` (synthetic long face videos with ground truth). The command l
 `mespot.cli`.
 """
 
-__version__ = "0.1.0"
+from flowcore.version import __version__
+
+__all__ = ["__version__"]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.au_codes import parse_au_string
 
 COLUMNS = (
@@ -121,6 +121,20 @@ def read_annotations(path: str | Path) -> AnnotationTable:
         return read_casme2_workbook(path)
     raise UserError(f"unknown annotation format {suffix!r} (expected .csv or .xlsx): {path}")
 
+
+
+def read_source_annotations(source) -> AnnotationTable:
+    """The annotations of a dataset copy opened by `flowcore.sources.open_source`, read from the
+    workbook it found; UserError naming the copy when it has none, or the workbook when it cannot
+    be read. Extraction never needs them."""
+    if source.workbook is None:
+        raise UserError(f"{source.root}: no annotation workbook found in this {source.name} copy")
+    try:
+        return read_annotations(source.workbook)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"{source.workbook}: unreadable annotation workbook ({err})") from err
 
 # --- cells ------------------------------------------------------------------------------------
 

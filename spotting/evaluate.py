@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.metrics import RULES, MatchRule, match_all, summarise
 from spotting.proposals import PRESETS, ProposalParams, spot_video
 from spotting.train import (Prepared, load_weights, predict_logits, prepare, video_logits,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 N_NODES = 12
 

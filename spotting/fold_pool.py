@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 _WORKER: dict = {}  # the state of this worker process, set once by _start_worker
 WAIT_SECONDS = 0.25  # the driver's polling period for results and progress (s)

@@ -141,7 +141,7 @@ def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Te
     """(epoch, state_dict) of a reference `checkpoint_epoch_EEE.pth.tar` file (a torch.save of
     {'epoch': e + 1, 'state_dict': sd}), loaded with weights-only unpickling: a file that would
     need arbitrary code to load is refused."""
-    from mespot.errors import UserError
+    from flowcore.errors import UserError
 
     path = Path(path)
     if not path.is_file():
@@ -163,7 +163,7 @@ def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Te
 def load_reference_checkpoint(path: str | Path, model: AUWGCN | None = None) -> tuple[AUWGCN, int]:
     """Build (or fill) an AUWGCN from a reference checkpoint; the prior comes from the file's
     `adj`. Returns (model, epoch). Missing BN `num_batches_tracked` entries are tolerated."""
-    from mespot.errors import UserError
+    from flowcore.errors import UserError
 
     epoch, state = read_reference_checkpoint(path)
     if "graph_embedding.0.gc1.adj" not in state:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.evaluate import CURVES, parse_selection, probability_curves
 from spotting.features import load_features
 from spotting.model import load_reference_checkpoint

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mespot import __version__
-from mespot.errors import UserError
+from flowcore.version import __version__
+from flowcore.errors import UserError
 from spotting import plots
 
 SELECTION_ORDER = ("last", "inner-val", "oracle")  # then fixed-N

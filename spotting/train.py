@@ -38,8 +38,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from mespot import __version__
-from mespot.errors import UserError
+from flowcore.version import __version__
+from flowcore.errors import UserError
 from spotting.annotations import AnnotationTable, issues_to_frame, read_annotations
 from spotting.features import FeatureSet, load_features
 from spotting.losses import LossParams, spotting_loss

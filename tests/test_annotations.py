@@ -3,7 +3,7 @@
 import openpyxl
 import pytest
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.annotations import read_annotations, read_csv_annotations
 from spotting.au_codes import AUCode, parse_au_string
 

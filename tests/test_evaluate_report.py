@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.evaluate import ORACLE_FIRST_EPOCH, evaluate_run, parse_selection, spot_subjects, truth_rows
 from spotting.features import create_store, write_video
 from spotting.metrics import MEGC, match_all, summarise

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.model import (
     AUWGCN, count_parameters, decay_parameter_names, load_reference_checkpoint,
 )

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mespot.cli import main
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from mespot.synth import SMALL, generate_dataset
 from spotting.predict import predict_video
 

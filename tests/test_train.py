@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mespot.cli import main
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.features import create_store, write_video
 from spotting.losses import LossParams, binary_focal_loss, spotting_loss, start_end_loss
 from spotting.train import RunConfig, TrainParams, load_weights, prepare, train_loso

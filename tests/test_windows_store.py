@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import zarr
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.features import create_store, load_features, write_video
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 LAYOUTS = ("casme2", "samm")
 SAMM_FPS = 200.0  # SAMM-LV is filmed at 200 fps; its layout defaults to it

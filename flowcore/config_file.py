@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 
 def read_mapping(path: Path, expected: str) -> dict:
@@ -43,9 +43,3 @@ def merged(defaults: dict, overrides: dict, where: str) -> dict:
         else:
             out[key] = value
     return out
-
-
-def flag_given(ctx, name: str) -> bool:
-    """Whether the command line gave the flag of parameter `name` (not left at its default)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name != "DEFAULT"
