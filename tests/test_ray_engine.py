@@ -180,7 +180,7 @@ def test_without_ray_mespot_imports_and_the_ray_engine_says_how_to_install(tmp_p
     import subprocess
 
     blocked = ("import sys; sys.modules['ray'] = None; import mespot.cli, flowcore.batch, "
-               "flowcore.command, flowcore.ray_engine; print('ok')")
+               "mespot.commands.extract, flowcore.ray_engine; print('ok')")
     done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
+from mespot.commands.flags import engine_from_flags, flag_given
+from mespot.progress import RichProgress
 
 
 class ExtractionFailed(Exception):
@@ -23,60 +24,6 @@ class ExtractionFailed(Exception):
 
     def show(self) -> None:
         typer.echo(f"error: {self}", err=True)
-
-
-class RichProgress:
-    """A bar per running video (frames/s shown) and one overall bar, on stderr."""
-
-    def __init__(self, enabled: bool = True):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
-
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=self.console,
-            disable=not enabled, transient=False)
-        self.tasks: dict[str, int] = {}
-        self.frames = 0
-        self.started = time.perf_counter()
-        self._last_done: dict[str, int] = {}
-        self.started_at: dict[str, float] = {}
-        self.finished: set[str] = set()
-
-    def start(self, todo) -> None:
-        self.progress.start()
-        self.overall = self.progress.add_task("all videos", total=len(todo), rate="")
-
-    def update(self, video_id: str, phase: str, done: int, total: int) -> None:
-        key = f"{video_id}:{phase}"
-        if phase == "done" or video_id in self.finished:
-            return  # late messages of a finished video
-        now = time.perf_counter()
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(f"{video_id} {phase}", total=total, rate="")
-            self.started_at[key] = now
-        if phase == "flow":
-            self.frames += done - self._last_done.get(key, 0)
-            self._last_done[key] = done
-        rate = done / max(now - self.started_at[key], 1e-9)
-        self.progress.update(self.tasks[key], completed=done, rate=f"{rate:.1f} frames/s")
-        overall_rate = self.frames / max(now - self.started, 1e-9)
-        self.progress.update(self.overall, rate=f"flow {overall_rate:.1f} frames/s")
-
-    def finish(self, result) -> None:
-        self.finished.add(result.video_id)
-        for key in [k for k in self.tasks if k.startswith(result.video_id + ":")]:
-            self.progress.remove_task(self.tasks.pop(key))
-        self.progress.advance(self.overall)
-
-    def note(self, text: str) -> None:
-        """One line above the bars (e.g. the Ray cluster's size)."""
-        self.progress.console.print(text)
-
-    def close(self) -> None:
-        self.progress.stop()
 
 
 def _summary_table(report) -> None:
@@ -101,28 +48,6 @@ def _summary_table(report) -> None:
     console.print(report.summary())
 
 
-def engine_from_flags(name: str, address: str | None, gpus_per_task: float | None, device: str,
-                      hint: str = ""):
-    """None for `--engine local`, else a flowcore.ray_engine.RayEngine checked against `device`
-    (`hint`: flags the GPU message suggests); UserError for flags that cannot work together
-    or a missing Ray. Shared by `mespot extract` and `mespot train`."""
-    if name == "local":
-        if address is not None or gpus_per_task is not None:
-            raise UserError("--address and --gpus-per-task go with --engine ray")
-        return None
-    if name != "ray":
-        raise UserError(f"--engine must be 'local' or 'ray', got {name!r}")
-    from flowcore.ray_engine import RayEngine, import_ray
-
-    try:
-        import_ray()
-        engine = RayEngine(address=address, gpus_per_task=gpus_per_task)
-        engine.gpus_for(device, hint)
-    except (ImportError, ValueError) as err:
-        raise UserError(str(err)) from None
-    return engine
-
-
 # flag -> key in ExtractParams.to_dict() ("faces.resize": key resize of section faces)
 _FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
               "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
@@ -134,7 +59,7 @@ def extract_params(ctx, config: Path | None, flags: dict):
     command line (`flags`: their values, shaped as ExtractParams.to_dict()); UserError naming
     the file for unknown keys or values out of range."""
     from flowcore.extract import ExtractParams
-    from mespot.config_file import flag_given, merged, read_mapping
+    from flowcore.config_file import merged, read_mapping
 
     values = ExtractParams().to_dict()
     where = "flags"
@@ -233,16 +158,12 @@ def extract_command(
         if missing:
             raise UserError(f"{source}: no video {', '.join(missing)}")
         src = dataclasses.replace(src, videos=tuple(v for v in src.videos if v.video_id in video))
-    from flowcore.flow import available_backends
+    from flowcore.flow import check_backend
 
-    if backend not in available_backends():
-        raise UserError(f"--backend {backend!r} is not available here; available: "
-                        f"{', '.join(available_backends())}")
-    if backend == "opencv" and device != "cpu":
-        raise UserError(f"the opencv flow backend runs on the CPU only; for --device {device} "
-                        f"choose --backend torch")
-    if backend == "cuda" and not device.startswith("cuda"):
-        raise UserError("the cuda flow backend runs on a GPU: add --device cuda")
+    try:
+        check_backend(backend, device)
+    except ValueError as err:
+        raise UserError(f"--backend {backend}: {err}") from None
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     progress = RichProgress(enabled=not quiet)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 
 def print_metrics(evaluations, console: Console | None = None) -> None:
@@ -102,7 +102,7 @@ def predict_command(
     OUT/curves/<video>.png (several), OUT/prediction.json and OUT/features.zarr. A video that
     cannot be extracted is reported (exit code 1) and the others are still spotted.
     """
-    from flowcore.command import RichProgress
+    from mespot.progress import RichProgress
     from spotting.predict import predict_videos
 
     if fold is None and not all_folds:

@@ -13,7 +13,8 @@ import typer
 from typer import Argument as typer_argument
 from typer import Option as typer_option
 
-from mespot.config_file import flag_given, read_mapping
+from flowcore.config_file import read_mapping
+from mespot.commands.flags import engine_from_flags, flag_given
 
 # flag name -> (section of the config, field)
 _FLAG_FIELDS = {
@@ -89,8 +90,6 @@ def train_command(
     import torch
 
     from spotting.train import config_from_dict, train_loso
-
-    from flowcore.command import engine_from_flags
 
     ray_engine = engine_from_flags(engine, address, gpus_per_task, device)
     if threads > 0 and (workers or 1) <= 1 and ray_engine is None:
