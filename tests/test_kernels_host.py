@@ -5,6 +5,7 @@ recomputation and per-sample stopping, checked without a GPU."""
 import ctypes
 import shutil
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -110,13 +111,13 @@ def test_host_build_of_the_fused_iteration_matches_the_torch_step(host_kernel, c
 def test_whole_flow_with_the_fused_iteration_matches_the_torch_path(host_kernel):
     from flowcore.flow import TVL1Params
     from flowcore.flow.synthetic import face_pairs
-    from flowcore.flow.torch_tvl1 import flow_torch
+    from flowcore.flow.torch_tvl1 import flow_torch, solve_level_tensors
 
     first, second = (torch.from_numpy(a.astype(np.float32)) for a in face_pairs((40, 48), 2))
     second[1] = torch.roll(second[1], 1, dims=1)  # the two samples stop at different iterations
     params = TVL1Params(n_scales=3, n_warps=2, outer_iterations=3)
-    fused = flow_torch(first, second, params, use_numba=False, step=_host_step(host_kernel))
-    tensors = flow_torch(first, second, params, use_numba=False)
+    fused = flow_torch(first, second, params, partial(solve_level_tensors, step=_host_step(host_kernel)))
+    tensors = flow_torch(first, second, params, solve_level_tensors)
     assert fused.shape == (2, 2, 40, 48) and tensors.abs().mean() > 0.1  # real motion was found
     # float rounding moves a stopping decision now and then; the paths drift apart that little
     assert (fused - tensors).abs().mean() < 0.02
@@ -148,9 +149,9 @@ def test_cuda_flow_with_the_fused_iteration_matches_the_torch_path():
     from flowcore.flow import TVL1Params
     from flowcore.flow.cuda_kernels import fused_step
     from flowcore.flow.synthetic import face_pairs
-    from flowcore.flow.torch_tvl1 import flow_torch
+    from flowcore.flow.torch_tvl1 import flow_torch, solve_level_tensors
 
     first, second = (torch.from_numpy(a.astype(np.float32)).cuda() for a in face_pairs((96, 96), 4))
-    fused = flow_torch(first, second, TVL1Params(), step=fused_step)
-    tensors = flow_torch(first, second, TVL1Params())
+    fused = flow_torch(first, second, TVL1Params(), partial(solve_level_tensors, step=fused_step))
+    tensors = flow_torch(first, second, TVL1Params(), solve_level_tensors)
     assert (fused - tensors).abs().mean() < 0.02

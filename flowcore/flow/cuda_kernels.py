@@ -6,7 +6,7 @@ Status: groundwork for the fused `cuda` flow backend (issue 4). `fused_iteration
 TV-L1 iteration per launch; its arithmetic is tested on the host against the `torch` backend
 (tests/test_kernels_host.py), the launch itself only on a GPU (the `gpu` test beside it, run by
 benchmarks/device_check.sh). `fused_step` plugs it into the `torch` backend's pyramid, warps and
-per-sample stopping: `flow_torch(first, second, params, step=fused_step)` on CUDA tensors. Once
+per-sample stopping: `flowcore.flow.level_solver('cuda', device)` is the tensor path with it. Once
 a GPU run has checked it (tests, accuracy benchmark), it can become the `cuda` backend.
 """
 
