@@ -1,5 +1,6 @@
 """Dataset sources: a user's copy of CAS(ME)^2 or SAMM-LV, a folder of video files, or the
-synthetic generator's output -> subjects, videos (`VideoSpec`: frames + fps) and raw annotations.
+synthetic generator's output -> subjects, videos (`VideoSpec`: frames + fps) and the path of
+the annotation workbook found (flowcore reads no labels).
 
 Layouts accepted (spec/DATASETS.md):
 - CAS(ME)^2 (30 fps): `<root>/rawpic/sNN/NN_<code><name>/imgNNN.jpg`, or `<root>/rawvideo/sNN/
@@ -46,7 +47,8 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset copy: its videos in (subject, video) order, and where its annotations are."""
+    """A dataset copy: its videos in (subject, video) order, and the annotation workbook found
+    beside them (`workbook`; reading it is spotting's job: spotting.annotations.read_source_annotations)."""
 
     name: str  # "casme2", "samm", "videos", "synth-casme2", "synth-samm"
     root: Path
@@ -58,24 +60,6 @@ class Source:
     @property
     def subjects(self) -> list[str]:
         return sorted({v.subject for v in self.videos})
-
-    def annotations(self):
-        """The source's annotations, read from its workbook by the project's one reader
-        (`spotting.annotations.read_annotations`; flowcore itself knows nothing of labels).
-
-        Raises SourceError when the copy has no workbook; an unreadable workbook raises the
-        reader's error, naming the file. Extraction never needs the annotations.
-        """
-        if self.workbook is None:
-            raise SourceError(f"{self.root}: no annotation workbook found in this {self.name} copy")
-        from spotting.annotations import read_annotations
-
-        try:
-            return read_annotations(self.workbook)
-        except Exception as err:
-            if type(err).__name__ == "UserError":
-                raise
-            raise SourceError(f"{self.workbook}: unreadable annotation workbook ({err})") from err
 
 
 def open_source(path: str | Path, *, subsample: int | None = None, fps: float | None = None,

@@ -13,6 +13,7 @@ from flowcore.extract import ExtractParams, RunOptions
 from flowcore.faces import FaceParams
 from flowcore.flow import TVL1Params
 from flowcore.sources import open_source
+from spotting.annotations import read_source_annotations
 from flowcore.testing import write_casme2, write_samm, write_video_file
 
 QUICK = ExtractParams(tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2),
@@ -91,7 +92,7 @@ def test_unreadable_workbook_does_not_stop_extraction(casme2_run):
     root, source, report = casme2_run
     assert report.count("complete") == 2  # the workbook is not needed to extract
     with pytest.raises(Exception, match=r"code_final\.xlsx"):
-        source.annotations()
+        read_source_annotations(source)
 
 
 def test_resume_redoes_only_incomplete_videos(casme2_run, tmp_path):
