@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from mespot import __version__
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from mespot.synth.config import SynthConfig
 from mespot.synth.faces import Subject, make_subject
 from mespot.synth.layouts import (VideoSlot, ground_truth_rows, video_slot, write_casme2_workbook,
                                   write_ground_truth_csv, write_samm_workbook)
 from mespot.synth.render import render_frames
-from mespot.synth.timeline import VideoPlan, plan_video
+from mespot.synth.timeline import VideoPlan, plan_for, video_seeds
 
 
 @dataclass(frozen=True)
@@ -47,19 +46,9 @@ class SynthResult:
     seconds: float
 
 
-def video_seeds(config: SynthConfig, subject_index: int, video_index: int):
-    """(plan seed, noise seed) of one video: independent streams, fixed by the dataset seed."""
-    base = [config.seed, subject_index, video_index]
-    return np.random.SeedSequence(base + [1]), np.random.SeedSequence(base + [2])
-
-
 @functools.lru_cache(maxsize=4)
 def cached_subject(index: int, face_size: int, seed: int) -> Subject:
     return make_subject(index, face_size, seed)
-
-
-def plan_for(config: SynthConfig, subject_index: int, video_index: int) -> VideoPlan:
-    return plan_video(config, video_seeds(config, subject_index, video_index)[0])
 
 
 def _events(plan: VideoPlan, slot: VideoSlot) -> list[dict]:

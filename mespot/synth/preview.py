@@ -12,13 +12,11 @@ from flowcore.landmarks import detect_faces, fit_landmarks
 from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
 from mespot.synth.config import SynthConfig
 from mespot.synth.layouts import video_slot
-from mespot.synth.timeline import blink_intensity, expression_intensity, head_pose
+from mespot.synth.timeline import blink_intensity, expression_intensity, head_pose, plan_for
 
 
 def _pick_video(config: SynthConfig):
     """The first video holding both an ME and a MaE (else the first video) and its plan."""
-    from mespot.synth.generate import plan_for
-
     first = None
     for s in range(config.subjects):
         for v in range(config.videos_per_subject):

@@ -243,3 +243,14 @@ def head_pose(plan: VideoPlan) -> np.ndarray:
     for move in plan.head_moves:
         pose += head_move_pose(move, frames)
     return pose
+
+
+def video_seeds(config: SynthConfig, subject_index: int, video_index: int):
+    """(plan seed, noise seed) of one video: independent streams, fixed by the dataset seed."""
+    base = [config.seed, subject_index, video_index]
+    return np.random.SeedSequence(base + [1]), np.random.SeedSequence(base + [2])
+
+
+def plan_for(config: SynthConfig, subject_index: int, video_index: int) -> VideoPlan:
+    """The plan of one video of the dataset (its own seed stream, fixed by the dataset seed)."""
+    return plan_video(config, video_seeds(config, subject_index, video_index)[0])
