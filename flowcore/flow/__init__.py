@@ -95,11 +95,14 @@ def _check_pair(first, second) -> None:
         )
 
 
-def check_backend(backend: str, device: str) -> None:
-    """ValueError saying why `backend` cannot compute on `device` here (unknown or not importable,
-    opencv off the CPU, cuda off a GPU, a GPU that is not there); None when it can."""
-    available = available_backends()
-    if backend not in available:
+def check_backend(backend: str, device: str, here: bool = True) -> None:
+    """ValueError saying why `backend` cannot compute on `device` (unknown, opencv off the CPU,
+    cuda off a GPU; with `here`, also not importable or no GPU on this machine: a Ray driver
+    passes False, its nodes may differ); None when it can."""
+    if not here:
+        if backend not in _ALL_BACKENDS:
+            raise ValueError(f"unknown flow backend {backend!r}; known: {list(_ALL_BACKENDS)}")
+    elif backend not in (available := available_backends()):
         known = "" if backend not in _ALL_BACKENDS else " (not importable here)"
         raise ValueError(f"unknown flow backend {backend!r}{known}; available: {available}")
     device = str(device)
@@ -108,7 +111,7 @@ def check_backend(backend: str, device: str) -> None:
                          f"choose the torch backend (--backend torch)")
     if backend == "cuda" and not device.startswith("cuda"):
         raise ValueError(f"the cuda flow backend runs on a GPU, not on {device!r}: add --device cuda")
-    if device.startswith("cuda"):
+    if here and device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():

@@ -161,7 +161,7 @@ def extract_command(
     from flowcore.flow import check_backend
 
     try:
-        check_backend(backend, device)
+        check_backend(backend, device, here=runner is None)
     except ValueError as err:
         raise UserError(f"--backend {backend}: {err}") from None
     if batch_size is not None and batch_size < 1:
