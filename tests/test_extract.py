@@ -14,7 +14,7 @@ from flowcore.faces import FaceParams
 from flowcore.flow import TVL1Params
 from flowcore.sources import open_source
 from spotting.annotations import read_source_annotations
-from flowcore.testing import write_casme2, write_samm, write_video_file
+from mespot.testing import write_casme2, write_samm, write_video_file
 
 QUICK = ExtractParams(tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2),
                       faces=FaceParams(resize=48))
@@ -258,7 +258,7 @@ def test_explicit_subsampling_through_the_public_entry_point(tmp_path):
 def test_known_translation_gives_its_flow_and_no_roi_motion(tmp_path):
     from dataclasses import replace
 
-    from flowcore.testing import DRIFT
+    from mespot.testing import DRIFT
 
     write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 5})
     report = run_extraction(open_source(tmp_path / "data"), tmp_path / "f.zarr",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flowcore.sources import SourceError, open_source
-from flowcore.testing import face_frames, write_casme2, write_frames, write_samm, write_video_file
+from mespot.testing import face_frames, write_casme2, write_frames, write_samm, write_video_file
 from flowcore.video import FrameError, FrameStream, VideoSpec, list_frame_files
 
 

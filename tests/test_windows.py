@@ -8,7 +8,8 @@ import pytest
 
 from spotting.annotations import AnnotationTable
 from spotting.au_codes import parse_au_string
-from spotting.features import create_store, load_features, write_video
+from flowcore.store import load_features
+from mespot.testing import create_store, write_video
 from spotting.windows import (
     END, NONE, START, WindowParams, annotation_targets, build_windows, frames_to_rows,
     resolve_expression, rows_to_frames, video_targets,

@@ -5,7 +5,8 @@ import pytest
 import zarr
 
 from flowcore.errors import UserError
-from spotting.features import create_store, load_features, write_video
+from flowcore.store import load_features
+from mespot.testing import create_store, write_video
 
 
 def test_only_complete_videos_are_loaded(tmp_path):
