@@ -37,8 +37,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mespot import __version__
-from spotting.features import create_store, write_video
-from spotting.train import RunConfig, TrainParams, prepare, train_loso
+from mespot.testing import create_store, write_video
+from spotting.config import RunConfig, TrainParams
+from spotting.data import prepare
+from spotting.loso import train_loso
 
 PRESETS = {
     "synth-default": dict(subjects=6, videos=18, frames=(1800, 1800), mae=41, me=13, fps=30.0),
@@ -88,7 +90,7 @@ def run(preset: str, epochs: int, folds: int | None, device: str, workers: int =
         subjects = prep.features.subjects
         chosen = subjects if folds is None else subjects[:folds]
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        results = train_loso(config, tmp / "run", device=device, subjects=chosen, show_progress=False,
+        results = train_loso(config, tmp / "run", device=device, subjects=chosen,
                              prepared=prep, workers=workers, threads=threads if workers > 1 else 0)
         train_s, train_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     per_fold = [r.seconds for r in results]

@@ -58,3 +58,50 @@ class RichProgress:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+class RichTraining:
+    """A LOSO run on a terminal: its log lines, and a bar per fold in training (epochs, loss),
+    on stderr; implements flowcore.progress.TrainingProgress."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.bar = None
+        self.rows: dict[str, int] = {}  # key (a fold's subject) -> row
+        self.epochs, self.n_folds = 0, 0
+
+    def start(self, n_folds: int, epochs: int) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.n_folds, self.epochs = n_folds, epochs
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                            console=self.console, transient=True)
+        self.bar.start()
+
+    def line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def start_fold(self, label: str, k: int, key: str) -> None:
+        """A new row for fold k (replacing the row of `key`: a fold's inner model, then itself)."""
+        if self.bar is not None:
+            if key in self.rows:
+                self.bar.remove_task(self.rows[key])
+            self.rows[key] = self.bar.add_task(f"fold {k + 1}/{self.n_folds} {label}",
+                                               total=self.epochs, loss="-")
+
+    def epoch(self, done: int, loss: float, key: str) -> None:
+        if self.bar is not None and key in self.rows:
+            self.bar.update(self.rows[key], completed=done, loss=f"{loss:.4f}")
+
+    def end(self, key: str) -> None:
+        if self.bar is not None and key in self.rows:
+            self.bar.remove_task(self.rows.pop(key))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

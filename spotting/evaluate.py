@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from flowcore.errors import UserError
 from spotting.metrics import RULES, MatchRule, match_all, summarise
 from spotting.proposals import PRESETS, ProposalParams, spot_video
-from spotting.train import (Prepared, load_weights, predict_logits, prepare, video_logits,
-                            window_tensors)
+from spotting.data import Prepared, prepare, window_tensors
+from spotting.inference import CURVES, predict_logits, probability_curves, video_logits
+from spotting.run_folder import FoldFolder, RunFolder, load_weights
 from spotting.windows import TYPES, WindowParams, annotation_targets, rows_to_frames
 
 ORACLE_FIRST_EPOCH = {"casme2": 16, "samm": 11}  # the reference's epochs 15-99 / 10-99, 0-based
@@ -90,22 +90,6 @@ def truth_rows(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["video", "subject", "type", "onset", "apex", "offset"])
 
 
-def _epochs_with_weights(folder: Path) -> list[int]:
-    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
-
-
-CURVES = ("me_start", "me_end", "me_apex", "me_action", "mae_start", "mae_end", "mae_apex", "mae_action")
-
-
-def probability_curves(logits: np.ndarray) -> np.ndarray:
-    """(N, 10) logits -> (N, 8) float32 probabilities in the order of CURVES."""
-    t = torch.from_numpy(np.asarray(logits, np.float32))
-    me, mae = t[:, 0:3].softmax(-1), t[:, 3:6].softmax(-1)
-    sig = t[:, 6:10].sigmoid()
-    return torch.stack([me[:, 0], me[:, 1], sig[:, 0], sig[:, 2],
-                        mae[:, 0], mae[:, 1], sig[:, 1], sig[:, 3]], dim=1).numpy()
-
-
 def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: ProposalParams,
                   windows: WindowParams, device: str = "cpu") -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Proposals (rows) of a saved model on every video of `subjects`, and each video's (N, 10)
@@ -132,31 +116,31 @@ def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule) -> float
     return float(summarise(match_all(proposals, truths, rule)).set_index("type").loc["overall", "f1"])
 
 
-def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep, truths, params,
+def _choose_epoch(selection: Selection, fold: FoldFolder, epochs: list[int], prep, truths, params,
                   windows, rule, preset, device) -> int:
     if selection.mode == "last":
         return epochs[-1]
     if selection.mode == "fixed":
         if selection.epoch not in epochs:
-            raise UserError(f"{fold_dir}: no weights for epoch {selection.epoch} (saved: {epochs[0]}..{epochs[-1]}"
+            raise UserError(f"{fold.path}: no weights for epoch {selection.epoch} (saved: {epochs[0]}..{epochs[-1]}"
                             f", every {epochs[1] - epochs[0] if len(epochs) > 1 else 1})")
         return selection.epoch
     if selection.mode == "oracle":
-        subjects = [json.loads((fold_dir / "fold.json").read_text())["test_subject"]]
-        folder = fold_dir
+        subjects = [fold.read_meta()["test_subject"]]
+        folder = fold
         pool = [e for e in epochs if e >= ORACLE_FIRST_EPOCH[preset]] or epochs
     else:  # inner-val
-        inner = fold_dir / "inner"
-        if not (inner / "inner.json").is_file():
-            raise UserError(f"{fold_dir}: no inner validation model; train with `mespot train --inner-val K`")
-        subjects = json.loads((inner / "inner.json").read_text())["val_subjects"]
-        folder, pool = inner, [e for e in _epochs_with_weights(inner) if e in set(epochs)]
+        inner = fold.inner
+        if not inner.inner_meta_path.is_file():
+            raise UserError(f"{fold.path}: no inner validation model; train with `mespot train --inner-val K`")
+        subjects = json.loads(inner.inner_meta_path.read_text())["val_subjects"]
+        folder, pool = inner, [e for e in inner.epochs() if e in set(epochs)]
         if not pool:
-            raise UserError(f"{inner}: no epoch has weights in both the inner and the main model")
+            raise UserError(f"{inner.path}: no epoch has weights in both the inner and the main model")
     wanted = truths[truths["subject"].isin(subjects)]
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch
-        found, _ = spot_subjects(prep, folder / f"weights_epoch_{epoch:03d}.safetensors", subjects, params,
+        found, _ = spot_subjects(prep, folder.weights_path(epoch), subjects, params,
                                  windows, device)
         f1 = _f1(found, wanted, rule)
         if f1 > best_f1:
@@ -183,13 +167,11 @@ def _to_frames(table: pd.DataFrame, prep: Prepared, columns=("onset", "apex", "o
 def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", preset: str | None = None,
                  device: str = "cpu", prepared: Prepared | None = None) -> Evaluation:
     """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers."""
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a run folder (no config.json); train one with `mespot train`")
+    run = RunFolder(run)
     selection = parse_selection(select)
     if rule not in RULES:
         raise UserError(f"--rule must be one of {', '.join(RULES)} (got {rule!r})")
-    config = json.loads((run / "config.json").read_text())
+    config = run.read_config()
     windows = WindowParams(**config["windows"])
     prep = prepared or prepare(config["store"], config["annotations"], windows)
     preset = preset or ("samm" if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
@@ -198,19 +180,19 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
         raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
     params = PRESETS[preset]
     truths = truth_rows(prep, windows)
-    fold_dirs = sorted(p for p in (run / "folds").glob("*") if (p / "fold.json").is_file())
-    if not fold_dirs:
-        raise UserError(f"{run} holds no finished fold")
+    folds = run.folds()
+    if not folds:
+        raise UserError(f"{run.path} holds no finished fold")
     proposals, epochs_used, curves = [], {}, {}
-    for fold_dir in fold_dirs:
-        meta = json.loads((fold_dir / "fold.json").read_text())
+    for fold in folds:
+        meta = fold.read_meta()
         if meta.get("status") != "complete":
-            raise UserError(f"fold {fold_dir.name} is not complete; rerun `mespot train` to finish it")
-        epochs = _epochs_with_weights(fold_dir)
-        epoch = _choose_epoch(selection, fold_dir, epochs, prep, truths, params, windows, RULES[rule],
+            raise UserError(f"fold {fold.path.name} is not complete; rerun `mespot train` to finish it")
+        epochs = fold.epochs()
+        epoch = _choose_epoch(selection, fold, epochs, prep, truths, params, windows, RULES[rule],
                               preset, device)
         epochs_used[meta["test_subject"]] = epoch
-        found, logits = spot_subjects(prep, fold_dir / f"weights_epoch_{epoch:03d}.safetensors",
+        found, logits = spot_subjects(prep, fold.weights_path(epoch),
                                       [meta["test_subject"]], params, windows, device)
         proposals.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
@@ -218,7 +200,7 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
     tested = set(epochs_used)
     truths = truths[truths["subject"].isin(tested)]
     matches = match_all(proposals, truths, RULES[rule])
-    out = run / "evaluation" / selection.name
+    out = run.evaluation(selection.name)
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", curves, prep)
     return _write(Evaluation(

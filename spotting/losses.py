@@ -1,6 +1,6 @@
 """Training losses of AUW-GCN (AUWGCN.md section 7), on the central rows of each window.
 
-Shapes: logits (B, 10, L) float32 (channel layout in spotting/model.py); targets from
+Shapes: logits (B, 10, L) float32 (channel layout in spotting/channels.py); targets from
 spotting/windows.py: start_end (B, 2, L) int64 classes, apex and action (B, 2, L) float32; axis 1
 is the type (0 ME, 1 MaE). Every loss is a mean over all B * L frames.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from spotting.model import MAE_ACTION, MAE_APEX, MAE_START_END, ME_ACTION, ME_APEX, ME_START_END
+from spotting.channels import MAE_ACTION, MAE_APEX, MAE_START_END, ME_ACTION, ME_APEX, ME_START_END
 
 
 @dataclass(frozen=True)

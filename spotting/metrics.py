@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-TYPES = ("me", "mae")
+from spotting.channels import TYPES
 
 
 @dataclass(frozen=True)

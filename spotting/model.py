@@ -1,8 +1,7 @@
 """The AUW-GCN network (AUWGCN.md section 5): 39,248 trainable parameters, reference key names.
 
-Input (B, T, 12, 2) float32 normalised MDMO features; output (B, 10, T) logits:
-    0-2 ME start/end/none, 3-5 MaE start/end/none, 6 ME apex, 7 MaE apex, 8 ME action,
-    9 MaE action.
+Input (B, T, 12, 2) float32 normalised MDMO features; output (B, 10, T) logits, channels as in
+spotting/channels.py (0-2 ME start/end/none, 3-5 MaE start/end/none, 6-7 apex, 8-9 action).
 State-dict keys match the reference implementation (`graph_embedding.0.gc1.{weight,bias,adj}`,
 `graph_embedding.0.bn1.*`, `_sequential.{0..7}.*`, `_classification.weight`), so its
 `checkpoint_epoch_EEE.pth.tar` files load with `load_reference_checkpoint` (weights only).
@@ -19,12 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-N_NODES = 12
-N_OUTPUTS = 10
-# Output channel layout.
-ME_START_END = slice(0, 3)
-MAE_START_END = slice(3, 6)
-ME_APEX, MAE_APEX, ME_ACTION, MAE_ACTION = 6, 7, 8, 9
+from spotting.channels import N_NODES, N_OUTPUTS  # the layout: spotting/channels.py
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,11 @@ def plot_video_curves(video: str, curves: np.ndarray, frames: np.ndarray, matche
                       path: Path, columns=None) -> Path:
     """Score curves of one video, ME and MaE panels per row of at most FRAMES_PER_ROW frames.
 
-    curves (N, 8) probabilities in the order of spotting.evaluate.CURVES, frames (N,) their 1-based
+    curves (N, 8) probabilities in the order of spotting.inference.CURVES, frames (N,) their 1-based
     frame numbers; matches: that video's rows of matches.csv (frames). Truth bands fill the lower
     half of a panel, spotted intervals the upper half.
     """
-    from spotting.evaluate import CURVES
+    from spotting.inference import CURVES
 
     columns = list(columns or CURVES)
     n = len(frames)

@@ -26,11 +26,14 @@ import pandas as pd
 import torch
 
 from flowcore.errors import UserError
-from spotting.evaluate import CURVES, parse_selection, probability_curves
-from spotting.features import load_features
+from flowcore.store import load_features
+from spotting.channels import N_OUTPUTS
+from spotting.data import REFERENCE_MEAN, REFERENCE_STD, window_tensors
+from spotting.evaluate import parse_selection
+from spotting.inference import CURVES, predict_logits, probability_curves, video_logits
 from spotting.model import load_reference_checkpoint
 from spotting.proposals import PRESETS, spot_video
-from spotting.train import REFERENCE_MEAN, REFERENCE_STD, load_weights, predict_logits, video_logits, window_tensors
+from spotting.run_folder import RunFolder, load_weights
 from spotting.windows import WindowParams, build_windows, rows_to_frames, video_targets
 
 
@@ -75,21 +78,21 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
     selection = parse_selection(select)
     if selection.mode not in ("last", "fixed"):
         raise UserError("predict takes --select last or fixed:N (the others choose epochs on labelled data)")
-    folds = sorted(p for p in (run / "folds").glob("*") if (p / "fold.json").is_file())
+    folds = RunFolder(run).folds()
     if fold is not None:
-        folds = [p for p in folds if p.name == fold]
+        folds = [f for f in folds if f.path.name == fold]
         if not folds:
             raise UserError(f"{run} has no fold {fold!r}")
     if not folds:
         raise UserError(f"{run} holds no trained fold")
     models = []
     for folder in folds:
-        epochs = sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
+        epochs = folder.epochs()
         epoch = epochs[-1] if selection.mode == "last" else selection.epoch
         if epoch not in epochs:
-            raise UserError(f"{folder}: no weights for epoch {epoch}")
-        network, meta = load_weights(folder / f"weights_epoch_{epoch:03d}.safetensors", device)
-        models.append(Model(folder.name, network, meta["normalisation"]["mean"], meta["normalisation"]["std"]))
+            raise UserError(f"{folder.path}: no weights for epoch {epoch}")
+        network, meta = load_weights(folder.weights_path(epoch), device)
+        models.append(Model(folder.path.name, network, meta["normalisation"]["mean"], meta["normalisation"]["std"]))
     return models
 
 
@@ -102,7 +105,7 @@ def _extract_params_for(model_path: Path):
 
         defaults = ExtractParams()
         return replace(defaults, mdmo=replace(defaults.mdmo, compat=True)), "casme2", 30.0
-    config = json.loads((model_path / "config.json").read_text())
+    config = RunFolder(model_path).read_config()
     features = load_features(config["store"])
     params = ExtractParams.from_dict(features.params)
     fps = float(np.median([v.fps for v in features.videos.values()]))
@@ -123,11 +126,11 @@ def predict_video(path: str | Path, model: str | Path, out: str | Path, **option
 def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold: str | None = None,
                    select: str = "last", preset: str | None = None, fps: float | None = None,
                    device: str = "cpu", backend: str | None = None, one: bool = False,
-                   progress=None) -> Batch:
+                   progress=None, models: list[Model] | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
-    flowcore.run_extraction."""
+    flowcore.run_extraction. `models`: the networks, already loaded (`load_models`)."""
     from dataclasses import replace
 
     from flowcore import open_source, run_extraction
@@ -147,7 +150,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     params, trained_preset, trained_fps = _extract_params_for(model)
     subsample = _one_subsample(path, source.videos, trained_fps)
     params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
-    models = _load_models(model, fold, select, device)  # before the long extraction: fail early
+    if models is None:  # before the long extraction: fail early
+        models = load_models(model, fold, select, device)
     out.mkdir(parents=True, exist_ok=True)
     try:
         report = run_extraction(source, out / "features.zarr", params, progress=progress)
@@ -187,7 +191,8 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
     return next(iter(wanted))
 
 
-def _load_models(model: Path, fold: str | None, select: str, device: str) -> list[Model]:
+def load_models(model: Path, fold: str | None, select: str, device: str) -> list[Model]:
+    """The networks of a run folder (one fold's or every fold's) or of a reference checkpoint."""
     if model.is_file():
         network, _epoch = load_reference_checkpoint(model)
         return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD))]
@@ -199,7 +204,7 @@ def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out
     windows = WindowParams()
     ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], windows)}, windows)
     mask = np.ones(len(ws), bool)
-    logits = np.zeros((video.n_rows, 10), np.float32)
+    logits = np.zeros((video.n_rows, N_OUTPUTS), np.float32)
     for m in models:  # the folds' mean logit per row and channel
         data = window_tensors(ws, mask, m.mean, m.std, device)
         rows = predict_logits(m.network, data["x"], windows.context).cpu().numpy()

@@ -17,7 +17,8 @@ from typing import Mapping
 
 import numpy as np
 
-N_NODES = 12
+from spotting.channels import N_NODES
+
 # AU number -> ROI nodes (node order of AUWGCN.md section 3); nodes 6 and 7 (nose) take no AU.
 REFERENCE_AU_NODES: Mapping[int, tuple[int, ...]] = MappingProxyType({
     1: (0, 1, 4, 5),

@@ -1,6 +1,6 @@
 """Network outputs -> proposals -> NMS (AUWGCN.md section 8), batched over windows.
 
-Input per video: logits (N, 10) float32 for its N feature rows (channels as in spotting/model.py:
+Input per video: logits (N, 10) float32 for its N feature rows (channels as in spotting/channels.py:
 0-2 ME start/end/none, 3-5 MaE start/end/none, 6 ME apex, 7 MaE apex, 8-9 action). The video is
 cut into windows of L = 256 rows, as the network saw it; every search stays inside its window.
 
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-TYPES = ("me", "mae")
-APEX_CHANNEL = {"me": 6, "mae": 7}
-START_END_CHANNELS = {"me": slice(0, 3), "mae": slice(3, 6)}
+from spotting.channels import APEX as APEX_CHANNEL
+from spotting.channels import START_END as START_END_CHANNELS
+from spotting.channels import TYPES
+
 PROPOSAL_COLUMNS = ["type", "start", "apex", "end", "score"]
 
 

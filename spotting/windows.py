@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from spotting.annotations import AnnotationTable, Issue
-from spotting.features import FeatureSet, VideoFeatures
+from flowcore.store import FeatureSet, VideoFeatures
 
-TYPES = ("me", "mae")  # type index 0, 1
+from spotting.channels import TYPES  # type index 0, 1
+
 START, END, NONE = 0, 1, 2  # start/end/none classes
 
 

@@ -22,7 +22,8 @@ def trained(tmp_path_factory) -> dict:
     """A 2-subject synthetic set (2 s videos), extracted at 64 px and trained for 2 epochs."""
     from flowcore import ExtractParams, extract_source
     from flowcore.faces import FaceParams
-    from spotting.train import RunConfig, TrainParams, train_loso
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
 
     base = tmp_path_factory.mktemp("predict")
     data = generate_dataset(SMALL.replace(subjects=2, videos_per_subject=1, seconds=2.0), base / "data",
@@ -32,7 +33,7 @@ def trained(tmp_path_factory) -> dict:
     assert not report.failed
     config = RunConfig(store=str(base / "features.zarr"), annotations=str(data / "ground_truth.csv"),
                        train=TrainParams(epochs=2, batch_size=2))
-    train_loso(config, base / "run", show_progress=False, tensorboard=False)
+    train_loso(config, base / "run", tensorboard=False)
     return {"base": base, "data": data, "run": base / "run"}
 
 

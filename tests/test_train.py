@@ -11,9 +11,12 @@ from safetensors.torch import load_file
 
 from mespot.cli import main
 from flowcore.errors import UserError
-from spotting.features import create_store, write_video
+from mespot.testing import write_tiny_store
 from spotting.losses import LossParams, binary_focal_loss, spotting_loss, start_end_loss
-from spotting.train import RunConfig, TrainParams, load_weights, prepare, train_loso
+from spotting.config import RunConfig, TrainParams
+from spotting.data import prepare
+from spotting.loso import train_loso
+from spotting.run_folder import load_weights
 
 EPS = 1e-5
 
@@ -62,21 +65,7 @@ def test_total_loss_weights():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """3 subjects x 1 video x 300 rows (2 windows each), two expressions per video."""
-    base = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    root = create_store(base / "store.zarr", dataset="synthetic")
-    lines = ["subject,video,onset,apex,offset,type,au"]
-    for k, subject in enumerate(("s1", "s2", "s3")):
-        video = f"{subject}_v"
-        mdmo = rng.normal(0, 0.2, (300, 12, 2)).astype(np.float32)
-        mdmo[40 + k: 70 + k, 8:12, 1] += 1.5
-        mdmo[150: 162, 0:6, 1] -= 1.0
-        write_video(root, video, subject, mdmo, np.arange(1, 302))
-        lines.append(f"{subject},{video},{41 + k},{55 + k},{71 + k},mae,12+25")
-        lines.append(f"{subject},{video},151,157,163,me,R1+R2")
-    write_video(root, "broken", "s1", np.zeros((10, 12, 2)), np.arange(1, 12), status="failed")
-    (base / "gt.csv").write_text("\n".join(lines) + "\n")
-    return base
+    return write_tiny_store(tmp_path_factory.mktemp("tiny"))
 
 
 def config(tiny, **train):
@@ -93,7 +82,7 @@ def weights(run, subject, epoch):
 @pytest.mark.slow  # ~7 s: the first fold pays torch's optimiser and TensorBoard imports
 def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
     run = tmp_path / "run"
-    results = train_loso(config(tiny), run, show_progress=False)
+    results = train_loso(config(tiny), run)
     assert [r.subject for r in results] == ["s1", "s2", "s3"]
     assert all(r.n_train_windows == 2 and r.n_test_windows == 2 for r in results)
     cfg = json.loads((run / "config.json").read_text())
@@ -124,18 +113,18 @@ def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
 @pytest.mark.slow  # ~7 s: three small LOSO runs
 def test_same_seed_same_weights_and_resume_after_interruption(tiny, tmp_path):
     first, second, resumed = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    train_loso(config(tiny), first, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
-    train_loso(config(tiny), second, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
+    train_loso(config(tiny), first, tensorboard=False, subjects=["s1", "s2"])
+    train_loso(config(tiny), second, tensorboard=False, subjects=["s1", "s2"])
 
     def kill(subject, epoch):
         if subject == "s2" and epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_loso(config(tiny), resumed, show_progress=False, tensorboard=False,
+        train_loso(config(tiny), resumed, tensorboard=False,
                    subjects=["s1", "s2"], on_epoch_end=kill)
     assert not (resumed / "folds" / "s2" / "fold.json").exists()
-    results = train_loso(config(tiny), resumed, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
+    results = train_loso(config(tiny), resumed, tensorboard=False, subjects=["s1", "s2"])
     assert [r.resumed_from for r in results] == [3, 2]  # s1 done before, s2 from epoch 2
     for subject in ("s1", "s2"):
         losses = {json.loads((r / "folds" / subject / "fold.json").read_text())["final_loss"]
@@ -155,7 +144,7 @@ def one_thread_run(tiny, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_loso(config(tiny), run, show_progress=False, tensorboard=False)
+        train_loso(config(tiny), run, tensorboard=False)
     finally:
         torch.set_num_threads(threads)
     return run
@@ -173,7 +162,7 @@ def assert_same_folds(run, reference, subjects=("s1", "s2", "s3"), epoch=3):
 @pytest.mark.slow  # ~15 s: two spawned workers import torch and load the store
 def test_folds_in_worker_processes_match_one_by_one_training(tiny, one_thread_run, tmp_path):
     pooled = tmp_path / "pool"
-    results = train_loso(config(tiny), pooled, show_progress=False, tensorboard=False, workers=2, threads=1)
+    results = train_loso(config(tiny), pooled, tensorboard=False, workers=2, threads=1)
     assert [r.subject for r in results] == ["s1", "s2", "s3"]
     assert_same_folds(pooled, one_thread_run)
     log = (pooled / "train.log").read_text()
@@ -186,7 +175,7 @@ def test_folds_as_ray_tasks_match_one_by_one_training(tiny, one_thread_run, loca
     from flowcore.ray_engine import RayEngine
 
     run = tmp_path / "ray"
-    results = train_loso(config(tiny), run, show_progress=False, tensorboard=False, engine=RayEngine())
+    results = train_loso(config(tiny), run, tensorboard=False, engine=RayEngine())
     assert [r.subject for r in results] == ["s1", "s2", "s3"]
     assert_same_folds(run, one_thread_run)  # one CPU per task: one torch thread
     log = (run / "train.log").read_text()
@@ -237,24 +226,24 @@ def test_a_failing_fold_in_a_worker_does_not_stop_the_others(tiny, tmp_path):
     (run / "folds").mkdir(parents=True)
     (run / "folds" / "s2").write_text("a file where fold s2's folder belongs")
     with pytest.raises(UserError, match=r"1 fold\(s\) failed: s2 .* 2 finished"):
-        train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, workers=2, threads=1)
+        train_loso(config(tiny, epochs=1), run, tensorboard=False, workers=2, threads=1)
     assert all((run / "folds" / s / "fold.json").exists() for s in ("s1", "s3"))
     assert "fold s2: failed (FileExistsError" in (run / "train.log").read_text()
     (run / "folds" / "s2").unlink()  # repaired: the same call trains only the missing fold
-    results = train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, workers=2, threads=1)
+    results = train_loso(config(tiny, epochs=1), run, tensorboard=False, workers=2, threads=1)
     assert [r.resumed_from for r in results] == [1, 0, 1]
 
 
 def test_other_configuration_in_the_run_folder_is_refused(tiny, tmp_path):
     run = tmp_path / "run"
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
-    train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False,
+    train_loso(config(tiny, epochs=1), run, tensorboard=False,
                subjects=["s1"], prepared=prep)
     with pytest.raises(UserError, match="another configuration"):
-        train_loso(config(tiny, epochs=2), run, show_progress=False, tensorboard=False,
+        train_loso(config(tiny, epochs=2), run, tensorboard=False,
                    subjects=["s1"], prepared=prep)
     with pytest.raises(UserError, match="unknown subject"):
-        train_loso(config(tiny, epochs=1), run, show_progress=False, subjects=["s9"], prepared=prep)
+        train_loso(config(tiny, epochs=1), run, subjects=["s9"], prepared=prep)
 
 
 def test_command_line(tiny, tmp_path, capsys):
@@ -287,7 +276,7 @@ def test_yaml_config_and_flags(tiny, tmp_path):
 
 
 def test_video_logits_reassembles_windows_in_row_order(tiny):
-    from spotting.train import video_logits
+    from spotting.inference import video_logits
 
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
     ws = prep.windows
@@ -310,7 +299,7 @@ def test_cuda_training_is_deterministic_and_agrees_with_cpu(tiny, tmp_path):
     runs = {name: tmp_path / name for name in ("gpu1", "gpu2", "cpu")}
     for name, run in runs.items():
         train_loso(config(tiny, epochs=2), run, device="cpu" if name == "cpu" else "cuda",
-                   subjects=["s1"], show_progress=False, tensorboard=False)
+                   subjects=["s1"], tensorboard=False)
     a, b = (weights(runs[n], "s1", 2) for n in ("gpu1", "gpu2"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -329,8 +318,8 @@ def test_annotations_of_other_videos_are_a_user_error(tiny, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_folds_in_workers_match_one_by_one(tiny, tmp_path):
     one, pooled = tmp_path / "one", tmp_path / "pool"
-    train_loso(config(tiny, epochs=2), one, device="cuda", show_progress=False, tensorboard=False)
-    train_loso(config(tiny, epochs=2), pooled, device="cuda", show_progress=False, tensorboard=False, workers=3)
+    train_loso(config(tiny, epochs=2), one, device="cuda", tensorboard=False)
+    train_loso(config(tiny, epochs=2), pooled, device="cuda", tensorboard=False, workers=3)
     for subject in ("s1", "s2", "s3"):
         a, b = weights(one, subject, 2), weights(pooled, subject, 2)
         for key in a:

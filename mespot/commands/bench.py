@@ -27,7 +27,7 @@ def bench_command(
     from rich.table import Table
 
     from mespot.environment import describe, set_threads
-    from spotting.train import resolve_device
+    from spotting.data import resolve_device
 
     if size < 16 or repeats < 1:
         raise UserError(f"--size must be >= 16 and --repeats >= 1, got {size} and {repeats}")

@@ -1,4 +1,4 @@
-"""`mespot train`: flags (and an optional YAML file) -> `spotting.train.train_loso`.
+"""`mespot train`: flags (and an optional YAML file) -> `spotting.loso.train_loso`.
 
 torch is imported only when the command runs, so `mespot --help` stays quick.
 """
@@ -14,6 +14,7 @@ from typer import Argument as typer_argument
 from typer import Option as typer_option
 
 from flowcore.config_file import read_mapping
+from flowcore.errors import UserError
 from mespot.commands.flags import engine_from_flags, flag_given
 
 # flag name -> (section of the config, field)
@@ -87,13 +88,12 @@ def train_command(
     # Idle OpenMP threads sleep rather than spin (much faster on shared cores); only effective
     # when torch is not loaded yet, and a value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    from mespot.api import train
+    from mespot.progress import RichTraining
 
-    from spotting.train import config_from_dict, train_loso
-
+    if protocol != "loso":
+        raise UserError(f"protocol {protocol!r} is not supported (only 'loso')")
     ray_engine = engine_from_flags(engine, address, gpus_per_task, device)
-    if threads > 0 and (workers or 1) <= 1 and ray_engine is None:
-        torch.set_num_threads(threads)
     sections: dict = {}
     if config is not None:
         sections = read_mapping(config, "sections (train, windows, prior, losses)")
@@ -103,9 +103,7 @@ def train_command(
     for flag, (section, name) in _FLAG_FIELDS.items():
         if flag_given(ctx, flag) or name not in sections.get(section, {}):
             sections.setdefault(section, {})[name] = values[flag]
-    run_config = config_from_dict(sections, store=str(store), annotations=str(annotations), protocol=protocol)
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
-    train_loso(run_config, out, device=device, subjects=folds, overwrite=overwrite,
-               show_progress=not quiet, tensorboard=not no_tensorboard, workers=workers, threads=threads,
-               engine=ray_engine)
-
+    train(store, annotations, out, sections=sections, device=device, subjects=folds, workers=workers,
+          threads=threads, engine=ray_engine, overwrite=overwrite, tensorboard=not no_tensorboard,
+          progress=None if quiet else RichTraining())

@@ -1,0 +1,203 @@
+"""A training run's folder: where each file lives, and the checkpoints in it (safetensors).
+
+Layout:
+
+    config.json                  resolved configuration (store, annotations, every parameter)
+    annotation_issues.csv        every repaired or skipped annotation, with its reason
+    train.log                    the plain-text log
+    folds/<subject>/
+        fold.json                fold config: prior, feature normalisation, losses, status
+        weights_epoch_EEE.safetensors   model weights (+ JSON metadata) every `save_every` epochs
+                                 (every epoch by default)
+        resume.safetensors       model + optimiser + shuffle state after the last finished epoch
+        test_outputs.safetensors per test video: (N, 10) float32 logits of the final model
+        tb/                      TensorBoard scalars (train/test losses, learning rate)
+        inner/                   with --inner-val K: the same for a model trained without K of
+                                 the training subjects (inner.json names them); evaluation picks
+                                 the epoch on them (`--select inner-val`)
+    evaluation/<selection>/      what `mespot evaluate` wrote (metrics, intervals, matches, curves)
+    report.html, report/         what `mespot report` wrote
+
+`RunFolder` and `FoldFolder` are the one place that knows these names; training, evaluation,
+prediction and the report all go through them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flowcore.errors import UserError
+from spotting.model import AUWGCN
+
+_WEIGHTS = re.compile(r"^weights_epoch_(\d+)\.safetensors$")
+
+
+@dataclass(frozen=True)
+class FoldFolder:
+    """One fold's folder (or its inner validation model's, `inner`)."""
+
+    path: Path
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "fold.json"
+
+    @property
+    def resume_path(self) -> Path:
+        return self.path / "resume.safetensors"
+
+    @property
+    def test_outputs_path(self) -> Path:
+        return self.path / "test_outputs.safetensors"
+
+    @property
+    def tensorboard_path(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def inner(self) -> "FoldFolder":
+        return FoldFolder(self.path / "inner")
+
+    @property
+    def inner_meta_path(self) -> Path:
+        """inner.json of an inner validation model: the training subjects it left out."""
+        return self.path / "inner.json"
+
+    def weights_path(self, epoch: int) -> Path:
+        return self.path / f"weights_epoch_{epoch:03d}.safetensors"
+
+    def epochs(self) -> list[int]:
+        """The epochs whose weights were kept, in order."""
+        found = (_WEIGHTS.match(p.name) for p in self.path.glob("weights_epoch_*.safetensors"))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def read_meta(self) -> dict:
+        return json.loads(self.meta_path.read_text())
+
+    def is_complete(self) -> bool:
+        return self.meta_path.exists() and self.read_meta().get("status") == "complete"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder (see the module docstring)."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def issues_path(self) -> Path:
+        return self.path / "annotation_issues.csv"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def figures_path(self) -> Path:
+        return self.path / "report"
+
+    def fold(self, subject: str) -> FoldFolder:
+        return FoldFolder(self.path / "folds" / subject)
+
+    def folds(self) -> list[FoldFolder]:
+        """The folds that started writing their fold.json (complete or not), by subject."""
+        return [FoldFolder(p) for p in sorted((self.path / "folds").glob("*"))
+                if (p / "fold.json").is_file()]
+
+    def evaluation(self, selection: str) -> Path:
+        """The folder of one evaluation (`mespot evaluate --select`)."""
+        return self.path / "evaluation" / selection
+
+    def evaluations(self) -> dict[str, Path]:
+        """Every finished evaluation: selection name -> folder."""
+        return {p.name: p for p in sorted((self.path / "evaluation").glob("*"))
+                if (p / "metrics.json").is_file()}
+
+    def read_config(self) -> dict:
+        """config.json; UserError when this is no run folder."""
+        if not self.config_path.is_file():
+            raise UserError(f"{self.path} is not a run folder (no config.json); train one with "
+                            f"`mespot train`")
+        return json.loads(self.config_path.read_text())
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def save_weights(model: AUWGCN, path: Path, epoch: int, fold_meta: dict) -> None:
+    """Model state dict as safetensors; metadata: epoch and the fold's JSON (config, norm)."""
+    save_safetensors(model.state_dict(), path, {"epoch": str(epoch), "fold": json.dumps(fold_meta)})
+
+
+def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
+    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights not found: {path}")
+    state = load_file(str(path), device=str(device))
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy()).to(device)
+    model.load_state_dict(state)
+    meta = {"epoch": int(meta.get("epoch", 0)), **json.loads(meta.get("fold", "{}"))}
+    return model.eval(), meta
+
+
+def save_resume(path: Path, model, opt, shuffle: torch.Generator, epoch: int, loss: float) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for group in opt.param_groups:
+        for name, param in zip(group["names"], group["params"]):
+            for key, value in opt.state.get(param, {}).items():
+                tensors[f"optim.{name}.{key}"] = torch.as_tensor(value)
+    tensors["rng.shuffle"] = shuffle.get_state()
+    save_safetensors(tensors, path, {"epoch": str(epoch), "loss": repr(loss)})
+
+
+def load_resume(path: Path, model, opt, shuffle: torch.Generator, device) -> tuple[int, float]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    epoch, loss = int(meta["epoch"]), float(meta.get("loss", "nan"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for group in opt.param_groups:
+        for name, param in zip(group["names"], group["params"]):
+            state = {}
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                t = tensors.get(f"optim.{name}.{key}")
+                if t is not None:
+                    state[key] = t.to(device) if key != "step" else t.clone()
+            if state:
+                opt.state[param] = state
+    shuffle.set_state(tensors["rng.shuffle"])
+    return epoch, loss
