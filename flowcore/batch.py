@@ -29,6 +29,7 @@ class ExtractReport:
     results: list[VideoResult]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    source: Source | None = None  # the videos as extracted (subsampling applied)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -131,7 +132,8 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
         if progress is not None:
             progress.close()
     ordered = [results[v.video_id] for v in source.videos if v.video_id in results]
-    return ExtractReport(store.path, ordered, time.perf_counter() - started, list(source.warnings))
+    return ExtractReport(store.path, ordered, time.perf_counter() - started, list(source.warnings),
+                         source)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import typer
 
 from flowcore.errors import UserError
 from mespot.commands.flags import engine_from_flags, flag_given
-from mespot.progress import RichProgress
 
 
 class ExtractionFailed(Exception):
@@ -134,47 +133,19 @@ def extract_command(
     frames, ...) is recorded in the store with its stage and error while the others go on.
     Exit code 0 when every video is complete, 1 when some failed, 2 for a usage error.
     """
-    import dataclasses
+    from mespot.api import extract
+    from mespot.progress import RichProgress
 
-    from flowcore.batch import run_extraction
-    from flowcore.extract import RunOptions
-    from flowcore.faces import face_backend as resolve_face_backend
-    from flowcore.sources import SourceError, open_source
-    from flowcore.store import StoreMismatchError
-
-    options = RunOptions(device=device, batch_size=batch_size)
-    runner = engine_from_flags(engine, address, gpus_per_task, options.device, " --backend torch")  # flags first
+    runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")  # flags first
     flags = {"flow_backend": backend, "subsample": subsample, "compat": compat, "save_flow": save_flow,
              "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
-    params = extract_params(ctx, config, flags)
-    backend = params.flow_backend
-    try:
-        src = open_source(source, subsample=params.subsample, subjects_csv=subjects_csv)
-        resolve_face_backend(params.faces.backend)
-    except (SourceError, ValueError, ImportError) as err:
-        raise UserError(str(err)) from None
-    if video:
-        missing = sorted(set(video) - {v.video_id for v in src.videos})
-        if missing:
-            raise UserError(f"{source}: no video {', '.join(missing)}")
-        src = dataclasses.replace(src, videos=tuple(v for v in src.videos if v.video_id in video))
-    from flowcore.flow import check_backend
-
-    try:
-        check_backend(backend, device, here=runner is None)
-    except ValueError as err:
-        raise UserError(f"--backend {backend}: {err}") from None
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    progress = RichProgress(enabled=not quiet)
-    try:
-        report = run_extraction(src, out, params, options, workers, progress, runner)
-    except (StoreMismatchError, ValueError, ConnectionError) as err:  # Ray: cluster checks
-        raise UserError(str(err)) from None
+    report = extract(source, out, extract_params(ctx, config, flags), device=device, workers=workers,
+                     batch_size=batch_size, videos=video, subjects_csv=subjects_csv, engine=runner,
+                     progress=RichProgress(enabled=not quiet))
     if pictures is not None:
         from flowcore.pictures import write_pictures
 
-        write_pictures(report.store, pictures, src,
+        write_pictures(report.store, pictures, report.source,
                        [r.video_id for r in report.results if r.status != "failed"])
     _summary_table(report)
     if report.failed:

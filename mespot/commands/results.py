@@ -1,5 +1,5 @@
-"""`mespot evaluate`, `mespot report` and `mespot predict`: flags -> spotting.evaluate,
-spotting.report and spotting.predict."""
+"""`mespot evaluate`, `mespot report` and `mespot predict`: flags -> the library (mespot.api,
+spotting.predict) -> tables and file names printed."""
 
 from __future__ import annotations
 
@@ -49,17 +49,14 @@ def evaluate_command(
     intervals.csv with 1-based original frame numbers, matches.csv with every TP/FP/FN, curves)
     and, unless --no-report, RUN/report.html.
     """
-    from spotting.evaluate import evaluate_run
-    from spotting.report import build_report
-    from spotting.train import resolve_device
+    from mespot.api import evaluate, report as write_report
 
-    resolve_device(device)
-    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device) for s in select]
+    evaluations = [evaluate(run, s, rule=rule, preset=preset, device=device) for s in select]
     print_metrics(evaluations)
     for e in evaluations:
         typer.echo(f"{e.selection.name}: {e.out}")
     if report:
-        typer.echo(f"report: {build_report(run, evaluations[0].selection.name)}")
+        typer.echo(f"report: {write_report(run, evaluations[0].selection.name)}")
 
 
 def report_command(
@@ -72,10 +69,10 @@ def report_command(
                                                    "repeatable; 'all' for every video."),
 ) -> None:
     """Write RUN/report.html (self-contained, opens offline) and RUN/report/*.png."""
-    from spotting.report import build_report
+    from mespot.api import report
 
     chosen = True if faces and "all" in faces else (faces or False)
-    typer.echo(str(build_report(run, select, faces=chosen)))
+    typer.echo(str(report(run, select, faces=chosen)))
 
 
 def predict_command(
