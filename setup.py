@@ -23,7 +23,6 @@ setup(
     install_requires=[
         # CPU machines: install torch==2.13.0 first (see README); GPU machines: any CUDA build.
         "torch>=2.4",
-        "kornia>=0.7",
         "numpy>=1.26",
         "zarr>=3.0",
         "opencv-contrib-python-headless>=4.8",
@@ -31,6 +30,7 @@ setup(
         "face-recognition-models>=0.3",
         "numba>=0.59",
         "pandas>=2.0",
+        "xarray>=2024.10",  # mespot.open_video: a store's video as an xarray.Dataset
         "openpyxl>=3.1",
         "matplotlib>=3.8",
         "rich>=13",
@@ -44,7 +44,8 @@ setup(
         "gpu": ["cupy-cuda12x>=13"],
         "gpu-cuda13": ["cupy-cuda13x>=13"],
         "ray": ["ray[default]>=2.9"],
-        "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9"],  # ray: tests of --engine ray
+        # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers
+        "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
     classifiers=[

@@ -21,7 +21,11 @@ import numpy as np
 from flowcore.landmarks import FaceNotFoundError, detect_faces, fit_landmarks
 from mespot.synth.actions import eye_distance, gaussian_field
 
-ASTRONAUT_FACE_BOX = (175, 76, 265, 166)  # dlib's box on skimage.data.astronaut(), 512 x 512
+# The square of skimage.data.astronaut() (512 x 512) that becomes a subject's face of `face_size`
+# px: chosen by hand when the generator was written, near but not equal to dlib's box on the photo
+# (flowcore.flow.synthetic.ASTRONAUT_FACE_BOX). Every synthetic dataset, and so every feature
+# store made from one, depends on it: changing it changes their bytes.
+FRAMING_BOX = (175, 76, 265, 166)  # (left, top, right, bottom) photo px
 CANVAS_PER_FACE = 2.6  # canvas side / face box side
 MAX_IDENTITY_TRIES = 40
 
@@ -48,7 +52,7 @@ def _astronaut_canvas(face_size: int) -> np.ndarray:
     from skimage.data import astronaut
 
     image = astronaut()  # (512, 512, 3) uint8 RGB
-    left, top, right, bottom = ASTRONAUT_FACE_BOX
+    left, top, right, bottom = FRAMING_BOX
     cx, cy = (left + right) / 2, (top + bottom) / 2
     scale = face_size / (right - left)  # output px per photo px
     side = int(round(CANVAS_PER_FACE * face_size))
