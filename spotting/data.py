@@ -84,14 +84,15 @@ def window_tensors(windows: WindowSet, mask: np.ndarray, mean, std, device) -> d
     }
 
 
-_PREPARED: dict = {}  # this process's prepared data, by (store, annotations, window parameters)
+_PREPARED: dict = {}  # this process's prepared data of one run: key -> Prepared
 
 
-def prepared_for(store: str | Path, annotations: str | Path, params: WindowParams,
+def prepared_for(store: str | Path, annotations: str | Path, params: WindowParams, run: str,
                  given: Prepared | None = None) -> Prepared:
-    """`prepare(store, annotations, params)`, done once per process and kept (a worker process
-    trains fold after fold on it); `given`: data already prepared by the caller, kept instead."""
-    key = (str(store), str(annotations), params)
+    """`prepare(store, annotations, params)` for the run named `run` (a token the driver draws),
+    done once per process and kept while the process trains that run's folds one after the
+    other; `given`: the driver's own prepared data, kept instead."""
+    key = (str(store), str(annotations), params, run)
     if given is not None:
         _PREPARED.clear()  # one run's data at a time
         _PREPARED[key] = given

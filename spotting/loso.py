@@ -27,6 +27,7 @@ import platform
 import shutil
 import time
 import traceback
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from flowcore.jobs import LocalProcesses, Task, run_tasks
 from flowcore.version import __version__
 from spotting.annotations import issues_to_frame
 from spotting.config import RunConfig
-from spotting.data import Prepared, prepared_for, resolve_device
+from spotting.data import Prepared, prepare, prepared_for, resolve_device
 from spotting.fold import FoldResult, train_one_fold
 from spotting.run_folder import RunFolder
 
@@ -74,7 +75,9 @@ def train_loso(
     run = RunFolder(out)
     dev = _driver_device(device, engine)
     started = time.perf_counter()
-    prep = prepared_for(config.store, config.annotations, config.windows, prepared)
+    token = uuid.uuid4().hex  # this run's prepared data, in this process and each worker
+    prep = prepared_for(config.store, config.annotations, config.windows, token,
+                        prepared or prepare(config.store, config.annotations, config.windows))
     config = resolve_macro_ratio(config, prep)
     _write_config(run, config, prep, overwrite)
     all_subjects = prep.features.subjects
@@ -93,8 +96,8 @@ def train_loso(
     if progress is not None:
         progress.start(len(folds), config.train.epochs)
     try:
-        results.update(_train_folds(config, run, folds, todo, dev, log, tensorboard, on_epoch_end,
-                                    workers, threads, engine))
+        job = FoldJob(config, str(run.path), tuple(folds), token, tensorboard, on_epoch_end)
+        results.update(_train_folds(job, run, todo, dev, log, workers, threads, engine))
     finally:
         if progress is not None:
             progress.close()
@@ -174,18 +177,17 @@ def _log_data(log: "RunLog", prep: Prepared, run: RunFolder, folds: list[str], d
              f"{len(prep.features.subjects)} subjects; {len(folds)} fold(s) on {dev}")
 
 
-def _train_folds(config, run: RunFolder, folds, todo, dev, log: "RunLog", tensorboard, on_epoch_end,
-                 workers, threads, engine) -> dict[str, FoldResult]:
+def _train_folds(job: "FoldJob", run: RunFolder, todo, dev, log: "RunLog", workers, threads,
+                 engine) -> dict[str, FoldResult]:
     """Train the folds of `todo` (see train_loso); {subject: FoldResult} of those that finished.
     Raises UserError naming the folds that failed in workers, after the others are done."""
     runner = engine if todo else None
     if engine is None and (workers or 1) > 1 and len(todo) > 1:
         runner = _local_workers(dev, min(workers, len(todo)), threads, len(todo), log)
-    if runner is not None and on_epoch_end is not None:
+    if runner is not None and job.on_epoch_end is not None:
         raise ValueError("on_epoch_end is only called when folds are trained in this process")
     if runner is None and threads > 0:
         torch.set_num_threads(threads)
-    job = FoldJob(config, str(run.path), tuple(folds), tensorboard, on_epoch_end)
     results, failures = {}, {}
     for done in run_tasks(job, [Task(s, s) for s in todo], runner, device=str(dev),
                           on_message=log.message, on_note=log.line, limit=workers, name="train",
@@ -237,12 +239,13 @@ class FoldJob:
     config: RunConfig
     out: str
     folds: tuple[str, ...]
+    run_token: str  # names the run's prepared data in each process (spotting.data.prepared_for)
     tensorboard: bool = True
     on_epoch_end: Optional[Callable[[str, int], None]] = None  # only in this process
 
     def __call__(self, subject: str, worker) -> FoldResult:
         c = self.config
-        prep = prepared_for(c.store, c.annotations, c.windows)
+        prep = prepared_for(c.store, c.annotations, c.windows, self.run_token)
         hook = (lambda e: self.on_epoch_end(subject, e)) if self.on_epoch_end else None
         return train_one_fold(prep, c, RunFolder(self.out), list(self.folds), subject,
                               torch.device(worker.device), _Reporter(worker.report, subject), hook,

@@ -2,12 +2,11 @@
 CuPy (NVRTC, no CUDA toolkit needed) once per process, launched on torch CUDA tensors through
 DLPack (no copies) on torch's current stream.
 
-Status: groundwork for the fused `cuda` flow backend (issue 4). `fused_iteration` is one whole
-TV-L1 iteration per launch; its arithmetic is tested on the host against the `torch` backend
-(tests/test_kernels_host.py), the launch itself only on a GPU (the `gpu` test beside it, run by
-benchmarks/device_check.sh). `fused_step` plugs it into the `torch` backend's pyramid, warps and
-per-sample stopping: `flowcore.flow.level_solver('cuda', device)` is the tensor path with it. Once
-a GPU run has checked it (tests, accuracy benchmark), it can become the `cuda` backend.
+The `cuda` flow backend (experimental) runs on them: `fused_iteration` is one whole TV-L1
+iteration per launch, and `fused_step` plugs it into the `torch` backend's pyramid, warps and
+per-sample stopping (`flowcore.flow.level_solver('cuda', device)`). Its arithmetic is tested on
+the host against the `torch` backend (tests/test_kernels_host.py); the launch itself only by the
+`gpu` tests beside it, which benchmarks/device_check.sh runs on a GPU machine.
 """
 
 from __future__ import annotations
