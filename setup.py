@@ -6,12 +6,15 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "flowcore" / "version.py").read_text()).group(1)
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "flowcore" / "version.py").read_text()
+).group(1)
 
 setup(
     name="mespot",
     version=VERSION,
-    description="Spot facial macro- and micro-expressions in long face videos (AUW-GCN, end to end)",
+    description="Spot facial macro- and micro-expressions in long face videos "
+                "(AUW-GCN, end to end)",
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="MIT",

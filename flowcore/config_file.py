@@ -38,7 +38,9 @@ def merged(defaults: dict, overrides: dict, where: str) -> dict:
             raise UserError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(defaults))}")
         if isinstance(defaults[key], dict):
             if not isinstance(value, dict):
-                raise UserError(f"{where}: {key!r} must be a mapping of {', '.join(sorted(defaults[key]))}")
+                raise UserError(
+                    f"{where}: {key!r} must be a mapping of {', '.join(sorted(defaults[key]))}"
+                )
             out[key] = merged(defaults[key], value, f"{where}: {key}")
         else:
             out[key] = value

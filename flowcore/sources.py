@@ -48,7 +48,8 @@ class SourceError(ValueError):
 @dataclass(frozen=True)
 class Source:
     """A dataset copy: its videos in (subject, video) order, and the annotation workbook found
-    beside them (`workbook`; reading it is spotting's job: spotting.annotations.read_source_annotations)."""
+    beside them (`workbook`; reading it is spotting's job:
+    spotting.annotations.read_source_annotations)."""
 
     name: str  # "casme2", "samm", "videos", "synth-casme2", "synth-samm"
     root: Path
@@ -62,8 +63,13 @@ class Source:
         return sorted({v.subject for v in self.videos})
 
 
-def open_source(path: str | Path, *, subsample: int | None = None, fps: float | None = None,
-                subjects_csv: str | Path | None = None) -> Source:
+def open_source(
+    path: str | Path,
+    *,
+    subsample: int | None = None,
+    fps: float | None = None,
+    subjects_csv: str | Path | None = None,
+) -> Source:
     """Recognise the dataset at `path` and list its videos (no frame is decoded).
 
     subsample: keep every n-th frame (default 8 for SAMM-LV, 1 otherwise).
@@ -91,7 +97,8 @@ def open_source(path: str | Path, *, subsample: int | None = None, fps: float | 
     raise SourceError(
         f"{root}: not a dataset we recognise; expected a CAS(ME)^2 copy (rawpic/, rawvideo/ or "
         f"the face-cropped release with sNN/ folders), a SAMM-LV copy (SAMM_longvideos/), the "
-        f"output of `mespot synth` (synth.json), or a folder of video files")
+        f"output of `mespot synth` (synth.json), or a folder of video files"
+    )
 
 
 # ---- CAS(ME)^2 ---------------------------------------------------------------------------------
@@ -99,13 +106,18 @@ def open_source(path: str | Path, *, subsample: int | None = None, fps: float | 
 
 def _has_subject_folders(folder: Path) -> bool:
     return folder.is_dir() and any(
-        _CASME2_SUBJECT.match(p.name) and p.is_dir() for p in folder.iterdir())
+        _CASME2_SUBJECT.match(p.name) and p.is_dir() for p in folder.iterdir()
+    )
 
 
 def _casme2_root(root: Path) -> tuple[Path, str] | None:
     """(folder holding the sNN folders, layout) or None."""
-    candidates = [(root / "rawpic", "rawpic"), (root / "longVideoFaceCropped", "cropped"),
-                  (root / "cropped", "cropped"), (root / "rawvideo", "rawvideo")]
+    candidates = [
+        (root / "rawpic", "rawpic"),
+        (root / "longVideoFaceCropped", "cropped"),
+        (root / "cropped", "cropped"),
+        (root / "rawvideo", "rawvideo"),
+    ]
     for folder, layout in candidates:
         if _has_subject_folders(folder):
             return folder, layout
@@ -118,8 +130,9 @@ def _casme2_root(root: Path) -> tuple[Path, str] | None:
     return None
 
 
-def _casme2(root: Path, frames_root: Path, layout: str, subsample: int, fps: float,
-            name: str = "casme2") -> Source:
+def _casme2(
+    root: Path, frames_root: Path, layout: str, subsample: int, fps: float, name: str = "casme2"
+) -> Source:
     videos, warnings = [], []
     for subject_dir in sorted(p for p in frames_root.iterdir() if p.is_dir()):
         if not _CASME2_SUBJECT.match(subject_dir.name):
@@ -137,8 +150,10 @@ def _casme2(root: Path, frames_root: Path, layout: str, subsample: int, fps: flo
                 continue
             subject = f"s{int(match.group(1)):02d}"
             if subject.lower() != subject_dir.name.lower():
-                warnings.append(f"{entry}: filed under {subject_dir.name} but named for {subject}; "
-                                f"using {subject}")
+                warnings.append(
+                    f"{entry}: filed under {subject_dir.name} but named for {subject}; "
+                    f"using {subject}"
+                )
             rate = video_fps(entry, fps) if is_video_file else fps
             videos.append(VideoSpec(video_id, subject, entry, rate, subsample))
     workbook = _find_file(root, [CASME2_WORKBOOK]) if root.is_dir() else None
@@ -184,11 +199,17 @@ def _video_folder(root: Path, subsample: int, subjects_csv, only: Path | None = 
 
         table = pd.read_csv(subjects_csv, dtype=str)
         if not {"video", "subject"} <= set(table.columns):
-            raise SourceError(f"{subjects_csv}: needs columns 'video' and 'subject', "
-                              f"has {list(table.columns)}")
+            raise SourceError(
+                f"{subjects_csv}: needs columns 'video' and 'subject', has {list(table.columns)}"
+            )
         subjects = dict(zip(table["video"].map(lambda v: Path(v).stem), table["subject"]))
-    files = [only] if only else sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    files = (
+        [only]
+        if only
+        else sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+        )
+    )
     videos = []
     for path in files:
         subject = subjects.get(path.stem, path.parent.name)
@@ -233,8 +254,9 @@ def _finish(name, root, videos, workbook, layout, warnings) -> Source:
     seen: dict[str, Path] = {}
     for v in videos:
         if v.video_id in seen:
-            raise SourceError(f"{root}: video id {v.video_id!r} appears twice: {seen[v.video_id]} "
-                              f"and {v.path}")
+            raise SourceError(
+                f"{root}: video id {v.video_id!r} appears twice: {seen[v.video_id]} and {v.path}"
+            )
         seen[v.video_id] = v.path
     if not videos:
         raise SourceError(f"{root}: recognised as {name} ({layout}) but no video found in it")

@@ -260,7 +260,8 @@ def load_features(path: str | Path) -> FeatureSet:
         mdmo = np.asarray(group["mdmo"][...], dtype=np.float32)
         frames = np.asarray(group["frame_numbers"][...], dtype=np.int64)
         if mdmo.ndim != 3 or mdmo.shape[1:] != (N_ROIS, 2):
-            raise UserError(f"{path}: videos/{name}/mdmo has shape {mdmo.shape}, expected (T-1, 12, 2)")
+            raise UserError(f"{path}: videos/{name}/mdmo has shape {mdmo.shape}, "
+                            f"expected (T-1, 12, 2)")
         if frames.shape != (mdmo.shape[0] + 1,):
             raise UserError(
                 f"{path}: videos/{name}: frame_numbers has shape {frames.shape}, expected "
@@ -302,5 +303,4 @@ def open_video(path: str | Path, video_id: str):
         zarr.open_group(str(path), mode="r")[f"{VIDEOS}/{video_id}"]
     except Exception as err:
         raise UserError(f"{path}: no video {video_id!r} in this store ({err})") from None
-    return xr.open_zarr(str(path), group=f"{VIDEOS}/{video_id}", consolidated=False,
-                        zarr_format=3)
+    return xr.open_zarr(str(path), group=f"{VIDEOS}/{video_id}", consolidated=False, zarr_format=3)

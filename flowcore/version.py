@@ -1,4 +1,4 @@
-"""The version of the mespot distribution (the flowcore, spotting and mespot packages ship together).
+"""The version of the mespot distribution (flowcore, spotting and mespot ship together).
 
 It lives at the bottom layer because stores and runs record it; `mespot.__version__` is this.
 """

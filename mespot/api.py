@@ -148,11 +148,13 @@ class Spotter:
     """A trained run's networks (every fold's, averaged, or one fold's), ready to spot videos."""
 
     def __init__(self, model: Path, fold: str | None, select: str, device: str, models: list):
-        self.model, self.fold, self.select, self.device, self.models = model, fold, select, device, models
+        self.model, self.fold, self.select, self.device = model, fold, select, device
+        self.models = models
 
     @classmethod
-    def load(cls, run: str | Path, *, fold: str | None = None, select: str = "last",
-             device: str = "cpu") -> "Spotter":
+    def load(
+        cls, run: str | Path, *, fold: str | None = None, select: str = "last", device: str = "cpu"
+    ) -> "Spotter":
         """The networks of run folder `run` (or of a reference checkpoint_epoch_EEE.pth.tar) at
         the `select`ed epoch (last or fixed:N); `fold`: only this fold's network."""
         from spotting.predict import load_models
@@ -162,8 +164,15 @@ class Spotter:
             raise UserError(f"{run}: no such run folder or checkpoint file")
         return cls(run, fold, select, device, load_models(run, fold, select, device))
 
-    def spot(self, video: str | Path, out: str | Path | None = None, *, fps: float | None = None,
-             preset: str | None = None, progress=None) -> Spotted:
+    def spot(
+        self,
+        video: str | Path,
+        out: str | Path | None = None,
+        *,
+        fps: float | None = None,
+        preset: str | None = None,
+        progress=None,
+    ) -> Spotted:
         """Spot expressions in one video (a video file or a folder of frames): its features are
         extracted with the model's own extraction parameters into `out` (default: a new
         temporary folder), then the networks' mean logits give the intervals and the curves."""
@@ -173,9 +182,19 @@ class Spotter:
         from spotting.predict import predict_video
 
         out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mespot-spot-"))
-        found = predict_video(video, self.model, out, fold=self.fold, select=self.select,
-                              preset=preset, fps=fps, device=self.device, progress=progress,
-                              models=self.models)
-        curves = pd.DataFrame(found.curves, columns=list(CURVES),
-                              index=pd.Index(found.frames, name="frame"))
+        found = predict_video(
+            video,
+            self.model,
+            out,
+            fold=self.fold,
+            select=self.select,
+            preset=preset,
+            fps=fps,
+            device=self.device,
+            progress=progress,
+            models=self.models,
+        )
+        curves = pd.DataFrame(
+            found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")
+        )
         return Spotted(found.video_id, found.intervals, curves, out)

@@ -49,11 +49,26 @@ def flow_rates(size: int, device: str, repeats: int) -> list[dict]:
         batches = [2] if backend == "opencv" else ([1, 16, 128] if device != "cpu" else [1, 4, 16])
         for batch in batches:
             first, second = face_pairs((size, size), batch)
-            seconds = time_median(lambda: compute_flow(first, second, params=TVL1Params(), backend=backend,
-                                                       device="cpu" if backend == "opencv" else device),
-                                  repeats, sync)
-            rows.append({"backend": backend, "device": "cpu" if backend == "opencv" else device,
-                         "batch": batch, "size": size, "pairs_per_s": batch / seconds})
+            seconds = time_median(
+                lambda: compute_flow(
+                    first,
+                    second,
+                    params=TVL1Params(),
+                    backend=backend,
+                    device="cpu" if backend == "opencv" else device,
+                ),
+                repeats,
+                sync,
+            )
+            rows.append(
+                {
+                    "backend": backend,
+                    "device": "cpu" if backend == "opencv" else device,
+                    "batch": batch,
+                    "size": size,
+                    "pairs_per_s": batch / seconds,
+                }
+            )
     return rows
 
 
@@ -81,8 +96,13 @@ def training_step(device: str, repeats: int, batch: int = 128) -> dict:
         optimiser.step()
 
     seconds = time_median(step, repeats, _sync(device))
-    return {"device": device, "batch_windows": batch, "seconds_per_step": seconds,
-            "loso_casme2_estimate_s": seconds * LOSO_STEPS, "loso_steps": LOSO_STEPS}
+    return {
+        "device": device,
+        "batch_windows": batch,
+        "seconds_per_step": seconds,
+        "loso_casme2_estimate_s": seconds * LOSO_STEPS,
+        "loso_steps": LOSO_STEPS,
+    }
 
 
 def _sync(device: str):

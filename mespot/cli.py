@@ -77,7 +77,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as err:
         # Usage errors (bad flag, missing argument): click's, or the copy of click that recent
         # typer versions vendor; both can show themselves and carry an exit code.
-        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
+        if callable(getattr(err, "show", None)) and isinstance(
+            getattr(err, "exit_code", None), int
+        ):
             err.show()
             return err.exit_code
         raise

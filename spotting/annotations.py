@@ -116,11 +116,11 @@ def read_annotations(path: str | Path) -> AnnotationTable:
         return read_csv_annotations(path)
     if suffix in (".xlsx", ".xlsm", ".xls"):
         sheets = pd.ExcelFile(path).sheet_names
-        if SAMM_SHEET in sheets or _find_samm_header(pd.read_excel(path, sheet_name=0, header=None)) is not None:
+        if SAMM_SHEET in sheets or _find_samm_header(
+                pd.read_excel(path, sheet_name=0, header=None)) is not None:
             return read_samm_workbook(path)
         return read_casme2_workbook(path)
     raise UserError(f"unknown annotation format {suffix!r} (expected .csv or .xlsx): {path}")
-
 
 
 def read_source_annotations(source) -> AnnotationTable:
@@ -135,6 +135,7 @@ def read_source_annotations(source) -> AnnotationTable:
         raise
     except Exception as err:
         raise UserError(f"{source.workbook}: unreadable annotation workbook ({err})") from err
+
 
 # --- cells ------------------------------------------------------------------------------------
 
@@ -154,7 +155,8 @@ def _frame_cell(cell) -> float | None:
 
 
 def normalise_type(cell) -> str | None:
-    """'me' / 'mae' from 'micro-expression', 'Micro - 1/2', 'Macro', 'me', 'MaE', ... (else None)."""
+    """'me' / 'mae' from 'micro-expression', 'Micro - 1/2', 'Macro', 'me', 'MaE', ... (else
+    None)."""
     text = str(cell).strip().lower()
     if text in ("me", "micro") or text.startswith("micro"):
         return "me"
@@ -173,13 +175,23 @@ class _Builder:
 
     def issue(self, row: dict, reason: str, action: str, detail: str = "") -> None:
         self.issues.append(
-            Issue(row["source_row"], row["subject"], row["video_id"], row["expression"], reason,
-                  action, detail)
+            Issue(
+                row["source_row"],
+                row["subject"],
+                row["video_id"],
+                row["expression"],
+                reason,
+                action,
+                detail,
+            )
         )
 
     def skip(self, source_row, subject, video_id, expression, reason, detail="") -> None:
-        self.issues.append(Issue(source_row, str(subject), str(video_id), str(expression), reason,
-                                 "skipped", detail))
+        self.issues.append(
+            Issue(
+                source_row, str(subject), str(video_id), str(expression), reason, "skipped", detail
+            )
+        )
 
     def add(self, row: dict, onset, apex, offset, type_cell, au_cell) -> None:
         """Add one expression; `row` holds source_row, subject, video_id, expression."""
@@ -202,8 +214,12 @@ class _Builder:
                 frames[name] = 0
                 continue
             if not value.is_integer():
-                self.issue(row, f"fractional {name}", "repaired",
-                           f"{value:g} rounded to {int(math.floor(value + 0.5))}")
+                self.issue(
+                    row,
+                    f"fractional {name}",
+                    "repaired",
+                    f"{value:g} rounded to {int(math.floor(value + 0.5))}",
+                )
             frames[name] = int(math.floor(value + 0.5))
             if frames[name] == 0:
                 self.issue(row, f"missing {name}", "repaired", "0, filled at targets")
@@ -212,19 +228,35 @@ class _Builder:
             self.issue(row, "onset after apex", "repaired", f"onset {s} > apex {a}: apex set to 0")
             a = 0
         if e and a and e < a:
-            self.issue(row, "offset before apex", "repaired", f"offset {e} < apex {a}: offset set to 0")
+            self.issue(
+                row, "offset before apex", "repaired", f"offset {e} < apex {a}: offset set to 0"
+            )
             e = 0
         if e and s and e < s:
-            self.issue(row, "offset before onset", "repaired", f"offset {e} < onset {s}: offset set to 0")
+            self.issue(
+                row, "offset before onset", "repaired", f"offset {e} < onset {s}: offset set to 0"
+            )
             e = 0
         parsed = parse_au_string(au_cell)
         if parsed.dropped:
-            self.issue(row, "unparseable AU token", "kept",
-                       f"{', '.join(repr(t) for t in parsed.dropped)} in {parsed.raw!r}")
-        self.rows.append(dict(
-            row, onset=s, apex=a, offset=e, type=kind, au=parsed.raw, au_codes=parsed.codes,
-            au_numbers="+".join(str(n) for n in parsed.numbers),
-        ))
+            self.issue(
+                row,
+                "unparseable AU token",
+                "kept",
+                f"{', '.join(repr(t) for t in parsed.dropped)} in {parsed.raw!r}",
+            )
+        self.rows.append(
+            dict(
+                row,
+                onset=s,
+                apex=a,
+                offset=e,
+                type=kind,
+                au=parsed.raw,
+                au_codes=parsed.codes,
+                au_numbers="+".join(str(n) for n in parsed.numbers),
+            )
+        )
 
     def table(self) -> AnnotationTable:
         frame = pd.DataFrame(self.rows, columns=list(COLUMNS))
@@ -232,13 +264,31 @@ class _Builder:
         key = ["video_id", "onset", "apex", "offset", "type"]
         dup = frame.duplicated(subset=key, keep="first")
         for _, r in frame[dup].iterrows():
-            self.issues.append(Issue(int(r.source_row), r.subject, r.video_id, r.expression,
-                                     "duplicate", "skipped", "same video, frames and type as an earlier row"))
+            self.issues.append(
+                Issue(
+                    int(r.source_row),
+                    r.subject,
+                    r.video_id,
+                    r.expression,
+                    "duplicate",
+                    "skipped",
+                    "same video, frames and type as an earlier row",
+                )
+            )
         frame = frame[~dup]
         repeated = frame[frame.duplicated(subset=["video_id", "expression"], keep=False)]
         for _, r in repeated.iterrows():
-            self.issues.append(Issue(int(r.source_row), r.subject, r.video_id, r.expression,
-                                     "duplicate expression id", "kept", f"type {r.type}"))
+            self.issues.append(
+                Issue(
+                    int(r.source_row),
+                    r.subject,
+                    r.video_id,
+                    r.expression,
+                    "duplicate expression id",
+                    "kept",
+                    f"type {r.type}",
+                )
+            )
         frame = frame.reset_index(drop=True)
         for col in ("onset", "apex", "offset", "source_row"):
             frame[col] = frame[col].astype("int64")
@@ -325,7 +375,9 @@ def read_samm_workbook(path: str | Path) -> AnnotationTable:
     sheet = pd.read_excel(book, sheet_name=sheet_name, header=None)
     header_at = _find_samm_header(sheet)
     if header_at is None:
-        raise UserError(f"{path}: no header row with 'Subject' and 'Filename' in sheet {sheet_name!r}")
+        raise UserError(
+            f"{path}: no header row with 'Subject' and 'Filename' in sheet {sheet_name!r}"
+        )
     header = [str(c).strip() for c in sheet.iloc[header_at]]
     missing = [h for h in SAMM_HEADER if h not in header]
     if missing:
@@ -350,8 +402,14 @@ def read_samm_workbook(path: str | Path) -> AnnotationTable:
             text = str(subject_cell).strip()
             subject = f"{int(float(text)):03d}" if re.fullmatch(r"\d+(\.0+)?", text) else text
         row = dict(source_row=source_row, subject=subject, video_id=video_id, expression=filename)
-        build.add(row, cells[col["Onset"]], cells[col["Apex"]], cells[col["Offset"]],
-                  cells[col["Type"]], cells[col["Action Units"]])
+        build.add(
+            row,
+            cells[col["Onset"]],
+            cells[col["Apex"]],
+            cells[col["Offset"]],
+            cells[col["Type"]],
+            cells[col["Action Units"]],
+        )
     return build.table()
 
 
@@ -377,6 +435,8 @@ def read_csv_annotations(path: str | Path) -> AnnotationTable:
         video = r["video"].strip()
         counts[video] += 1
         expression = r[id_col].strip() if id_col else f"{video}_{counts[video]}"
-        row = dict(source_row=i + 2, subject=r["subject"].strip(), video_id=video, expression=expression)
+        row = dict(
+            source_row=i + 2, subject=r["subject"].strip(), video_id=video, expression=expression
+        )
         build.add(row, r["onset"], r["apex"], r["offset"], r["type"], r["au"])
     return build.table()

@@ -67,10 +67,17 @@ class RunConfig:
         return d
 
 
-def config_from_dict(sections: dict, store: str, annotations: str, protocol: str = "loso") -> RunConfig:
+def config_from_dict(
+    sections: dict, store: str, annotations: str, protocol: str = "loso"
+) -> RunConfig:
     """A RunConfig from sections {train, windows, prior, losses} of field values (a YAML file or
     a run's config.json; its store/annotations/environment entries are ignored)."""
-    kinds = {"train": TrainParams, "windows": WindowParams, "prior": PriorParams, "losses": LossParams}
+    kinds = {
+        "train": TrainParams,
+        "windows": WindowParams,
+        "prior": PriorParams,
+        "losses": LossParams,
+    }
     ignored = {"store", "annotations", "protocol", "environment", "store_params_hash"}
     unknown = set(sections) - set(kinds) - ignored
     if unknown:
@@ -81,9 +88,13 @@ def config_from_dict(sections: dict, store: str, annotations: str, protocol: str
         fields = {f.name for f in dataclasses.fields(kind)}
         bad = set(values) - fields
         if bad:
-            raise UserError(f"config section {name!r}: unknown field(s) {sorted(bad)}; known: {sorted(fields)}")
+            raise UserError(
+                f"config section {name!r}: unknown field(s) {sorted(bad)}; known: {sorted(fields)}"
+            )
         if name == "prior" and "au_nodes" in values:
-            values["au_nodes"] = {int(k): tuple(int(n) for n in v) for k, v in values["au_nodes"].items()}
+            values["au_nodes"] = {
+                int(k): tuple(int(n) for n in v) for k, v in values["au_nodes"].items()
+            }
         if name == "losses" and "class_weights" in values:
             values["class_weights"] = tuple(float(w) for w in values["class_weights"])
         try:

@@ -34,14 +34,17 @@ class Prepared:
     sums: dict  # subject -> (count, sum (2,), sum of squares (2,)) of raw features, float64
 
 
-def prepare(store: str | Path, annotations: str | Path, params: WindowParams = WindowParams()) -> Prepared:
+def prepare(
+    store: str | Path, annotations: str | Path, params: WindowParams = WindowParams()
+) -> Prepared:
     """Load the store and annotations, build all targets and windows (once per run)."""
     features = load_features(store)
     table = read_annotations(annotations)
     if len(table.frame) and not table.frame["video_id"].isin(list(features.videos)).any():
         raise UserError(
             f"no annotated video is in the store: annotations name e.g. "
-            f"{sorted(table.frame['video_id'].unique())[:3]}, the store holds e.g. {sorted(features.videos)[:3]}"
+            f"{sorted(table.frame['video_id'].unique())[:3]}, "
+            f"the store holds e.g. {sorted(features.videos)[:3]}"
         )
     targets, target_issues = annotation_targets(features, table, params)
     videos = list(features.videos.values())
@@ -54,7 +57,9 @@ def prepare(store: str | Path, annotations: str | Path, params: WindowParams = W
     return Prepared(features, table, windows, tuple(table.issues) + tuple(target_issues), sums)
 
 
-def fold_normalisation(prep: Prepared, train_subjects, mode: str) -> tuple[list[float], list[float]]:
+def fold_normalisation(
+    prep: Prepared, train_subjects, mode: str
+) -> tuple[list[float], list[float]]:
     """(mean, std) per feature channel (x, y): from the training subjects, or the reference's."""
     if mode == "compat":
         return list(REFERENCE_MEAN), list(REFERENCE_STD)
@@ -71,7 +76,9 @@ def fold_normalisation(prep: Prepared, train_subjects, mode: str) -> tuple[list[
     return mean.tolist(), std.tolist()
 
 
-def window_tensors(windows: WindowSet, mask: np.ndarray, mean, std, device) -> dict[str, torch.Tensor]:
+def window_tensors(
+    windows: WindowSet, mask: np.ndarray, mean, std, device
+) -> dict[str, torch.Tensor]:
     """The selected windows as tensors on `device`: x normalised, 0 outside the videos."""
     m = np.asarray(mean, np.float32)
     s = np.asarray(std, np.float32)
@@ -87,8 +94,13 @@ def window_tensors(windows: WindowSet, mask: np.ndarray, mean, std, device) -> d
 _PREPARED: dict = {}  # this process's prepared data of one run: key -> Prepared
 
 
-def prepared_for(store: str | Path, annotations: str | Path, params: WindowParams, run: str,
-                 given: Prepared | None = None) -> Prepared:
+def prepared_for(
+    store: str | Path,
+    annotations: str | Path,
+    params: WindowParams,
+    run: str,
+    given: Prepared | None = None,
+) -> Prepared:
     """`prepare(store, annotations, params)` for the run named `run` (a token the driver draws),
     done once per process and kept while the process trains that run's folds one after the
     other; `given`: the driver's own prepared data, kept instead."""

@@ -80,7 +80,8 @@ class Evaluation:
 
 
 def truth_rows(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
-    """Ground truth in rows (after section 6's repairs): video, subject, type, onset, apex, offset."""
+    """Ground truth in rows (after section 6's repairs): video, subject, type, onset, apex,
+    offset."""
     targets, _ = annotation_targets(prep.features, prep.table, windows)
     rows = []
     for video_id, target in targets.items():
@@ -90,8 +91,14 @@ def truth_rows(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["video", "subject", "type", "onset", "apex", "offset"])
 
 
-def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: ProposalParams,
-                  windows: WindowParams, device: str = "cpu") -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def spot_subjects(
+    prep: Prepared,
+    weights: Path,
+    subjects: list[str],
+    params: ProposalParams,
+    windows: WindowParams,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Proposals (rows) of a saved model on every video of `subjects`, and each video's (N, 10)
     logits."""
     model, meta = load_weights(weights, device)
@@ -113,17 +120,32 @@ def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: Pr
 
 
 def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule) -> float:
-    return float(summarise(match_all(proposals, truths, rule)).set_index("type").loc["overall", "f1"])
+    return float(
+        summarise(match_all(proposals, truths, rule)).set_index("type").loc["overall", "f1"]
+    )
 
 
-def _choose_epoch(selection: Selection, fold: FoldFolder, epochs: list[int], prep, truths, params,
-                  windows, rule, preset, device) -> int:
+def _choose_epoch(
+    selection: Selection,
+    fold: FoldFolder,
+    epochs: list[int],
+    prep,
+    truths,
+    params,
+    windows,
+    rule,
+    preset,
+    device,
+) -> int:
     if selection.mode == "last":
         return epochs[-1]
     if selection.mode == "fixed":
         if selection.epoch not in epochs:
-            raise UserError(f"{fold.path}: no weights for epoch {selection.epoch} (saved: {epochs[0]}..{epochs[-1]}"
-                            f", every {epochs[1] - epochs[0] if len(epochs) > 1 else 1})")
+            raise UserError(
+                f"{fold.path}: no weights for epoch {selection.epoch} "
+                f"(saved: {epochs[0]}..{epochs[-1]}"
+                f", every {epochs[1] - epochs[0] if len(epochs) > 1 else 1})"
+            )
         return selection.epoch
     if selection.mode == "oracle":
         subjects = [fold.read_meta()["test_subject"]]
@@ -132,23 +154,30 @@ def _choose_epoch(selection: Selection, fold: FoldFolder, epochs: list[int], pre
     else:  # inner-val
         inner = fold.inner
         if not inner.inner_meta_path.is_file():
-            raise UserError(f"{fold.path}: no inner validation model; train with `mespot train --inner-val K`")
+            raise UserError(
+                f"{fold.path}: no inner validation model; train with `mespot train --inner-val K`"
+            )
         subjects = json.loads(inner.inner_meta_path.read_text())["val_subjects"]
         folder, pool = inner, [e for e in inner.epochs() if e in set(epochs)]
         if not pool:
-            raise UserError(f"{inner.path}: no epoch has weights in both the inner and the main model")
+            raise UserError(
+                f"{inner.path}: no epoch has weights in both the inner and the main model"
+            )
     wanted = truths[truths["subject"].isin(subjects)]
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch
-        found, _ = spot_subjects(prep, folder.weights_path(epoch), subjects, params,
-                                 windows, device)
+        found, _ = spot_subjects(
+            prep, folder.weights_path(epoch), subjects, params, windows, device
+        )
         f1 = _f1(found, wanted, rule)
         if f1 > best_f1:
             best, best_f1 = epoch, f1
     return best
 
 
-def _to_frames(table: pd.DataFrame, prep: Prepared, columns=("onset", "apex", "offset")) -> pd.DataFrame:
+def _to_frames(
+    table: pd.DataFrame, prep: Prepared, columns=("onset", "apex", "offset")
+) -> pd.DataFrame:
     """Row columns -> 1-based original frame numbers, per video."""
     table = table.copy()
     for column in columns:
@@ -164,8 +193,14 @@ def _to_frames(table: pd.DataFrame, prep: Prepared, columns=("onset", "apex", "o
     return table
 
 
-def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", preset: str | None = None,
-                 device: str = "cpu", prepared: Prepared | None = None) -> Evaluation:
+def evaluate_run(
+    run: str | Path,
+    select: str = "last",
+    rule: str = "megc",
+    preset: str | None = None,
+    device: str = "cpu",
+    prepared: Prepared | None = None,
+) -> Evaluation:
     """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers."""
     run = RunFolder(run)
     selection = parse_selection(select)
@@ -174,8 +209,11 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
     config = run.read_config()
     windows = WindowParams(**config["windows"])
     prep = prepared or prepare(config["store"], config["annotations"], windows)
-    preset = preset or ("samm" if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
-                        else "casme2")
+    preset = preset or (
+        "samm"
+        if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
+        else "casme2"
+    )
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
     params = PRESETS[preset]
@@ -187,13 +225,17 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
     for fold in folds:
         meta = fold.read_meta()
         if meta.get("status") != "complete":
-            raise UserError(f"fold {fold.path.name} is not complete; rerun `mespot train` to finish it")
+            raise UserError(
+                f"fold {fold.path.name} is not complete; rerun `mespot train` to finish it"
+            )
         epochs = fold.epochs()
-        epoch = _choose_epoch(selection, fold, epochs, prep, truths, params, windows, RULES[rule],
-                              preset, device)
+        epoch = _choose_epoch(
+            selection, fold, epochs, prep, truths, params, windows, RULES[rule], preset, device
+        )
         epochs_used[meta["test_subject"]] = epoch
-        found, logits = spot_subjects(prep, fold.weights_path(epoch),
-                                      [meta["test_subject"]], params, windows, device)
+        found, logits = spot_subjects(
+            prep, fold.weights_path(epoch), [meta["test_subject"]], params, windows, device
+        )
         proposals.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
     proposals = pd.concat(proposals, ignore_index=True)
@@ -203,14 +245,32 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
     out = run.evaluation(selection.name)
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", curves, prep)
-    return _write(Evaluation(
-        selection, rule,
-        metrics=summarise(matches), per_subject=summarise(matches, by=["subject"]),
-        per_video=summarise(matches, by=["video"]),
-        matches=_to_frames(matches, prep, [f"{side}_{c}" for side in ("proposal", "truth")
-                                          for c in ("onset", "apex", "offset")]),
-        intervals=_to_frames(proposals, prep).sort_values(["subject", "video", "type", "onset"]),
-        epochs=epochs_used, out=out), config, preset, params)
+    return _write(
+        Evaluation(
+            selection,
+            rule,
+            metrics=summarise(matches),
+            per_subject=summarise(matches, by=["subject"]),
+            per_video=summarise(matches, by=["video"]),
+            matches=_to_frames(
+                matches,
+                prep,
+                [
+                    f"{side}_{c}"
+                    for side in ("proposal", "truth")
+                    for c in ("onset", "apex", "offset")
+                ],
+            ),
+            intervals=_to_frames(proposals, prep).sort_values(
+                ["subject", "video", "type", "onset"]
+            ),
+            epochs=epochs_used,
+            out=out,
+        ),
+        config,
+        preset,
+        params,
+    )
 
 
 def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> None:
@@ -219,7 +279,9 @@ def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> 
     arrays = {}
     for video, values in curves.items():
         arrays[video] = values.astype(np.float32)
-        arrays[f"{video}.frames"] = prep.features.videos[video].frame_numbers[: len(values)].astype(np.int32)
+        arrays[f"{video}.frames"] = (
+            prep.features.videos[video].frame_numbers[: len(values)].astype(np.int32)
+        )
     np.savez_compressed(path, columns=np.array(CURVES), **arrays)
 
 
@@ -229,12 +291,19 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
     e.per_video.to_csv(e.out / "metrics_per_video.csv", index=False)
     e.matches.to_csv(e.out / "matches.csv", index=False)
     e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "epoch"]].to_csv(
-        e.out / "intervals.csv", index=False)
+        e.out / "intervals.csv", index=False
+    )
     summary = {
-        "selection": e.selection.name, "selection_label": e.selection.label,
-        "test_set_selection": e.selection.mode == "oracle", "rule": e.rule, "preset": preset,
-        "proposal_params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()},
-        "epochs": e.epochs, "metrics": e.metrics.set_index("type").to_dict(orient="index"),
+        "selection": e.selection.name,
+        "selection_label": e.selection.label,
+        "test_set_selection": e.selection.mode == "oracle",
+        "rule": e.rule,
+        "preset": preset,
+        "proposal_params": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()
+        },
+        "epochs": e.epochs,
+        "metrics": e.metrics.set_index("type").to_dict(orient="index"),
         "frame_numbers": "1-based, the video's original numbering",
     }
     (e.out / "metrics.json").write_text(json.dumps(summary, indent=1))

@@ -92,8 +92,16 @@ def _optimizer(model: AUWGCN, p: TrainParams) -> torch.optim.AdamW:
     decay = decay_parameter_names(model)
     named = list(model.named_parameters())
     groups = [
-        {"params": [t for n, t in named if n in decay], "weight_decay": p.weight_decay, "names": [n for n, _ in named if n in decay]},
-        {"params": [t for n, t in named if n not in decay], "weight_decay": 0.0, "names": [n for n, _ in named if n not in decay]},
+        {
+            "params": [t for n, t in named if n in decay],
+            "weight_decay": p.weight_decay,
+            "names": [n for n, _ in named if n in decay],
+        },
+        {
+            "params": [t for n, t in named if n not in decay],
+            "weight_decay": 0.0,
+            "names": [n for n, _ in named if n not in decay],
+        },
     ]
     return torch.optim.AdamW(groups, lr=p.lr)
 
@@ -115,23 +123,32 @@ def _new_model(adj, p: TrainParams, device: torch.device, folder: FoldFolder):
 
 def _losses(model, data, context, loss_params, idx=None):
     x = data["x"] if idx is None else data["x"][idx]
-    logits = model(x)[:, :, context: x.shape[1] - context]
+    logits = model(x)[:, :, context : x.shape[1] - context]
     pick = (lambda t: t) if idx is None else (lambda t: t[idx])
-    return spotting_loss(logits, pick(data["start_end"]), pick(data["apex"]), pick(data["action"]), loss_params)
+    return spotting_loss(
+        logits, pick(data["start_end"]), pick(data["apex"]), pick(data["action"]), loss_params
+    )
 
 
-def _train_epoch(model, opt, shuffle: torch.Generator, train: dict, epoch: int, config: RunConfig,
-                 device: torch.device) -> tuple[float, dict[str, float]]:
+def _train_epoch(
+    model,
+    opt,
+    shuffle: torch.Generator,
+    train: dict,
+    epoch: int,
+    config: RunConfig,
+    device: torch.device,
+) -> tuple[float, dict[str, float]]:
     """One epoch over the training windows in shuffled batches: (mean loss, mean of each part)."""
     p = config.train
     for group in opt.param_groups:
-        group["lr"] = p.lr * p.lr_decay ** epoch
+        group["lr"] = p.lr * p.lr_decay**epoch
     model.train()
     n = len(train["x"])
     perm = torch.randperm(n, generator=shuffle).to(device)
     total, parts_sum = 0.0, {}
     for i in range(0, n, p.batch_size):
-        idx = perm[i: i + p.batch_size]
+        idx = perm[i : i + p.batch_size]
         loss, parts = _losses(model, train, config.windows.context, config.losses, idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,15 +160,16 @@ def _train_epoch(model, opt, shuffle: torch.Generator, train: dict, epoch: int, 
     return float(total), {name: float(v) for name, v in parts_sum.items()}
 
 
-def _write_scalars(writer, model, test: dict, epoch: int, total: float, parts: dict,
-                   config: RunConfig) -> None:
+def _write_scalars(
+    writer, model, test: dict, epoch: int, total: float, parts: dict, config: RunConfig
+) -> None:
     """TensorBoard scalars of epoch `epoch` (0-based): losses, learning rate, now and then the
     test subject's loss (logged only, never used to choose anything)."""
     p, done = config.train, epoch + 1
     writer.add_scalar("train/loss", total, done)
     for name, v in parts.items():
         writer.add_scalar(f"train/{name}", v, done)
-    writer.add_scalar("train/lr", p.lr * p.lr_decay ** epoch, done)
+    writer.add_scalar("train/lr", p.lr * p.lr_decay**epoch, done)
     if len(test["x"]) and (done % p.test_loss_every == 0 or done == p.epochs):
         model.eval()
         with torch.no_grad():
@@ -200,13 +218,22 @@ def train_fold(
         if writer is not None:
             writer.close()
 
-    _save_test_outputs(model, data.test, prep.windows, data.test_mask, config.windows,
-                       folder.test_outputs_path)
+    _save_test_outputs(
+        model, data.test, prep.windows, data.test_mask, config.windows, folder.test_outputs_path
+    )
     seconds = time.perf_counter() - started
-    result = FoldResult(test_subject, p.epochs, seconds, loss_value, int(data.train_mask.sum()),
-                        int(data.test_mask.sum()), start_epoch)
-    data.meta.update(status="complete", final_loss=loss_value, seconds=seconds,
-                     resumed_from=start_epoch)
+    result = FoldResult(
+        test_subject,
+        p.epochs,
+        seconds,
+        loss_value,
+        int(data.train_mask.sum()),
+        int(data.test_mask.sum()),
+        start_epoch,
+    )
+    data.meta.update(
+        status="complete", final_loss=loss_value, seconds=seconds, resumed_from=start_epoch
+    )
     folder.meta_path.write_text(json.dumps(data.meta, indent=1))
     return result
 
@@ -218,8 +245,17 @@ def _save_test_outputs(model, test, ws: WindowSet, test_mask, w: WindowParams, p
     save_safetensors(out, path, {"layout": "per video (N rows, 10 logits); see spotting/model.py"})
 
 
-def train_one_fold(prep: Prepared, config: RunConfig, run: RunFolder, folds: list[str], subject: str,
-                   device: torch.device, report, on_epoch_end=None, tensorboard: bool = True) -> FoldResult:
+def train_one_fold(
+    prep: Prepared,
+    config: RunConfig,
+    run: RunFolder,
+    folds: list[str],
+    subject: str,
+    device: torch.device,
+    report,
+    on_epoch_end=None,
+    tensorboard: bool = True,
+) -> FoldResult:
     """Fold `subject` of the run (its inner validation model first, with --inner-val), telling
     `report` (`start_fold(label, k)`, `epoch(done, loss)`, `line(text)`) how it goes."""
     k = folds.index(subject)
@@ -227,19 +263,33 @@ def train_one_fold(prep: Prepared, config: RunConfig, run: RunFolder, folds: lis
     if config.train.inner_val > 0:
         _train_inner(prep, config, subject, folder.inner, device, report, k, tensorboard)
     report.start_fold(subject, k)
-    r = train_fold(prep, config, subject, folder.path, device, progress=report.epoch,
-                   on_epoch_end=on_epoch_end, tensorboard=tensorboard)
-    report.line(f"fold {k + 1}/{len(folds)} {subject}: {r.n_train_windows} train / {r.n_test_windows} "
-                f"test windows, loss {r.final_loss:.4f}, {r.seconds:.1f} s"
-                + (f" (resumed at epoch {r.resumed_from})" if r.resumed_from else ""))
+    r = train_fold(
+        prep,
+        config,
+        subject,
+        folder.path,
+        device,
+        progress=report.epoch,
+        on_epoch_end=on_epoch_end,
+        tensorboard=tensorboard,
+    )
+    report.line(
+        f"fold {k + 1}/{len(folds)} {subject}: {r.n_train_windows} train / {r.n_test_windows} "
+        f"test windows, loss {r.final_loss:.4f}, {r.seconds:.1f} s"
+        + (f" (resumed at epoch {r.resumed_from})" if r.resumed_from else "")
+    )
     return r
 
 
-def inner_val_subjects(train_subjects: list[str], k: int, seed: int, test_subject: str) -> list[str]:
+def inner_val_subjects(
+    train_subjects: list[str], k: int, seed: int, test_subject: str
+) -> list[str]:
     """The k training subjects a fold's inner model leaves out: a fixed draw per (seed, fold)."""
     if k >= len(train_subjects):
-        raise UserError(f"--inner-val {k}: fold {test_subject} has only {len(train_subjects)} training "
-                        f"subject(s); at least one must remain to train the inner model")
+        raise UserError(
+            f"--inner-val {k}: fold {test_subject} has only {len(train_subjects)} training "
+            f"subject(s); at least one must remain to train the inner model"
+        )
     digest = int.from_bytes(test_subject.encode()[:8].ljust(8, b"\0"), "little")
     rng = np.random.default_rng([seed, digest])
     return sorted(rng.choice(sorted(train_subjects), size=k, replace=False).tolist())
@@ -254,6 +304,17 @@ def _train_inner(prep, config, subject, inner: FoldFolder, device, report, k, te
     inner.path.mkdir(parents=True, exist_ok=True)
     inner.inner_meta_path.write_text(json.dumps({"val_subjects": val, "test_subject": subject}))
     report.start_fold(f"{subject} (inner, without {', '.join(val)})", k)
-    r = train_fold(prep, config, subject, inner.path, device, progress=report.epoch,
-                   tensorboard=tensorboard, exclude=tuple(val))
-    report.line(f"fold {subject}: inner validation model without {', '.join(val)} trained, {r.seconds:.1f} s")
+    r = train_fold(
+        prep,
+        config,
+        subject,
+        inner.path,
+        device,
+        progress=report.epoch,
+        tensorboard=tensorboard,
+        exclude=tuple(val),
+    )
+    report.line(
+        f"fold {subject}: inner validation model without {', '.join(val)} trained, "
+        f"{r.seconds:.1f} s"
+    )

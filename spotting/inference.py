@@ -15,15 +15,31 @@ from spotting.channels import (MAE_ACTION, MAE_APEX, MAE_START_END, ME_ACTION, M
 from spotting.model import AUWGCN
 from spotting.windows import WindowSet
 
-CURVES = ("me_start", "me_end", "me_apex", "me_action", "mae_start", "mae_end", "mae_apex", "mae_action")
+CURVES = (
+    "me_start",
+    "me_end",
+    "me_apex",
+    "me_action",
+    "mae_start",
+    "mae_end",
+    "mae_apex",
+    "mae_action",
+)
 
 
 @torch.no_grad()
 def predict_logits(model: AUWGCN, x: torch.Tensor, context: int, batch: int = 256) -> torch.Tensor:
     """(W, L + 2C, 12, 2) windows -> (W, 10, L) logits of the central rows, in eval mode."""
     model.eval()
-    outs = [model(x[i: i + batch])[:, :, context: x.shape[1] - context] for i in range(0, len(x), batch)]
-    return torch.cat(outs) if outs else torch.zeros(0, N_OUTPUTS, x.shape[1] - 2 * context, device=x.device)
+    outs = [
+        model(x[i : i + batch])[:, :, context : x.shape[1] - context]
+        for i in range(0, len(x), batch)
+    ]
+    return (
+        torch.cat(outs)
+        if outs
+        else torch.zeros(0, N_OUTPUTS, x.shape[1] - 2 * context, device=x.device)
+    )
 
 
 def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -45,6 +61,16 @@ def probability_curves(logits: np.ndarray) -> np.ndarray:
     """(N, 10) logits -> (N, 8) float32 probabilities in the order of CURVES."""
     t = torch.from_numpy(np.asarray(logits, np.float32))
     me, mae = t[:, ME_START_END].softmax(-1), t[:, MAE_START_END].softmax(-1)
-    return torch.stack([me[:, 0], me[:, 1], t[:, ME_APEX].sigmoid(), t[:, ME_ACTION].sigmoid(),
-                        mae[:, 0], mae[:, 1], t[:, MAE_APEX].sigmoid(), t[:, MAE_ACTION].sigmoid()],
-                       dim=1).numpy()
+    return torch.stack(
+        [
+            me[:, 0],
+            me[:, 1],
+            t[:, ME_APEX].sigmoid(),
+            t[:, ME_ACTION].sigmoid(),
+            mae[:, 0],
+            mae[:, 1],
+            t[:, MAE_APEX].sigmoid(),
+            t[:, MAE_ACTION].sigmoid(),
+        ],
+        dim=1,
+    ).numpy()

@@ -217,15 +217,22 @@ def threads_per_worker(workers: int, threads: int) -> int:
     """`threads` if given, else the cores this process may use shared out over the workers."""
     if threads > 0:
         return threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     return max(1, cores // workers)
 
 
-def _local_workers(dev: torch.device, workers: int, threads: int, n_folds: int, log) -> LocalProcesses:
+def _local_workers(
+    dev: torch.device, workers: int, threads: int, n_folds: int, log
+) -> LocalProcesses:
     devices = worker_devices(dev)
     per_worker = threads_per_worker(workers, threads)
-    log.line(f"{n_folds} fold(s) in {workers} worker processes on {', '.join(devices)}"
-             + (f", {per_worker} torch thread(s) each" if dev.type == "cpu" else ""))
+    log.line(
+        f"{n_folds} fold(s) in {workers} worker processes on {', '.join(devices)}"
+        + (f", {per_worker} torch thread(s) each" if dev.type == "cpu" else "")
+    )
     return LocalProcesses(workers, per_worker, tuple(devices))
 
 
@@ -247,9 +254,17 @@ class FoldJob:
         c = self.config
         prep = prepared_for(c.store, c.annotations, c.windows, self.run_token)
         hook = (lambda e: self.on_epoch_end(subject, e)) if self.on_epoch_end else None
-        return train_one_fold(prep, c, RunFolder(self.out), list(self.folds), subject,
-                              torch.device(worker.device), _Reporter(worker.report, subject), hook,
-                              self.tensorboard)
+        return train_one_fold(
+            prep,
+            c,
+            RunFolder(self.out),
+            list(self.folds),
+            subject,
+            torch.device(worker.device),
+            _Reporter(worker.report, subject),
+            hook,
+            self.tensorboard,
+        )
 
 
 class _Reporter:

@@ -45,13 +45,19 @@ REFERENCE = MatchRule("reference", inclusive=False, threshold=0.5, strict=True)
 RULES = {rule.name: rule for rule in (MEGC, REFERENCE)}
 
 
-def match_intervals(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule = MEGC) -> pd.DataFrame:
+def match_intervals(
+    proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule = MEGC
+) -> pd.DataFrame:
     """Match the proposals of ONE video and type to its ground truths.
 
     Returns one row per TP (proposal and truth), FP (proposal only) and FN (truth only) with
     columns outcome, proposal, truth (index labels of the inputs, -1 where absent) and iou.
     """
-    order = proposals.sort_values("score", ascending=False, kind="stable").index if len(proposals) else []
+    order = (
+        proposals.sort_values("score", ascending=False, kind="stable").index
+        if len(proposals)
+        else []
+    )
     gs, ge = truths["onset"].to_numpy(), truths["offset"].to_numpy()
     free = np.ones(len(truths), bool)
     rows = []
@@ -68,26 +74,32 @@ def match_intervals(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRu
     return pd.DataFrame(rows, columns=["outcome", "proposal", "truth", "iou"])
 
 
-def match_all(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule = MEGC) -> pd.DataFrame:
+def match_all(
+    proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule = MEGC
+) -> pd.DataFrame:
     """Match every (video, type); one row per TP/FP/FN with the intervals of both sides.
 
     Both inputs have columns video, subject, type, onset, offset (proposals also score, apex).
     """
-    keys = sorted(set(map(tuple, proposals[["video", "type"]].to_numpy().tolist()))
-                  | set(map(tuple, truths[["video", "type"]].to_numpy().tolist())))
+    keys = sorted(
+        set(map(tuple, proposals[["video", "type"]].to_numpy().tolist()))
+        | set(map(tuple, truths[["video", "type"]].to_numpy().tolist()))
+    )
     parts = []
     for video, kind in keys:
         p = proposals[(proposals["video"] == video) & (proposals["type"] == kind)]
         t = truths[(truths["video"] == video) & (truths["type"] == kind)]
         m = match_intervals(p, t, rule)
-        subject = (p["subject"].iloc[0] if len(p) else t["subject"].iloc[0])
+        subject = p["subject"].iloc[0] if len(p) else t["subject"].iloc[0]
         m.insert(0, "type", kind)
         m.insert(0, "subject", subject)
         m.insert(0, "video", video)
         for side, frame in (("proposal", p), ("truth", t)):
             for column in ("onset", "apex", "offset") + (("score",) if side == "proposal" else ()):
                 values = frame[column] if column in frame else pd.Series(dtype=float)
-                m[f"{side}_{column}"] = [values.get(i, np.nan) if i != -1 else np.nan for i in m[side]]
+                m[f"{side}_{column}"] = [
+                    values.get(i, np.nan) if i != -1 else np.nan for i in m[side]
+                ]
         parts.append(m)
     columns = ["video", "subject", "type", "outcome", "proposal", "truth", "iou"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
@@ -97,8 +109,16 @@ def scores(tp: int, n: int, m: int) -> dict:
     precision = tp / n if n else 0.0
     recall = tp / m if m else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "TP": tp, "FP": n - tp, "FN": m - tp,
-            "proposals": n, "truths": m}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "TP": tp,
+        "FP": n - tp,
+        "FN": m - tp,
+        "proposals": n,
+        "truths": m,
+    }
 
 
 def summarise(matches: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:

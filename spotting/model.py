@@ -69,18 +69,27 @@ class AUWGCN(nn.Module):
         super().__init__()
         adj = torch.as_tensor(np.asarray(adj, dtype=np.float32))
         if adj.shape != (dims.nodes, dims.nodes):
-            raise ValueError(f"adjacency must be ({dims.nodes}, {dims.nodes}), got {tuple(adj.shape)}")
+            raise ValueError(
+                f"adjacency must be ({dims.nodes}, {dims.nodes}), got {tuple(adj.shape)}"
+            )
         self.dims = dims
         self.graph_embedding = nn.Sequential(GraphEmbedding(dims, adj))
         width = dims.nodes * dims.graph_channels  # 192
         h = dims.hidden
         self._sequential = nn.Sequential(
-            nn.Conv1d(width, h, kernel_size=1, bias=False), nn.BatchNorm1d(h), nn.ReLU(),
-            nn.Conv1d(h, h, kernel_size=3, padding=1, bias=False), nn.BatchNorm1d(h), nn.ReLU(),
-            nn.Conv1d(h, h, kernel_size=3, dilation=2, padding=2, bias=False), nn.BatchNorm1d(h),
+            nn.Conv1d(width, h, kernel_size=1, bias=False),
+            nn.BatchNorm1d(h),
+            nn.ReLU(),
+            nn.Conv1d(h, h, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm1d(h),
+            nn.ReLU(),
+            nn.Conv1d(h, h, kernel_size=3, dilation=2, padding=2, bias=False),
+            nn.BatchNorm1d(h),
             nn.ReLU(),
         )
-        self._classification = nn.Conv1d(h, dims.outputs, kernel_size=3, dilation=2, padding=2, bias=False)
+        self._classification = nn.Conv1d(
+            h, dims.outputs, kernel_size=3, dilation=2, padding=2, bias=False
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight)
@@ -96,12 +105,15 @@ class AUWGCN(nn.Module):
         product on (B*T, 192) rows, so no large transposes are made."""
         d = self.dims
         if x.ndim != 4 or x.shape[2:] != (d.nodes, d.in_features):
-            raise ValueError(f"expected input (B, T, {d.nodes}, {d.in_features}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input (B, T, {d.nodes}, {d.in_features}), got {tuple(x.shape)}"
+            )
         b, t = x.shape[:2]
         graph = self.graph_embedding[0]
         gc = graph.gc1
         frame_map = torch.einsum("ij,kc->jkic", gc.adj, gc.weight).reshape(
-            d.nodes * d.in_features, d.nodes * d.graph_channels)
+            d.nodes * d.in_features, d.nodes * d.graph_channels
+        )
         h = torch.addmm(gc.bias.repeat(d.nodes), x.reshape(b * t, -1), frame_map)  # (B*T, 12 * 16)
         h = torch.relu(graph.bn1(h.reshape(-1, d.graph_channels)))  # BN over channels
         h = h.reshape(b * t, d.nodes * d.graph_channels)  # node-major flatten: (B*T, 192)
@@ -143,7 +155,9 @@ def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Te
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UserError(f"{path}: not loadable as weights only ({type(err).__name__}: {err})") from err
+        raise UserError(
+            f"{path}: not loadable as weights only ({type(err).__name__}: {err})"
+        ) from err
     if isinstance(blob, dict) and "state_dict" in blob:
         state, epoch = blob["state_dict"], int(blob.get("epoch", 0))
     elif isinstance(blob, dict):

@@ -66,8 +66,9 @@ class Batch:
 
     @property
     def intervals(self) -> pd.DataFrame:
-        return pd.concat([p.intervals for p in self.predictions], ignore_index=True) if self.predictions \
-            else pd.DataFrame(columns=INTERVAL_COLUMNS)
+        if not self.predictions:
+            return pd.DataFrame(columns=INTERVAL_COLUMNS)
+        return pd.concat([p.intervals for p in self.predictions], ignore_index=True)
 
 
 INTERVAL_COLUMNS = ["video", "type", "onset", "offset", "apex", "score"]
@@ -77,7 +78,8 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
     """The networks of a run folder: one fold's, or every fold's, at the selected epoch."""
     selection = parse_selection(select)
     if selection.mode not in ("last", "fixed"):
-        raise UserError("predict takes --select last or fixed:N (the others choose epochs on labelled data)")
+        raise UserError("predict takes --select last or fixed:N (the others choose epochs on "
+                        "labelled data)")
     folds = RunFolder(run).folds()
     if fold is not None:
         folds = [f for f in folds if f.path.name == fold]
@@ -92,7 +94,8 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
         if epoch not in epochs:
             raise UserError(f"{folder.path}: no weights for epoch {epoch}")
         network, meta = load_weights(folder.weights_path(epoch), device)
-        models.append(Model(folder.path.name, network, meta["normalisation"]["mean"], meta["normalisation"]["std"]))
+        norm = meta["normalisation"]
+        models.append(Model(folder.path.name, network, norm["mean"], norm["std"]))
     return models
 
 
@@ -143,7 +146,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         raise UserError(f"{model}: no such run folder or checkpoint file")
     source = open_source(path, fps=fps)
     if one and len(source.videos) != 1:
-        raise UserError(f"{path}: holds {len(source.videos)} videos; predict_video takes one video file or "
+        raise UserError(f"{path}: holds {len(source.videos)} videos; predict_video takes one "
+                        f"video file or "
                         f"one folder of frames")
     if not source.videos:
         raise UserError(f"{path}: no video found")
@@ -156,15 +160,16 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     try:
         report = run_extraction(source, out / "features.zarr", params, progress=progress)
     except StoreMismatchError as err:
-        raise UserError(f"{err} (features of another model's parameters?): choose another --out") from None
+        raise UserError(f"{err} (features of another model's parameters?): choose another "
+                        f"--out") from None
     features = load_features(out / "features.zarr")
     several = len(source.videos) > 1
     predictions = []
     for spec in source.videos:
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
-            predictions.append(_spot(features.videos[spec.video_id], models, PRESETS[preset or trained_preset],
-                                     device, curves_png, out))
+            predictions.append(_spot(features.videos[spec.video_id], models,
+                                     PRESETS[preset or trained_preset], device, curves_png, out))
     batch = Batch(predictions, list(report.failed), out)
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     (out / "prediction.json").write_text(json.dumps({
@@ -172,7 +177,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         "combination": "mean of the models' logits" if len(models) > 1 else "single model",
         "selection": select, "preset": preset or trained_preset, "subsample": subsample,
         "videos": [p.video_id for p in predictions],
-        "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error} for r in report.failed],
+        "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
+                   for r in report.failed],
         "frame_numbers": "1-based, the video's original numbering"}, indent=1))
     return batch
 
@@ -184,10 +190,12 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
     for spec in videos:
         wanted.setdefault(max(1, int(round(spec.fps / trained_fps))), []).append(spec)
     if len(wanted) > 1:
-        groups = "; ".join(f"every {n}. frame for {', '.join(f'{v.video_id} ({v.fps:g} fps)' for v in specs[:3])}"
-                           for n, specs in sorted(wanted.items()))
+        groups = "; ".join(
+            f"every {n}. frame for {', '.join(f'{v.video_id} ({v.fps:g} fps)' for v in specs[:3])}"
+            for n, specs in sorted(wanted.items()))
         raise UserError(f"{path}: the videos need different subsampling to match the model's "
-                        f"{trained_fps:g} fps ({groups}); predict each frame rate's videos separately")
+                        f"{trained_fps:g} fps ({groups}); predict each frame rate's videos "
+                        f"separately")
     return next(iter(wanted))
 
 
@@ -195,11 +203,13 @@ def load_models(model: Path, fold: str | None, select: str, device: str) -> list
     """The networks of a run folder (one fold's or every fold's) or of a reference checkpoint."""
     if model.is_file():
         network, _epoch = load_reference_checkpoint(model)
-        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD))]
+        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN),
+                      list(REFERENCE_STD))]
     return run_models(model, fold, select, device)
 
 
-def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path) -> Prediction:
+def _spot(video, models: list[Model], preset, device: str, curves_png: Path,
+          out: Path) -> Prediction:
     """The mean of the models' logits over one video's rows -> intervals, curves and their plot."""
     windows = WindowParams()
     ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], windows)}, windows)
@@ -223,10 +233,12 @@ def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out
     return Prediction(video.video_id, intervals, curves, frames, out)
 
 
-def _plot(video_id: str, curves: np.ndarray, frames: np.ndarray, intervals: pd.DataFrame, path: Path) -> None:
+def _plot(video_id: str, curves: np.ndarray, frames: np.ndarray, intervals: pd.DataFrame,
+          path: Path) -> None:
     from spotting.plots import plot_video_curves
 
     spotted = pd.DataFrame({"type": intervals["type"], "outcome": "spotted",
                             "truth_onset": np.nan, "truth_offset": np.nan,
-                            "proposal_onset": intervals["onset"], "proposal_offset": intervals["offset"]})
+                            "proposal_onset": intervals["onset"],
+                            "proposal_offset": intervals["offset"]})
     plot_video_curves(video_id, curves, frames, spotted, path, CURVES)

@@ -58,7 +58,9 @@ class ProposalParams:
 
 PRESETS = {
     "casme2": ProposalParams(),
-    "samm": ProposalParams(mae_distance=(6, 27), me_length=(4, 13), mae_length=(12, 81), mae_top_k=6),
+    "samm": ProposalParams(
+        mae_distance=(6, 27), me_length=(4, 13), mae_length=(12, 81), mae_top_k=6
+    ),
 }
 
 
@@ -78,7 +80,9 @@ def _check_logits(logits: np.ndarray) -> np.ndarray:
     return logits
 
 
-def candidates(logits: np.ndarray, kind: str, params: ProposalParams = ProposalParams()) -> pd.DataFrame:
+def candidates(
+    logits: np.ndarray, kind: str, params: ProposalParams = ProposalParams()
+) -> pd.DataFrame:
     """All proposals of one type before NMS, columns type, start, apex, end, score (rows)."""
     logits = _check_logits(logits)
     n = logits.shape[0]
@@ -96,12 +100,22 @@ def candidates(logits: np.ndarray, kind: str, params: ProposalParams = ProposalP
     start = start_rows[pick, p_start[start_rows].argmax(axis=1)] if len(apex) else apex
     end = end_rows[pick, p_end[end_rows].argmax(axis=1)] if len(apex) else apex
     low, high = params.length(kind)
-    keep = ((p_start[start] > p_end[start]) & (p_start[end] < p_end[end])
-            & (end - start >= low) & (end - start <= high))
-    return pd.DataFrame({
-        "type": kind, "start": start[keep], "apex": apex[keep], "end": end[keep],
-        "score": (p_start[start] * p_end[end] * p_apex[apex])[keep],
-    }, columns=PROPOSAL_COLUMNS)
+    keep = (
+        (p_start[start] > p_end[start])
+        & (p_start[end] < p_end[end])
+        & (end - start >= low)
+        & (end - start <= high)
+    )
+    return pd.DataFrame(
+        {
+            "type": kind,
+            "start": start[keep],
+            "apex": apex[keep],
+            "end": end[keep],
+            "score": (p_start[start] * p_end[end] * p_apex[apex])[keep],
+        },
+        columns=PROPOSAL_COLUMNS,
+    )
 
 
 def length_iou(start: np.ndarray, end: np.ndarray, s: int, e: int) -> np.ndarray:
@@ -130,5 +144,7 @@ def nms(proposals: pd.DataFrame, iou_threshold: float, top_k: int) -> pd.DataFra
 
 def spot_video(logits: np.ndarray, params: ProposalParams = ProposalParams()) -> pd.DataFrame:
     """Kept proposals of both types for one video (rows), best first within each type."""
-    parts = [nms(candidates(logits, kind, params), params.nms_iou, params.top_k(kind)) for kind in TYPES]
+    parts = [
+        nms(candidates(logits, kind, params), params.nms_iou, params.top_k(kind)) for kind in TYPES
+    ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PROPOSAL_COLUMNS)

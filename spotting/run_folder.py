@@ -141,11 +141,14 @@ class RunFolder:
 # ---- checkpoints -------------------------------------------------------------------------------
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
+                     metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata
+    )
     os.replace(tmp, path)
 
 

@@ -59,7 +59,17 @@ def write_casme2(path, first_sheet_name="Sheet1"):
         (1, "disgust1_1", 557, 572, 608, "4+10+14", "disgust", "macro-expression", "disgust"),
         (1, "disgust1_2", 2000, 2010, 0, 12, "happy", "macro-expression", "happy"),  # offset 0
         (2, "anger1_3", 100, 0, 140, "R1+R2", "anger", "macro-expression", "anger"),  # apex 0
-        (2, "anger1_4", 300, 320, 310, "4+glare", "anger", "macro-expression", "anger"),  # offset < apex
+        (
+            2,
+            "anger1_4",
+            300,
+            320,
+            310,
+            "4+glare",
+            "anger",
+            "macro-expression",
+            "anger",
+        ),  # offset < apex
         (2, "happy1_1", 50, 57, 62, 12, "happy", "micro-expression", "happy"),
         (2, "happy1_1", 50, 57, 62, 12, "happy", "micro-expression", "happy"),  # duplicate
         (3, "disgust1_5", 10, 12, 20, 4, "x", "macro-expression", "x"),  # unknown participant
@@ -83,8 +93,11 @@ def test_casme2_workbook_parses_with_repairs(tmp_path):
     f = table.frame
     assert table.dataset == "casme2"
     assert list(f["video_id"]) == [
-        "15_0101disgustingteeth", "15_0101disgustingteeth", "16_0401girlcrashing",
-        "16_0401girlcrashing", "16_0502funnyerrors",
+        "15_0101disgustingteeth",
+        "15_0101disgustingteeth",
+        "16_0401girlcrashing",
+        "16_0401girlcrashing",
+        "16_0502funnyerrors",
     ]
     assert list(f["subject"]) == ["s15", "s15", "s16", "s16", "s16"]
     assert list(f["type"]) == ["mae", "mae", "mae", "mae", "me"]
@@ -95,9 +108,14 @@ def test_casme2_workbook_parses_with_repairs(tmp_path):
     assert [str(c) for c in f.loc[2, "au_codes"]] == ["R1", "R2"]
     assert f.loc[0, "au_numbers"] == "4+10+14"
     reasons = {(i.source_row, i.reason, i.action) for i in table.issues}
-    assert {(2, "missing offset", "repaired"), (3, "missing apex", "repaired"),
-            (4, "offset before apex", "repaired"), (4, "unparseable AU token", "kept"),
-            (6, "duplicate", "skipped"), (7, "unknown participant index", "skipped")} <= reasons
+    assert {
+        (2, "missing offset", "repaired"),
+        (3, "missing apex", "repaired"),
+        (4, "offset before apex", "repaired"),
+        (4, "unparseable AU token", "kept"),
+        (6, "duplicate", "skipped"),
+        (7, "unknown participant index", "skipped"),
+    } <= reasons
     summary = table.summary()
     assert "5 expressions (4 macro, 1 micro)" in summary
     assert "duplicate -> skipped" in summary
@@ -112,8 +130,20 @@ def write_samm(path):
     sheet.title = "FACS_Movement_Only"
     for i in range(9):
         sheet.append((f"preamble line {i + 1}",) if i % 3 == 0 else ())
-    sheet.append(("Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration",
-                  "Type", "Action Units", "Notes"))
+    sheet.append(
+        (
+            "Subject",
+            "Filename",
+            "Inducement Code",
+            "Onset",
+            "Apex",
+            "Offset",
+            "Duration",
+            "Type",
+            "Action Units",
+            "Notes",
+        )
+    )
     rows = [
         (6, "006_1_1", 1, 566.4, 600, 700, 134, "Macro", "4B", None),  # fractional onset
         ("006", "006_1_2", 1, 1000, -1, 1090, 90, "Micro - 1/2", "12(B/C)", None),  # apex -1
@@ -140,10 +170,15 @@ def test_samm_workbook_parses_with_repairs(tmp_path):
     assert list(f["source_row"]) == [11, 12, 13, 14, 15]  # spreadsheet rows: header on row 10
     assert [str(c) for c in f.loc[2, "au_codes"]] == ["A12B"]
     reasons = {(i.source_row, i.reason, i.action) for i in table.issues}
-    assert {(11, "fractional onset", "repaired"), (12, "apex -1 (not annotated)", "repaired"),
-            (13, "missing onset", "repaired"), (13, "unparseable AU token", "kept"),
-            (15, "unparseable AU token", "kept"), (14, "duplicate expression id", "kept"),
-            (15, "duplicate expression id", "kept")} <= reasons
+    assert {
+        (11, "fractional onset", "repaired"),
+        (12, "apex -1 (not annotated)", "repaired"),
+        (13, "missing onset", "repaired"),
+        (13, "unparseable AU token", "kept"),
+        (15, "unparseable AU token", "kept"),
+        (14, "duplicate expression id", "kept"),
+        (15, "duplicate expression id", "kept"),
+    } <= reasons
 
 
 # --- CSV ----------------------------------------------------------------------------------------
@@ -160,7 +195,9 @@ def test_csv_annotations(tmp_path):
     table = read_csv_annotations(path)
     assert list(table.frame["type"]) == ["mae", "me"]
     assert list(table.frame["expression"]) == ["15_0101disgustingteeth_1", "006_1_1"]
-    assert [(i.source_row, i.reason, i.action) for i in table.issues] == [(4, "unknown type", "skipped")]
+    assert [(i.source_row, i.reason, i.action) for i in table.issues] == [
+        (4, "unknown type", "skipped")
+    ]
 
 
 def test_csv_missing_column_is_a_user_error(tmp_path):

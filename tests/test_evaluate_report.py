@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 
 from flowcore.errors import UserError
-from spotting.evaluate import ORACLE_FIRST_EPOCH, evaluate_run, parse_selection, spot_subjects, truth_rows
+from spotting.evaluate import (
+    ORACLE_FIRST_EPOCH,
+    evaluate_run,
+    parse_selection,
+    spot_subjects,
+    truth_rows,
+)
 from mespot.testing import write_subsampled_store
 from spotting.metrics import MEGC, match_all, summarise
 from spotting.proposals import PRESETS
@@ -29,8 +35,11 @@ def run(tmp_path_factory) -> Path:
     """3 subjects x 1 video x 600 rows subsampled 1-in-2 (frame numbers 1, 3, 5, ...), two macro-
     and one micro-expression each, trained 18 epochs with weights kept every epoch."""
     base = write_subsampled_store(tmp_path_factory.mktemp("evaluate"))
-    config = RunConfig(store=str(base / "store.zarr"), annotations=str(base / "gt.csv"),
-                       train=TrainParams(epochs=EPOCHS, batch_size=4, save_every=1, inner_val=1))
+    config = RunConfig(
+        store=str(base / "store.zarr"),
+        annotations=str(base / "gt.csv"),
+        train=TrainParams(epochs=EPOCHS, batch_size=4, save_every=1, inner_val=1),
+    )
     train_loso(config, base / "run", tensorboard=True)
     return base / "run"
 
@@ -48,8 +57,15 @@ def test_last_epoch_evaluation_files_and_frames(run):
     e = evaluate_run(run, "last")
     assert set(e.epochs.values()) == {EPOCHS}
     out = run / "evaluation" / "last"
-    for name in ("metrics.csv", "metrics.json", "intervals.csv", "matches.csv", "metrics_per_subject.csv",
-                 "metrics_per_video.csv", "curves.npz"):
+    for name in (
+        "metrics.csv",
+        "metrics.json",
+        "intervals.csv",
+        "matches.csv",
+        "metrics_per_subject.csv",
+        "metrics_per_video.csv",
+        "curves.npz",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["test_set_selection"] is False and summary["rule"] == "megc"
@@ -57,7 +73,15 @@ def test_last_epoch_evaluation_files_and_frames(run):
     assert metrics.loc["overall", "truths"] == 9
     assert metrics.loc["overall", "TP"] == metrics.loc["me", "TP"] + metrics.loc["mae", "TP"]
     intervals = pd.read_csv(out / "intervals.csv")
-    assert list(intervals.columns[:7]) == ["video", "subject", "type", "onset", "offset", "apex", "score"]
+    assert list(intervals.columns[:7]) == [
+        "video",
+        "subject",
+        "type",
+        "onset",
+        "offset",
+        "apex",
+        "score",
+    ]
     assert (intervals["onset"] % 2 == 1).all()  # original numbering: kept frames are 1, 3, 5, ...
     matches = pd.read_csv(out / "matches.csv")
     truth = matches.dropna(subset=["truth_onset"])
@@ -73,8 +97,13 @@ def f1_per_epoch(run: Path, folder: Path, subjects: list[str], epochs) -> dict[i
     truths = truth_rows(prep, windows)
     f1 = {}
     for epoch in epochs:
-        found, _ = spot_subjects(prep, folder / f"weights_epoch_{epoch:03d}.safetensors", subjects,
-                                 PRESETS["casme2"], windows)
+        found, _ = spot_subjects(
+            prep,
+            folder / f"weights_epoch_{epoch:03d}.safetensors",
+            subjects,
+            PRESETS["casme2"],
+            windows,
+        )
         table = summarise(match_all(found, truths[truths["subject"].isin(subjects)], MEGC))
         f1[epoch] = table.set_index("type").loc["overall", "f1"]
     return f1
@@ -84,10 +113,14 @@ def f1_per_epoch(run: Path, folder: Path, subjects: list[str], epochs) -> dict[i
 def test_oracle_picks_the_best_test_epoch_and_says_so(run):
     e = evaluate_run(run, "oracle")
     for subject, chosen in e.epochs.items():
-        f1 = f1_per_epoch(run, run / "folds" / subject, [subject], range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1))
+        f1 = f1_per_epoch(
+            run, run / "folds" / subject, [subject], range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1)
+        )
         assert f1[chosen] == max(f1.values())
         assert chosen == min(k for k, v in f1.items() if v == f1[chosen])  # ties: the earliest
-    assert json.loads((run / "evaluation" / "oracle" / "metrics.json").read_text())["test_set_selection"]
+    assert json.loads((run / "evaluation" / "oracle" / "metrics.json").read_text())[
+        "test_set_selection"
+    ]
 
 
 @pytest.mark.slow
@@ -105,7 +138,8 @@ def test_inner_validation_picks_the_epoch_on_held_out_training_subjects(run, tmp
         val = json.loads((inner / "inner.json").read_text())["val_subjects"]
         assert len(val) == 1 and subject not in val
         assert json.loads((inner / "fold.json").read_text())["train_subjects"] == sorted(
-            {"s1", "s2", "s3"} - {subject} - set(val))
+            {"s1", "s2", "s3"} - {subject} - set(val)
+        )
         f1 = f1_per_epoch(run, inner, val, range(1, EPOCHS + 1))
         assert chosen == min(k for k, v in f1.items() if v == max(f1.values()))
     # a run without inner models says how to get them
@@ -135,8 +169,17 @@ def test_report_embeds_every_picture(run):
     page = build_report(run).read_text()
     pictures = sorted((run / "report").glob("*.png"))
     names = {p.stem for p in pictures}
-    assert {"metrics_last", "metrics_oracle", "subject_f1", "losses", "prior", "lengths",
-            "curves_s1_v", "curves_s2_v", "curves_s3_v"} <= names
+    assert {
+        "metrics_last",
+        "metrics_oracle",
+        "subject_f1",
+        "losses",
+        "prior",
+        "lengths",
+        "curves_s1_v",
+        "curves_s2_v",
+        "curves_s3_v",
+    } <= names
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(embedded) == len(pictures)
     for path in pictures:
@@ -156,7 +199,9 @@ def test_report_of_a_run_without_true_positives(run, tmp_path):
     config = json.loads((copy / "config.json").read_text())
     gt = Path(config["annotations"])
     shifted = pd.read_csv(gt)
-    shifted[["onset", "apex", "offset"]] = shifted[["onset", "apex", "offset"]] + 600  # truth moved away
+    shifted[["onset", "apex", "offset"]] = (
+        shifted[["onset", "apex", "offset"]] + 600
+    )  # truth moved away
     moved = tmp_path / "gt.csv"
     shifted.to_csv(moved, index=False)
     config["annotations"] = str(moved)
@@ -171,9 +216,16 @@ def test_long_video_curves_are_split_into_rows(tmp_path):
 
     n = 12000
     curves = np.random.default_rng(0).random((n, 8)).astype(np.float32)
-    matches = pd.DataFrame({"type": ["me", "mae"], "outcome": ["FP", "FN"], "truth_onset": [np.nan, 5000],
-                            "truth_offset": [np.nan, 5040], "proposal_onset": [200, np.nan],
-                            "proposal_offset": [210, np.nan]})
+    matches = pd.DataFrame(
+        {
+            "type": ["me", "mae"],
+            "outcome": ["FP", "FN"],
+            "truth_onset": [np.nan, 5000],
+            "truth_offset": [np.nan, 5040],
+            "proposal_onset": [200, np.nan],
+            "proposal_offset": [210, np.nan],
+        }
+    )
     path = plot_video_curves("long", curves, np.arange(1, n + 1), matches, tmp_path / "long.png")
     from PIL import Image
 

@@ -227,14 +227,16 @@ def test_gamma_illumination_term_agrees(bump_pair):
     assert end_point_error(b, truth) < 0.5 * end_point_error(plain, truth)
 
 
-@pytest.mark.parametrize("solver", [solve_level_numba, solve_level_tensors], ids=["numba", "tensors"])
+@pytest.mark.parametrize("solver", [solve_level_numba, solve_level_tensors],
+                         ids=["numba", "tensors"])
 def test_batch_equals_single_pairs(solver):
     """Per-sample stopping: a pair's flow does not depend on the rest of its batch."""
     texture = np.array(face_texture(32))
     shifts = [(0.3, 0.0), (0.0, 0.0), (1.5, -1.0)]  # the identical pair stops at once
     first = torch.from_numpy(np.stack([texture] * 3))
-    second = torch.from_numpy(np.stack(
-        [render_second(texture, translation_flow(texture.shape, *s)) for s in shifts]))
+    second = torch.from_numpy(
+        np.stack([render_second(texture, translation_flow(texture.shape, *s)) for s in shifts])
+    )
     batch = flow_torch(first, second, TVL1Params(), solver)
     for i in range(3):
         single = flow_torch(first[i : i + 1], second[i : i + 1], TVL1Params(), solver)
@@ -260,8 +262,12 @@ def test_cuda_matches_cpu(shifted_pair):
     cpu = compute_flow(first, second, backend="torch")
     gpu = compute_flow(first, second, backend="torch", device="cuda")
     assert end_point_error(_interior(cpu), _interior(gpu)) < 1e-3
-    tensors = compute_flow(torch.from_numpy(first).cuda(), torch.from_numpy(second).cuda(),
-                           backend="torch", device="cuda")
+    tensors = compute_flow(
+        torch.from_numpy(first).cuda(),
+        torch.from_numpy(second).cuda(),
+        backend="torch",
+        device="cuda",
+    )
     assert tensors.device.type == "cuda"
 
 

@@ -123,6 +123,8 @@ def test_checkpoint_of_another_network_is_refused(tmp_path):
 def test_conv_stack_matches_section_5():
     model = make()
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.dilation[0], c.padding[0]) for c in convs] == [
-        (192, 64, 1, 1, 0), (64, 64, 3, 1, 1), (64, 64, 3, 2, 2), (64, 10, 3, 2, 2)]
+    assert [
+        (c.in_channels, c.out_channels, c.kernel_size[0], c.dilation[0], c.padding[0])
+        for c in convs
+    ] == [(192, 64, 1, 1, 0), (64, 64, 3, 1, 1), (64, 64, 3, 2, 2), (64, 10, 3, 2, 2)]
     assert all(c.bias is None for c in convs)

@@ -26,13 +26,17 @@ def trained(tmp_path_factory) -> dict:
     from spotting.loso import train_loso
 
     base = tmp_path_factory.mktemp("predict")
-    data = generate_dataset(SMALL.replace(subjects=2, videos_per_subject=1, seconds=2.0), base / "data",
-                            preview=False).root
+    data = generate_dataset(
+        SMALL.replace(subjects=2, videos_per_subject=1, seconds=2.0), base / "data", preview=False
+    ).root
     params = ExtractParams(faces=FaceParams(resize=64))
     report = extract_source(data, base / "features.zarr", params)
     assert not report.failed
-    config = RunConfig(store=str(base / "features.zarr"), annotations=str(data / "ground_truth.csv"),
-                       train=TrainParams(epochs=2, batch_size=2))
+    config = RunConfig(
+        store=str(base / "features.zarr"),
+        annotations=str(data / "ground_truth.csv"),
+        train=TrainParams(epochs=2, batch_size=2),
+    )
     train_loso(config, base / "run", tensorboard=False)
     return {"base": base, "data": data, "run": base / "run"}
 
@@ -63,16 +67,36 @@ def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
     # the features were extracted with the training store's parameters
     import zarr
 
-    trained_params = dict(zarr.open_group(str(trained["base"] / "features.zarr"), mode="r").attrs)["params"]
-    new_params = dict(zarr.open_group(str(tmp_path / "out" / "features.zarr"), mode="r").attrs)["params"]
+    trained_params = dict(zarr.open_group(str(trained["base"] / "features.zarr"), mode="r").attrs)[
+        "params"
+    ]
+    new_params = dict(zarr.open_group(str(tmp_path / "out" / "features.zarr"), mode="r").attrs)[
+        "params"
+    ]
     assert new_params == trained_params
 
 
 @pytest.mark.slow
 def test_predict_a_video_file_with_one_fold_from_the_command_line(trained, tmp_path, capsys):
-    video = _as_mp4(trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth", tmp_path / "clip.mp4")
+    video = _as_mp4(
+        trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth", tmp_path / "clip.mp4"
+    )
     out = tmp_path / "clip"
-    assert main(["predict", str(video), "--model", str(trained["run"]), "--fold", "s15", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(video),
+                "--model",
+                str(trained["run"]),
+                "--fold",
+                "s15",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "spotted" in capsys.readouterr().out
     assert json.loads((out / "prediction.json").read_text())["models"] == ["s15"]
 
@@ -89,7 +113,9 @@ def test_predict_with_a_reference_checkpoint(trained, tmp_path):
     result = predict_video(folder, checkpoint, tmp_path / "ref")
     import zarr
 
-    params = dict(zarr.open_group(str(tmp_path / "ref" / "features.zarr"), mode="r").attrs)["params"]
+    params = dict(zarr.open_group(str(tmp_path / "ref" / "features.zarr"), mode="r").attrs)[
+        "params"
+    ]
     assert params["compat"] is True  # the reference's 8-bit feature scale
     assert result.curves.shape[1] == 8
 

@@ -83,8 +83,15 @@ def test_plateau_of_apex_rows_collapses_in_nms():
 
 
 def test_nms_by_hand():
-    proposals = pd.DataFrame({"type": "mae", "start": [0, 2, 30, 31, 60, 90], "apex": 0,
-                              "end": [20, 22, 50, 60, 80, 95], "score": [0.9, 0.8, 0.7, 0.6, 0.0, 0.5]})
+    proposals = pd.DataFrame(
+        {
+            "type": "mae",
+            "start": [0, 2, 30, 31, 60, 90],
+            "apex": 0,
+            "end": [20, 22, 50, 60, 80, 95],
+            "score": [0.9, 0.8, 0.7, 0.6, 0.0, 0.5],
+        }
+    )
     # IoU(0-20, 2-22) = 18 / 22 > 0.5 -> dropped; IoU(30-50, 31-60) = 19 / 30 > 0.5 -> dropped;
     # score 0 stops the loop before 60-80; 90-95 kept in score order.
     kept = nms(proposals, 0.5, top_k=5)
@@ -108,6 +115,7 @@ def test_empty_video_and_bad_shape():
 
 
 # ---------------------------------------------------------------- metrics
+
 
 def frame(rows, with_score=True):
     cols = ["video", "subject", "type", "onset", "offset"] + (["score"] if with_score else [])
@@ -137,10 +145,22 @@ def test_each_truth_matches_once_best_score_first():
 
 
 def test_pooled_counts_and_overall_is_not_a_mean():
-    truths = frame([("a", "s1", "me", 10, 20), ("a", "s1", "mae", 100, 140), ("b", "s2", "mae", 10, 60),
-                    ("b", "s2", "mae", 200, 230)], with_score=False)
-    proposals = frame([("a", "s1", "me", 11, 20, 0.9), ("a", "s1", "me", 50, 60, 0.8),
-                       ("a", "s1", "mae", 101, 139, 0.7)])
+    truths = frame(
+        [
+            ("a", "s1", "me", 10, 20),
+            ("a", "s1", "mae", 100, 140),
+            ("b", "s2", "mae", 10, 60),
+            ("b", "s2", "mae", 200, 230),
+        ],
+        with_score=False,
+    )
+    proposals = frame(
+        [
+            ("a", "s1", "me", 11, 20, 0.9),
+            ("a", "s1", "me", 50, 60, 0.8),
+            ("a", "s1", "mae", 101, 139, 0.7),
+        ]
+    )
     matches = match_all(proposals, truths)
     table = summarise(matches).set_index("type")
     assert table.loc["me", ["TP", "FP", "FN"]].tolist() == [1, 1, 0]
@@ -150,7 +170,9 @@ def test_pooled_counts_and_overall_is_not_a_mean():
     assert overall["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
     assert overall["f1"] != pytest.approx((table.loc["me", "f1"] + table.loc["mae", "f1"]) / 2)
     per_subject = summarise(matches, by=["subject"]).set_index(["subject", "type"])
-    assert per_subject.loc[("s2", "mae"), "FN"] == 2 and per_subject.loc[("s2", "overall"), "f1"] == 0
+    assert (
+        per_subject.loc[("s2", "mae"), "FN"] == 2 and per_subject.loc[("s2", "overall"), "f1"] == 0
+    )
     tp = matches[matches["outcome"] == "TP"]
     pairs = sorted(tp[["truth_onset", "proposal_onset"]].values.tolist())
     assert pairs == [[10, 11], [100, 101]]  # which proposal matched which truth

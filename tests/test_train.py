@@ -56,7 +56,9 @@ def test_total_loss_weights():
     expected = (1.8 * parts["me_apex"] + parts["me_start_end"] + 0.1 * parts["me_action"]
                 + 0.7 * (parts["mae_apex"] + parts["mae_start_end"] + 0.1 * parts["mae_action"]))
     assert float(total) == pytest.approx(float(expected), rel=1e-6)
-    assert float(parts["mae_start_end"]) == pytest.approx(float(start_end_loss(logits[:, 3:6], se[:, 1])))
+    assert float(parts["mae_start_end"]) == pytest.approx(
+        float(start_end_loss(logits[:, 3:6], se[:, 1]))
+    )
 
 
 # --- a tiny store -------------------------------------------------------------------------------
@@ -71,8 +73,11 @@ def tiny(tmp_path_factory):
 def config(tiny, **train):
     params = dict(epochs=3, batch_size=2, save_every=2)
     params.update(train)
-    return RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
-                     train=TrainParams(**params))
+    return RunConfig(
+        store=str(tiny / "store.zarr"),
+        annotations=str(tiny / "gt.csv"),
+        train=TrainParams(**params),
+    )
 
 
 def weights(run, subject, epoch):
@@ -90,7 +95,9 @@ def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
     assert cfg["prior"]["source"] == "train" and "environment" in cfg
     fold = run / "folds" / "s2"
     assert sorted(p.name for p in fold.glob("weights_*")) == [
-        "weights_epoch_002.safetensors", "weights_epoch_003.safetensors"]
+        "weights_epoch_002.safetensors",
+        "weights_epoch_003.safetensors",
+    ]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(fold / "tb"))
@@ -121,14 +128,17 @@ def test_same_seed_same_weights_and_resume_after_interruption(tiny, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_loso(config(tiny), resumed, tensorboard=False,
-                   subjects=["s1", "s2"], on_epoch_end=kill)
+        train_loso(
+            config(tiny), resumed, tensorboard=False, subjects=["s1", "s2"], on_epoch_end=kill
+        )
     assert not (resumed / "folds" / "s2" / "fold.json").exists()
     results = train_loso(config(tiny), resumed, tensorboard=False, subjects=["s1", "s2"])
     assert [r.resumed_from for r in results] == [3, 2]  # s1 done before, s2 from epoch 2
     for subject in ("s1", "s2"):
-        losses = {json.loads((r / "folds" / subject / "fold.json").read_text())["final_loss"]
-                  for r in (first, second, resumed)}
+        losses = {
+            json.loads((r / "folds" / subject / "fold.json").read_text())["final_loss"]
+            for r in (first, second, resumed)
+        }
         assert len(losses) == 1, losses
         a, b, c = (weights(r, subject, 3) for r in (first, second, resumed))
         for key in a:
@@ -155,7 +165,10 @@ def assert_same_folds(run, reference, subjects=("s1", "s2", "s3"), epoch=3):
         a, b = weights(reference, subject, epoch), weights(run, subject, epoch)
         for key in a:
             assert torch.equal(a[key], b[key]), (subject, key)
-        outputs = [load_file(str(r / "folds" / subject / "test_outputs.safetensors")) for r in (reference, run)]
+        outputs = [
+            load_file(str(r / "folds" / subject / "test_outputs.safetensors"))
+            for r in (reference, run)
+        ]
         assert torch.equal(outputs[0][f"{subject}_v"], outputs[1][f"{subject}_v"])
 
 
@@ -179,7 +192,9 @@ def test_folds_as_ray_tasks_match_one_by_one_training(tiny, one_thread_run, loca
     assert [r.subject for r in results] == ["s1", "s2", "s3"]
     assert_same_folds(run, one_thread_run)  # one CPU per task: one torch thread
     log = (run / "train.log").read_text()
-    assert "ray: 1 node(s) with 2 CPU(s) and 0 GPU(s); 3 fold task(s) of 1 CPU and 0 GPU each" in log
+    assert (
+        "ray: 1 node(s) with 2 CPU(s) and 0 GPU(s); 3 fold task(s) of 1 CPU and 0 GPU each" in log
+    )
     assert all(f"fold {k}/3 s{k}: 2 train / 2 test windows" in log for k in (1, 2, 3))
 
 
@@ -191,11 +206,30 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path):
     import time
 
     run = tmp_path / "run"
-    args = ["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run), "--epochs", "1000",
-            "--workers", "2", "--threads", "1", "--no-tensorboard", "--save-every", "1000", "-q"]
+    args = [
+        "train",
+        str(tiny / "store.zarr"),
+        "-a",
+        str(tiny / "gt.csv"),
+        "-o",
+        str(run),
+        "--epochs",
+        "1000",
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+        "--no-tensorboard",
+        "--save-every",
+        "1000",
+        "-q",
+    ]
     code = f"import sys; from mespot.cli import main; sys.exit(main({args!r}))"
-    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     resume = run / "folds" / "s1" / "resume.safetensors"
     deadline = time.monotonic() + 60
     while not resume.exists() and time.monotonic() < deadline:
@@ -211,7 +245,15 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path):
 
 
 def test_engine_flags_that_cannot_work_are_refused(tiny, tmp_path, capsys):
-    args = ["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(tmp_path / "run"), "-q"]
+    args = [
+        "train",
+        str(tiny / "store.zarr"),
+        "-a",
+        str(tiny / "gt.csv"),
+        "-o",
+        str(tmp_path / "run"),
+        "-q",
+    ]
     assert main(args + ["--address", "auto"]) == 2
     assert "--address and --gpus-per-task go with --engine ray" in capsys.readouterr().err
     assert main(args + ["--engine", "ray", "--gpus-per-task", "0.5"]) == 2
@@ -237,42 +279,113 @@ def test_a_failing_fold_in_a_worker_does_not_stop_the_others(tiny, tmp_path):
 def test_other_configuration_in_the_run_folder_is_refused(tiny, tmp_path):
     run = tmp_path / "run"
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
-    train_loso(config(tiny, epochs=1), run, tensorboard=False,
-               subjects=["s1"], prepared=prep)
+    train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"], prepared=prep)
     with pytest.raises(UserError, match="another configuration"):
-        train_loso(config(tiny, epochs=2), run, tensorboard=False,
-                   subjects=["s1"], prepared=prep)
+        train_loso(config(tiny, epochs=2), run, tensorboard=False, subjects=["s1"], prepared=prep)
     with pytest.raises(UserError, match="unknown subject"):
         train_loso(config(tiny, epochs=1), run, subjects=["s9"], prepared=prep)
 
 
 def test_command_line(tiny, tmp_path, capsys):
     run = tmp_path / "runs" / "cli"
-    code = main(["train", str(tiny / "store.zarr"), "--annotations", str(tiny / "gt.csv"),
-                 "--protocol", "loso", "--out", str(run), "--epochs", "1", "--subjects", "s3",
-                 "--no-tensorboard", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tiny / "store.zarr"),
+            "--annotations",
+            str(tiny / "gt.csv"),
+            "--protocol",
+            "loso",
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--subjects",
+            "s3",
+            "--no-tensorboard",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert (run / "folds" / "s3" / "weights_epoch_001.safetensors").exists()
-    assert main(["train", str(tmp_path / "missing.zarr"), "--annotations", str(tiny / "gt.csv"),
-                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "missing.zarr"),
+                "--annotations",
+                str(tiny / "gt.csv"),
+                "--out",
+                str(tmp_path / "x"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "feature store not found" in capsys.readouterr().err
-    assert main(["train", str(tiny / "store.zarr"), "--annotations", str(tiny / "gt.csv"),
-                 "--out", str(tmp_path / "y"), "--device", "cuda:7" if not torch.cuda.is_available()
-                 else "nonsense", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "--annotations",
+                str(tiny / "gt.csv"),
+                "--out",
+                str(tmp_path / "y"),
+                "--device",
+                "cuda:7" if not torch.cuda.is_available() else "nonsense",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
 
 
 def test_yaml_config_and_flags(tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("train:\n  epochs: 1\n  batch_size: 4\nprior:\n  source: all\n")
     run = tmp_path / "run"
-    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
-                 "--config", str(cfg), "--seed", "5", "--subjects", "s1", "--no-tensorboard", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "-a",
+                str(tiny / "gt.csv"),
+                "-o",
+                str(run),
+                "--config",
+                str(cfg),
+                "--seed",
+                "5",
+                "--subjects",
+                "s1",
+                "--no-tensorboard",
+                "-q",
+            ]
+        )
+        == 0
+    )
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["train"]["epochs"] == 1 and resolved["train"]["batch_size"] == 4
     assert resolved["train"]["seed"] == 5 and resolved["prior"]["source"] == "all"
     cfg.write_text("train:\n  epochz: 1\n")
-    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
-                 "--config", str(cfg), "-q"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "-a",
+                str(tiny / "gt.csv"),
+                "-o",
+                str(run),
+                "--config",
+                str(cfg),
+                "-q",
+            ]
+        )
+        == 2
+    )
 
 
 def test_video_logits_reassembles_windows_in_row_order(tiny):
@@ -284,8 +397,9 @@ def test_video_logits_reassembles_windows_in_row_order(tiny):
     order = np.flatnonzero(mask)
     # fake logits: channel c of window w's central row j holds first_row + j (+ 1000 c)
     j = np.arange(ws.start_end.shape[-1])
-    logits = (ws.first_row[order][:, None, None] + j[None, None, :]
-              + 1000 * np.arange(10)[None, :, None]).astype(np.float32)
+    logits = (
+        ws.first_row[order][:, None, None] + j[None, None, :] + 1000 * np.arange(10)[None, :, None]
+    ).astype(np.float32)
     got = video_logits(logits, ws, mask)
     assert sorted(got) == ["s1_v", "s3_v"]
     assert got["s1_v"].shape == (300, 10)
@@ -298,12 +412,20 @@ def test_video_logits_reassembles_windows_in_row_order(tiny):
 def test_cuda_training_is_deterministic_and_agrees_with_cpu(tiny, tmp_path):
     runs = {name: tmp_path / name for name in ("gpu1", "gpu2", "cpu")}
     for name, run in runs.items():
-        train_loso(config(tiny, epochs=2), run, device="cpu" if name == "cpu" else "cuda",
-                   subjects=["s1"], tensorboard=False)
+        train_loso(
+            config(tiny, epochs=2),
+            run,
+            device="cpu" if name == "cpu" else "cuda",
+            subjects=["s1"],
+            tensorboard=False,
+        )
     a, b = (weights(runs[n], "s1", 2) for n in ("gpu1", "gpu2"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    loss = {n: json.loads((r / "folds" / "s1" / "fold.json").read_text())["final_loss"] for n, r in runs.items()}
+    loss = {
+        n: json.loads((r / "folds" / "s1" / "fold.json").read_text())["final_loss"]
+        for n, r in runs.items()
+    }
     assert loss["gpu1"] == pytest.approx(loss["cpu"], rel=1e-2)
 
 

@@ -110,7 +110,8 @@ def check_backend(backend: str, device: str, here: bool = True) -> None:
         raise ValueError(f"the opencv flow backend runs on cpu only, not on {device!r}; for a GPU "
                          f"choose the torch backend (--backend torch)")
     if backend == "cuda" and not device.startswith("cuda"):
-        raise ValueError(f"the cuda flow backend runs on a GPU, not on {device!r}: add --device cuda")
+        raise ValueError(f"the cuda flow backend runs on a GPU, not on {device!r}: "
+                         f"add --device cuda")
     if here and device.startswith("cuda"):
         import torch
 

@@ -16,9 +16,11 @@ from mespot.bench import LOSO_STEPS, flow_rates, training_step
 
 def bench_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-    size: int = typer.Option(128, "--size", help="Face size in pixels (as `mespot extract --resize`)."),
+    size: int = typer.Option(
+        128, "--size", help="Face size in pixels (as `mespot extract --resize`)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
-    repeats: int = typer.Option(3, "--repeats", help="Timed calls per measurement (the median counts)."),
+    repeats: int = typer.Option(
+        3, "--repeats", help="Timed calls per measurement (the median counts)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the numbers as JSON here."),
 ) -> None:
     """Time optical flow and training on this machine and say which flags are fastest."""
@@ -51,17 +53,24 @@ def bench_command(
     console.print(table)
     best = max(flow, key=lambda r: r["pairs_per_s"])
     opencv = next((r for r in flow if r["backend"] == "opencv"), None)
-    versus = f", {best['pairs_per_s'] / opencv['pairs_per_s']:.1f}x opencv" if opencv and best is not opencv else ""
-    flags = f"--backend {best['backend']}" + ("" if best["device"] == "cpu" else f" --device {best['device']}")
+    versus = ""
+    if opencv and best is not opencv:
+        versus = f", {best['pairs_per_s'] / opencv['pairs_per_s']:.1f}x opencv"
+    flags = f"--backend {best['backend']}"
+    if best["device"] != "cpu":
+        flags += f" --device {best['device']}"
     if best["backend"] != "opencv":
         flags += f" --batch-size {best['batch']}"
-    console.print(f"extract: {flags} ({best['pairs_per_s']:.2f} pairs/s at {size} px in one process{versus})")
+    console.print(f"extract: {flags} ({best['pairs_per_s']:.2f} pairs/s at {size} px in one "
+                  f"process{versus})")
     console.print(f"train: a CAS(ME)^2-sized LOSO run (22 folds x 100 epochs) would take about "
-                  f"{train['loso_casme2_estimate_s'] / 60:.0f} min on {device} (estimate: {LOSO_STEPS:,} steps "
+                  f"{train['loso_casme2_estimate_s'] / 60:.0f} min on {device} "
+                  f"(estimate: {LOSO_STEPS:,} steps "
                   f"x the step time; benchmarks/train_speed.py measures whole runs)")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"benchmark": "mespot bench", **describe(threads or None), "flow": flow, "training": train,
+        record = {"benchmark": "mespot bench", **describe(threads or None), "flow": flow,
+                  "training": train,
                   "suggested_backend": best["backend"]}
         out.write_text(json.dumps(record, indent=1) + "\n")
         console.print(f"wrote {out}")

@@ -68,7 +68,8 @@ def extract_params(ctx, config: Path | None, flags: dict):
     for flag, key in _FLAG_KEYS.items():
         if flag_given(ctx, flag) or config is None:
             section, _, name = key.rpartition(".")
-            (values[section] if section else values)[name] = (flags[section][name] if section else flags[name])
+            value = flags[section][name] if section else flags[name]
+            (values[section] if section else values)[name] = value
     try:
         return ExtractParams.from_dict(values)
     except (TypeError, ValueError) as err:
@@ -136,11 +137,14 @@ def extract_command(
     from mespot.api import extract
     from mespot.progress import RichProgress
 
-    runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")  # flags first
-    flags = {"flow_backend": backend, "subsample": subsample, "compat": compat, "save_flow": save_flow,
+    # the engine's flags first
+    runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")
+    flags = {"flow_backend": backend, "subsample": subsample, "compat": compat,
+             "save_flow": save_flow,
              "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
-    report = extract(source, out, extract_params(ctx, config, flags), device=device, workers=workers,
-                     batch_size=batch_size, videos=video, subjects_csv=subjects_csv, engine=runner,
+    report = extract(source, out, extract_params(ctx, config, flags), device=device,
+                     workers=workers, batch_size=batch_size, videos=video,
+                     subjects_csv=subjects_csv, engine=runner,
                      progress=RichProgress(enabled=not quiet))
     if pictures is not None:
         from flowcore.pictures import write_pictures

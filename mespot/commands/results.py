@@ -23,23 +23,40 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
         label = e.selection.short_label
         for row in e.metrics.itertuples():
             name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
-            table.add_row(label if row.type == "me" else "", name, f"{row.precision:.4f}", f"{row.recall:.4f}",
-                          f"{row.f1:.4f}", str(row.TP), str(row.FP), str(row.FN),
-                          end_section=row.type == "overall")
+            table.add_row(
+                label if row.type == "me" else "",
+                name,
+                f"{row.precision:.4f}",
+                f"{row.recall:.4f}",
+                f"{row.f1:.4f}",
+                str(row.TP),
+                str(row.FP),
+                str(row.FN),
+                end_section=row.type == "overall",
+            )
     console.print(table)
     if any(e.selection.mode == "oracle" for e in evaluations):
-        console.print("[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
-                      "those numbers are optimistic and only for comparison with published results.")
+        console.print(
+            "[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
+            "those numbers are optimistic and only for comparison with published results."
+        )
 
 
 def evaluate_command(
     run: Path = typer.Argument(..., help="Run folder written by `mespot train`."),
-    select: list[str] = typer.Option(["last"], "--select", "-s",
-                                     help="Epoch per fold: last, fixed:N, inner-val or oracle (test-set "
-                                          "selection, labelled as such). Repeat to compare."),
-    rule: str = typer.Option("megc", "--rule", help="Matching: megc (IoU >= 0.5, inclusive) or reference."),
-    preset: Optional[str] = typer.Option(None, "--preset",
-                                         help="Proposal ranges: casme2 or samm (default: from the store)."),
+    select: list[str] = typer.Option(
+        ["last"],
+        "--select",
+        "-s",
+        help="Epoch per fold: last, fixed:N, inner-val or oracle (test-set "
+        "selection, labelled as such). Repeat to compare.",
+    ),
+    rule: str = typer.Option(
+        "megc", "--rule", help="Matching: megc (IoU >= 0.5, inclusive) or reference."
+    ),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="Proposal ranges: casme2 or samm (default: from the store)."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     report: bool = typer.Option(True, "--report/--no-report", help="Also write report.html."),
 ) -> None:
@@ -61,12 +78,16 @@ def evaluate_command(
 
 def report_command(
     run: Path = typer.Argument(..., help="Run folder with at least one evaluation."),
-    select: Optional[str] = typer.Option(None, "--select", "-s",
-                                         help="Which evaluation's curves and lists to show (default: last)."),
-    faces: Optional[list[str]] = typer.Option(None, "--faces",
-                                              help="Add face strips (onset/apex/offset of each truth and "
-                                                   "false positive, ROIs, MDMO arrows) for this video; "
-                                                   "repeatable; 'all' for every video."),
+    select: Optional[str] = typer.Option(
+        None, "--select", "-s", help="Which evaluation's curves and lists to show (default: last)."
+    ),
+    faces: Optional[list[str]] = typer.Option(
+        None,
+        "--faces",
+        help="Add face strips (onset/apex/offset of each truth and "
+        "false positive, ROIs, MDMO arrows) for this video; "
+        "repeatable; 'all' for every video.",
+    ),
 ) -> None:
     """Write RUN/report.html (self-contained, opens offline) and RUN/report/*.png."""
     from mespot.api import report
@@ -76,19 +97,36 @@ def report_command(
 
 
 def predict_command(
-    video: Path = typer.Argument(..., help="A video file, a folder of numbered frames, or a folder of "
-                                 "video files (every video in it is spotted)."),
-    model: Path = typer.Option(..., "--model", "-m",
-                               help="A run folder (runs/NAME) or a reference checkpoint_epoch_EEE.pth.tar."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="Output folder [default: predictions/<video or folder name>]."),
-    fold: Optional[str] = typer.Option(None, "--fold", help="Use only this fold's model (a subject id)."),
-    all_folds: bool = typer.Option(True, "--all-folds/--one-fold",
-                                   help="Average the logits of every fold's model (default)."),
-    select: str = typer.Option("last", "--select", "-s", help="Epoch of each fold: last or fixed:N."),
+    video: Path = typer.Argument(
+        ...,
+        help="A video file, a folder of numbered frames, or a folder of "
+        "video files (every video in it is spotted).",
+    ),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="A run folder (runs/NAME) or a reference checkpoint_epoch_EEE.pth.tar.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output folder [default: predictions/<video or folder name>]."
+    ),
+    fold: Optional[str] = typer.Option(
+        None, "--fold", help="Use only this fold's model (a subject id)."
+    ),
+    all_folds: bool = typer.Option(
+        True, "--all-folds/--one-fold", help="Average the logits of every fold's model (default)."
+    ),
+    select: str = typer.Option(
+        "last", "--select", "-s", help="Epoch of each fold: last or fixed:N."
+    ),
     preset: Optional[str] = typer.Option(None, "--preset", help="Proposal ranges: casme2 or samm."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frame folder [default: 30]."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Flow backend [default: the model's]."),
+    fps: Optional[float] = typer.Option(
+        None, "--fps", help="Frame rate of a frame folder [default: 30]."
+    ),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help="Flow backend [default: the model's]."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -105,18 +143,33 @@ def predict_command(
     if fold is None and not all_folds:
         raise UserError("--one-fold needs --fold SUBJECT")
     out = out or Path("predictions") / video.stem
-    batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
-                           device=device, backend=backend, progress=RichProgress(enabled=not quiet))
+    batch = predict_videos(
+        video,
+        model,
+        out,
+        fold=fold,
+        select=select,
+        preset=preset,
+        fps=fps,
+        device=device,
+        backend=backend,
+        progress=RichProgress(enabled=not quiet),
+    )
     for result in batch.predictions:
         counts = result.intervals["type"].value_counts()
-        typer.echo(f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
-                   f"macro-expressions spotted")
+        typer.echo(
+            f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
+            f"macro-expressions spotted"
+        )
     if len(batch.predictions) == 1:
         table = batch.predictions[0].intervals
         typer.echo(table.to_string(index=False) if len(table) else "(none)")
     for failure in batch.failed:
-        typer.echo(f"{failure.video_id}: not spotted, feature extraction failed at {failure.stage}: "
-                   f"{failure.error}", err=True)
+        typer.echo(
+            f"{failure.video_id}: not spotted, feature extraction failed at {failure.stage}: "
+            f"{failure.error}",
+            err=True,
+        )
     pictures = out / ("curves.png" if len(batch.predictions) == 1 else "curves")
     typer.echo(f"written: {out / 'intervals.csv'}, {pictures}")
     if batch.failed:
