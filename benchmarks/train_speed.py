@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mespot import __version__
+from flowcore.version import __version__
 from mespot.testing import create_store, write_video
 from spotting.config import RunConfig, TrainParams
 from spotting.data import prepare

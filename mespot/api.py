@@ -112,16 +112,18 @@ def train(store: str | Path, annotations: str | Path, out: str | Path, *,
 
 
 def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
-             preset: str | None = None, device: str = "cpu"):
+             preset: str | None = None, device: str = "cpu", proposals: str | None = None):
     """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last,
     fixed:N, inner-val, or oracle: test-set selection, labelled so), match with the truth, and
-    write RUN/evaluation/<selection>/; `mespot evaluate`. Returns a spotting.evaluate.Evaluation
+    write RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc or reference; proposals:
+    the proposal arithmetic, mespot or reference (None: reference for a --compat store, else
+    mespot). Returns a spotting.evaluate.Evaluation
     (`.metrics`, `.per_subject`, `.per_video`, `.matches`, `.intervals`: DataFrames)."""
     from spotting.data import resolve_device
     from spotting.evaluate import evaluate_run
 
     resolve_device(device)
-    return evaluate_run(run, select, rule=rule, preset=preset, device=device)
+    return evaluate_run(run, select, rule=rule, preset=preset, device=device, proposals=proposals)
 
 
 def report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:

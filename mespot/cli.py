@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from mespot import __version__
+from flowcore.version import __version__
 from flowcore.errors import UserError
 
 app = typer.Typer(

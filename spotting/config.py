@@ -12,6 +12,7 @@ from typing import Optional
 
 from flowcore.errors import UserError
 from spotting.losses import LossParams
+from spotting.model import ModelDims
 from spotting.prior import PriorParams
 from spotting.windows import WindowParams
 
@@ -59,6 +60,7 @@ class RunConfig:
     windows: WindowParams = field(default_factory=WindowParams)
     prior: PriorParams = field(default_factory=PriorParams)
     losses: LossParams = field(default_factory=LossParams)
+    model: ModelDims = field(default_factory=ModelDims)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -70,13 +72,14 @@ class RunConfig:
 def config_from_dict(
     sections: dict, store: str, annotations: str, protocol: str = "loso"
 ) -> RunConfig:
-    """A RunConfig from sections {train, windows, prior, losses} of field values (a YAML file or
-    a run's config.json; its store/annotations/environment entries are ignored)."""
+    """A RunConfig from sections {train, windows, prior, losses, model} of field values (a YAML
+    file or a run's config.json; its store/annotations/environment entries are ignored)."""
     kinds = {
         "train": TrainParams,
         "windows": WindowParams,
         "prior": PriorParams,
         "losses": LossParams,
+        "model": ModelDims,
     }
     ignored = {"store", "annotations", "protocol", "environment", "store_params_hash"}
     unknown = set(sections) - set(kinds) - ignored

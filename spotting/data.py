@@ -37,9 +37,10 @@ class Prepared:
 def prepare(
     store: str | Path, annotations: str | Path, params: WindowParams = WindowParams()
 ) -> Prepared:
-    """Load the store and annotations, build all targets and windows (once per run)."""
-    features = load_features(store)
+    """Load the annotations and the store, build all targets and windows (once per run).
+    The annotations come first: a file without a usable row stops here, before any work."""
     table = read_annotations(annotations)
+    features = load_features(store)
     if len(table.frame) and not table.frame["video_id"].isin(list(features.videos)).any():
         raise UserError(
             f"no annotated video is in the store: annotations name e.g. "

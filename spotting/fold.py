@@ -106,13 +106,14 @@ def _optimizer(model: AUWGCN, p: TrainParams) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=p.lr)
 
 
-def _new_model(adj, p: TrainParams, device: torch.device, folder: FoldFolder):
+def _new_model(adj, config: RunConfig, device: torch.device, folder: FoldFolder):
     """(model, optimiser, shuffling generator, first epoch, last loss): seeded afresh, or as the
     fold's resume state left them."""
+    p = config.train
     if device.type == "cuda":  # same seed, same weights on GPU too
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.manual_seed(p.seed)
-    model = AUWGCN(adj).to(device)
+    model = AUWGCN(adj, config.model).to(device)
     opt = _optimizer(model, p)
     shuffle = torch.Generator().manual_seed(p.seed)
     start_epoch, loss_value = 0, float("nan")
@@ -195,7 +196,7 @@ def train_fold(
     started = time.perf_counter()
     folder.path.mkdir(parents=True, exist_ok=True)
     data = fold_data(prep, config, test_subject, exclude, device)
-    model, opt, shuffle, start_epoch, loss_value = _new_model(data.adj, p, device, folder)
+    model, opt, shuffle, start_epoch, loss_value = _new_model(data.adj, config, device, folder)
     writer = None
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter

@@ -43,6 +43,7 @@ from spotting.annotations import issues_to_frame
 from spotting.config import RunConfig
 from spotting.data import Prepared, prepare, prepared_for, resolve_device
 from spotting.fold import FoldResult, train_one_fold
+from spotting.model import ModelDims
 from spotting.run_folder import RunFolder
 
 
@@ -144,6 +145,8 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
     resolved["store_params_hash"] = prep.features.params_hash
     if run.config_path.exists():
         previous = json.loads(run.config_path.read_text())
+        # runs from before the network's dimensions were part of the configuration
+        previous.setdefault("model", dataclasses.asdict(ModelDims()))
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved
         if overwrite:
             shutil.rmtree(run.path)

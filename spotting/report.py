@@ -52,8 +52,10 @@ def read_losses(run: str | Path) -> dict[str, pd.DataFrame]:
 
 def _image(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+    )
 
 
 def _table(frame: pd.DataFrame, max_rows: int = 400) -> str:
@@ -144,6 +146,14 @@ def _face_strips(
     return parts
 
 
+def _how_counted(summary: dict) -> str:
+    """One line: the matching rule, the scale it matched on and the proposal arithmetic."""
+    parts = [summary.get("rule_label", f"rule {summary['rule']}")]
+    parts += [f"matched in {summary['scale']}"] if "scale" in summary else []
+    parts += [f"proposals: {summary['proposals_label']}"] if "proposals_label" in summary else []
+    return "; ".join(parts)
+
+
 def build_report(
     run: str | Path, select: str | None = None, faces: list[str] | bool = False
 ) -> Path:
@@ -219,6 +229,7 @@ def _metrics_section(summaries: dict, ev: Path, figures: Path) -> list[str]:
         body.append(
             f"<h3>{html.escape(summary['selection_label'])}</h3>" + _image(png, f"metrics, {name}")
         )
+        body.append("<p>" + html.escape(_how_counted(summary)) + "</p>")
         body.append(
             "<p>epochs used per fold: "
             + html.escape(", ".join(f"{k}: {v}" for k, v in summary["epochs"].items()))

@@ -24,6 +24,7 @@ prediction and the report all go through them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 
 from flowcore.errors import UserError
-from spotting.model import AUWGCN
+from spotting.model import AUWGCN, ModelDims, dims_from_state
 
 _WEIGHTS = re.compile(r"^weights_epoch_(\d+)\.safetensors$")
 
@@ -153,12 +154,18 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
 
 
 def save_weights(model: AUWGCN, path: Path, epoch: int, fold_meta: dict) -> None:
-    """Model state dict as safetensors; metadata: epoch and the fold's JSON (config, norm)."""
-    save_safetensors(model.state_dict(), path, {"epoch": str(epoch), "fold": json.dumps(fold_meta)})
+    """Model state dict as safetensors; metadata: epoch, the network's dimensions (`dims`, the
+    fields of ModelDims as JSON) and the fold's JSON (config, norm)."""
+    metadata = {"epoch": str(epoch), "dims": json.dumps(dataclasses.asdict(model.dims)),
+                "fold": json.dumps(fold_meta)}
+    save_safetensors(model.state_dict(), path, metadata)
 
 
 def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
-    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file."""
+    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file. The network
+    is built with the dimensions stored beside the weights; a file from before they were stored
+    gets them from its tensor shapes (the defaults, the only ones then). `meta["dims"]` and
+    `meta["dims_source"]` say which."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -168,9 +175,18 @@ def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
     state = load_file(str(path), device=str(device))
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
-    model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy()).to(device)
-    model.load_state_dict(state)
-    meta = {"epoch": int(meta.get("epoch", 0)), **json.loads(meta.get("fold", "{}"))}
+    try:
+        if "dims" in meta:
+            dims, source = ModelDims(**json.loads(meta["dims"])), "stored"
+        else:
+            dims, source = dims_from_state(state), "tensor shapes (the file stores no dimensions)"
+        model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy(), dims).to(device)
+        model.load_state_dict(state)
+    except (ValueError, TypeError, RuntimeError) as err:
+        message = " ".join(str(err).split())
+        raise UserError(f"{path}: weights do not fit AUW-GCN: {message}") from None
+    meta = {"epoch": int(meta.get("epoch", 0)), "dims": dataclasses.asdict(dims),
+            "dims_source": source, **json.loads(meta.get("fold", "{}"))}
     return model.eval(), meta
 
 

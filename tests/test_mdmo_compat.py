@@ -353,7 +353,7 @@ def test_compat_store_holds_the_reference_numbers(tmp_path, monkeypatch):
     from flowcore.extract import ExtractParams, RunOptions
     from flowcore.faces import FaceParams
     from flowcore.sources import open_source
-    from flowcore.testing import face_frames, write_frames
+    from mespot.testing import face_frames, write_frames
 
     flows = []
     compute = flowcore.flow.compute_flow

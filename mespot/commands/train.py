@@ -38,7 +38,7 @@ def train_command(
     protocol: str = typer_option(
         "loso", "--protocol", help="Evaluation protocol: loso (one fold per subject)."),
     config: Optional[Path] = typer_option(
-        None, "--config", "-c", help="YAML file with sections train, windows, prior, losses "
+        None, "--config", "-c", help="YAML file with sections train, windows, prior, losses, model "
         "(field names as in config.json); flags given win."),
     epochs: int = typer_option(100, "--epochs", help="Training epochs per fold."),
     batch_size: int = typer_option(128, "--batch-size", help="Windows per batch."),
@@ -110,7 +110,8 @@ def train_command(
 def _sections(ctx, config: Path | None, values: dict) -> dict:
     """The configuration sections: the --config file's, then the flags typed (`values`, by flag
     name) over them; flags left at their default fill only what the file does not set."""
-    sections = read_mapping(config, "sections (train, windows, prior, losses)") if config else {}
+    expected = "sections (train, windows, prior, losses, model)"
+    sections = read_mapping(config, expected) if config else {}
     for flag, (section, name) in _FLAG_FIELDS.items():
         if flag_given(ctx, flag) or name not in sections.get(section, {}):
             sections.setdefault(section, {})[name] = values[flag]

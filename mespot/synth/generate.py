@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from mespot import __version__
+from flowcore.version import __version__
 from flowcore.errors import UserError
 from mespot.synth.config import SynthConfig
 from mespot.synth.faces import Subject, make_subject

@@ -163,7 +163,8 @@ def _cas_au_cell(aus: str):
 
 
 def write_casme2_workbook(root: Path, rows: list[dict], n_subjects: int) -> Path:
-    """The three sheets of DATASETS.md, no header rows."""
+    """The three sheets of DATASETS.md, no header rows; sheet 3 as in the public MEGC copy
+    (code first, as a number: `101 | disgust1`)."""
     workbook = Workbook()
     sheet = workbook.active
     sheet.title = "CASFEcode_final"
@@ -196,7 +197,8 @@ def write_casme2_workbook(root: Path, rows: list[dict], n_subjects: int) -> Path
         rule1.append([number, f"s{number:02d}", i + 1])
     rule2 = workbook.create_sheet("naming rule2")
     for code, _name, label, _elicited in CASME2_VIDEOS:
-        rule2.append([label, code])  # the code as text, "0101"
+        # the public MEGC copy's order: the number 101, then the name
+        rule2.append([int(code), label])
     path = root / CASME2_WORKBOOK
     workbook.save(path)
     return path
