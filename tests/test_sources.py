@@ -34,6 +34,7 @@ def _casme2_workbook(path, naming2):
 
 def test_casme2_workbook_found_and_read_in_either_sheet3_order(tmp_path):
     from flowcore.errors import UserError
+    from spotting.annotations import read_source_annotations
 
     write_casme2(tmp_path, {"15_0101disgustingteeth": 2})
     assert open_source(tmp_path).workbook is None
@@ -41,7 +42,7 @@ def test_casme2_workbook_found_and_read_in_either_sheet3_order(tmp_path):
     _casme2_workbook(updated, (101, "disgust1"))  # the public copy's order: code first
     src = open_source(tmp_path)
     assert src.workbook == updated and not src.warnings
-    assert list(src.annotations().frame["video_id"]) == ["15_0101disgustingteeth"]
+    assert list(read_source_annotations(src).frame["video_id"]) == ["15_0101disgustingteeth"]
     _casme2_workbook(tmp_path / "CAS(ME)^2code_final.xlsx", ("disgust1", "0101"))
     src = open_source(tmp_path)
     assert src.workbook == updated  # the updated copy over the first release, with a warning
@@ -53,7 +54,7 @@ def test_casme2_workbook_found_and_read_in_either_sheet3_order(tmp_path):
     with pytest.raises(
         UserError, match=r"Updated\)\.xlsx: 0 of 1 rows usable: 1 unknown video name"
     ):
-        open_source(tmp_path).annotations()
+        read_source_annotations(open_source(tmp_path))
 
 
 def test_casme2_cropped_release_and_rawvideo(tmp_path):
