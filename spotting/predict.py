@@ -175,6 +175,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     except StoreMismatchError as err:
         raise UserError(f"{err} (features of another model's parameters?): choose another "
                         f"--out") from None
+    except ValueError as err:  # a flow backend that cannot run here (flowcore.flow.check_backend)
+        raise UserError(str(err)) from None
     features = load_features(out / "features.zarr")
     several = len(source.videos) > 1
     predictions = []

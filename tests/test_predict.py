@@ -253,3 +253,10 @@ def test_predict_cuts_windows_as_the_run_was_trained(trained, trained_windows, t
     weights = trained_windows / "folds" / "s15" / "weights_epoch_002.safetensors"
     defaults = _default_window_curves(trained["base"] / "features.zarr", video, weights)
     assert np.abs(defaults - expected_curves).max() > 1e-3
+
+
+def test_a_flow_backend_that_cannot_run_here_is_one_clear_line(trained, tmp_path, capsys):
+    frames = trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth"
+    code = main(["predict", str(frames), "--model", str(trained["run"]), "--out",
+                 str(tmp_path / "p"), "--backend", "nope", "-q"])
+    assert code == 2 and "unknown flow backend 'nope'" in capsys.readouterr().err
