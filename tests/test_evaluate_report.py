@@ -21,7 +21,7 @@ from spotting.evaluate import (
     spot_subjects,
 )
 from flowcore.store import FeatureSet, VideoFeatures
-from mespot.testing import create_store, write_video
+from mespot.testing import create_store, write_subsampled_store, write_video
 from spotting.metrics import MEGC, REFERENCE, summarise
 from spotting.proposals import PRESETS
 from spotting.report import build_report
@@ -37,25 +37,7 @@ EPOCHS = 18
 def run(tmp_path_factory) -> Path:
     """3 subjects x 1 video x 600 rows subsampled 1-in-2 (frame numbers 1, 3, 5, ...), two macro-
     and one micro-expression each, trained 18 epochs with weights kept every epoch."""
-    base = tmp_path_factory.mktemp("evaluate")
-    rng = np.random.default_rng(0)
-    root = create_store(base / "store.zarr")
-    lines = ["subject,video,onset,apex,offset,type,au"]
-    frame_numbers = 1 + 2 * np.arange(601)  # original frames 1, 3, ..., 1201
-    for k, subject in enumerate(("s1", "s2", "s3")):
-        mdmo = rng.normal(0, 0.2, (600, 12, 2)).astype(np.float32)
-        for row in (40 + k, 300 + 2 * k):
-            mdmo[row : row + 30, 8:12, 1] += 1.5
-            lines.append(
-                f"{subject},{subject}_v,{frame_numbers[row]},{frame_numbers[row + 15]},"
-                f"{frame_numbers[row + 30]},mae,12+25"
-            )
-        mdmo[150:162, 0:6, 1] -= 1.0
-        lines.append(
-            f"{subject},{subject}_v,{frame_numbers[150]},{frame_numbers[156]},{frame_numbers[162]},me,R1"
-        )
-        write_video(root, f"{subject}_v", subject, mdmo, frame_numbers)
-    (base / "gt.csv").write_text("\n".join(lines) + "\n")
+    base = write_subsampled_store(tmp_path_factory.mktemp("evaluate"))
     config = RunConfig(
         store=str(base / "store.zarr"),
         annotations=str(base / "gt.csv"),
