@@ -19,7 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from flowcore.extract import ExtractParams, RunOptions, VideoResult, extract_video, plan_extraction
+from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_device, extract_video,
+                              plan_extraction)
 from flowcore.sources import Source
 from flowcore.store import FeatureStore, params_hash
 
@@ -101,6 +102,10 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
     video of `todo` after calling `progress.finish` on it (flowcore.ray_engine.RayEngine).
     Raises StoreMismatchError when `out` holds a store made with other parameters.
     """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if engine is None:  # a Ray cluster has its own GPUs; this machine must have them here
+        check_device(options.device)
     started = time.perf_counter()
     source, params = resolve_subsample(source, params)
     store = FeatureStore(out, params.to_dict(), source.name)

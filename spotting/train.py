@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import platform
 import shutil
 import time
@@ -82,6 +84,14 @@ class TrainParams:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_val < 0:
             raise UserError(f"inner_val must be >= 0, got {self.inner_val}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr (learning rate) must be a number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise UserError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.macro_ratio is not None and not (math.isfinite(self.macro_ratio) and self.macro_ratio >= 0):
+            raise UserError(f"macro_ratio must be a number >= 0, got {self.macro_ratio}")
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,14 @@ def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    except Exception as err:  # safetensors' own error type: make it the OSError it wraps
+        tmp.unlink(missing_ok=True)
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
     os.replace(tmp, path)
 
 
@@ -228,9 +245,15 @@ def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights not found: {path}")
-    state = load_file(str(path), device=str(device))
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    try:
+        state = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as err:  # truncated or not a safetensors file
+        raise UserError(f"{path}: not a readable weights file ({str(err).splitlines()[0]}); "
+                        f"train the fold again or restore the file") from None
+    if "graph_embedding.0.gc1.adj" not in state:
+        raise UserError(f"{path}: not AUW-GCN weights (no 'graph_embedding.0.gc1.adj')")
     model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy()).to(device)
     model.load_state_dict(state)
     meta = {"epoch": int(meta.get("epoch", 0)), **json.loads(meta.get("fold", "{}"))}
@@ -467,6 +490,8 @@ def train_loso(
     if (workers is not None and workers < 1) or threads < 0:
         raise UserError(f"workers must be >= 1 and threads >= 0, got {workers} and {threads}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
     if engine is not None:  # Ray gives each task its GPU; the driver may have none
         try:
             engine.gpus_for(device)

@@ -140,6 +140,8 @@ def generate_dataset(config: SynthConfig, out: Path, *, overwrite: bool = False,
                      progress=lambda result: None, preview: bool = True) -> SynthResult:
     """Generate the dataset of `config` at `out` atomically; return what was made."""
     config.validate()
+    if workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
     out = Path(out).absolute()
     check_output(out, overwrite)
     started = time.perf_counter()
