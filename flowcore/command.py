@@ -96,6 +96,11 @@ def _summary_table(report) -> None:
                       str(r.landmark_repairs or ""), str(fixed or ""), error)
     console = Console(width=200) if not sys.stdout.isatty() else Console()
     console.print(table)
+    for r in report.results:  # every repaired frame, by number (also in the store's attributes)
+        listed = "; ".join(f"{kind} {numbers}" for kind, numbers in (r.frame_repairs or {}).items() if numbers)
+        if listed:
+            console.print(f"{r.video_id}: frames repaired (replaced by a neighbour): {listed}",
+                          markup=False, highlight=False)
     for warning in report.warnings:
         console.print(f"warning: {warning}")
     console.print(report.summary())

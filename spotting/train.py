@@ -501,6 +501,9 @@ def train_loso(
     else:
         dev = resolve_device(device)
     started = time.perf_counter()
+    # absolute paths: the run stays usable from any folder (predict, evaluate, report)
+    config = dataclasses.replace(config, store=str(Path(config.store).absolute()),
+                                 annotations=str(Path(config.annotations).absolute()))
     prep = prepared or prepare(config.store, config.annotations, config.windows)
     if config.train.macro_ratio is None:
         ratio = 0.7 if "samm" in prep.features.dataset.lower() or prep.table.dataset == "samm-lv" else 0.5
@@ -511,6 +514,8 @@ def train_loso(
     cfg_path = out / "config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
+        for key in ("store", "annotations"):  # a run of an older version kept the path as typed
+            previous[key] = str(Path(previous.get(key, "")).absolute())
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved
         if overwrite:
             shutil.rmtree(out)
