@@ -21,6 +21,7 @@ from pathlib import Path
 
 from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_device, extract_video,
                               plan_extraction)
+from flowcore.lifetime import die_with_parent
 from flowcore.sources import Source
 from flowcore.store import FeatureStore, params_hash
 
@@ -161,8 +162,9 @@ def worker_store(path: str, params: ExtractParams, dataset: str) -> FeatureStore
     return _worker_stores[key]
 
 
-def _init_worker(messages) -> None:
+def _init_worker(messages, parent_pid: int) -> None:
     global _worker_queue
+    die_with_parent(parent_pid)
     _worker_queue = messages
     limit_threads(1)
 
@@ -180,7 +182,7 @@ def _run_pool(todo, params, path, dataset, options, workers, progress):
     context = mp.get_context("spawn")  # no fork: torch and dlib hold threads and locks
     messages = context.Queue()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(messages,)) as pool:
+                             initargs=(messages, os.getpid())) as pool:
         futures = {pool.submit(_extract_in_worker, spec, params, str(path), dataset, options):
                    spec for spec in todo}
         pending = set(futures)

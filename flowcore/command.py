@@ -101,6 +101,9 @@ def _summary_table(report) -> None:
         if listed:
             console.print(f"{r.video_id}: frames repaired (replaced by a neighbour): {listed}",
                           markup=False, highlight=False)
+    for r in report.results:
+        for warning in r.warnings:
+            console.print(f"warning: {r.video_id}: {warning}", markup=False, highlight=False)
     for warning in report.warnings:
         console.print(f"warning: {warning}")
     console.print(report.summary())

@@ -96,6 +96,7 @@ class VideoResult:
     frame_repairs: dict = field(default_factory=dict)
     stage: str = ""
     error: str = ""
+    warnings: list = field(default_factory=list)  # said in the summary, kept in the store
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,6 +183,10 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
             first = itertools.islice(stream, params.faces.search_frames)
             first_frames = (frame for _, frame in first)
             crop = face_crop(first_frames, params.faces, spec.video_id)
+        if crop.faces_found > 1:
+            result.warnings.append(
+                f"{crop.faces_found} faces in frame {stream.frame_numbers[crop.found_in_frame]}; the "
+                f"largest was taken (box {list(crop.box)}); crop the video to one face if it is not the subject")
 
         stage = "landmarks"
         cache_bytes = int(options.frame_cache_mb * 2**20)
@@ -214,7 +219,8 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
             "landmark_repairs": result.landmark_repairs,
             "landmark_repaired_frames": [numbers[i] for i in np.flatnonzero(bad)[:1000]],
             "frame_repairs": repairs, "crop_size": list(crop.size),
-            "face_found_in_frame": numbers[crop.found_in_frame]})
+            "face_found_in_frame": numbers[crop.found_in_frame],
+            "faces_in_that_frame": crop.faces_found, "warnings": result.warnings})
         result.status = COMPLETE
     except Exception as err:  # one bad video never stops a batch
         stage = "decode" if isinstance(err, FrameError) else stage
