@@ -175,14 +175,18 @@ def _report(video_id: str, phase: str, done: int, total: int) -> None:
 
 def _extract_in_worker(spec, params: ExtractParams, path: str, dataset: str,
                        options: RunOptions) -> VideoResult:
-    return extract_video(spec, params, worker_store(path, params, dataset), options, _report)
+    try:
+        return extract_video(spec, params, worker_store(path, params, dataset), options, _report)
+    except KeyboardInterrupt:  # Ctrl-C: the pool's worker loop would take the next video;
+        os._exit(130)  # end now (the video stays "running" in the store: redone on resume)
 
 
 def _run_pool(todo, params, path, dataset, options, workers, progress):
     context = mp.get_context("spawn")  # no fork: torch and dlib hold threads and locks
     messages = context.Queue()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(messages, os.getpid())) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(messages, os.getpid()))
+    try:
         futures = {pool.submit(_extract_in_worker, spec, params, str(path), dataset, options):
                    spec for spec in todo}
         pending = set(futures)
@@ -200,6 +204,25 @@ def _run_pool(todo, params, path, dataset, options, workers, progress):
                     progress.finish(result)
                 yield result
         _drain(messages, progress)
+    except BaseException:  # Ctrl-C (or an error): stop the videos in progress now, not after
+        for process in list((pool._processes or {}).values()):  # every queued one is done
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def saved_summary(store: str | Path, video_ids) -> str:
+    """What an interrupted run left: how many of `video_ids` are complete in the store."""
+    from flowcore.store import COMPLETE
+
+    path = Path(store)
+    statuses = {}
+    if (path / "videos").is_dir():
+        statuses = {p.name: FeatureStore.status_at(path, p.name) for p in (path / "videos").iterdir()}
+    complete = [v for v in video_ids if statuses.get(v) == COMPLETE]
+    return (f"{len(complete)} of {len(video_ids)} videos are complete in {path}; the other "
+            f"{len(video_ids) - len(complete)} are extracted by running the same command again")
 
 
 def _drain(messages, progress) -> None:

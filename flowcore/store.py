@@ -99,7 +99,12 @@ class FeatureStore:
 
     def status(self, video_id: str) -> str | None:
         """"complete", "failed", "running" or None (absent or unreadable)."""
-        meta = self.path / VIDEOS / video_id / "zarr.json"
+        return self.status_at(self.path, video_id)
+
+    @staticmethod
+    def status_at(path: Path, video_id: str) -> str | None:
+        """The status of a video of the store at `path`, without opening the store."""
+        meta = Path(path) / VIDEOS / video_id / "zarr.json"
         try:
             return json.loads(meta.read_text()).get("attributes", {}).get("status")
         except (OSError, ValueError):
