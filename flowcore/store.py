@@ -10,8 +10,9 @@ Layout:
     frame_numbers  (T,) int32             ORIGINAL 1-based number of each kept frame
     flow           (T-1, 2, H, W) float16 optional: (dx, dy) px
     attrs: subject, video_id, fps (after subsampling), n_frames, subsample, source, timings,
-           landmark_repairs, frame_repairs, and `status` written LAST: "complete", or "failed"
-           with `error` and `stage`.
+           landmark_repairs, frame_repairs ({"missing", "corrupt", "outlier"}: original frame
+           numbers replaced by a neighbour), warnings (e.g. several faces), and `status` written
+           LAST: "complete", or "failed" with `error` and `stage`.
 
 A video counts only when its status is "complete". Anything else found when a run starts
 (no status, "running", "failed", unreadable metadata after a kill) is deleted and redone.
