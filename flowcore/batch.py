@@ -219,7 +219,8 @@ def saved_summary(store: str | Path, video_ids) -> str:
     path = Path(store)
     statuses = {}
     if (path / "videos").is_dir():
-        statuses = {p.name: FeatureStore.status_at(path, p.name) for p in (path / "videos").iterdir()}
+        statuses = {p.name: FeatureStore.status_at(path, p.name)
+                    for p in (path / "videos").iterdir()}
     complete = [v for v in video_ids if statuses.get(v) == COMPLETE]
     return (f"{len(complete)} of {len(video_ids)} videos are complete in {path}; the other "
             f"{len(video_ids) - len(complete)} are extracted by running the same command again")

@@ -117,7 +117,8 @@ def _summary_table(report) -> None:
     console = Console(width=200) if not sys.stdout.isatty() else Console()
     console.print(table)
     for r in report.results:  # every repaired frame, by number (also in the store's attributes)
-        listed = "; ".join(f"{kind} {numbers}" for kind, numbers in (r.frame_repairs or {}).items() if numbers)
+        repairs = (r.frame_repairs or {}).items()
+        listed = "; ".join(f"{kind} {numbers}" for kind, numbers in repairs if numbers)
         if listed:
             console.print(f"{r.video_id}: frames repaired (replaced by a neighbour): {listed}",
                           markup=False, highlight=False)

@@ -185,8 +185,9 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
             crop = face_crop(first_frames, params.faces, spec.video_id)
         if crop.faces_found > 1:
             result.warnings.append(
-                f"{crop.faces_found} faces in frame {stream.frame_numbers[crop.found_in_frame]}; the "
-                f"largest was taken (box {list(crop.box)}); crop the video to one face if it is not the subject")
+                f"{crop.faces_found} faces in frame {stream.frame_numbers[crop.found_in_frame]}; "
+                f"the largest was taken (box {list(crop.box)}); crop the video to one face if it "
+                f"is not the subject")
 
         stage = "landmarks"
         cache_bytes = int(options.frame_cache_mb * 2**20)

@@ -99,7 +99,8 @@ def _load_dlib() -> None:
     dlib_faces._shape_predictor()
 
 
-DLIB = FaceBackend("dlib", dlib_faces.largest_face, dlib_faces.fit_landmarks, _load_dlib, dlib_faces.all_faces)
+DLIB = FaceBackend("dlib", dlib_faces.largest_face, dlib_faces.fit_landmarks, _load_dlib,
+                   dlib_faces.all_faces)
 
 
 def face_backend(name: str) -> FaceBackend:
@@ -145,7 +146,8 @@ def face_crop(frames, params: FaceParams, video: str = "") -> FaceCrop:
                 face, found = backend.largest_face(frame), 1
             except FaceNotFoundError:
                 continue
-        return replace(_crop_for(face, frame.shape, params, index, params.backend), faces_found=found)
+        crop = _crop_for(face, frame.shape, params, index, params.backend)
+        return replace(crop, faces_found=found)
     raise FaceNotFoundError(f"{video}: no face found in the first {tried} frame(s)")
 
 

@@ -70,7 +70,8 @@ class FeatureStore:
         self.params = json.loads(json.dumps(params))  # exactly what JSON round-trips to
         self.hash = params_hash(self.params)
         if self.path.exists() and not self.path.is_dir():
-            raise StoreMismatchError(f"{self.path}: exists and is not a folder; choose another --out")
+            raise StoreMismatchError(f"{self.path}: exists and is not a folder; choose another "
+                                     f"--out")
         if (self.path / "zarr.json").is_file():
             root = zarr.open_group(str(self.path), mode="r+")
             attrs = dict(root.attrs)

@@ -100,7 +100,7 @@ def _decode_file(path: Path) -> np.ndarray | None:
     return image
 
 
-JPEG_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG", "Bogus", "Invalid")  # libjpeg warnings
+JPEG_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG")  # libjpeg: decoded, but garbage
 _STDERR = {"lock": threading.Lock(), "file": None, "pid": None}
 
 
