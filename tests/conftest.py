@@ -68,7 +68,8 @@ def tiny_run(tmp_path_factory) -> dict:
     config = RunConfig(store=str(base / "store.zarr"), annotations=str(truth),
                        train=TrainParams(epochs=2, batch_size=2))
     train_loso(config, base / "run", show_progress=False, tensorboard=False)
-    return {"base": base, "data": data, "store": base / "store.zarr", "truth": truth, "run": base / "run"}
+    return {"base": base, "data": data, "store": base / "store.zarr", "truth": truth,
+            "run": base / "run"}
 
 
 def _mount_namespace_works() -> bool:
@@ -107,8 +108,8 @@ def sandboxed_cli():
         steps.append("set +e")
         steps.append(shlex.join([sys.executable, "-m", "mespot.cli", *map(str, args)]))
         steps.append(f"rc=$?; {after or 'true'}; exit $rc")  # `after`: look inside before it goes
-        return subprocess.run(["unshare", *flags, "sh", "-c", "\n".join(steps)], capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        command = ["unshare", *flags, "sh", "-c", "\n".join(steps)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
     return run
 

@@ -17,7 +17,7 @@ def _zero_middle(path, fraction=1 / 6):
     garbage with only a warning."""
     data = bytearray(path.read_bytes())
     n = len(data)
-    data[n // 3: n // 3 + int(n * fraction)] = bytes(int(n * fraction))
+    data[n // 3 : n // 3 + int(n * fraction)] = bytes(int(n * fraction))
     path.write_bytes(bytes(data))
 
 
@@ -54,16 +54,44 @@ def test_jpeg_with_zeroed_middle_bytes_is_a_corrupt_frame(damaged):
 @pytest.mark.slow
 def test_garbage_frames_are_repaired_listed_and_make_no_motion(damaged, tmp_path, capsys):
     store = tmp_path / "damaged.zarr"
-    assert main(["extract", str(damaged["root"]), "--out", str(store), "--resize", "48", "--workers", "1",
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(damaged["root"]),
+                "--out",
+                str(store),
+                "--resize",
+                "48",
+                "--workers",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "15_0101a: frames repaired (replaced by a neighbour): corrupt [5]" in out
     assert "16_0101b: frames repaired (replaced by a neighbour): outlier [7]" in out
     assert _video_attrs(store, "15_0101a")["frame_repairs"]["corrupt"] == [5]
     assert _video_attrs(store, "16_0101b")["frame_repairs"]["outlier"] == [7]
     clean = tmp_path / "clean.zarr"
-    assert main(["extract", str(damaged["clean"]), "--out", str(clean), "--resize", "48", "--workers", "1",
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(damaged["clean"]),
+                "--out",
+                str(clean),
+                "--resize",
+                "48",
+                "--workers",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     for video in ("15_0101a", "16_0101b"):
         got = zarr.open_group(str(store), mode="r")[f"videos/{video}/mdmo"][...]
@@ -80,8 +108,9 @@ def test_outlier_repair_is_the_same_with_and_without_the_frame_cache(damaged, tm
     stores = {}
     for cache in (512.0, 0.0):
         stores[cache] = tmp_path / f"cache{cache:g}.zarr"
-        report = extract_source(damaged["root"], stores[cache], params, RunOptions(frame_cache_mb=cache),
-                                workers=1)
+        report = extract_source(
+            damaged["root"], stores[cache], params, RunOptions(frame_cache_mb=cache), workers=1
+        )
         assert not report.failed
     a = zarr.open_group(str(stores[512.0]), mode="r")["videos/16_0101b"]
     b = zarr.open_group(str(stores[0.0]), mode="r")["videos/16_0101b"]
@@ -118,7 +147,10 @@ def test_grey_16_bit_and_non_ascii_frames_still_extract(tmp_path, capsys):
         else:
             cv2.imwrite(str(folder / f"img{k:03d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
     store = tmp_path / "ñ.zarr"
-    assert main(["extract", str(root), "--out", str(store), "--resize", "48", "--workers", "1", "-q"]) == 0
+    assert (
+        main(["extract", str(root), "--out", str(store), "--resize", "48", "--workers", "1", "-q"])
+        == 0
+    )
     attrs = _video_attrs(store, "15_0101a")
     assert attrs["status"] == "complete" and attrs["n_frames"] == 10
     assert not any(attrs["frame_repairs"].values())
@@ -135,7 +167,10 @@ def test_two_faces_in_the_first_frame_are_said(tmp_path, capsys):
     root = tmp_path / "data"
     write_frames(root / "rawpic" / "s15" / "15_0101a", frames, "img{:03d}.jpg")
     store = tmp_path / "f.zarr"
-    assert main(["extract", str(root), "--out", str(store), "--resize", "48", "--workers", "1", "-q"]) == 0
+    assert (
+        main(["extract", str(root), "--out", str(store), "--resize", "48", "--workers", "1", "-q"])
+        == 0
+    )
     out = " ".join(capsys.readouterr().out.split())
     assert "warning: 15_0101a: 2 faces in frame 1; the largest was taken (box [" in out
     attrs = _video_attrs(store, "15_0101a")

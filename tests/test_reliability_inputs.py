@@ -25,10 +25,19 @@ def _fails(capsys, argv, code=2) -> str:
 def test_out_that_is_an_existing_file(tiny_run, tmp_path, capsys, command):
     out = tmp_path / "taken"
     out.write_text("mine")
-    argv = {"extract": ["extract", tiny_run["data"], "--out", out, "-q"],
-            "train": ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", out, "-q"],
-            "predict": ["predict", tiny_run["data"] / "rawpic" / "s15" / "15_0101a", "--model",
-                        tiny_run["run"], "--out", out, "-q"]}[command]
+    argv = {
+        "extract": ["extract", tiny_run["data"], "--out", out, "-q"],
+        "train": ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", out, "-q"],
+        "predict": [
+            "predict",
+            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
+            "--model",
+            tiny_run["run"],
+            "--out",
+            out,
+            "-q",
+        ],
+    }[command]
     line = _fails(capsys, argv)
     assert line == f"error: {out}: exists and is not a folder; choose another --out"
     assert out.read_text() == "mine"  # untouched
@@ -45,12 +54,31 @@ def test_read_only_output_folder(tiny_run, tmp_path, sandboxed_cli, command):
         shutil.copytree(tiny_run["run"], run)
         if command == "report":
             assert main(["evaluate", str(run), "--no-report"]) == 0
-    argv = {"extract": ["extract", tiny_run["data"], "--out", folder / "f.zarr", "-q"],
-            "train": ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", folder / "run",
-                      "--epochs", "1", "-q"],
-            "predict": ["predict", tiny_run["data"] / "rawpic" / "s15" / "15_0101a", "--model",
-                        tiny_run["run"], "--out", folder / "p", "-q"],
-            "evaluate": ["evaluate", run], "report": ["report", run]}[command]
+    argv = {
+        "extract": ["extract", tiny_run["data"], "--out", folder / "f.zarr", "-q"],
+        "train": [
+            "train",
+            tiny_run["store"],
+            "-a",
+            tiny_run["truth"],
+            "--out",
+            folder / "run",
+            "--epochs",
+            "1",
+            "-q",
+        ],
+        "predict": [
+            "predict",
+            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
+            "--model",
+            tiny_run["run"],
+            "--out",
+            folder / "p",
+            "-q",
+        ],
+        "evaluate": ["evaluate", run],
+        "report": ["report", run],
+    }[command]
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     done = sandboxed_cli(argv, read_only=[folder])
     line = error_line(done.stderr)
@@ -72,18 +100,44 @@ def test_text_file_named_xlsx(tiny_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("value", ["-1", "nan", "0"])
 def test_learning_rate_that_cannot_train(tiny_run, tmp_path, capsys, value):
-    line = _fails(capsys, ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", tmp_path / "run",
-                           "--lr", value, "-q"])
+    line = _fails(
+        capsys,
+        [
+            "train",
+            tiny_run["store"],
+            "-a",
+            tiny_run["truth"],
+            "--out",
+            tmp_path / "run",
+            "--lr",
+            value,
+            "-q",
+        ],
+    )
     assert line.startswith("error: lr (learning rate) must be a number > 0, got")
     assert not (tmp_path / "run").exists()
 
 
 def test_zero_workers_refused_not_replaced(tiny_run, tmp_path, capsys):
-    line = _fails(capsys, ["extract", tiny_run["data"], "--out", tmp_path / "f.zarr", "--workers", "0", "-q"])
+    line = _fails(
+        capsys, ["extract", tiny_run["data"], "--out", tmp_path / "f.zarr", "--workers", "0", "-q"]
+    )
     assert line == "error: workers must be >= 1, got 0"
     assert not (tmp_path / "f.zarr").exists()
-    line = _fails(capsys, ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", tmp_path / "run",
-                           "--workers", "0", "-q"])
+    line = _fails(
+        capsys,
+        [
+            "train",
+            tiny_run["store"],
+            "-a",
+            tiny_run["truth"],
+            "--out",
+            tmp_path / "run",
+            "--workers",
+            "0",
+            "-q",
+        ],
+    )
     assert line.startswith("error: workers must be >= 1")
     line = _fails(capsys, ["synth", "--small", "--workers", "0", "--out", tmp_path / "synth"])
     assert line == "error: workers must be >= 1, got 0"
@@ -94,12 +148,36 @@ def test_cuda_without_a_gpu_is_refused_up_front_by_extract_and_predict(tiny_run,
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    line = _fails(capsys, ["extract", tiny_run["data"], "--out", tmp_path / "f.zarr", "--device", "cuda",
-                           "--backend", "torch", "-q"])
+    line = _fails(
+        capsys,
+        [
+            "extract",
+            tiny_run["data"],
+            "--out",
+            tmp_path / "f.zarr",
+            "--device",
+            "cuda",
+            "--backend",
+            "torch",
+            "-q",
+        ],
+    )
     assert line == "error: --device cuda: CUDA is not available on this machine"
     assert not (tmp_path / "f.zarr").exists()  # refused before any video was tried
-    line = _fails(capsys, ["predict", tiny_run["data"] / "rawpic" / "s15" / "15_0101a", "--model",
-                           tiny_run["run"], "--out", tmp_path / "p", "--device", "cuda", "-q"])
+    line = _fails(
+        capsys,
+        [
+            "predict",
+            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
+            "--model",
+            tiny_run["run"],
+            "--out",
+            tmp_path / "p",
+            "--device",
+            "cuda",
+            "-q",
+        ],
+    )
     assert line == "error: --device cuda: CUDA is not available on this machine"
     assert not (tmp_path / "p").exists()
 
@@ -108,8 +186,20 @@ def test_cuda_without_a_gpu_is_refused_up_front_by_extract_and_predict(tiny_run,
 
 
 def test_predict_fps_zero_is_refused(tiny_run, tmp_path, capsys):
-    line = _fails(capsys, ["predict", tiny_run["data"] / "rawpic" / "s15" / "15_0101a", "--model",
-                           tiny_run["run"], "--out", tmp_path / "p", "--fps", "0", "-q"])
+    line = _fails(
+        capsys,
+        [
+            "predict",
+            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
+            "--model",
+            tiny_run["run"],
+            "--out",
+            tmp_path / "p",
+            "--fps",
+            "0",
+            "-q",
+        ],
+    )
     assert line == "error: --fps must be a frame rate > 0, got 0.0"
     assert not (tmp_path / "p").exists()
 
@@ -117,7 +207,9 @@ def test_predict_fps_zero_is_refused(tiny_run, tmp_path, capsys):
 def test_predict_an_empty_frame_folder(tiny_run, tmp_path, capsys):
     empty = tmp_path / "frames"
     empty.mkdir()
-    line = _fails(capsys, ["predict", empty, "--model", tiny_run["run"], "--out", tmp_path / "p", "-q"])
+    line = _fails(
+        capsys, ["predict", empty, "--model", tiny_run["run"], "--out", tmp_path / "p", "-q"]
+    )
     assert line == f"error: {empty}: empty folder (no frame images, video files or dataset in it)"
 
 
@@ -128,17 +220,37 @@ def _broken_run(tiny_run, tmp_path, damage):
     return run
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda run: (run / "config.json").unlink(), "{run}: not a run folder (no config.json)"),
-    (lambda run: [p.unlink() for p in (run / "folds" / "s16").glob("weights_*")],
-     "{run}/folds/s16/weights_epoch_002.safetensors: missing (the fold's last epoch)"),
-    (lambda run: (run / "folds" / "s16" / "weights_epoch_002.safetensors").write_bytes(b"\x10" * 40),
-     "{run}/folds/s16/weights_epoch_002.safetensors: not a readable weights file"),
-], ids=["no-config", "no-weights", "truncated-weights"])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda run: (run / "config.json").unlink(), "{run}: not a run folder (no config.json)"),
+        (
+            lambda run: [p.unlink() for p in (run / "folds" / "s16").glob("weights_*")],
+            "{run}/folds/s16/weights_epoch_002.safetensors: missing (the fold's last epoch)",
+        ),
+        (
+            lambda run: (run / "folds" / "s16" / "weights_epoch_002.safetensors").write_bytes(
+                b"\x10" * 40
+            ),
+            "{run}/folds/s16/weights_epoch_002.safetensors: not a readable weights file",
+        ),
+    ],
+    ids=["no-config", "no-weights", "truncated-weights"],
+)
 def test_predict_with_a_damaged_model_folder(tiny_run, tmp_path, capsys, damage, message):
     run = _broken_run(tiny_run, tmp_path, damage)
-    line = _fails(capsys, ["predict", tiny_run["data"] / "rawpic" / "s15" / "15_0101a", "--model", run,
-                           "--out", tmp_path / "p", "-q"])
+    line = _fails(
+        capsys,
+        [
+            "predict",
+            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
+            "--model",
+            run,
+            "--out",
+            tmp_path / "p",
+            "-q",
+        ],
+    )
     assert line.startswith("error: " + message.format(run=run)), line
     assert not (tmp_path / "p" / "intervals.csv").exists()
 
@@ -146,8 +258,18 @@ def test_predict_with_a_damaged_model_folder(tiny_run, tmp_path, capsys, damage,
 def test_garbage_pth_tar_is_not_a_checkpoint_and_no_unsafe_advice(tiny_run, tmp_path, capsys):
     garbage = tmp_path / "checkpoint_epoch_010.pth.tar"
     garbage.write_bytes(b"<html>not a checkpoint</html>\n")
-    line = _fails(capsys, ["predict", tiny_run["data"] / "rawpic" / "s15" / "15_0101a", "--model", garbage,
-                           "--out", tmp_path / "p", "-q"])
+    line = _fails(
+        capsys,
+        [
+            "predict",
+            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
+            "--model",
+            garbage,
+            "--out",
+            tmp_path / "p",
+            "-q",
+        ],
+    )
     assert line.startswith(f"error: {garbage}: not a checkpoint")
     assert "weights_only=False" not in line and "weights_only" not in line
 
@@ -169,4 +291,7 @@ def test_run_records_an_absolute_store_path_and_its_hash(tiny_run):
     assert config["store"] == str(tiny_run["store"].absolute())
     import zarr
 
-    assert config["store_params_hash"] == zarr.open_group(str(tiny_run["store"]), mode="r").attrs["params_hash"]
+    assert (
+        config["store_params_hash"]
+        == zarr.open_group(str(tiny_run["store"]), mode="r").attrs["params_hash"]
+    )

@@ -41,9 +41,11 @@ def test_evaluate_refuses_a_run_with_a_fold_missing(tiny_run, tmp_path, capsys, 
         meta = json.loads((fold / "fold.json").read_text())
         (fold / "fold.json").write_text(json.dumps({**meta, "status": "running"}))
     line = _fails(capsys, ["evaluate", run, "--no-report"])
-    assert line == (f"error: {run}: 1 of 2 LOSO folds missing or unfinished (s16); finish them with the "
-                    f"same `mespot train` command, or pass --allow-missing-folds to count their truths "
-                    f"as missed")
+    assert line == (
+        f"error: {run}: 1 of 2 LOSO folds missing or unfinished (s16); finish them with the "
+        f"same `mespot train` command, or pass --allow-missing-folds to count their truths "
+        f"as missed"
+    )
     assert not (run / "evaluation").exists()
 
 
@@ -76,8 +78,13 @@ def test_evaluate_never_falls_back_from_a_deleted_last_weights_file(tiny_run, tm
     last.unlink()
     line = _fails(capsys, ["evaluate", run, "--no-report"])
     assert line.startswith(f"error: {last}: missing (the fold's last epoch)")
-    assert main(["evaluate", str(run), "--no-report", "--select", "fixed:1"]) == 0  # asked for: fine
-    assert json.loads((run / "evaluation" / "fixed-1" / "metrics.json").read_text())["epochs"] == {"s15": 1, "s16": 1}
+    assert (
+        main(["evaluate", str(run), "--no-report", "--select", "fixed:1"]) == 0
+    )  # asked for: fine
+    assert json.loads((run / "evaluation" / "fixed-1" / "metrics.json").read_text())["epochs"] == {
+        "s15": 1,
+        "s16": 1,
+    }
 
 
 # --- the run's store -------------------------------------------------------------------------
@@ -90,8 +97,25 @@ def test_a_store_replaced_after_training_is_refused(tiny_run, tmp_path, capsys):
     store = tmp_path / "store.zarr"
     shutil.copytree(tiny_run["store"], store)
     run = tmp_path / "run"
-    assert main(["train", str(store), "-a", str(tiny_run["truth"]), "--out", str(run), "--epochs", "1",
-                 "--batch-size", "2", "--no-tensorboard", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(store),
+                "-a",
+                str(tiny_run["truth"]),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--no-tensorboard",
+                "-q",
+            ]
+        )
+        == 0
+    )
     shutil.rmtree(store)  # the same name, other extraction settings
     extract_source(tiny_run["data"], store, ExtractParams(faces=FaceParams(resize=40)), workers=1)
     capsys.readouterr()
@@ -109,8 +133,25 @@ def test_a_run_is_usable_from_another_folder(tiny_run, tmp_path, monkeypatch, ca
     shutil.copytree(tiny_run["store"], base / "store.zarr")
     shutil.copy(tiny_run["truth"], base / "truth.csv")
     monkeypatch.chdir(base)  # relative paths, as a user types them
-    assert main(["train", "store.zarr", "-a", "truth.csv", "--out", "run", "--epochs", "1",
-                 "--batch-size", "2", "--no-tensorboard", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "store.zarr",
+                "-a",
+                "truth.csv",
+                "--out",
+                "run",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--no-tensorboard",
+                "-q",
+            ]
+        )
+        == 0
+    )
     monkeypatch.chdir(tmp_path)
     folder = tiny_run["data"] / "rawpic" / "s15" / "15_0101a"
     assert main(["predict", str(folder), "--model", "project/run", "--out", "p", "-q"]) == 0
@@ -128,8 +169,21 @@ def test_predict_with_a_fold_missing_refuses_or_says_so(tiny_run, tmp_path, caps
     folder = tiny_run["data"] / "rawpic" / "s15" / "15_0101a"
     line = _fails(capsys, ["predict", folder, "--model", run, "--out", tmp_path / "p", "-q"])
     assert line.startswith(f"error: {run}: 1 of 2 LOSO folds missing or unfinished (s16)")
-    assert main(["predict", str(folder), "--model", str(run), "--out", str(tmp_path / "p"), "-q",
-                 "--allow-missing-folds"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(folder),
+                "--model",
+                str(run),
+                "--out",
+                str(tmp_path / "p"),
+                "-q",
+                "--allow-missing-folds",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "warning: folds s16 of the run are missing; averaged the others" in captured.err
     meta = json.loads((tmp_path / "p" / "prediction.json").read_text())
@@ -141,21 +195,51 @@ def test_predict_with_a_fold_missing_refuses_or_says_so(tiny_run, tmp_path, caps
 
 def test_a_second_train_into_the_same_run_folder_is_refused(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
-    argv = ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", run, "--epochs", "1", "-q"]
+    argv = [
+        "train",
+        tiny_run["store"],
+        "-a",
+        tiny_run["truth"],
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "-q",
+    ]
     with folder_lock(run, "run") as holder:  # as another `mespot train` holds it
         assert holder is None
         line = _fails(capsys, argv)
-    assert line == (f"error: {run}: another `mespot train` (process {os.getpid()}) is training into this "
-                    f"run folder; wait for it to end, or choose another --out")
+    assert line == (
+        f"error: {run}: another `mespot train` (process {os.getpid()}) is training into this "
+        f"run folder; wait for it to end, or choose another --out"
+    )
     assert not (run / "folds").exists()
 
 
 def test_a_fold_held_by_a_stray_worker_is_not_trained_twice(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     with folder_lock(run / "folds" / "s15", "fold"):
-        line = _fails(capsys, ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", run,
-                               "--epochs", "1", "--batch-size", "2", "--no-tensorboard", "-q"])
-    assert line == f"error: fold s15: being trained by another process ({os.getpid()}); wait for it to end"
+        line = _fails(
+            capsys,
+            [
+                "train",
+                tiny_run["store"],
+                "-a",
+                tiny_run["truth"],
+                "--out",
+                run,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--no-tensorboard",
+                "-q",
+            ],
+        )
+    assert (
+        line
+        == f"error: fold s15: being trained by another process ({os.getpid()}); wait for it to end"
+    )
     assert not (run / "folds" / "s15" / "fold.json").exists()
 
 
@@ -163,12 +247,32 @@ def test_a_fold_held_by_a_stray_worker_is_not_trained_twice(tiny_run, tmp_path, 
 def test_disk_full_during_training(tiny_run, tmp_path, sandboxed_cli):
     run = tmp_path / "run"
     run.mkdir()
-    done = sandboxed_cli(["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", run, "--epochs", "2",
-                          "--batch-size", "2", "--no-tensorboard", "-q"], tmpfs=(run, "48k"),
-                         after=f"echo FILES; cd {run} && find . -type f | sort; cat folds/*/fold.json")
+    done = sandboxed_cli(
+        [
+            "train",
+            tiny_run["store"],
+            "-a",
+            tiny_run["truth"],
+            "--out",
+            run,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-tensorboard",
+            "-q",
+        ],
+        tmpfs=(run, "48k"),
+        after=f"echo FILES; cd {run} && find . -type f | sort; cat folds/*/fold.json",
+    )
     line = error_line(done.stderr)
     assert done.returncode == 1, done.stderr[-2000:]
-    assert line.startswith(f"error: {run}/folds/s15/") and "No space left on device (disk full;" in line, line
+    assert (
+        line.startswith(f"error: {run}/folds/s15/")
+        and "No space left on device (disk full;" in line
+    ), line
     files = done.stdout.split("FILES", 1)[1].split()
     assert "./config.json" in files
-    assert not [f for f in files if f.endswith(".tmp") or f.endswith("fold.json")], files  # nothing half-written
+    assert not [f for f in files if f.endswith(".tmp") or f.endswith("fold.json")], (
+        files
+    )  # nothing half-written
