@@ -5,7 +5,9 @@ video is (re)done from scratch. Each video left is one task of the job runner (f
 in this process, in a pool of `workers` spawned processes (one thread each), or as a Ray task
 on a cluster (flowcore.ray_engine.RayEngine). Every task writes its own video's group; two never
 write the same video. A task whose process died is recorded in the store as failed at stage
-"worker", like a bad video, and the other videos go on.
+"worker", like a bad video, and the other videos go on. Ctrl-C stops the running videos at once
+(flowcore.jobs) and raises ExtractionInterrupted, which says how many videos are complete: the
+store stays resumable.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from flowcore.extract import ExtractParams, RunOptions, VideoResult, extract_video, plan_extraction
+from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_device, extract_video,
+                              plan_extraction)
 from flowcore.jobs import LocalProcesses, Task, WorkerLost, first_line, run_tasks
 from flowcore.sources import Source
-from flowcore.store import FeatureStore, params_hash
+from flowcore.store import COMPLETE, FeatureStore, params_hash
 
 
 @dataclass
@@ -97,10 +100,16 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
     sharing a GPU); with a Ray `engine`, the most tasks at once. engine: None to extract on this
     machine, or a flowcore.ray_engine.RayEngine.
     Raises StoreMismatchError when `out` holds a store made with other parameters, ValueError
-    for a flow backend that cannot run on `options.device` or Ray settings that cannot work.
+    for `workers` < 1, a device this machine lacks, a flow backend that cannot run on
+    `options.device` or Ray settings that cannot work (all before any video is tried), and
+    ExtractionInterrupted (a KeyboardInterrupt) on Ctrl-C.
     """
     from flowcore.flow import check_backend
 
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if engine is None:  # a Ray cluster has its own GPUs; this machine must have them here
+        check_device(options.device)
     started = time.perf_counter()
     source, params = resolve_subsample(source, params)
     check_backend(params.flow_backend, options.device, here=engine is None)
@@ -128,12 +137,31 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
             results[result.video_id] = result
             if progress is not None:
                 progress.finish(result)
+    except KeyboardInterrupt:
+        ids = [v.video_id for v in source.videos]
+        raise ExtractionInterrupted(saved_summary(store.path, ids)) from None
     finally:
         if progress is not None:
             progress.close()
     ordered = [results[v.video_id] for v in source.videos if v.video_id in results]
     return ExtractReport(store.path, ordered, time.perf_counter() - started, list(source.warnings),
                          source)
+
+
+class ExtractionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an extraction; its message says what was saved (`saved_summary`)."""
+
+
+def saved_summary(store: str | Path, video_ids) -> str:
+    """What an interrupted run left: how many of `video_ids` are complete in the store."""
+    path = Path(store)
+    statuses = {}
+    if (path / "videos").is_dir():
+        statuses = {p.name: FeatureStore.status_at(path, p.name)
+                    for p in (path / "videos").iterdir()}
+    complete = [v for v in video_ids if statuses.get(v) == COMPLETE]
+    return (f"{len(complete)} of {len(video_ids)} videos are complete in {path}; the other "
+            f"{len(video_ids) - len(complete)} are extracted by running the same command again")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,12 @@ Engines:
     RayEngine        one Ray task per task (flowcore.ray_engine), on a cluster.
 
 Ctrl-C: a local worker process ends at once (exit code 130) instead of going on with the next
-task; the driver cancels the tasks not started and re-raises; on Ray the running tasks are
-cancelled. What the tasks saved (complete videos, finished epochs) stays, so a rerun resumes.
+task; the driver kills its workers (a Ctrl-C sent to it alone stops them too), cancels the tasks
+not started and re-raises; on Ray the running tasks are cancelled. What the tasks saved (complete
+videos, finished epochs) stays, so a rerun resumes.
+
+Lifetime: local workers die with the driver (flowcore.lifetime.die_with_parent), however it
+died (kill -9 included), so none goes on writing into a folder a rerun is already redoing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterator
+
+from flowcore.lifetime import die_with_parent
 
 WAIT_SECONDS = 0.25  # the driver's polling period for results and messages (s)
 
@@ -93,7 +99,8 @@ class LocalProcesses:
         slots = context.Value("i", 0)
         pool = ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=context,
                                    initializer=_start_worker,
-                                   initargs=(slots, self.devices, self.threads, messages))
+                                   initargs=(slots, self.devices, self.threads, messages,
+                                             os.getpid()))
         try:
             pending = {pool.submit(_run_in_worker, function, task.payload): task.key
                        for task in tasks}
@@ -102,6 +109,9 @@ class LocalProcesses:
                 _deliver(_drain(messages), on_message)
                 for future in finished:
                     yield _outcome(pending.pop(future), future)
+        except BaseException:  # Ctrl-C (or an error, or the caller gone): stop the running tasks
+            _kill_workers(pool)  # now, not after every queued one is done
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             _deliver(_drain(messages), on_message)
@@ -145,6 +155,12 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's worker processes (what their tasks saved stays; a rerun resumes)."""
+    for process in list((pool._processes or {}).values()):
+        process.kill()
+
+
 def _deliver(messages, on_message) -> None:
     for message in messages:
         on_message(message)
@@ -174,7 +190,8 @@ def _outcome(key: str, future) -> Done:
 _WORKER: dict = {}  # this worker process's Worker, set once by _start_worker
 
 
-def _start_worker(slots, devices, threads: int, messages) -> None:
+def _start_worker(slots, devices, threads: int, messages, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     with slots.get_lock():
         slot = slots.value
         slots.value += 1

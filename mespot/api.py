@@ -112,18 +112,22 @@ def train(store: str | Path, annotations: str | Path, out: str | Path, *,
 
 
 def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
-             preset: str | None = None, device: str = "cpu", proposals: str | None = None):
+             preset: str | None = None, device: str = "cpu", proposals: str | None = None,
+             allow_missing_folds: bool = False):
     """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last,
     fixed:N, inner-val, or oracle: test-set selection, labelled so), match with the truth, and
     write RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc or reference; proposals:
     the proposal arithmetic, mespot or reference (None: reference for a --compat store, else
-    mespot). Returns a spotting.evaluate.Evaluation
-    (`.metrics`, `.per_subject`, `.per_video`, `.matches`, `.intervals`: DataFrames)."""
+    mespot). A run with LOSO folds missing or unfinished is refused unless
+    `allow_missing_folds` (then their truths count as missed). Returns a
+    spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`, `.matches`,
+    `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`)."""
     from spotting.data import resolve_device
     from spotting.evaluate import evaluate_run
 
     resolve_device(device)
-    return evaluate_run(run, select, rule=rule, preset=preset, device=device, proposals=proposals)
+    return evaluate_run(run, select, rule=rule, preset=preset, device=device, proposals=proposals,
+                        allow_missing_folds=allow_missing_folds)
 
 
 def report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
@@ -155,16 +159,22 @@ class Spotter:
 
     @classmethod
     def load(
-        cls, run: str | Path, *, fold: str | None = None, select: str = "last", device: str = "cpu"
+        cls, run: str | Path, *, fold: str | None = None, select: str = "last",
+        device: str = "cpu", allow_missing_folds: bool = False,
     ) -> "Spotter":
         """The networks of run folder `run` (or of a reference checkpoint_epoch_EEE.pth.tar) at
-        the `select`ed epoch (last or fixed:N); `fold`: only this fold's network."""
-        from spotting.predict import load_models
+        the `select`ed epoch (last or fixed:N); `fold`: only this fold's network. A run with
+        LOSO folds missing or unfinished is refused unless `allow_missing_folds` (then the
+        others are averaged); a run whose store was replaced since training is refused."""
+        from spotting.data import resolve_device
+        from spotting.predict import load_models, run_subjects
 
         run = Path(run)
+        resolve_device(device)
         if not run.exists():
             raise UserError(f"{run}: no such run folder or checkpoint file")
-        return cls(run, fold, select, device, load_models(run, fold, select, device))
+        models = load_models(run, fold, select, device, run_subjects(run), allow_missing_folds)
+        return cls(run, fold, select, device, models)
 
     def spot(
         self,

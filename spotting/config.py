@@ -7,6 +7,7 @@ its stage; `config_from_dict` builds one from a YAML file or a run's own config.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -47,6 +48,15 @@ class TrainParams:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_val < 0:
             raise UserError(f"inner_val must be >= 0, got {self.inner_val}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr (learning rate) must be a number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise UserError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        ratio = self.macro_ratio
+        if ratio is not None and not (math.isfinite(ratio) and ratio >= 0):
+            raise UserError(f"macro_ratio must be a number >= 0, got {ratio}")
 
 
 @dataclass(frozen=True)

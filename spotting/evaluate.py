@@ -93,6 +93,8 @@ class Evaluation:
     intervals: pd.DataFrame  # spotted intervals: video, subject, type, onset, offset, apex, score
     epochs: dict[str, int]  # fold (test subject) -> epoch used
     out: Path
+    missing_folds: tuple[str, ...] = ()  # LOSO folds not evaluated: their truths count as missed
+    n_folds: int = 0  # LOSO folds of the run's store (one per subject)
 
 
 def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
@@ -208,7 +210,7 @@ def _choose_epoch(
     device,
 ) -> int:
     if selection.mode == "last":
-        return epochs[-1]
+        return fold.last_epoch()
     if selection.mode == "fixed":
         if selection.epoch not in epochs:
             raise UserError(
@@ -279,16 +281,22 @@ def evaluate_run(
     device: str = "cpu",
     prepared: Prepared | None = None,
     proposals: str | None = None,
+    allow_missing_folds: bool = False,
 ) -> Evaluation:
     """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers.
-    `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's default."""
+    `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's default.
+
+    Every subject of the run's store is a LOSO fold: a run with folds missing or unfinished is
+    refused unless `allow_missing_folds`, and then the missing folds' truths count as missed. A
+    store that is not the one the run was trained on (another parameters hash) is refused."""
     run = RunFolder(run)
+    config = run.read_config()
     selection = parse_selection(select)
     if rule not in RULES:
         raise UserError(f"--rule must be one of {', '.join(RULES)} (got {rule!r})")
-    config = run.read_config()
     windows = WindowParams(**config["windows"])
-    prep = prepared or prepare(config["store"], config["annotations"], windows)
+    prep = prepared or prepare(run.store_path(config), config["annotations"], windows)
+    run.check_store(config, prep.features)
     preset = preset or (
         "samm"
         if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
@@ -299,16 +307,10 @@ def evaluate_run(
     variant = proposal_variant(prep.features, proposals)
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
-    folds = run.folds()
-    if not folds:
-        raise UserError(f"{run.path} holds no finished fold")
+    folds, missing = run.complete_folds(prep.features.subjects, allow_missing_folds)
     found_all, epochs_used, curves = [], {}, {}
     for fold in folds:
         meta = fold.read_meta()
-        if meta.get("status") != "complete":
-            raise UserError(
-                f"fold {fold.path.name} is not complete; rerun `mespot train` to finish it"
-            )
         epochs = fold.epochs()
         epoch = _choose_epoch(
             selection, fold, epochs, prep, truths, params, windows, RULES[rule], preset, device
@@ -319,8 +321,7 @@ def evaluate_run(
         )
         found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
-    found = pd.concat(found_all, ignore_index=True)
-    truths = truths[truths["subject"].isin(set(epochs_used))]
+    found = pd.concat(found_all, ignore_index=True)  # the truths of missing folds count as missed
     matches = count(found, truths, RULES[rule], prep.features)
     out = run.evaluation(selection.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,6 +341,8 @@ def evaluate_run(
             ),
             epochs=epochs_used,
             out=out,
+            missing_folds=tuple(missing),
+            n_folds=len(prep.features.subjects),
         ),
         config,
         preset,
@@ -384,6 +387,9 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
             k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()
         },
         "epochs": e.epochs,
+        "folds": e.n_folds,
+        "missing_folds": list(e.missing_folds),
+        "missing_folds_counted_as": "missed (FN)",
         "metrics": e.metrics.set_index("type").to_dict(orient="index"),
         "frame_numbers": "1-based, the video's original numbering",
     }

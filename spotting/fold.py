@@ -258,7 +258,20 @@ def train_one_fold(
     tensorboard: bool = True,
 ) -> FoldResult:
     """Fold `subject` of the run (its inner validation model first, with --inner-val), telling
-    `report` (`start_fold(label, k)`, `epoch(done, loss)`, `line(text)`) how it goes."""
+    `report` (`start_fold(label, k)`, `epoch(done, loss)`, `line(text)`) how it goes. The fold is
+    locked meanwhile (FoldFolder.lock): a fold another process trains (e.g. a worker of a killed
+    run that is still going) is refused with a UserError, never trained twice at once."""
+    with run.fold(subject).lock() as holder:
+        if holder is not None:
+            raise UserError(f"fold {subject}: being trained by another process ({holder}); wait "
+                            f"for it to end")
+        return _train_locked(prep, config, run, folds, subject, device, report, on_epoch_end,
+                             tensorboard)
+
+
+def _train_locked(prep, config, run, folds, subject, device, report, on_epoch_end,
+                  tensorboard) -> FoldResult:
+    """train_one_fold, the fold locked."""
     k = folds.index(subject)
     folder = run.fold(subject)
     if config.train.inner_val > 0:

@@ -71,11 +71,32 @@ def train_loso(
     tasks instead (at most `workers` at once; None: as the cluster's resources allow).
     `on_epoch_end(subject, epoch)`: called after every epoch, only when folds train in this
     process. `prepared`: the store and annotations already prepared for this config.
+
+    The run folder is locked meanwhile (RunFolder.lock): a second `train_loso` into the same
+    `out` (another process on this machine) is refused with a UserError instead of training the
+    same folds twice at once. The config records the store and annotations as absolute paths,
+    so the run stays usable from any folder.
     """
     _check_arguments(config, workers, threads)
     run = RunFolder(out)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run.path}: exists and is not a folder; choose another --out")
+    with run.lock() as holder:
+        if holder is not None:
+            raise UserError(f"{run.path}: another `mespot train` (process {holder}) is training "
+                            f"into this run folder; wait for it to end, or choose another --out")
+        return _train_locked(config, run, device, subjects, overwrite, progress, tensorboard,
+                             on_epoch_end, prepared, workers, threads, engine)
+
+
+def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite, progress,
+                  tensorboard, on_epoch_end, prepared, workers, threads,
+                  engine) -> list[FoldResult]:
+    """train_loso, its run folder locked."""
     dev = _driver_device(device, engine)
     started = time.perf_counter()
+    config = dataclasses.replace(config, store=str(Path(config.store).absolute()),
+                                 annotations=str(Path(config.annotations).absolute()))
     token = uuid.uuid4().hex  # this run's prepared data, in this process and each worker
     prep = prepared_for(config.store, config.annotations, config.windows, token,
                         prepared or prepare(config.store, config.annotations, config.windows))
@@ -145,6 +166,8 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
     resolved["store_params_hash"] = prep.features.params_hash
     if run.config_path.exists():
         previous = json.loads(run.config_path.read_text())
+        for key in ("store", "annotations"):  # a run of an older version kept the path as typed
+            previous[key] = str(Path(previous.get(key, "")).absolute())
         # runs from before the network's dimensions were part of the configuration
         previous.setdefault("model", dataclasses.asdict(ModelDims()))
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved

@@ -19,6 +19,7 @@ reference's normalisation constants, and its proposals use the reference's arith
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch
 from flowcore.errors import UserError
 from flowcore.store import load_features
 from spotting.channels import N_OUTPUTS
-from spotting.data import REFERENCE_MEAN, REFERENCE_STD, window_tensors
+from spotting.data import REFERENCE_MEAN, REFERENCE_STD, resolve_device, window_tensors
 from spotting.evaluate import parse_selection
 from spotting.inference import CURVES, predict_logits, probability_curves, video_logits
 from spotting.model import load_reference_checkpoint
@@ -66,6 +67,7 @@ class Batch:
     failed: list  # flowcore VideoResults: video_id, stage, error
     out: Path
     proposals: str = "mespot"  # the proposal arithmetic used, a key of PROPOSAL_VARIANTS
+    missing_folds: tuple[str, ...] = ()  # the run's LOSO folds not averaged (allowed missing)
 
     @property
     def intervals(self) -> pd.DataFrame:
@@ -77,24 +79,30 @@ class Batch:
 INTERVAL_COLUMNS = ["video", "type", "onset", "offset", "apex", "score"]
 
 
-def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Model]:
-    """The networks of a run folder: one fold's, or every fold's, at the selected epoch."""
+def run_models(run: Path, fold: str | None, select: str, device: str,
+               subjects: list[str] | None = None, allow_missing_folds: bool = False) -> list[Model]:
+    """The networks of a run folder: one fold's, or every fold's, at the selected epoch.
+    `subjects`: the LOSO folds the run should have (its store's subjects; None: the fold folders
+    there are); a run with some missing is refused unless `allow_missing_folds` (then the others
+    are averaged). `last` is the fold's last trained epoch: a deleted last weights file is
+    refused, never replaced by an earlier epoch."""
     selection = parse_selection(select)
     if selection.mode not in ("last", "fixed"):
         raise UserError("predict takes --select last or fixed:N (the others choose epochs on "
                         "labelled data)")
-    folds = RunFolder(run).folds()
+    run_folder = RunFolder(run)
+    if subjects is None:
+        subjects = sorted(p.name for p in (run_folder.path / "folds").glob("*"))
     if fold is not None:
-        folds = [f for f in folds if f.path.name == fold]
-        if not folds:
-            raise UserError(f"{run} has no fold {fold!r}")
-    if not folds:
-        raise UserError(f"{run} holds no trained fold")
+        if fold not in subjects:
+            raise UserError(f"{run} has no fold {fold!r} (its folds: {', '.join(subjects)})")
+        subjects = [fold]
+    folds, _missing = run_folder.complete_folds(subjects, allow_missing_folds)
     windows = run_windows(run)
     models = []
     for folder in folds:
         epochs = folder.epochs()
-        epoch = epochs[-1] if selection.mode == "last" else selection.epoch
+        epoch = folder.last_epoch() if selection.mode == "last" else selection.epoch
         if epoch not in epochs:
             raise UserError(f"{folder.path}: no weights for epoch {epoch}")
         network, meta = load_weights(folder.weights_path(epoch), device)
@@ -109,20 +117,27 @@ def run_windows(run: Path) -> WindowParams:
 
 
 def _extract_params_for(model_path: Path):
-    """(ExtractParams, proposal preset, training frame rate) matching the model's features."""
+    """(ExtractParams, proposal preset, training frame rate, LOSO subjects or None) matching the
+    model's features; UserError when the run's store is gone or was replaced since training."""
     from flowcore.extract import ExtractParams
 
     if model_path.is_file():  # a reference checkpoint: the reference's 8-bit features
         from dataclasses import replace
 
         defaults = ExtractParams()
-        return replace(defaults, mdmo=replace(defaults.mdmo, compat=True)), "casme2", 30.0
-    config = RunFolder(model_path).read_config()
-    features = load_features(config["store"])
+        return replace(defaults, mdmo=replace(defaults.mdmo, compat=True)), "casme2", 30.0, None
+    run = RunFolder(model_path)
+    config = run.read_config()
+    store = run.store_path(config)
+    if not Path(store).is_dir():
+        raise UserError(f"{store}: the feature store run {model_path} was trained on is gone; "
+                        f"predict needs it for the extraction parameters")
+    features = load_features(store)
+    run.check_store(config, features)
     params = ExtractParams.from_dict(features.params)
     fps = float(np.median([v.fps for v in features.videos.values()]))
     preset = "samm" if "samm" in features.dataset.lower() else "casme2"
-    return params, preset, fps
+    return params, preset, fps, features.subjects
 
 
 def predict_video(path: str | Path, model: str | Path, out: str | Path, **options) -> Prediction:
@@ -139,44 +154,33 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    select: str = "last", preset: str | None = None, fps: float | None = None,
                    device: str = "cpu", backend: str | None = None, one: bool = False,
                    progress=None, proposals: str | None = None,
-                   models: list[Model] | None = None) -> Batch:
+                   models: list[Model] | None = None, allow_missing_folds: bool = False) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
     flowcore.run_extraction. `proposals`: proposal arithmetic, None for `reference` with compat
     features (a reference checkpoint) and `mespot` otherwise. `models`: the networks, already
-    loaded (`load_models`)."""
+    loaded (`load_models`). `allow_missing_folds`: average the folds there are when some of the
+    run's are missing (refused otherwise; `Batch.missing_folds` names them)."""
     from dataclasses import replace
 
-    from flowcore import open_source, run_extraction
-    from flowcore.store import StoreMismatchError
-
     path, model, out = Path(path), Path(model), Path(out)
-    if not path.exists():
-        raise UserError(f"{path}: no such video file or frame folder")
-    if not model.exists():
-        raise UserError(f"{model}: no such run folder or checkpoint file")
-    source = open_source(path, fps=fps)
+    _check_inputs(path, model, out, fps, device)
+    source = _open(path, fps)
     if one and len(source.videos) != 1:
         raise UserError(f"{path}: holds {len(source.videos)} videos; predict_video takes one "
                         f"video file or "
                         f"one folder of frames")
     if not source.videos:
         raise UserError(f"{path}: no video found")
-    params, trained_preset, trained_fps = _extract_params_for(model)
+    params, trained_preset, trained_fps, subjects = _extract_params_for(model)
     subsample = _one_subsample(path, source.videos, trained_fps)
     params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
     proposal_params = _proposal_params(preset or trained_preset, proposals, params.mdmo.compat)
     if models is None:  # before the long extraction: fail early
-        models = load_models(model, fold, select, device)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        report = run_extraction(source, out / "features.zarr", params, progress=progress)
-    except StoreMismatchError as err:
-        raise UserError(f"{err} (features of another model's parameters?): choose another "
-                        f"--out") from None
-    except ValueError as err:  # a flow backend that cannot run here (flowcore.flow.check_backend)
-        raise UserError(str(err)) from None
+        models = load_models(model, fold, select, device, subjects, allow_missing_folds)
+    missing = sorted(set(subjects or []) - {m.name for m in models}) if fold is None else []
+    report = _extract(source, out, params, progress)
     features = load_features(out / "features.zarr")
     several = len(source.videos) > 1
     predictions = []
@@ -185,11 +189,12 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
             predictions.append(_spot(features.videos[spec.video_id], models, proposal_params,
                                      device, curves_png, out))
-    batch = Batch(predictions, list(report.failed), out, proposal_params.variant)
+    batch = Batch(predictions, list(report.failed), out, proposal_params.variant, tuple(missing))
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     (out / "prediction.json").write_text(json.dumps({
         "source": str(path), "model": str(model), "models": [m.name for m in models],
         "combination": "mean of the models' logits" if len(models) > 1 else "single model",
+        "missing_folds": missing,
         "selection": select, "preset": preset or trained_preset,
         "proposals": proposal_params.variant,
         "proposals_label": PROPOSAL_VARIANTS[proposal_params.variant], "subsample": subsample,
@@ -199,6 +204,45 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    for r in report.failed],
         "frame_numbers": "1-based, the video's original numbering"}, indent=1))
     return batch
+
+
+def _check_inputs(path: Path, model: Path, out: Path, fps: float | None, device: str) -> None:
+    """UserError for inputs predict cannot work with, before anything is read or written."""
+    resolve_device(device)
+    if not path.exists():
+        raise UserError(f"{path}: no such video file or frame folder")
+    if not model.exists():
+        raise UserError(f"{model}: no such run folder or checkpoint file")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"--fps must be a frame rate > 0, got {fps}")
+
+
+def _open(path: Path, fps: float | None):
+    """The videos at `path` (flowcore.open_source); UserError when there are none to read."""
+    from flowcore import open_source
+    from flowcore.sources import SourceError
+
+    try:
+        return open_source(path, fps=fps)
+    except SourceError as err:
+        raise UserError(str(err)) from None
+
+
+def _extract(source, out: Path, params, progress):
+    """Extract `source` into out/features.zarr with the model's `params`: the ExtractReport."""
+    from flowcore import run_extraction
+    from flowcore.store import StoreMismatchError
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_extraction(source, out / "features.zarr", params, progress=progress)
+    except StoreMismatchError as err:
+        raise UserError(f"{err} (features of another model's parameters?): choose another "
+                        f"--out") from None
+    except ValueError as err:  # a flow backend that cannot run here (flowcore.flow.check_backend)
+        raise UserError(str(err)) from None
 
 
 def _proposal_params(preset: str, variant: str | None, compat: bool) -> ProposalParams:
@@ -231,13 +275,22 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
     return next(iter(wanted))
 
 
-def load_models(model: Path, fold: str | None, select: str, device: str) -> list[Model]:
-    """The networks of a run folder (one fold's or every fold's) or of a reference checkpoint."""
+def load_models(model: Path, fold: str | None, select: str, device: str,
+                subjects: list[str] | None = None,
+                allow_missing_folds: bool = False) -> list[Model]:
+    """The networks of a run folder (one fold's or every fold's; `subjects`,
+    `allow_missing_folds` as `run_models`) or of a reference checkpoint."""
     if model.is_file():
         network, _epoch = load_reference_checkpoint(model)
         return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN),
                       list(REFERENCE_STD), WindowParams())]
-    return run_models(model, fold, select, device)
+    return run_models(model, fold, select, device, subjects, allow_missing_folds)
+
+
+def run_subjects(model: Path) -> list[str] | None:
+    """The LOSO folds a run should have (its store's subjects), None for a reference
+    checkpoint; UserError when the run's store is gone or was replaced since training."""
+    return _extract_params_for(Path(model))[3]
 
 
 def _spot(video, models: list[Model], preset, device: str, curves_png: Path,

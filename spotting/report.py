@@ -115,7 +115,7 @@ def _face_strips(
 
     from flowcore.pictures import face_crops
 
-    store = run.read_config()["store"]
+    store = run.store_path(run.read_config())
     root = zarr.open_group(store, mode="r")
     parts = []
     for video in videos:

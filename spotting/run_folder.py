@@ -19,11 +19,15 @@ Layout:
     report.html, report/         what `mespot report` wrote
 
 `RunFolder` and `FoldFolder` are the one place that knows these names; training, evaluation,
-prediction and the report all go through them.
+prediction and the report all go through them. They also say whether a run is complete (every
+LOSO fold finished, each with its last epoch's weights), whether a store is the one the run was
+trained on (config.json keeps its absolute path and params hash), and hold the locks that keep
+two processes from training into one run folder or one fold at once (`folder_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -84,6 +88,22 @@ class FoldFolder:
     def is_complete(self) -> bool:
         return self.meta_path.exists() and self.read_meta().get("status") == "complete"
 
+    def last_epoch(self) -> int:
+        """The fold's last trained epoch (its config's epochs); UserError naming the file when
+        its weights are gone (never a silent fall-back to an earlier epoch)."""
+        epochs = self.epochs()
+        trained = self.read_meta().get("config", {}).get("train", {}).get("epochs")
+        last = int(trained or (epochs[-1] if epochs else 0))
+        if last not in epochs:
+            raise UserError(f"{self.weights_path(last)}: missing (the fold's last epoch); delete "
+                            f"{self.path} and rerun `mespot train` to train it again, or choose "
+                            f"--select fixed:N")
+        return last
+
+    def lock(self):
+        """This fold's lock (`folder_lock`): None while held here, else the holder's pid."""
+        return folder_lock(self.path, "fold")
+
 
 @dataclass(frozen=True)
 class RunFolder:
@@ -134,9 +154,84 @@ class RunFolder:
     def read_config(self) -> dict:
         """config.json; UserError when this is no run folder."""
         if not self.config_path.is_file():
-            raise UserError(f"{self.path} is not a run folder (no config.json); train one with "
+            raise UserError(f"{self.path}: not a run folder (no config.json); train one with "
                             f"`mespot train`")
         return json.loads(self.config_path.read_text())
+
+    def store_path(self, config: dict) -> str:
+        """The feature store the run was trained on: as its config records it (absolute since
+        runs record it so; an older run's relative path is tried from here, then from the run
+        folder)."""
+        recorded = Path(config["store"])
+        if recorded.is_absolute() or recorded.exists():
+            return str(recorded)
+        beside = self.path / recorded
+        return str(beside if beside.exists() else recorded)
+
+    def check_store(self, config: dict, features) -> None:
+        """UserError when `features` (a flowcore.store.FeatureSet read from the run's store path)
+        is not the store the run was trained on (another extraction's parameters hash):
+        predictions from it would be silently wrong."""
+        trained = config.get("store_params_hash")
+        if trained is not None and features.params_hash != trained:
+            raise UserError(f"{features.path}: not the store run {self.path} was trained on (its "
+                            f"extraction parameters hash {features.params_hash}, the run's "
+                            f"{trained}); restore that store or train again")
+
+    def complete_folds(self, subjects: list[str],
+                       allow_missing: bool = False) -> tuple[list[FoldFolder], list[str]]:
+        """(complete fold folders, subjects whose fold is missing or unfinished) of a LOSO run
+        over `subjects`; UserError for an incomplete run unless `allow_missing`."""
+        done, missing = [], []
+        for subject in subjects:
+            fold = self.fold(subject)
+            if fold.is_complete():
+                done.append(fold)
+            else:
+                missing.append(subject)
+        if not done:
+            raise UserError(f"{self.path}: holds no finished fold (of {len(subjects)}); train "
+                            f"with `mespot train`")
+        if missing and not allow_missing:
+            raise UserError(f"{self.path}: {len(missing)} of {len(subjects)} LOSO folds missing "
+                            f"or unfinished ({', '.join(missing)}); finish them with the same "
+                            f"`mespot train` command, or pass --allow-missing-folds to count "
+                            f"their truths as missed")
+        return done, missing
+
+    def lock(self):
+        """This run folder's lock (`folder_lock`): None while held here, else the holder's pid."""
+        return folder_lock(self.path, "run")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, kind: str):
+    """Yield None while this process holds the `kind` lock of `folder`, else the process id of
+    the holder. An advisory `flock` on a file in the temporary folder, keyed by the folder's
+    absolute path (outside it, so --overwrite can delete it): the kernel frees it when its
+    process dies."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    locks = Path(tempfile.gettempdir()) / "mespot-locks"
+    locks.mkdir(exist_ok=True)
+    key = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+    with open(locks / f"{key}-{kind}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            yield handle.read().strip() or "unknown"
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield None
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
@@ -147,9 +242,15 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata
-    )
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+    except Exception as err:  # safetensors' own error type: make it the OSError it wraps
+        tmp.unlink(missing_ok=True)
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
     os.replace(tmp, path)
 
 
@@ -172,9 +273,15 @@ def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights not found: {path}")
-    state = load_file(str(path), device=str(device))
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    try:
+        state = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as err:  # truncated or not a safetensors file
+        raise UserError(f"{path}: not a readable weights file ({str(err).splitlines()[0]}); "
+                        f"train the fold again or restore the file") from None
+    if "graph_embedding.0.gc1.adj" not in state:
+        raise UserError(f"{path}: not AUW-GCN weights (no 'graph_embedding.0.gc1.adj')")
     try:
         if "dims" in meta:
             dims, source = ModelDims(**json.loads(meta["dims"])), "stored"

@@ -42,6 +42,15 @@ def _summary_table(report) -> None:
                       str(r.landmark_repairs or ""), str(fixed or ""), error)
     console = Console(width=200) if not sys.stdout.isatty() else Console()
     console.print(table)
+    for r in report.results:  # every repaired frame, by number (also in the store's attributes)
+        repairs = (r.frame_repairs or {}).items()
+        listed = "; ".join(f"{kind} {numbers}" for kind, numbers in repairs if numbers)
+        if listed:
+            console.print(f"{r.video_id}: frames repaired (replaced by a neighbour): {listed}",
+                          markup=False, highlight=False)
+    for r in report.results:
+        for warning in r.warnings:
+            console.print(f"warning: {r.video_id}: {warning}", markup=False, highlight=False)
     for warning in report.warnings:
         console.print(f"warning: {warning}")
     console.print(report.summary())
@@ -134,6 +143,7 @@ def extract_command(
     frames, ...) is recorded in the store with its stage and error while the others go on.
     Exit code 0 when every video is complete, 1 when some failed, 2 for a usage error.
     """
+    from flowcore.batch import ExtractionInterrupted
     from mespot.api import extract
     from mespot.progress import RichProgress
 
@@ -142,10 +152,19 @@ def extract_command(
     flags = {"flow_backend": backend, "subsample": subsample, "compat": compat,
              "save_flow": save_flow,
              "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
-    report = extract(source, out, extract_params(ctx, config, flags), device=device,
-                     workers=workers, batch_size=batch_size, videos=video,
-                     subjects_csv=subjects_csv, engine=runner,
-                     progress=RichProgress(enabled=not quiet))
+    try:
+        report = extract(source, out, extract_params(ctx, config, flags), device=device,
+                         workers=workers, batch_size=batch_size, videos=video,
+                         subjects_csv=subjects_csv, engine=runner,
+                         progress=RichProgress(enabled=not quiet))
+    except ExtractionInterrupted as stop:  # Ctrl-C: say what was saved, exit 130
+        typer.echo(f"interrupted: {stop}", err=True)
+        raise typer.Exit(130) from None
+    _show(report, pictures)
+
+
+def _show(report, pictures: Path | None) -> None:
+    """The pictures (with --pictures), the summary table; ExtractionFailed if a video failed."""
     if pictures is not None:
         from flowcore.pictures import write_pictures
 

@@ -24,7 +24,7 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     caption = "; ".join(sorted({f"{RULES[e.rule].label}. "
                                 f"Proposals: {PROPOSAL_VARIANTS[e.proposals]}"
                                 for e in evaluations}))
-    table = Table(title=f"spotting metrics ({how}; counts pooled over all LOSO folds)",
+    table = Table(title=f"spotting metrics ({how}; counts {_pooled(evaluations[0])})",
                   caption=caption)
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
@@ -51,6 +51,14 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
         )
 
 
+def _pooled(e) -> str:
+    """Over which LOSO folds the counts are pooled (an Evaluation's missing folds named)."""
+    if not e.missing_folds:
+        return f"pooled over all {e.n_folds} LOSO folds"
+    return (f"pooled over {e.n_folds - len(e.missing_folds)} of {e.n_folds} LOSO folds; the "
+            f"truths of {', '.join(e.missing_folds)} counted as missed")
+
+
 def evaluate_command(
     run: Path = typer.Argument(..., help="Run folder written by `mespot train`."),
     select: list[str] = typer.Option(
@@ -71,6 +79,9 @@ def evaluate_command(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     report: bool = typer.Option(True, "--report/--no-report", help="Also write report.html."),
+    allow_missing_folds: bool = typer.Option(
+        False, "--allow-missing-folds", help="Evaluate a run with LOSO folds missing or "
+        "unfinished (refused otherwise); their truths count as missed."),
 ) -> None:
     """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
 
@@ -80,10 +91,16 @@ def evaluate_command(
     """
     from mespot.api import evaluate, report as write_report
 
-    evaluations = [evaluate(run, s, rule=rule, preset=preset, device=device, proposals=proposals)
-                   for s in select]
+    evaluations = [evaluate(run, s, rule=rule, preset=preset, device=device, proposals=proposals,
+                            allow_missing_folds=allow_missing_folds) for s in select]
     print_metrics(evaluations)
     for e in evaluations:
+        used = ", ".join(f"{subject} (epoch {epoch})" 
+                         for subject, epoch in sorted(e.epochs.items()))
+        typer.echo(f"{e.selection.name}: folds evaluated: {used}")
+        if e.missing_folds:
+            typer.echo(f"{e.selection.name}: folds missing, their truths counted as missed: "
+                       f"{', '.join(e.missing_folds)}")
         typer.echo(f"{e.selection.name}: {e.out}")
     if report:
         typer.echo(f"report: {write_report(run, evaluations[0].selection.name)}")
@@ -145,6 +162,9 @@ def predict_command(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    allow_missing_folds: bool = typer.Option(
+        False, "--allow-missing-folds", help="Average the folds there are when some of the "
+        "run's LOSO folds are missing (refused otherwise)."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -155,14 +175,20 @@ def predict_command(
     """
     from mespot.progress import RichProgress
     from spotting.predict import predict_videos
-    from spotting.proposals import PROPOSAL_VARIANTS
 
     if fold is None and not all_folds:
         raise UserError("--one-fold needs --fold SUBJECT")
     out = out or Path("predictions") / video.stem
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
                            device=device, backend=backend, proposals=proposals,
-                           progress=RichProgress(enabled=not quiet))
+                           progress=RichProgress(enabled=not quiet),
+                           allow_missing_folds=allow_missing_folds)
+    _show_predictions(batch, out)
+
+
+def _show_predictions(batch, out: Path) -> None:
+    """What predict found, per video, and what it wrote; exit code 1 if a video failed."""
+    from spotting.proposals import PROPOSAL_VARIANTS
 
     typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
     for result in batch.predictions:
@@ -174,6 +200,9 @@ def predict_command(
     if len(batch.predictions) == 1:
         table = batch.predictions[0].intervals
         typer.echo(table.to_string(index=False) if len(table) else "(none)")
+    if batch.missing_folds:
+        typer.echo(f"warning: folds {', '.join(batch.missing_folds)} of the run are missing; "
+                   f"averaged the others", err=True)
     for failure in batch.failed:
         typer.echo(
             f"{failure.video_id}: not spotted, feature extraction failed at {failure.stage}: "
