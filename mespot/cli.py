@@ -15,8 +15,8 @@ from typing import Optional
 
 import typer
 
-from mespot import __version__
-from mespot.errors import UserError
+from flowcore.version import __version__
+from flowcore.errors import UserError
 
 app = typer.Typer(
     name="mespot",
@@ -44,21 +44,21 @@ def _root(
 
 
 def _register_commands() -> None:
-    from mespot.synth.command import synth_command
+    from mespot.commands.synth import synth_command
 
     app.command("synth")(synth_command)
-    from flowcore.command import extract_command
+    from mespot.commands.extract import extract_command
 
     app.command("extract")(extract_command)
-    from spotting.command import train_command
+    from mespot.commands.train import train_command
 
     app.command("train")(train_command)
-    from spotting.results_command import evaluate_command, predict_command, report_command
+    from mespot.commands.results import evaluate_command, predict_command, report_command
 
     app.command("evaluate")(evaluate_command)
     app.command("report")(report_command)
     app.command("predict")(predict_command)
-    from mespot.bench import bench_command
+    from mespot.commands.bench import bench_command
 
     app.command("bench")(bench_command)
 
@@ -96,7 +96,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as err:
         # Usage errors (bad flag, missing argument): click's, or the copy of click that recent
         # typer versions vendor; both can show themselves and carry an exit code.
-        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
+        if callable(getattr(err, "show", None)) and isinstance(
+            getattr(err, "exit_code", None), int
+        ):
             err.show()
             return err.exit_code
         raise

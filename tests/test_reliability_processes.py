@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from flowcore.testing import write_casme2
+from mespot.testing import write_casme2
 
 MESPOT = [sys.executable, "-m", "mespot.cli"]
 DEADLINE = 240  # s: generous bounds on waits, never asserted as durations
