@@ -19,11 +19,11 @@ Statistics: F1 of ME, MaE and overall from MEGC counts pooled over all subjects 
 (bootstrap over subjects of the pooled counts: the same resampled subjects for every seed and
 variant, so a variant's gain over the baseline is a paired difference with its own interval).
 
-Everything is resumable and cached outside the repository (--cache, default /work/cache-i17 or
-$MESPOT_QUALITY_CACHE): rendered sets, stores (each extracted once), run folders (`mespot train`
-resumes) and each (variant, seed)'s per-subject counts. Results: benchmarks/results/
-spotting_quality.json (machine, versions, parameters, every number) and spotting_quality.md (the
-table docs/quality.md shows).
+Everything is resumable and cached outside the repository (--cache; default
+$MESPOT_QUALITY_CACHE, else ~/.cache/mespot-quality): rendered sets, stores (each extracted
+once), run folders (`mespot train` resumes) and each (variant, seed)'s per-subject counts.
+Results: benchmarks/results/ spotting_quality.json (machine, versions, parameters, every number)
+and spotting_quality.md (the table docs/quality.md shows).
 """
 
 from __future__ import annotations
@@ -69,22 +69,66 @@ class Variant:
     evaluate: tuple[str, ...] = ()
 
     def train_key(self, set_name: str) -> str:
-        """Run folders are shared by variants that train the same way (e.g. evaluation-only ones)."""
+        """Run folders are shared by variants that train the same way (e.g. evaluation-only
+        ones)."""
         text = json.dumps([set_name, self.store, list(self.train)])
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-VARIANTS = {v.name: v for v in (
-    Variant("baseline", "AUW-GCN reproduction, defaults of `mespot train` and `mespot evaluate`"),
-    Variant("pretrained", "folds start from the shipped synthetic pretraining (`--init pretrained`)",
-            train=("--init", "pretrained")),
-    Variant("pretrained-e50", "as `pretrained`, 50 epochs per fold", train=("--init", "pretrained", "--epochs", "50")),
-    Variant("aligned", "store extracted with `--align` (crops registered to the first frame)", store="aligned"),
-    Variant("calibrated", "proposal rules per fold from its inner-validation subjects (`evaluate --calibrate`)",
-            evaluate=("--calibrate",)),
-    Variant("flip", "test-time flip (`evaluate --flip`)", evaluate=("--flip",)),
-    Variant("mirror", "mirror augmentation in training (`--augment mirror`)", train=("--augment", "mirror")),
-)}
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant(
+            "baseline", "AUW-GCN reproduction, defaults of `mespot train` and `mespot evaluate`"
+        ),
+        Variant(
+            "pretrained",
+            "folds start from the shipped synthetic pretraining (`--init pretrained`)",
+            train=("--init", "pretrained"),
+        ),
+        Variant(
+            "pretrained-e50",
+            "as `pretrained`, 50 epochs per fold",
+            train=("--init", "pretrained", "--epochs", "50"),
+        ),
+        Variant(
+            "aligned",
+            "store extracted with `--align` (crops registered to the first frame)",
+            store="aligned",
+        ),
+        Variant(
+            "calibrated",
+            "proposal rules per fold from its inner-validation subjects (`evaluate --calibrate`)",
+            evaluate=("--calibrate",),
+        ),
+        Variant("flip", "test-time flip (`evaluate --flip`)", evaluate=("--flip",)),
+        Variant(
+            "mirror",
+            "mirror augmentation in training (`--augment mirror`)",
+            train=("--augment", "mirror"),
+        ),
+    )
+}
+
+
+def default_cache() -> Path:
+    """Where rendered sets, stores, runs and results are cached: $MESPOT_QUALITY_CACHE, else
+    ~/.cache/mespot-quality."""
+    return Path(os.environ.get("MESPOT_QUALITY_CACHE") or Path.home() / ".cache" / "mespot-quality")
+
+
+def unavailable(names: list[str]) -> str | None:
+    """Why some of the variants `names` cannot run here (the shipped pretrained weights they
+    start from do not exist yet), before anything is trained; None when all can."""
+    from spotting.initial_weights import MAKE_PRETRAINED, PRETRAINED
+
+    need = [n for n in names if "pretrained" in VARIANTS[n].train]
+    if not need or PRETRAINED.is_file():
+        return None
+    others = " ".join(n for n in names if n not in need)
+    return (f"variants {', '.join(need)} need the shipped pretrained weights ({PRETRAINED}), "
+            f"which do not exist yet: make them with {MAKE_PRETRAINED}, and copy them there; "
+            f"or leave those variants out: --variants {others}")
 
 
 def mespot(*args: str, log: Path) -> float:
@@ -93,8 +137,12 @@ def mespot(*args: str, log: Path) -> float:
     with open(log, "a") as out:
         out.write(f"\n$ mespot {' '.join(args)}\n")
         out.flush()
-        code = subprocess.call([sys.executable, "-m", "mespot", *args], stdout=out, stderr=out,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        code = subprocess.call(
+            [sys.executable, "-m", "mespot", *args],
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     if code != 0:
         sys.exit(f"mespot {' '.join(args)} failed with exit code {code}; see {log}")
     return time.perf_counter() - started
@@ -114,17 +162,33 @@ class Timings:
         self.path.write_text(json.dumps(self.values, indent=1))
 
 
-def prepare_set(cache: Path, set_name: str, store: str, timings: Timings, log: Path) -> tuple[Path, Path]:
+def prepare_set(
+    cache: Path, set_name: str, store: str, timings: Timings, log: Path
+) -> tuple[Path, Path]:
     """(store path, annotations path) of a set, rendering and extracting what is missing."""
     config, workbook = SETS[set_name]
     data = cache / "sets" / set_name / "data"
     if not (data / "synth.json").is_file():
-        timings.add(f"{set_name}/render", mespot("synth", "--config", str(config), "--out", str(data),
-                                                 "--overwrite", "--workers", "2", log=log))
+        timings.add(
+            f"{set_name}/render",
+            mespot(
+                "synth",
+                "--config",
+                str(config),
+                "--out",
+                str(data),
+                "--overwrite",
+                "--workers",
+                "2",
+                log=log,
+            ),
+        )
     out = cache / "sets" / set_name / f"{store}.zarr"
     done = out / ".complete"
     if not done.is_file():
-        seconds = mespot("extract", str(data), "--out", str(out), *EXTRACT_FLAGS, *STORES[store], "-q", log=log)
+        seconds = mespot(
+            "extract", str(data), "--out", str(out), *EXTRACT_FLAGS, *STORES[store], "-q", log=log
+        )
         timings.add(f"{set_name}/extract-{store}", seconds)
         done.write_text("")
     return out, data / workbook
@@ -136,12 +200,23 @@ def per_subject_counts(folder: Path) -> dict:
     out: dict = {}
     for row in table.itertuples():
         if row.type in ("me", "mae"):
-            out.setdefault(row.subject, {})[row.type] = [int(row.TP), int(row.proposals), int(row.truths)]
+            out.setdefault(row.subject, {})[row.type] = [
+                int(row.TP),
+                int(row.proposals),
+                int(row.truths),
+            ]
     return out
 
 
-def run_variant(cache: Path, set_name: str, variant: Variant, seed: int, workers: int, timings: Timings,
-                log: Path) -> dict:
+def run_variant(
+    cache: Path,
+    set_name: str,
+    variant: Variant,
+    seed: int,
+    workers: int,
+    timings: Timings,
+    log: Path,
+) -> dict:
     """Per-subject counts of each selection for one (set, variant, seed), trained and evaluated
     as needed (cached in CACHE/results)."""
     result_path = cache / "results" / set_name / variant.name / f"seed{seed}.json"
@@ -150,19 +225,42 @@ def run_variant(cache: Path, set_name: str, variant: Variant, seed: int, workers
     store, annotations = prepare_set(cache, set_name, variant.store, timings, log)
     run = cache / "runs" / set_name / variant.train_key(set_name) / f"seed{seed}"
     key = f"{set_name}/train-{variant.train_key(set_name)}-seed{seed}"
-    seconds = mespot("train", str(store), "-a", str(annotations), "--out", str(run), "--seed", str(seed),
-                     *TRAIN_FLAGS, *variant.train, "--workers", str(workers), "--no-tensorboard", "-q",
-                     log=log)
+    seconds = mespot(
+        "train",
+        str(store),
+        "-a",
+        str(annotations),
+        "--out",
+        str(run),
+        "--seed",
+        str(seed),
+        *TRAIN_FLAGS,
+        *variant.train,
+        "--workers",
+        str(workers),
+        "--no-tensorboard",
+        "-q",
+        log=log,
+    )
     if key not in timings.values:
         timings.add(key, seconds)
     started = time.perf_counter()
     selections = [flag for selection in SELECTIONS for flag in ("--select", selection)]
     mespot("evaluate", str(run), *selections, "--no-report", *variant.evaluate, log=log)
-    suffix = "".join(f"+{name}" for flag, name in (("--calibrate", "calibrated"), ("--flip", "flip"))
-                     if flag in variant.evaluate)
+    suffix = "".join(
+        f"+{name}"
+        for flag, name in (("--calibrate", "calibrated"), ("--flip", "flip"))
+        if flag in variant.evaluate
+    )
     counts = {s: per_subject_counts(run / "evaluation" / (s + suffix)) for s in SELECTIONS}
-    result = {"set": set_name, "variant": variant.name, "seed": seed, "run": str(run), "counts": counts,
-              "evaluate_seconds": round(time.perf_counter() - started, 1)}
+    result = {
+        "set": set_name,
+        "variant": variant.name,
+        "seed": seed,
+        "run": str(run),
+        "counts": counts,
+        "evaluate_seconds": round(time.perf_counter() - started, 1),
+    }
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1))
     return result
@@ -172,7 +270,8 @@ def run_variant(cache: Path, set_name: str, variant: Variant, seed: int, workers
 
 
 def f1_from(tp: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """MEGC F1 = 2 TP / (N + M) (the same as 2PR / (P + R)); 0 where nothing was proposed or true."""
+    """MEGC F1 = 2 TP / (N + M) (the same as 2PR / (P + R)); 0 where nothing was proposed or
+    true."""
     total = n + m
     return np.where(total > 0, 2 * tp / np.maximum(total, 1), 0.0)
 
@@ -219,15 +318,23 @@ def statistics(results: dict, subjects: list[str], n_boot: int, seed: int = 0) -
             for k, kind in enumerate(TYPES):
                 lo, hi = np.percentile(boot[:, k], [2.5, 97.5])
                 summed = counts[:, :, k].sum(axis=1)  # (seeds, 3)
-                entry[kind] = {"f1": float(point[k]), "ci95": [float(lo), float(hi)],
-                               "f1_per_seed": [float(v) for v in per_seed_f1[:, k]],
-                               "TP_N_M_per_seed": summed.astype(int).tolist()}
+                entry[kind] = {
+                    "f1": float(point[k]),
+                    "ci95": [float(lo), float(hi)],
+                    "f1_per_seed": [float(v) for v in per_seed_f1[:, k]],
+                    "TP_N_M_per_seed": summed.astype(int).tolist(),
+                }
                 if base_boot is not None and name != "baseline":
                     diff = boot[:, k] - base_boot[:, k]
                     glo, ghi = np.percentile(diff, [2.5, 97.5])
-                    base_point = seed_mean_f1(count_array(results["baseline"], selection, subjects), ones)[0, k]
-                    entry[kind]["gain"] = {"f1": float(point[k] - base_point), "ci95": [float(glo), float(ghi)],
-                                           "excludes_zero": bool(glo > 0 or ghi < 0)}
+                    base_point = seed_mean_f1(
+                        count_array(results["baseline"], selection, subjects), ones
+                    )[0, k]
+                    entry[kind]["gain"] = {
+                        "f1": float(point[k] - base_point),
+                        "ci95": [float(glo), float(ghi)],
+                        "excludes_zero": bool(glo > 0 or ghi < 0),
+                    }
             out.setdefault(name, {})[selection] = entry
     return out
 
@@ -236,24 +343,40 @@ def markdown(stats_by_set: dict, variants: dict[str, Variant]) -> str:
     """The ablation table(s): F1 [95% interval] per honest selection, oracle beside, flagged."""
     lines = []
     for set_name, stats in stats_by_set.items():
-        lines += [f"### {set_name} benchmark set", "",
-                  "| variant | selection | ME F1 | MaE F1 | overall F1 | overall gain vs baseline |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {set_name} benchmark set",
+            "",
+            "| variant | selection | ME F1 | MaE F1 | overall F1 | overall gain vs baseline |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, by_selection in stats.items():
             for selection in SELECTIONS:
                 entry = by_selection[selection]
-                cells = [f"{entry[k]['f1']:.3f} [{entry[k]['ci95'][0]:.3f}, {entry[k]['ci95'][1]:.3f}]"
-                         for k in TYPES]
+                cells = [
+                    f"{entry[k]['f1']:.3f} [{entry[k]['ci95'][0]:.3f}, {entry[k]['ci95'][1]:.3f}]"
+                    for k in TYPES
+                ]
                 gain = entry["overall"].get("gain")
-                gain_text = (f"{gain['f1']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
-                             + (" *" if gain["excludes_zero"] else "")) if gain else ""
+                gain_text = (
+                    (
+                        f"{gain['f1']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
+                        + (" *" if gain["excludes_zero"] else "")
+                    )
+                    if gain
+                    else ""
+                )
                 label = "oracle (TEST-SET selection)" if selection == "oracle" else selection
-                lines.append(f"| {name if selection == 'last' else ''} | {label} | " + " | ".join(cells)
-                             + f" | {gain_text} |")
+                lines.append(
+                    f"| {name if selection == 'last' else ''} | {label} | "
+                    + " | ".join(cells)
+                    + f" | {gain_text} |"
+                )
         lines.append("")
-    lines.append("F1 averaged over the training seeds; [95% interval] from resampling subjects; "
-                 "* the gain's interval excludes zero. oracle chooses each fold's epoch on its own "
-                 "test subject: optimistic, shown only beside the honest selections.")
+    lines.append(
+        "F1 averaged over the training seeds; [95% interval] from resampling subjects; "
+        "* the gain's interval excludes zero. oracle chooses each fold's epoch on its own "
+        "test subject: optimistic, shown only beside the honest selections."
+    )
     lines += ["", "Variants:"] + [f"- `{v.name}`: {v.what}" for v in variants.values()]
     return "\n".join(lines) + "\n"
 
@@ -265,31 +388,53 @@ def environment() -> dict:
 
     code = Path(mespot.__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(code), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(code), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
     return {**describe(), "code": {"path": str(code), "git_commit": commit}}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path,
-                        default=Path(os.environ.get("MESPOT_QUALITY_CACHE", "/work/cache-i17")))
-    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=["casme2", "samm"],
-                        help="benchmark sets (default), or dev: the development set")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=default_cache(),
+        help="cache folder (default: $MESPOT_QUALITY_CACHE, else ~/.cache/mespot-quality)",
+    )
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        choices=list(SETS),
+        default=["casme2", "samm"],
+        help="benchmark sets (default), or dev: the development set",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--workers", type=int, default=2, help="folds trained side by side")
     parser.add_argument("--bootstrap", type=int, default=2000, help="subject resamples")
-    parser.add_argument("--report-only", action="store_true", help="statistics of the cached results only")
+    parser.add_argument(
+        "--report-only", action="store_true", help="statistics of the cached results only"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     log = args.cache / "spotting_quality.log"
     timings = Timings(args.cache / "timings.json")
     if args.report_only:
-        return report(args.cache, args.seeds, args.bootstrap, args.workers, args.out, timings, args.sets)
+        return report(
+            args.cache, args.seeds, args.bootstrap, args.workers, args.out, timings, args.sets
+        )
+    missing = unavailable(args.variants)
+    if missing:
+        sys.exit(missing)
     for set_name in args.sets:
         for name in args.variants:
             for seed in args.seeds:
@@ -308,20 +453,39 @@ def cached_results(cache: Path, set_name: str, seeds: list[int]) -> dict:
     return results
 
 
-def report(cache: Path, seeds: list[int], n_boot: int, workers: int, out: Path, timings: Timings,
-           sets: list[str]) -> None:
-    """Statistics of every cached (set, variant) of `sets` with all `seeds`: JSON + markdown in `out`."""
+def report(
+    cache: Path,
+    seeds: list[int],
+    n_boot: int,
+    workers: int,
+    out: Path,
+    timings: Timings,
+    sets: list[str],
+) -> None:
+    """Statistics of every cached (set, variant) of `sets` with all `seeds`: JSON + markdown in
+    `out`."""
     stats_by_set, runs_by_set = {}, {}
     for set_name in sets:
         results = cached_results(cache, set_name, seeds)
         if not results:
             continue
-        subjects = sorted({s for per_seed in results.values() for r in per_seed
-                           for sel in r["counts"].values() for s in sel})
+        subjects = sorted(
+            {
+                s
+                for per_seed in results.values()
+                for r in per_seed
+                for sel in r["counts"].values()
+                for s in sel
+            }
+        )
         stats_by_set[set_name] = statistics(results, subjects, n_boot)
-        runs_by_set[set_name] = {"subjects": subjects, "variants": list(results),
-                                 "evaluate_seconds": {v: [r["evaluate_seconds"] for r in rs]
-                                                      for v, rs in results.items()}}
+        runs_by_set[set_name] = {
+            "subjects": subjects,
+            "variants": list(results),
+            "evaluate_seconds": {
+                v: [r["evaluate_seconds"] for r in rs] for v, rs in results.items()
+            },
+        }
     if not stats_by_set:
         sys.exit("nothing to report yet")
     import yaml
@@ -329,15 +493,30 @@ def report(cache: Path, seeds: list[int], n_boot: int, workers: int, out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(stats_by_set, VARIANTS)
     (out / "spotting_quality.md").write_text(table)
-    (out / "spotting_quality.json").write_text(json.dumps({
-        "benchmark": "spotting_quality", "environment": environment(),
-        "parameters": {"sets": {s: yaml.safe_load(SETS[s][0].read_text()) for s in stats_by_set},
-                       "extract_flags": list(EXTRACT_FLAGS), "stores": {k: list(v) for k, v in STORES.items()},
-                       "train_flags": list(TRAIN_FLAGS), "selections": list(SELECTIONS),
-                       "honest_selections": list(HONEST), "seeds": seeds, "bootstrap": n_boot,
-                       "workers": workers, "variants": {name: asdict(v) for name, v in VARIANTS.items()}},
-        "sets": runs_by_set, "results": stats_by_set, "seconds": timings.values,
-    }, indent=1))
+    (out / "spotting_quality.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "spotting_quality",
+                "environment": environment(),
+                "parameters": {
+                    "sets": {s: yaml.safe_load(SETS[s][0].read_text()) for s in stats_by_set},
+                    "extract_flags": list(EXTRACT_FLAGS),
+                    "stores": {k: list(v) for k, v in STORES.items()},
+                    "train_flags": list(TRAIN_FLAGS),
+                    "selections": list(SELECTIONS),
+                    "honest_selections": list(HONEST),
+                    "seeds": seeds,
+                    "bootstrap": n_boot,
+                    "workers": workers,
+                    "variants": {name: asdict(v) for name, v in VARIANTS.items()},
+                },
+                "sets": runs_by_set,
+                "results": stats_by_set,
+                "seconds": timings.values,
+            },
+            indent=1,
+        )
+    )
     print(table)
     print("->", out / "spotting_quality.json")
 

@@ -38,7 +38,9 @@ class AlignParams:
 
     def __post_init__(self):
         if len(self.points) < 2 or any(not 0 <= p < 68 for p in self.points):
-            raise ValueError(f"align points must be at least 2 landmark indices in 0..67, got {self.points}")
+            raise ValueError(
+                f"align points must be at least 2 landmark indices in 0..67, got {self.points}"
+            )
         if self.smooth < 0:
             raise ValueError(f"align smooth must be >= 0 frames, got {self.smooth}")
 
@@ -121,8 +123,13 @@ def warp_crop(crop: np.ndarray, transform: np.ndarray) -> np.ndarray:
     import cv2
 
     h, w = crop.shape[:2]
-    return cv2.warpAffine(crop, np.asarray(transform, np.float64), (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        crop,
+        np.asarray(transform, np.float64),
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def register(crops, landmarks: np.ndarray, params: AlignParams):

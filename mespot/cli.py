@@ -1,18 +1,22 @@
 """The `mespot` command line: a thin layer that parses flags and calls the library.
 
 Each subcommand lives in the module of the stage it drives; this file only wires them up.
-Errors the user can fix are printed as one `error: ...` line with exit code 2.
+Errors the user can fix are printed as one `error: ...` line with exit code 2; a file system
+error (a read-only folder, a full disk, a file where a folder should be) as one
+`error: <file>: <what>` line with exit code 1. Help is plain text: rich markup would eat the
+square brackets of "[default: 6]" and "mespot[ray]".
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Optional
 
 import typer
 
-from mespot import __version__
-from mespot.errors import UserError
+from flowcore.version import __version__
+from flowcore.errors import UserError
 
 app = typer.Typer(
     name="mespot",
@@ -20,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -39,27 +44,40 @@ def _root(
 
 
 def _register_commands() -> None:
-    from mespot.synth.command import synth_command
+    from mespot.commands.synth import synth_command
 
     app.command("synth")(synth_command)
-    from flowcore.command import extract_command
+    from mespot.commands.extract import extract_command
 
     app.command("extract")(extract_command)
-    from spotting.command import pretrain_command, train_command
+    from mespot.commands.train import train_command
 
     app.command("train")(train_command)
+    from mespot.commands.pretrain import pretrain_command
+
     app.command("pretrain")(pretrain_command)
-    from spotting.results_command import evaluate_command, predict_command, report_command
+    from mespot.commands.results import evaluate_command, predict_command, report_command
 
     app.command("evaluate")(evaluate_command)
     app.command("report")(report_command)
     app.command("predict")(predict_command)
-    from mespot.bench import bench_command
+    from mespot.commands.bench import bench_command
 
     app.command("bench")(bench_command)
 
 
 _register_commands()
+
+
+def describe_os_error(err: OSError) -> str:
+    """`<file>: <what>` for an OSError (the file it names, the system's reason)."""
+    where = err.filename if err.filename is not None else ""
+    if err.filename2 is not None:
+        where = f"{where} -> {err.filename2}"
+    what = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        what += " (disk full; free space and run the same command again to resume)"
+    return f"{where}: {what}" if where else what
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -70,6 +88,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
+    except OSError as err:  # the file system refused: say which file and why, no traceback
+        typer.echo(f"error: {describe_os_error(err)}", err=True)
+        return 1
     except typer.Exit as done:
         return done.exit_code
     except typer.Abort:
@@ -78,7 +99,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as err:
         # Usage errors (bad flag, missing argument): click's, or the copy of click that recent
         # typer versions vendor; both can show themselves and carry an exit code.
-        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
+        if callable(getattr(err, "show", None)) and isinstance(
+            getattr(err, "exit_code", None), int
+        ):
             err.show()
             return err.exit_code
         raise

@@ -25,7 +25,8 @@ MIRROR_NODES = (5, 4, 3, 2, 1, 0, 6, 7, 10, 9, 8, 11)  # node i of the mirror = 
 
 
 def mirror_features(x):
-    """Raw MDMO features (..., 12, 2) (numpy or torch) of the mirrored face: nodes swapped, x negated."""
+    """Raw MDMO features (..., 12, 2) (numpy or torch) of the mirrored face: nodes swapped, x
+    negated."""
     out = x[..., list(MIRROR_NODES), :]
     sign = np.array([-1.0, 1.0], dtype=np.float32)
     if isinstance(out, torch.Tensor):
@@ -42,7 +43,9 @@ def mirror_normalised(x: torch.Tensor, valid: torch.Tensor, mean, std) -> torch.
     return (mirror_features(raw) - m) / s * valid[:, :, None, None].to(x.dtype)
 
 
-def mirror_batch(data: dict, mirrored: torch.Tensor, idx: torch.Tensor, generator: torch.Generator) -> dict:
+def mirror_batch(
+    data: dict, mirrored: torch.Tensor, idx: torch.Tensor, generator: torch.Generator
+) -> dict:
     """The windows `idx` of `data` (window_tensors' dict), each replaced by its mirror
     (`mirrored`, the same windows mirrored) with probability 1/2, drawn from `generator`."""
     flip = (torch.rand(len(idx), generator=generator) < 0.5).to(idx.device)

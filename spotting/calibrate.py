@@ -49,8 +49,14 @@ class Calibrated:
         return pd.concat(parts, ignore_index=True)
 
     def to_json(self) -> dict:
-        return {kind: {"apex_threshold": self.params[t].apex_threshold, "top_k": self.params[t].top_k(kind),
-                       "min_score": self.min_score[t]} for t, kind in enumerate(TYPES)}
+        return {
+            kind: {
+                "apex_threshold": self.params[t].apex_threshold,
+                "top_k": self.params[t].top_k(kind),
+                "min_score": self.min_score[t],
+            }
+            for t, kind in enumerate(TYPES)
+        }
 
 
 def _grid(base: ProposalParams, kind: str) -> tuple[list[int], list[float]]:
@@ -58,7 +64,9 @@ def _grid(base: ProposalParams, kind: str) -> tuple[list[int], list[float]]:
     return top_k, list(MIN_SCORES)
 
 
-def _counts(per_video: dict[str, np.ndarray], base: ProposalParams, kind: str, true_positives) -> np.ndarray:
+def _counts(
+    per_video: dict[str, np.ndarray], base: ProposalParams, kind: str, true_positives
+) -> np.ndarray:
     """(thresholds, top_k, min_scores, 2) summed (TP, proposals) of one type over the videos."""
     top_k, floors = _grid(base, kind)
     out = np.zeros((len(THRESHOLDS), len(top_k), len(floors), 2))
@@ -79,8 +87,9 @@ def _counts(per_video: dict[str, np.ndarray], base: ProposalParams, kind: str, t
     return out
 
 
-def calibrate(per_video: dict[str, np.ndarray], n_truths: int, base: ProposalParams,
-              true_positives) -> tuple[Calibrated, float]:
+def calibrate(
+    per_video: dict[str, np.ndarray], n_truths: int, base: ProposalParams, true_positives
+) -> tuple[Calibrated, float]:
     """(rules with the best overall F1 on these videos, that F1).
 
     `per_video`: {video: (N, 10) logits} of the inner model on the inner-validation subjects;
@@ -98,5 +107,12 @@ def calibrate(per_video: dict[str, np.ndarray], n_truths: int, base: ProposalPar
         top_k, floors = _grid(base, kind)
         i, k, f = np.unravel_index(flat, (len(THRESHOLDS), len(top_k), len(floors)))
         field = "me_top_k" if kind == "me" else "mae_top_k"
-        chosen.append((dataclasses.replace(base, apex_threshold=THRESHOLDS[i], **{field: top_k[k]}), floors[f]))
-    return Calibrated((chosen[0][0], chosen[1][0]), (chosen[0][1], chosen[1][1])), float(f1.flat[best])
+        chosen.append(
+            (
+                dataclasses.replace(base, apex_threshold=THRESHOLDS[i], **{field: top_k[k]}),
+                floors[f],
+            )
+        )
+    return Calibrated((chosen[0][0], chosen[1][0]), (chosen[0][1], chosen[1][1])), float(
+        f1.flat[best]
+    )

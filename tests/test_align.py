@@ -10,7 +10,7 @@ from flowcore.align import AlignParams, apply_to_points, similarity, transforms_
 from flowcore.batch import run_extraction
 from flowcore.extract import ExtractParams
 from flowcore.sources import open_source
-from flowcore.testing import DRIFT, write_casme2
+from mespot.testing import DRIFT, write_casme2
 from tests.test_extract import OPTIONS, QUICK
 
 
@@ -66,7 +66,10 @@ def test_align_is_off_by_default_and_absent_from_old_parameters():
     assert "align" not in ExtractParams().to_dict()  # stores written before keep their hash
     on = replace(ExtractParams(), align=AlignParams(smooth=3.0))
     again = ExtractParams.from_dict(on.to_dict())
-    assert again.align == AlignParams(smooth=3.0) and ExtractParams.from_dict(ExtractParams().to_dict()).align is None
+    assert (
+        again.align == AlignParams(smooth=3.0)
+        and ExtractParams.from_dict(ExtractParams().to_dict()).align is None
+    )
     with pytest.raises(ValueError, match="align"):
         AlignParams.from_value("yes")
 
@@ -76,8 +79,12 @@ def test_aligned_extraction_registers_the_drift_away(tmp_path):
     """The fixture's whole picture drifts by DRIFT px per frame: without --align the flow is that
     drift (test_extract), with it the registered crops barely move."""
     write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 8})
-    params = replace(QUICK, save_flow=True, align=AlignParams(), faces=replace(QUICK.faces, resize=96))
-    report = run_extraction(open_source(tmp_path / "data"), tmp_path / "f.zarr", params, OPTIONS, workers=1)
+    params = replace(
+        QUICK, save_flow=True, align=AlignParams(), faces=replace(QUICK.faces, resize=96)
+    )
+    report = run_extraction(
+        open_source(tmp_path / "data"), tmp_path / "f.zarr", params, OPTIONS, workers=1
+    )
     assert report.count("complete") == 1, report.summary()
     root = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")
     assert root.attrs["params"]["align"] == AlignParams().to_dict()
@@ -88,18 +95,27 @@ def test_aligned_extraction_registers_the_drift_away(tmp_path):
     assert np.abs(flow.mean(axis=(0, 2, 3))).max() < 0.1 * drift
     alignment = video["alignment"][...]
     assert alignment.shape == (8, 2, 3)
-    assert alignment[-1, 0, 2] < alignment[0, 0, 2] - 3 * DRIFT[0] * 96 / (box[2] - box[0])  # undoes the drift
+    assert alignment[-1, 0, 2] < alignment[0, 0, 2] - 3 * DRIFT[0] * 96 / (
+        box[2] - box[0]
+    )  # undoes the drift
 
 
-def test_command_align_flag_and_config_key(tmp_path, capsys):
+def test_command_align_flag_and_config_key(tmp_path):
     from mespot.cli import main
 
     write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 4})
     config = tmp_path / "x.yaml"
-    config.write_text("align: {smooth: 1.5}\nfaces: {resize: 48}\ntvl1: {n_scales: 2, n_warps: 1, outer_iterations: 2}\n")
-    assert main(["extract", str(tmp_path / "data"), "--out", str(tmp_path / "a.zarr"), "--config", str(config),
-                 "-q", "--workers", "1"]) == 0
-    assert zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs["params"]["align"]["smooth"] == 1.5
-    assert main(["extract", str(tmp_path / "data"), "--out", str(tmp_path / "b.zarr"), "--align", "--resize", "48",
-                 "-q", "--workers", "1"]) == 0
-    assert zarr.open_group(str(tmp_path / "b.zarr"), mode="r").attrs["params"]["align"]["smooth"] == 2.0
+    config.write_text(
+        "align: {smooth: 1.5}\nfaces: {resize: 48}\n"
+        "tvl1: {n_scales: 2, n_warps: 1, outer_iterations: 2}\n"
+    )
+
+    def align_of(name: str, *flags: str) -> dict:
+        """The `align` parameters of a store extracted with `flags`."""
+        out = str(tmp_path / name)
+        assert main(["extract", str(tmp_path / "data"), "--out", out, *flags, "-q",
+                     "--workers", "1"]) == 0
+        return zarr.open_group(out, mode="r").attrs["params"]["align"]
+
+    assert align_of("a.zarr", "--config", str(config))["smooth"] == 1.5
+    assert align_of("b.zarr", "--align", "--resize", "48")["smooth"] == 2.0

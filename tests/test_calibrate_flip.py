@@ -15,9 +15,15 @@ from spotting.metrics import MEGC, match_all, match_intervals, summarise
 from spotting.proposals import PRESETS, spot_video
 
 # iBUG 300-W landmark of the mirrored face: point i of the mirror is point MIRROR_68[i]
-MIRROR_68 = ([16 - i for i in range(17)] + [26, 25, 24, 23, 22, 21, 20, 19, 18, 17] + [27, 28, 29, 30]
-             + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-             + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
+MIRROR_68 = (
+    [16 - i for i in range(17)]
+    + [26, 25, 24, 23, 22, 21, 20, 19, 18, 17]
+    + [27, 28, 29, 30]
+    + [35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60, 67, 66, 65]
+)
 
 
 def test_mirror_features_swaps_the_sides_and_negates_x():
@@ -34,7 +40,7 @@ def test_mirror_features_are_the_features_of_the_mirrored_video():
     """MDMO of a mirrored flow field with mirrored landmarks = mirror_features of the original."""
     import cv2
 
-    from flowcore.testing import face_frames
+    from mespot.testing import face_frames
     from flowcore.landmarks import detect_faces, fit_landmarks
 
     frame = face_frames(1)[0]
@@ -45,7 +51,9 @@ def test_mirror_features_are_the_features_of_the_mirrored_video():
     same = 0
     for _ in range(5):
         coarse = rng.normal(0, 1.5, (2, 12, 12)).astype(np.float32)
-        flow = np.stack([cv2.resize(c, frame.shape[::-1], interpolation=cv2.INTER_CUBIC) for c in coarse])
+        flow = np.stack(
+            [cv2.resize(c, frame.shape[::-1], interpolation=cv2.INTER_CUBIC) for c in coarse]
+        )
         flow += rng.normal(0, 0.05, flow.shape).astype(np.float32)
         mirrored = np.stack([-flow[0, :, ::-1], flow[1, :, ::-1]])
         a = mirror_features(mdmo(flow[None], landmarks[None].astype(np.float32))[0])
@@ -72,7 +80,8 @@ def test_mirror_of_normalised_windows_keeps_padding_and_normalisation():
 
 
 def _logits(n: int, spots: list[tuple[str, int, int, int]], apex_p: float) -> np.ndarray:
-    """(n, 10) logits with clean start/end peaks and an apex probability of `apex_p` at each spot."""
+    """(n, 10) logits with clean start/end peaks and an apex probability of `apex_p` at each
+    spot."""
     x = np.zeros((n, 10), np.float32)
     x[:, [2, 5]] = 4.0  # "none" everywhere
     x[:, [6, 7]] = -6.0
@@ -86,20 +95,26 @@ def _logits(n: int, spots: list[tuple[str, int, int, int]], apex_p: float) -> np
 
 def _matcher(truths):
     """true_positives(found, video) for calibrate: MEGC matching on rows."""
+
     def true_positives(found, video):
         found = found.rename(columns={"start": "onset", "end": "offset"})
         kind = found["type"].iloc[0]
         wanted = truths[(truths["video"] == video) & (truths["type"] == kind)]
         matched = match_intervals(found, wanted, MEGC)
         return np.isin(found.index, matched.loc[matched["outcome"] == "TP", "proposal"])
+
     return true_positives
 
 
 def test_calibration_finds_the_threshold_the_network_needs():
-    truths = pd.DataFrame([("v1", "me", 20, 26), ("v1", "mae", 100, 130), ("v2", "mae", 50, 80)],
-                          columns=["video", "type", "onset", "offset"])
-    per_video = {"v1": _logits(256, [("me", 20, 23, 26), ("mae", 100, 115, 130)], 0.35),
-                 "v2": _logits(256, [("mae", 50, 65, 80)], 0.35)}
+    truths = pd.DataFrame(
+        [("v1", "me", 20, 26), ("v1", "mae", 100, 130), ("v2", "mae", 50, 80)],
+        columns=["video", "type", "onset", "offset"],
+    )
+    per_video = {
+        "v1": _logits(256, [("me", 20, 23, 26), ("mae", 100, 115, 130)], 0.35),
+        "v2": _logits(256, [("mae", 50, 65, 80)], 0.35),
+    }
     base = PRESETS["casme2"]
     assert sum(len(spot_video(v, base)) for v in per_video.values()) == 0  # 0.35 < 0.5: nothing
     rules, f1 = calibrate(per_video, len(truths), base, _matcher(truths))

@@ -14,26 +14,47 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mespot.config_file import flag_given, merged, read_mapping
-from mespot.errors import UserError
+from flowcore.config_file import merged, read_mapping
+from flowcore.errors import UserError
+from mespot.commands.flags import flag_given
 from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL, SynthConfig
 from mespot.synth.generate import SynthResult, generate_dataset
 
 
 def synth_command(
     ctx: typer.Context,
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to create (refused if not empty, see --overwrite)."),
-    small: bool = typer.Option(False, "--small", help="Small preset for tests and demos: 3 subjects x 2 videos x 8 s."),
-    layout: str = typer.Option("casme2", help=f"Folder layout and workbook: {' or '.join(LAYOUTS)}."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to create (refused if not empty, see --overwrite)."
+    ),
+    small: bool = typer.Option(
+        False, "--small", help="Small preset for tests and demos: 3 subjects x 2 videos x 8 s."
+    ),
+    layout: str = typer.Option(
+        "casme2", help=f"Folder layout and workbook: {' or '.join(LAYOUTS)}."
+    ),
     subjects: Optional[int] = typer.Option(None, help="Number of subjects [default: 6; small: 3]."),
-    videos_per_subject: Optional[int] = typer.Option(None, help="Videos per subject, 1..9 [default: 3; small: 2]."),
-    seconds: Optional[float] = typer.Option(None, help="Length of each video in seconds [default: 60; small: 8]."),
-    fps: Optional[float] = typer.Option(None, help="Frame rate [default: 30; 200 with --layout samm]."),
-    face_size: Optional[int] = typer.Option(None, help="Face width in px (>= 128); frames are twice that [default: 128]."),
+    videos_per_subject: Optional[int] = typer.Option(
+        None, help="Videos per subject, 1..9 [default: 3; small: 2]."
+    ),
+    seconds: Optional[float] = typer.Option(
+        None, help="Length of each video in seconds [default: 60; small: 8]."
+    ),
+    fps: Optional[float] = typer.Option(
+        None, help="Frame rate [default: 30; 200 with --layout samm]."
+    ),
+    face_size: Optional[int] = typer.Option(
+        None, help="Face width in px (>= 128); frames are twice that [default: 128]."
+    ),
     seed: int = typer.Option(0, help="Random seed: the same seed and flags give the same dataset."),
-    workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Processes rendering videos in parallel."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
-    preview: Optional[Path] = typer.Option(None, help="Also copy the dataset's preview.png to this path."),
+    workers: int = typer.Option(
+        min(2, os.cpu_count() or 1), help="Processes rendering videos in parallel."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the output folder if it exists."
+    ),
+    preview: Optional[Path] = typer.Option(
+        None, help="Also copy the dataset's preview.png to this path."
+    ),
     config_file: Optional[Path] = typer.Option(
         None, "--config", "-c",
         help="YAML or JSON mapping of generator parameters (keys as in synth.json's config, e.g. "
@@ -45,24 +66,19 @@ def synth_command(
     SAMM-LV layout (SAMM_longvideos/ + SAMM_LongVideos_V1_Release.xlsx); both with
     ground_truth.csv, videos.csv, events.csv (blinks, head movements), synth.json and preview.png.
     """
-    config = SMALL if small else DEFAULT
-    from_file: set = set()
-    if config_file is not None:
-        config, from_file = config_from_file(config, config_file)
-    if "layout" not in from_file or flag_given(ctx, "layout"):
-        config = config.replace(layout=layout)
-    if "seed" not in from_file or flag_given(ctx, "seed"):
-        config = config.replace(seed=seed)
-    if fps is None and config.layout == "samm" and "fps" not in from_file:
-        fps = SAMM_FPS
     given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
              "fps": fps, "face_size": face_size}
-    config = config.replace(**{k: v for k, v in given.items() if v is not None})
-    config.validate()
+    config = _config(ctx, SMALL if small else DEFAULT, config_file, layout, seed, given)
     console = Console(stderr=True)
     n_videos = config.subjects * config.videos_per_subject
-    columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
-               TextColumn("{task.fields[fps]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("videos"),
+        TextColumn("{task.fields[fps]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("render", total=n_videos, fps="")
         frames_done = [0]
@@ -72,11 +88,30 @@ def synth_command(
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, advance=1, fps=f"{frames_done[0] / elapsed:,.0f} frames/s")
 
-        result = generate_dataset(config, out, overwrite=overwrite, workers=workers, progress=advance)
+        result = generate_dataset(
+            config, out, overwrite=overwrite, workers=workers, progress=advance
+        )
     if preview is not None:
         preview.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.root / "preview.png", preview)
     print_summary(result)
+
+
+def _config(ctx, preset: SynthConfig, path: Path | None, layout: str, seed: int,
+            given: dict) -> SynthConfig:
+    """The preset, then the --config file, then the flags: `layout` and `seed` where typed or
+    where the file is silent, those of `given` (field -> value) where not None; the SAMM-LV frame
+    rate for the samm layout unless the file or --fps sets one. Validated."""
+    config, from_file = config_from_file(preset, path) if path is not None else (preset, set())
+    if "layout" not in from_file or flag_given(ctx, "layout"):
+        config = config.replace(layout=layout)
+    if "seed" not in from_file or flag_given(ctx, "seed"):
+        config = config.replace(seed=seed)
+    if given["fps"] is None and config.layout == "samm" and "fps" not in from_file:
+        given = {**given, "fps": SAMM_FPS}
+    config = config.replace(**{k: v for k, v in given.items() if v is not None})
+    config.validate()
+    return config
 
 
 def config_from_file(base: SynthConfig, path: Path) -> tuple[SynthConfig, set]:
@@ -88,7 +123,8 @@ def config_from_file(base: SynthConfig, path: Path) -> tuple[SynthConfig, set]:
     for key, value in values.items():
         if isinstance(getattr(base, key), tuple):
             if not isinstance(value, (list, tuple)) or len(value) != len(getattr(base, key)):
-                raise UserError(f"{path}: {key!r} must be a list of {len(getattr(base, key))} numbers")
+                raise UserError(f"{path}: {key!r} must be a list of "
+                                f"{len(getattr(base, key))} numbers")
             values[key] = tuple(float(v) for v in value)
     try:
         return SynthConfig(**values), set(given)
@@ -107,16 +143,28 @@ def print_summary(result: SynthResult) -> None:
     table.add_column("value", justify="right")
     table.add_row("layout", config.layout)
     table.add_row("subjects / videos", f"{config.subjects} / {len(result.videos)}")
-    table.add_row("frames", f"{frames:,} ({frames / config.fps / 60:.1f} min at {config.fps:g} fps, "
-                  f"{config.frame_size}x{config.frame_size} px)")
+    table.add_row(
+        "frames",
+        f"{frames:,} ({frames / config.fps / 60:.1f} min at {config.fps:g} fps, "
+        f"{config.frame_size}x{config.frame_size} px)",
+    )
     for kind, name in (("mae", "macro-expressions"), ("me", "micro-expressions")):
         lengths = [r["offset"] - r["onset"] + 1 for r in rows if r["type"] == kind]
         amplitudes = [r["amplitude_px"] for r in rows if r["type"] == kind]
-        detail = (f"{len(lengths)}: length {min(lengths)}-{max(lengths)} frames (median {np.median(lengths):g}), "
-                  f"peak {min(amplitudes):.2f}-{max(amplitudes):.2f} px") if lengths else "0"
+        detail = (
+            (
+                f"{len(lengths)}: length {min(lengths)}-{max(lengths)} frames "
+                f"(median {np.median(lengths):g}), "
+                f"peak {min(amplitudes):.2f}-{max(amplitudes):.2f} px"
+            )
+            if lengths
+            else "0"
+        )
         table.add_row(name, detail)
     tokens = Counter(t.lstrip("LR") for r in rows for t in r["au"].split("+"))
     table.add_row("AU tokens", ", ".join(f"AU{k} {n}" for k, n in tokens.most_common()))
     table.add_row("blinks / quick head moves", f"{events['blink']} / {events['head_move']}")
-    table.add_row("time", f"{result.seconds:.1f} s ({frames / max(result.seconds, 1e-9):,.0f} frames/s)")
+    table.add_row(
+        "time", f"{result.seconds:.1f} s ({frames / max(result.seconds, 1e-9):,.0f} frames/s)"
+    )
     console.print(table)
