@@ -56,6 +56,11 @@ def _register_commands() -> None:
     from mespot.bench import bench_command
 
     app.command("bench")(bench_command)
+    from mespot.service.commands import jobs_app, serve_command, submit_app
+
+    app.command("serve")(serve_command)
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(submit_app, name="submit")
 
 
 _register_commands()
