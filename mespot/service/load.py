@@ -1,0 +1,97 @@
+"""A bounded load on a running service: `clients` threads for `seconds`, each polling the job
+list and one job's status and now and then submitting a job (and cancelling it), as many lab
+members' pages and scripts would. Used by benchmarks/service_load.py and the test suite.
+
+Only for a server of your own (loopback); every loop ends by itself at the deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from mespot.service.client import Client, ServiceError
+
+SUBMIT_EVERY = 10  # a client submits one job per this many status calls
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    seconds: float
+    status_latencies: list[float] = field(default_factory=list)  # s, GET /api/jobs[/ID]
+    submit_latencies: list[float] = field(default_factory=list)  # s, POST /api/jobs/extract
+    errors: list[str] = field(default_factory=list)
+    jobs_submitted: int = 0
+
+    def percentile(self, values: list[float], q: float) -> float | None:
+        if not values:
+            return None
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+    def summary(self) -> dict:
+        """Counts and latency percentiles in milliseconds."""
+        ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
+        calls = len(self.status_latencies) + len(self.submit_latencies)
+        return {
+            "clients": self.clients, "seconds": self.seconds, "requests": calls,
+            "requests_per_second": round(calls / self.seconds, 1) if self.seconds else None,
+            "errors": len(self.errors), "error_examples": self.errors[:5],
+            "jobs_submitted": self.jobs_submitted,
+            "status_calls": len(self.status_latencies),
+            "status_ms": {f"p{q}": ms(self.percentile(self.status_latencies, q)) for q in (50, 95, 99)}
+                         | {"max": ms(max(self.status_latencies, default=None) if self.status_latencies else None)},
+            "submit_ms": {f"p{q}": ms(self.percentile(self.submit_latencies, q)) for q in (50, 95)},
+        }
+
+
+def run_load(server: str, token: str, job: dict, clients: int = 20, seconds: float = 30.0) -> LoadResult:
+    """`clients` threads for `seconds` against `server`; each submits `job` (an extract job's
+    JSON) every SUBMIT_EVERY status calls and cancels it at once. Any answer but the expected
+    one (or an exception) is an error."""
+    result = LoadResult(clients, seconds)
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client_loop(k: int) -> None:
+        client = Client(server, token)
+        calls, mine = 0, None
+        while time.monotonic() < deadline:
+            try:
+                started = time.perf_counter()
+                if calls % SUBMIT_EVERY == SUBMIT_EVERY - 1:
+                    mine = client.submit("extract", job)["id"]
+                    took = time.perf_counter() - started
+                    _cancel(client, mine)
+                    with lock:
+                        result.submit_latencies.append(took)
+                        result.jobs_submitted += 1
+                else:
+                    if mine is not None and calls % 2:
+                        client.job(mine)
+                    else:
+                        client.jobs()
+                    with lock:
+                        result.status_latencies.append(time.perf_counter() - started)
+            except Exception as err:  # noqa: BLE001 - every failure is counted and kept
+                with lock:
+                    result.errors.append(f"client {k}: {type(err).__name__}: {err}")
+            calls += 1
+
+    threads = [threading.Thread(target=client_loop, args=(k,), daemon=True) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 120)
+    return result
+
+
+def _cancel(client: Client, job_id: int) -> None:
+    """Cancel a job just submitted; it may have finished already (409 is no error then)."""
+    try:
+        client.cancel(job_id)
+    except ServiceError as err:
+        if err.status != 409:
+            raise
