@@ -35,6 +35,10 @@ FILE_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".csv": 
 FILE_POLICY = "sandbox; default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'"
 PAGE_HEADER = "x-mespot-page"  # the page's own requests send it with the cookie (no CSRF)
 LOG_TAIL_LINES = 400
+BODY_ERRORS = {"json_invalid": "the body is not valid JSON",
+               "model_attributes_type": "the body must be a JSON object "
+                                        "(send Content-Type: application/json)",
+               }
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -99,7 +103,10 @@ def _errors(app: FastAPI) -> None:
     async def invalid(_request, exc: RequestValidationError):
         parts = []
         for e in exc.errors():
-            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
+            if e.get("type") in BODY_ERRORS and tuple(e.get("loc", ()))[:1] == ("body",):
+                parts.append(BODY_ERRORS[e["type"]])
+                continue
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
             parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return error(422, "; ".join(parts))
 
