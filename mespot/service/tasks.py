@@ -284,7 +284,7 @@ def run_train(p: dict, ctx: Context) -> Outcome:
             poll.stop()
     files = {name: str(run / name) for name in ("config.json", "train.log", "annotation_issues.csv")
              if (run / name).is_file()}
-    folds = [{"subject": r.test_subject, "final_loss": r.final_loss, "seconds": round(r.seconds, 2)}
+    folds = [{"subject": r.subject, "final_loss": r.final_loss, "seconds": round(r.seconds, 2)}
              for r in results]
     return Outcome("done", f"{len(results)} fold(s) trained into {p['run']}", files=files,
                    result={"run": p["run"], "folds": folds})
