@@ -179,19 +179,23 @@ def _run_pool(todo, params, path, dataset, options, workers, progress):
         futures = {pool.submit(_extract_in_worker, spec, params, str(path), dataset, options):
                    spec for spec in todo}
         pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(messages, progress)
-            for future in finished:
-                spec = futures[future]
-                try:
-                    result = future.result()
-                except BrokenProcessPool as err:
-                    result = VideoResult(spec.video_id, spec.subject, "failed", stage="worker",
-                                         error=f"the worker process died ({err}); rerun to retry")
-                if progress is not None:
-                    progress.finish(result)
-                yield result
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(messages, progress)
+                for future in finished:
+                    spec = futures[future]
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool as err:
+                        result = VideoResult(spec.video_id, spec.subject, "failed", stage="worker",
+                                             error=f"the worker process died ({err}); rerun to retry")
+                    if progress is not None:
+                        progress.finish(result)
+                    yield result
+        except BaseException:  # e.g. a cancelled service job's progress: start no new video
+            pool.shutdown(wait=True, cancel_futures=True)  # the videos begun are finished
+            raise
         _drain(messages, progress)
 
 
