@@ -15,7 +15,7 @@ import pytest
 
 from mespot.cli import main
 from mespot.service.client import Client, ServiceError
-from service_support import start_server, wait_for
+from mespot.service.testing import start_server, wait_for
 
 
 FLAGS = ("--cores-per-slot", "1", "--max-upload-mb", "1", "--lease-seconds", "5")

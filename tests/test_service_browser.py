@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service_support import start_server
+from mespot.service.testing import start_server
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; `playwright install` cannot download here
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -10,7 +10,7 @@ import zarr
 from mespot.service.jobs import JobStore
 from mespot.service.scheduler import group_members
 from mespot.synth import SMALL, generate_dataset
-from service_support import start_server, wait_for
+from mespot.service.testing import start_server, wait_for
 
 
 def _statuses(store) -> dict:
