@@ -42,10 +42,12 @@ def _client(server, token, token_file) -> Client:
 
 # ---- mespot serve --------------------------------------------------------------------------------
 
-def _slots(device: str, slots: Optional[int], cores: Optional[int]):
-    from mespot.service.config import cpu_slots, gpu_slots
+def _slots(device: str, slots: Optional[int], cores: Optional[int], engine: str):
+    from mespot.service.config import cpu_slots, gpu_slots, ray_slots
 
     try:
+        if engine == "ray":  # the cluster places the work; a slot is a job driven from here
+            return ray_slots(slots or 1, device)
         if device == "cpu":
             return cpu_slots(slots or 1, cores)
         if device != "cuda":
@@ -118,14 +120,14 @@ def serve_command(
     """
     from mespot.service.config import ServiceConfig, to_json
 
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be 'local' or 'ray', got {engine!r}")
     config = ServiceConfig(
         home=home.expanduser().resolve(), data_root=_root(data_root, "--data-root"),
-        store_root=_root(store_root, "--store-root"), slots=_slots(device, slots, cores_per_slot),
+        store_root=_root(store_root, "--store-root"), slots=_slots(device, slots, cores_per_slot, engine),
         host=host, port=port, engine=engine, ray_address=address,
         max_upload_bytes=int(max_upload_mb * 2**20), lease_s=lease_seconds,
         cancel_grace_s=cancel_grace)
-    if engine not in ("local", "ray"):
-        raise UserError(f"--engine must be 'local' or 'ray', got {engine!r}")
     if engine == "ray":
         from flowcore.command import engine_from_flags
 

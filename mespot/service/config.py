@@ -67,6 +67,15 @@ def cpu_slots(n: int, cores: int | None = None) -> tuple[Slot, ...]:
     return tuple(Slot(f"cpu{i}", "cpu", each) for i in range(n))
 
 
+def ray_slots(n: int, device: str) -> tuple[Slot, ...]:
+    """`n` jobs at once whose work goes to a Ray cluster (its tasks get their own CPUs/GPUs)."""
+    if n < 1:
+        raise ValueError(f"--slots must be >= 1, got {n}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+    return tuple(Slot(f"ray{i}", device, 1) for i in range(n))
+
+
 def gpu_slots(gpus: list[int]) -> tuple[Slot, ...]:
     """One slot per GPU index, each with a share of the CPU cores (decoding, landmarks)."""
     if not gpus:
