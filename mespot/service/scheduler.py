@@ -26,6 +26,7 @@ from mespot.service.jobs import JobStore
 
 IDLE_POLL_S = 0.25  # a free slot looks for a new job this often
 WATCH_POLL_S = 0.2  # a busy slot checks its runner this often
+STOP_SIGNAL_WAIT_S = 3.0  # a runner ended by SIGTERM: time for the server's own stop to show
 
 
 def job_log(config: ServiceConfig, job_id: int, line: str) -> None:
@@ -180,6 +181,8 @@ class Scheduler:
         job = self.store.get(job_id)
         if job is None or job.state != "running" or job.owner != owner:
             return  # the runner wrote the final state itself
+        if code == -signal.SIGTERM:  # e.g. systemd stopping the whole group: the server is next
+            self._stop.wait(STOP_SIGNAL_WAIT_S)
         if self._stop.is_set():
             self.store.requeue(job_id, owner, "server stopped; resumes at the next start")
             job_log(self.config, job_id, "server stopped: the job resumes at the next start")
