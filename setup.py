@@ -48,7 +48,7 @@ setup(
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"],
         # ray: tests of --engine ray; playwright: the service's page in Debian's chromium
         "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "fastapi>=0.110",
-                 "uvicorn>=0.29", "prometheus-client>=0.20", "httpx>=0.27", "playwright>=1.40"],
+                 "uvicorn>=0.29", "prometheus-client>=0.20", "httpx2>=2.0", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
     classifiers=[

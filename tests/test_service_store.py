@@ -152,3 +152,30 @@ def test_token_made_once_private_and_read_back(tmp_path):
     given.write_text("a-token-set-by-the-operator\n")
     assert auth.load_or_create(tmp_path / "home", given) == ("a-token-set-by-the-operator", False)
     assert auth.same_token("a", "a") and not auth.same_token("a", "b") and not auth.same_token(None, "b")
+
+
+def test_the_app_in_process_answers_an_unexpected_error_with_json_and_no_trace(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from mespot.service.app import create_app
+    from mespot.service.config import ServiceConfig
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "stores").mkdir()
+    config = ServiceConfig(home=tmp_path / "home", data_root=tmp_path / "data",
+                           store_root=tmp_path / "stores")
+    config.home.mkdir()
+    app = create_app(config, "a-token-for-this-test-only")  # no scheduler: nothing runs
+
+    @app.get("/api/boom")
+    def boom():
+        raise RuntimeError("secret detail /etc/shadow")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/api/boom", headers={"Authorization": "Bearer a-token-for-this-test-only"})
+        assert answer.status_code == 500
+        assert answer.json() == {"ok": False, "status": 500,
+                                 "error": "internal error; the server's log has the details"}
+        submitted = client.post("/api/jobs/extract", json={"source": ".", "store": "s.zarr"},
+                                headers={"Authorization": "Bearer a-token-for-this-test-only"})
+        assert submitted.status_code == 201 and submitted.json()["state"] == "queued"

@@ -56,6 +56,3 @@ class PredictJob(_Strict):
     select: str = Field("last", pattern=r"^(last|fixed:[0-9]{1,5})$")
     fold: Optional[str] = Field(None, description="Only this fold's model (a subject id).")
 
-
-REQUESTS = {"extract": ExtractJob, "train": TrainJob, "evaluate": EvaluateJob,
-            "predict": PredictJob}

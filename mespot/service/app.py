@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mespot import __version__
 from mespot.service import auth, pages, tasks
-from mespot.service.api_models import REQUESTS, EvaluateJob, ExtractJob, PredictJob, TrainJob
+from mespot.service.api_models import EvaluateJob, ExtractJob, PredictJob, TrainJob
 from mespot.service.config import JOB_KINDS, STATES, ServiceConfig
 from mespot.service.jobs import JobConflict, JobStore
 from mespot.service.metrics import Metrics
@@ -83,7 +83,7 @@ def create_app(config: ServiceConfig, token: str, scheduler=None) -> FastAPI:
     _errors(app)
     _middleware(app, metrics)
     guarded = [Depends(need_token)]
-    _public_routes(app, token, authorised)
+    _public_routes(app)
     _job_routes(app, store, roots, config, guarded)
     _file_routes(app, store, config, guarded)
     _operator_routes(app, store, config, roots, metrics, guarded)
@@ -136,7 +136,7 @@ def _middleware(app: FastAPI, metrics: Metrics) -> None:
         return response
 
 
-def _public_routes(app: FastAPI, token: str, authorised) -> None:
+def _public_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["operators"], summary="Liveness (no token needed)")
     def healthz() -> dict:
         return {"ok": True, "version": __version__}
@@ -175,7 +175,6 @@ def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConf
         """Spot an uploaded video (or a path under the data root) with a run."""
         return submit("predict", body)
 
-    assert set(REQUESTS) == set(JOB_KINDS)
 
     @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
     def list_jobs(state: str | None = None, limit: int = 200) -> dict:

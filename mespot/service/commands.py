@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
