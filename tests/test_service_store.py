@@ -179,3 +179,18 @@ def test_the_app_in_process_answers_an_unexpected_error_with_json_and_no_trace(t
         submitted = client.post("/api/jobs/extract", json={"source": ".", "store": "s.zarr"},
                                 headers={"Authorization": "Bearer a-token-for-this-test-only"})
         assert submitted.status_code == 201 and submitted.json()["state"] == "queued"
+
+
+def test_the_client_says_when_no_server_answers_or_no_token_is_found(tmp_path, capsys, monkeypatch):
+    from mespot.cli import main
+    from mespot.service.testing import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["jobs", "list", "--server", url, "--token", "t" * 20]) == 2
+    assert f"cannot reach the mespot server at {url}" in capsys.readouterr().err
+    monkeypatch.delenv("MESPOT_TOKEN", raising=False)
+    assert main(["jobs", "--server", url, "--token-file", str(tmp_path / "none")]) == 2
+    assert "no token" in capsys.readouterr().err
+    assert main(["submit", "predict", str(tmp_path / "missing.mp4"), "--model", "runs/x",
+                 "--server", url, "--token", "t" * 20]) == 2
+    assert "no such file here (add --remote" in capsys.readouterr().err
