@@ -323,9 +323,10 @@ def run_evaluate(p: dict, ctx: Context) -> Outcome:
 
     run = ctx.roots.store_path(p["run"])
     selections = p.get("select") or ["last"]
+    steps = len(selections) + int(p.get("report", True))  # one per selection, one for the report
     files, metrics = {}, {}
     for k, selection in enumerate(selections):
-        ctx.progress(k, len(selections), "selections", f"evaluating with {selection}")
+        ctx.progress(k, steps, "steps", f"evaluating with {selection}", force=True)
         e = evaluate_run(run, selection, device=ctx.device)
         name = e.selection.name
         for table in ("metrics.json", "metrics.csv", "intervals.csv", "matches.csv",
@@ -337,7 +338,7 @@ def run_evaluate(p: dict, ctx: Context) -> Outcome:
                                              for r in metrics[name]["metrics"]))
         ctx.check_cancel("between selections")
     if p.get("report", True):
-        ctx.progress(len(selections), len(selections) + 1, "selections", "writing report.html")
+        ctx.progress(len(selections), steps, "steps", "writing report.html", force=True)
         report = build_report(run, None)
         files["report.html"] = str(report)
         for png in sorted((run / "report").glob("*.png")):
