@@ -301,3 +301,15 @@ def test_train_evaluate_and_predict_an_uploaded_video(lab_server, service_lab, t
                                 headers={"Authorization": f"Bearer {server.token}"})
     assert status == 200 and headers["Content-Type"] == "image/png" and png[:4] == b"\x89PNG"
     assert "sandbox" in headers["Content-Security-Policy"]
+
+
+def test_one_server_per_folder(server, light):
+    import subprocess
+    import sys
+
+    second = subprocess.run([sys.executable, "-m", "mespot.cli", "serve", "--home", str(server.home),
+                             "--data-root", str(light["data"]), "--store-root", str(light["stores"]),
+                             "--port", "1"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2
+    assert "another `mespot serve` is using this folder" in second.stderr
+    assert server.process.poll() is None
