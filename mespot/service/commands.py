@@ -128,9 +128,9 @@ def serve_command(
         max_upload_bytes=int(max_upload_mb * 2**20), lease_s=lease_seconds,
         cancel_grace_s=cancel_grace)
     if engine == "ray":
-        from flowcore.command import engine_from_flags
+        from mespot.service.tasks import ray_engine
 
-        engine_from_flags("ray", address, None, config.slots[0].device)  # Ray missing: say so now
+        ray_engine(address, config.slots[0].device)  # Ray missing or unfit: say so now
     config.home.mkdir(parents=True, exist_ok=True)
     lock = _lock_home(config.home)
     (config.home / "service.json").write_text(json.dumps(to_json(config), indent=1))

@@ -48,9 +48,7 @@ class RunnerContext(tasks.Context):
         self.uploads = config.uploads
         self.engine = None
         if config.engine == "ray":
-            from flowcore.command import engine_from_flags
-
-            self.engine = engine_from_flags("ray", config.ray_address, None, self.device)
+            self.engine = tasks.ray_engine(config.ray_address, self.device)
         self._cancel = threading.Event()
         self._lost = threading.Event()
         self._last = 0.0

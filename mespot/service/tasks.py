@@ -134,6 +134,14 @@ class Context:
             raise JobCancelled(f"cancelled {where}")
 
 
+def ray_engine(address: str | None, device: str):
+    """The engine of `--engine ray` as the commands make it (UserError when Ray is missing or
+    cannot serve `device`)."""
+    from flowcore.command import engine_from_flags
+
+    return engine_from_flags("ray", address, None, device)
+
+
 def run(kind: str, params: dict, ctx: Context) -> Outcome:
     runner = {"extract": run_extract, "train": run_train, "evaluate": run_evaluate,
               "predict": run_predict}[kind]
