@@ -4,6 +4,7 @@ through the `mespot submit` / `mespot jobs` client."""
 
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import json
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from mespot.cli import main
+from mespot.errors import UserError
 from mespot.service.client import Client, ServiceError
 from mespot.service.testing import start_server, wait_for
 
@@ -155,10 +157,32 @@ def _mp4(frames_folder, path, frames=60):
     return path
 
 
+def _post_upload(server, name: str, head: dict, chunks=None):
+    """(status, error) of POST /api/uploads with these headers and (chunked) body parts."""
+    connection = http.client.HTTPConnection(server.url.split("//")[1], timeout=30)
+    connection.request("POST", f"/api/uploads?filename={name}", body=chunks,
+                       headers={"Authorization": f"Bearer {server.token}", **head},
+                       encode_chunked=chunks is not None)
+    answer = connection.getresponse()
+    status, error = answer.status, json.loads(answer.read()).get("error")
+    connection.close()
+    return status, error
+
+
 def test_uploads_are_limited_in_size_and_type(server, client, tmp_path):
+    limit = 2**20
+    # said by Content-Length: refused before a byte of the body is read
+    status, error = _post_upload(server, "big.mp4", {"Content-Length": str(2 * limit)})
+    assert status == 413 and "larger than the limit of 1 MiB" in error
+    # found while streaming (no length given): refused when the limit is passed
+    head = b"\x00\x00\x00\x18ftypmp42"
+    parts = [head] + [b"\0" * 65536] * (limit // 65536) + [b"\0" * 100]
+    status, error = _post_upload(server, "big.mp4", {}, iter(parts))
+    assert status == 413 and "larger than the limit of 1 MiB" in error
     big = tmp_path / "big.mp4"
-    big.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2 * 2**20))
-    _refused(lambda: client.upload(big), 413, "larger than the limit of 1 MiB")
+    big.write_bytes(head + os.urandom(2 * limit))
+    with pytest.raises(UserError, match="larger than the server's upload limit of 1 MiB"):
+        client.upload(big)  # the client checks first
     script = tmp_path / "clip.mp4"
     script.write_text("#!/bin/sh\nrm -rf /\n")
     _refused(lambda: client.upload(script), 415, "not a video file")

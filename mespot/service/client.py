@@ -91,7 +91,12 @@ class Client:
         return self.request("POST", f"/api/jobs/{kind}", body=params)
 
     def upload(self, path: Path) -> str:
-        """Send a local video file; its upload id."""
+        """Send a local video file; its upload id. A file over the server's limit is refused
+        here, before sending (the server would cut the connection mid-upload)."""
+        limit = self.request("GET", "/api/info")["max_upload_mb"] * 2**20
+        if path.stat().st_size > limit:
+            raise UserError(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, larger than the "
+                            f"server's upload limit of {limit / 2**20:g} MiB")
         with open(path, "rb") as handle:
             answer = self.request("POST", "/api/uploads", data=handle, length=path.stat().st_size,
                                   query={"filename": path.name})

@@ -87,7 +87,7 @@ def forms(config) -> str:
 <form data-kind="predict" class="job-form" id="form-predict">
  <label>Model: run folder (store root) <input name="model" list="store-paths" required></label>
  <label>Video file to upload (at most {config.max_upload_bytes / 2**20:g} MiB)
-  <input name="file" type="file" accept="video/*"></label>
+  <input name="file" type="file" accept="video/*" data-max-bytes="{config.max_upload_bytes}"></label>
  <label>or a path under the data root <input name="video" list="data-paths"></label>
  <button type="submit">Spot</button></form>
 <p id="submit-status" role="status"></p>

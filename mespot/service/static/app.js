@@ -70,6 +70,8 @@ const mespot = (() => {
     try {
       const file = form.elements.file && form.elements.file.files[0];
       if (file) {
+        const limit = Number(form.elements.file.dataset.maxBytes);
+        if (file.size > limit) throw new Error(`${file.name}: larger than the server's upload limit of ${limit / 1048576} MiB`);
         status.textContent = `uploading ${file.name}…`;
         const sent = await call("POST", `/api/uploads?filename=${encodeURIComponent(file.name)}`, file, "application/octet-stream");
         values.upload = sent.upload; delete values.video;
