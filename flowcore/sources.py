@@ -8,7 +8,9 @@ Layouts accepted (spec/DATASETS.md):
   `<root>` may also be the `rawpic`, `rawvideo` or cropped folder itself. When a root holds
   several, `rawpic` is used first, then the cropped release, then `rawvideo` (pass the folder
   itself to choose). The subject of a video comes from its folder's own `NN_` prefix; a video
-  filed under another subject's folder is kept and a warning recorded.
+  filed under another subject's folder is kept and a warning recorded. The workbook is
+  `<root>/CAS(ME)^2code_final.xlsx` or the updated copy `CAS(ME)^2code_final(Updated).xlsx`
+  (preferred when both are there).
 - SAMM-LV (200 fps, subsampled by 8 by default): `<root>/SAMM_longvideos/SSS_V/SSS_V_NNNN.jpg`, or
   `<root>` being that folder; subject = `SSS`.
 - A folder of video files (mp4/avi/mov/...): subject from a CSV (`video,subject` columns) or else
@@ -34,6 +36,7 @@ CASME2_FPS = 30.0
 SAMM_FPS = 200.0
 SAMM_SUBSAMPLE = 8  # AUW-GCN uses SAMM-LV at 25 fps
 CASME2_WORKBOOK = "CAS(ME)^2code_final.xlsx"
+CASME2_WORKBOOK_GLOB = "CAS(ME)^2code_final*.xlsx"  # also the updated copy, "...final(Updated).xlsx"
 SAMM_WORKBOOK_GLOB = "SAMM_LongVideos_V*.xlsx"
 _CASME2_VIDEO = re.compile(r"^(\d+)_(\d{4})(.*)$")  # 15_0101disgustingteeth
 _CASME2_SUBJECT = re.compile(r"^s(\d+)$", re.IGNORECASE)
@@ -157,8 +160,18 @@ def _casme2(root: Path, frames_root: Path, layout: str, subsample: int, fps: flo
                                 f"using {subject}")
             rate = video_fps(entry, fps) if is_video_file else fps
             videos.append(VideoSpec(video_id, subject, entry, rate, subsample))
-    workbook = _find_file(root, [CASME2_WORKBOOK]) if root.is_dir() else None
+    workbook = _casme2_workbook(root, warnings) if root.is_dir() else None
     return _finish(name, root, videos, workbook, layout, warnings)
+
+
+def _casme2_workbook(root: Path, warnings: list[str]) -> Path | None:
+    """The CAS(ME)^2 workbook at `root`: the updated copy (`...final(Updated).xlsx`) over the
+    first release, as SAMM-LV's latest release is chosen; a warning names the one not used."""
+    found = sorted(root.glob(CASME2_WORKBOOK_GLOB), key=lambda p: ("updated" not in p.name.lower(), p.name))
+    if len(found) > 1:
+        warnings.append(f"{root}: several CAS(ME)^2 workbooks; using {found[0].name}, not "
+                        f"{', '.join(p.name for p in found[1:])}")
+    return found[0] if found else None
 
 
 # ---- SAMM-LV -------------------------------------------------------------------------------------
@@ -235,13 +248,6 @@ def _synth(root: Path, subsample: int | None) -> Source:
 
 
 # ---- shared ------------------------------------------------------------------------------------
-
-
-def _find_file(folder: Path, names: list[str]) -> Path | None:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    return None
 
 
 def _finish(name, root, videos, workbook, layout, warnings) -> Source:

@@ -23,6 +23,7 @@ also lists what it did. Frame numbers are converted to feature rows in one place
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -107,7 +108,9 @@ def issues_to_frame(issues) -> pd.DataFrame:
 
 
 def read_annotations(path: str | Path) -> AnnotationTable:
-    """Read a CAS(ME)^2 or SAMM-LV workbook (.xlsx, detected from its sheets) or a plain CSV."""
+    """Read a CAS(ME)^2 or SAMM-LV workbook (.xlsx, detected from its sheets) or a plain CSV.
+    A file that yields no usable row is a UserError saying how many rows were read and why
+    each kind was skipped (before any work is done with it)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"annotation file not found: {path}")
@@ -156,6 +159,7 @@ class _Builder:
         self.dataset, self.source = dataset, source
         self.rows: list[dict] = []
         self.issues: list[Issue] = []
+        self.seen = 0  # expression rows read (usable or not)
 
     def issue(self, row: dict, reason: str, action: str, detail: str = "") -> None:
         self.issues.append(
@@ -164,11 +168,13 @@ class _Builder:
         )
 
     def skip(self, source_row, subject, video_id, expression, reason, detail="") -> None:
+        self.seen += 1
         self.issues.append(Issue(source_row, str(subject), str(video_id), str(expression), reason,
                                  "skipped", detail))
 
     def add(self, row: dict, onset, apex, offset, type_cell, au_cell) -> None:
         """Add one expression; `row` holds source_row, subject, video_id, expression."""
+        self.seen += 1
         kind = normalise_type(type_cell)
         if kind is None:
             self.issue(row, "unknown type", "skipped", f"type {type_cell!r}")
@@ -212,7 +218,16 @@ class _Builder:
             au_numbers="+".join(str(n) for n in parsed.numbers),
         ))
 
-    def table(self) -> AnnotationTable:
+    def example(self, reason: str, n: int = 3) -> str:
+        """Up to n distinct details of the skipped rows of `reason` (for error messages)."""
+        seen = dict.fromkeys(i.detail for i in self.issues if i.reason == reason and i.action == "skipped")
+        return ", ".join(list(seen)[:n])
+
+    def table(self, hints: dict[str, str] | None = None) -> AnnotationTable:
+        """The normalised table; UserError when no row is usable, with the count per reason
+        (and `hints[reason]`, where given, saying what the reader expected)."""
+        if not self.rows:
+            self._refuse_empty(hints or {})
         frame = pd.DataFrame(self.rows, columns=list(COLUMNS))
         # Exact duplicates (same video, frames and type) are dropped; a repeated id is reported.
         key = ["video_id", "onset", "apex", "offset", "type"]
@@ -230,23 +245,56 @@ class _Builder:
             frame[col] = frame[col].astype("int64")
         return AnnotationTable(frame, tuple(self.issues), self.dataset, self.source)
 
+    def _refuse_empty(self, hints: dict[str, str]) -> None:
+        if self.seen == 0:
+            raise UserError(f"{self.source}: no expression row found")
+        skipped = Counter(i.reason for i in self.issues if i.action == "skipped")
+        parts = []
+        for reason, n in skipped.most_common():
+            hint = hints.get(reason) or self.example(reason)
+            parts.append(f"{n} {reason}" + (f" ({hint})" if hint else ""))
+        raise UserError(f"{self.source}: 0 of {self.seen} rows usable: {'; '.join(parts)}")
+
 
 # --- CAS(ME)^2 --------------------------------------------------------------------------------
 
+_CODE_TEXT = re.compile(r"\d{1,4}(\.0+)?")  # '0101', '101', '101.0'
 
-def _code4(cell) -> str:
+
+def _code4(cell) -> str | None:
+    """A video-code cell (the number 101 or the text '0101') as 4 digits, else None."""
+    if isinstance(cell, bool):
+        return None
+    if isinstance(cell, numbers.Real):
+        return f"{int(cell):04d}" if float(cell).is_integer() and 0 < cell < 10000 else None
     text = str(cell).strip()
-    if re.fullmatch(r"\d+(\.0+)?", text):
-        return f"{int(float(text)):04d}"
-    return text
+    return f"{int(float(text)):04d}" if _CODE_TEXT.fullmatch(text) else None
+
+
+def _video_codes(naming2: pd.DataFrame) -> dict[str, str]:
+    """Sheet 3 ("naming rule2") -> {video name (lower case): 4-digit code}.
+
+    Copies differ in column order (the public MEGC copy: `101 | disgust1`; others
+    `disgust1 | 0101`), so each row's code is told from its name by content, never by position:
+    the code is the cell holding a number or up to 4 digits, the name the other one."""
+    codes: dict[str, str] = {}
+    for cells in naming2.itertuples(index=False):
+        cells = [c for c in cells if not _is_blank(c)]
+        found = [_code4(c) for c in cells]
+        code = [c for c in found if c is not None]
+        names = [str(cell).strip() for cell, c in zip(cells, found) if c is None]
+        if len(code) == 1 and len(names) == 1:
+            codes[names[0].lower()] = code[0]
+    return codes
 
 
 def read_casme2_workbook(path: str | Path) -> AnnotationTable:
     """Read `CAS(ME)^2code_final.xlsx`: three sheets by position, no header rows.
 
     Sheet 1: participant index, expression name `<video>_<n>`, onset, apex, offset, AUs,
-    emotion, type, self-reported emotion. Sheet 2: `NN | sNN | index`. Sheet 3: video name ->
-    code (text '0101' or number 101). The video id is `NN_<code><name>` (the rawpic folder).
+    emotion, type, self-reported emotion. Sheet 2: `NN | sNN | index`. Sheet 3: video name and
+    code in either order (`101 | disgust1` or `disgust1 | 0101`; the code as text or number).
+    The video id is `NN_<code><name>` (the rawpic folder). UserError when no row is usable.
     """
     path = Path(path)
     sheets = list(pd.read_excel(path, sheet_name=None, header=None).values())
@@ -260,11 +308,7 @@ def read_casme2_workbook(path: str | Path) -> AnnotationTable:
         numbers = [c for c in cells if re.fullmatch(r"\d+(\.0+)?", str(c).strip())]
         if names and numbers:
             subjects[int(float(numbers[-1]))] = names[0].lower()
-    codes: dict[str, str] = {}
-    for cells in naming2.itertuples(index=False):
-        cells = [c for c in cells if not _is_blank(c)]
-        if len(cells) >= 2:
-            codes[str(cells[0]).strip().lower()] = _code4(cells[1])
+    codes = _video_codes(naming2)
     if not subjects or not codes:
         raise UserError(f"{path}: sheets 2 and 3 (naming rules) are empty or unreadable")
 
@@ -282,13 +326,21 @@ def read_casme2_workbook(path: str | Path) -> AnnotationTable:
             continue
         video_name = name.rsplit("_", 1)[0].lower()
         code = codes.get(video_name)
-        if code is None or code not in CASME2_VIDEO_NAMES:
+        if code is None:
             build.skip(source_row, subject, "", name, "unknown video name", f"{video_name!r}")
+            continue
+        if code not in CASME2_VIDEO_NAMES:
+            build.skip(source_row, subject, "", name, "unknown video code", f"{video_name!r} -> {code}")
             continue
         video_id = f"{subject[1:]}_{code}{CASME2_VIDEO_NAMES[code]}"
         row = dict(source_row=source_row, subject=subject, video_id=video_id, expression=name)
         build.add(row, cells[2], cells[3], cells[4], cells[7], cells[5])
-    return build.table()
+    named = ", ".join(f"{n} {c}" for n, c in sorted(codes.items(), key=lambda kv: kv[1]))
+    return build.table(hints={
+        "unknown video name": f"sheet 3 maps {named}; sheet 1 names e.g. {build.example('unknown video name')}",
+        "unknown video code": f"known codes: {', '.join(CASME2_VIDEO_NAMES)}",
+        "unknown participant index": f"sheet 2 maps participant indices {sorted(subjects)}",
+    })
 
 
 # --- SAMM-LV ----------------------------------------------------------------------------------

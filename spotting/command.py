@@ -34,7 +34,7 @@ def train_command(
     out: Path = typer_option(..., "--out", "-o", help="Run folder, e.g. runs/NAME (resumes if it exists)."),
     protocol: str = typer_option("loso", "--protocol", help="Evaluation protocol: loso (one fold per subject)."),
     config: Optional[Path] = typer_option(None, "--config", "-c",
-                                          help="YAML file with sections train, windows, prior, losses "
+                                          help="YAML file with sections train, windows, prior, losses, model "
                                                "(field names as in config.json); flags given win."),
     epochs: int = typer_option(100, "--epochs", help="Training epochs per fold."),
     batch_size: int = typer_option(128, "--batch-size", help="Windows per batch."),
@@ -97,7 +97,7 @@ def train_command(
         torch.set_num_threads(threads)
     sections: dict = {}
     if config is not None:
-        sections = read_mapping(config, "sections (train, windows, prior, losses)")
+        sections = read_mapping(config, "sections (train, windows, prior, losses, model)")
     values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
               "normalisation": normalisation, "prior": prior, "macro_ratio": macro_ratio,
               "save_every": save_every, "inner_val": inner_val}

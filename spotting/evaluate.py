@@ -10,16 +10,23 @@ Epoch selection (`--select`), per fold:
                Test-set selection: its numbers are optimistic, labelled so wherever they appear,
                and exist only to compare with published results.
 
-Units: matching happens in feature rows (the network's frames), exactly as the reference
-compares its "row + 1" proposals with 1-based annotation frames; every file a person reads
-gives 1-based frame numbers of the video's original numbering (`rows_to_frames`).
+Scales (`--rule`, spotting/metrics.py): the MEGC rule matches in the video's ORIGINAL 1-based
+frame numbers (proposal rows through `rows_to_frames`; truths as annotated, a value section 6's
+repairs filled or clipped as the kept frame of its row); the reference rule matches on the reference's
+rows, proposal row + 1 against annotated frame // k for frames kept 1 in k (SAMM-LV: k = 8, the
+reference's `samm_new_25.csv`; at full rate the two scales agree). Every table and file names
+its scale; every file a person reads gives 1-based original frame numbers (`rows_to_frames`).
+
+Proposals (`--proposals`, spotting/proposals.py): `reference` arithmetic (float32, start ties
+to the row nearest the apex) is the default for a store extracted with `--compat`, `mespot`
+otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +35,7 @@ import torch
 
 from mespot.errors import UserError
 from spotting.metrics import RULES, MatchRule, match_all, summarise
-from spotting.proposals import PRESETS, ProposalParams, spot_video
+from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
 from spotting.train import (Prepared, load_weights, predict_logits, prepare, video_logits,
                             window_tensors)
 from spotting.windows import TYPES, WindowParams, annotation_targets, rows_to_frames
@@ -70,6 +77,8 @@ def parse_selection(text: str) -> Selection:
 class Evaluation:
     selection: Selection
     rule: str
+    scale: str  # what the rule matched on, e.g. "frames: original 200 fps numbering"
+    proposals: str  # proposal arithmetic, a key of PROPOSAL_VARIANTS
     metrics: pd.DataFrame  # rows me, mae, overall: precision, recall, f1, TP, FP, FN, ...
     per_subject: pd.DataFrame
     per_video: pd.DataFrame
@@ -79,15 +88,56 @@ class Evaluation:
     out: Path
 
 
-def truth_rows(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
-    """Ground truth in rows (after section 6's repairs): video, subject, type, onset, apex, offset."""
+def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
+    """Ground truth after section 6's repairs: video, subject, type, onset, apex, offset (1-based
+    original frame numbers) and onset_row, apex_row, offset_row (feature rows)."""
     targets, _ = annotation_targets(prep.features, prep.table, windows)
     rows = []
     for video_id, target in targets.items():
         subject = prep.features.videos[video_id].subject
-        for t, s, a, e in target.used:
-            rows.append((video_id, subject, TYPES[t], s, a, e))
-    return pd.DataFrame(rows, columns=["video", "subject", "type", "onset", "apex", "offset"])
+        for (t, s, a, e), (_, fs, fa, fe) in zip(target.used, target.used_frames):
+            rows.append((video_id, subject, TYPES[t], fs, fa, fe, s, a, e))
+    return pd.DataFrame(rows, columns=["video", "subject", "type", "onset", "apex", "offset",
+                                       "onset_row", "apex_row", "offset_row"])
+
+
+def kept_one_in(video) -> int:
+    """k of a video whose frames were kept 1 in k (from its frame numbers; 1 for one frame)."""
+    numbers = video.frame_numbers
+    return int(numbers[1] - numbers[0]) if len(numbers) > 1 else 1
+
+
+def scale_label(rule: MatchRule, features) -> str:
+    """The scale a rule matches on, in words, e.g. "frames: original 200 fps numbering" or
+    "rows: subsampled /8"."""
+    videos = list(features.videos.values())
+    k = sorted({kept_one_in(v) for v in videos}) or [1]
+    if rule.scale == "rows":
+        return "rows: subsampled " + ", ".join(f"/{n}" for n in k)
+    fps = sorted({round(v.fps * kept_one_in(v), 3) for v in videos})
+    return "frames: original " + ", ".join(f"{f:g}" for f in fps) + " fps numbering"
+
+
+AT = ("at_onset", "at_offset")  # the columns a rule matches on
+
+
+def count(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, features) -> pd.DataFrame:
+    """Match `proposals` (rows, from `spot_subjects`) with `truths` (`ground_truth`) on the rule's
+    scale. The match table gives 1-based original frame numbers whatever the scale."""
+    shown = _to_frames(proposals, features)
+    truths = truths.copy()
+    if rule.scale == "frames":
+        shown["at_onset"], shown["at_offset"] = shown["onset"], shown["offset"]
+        truths["at_onset"], truths["at_offset"] = truths["onset"], truths["offset"]
+    else:  # the reference's rows: proposal row + 1 against annotated frame // k
+        shown["at_onset"], shown["at_offset"] = proposals["onset"] + 1, proposals["offset"] + 1
+        k = truths["video"].map(lambda v: kept_one_in(features.videos[v])).to_numpy(np.int64)
+        truths["at_onset"], truths["at_offset"] = truths["onset"] // k, truths["offset"] // k
+    matches = match_all(shown, truths, rule, on=AT)
+    for column in [f"{side}_{c}" for side in ("proposal", "truth") for c in ("onset", "apex", "offset")]:
+        if column in matches:
+            matches[column] = pd.array(matches[column].astype("float64"), dtype="Int64")
+    return matches
 
 
 def _epochs_with_weights(folder: Path) -> list[int]:
@@ -128,8 +178,8 @@ def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: Pr
     return pd.concat(parts, ignore_index=True), per_video
 
 
-def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule) -> float:
-    return float(summarise(match_all(proposals, truths, rule)).set_index("type").loc["overall", "f1"])
+def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, features) -> float:
+    return float(summarise(count(proposals, truths, rule, features)).set_index("type").loc["overall", "f1"])
 
 
 def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep, truths, params,
@@ -158,14 +208,14 @@ def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep,
     for epoch in pool:  # ties keep the earliest epoch
         found, _ = spot_subjects(prep, folder / f"weights_epoch_{epoch:03d}.safetensors", subjects, params,
                                  windows, device)
-        f1 = _f1(found, wanted, rule)
+        f1 = _f1(found, wanted, rule, prep.features)
         if f1 > best_f1:
             best, best_f1 = epoch, f1
     return best
 
 
-def _to_frames(table: pd.DataFrame, prep: Prepared, columns=("onset", "apex", "offset")) -> pd.DataFrame:
-    """Row columns -> 1-based original frame numbers, per video."""
+def _to_frames(table: pd.DataFrame, features, columns=("onset", "apex", "offset")) -> pd.DataFrame:
+    """Row columns -> 1-based original frame numbers (Int64), per video."""
     table = table.copy()
     for column in columns:
         if column not in table:
@@ -174,15 +224,25 @@ def _to_frames(table: pd.DataFrame, prep: Prepared, columns=("onset", "apex", "o
         out = np.full(len(table), np.nan)
         for video_id, index in table.groupby("video").indices.items():
             ok = ~pd.isna(values[index])
-            numbers = prep.features.videos[video_id].frame_numbers
+            numbers = features.videos[video_id].frame_numbers
             out[index[ok]] = rows_to_frames(values[index][ok].astype(np.int64), numbers)
         table[column] = pd.array(np.where(np.isnan(out), pd.NA, out), dtype="Int64")
     return table
 
 
+def proposal_variant(features, requested: str | None) -> str:
+    """`requested`, or the default for the store: `reference` for `--compat` features."""
+    variant = requested or ("reference" if features.params.get("compat") else "mespot")
+    if variant not in PROPOSAL_VARIANTS:
+        raise UserError(f"--proposals must be one of {', '.join(PROPOSAL_VARIANTS)} (got {variant!r})")
+    return variant
+
+
 def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", preset: str | None = None,
-                 device: str = "cpu", prepared: Prepared | None = None) -> Evaluation:
-    """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers."""
+                 device: str = "cpu", prepared: Prepared | None = None,
+                 proposals: str | None = None) -> Evaluation:
+    """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers.
+    `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's default."""
     run = Path(run)
     if not (run / "config.json").is_file():
         raise UserError(f"{run} is not a run folder (no config.json); train one with `mespot train`")
@@ -196,12 +256,13 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
                         else "casme2")
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
-    params = PRESETS[preset]
-    truths = truth_rows(prep, windows)
+    variant = proposal_variant(prep.features, proposals)
+    params = replace(PRESETS[preset], variant=variant)
+    truths = ground_truth(prep, windows)
     fold_dirs = sorted(p for p in (run / "folds").glob("*") if (p / "fold.json").is_file())
     if not fold_dirs:
         raise UserError(f"{run} holds no finished fold")
-    proposals, epochs_used, curves = [], {}, {}
+    found_all, epochs_used, curves = [], {}, {}
     for fold_dir in fold_dirs:
         meta = json.loads((fold_dir / "fold.json").read_text())
         if meta.get("status") != "complete":
@@ -212,22 +273,19 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
         epochs_used[meta["test_subject"]] = epoch
         found, logits = spot_subjects(prep, fold_dir / f"weights_epoch_{epoch:03d}.safetensors",
                                       [meta["test_subject"]], params, windows, device)
-        proposals.append(found.assign(epoch=epoch))
+        found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
-    proposals = pd.concat(proposals, ignore_index=True)
-    tested = set(epochs_used)
-    truths = truths[truths["subject"].isin(tested)]
-    matches = match_all(proposals, truths, RULES[rule])
+    found = pd.concat(found_all, ignore_index=True)
+    truths = truths[truths["subject"].isin(set(epochs_used))]
+    matches = count(found, truths, RULES[rule], prep.features)
     out = run / "evaluation" / selection.name
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", curves, prep)
     return _write(Evaluation(
-        selection, rule,
+        selection, rule, scale_label(RULES[rule], prep.features), variant,
         metrics=summarise(matches), per_subject=summarise(matches, by=["subject"]),
-        per_video=summarise(matches, by=["video"]),
-        matches=_to_frames(matches, prep, [f"{side}_{c}" for side in ("proposal", "truth")
-                                          for c in ("onset", "apex", "offset")]),
-        intervals=_to_frames(proposals, prep).sort_values(["subject", "video", "type", "onset"]),
+        per_video=summarise(matches, by=["video"]), matches=matches,
+        intervals=_to_frames(found, prep.features).sort_values(["subject", "video", "type", "onset"]),
         epochs=epochs_used, out=out), config, preset, params)
 
 
@@ -242,15 +300,17 @@ def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> 
 
 
 def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> Evaluation:
-    e.metrics.to_csv(e.out / "metrics.csv", index=False)
-    e.per_subject.to_csv(e.out / "metrics_per_subject.csv", index=False)
-    e.per_video.to_csv(e.out / "metrics_per_video.csv", index=False)
+    for table, name in ((e.metrics, "metrics"), (e.per_subject, "metrics_per_subject"),
+                        (e.per_video, "metrics_per_video")):
+        table.assign(rule=e.rule, scale=e.scale).to_csv(e.out / f"{name}.csv", index=False)
     e.matches.to_csv(e.out / "matches.csv", index=False)
     e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "epoch"]].to_csv(
         e.out / "intervals.csv", index=False)
     summary = {
         "selection": e.selection.name, "selection_label": e.selection.label,
-        "test_set_selection": e.selection.mode == "oracle", "rule": e.rule, "preset": preset,
+        "test_set_selection": e.selection.mode == "oracle", "rule": e.rule,
+        "rule_label": RULES[e.rule].label, "scale": e.scale, "proposals": e.proposals,
+        "proposals_label": PROPOSAL_VARIANTS[e.proposals], "preset": preset,
         "proposal_params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()},
         "epochs": e.epochs, "metrics": e.metrics.set_index("type").to_dict(orient="index"),
         "frame_numbers": "1-based, the video's original numbering",

@@ -29,13 +29,52 @@ ME_APEX, MAE_APEX, ME_ACTION, MAE_ACTION = 6, 7, 8, 9
 
 @dataclass(frozen=True)
 class ModelDims:
-    """Network sizes; the defaults are the paper's (and the only ones reference weights fit)."""
+    """Network sizes; the defaults are the paper's (and those of the reference's checkpoints).
+    The features fix `in_features`, `nodes` and `outputs`; `graph_channels` and `hidden` are
+    free (config section `model`). Saved with every checkpoint (`dims`), which is built from them."""
 
     in_features: int = 2  # (x, y) per node
     nodes: int = N_NODES
     graph_channels: int = 16
     hidden: int = 64
     outputs: int = N_OUTPUTS
+
+    def __post_init__(self):
+        fixed = {"in_features": 2, "nodes": N_NODES, "outputs": N_OUTPUTS}
+        for name, value in fixed.items():
+            if getattr(self, name) != value:
+                raise ValueError(f"{name} must be {value} (fixed by the MDMO features and the "
+                                 f"targets), got {getattr(self, name)}")
+        for name in ("graph_channels", "hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# State-dict keys whose shapes give the dimensions (see `dims_from_state`).
+_ADJ, _GRAPH_W = "graph_embedding.0.gc1.adj", "graph_embedding.0.gc1.weight"
+_FIRST_CONV, _HEAD = "_sequential.0.weight", "_classification.weight"
+
+
+def dims_from_state(state: dict) -> ModelDims:
+    """The ModelDims an AUW-GCN state dict was made with, read from its tensor shapes:
+    adj (nodes, nodes), gc1.weight (in_features, graph_channels), _sequential.0.weight
+    (hidden, nodes * graph_channels, 1), _classification.weight (outputs, hidden, 3).
+    ValueError (saying which) when a key is missing or the shapes do not fit one network."""
+    missing = [k for k in (_ADJ, _GRAPH_W, _FIRST_CONV, _HEAD) if k not in state]
+    if missing:
+        raise ValueError(f"no {', '.join(repr(k) for k in missing)} tensor: not an AUW-GCN state dict")
+    adj, graph_w = tuple(state[_ADJ].shape), tuple(state[_GRAPH_W].shape)
+    first, head = tuple(state[_FIRST_CONV].shape), tuple(state[_HEAD].shape)
+    shapes = f"adj {adj}, gc1.weight {graph_w}, _sequential.0.weight {first}, _classification.weight {head}"
+    if (len(adj) != 2 or adj[0] != adj[1] or len(graph_w) != 2 or len(first) != 3 or len(head) != 3
+            or first[1] != adj[0] * graph_w[1] or head[1] != first[0]):
+        raise ValueError(f"tensor shapes do not fit one AUW-GCN ({shapes})")
+    try:
+        return ModelDims(in_features=graph_w[0], nodes=adj[0], graph_channels=graph_w[1], hidden=first[0],
+                         outputs=head[0])
+    except ValueError as err:
+        raise ValueError(f"{err} ({shapes})") from None
 
 
 class GraphConvolution(nn.Module):
@@ -161,15 +200,21 @@ def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Te
 
 
 def load_reference_checkpoint(path: str | Path, model: AUWGCN | None = None) -> tuple[AUWGCN, int]:
-    """Build (or fill) an AUWGCN from a reference checkpoint; the prior comes from the file's
-    `adj`. Returns (model, epoch). Missing BN `num_batches_tracked` entries are tolerated."""
+    """Build (or fill) an AUWGCN from a reference checkpoint; its dimensions are read from the
+    tensor shapes (`dims_from_state`: the reference stores none) and the prior from the file's
+    `adj`. Returns (model, epoch). UserError when the shapes do not fit our network. Missing
+    BN `num_batches_tracked` entries are tolerated."""
     from mespot.errors import UserError
 
     epoch, state = read_reference_checkpoint(path)
-    if "graph_embedding.0.gc1.adj" not in state:
-        raise UserError(f"{path}: no 'graph_embedding.0.gc1.adj' key; not an AUW-GCN checkpoint")
+    try:
+        dims = dims_from_state(state)
+    except ValueError as err:
+        raise UserError(f"{path}: state dict does not fit AUW-GCN: {err}") from None
     if model is None:
-        model = AUWGCN(state["graph_embedding.0.gc1.adj"].float().numpy())
+        model = AUWGCN(state[_ADJ].float().numpy(), dims)
+    elif model.dims != dims:
+        raise UserError(f"{path}: the checkpoint's dimensions {dims} differ from the model's {model.dims}")
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:

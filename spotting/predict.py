@@ -12,13 +12,14 @@ The features are extracted with the same parameters as the model's training stor
 that store), so the network sees what it was trained on; only the subsampling adapts to the new
 video's frame rate (the kept rate closest to the training rate). A reference checkpoint
 (`checkpoint_epoch_EEE.pth.tar`) is fed the reference's feature scale: 8-bit compat flow and the
-reference's normalisation constants.
+reference's normalisation constants, and its proposals use the reference's arithmetic
+(`--proposals`, spotting/proposals.py), as do those of a run trained on `--compat` features.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +30,20 @@ from mespot.errors import UserError
 from spotting.evaluate import CURVES, parse_selection, probability_curves
 from spotting.features import load_features
 from spotting.model import load_reference_checkpoint
-from spotting.proposals import PRESETS, spot_video
+from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
 from spotting.train import REFERENCE_MEAN, REFERENCE_STD, load_weights, predict_logits, video_logits, window_tensors
 from spotting.windows import WindowParams, build_windows, rows_to_frames, video_targets
 
 
 @dataclass(frozen=True)
 class Model:
-    """One network with the feature normalisation it expects."""
+    """One network with the feature normalisation and the windows it was trained with."""
 
     name: str  # fold subject, or the checkpoint file name
     network: torch.nn.Module
     mean: list[float]
     std: list[float]
+    windows: WindowParams  # the run's (config.json); the defaults (the reference's) for a checkpoint
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Batch:
     predictions: list[Prediction]
     failed: list  # flowcore VideoResults: video_id, stage, error
     out: Path
+    proposals: str = "mespot"  # the proposal arithmetic used, a key of PROPOSAL_VARIANTS
 
     @property
     def intervals(self) -> pd.DataFrame:
@@ -82,6 +85,7 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
             raise UserError(f"{run} has no fold {fold!r}")
     if not folds:
         raise UserError(f"{run} holds no trained fold")
+    windows = run_windows(run)
     models = []
     for folder in folds:
         epochs = sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
@@ -89,8 +93,14 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
         if epoch not in epochs:
             raise UserError(f"{folder}: no weights for epoch {epoch}")
         network, meta = load_weights(folder / f"weights_epoch_{epoch:03d}.safetensors", device)
-        models.append(Model(folder.name, network, meta["normalisation"]["mean"], meta["normalisation"]["std"]))
+        models.append(Model(folder.name, network, meta["normalisation"]["mean"], meta["normalisation"]["std"],
+                            windows))
     return models
+
+
+def run_windows(run: Path) -> WindowParams:
+    """The window parameters a run was trained with (its config.json), as evaluation uses them."""
+    return WindowParams(**json.loads((run / "config.json").read_text())["windows"])
 
 
 def _extract_params_for(model_path: Path):
@@ -123,11 +133,12 @@ def predict_video(path: str | Path, model: str | Path, out: str | Path, **option
 def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold: str | None = None,
                    select: str = "last", preset: str | None = None, fps: float | None = None,
                    device: str = "cpu", backend: str | None = None, one: bool = False,
-                   progress=None) -> Batch:
+                   progress=None, proposals: str | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
-    flowcore.run_extraction."""
+    flowcore.run_extraction. `proposals`: proposal arithmetic, None for `reference` with compat
+    features (a reference checkpoint) and `mespot` otherwise."""
     from dataclasses import replace
 
     from flowcore import open_source, run_extraction
@@ -147,6 +158,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     params, trained_preset, trained_fps = _extract_params_for(model)
     subsample = _one_subsample(path, source.videos, trained_fps)
     params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
+    proposal_params = _proposal_params(preset or trained_preset, proposals, params.mdmo.compat)
     models = _load_models(model, fold, select, device)  # before the long extraction: fail early
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -159,18 +171,33 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     for spec in source.videos:
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
-            predictions.append(_spot(features.videos[spec.video_id], models, PRESETS[preset or trained_preset],
+            predictions.append(_spot(features.videos[spec.video_id], models, proposal_params,
                                      device, curves_png, out))
-    batch = Batch(predictions, list(report.failed), out)
+    batch = Batch(predictions, list(report.failed), out, proposal_params.variant)
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     (out / "prediction.json").write_text(json.dumps({
         "source": str(path), "model": str(model), "models": [m.name for m in models],
         "combination": "mean of the models' logits" if len(models) > 1 else "single model",
-        "selection": select, "preset": preset or trained_preset, "subsample": subsample,
+        "selection": select, "preset": preset or trained_preset, "proposals": proposal_params.variant,
+        "proposals_label": PROPOSAL_VARIANTS[proposal_params.variant], "subsample": subsample,
+        "windows": asdict(models[0].windows),
         "videos": [p.video_id for p in predictions],
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error} for r in report.failed],
         "frame_numbers": "1-based, the video's original numbering"}, indent=1))
     return batch
+
+
+def _proposal_params(preset: str, variant: str | None, compat: bool) -> ProposalParams:
+    """The preset's ranges with the arithmetic asked for, by default the reference's for compat
+    features (a reference checkpoint, or a run trained on a `--compat` store)."""
+    from dataclasses import replace
+
+    variant = variant or ("reference" if compat else "mespot")
+    if variant not in PROPOSAL_VARIANTS:
+        raise UserError(f"--proposals must be one of {', '.join(PROPOSAL_VARIANTS)} (got {variant!r})")
+    if preset not in PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
+    return replace(PRESETS[preset], variant=variant)
 
 
 def _one_subsample(path: Path, videos, trained_fps: float) -> int:
@@ -190,19 +217,20 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
 def _load_models(model: Path, fold: str | None, select: str, device: str) -> list[Model]:
     if model.is_file():
         network, _epoch = load_reference_checkpoint(model)
-        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD))]
+        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD),
+                      WindowParams())]
     return run_models(model, fold, select, device)
 
 
 def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path) -> Prediction:
-    """The mean of the models' logits over one video's rows -> intervals, curves and their plot."""
-    windows = WindowParams()
-    ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], windows)}, windows)
-    mask = np.ones(len(ws), bool)
+    """The mean of the models' logits over one video's rows -> intervals, curves and their plot.
+    Each model sees the video cut into the windows it was trained with."""
     logits = np.zeros((video.n_rows, 10), np.float32)
     for m in models:  # the folds' mean logit per row and channel
+        ws = build_windows([video], {video.video_id: video_targets(video.n_rows, [], m.windows)}, m.windows)
+        mask = np.ones(len(ws), bool)
         data = window_tensors(ws, mask, m.mean, m.std, device)
-        rows = predict_logits(m.network, data["x"], windows.context).cpu().numpy()
+        rows = predict_logits(m.network, data["x"], m.windows.context).cpu().numpy()
         logits += video_logits(rows, ws, mask)[video.video_id] / len(models)
     found = spot_video(logits, preset)
     intervals = pd.DataFrame({

@@ -8,11 +8,28 @@ Per window and type:
 - apex candidates: rows w with sigmoid(apex) > 0.5;
 - start s = the row of highest start probability among w - d, d in [dmin, dmax], clipped at the
   window's first row; end e = the row of highest end probability among w + d, clipped at the
-  window's last row (and at the video's last row). Ties go to the earliest row;
+  window's last row (and at the video's last row). Ties: see the variants below;
 - kept when p_start(s) > p_end(s), p_start(e) < p_end(e) and min_len <= e - s <= max_len;
 - score = p_start(s) * p_end(e) * p_apex(w).
 NMS per (video, type): take the best remaining proposal (stop at score 0), drop the others whose
-IoU with it exceeds 0.5 (IoU on lengths e - s), until K are kept.
+IoU with it exceeds 0.5 (IoU on lengths e - s), until K are kept. Equal scores keep apex-row
+order.
+
+Arithmetic variants (`ProposalParams.variant`), which differ only where outputs saturate:
+- `mespot`: probabilities in float64; start ties go to the earliest row, end ties to the row
+  nearest the apex.
+- `reference`: as the AUW-GCN code (utils/eval_utils.py): softmax and sigmoid in float32 with
+  torch, comparisons and argmax on those float32 values, start AND end ties to the row nearest
+  the apex (its argmax over d ascending), score = the product in float64 of each float32
+  probability as its text form reads back (the reference writes them through a text array and
+  a CSV). Saturated logits make many float32 probabilities exactly 1.0 or 0.0, so the chosen
+  starts, the kept candidates (p_start(s) > p_end(s) fails on 0.0 > 0.0) and the apex
+  candidates (sigmoid of a logit below ~6e-8 is exactly 0.5) change.
+Differences that remain with the reference in both variants: its last window runs past the
+video's end on zero-padded features, so its ends there may lie after the video's last row
+(mespot clips them at the last row); its order among EQUAL scores comes from its file listing
+and an unstable sort (mespot: apex-row order); and a reference run on a GPU may differ from
+torch on the CPU in the last bit of a probability.
 
 Units: rows (0-based feature rows). `frames = rows_to_frames(rows)` turns them into the video's
 1-based original frame numbers for people (spotting/windows.py).
@@ -29,6 +46,10 @@ TYPES = ("me", "mae")
 APEX_CHANNEL = {"me": 6, "mae": 7}
 START_END_CHANNELS = {"me": slice(0, 3), "mae": slice(3, 6)}
 PROPOSAL_COLUMNS = ["type", "start", "apex", "end", "score"]
+PROPOSAL_VARIANTS = {  # ProposalParams.variant -> what it means, for tables and reports
+    "mespot": "mespot arithmetic (float64; start ties to the earliest row)",
+    "reference": "reference arithmetic (float32 as AUW-GCN; start ties to the row nearest the apex)",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,12 @@ class ProposalParams:
     nms_iou: float = 0.5
     me_top_k: int = 5
     mae_top_k: int = 5
+    variant: str = "mespot"  # arithmetic, a key of PROPOSAL_VARIANTS
+
+    def __post_init__(self):
+        if self.variant not in PROPOSAL_VARIANTS:
+            raise ValueError(f"proposal variant must be one of {', '.join(PROPOSAL_VARIANTS)}, "
+                             f"got {self.variant!r}")
 
     def distance(self, kind: str) -> tuple[int, int]:
         return self.me_distance if kind == "me" else self.mae_distance
@@ -70,26 +97,44 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _check_logits(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float64)
+def _check_logits(logits: np.ndarray, dtype=np.float64) -> np.ndarray:
+    logits = np.asarray(logits, dtype=dtype)
     if logits.ndim != 2 or logits.shape[1] != 10:
         raise ValueError(f"expected logits of shape (N, 10), got {logits.shape}")
     return logits
 
 
+def probabilities(logits: np.ndarray, kind: str, variant: str = "mespot") -> tuple[np.ndarray, ...]:
+    """(p_start, p_end, p_apex), each (N,), of one type: float64 (`mespot`) or, for `reference`,
+    float32 from torch's softmax over the 3 start/end/none channels laid out (1, 3, N) as the
+    reference's (B, 3, T), and torch's sigmoid."""
+    if variant == "reference":
+        import torch  # only here: the float64 path needs numpy alone
+
+        t = torch.from_numpy(np.ascontiguousarray(_check_logits(logits, np.float32)))
+        start_end = torch.softmax(t[:, START_END_CHANNELS[kind]].T[None], dim=1)[0].numpy()
+        return start_end[0], start_end[1], torch.sigmoid(t[:, APEX_CHANNEL[kind]]).numpy()
+    logits = _check_logits(logits)
+    probs = _softmax(logits[:, START_END_CHANNELS[kind]])
+    return probs[:, 0], probs[:, 1], _sigmoid(logits[:, APEX_CHANNEL[kind]])
+
+
+def _as_text_reads_back(p: np.ndarray) -> np.ndarray:
+    """float32 values -> float64 as their shortest text form reads back (the reference's path)."""
+    return np.array([str(v) for v in p], dtype=str).astype(np.float64) if len(p) else p.astype(np.float64)
+
+
 def candidates(logits: np.ndarray, kind: str, params: ProposalParams = ProposalParams()) -> pd.DataFrame:
     """All proposals of one type before NMS, columns type, start, apex, end, score (rows)."""
-    logits = _check_logits(logits)
-    n = logits.shape[0]
-    probs = _softmax(logits[:, START_END_CHANNELS[kind]])
-    p_start, p_end = probs[:, 0], probs[:, 1]
-    p_apex = _sigmoid(logits[:, APEX_CHANNEL[kind]])
+    p_start, p_end, p_apex = probabilities(logits, kind, params.variant)
+    n = p_start.shape[0]
     apex = np.flatnonzero(p_apex > params.apex_threshold)
     first = (apex // params.window) * params.window  # first row of each candidate's window
     last = np.minimum(first + params.window - 1, n - 1)
     dmin, dmax = params.distance(kind)
     steps = np.arange(dmin, dmax + 1)
-    start_rows = np.maximum(apex[:, None] - steps[::-1][None, :], first[:, None])  # earliest first
+    start_steps = steps if params.variant == "reference" else steps[::-1]  # argmax: first of a tie
+    start_rows = np.maximum(apex[:, None] - start_steps[None, :], first[:, None])
     end_rows = np.minimum(apex[:, None] + steps[None, :], last[:, None])
     pick = np.arange(len(apex))
     start = start_rows[pick, p_start[start_rows].argmax(axis=1)] if len(apex) else apex
@@ -97,10 +142,12 @@ def candidates(logits: np.ndarray, kind: str, params: ProposalParams = ProposalP
     low, high = params.length(kind)
     keep = ((p_start[start] > p_end[start]) & (p_start[end] < p_end[end])
             & (end - start >= low) & (end - start <= high))
-    return pd.DataFrame({
-        "type": kind, "start": start[keep], "apex": apex[keep], "end": end[keep],
-        "score": (p_start[start] * p_end[end] * p_apex[apex])[keep],
-    }, columns=PROPOSAL_COLUMNS)
+    s, e, a = start[keep], end[keep], apex[keep]
+    if params.variant == "reference":
+        score = _as_text_reads_back(p_start[s]) * _as_text_reads_back(p_end[e]) * _as_text_reads_back(p_apex[a])
+    else:
+        score = p_start[s] * p_end[e] * p_apex[a]
+    return pd.DataFrame({"type": kind, "start": s, "apex": a, "end": e, "score": score}, columns=PROPOSAL_COLUMNS)
 
 
 def length_iou(start: np.ndarray, end: np.ndarray, s: int, e: int) -> np.ndarray:

@@ -98,6 +98,14 @@ def _face_strips(run: Path, matches: pd.DataFrame, videos: list[str], figures: P
     return parts
 
 
+def _how_counted(summary: dict) -> str:
+    """One line: the matching rule, the scale it matched on and the proposal arithmetic."""
+    parts = [summary.get("rule_label", f"rule {summary['rule']}")]
+    parts += [f"matched in {summary['scale']}"] if "scale" in summary else []
+    parts += [f"proposals: {summary['proposals_label']}"] if "proposals_label" in summary else []
+    return "; ".join(parts)
+
+
 def build_report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
     """Write run/report.html and run/report/*.png; return the HTML path.
 
@@ -134,6 +142,7 @@ def build_report(run: str | Path, select: str | None = None, faces: list[str] | 
                         "optimistic and only for comparison with published results.</p>")
         png = plots.plot_metrics_table(metrics, summary["selection_label"], figures / f"metrics_{name}.png")
         body.append(f"<h3>{html.escape(summary['selection_label'])}</h3>" + _image(png, f"metrics, {name}"))
+        body.append("<p>" + html.escape(_how_counted(summary)) + "</p>")
         body.append("<p>epochs used per fold: " + html.escape(", ".join(f"{k}: {v}" for k, v in summary["epochs"].items())) + "</p>")
     per_subject = pd.read_csv(ev / "metrics_per_subject.csv", dtype={"subject": str})
     body.append("<h2>Per subject</h2>" + _image(plots.plot_subject_f1(per_subject, figures / "subject_f1.png"),

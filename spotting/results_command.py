@@ -14,9 +14,16 @@ from mespot.errors import UserError
 
 
 def print_metrics(evaluations, console: Console | None = None) -> None:
-    """One table: a block of ME, MaE and overall rows per selection, test-set selection flagged."""
+    """One table: a block of ME, MaE and overall rows per selection, test-set selection flagged;
+    the matching rule and its scale in the title, the proposal arithmetic in the caption."""
+    from spotting.metrics import RULES
+    from spotting.proposals import PROPOSAL_VARIANTS
+
     console = console or Console()
-    table = Table(title="spotting metrics (MEGC counts pooled over all LOSO folds)")
+    how = "; ".join(sorted({f"rule {e.rule}, matched in {e.scale}" for e in evaluations}))
+    table = Table(title=f"spotting metrics ({how}; counts pooled over all LOSO folds)",
+                  caption="; ".join(sorted({f"{RULES[e.rule].label}. Proposals: {PROPOSAL_VARIANTS[e.proposals]}"
+                                            for e in evaluations})))
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
     for e in evaluations:
@@ -37,7 +44,13 @@ def evaluate_command(
     select: list[str] = typer.Option(["last"], "--select", "-s",
                                      help="Epoch per fold: last, fixed:N, inner-val or oracle (test-set "
                                           "selection, labelled as such). Repeat to compare."),
-    rule: str = typer.Option("megc", "--rule", help="Matching: megc (IoU >= 0.5, inclusive) or reference."),
+    rule: str = typer.Option("megc", "--rule",
+                             help="Matching: megc (IoU >= 0.5 on inclusive counts, one match per truth, in "
+                                  "original frame numbers) or reference (AUW-GCN's counting on its rows)."),
+    proposals: Optional[str] = typer.Option(None, "--proposals",
+                                            help="Proposal arithmetic: mespot or reference (float32, start "
+                                                 "ties nearest the apex) [default: reference for a --compat "
+                                                 "store, else mespot]."),
     preset: Optional[str] = typer.Option(None, "--preset",
                                          help="Proposal ranges: casme2 or samm (default: from the store)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
@@ -54,7 +67,8 @@ def evaluate_command(
     from spotting.train import resolve_device
 
     resolve_device(device)
-    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device) for s in select]
+    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device, proposals=proposals)
+                   for s in select]
     print_metrics(evaluations)
     for e in evaluations:
         typer.echo(f"{e.selection.name}: {e.out}")
@@ -90,6 +104,9 @@ def predict_command(
                                    help="Average the logits of every fold's model (default)."),
     select: str = typer.Option("last", "--select", "-s", help="Epoch of each fold: last or fixed:N."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Proposal ranges: casme2 or samm."),
+    proposals: Optional[str] = typer.Option(None, "--proposals",
+                                            help="Proposal arithmetic: mespot or reference [default: "
+                                                 "reference for a .pth.tar checkpoint or --compat features]."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frame folder [default: 30]."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Flow backend [default: the model's]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
@@ -109,7 +126,11 @@ def predict_command(
         raise UserError("--one-fold needs --fold SUBJECT")
     out = out or Path("predictions") / video.stem
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
-                           device=device, backend=backend, progress=RichProgress(enabled=not quiet))
+                           device=device, backend=backend, progress=RichProgress(enabled=not quiet),
+                           proposals=proposals)
+    from spotting.proposals import PROPOSAL_VARIANTS
+
+    typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
     for result in batch.predictions:
         counts = result.intervals["type"].value_counts()
         typer.echo(f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "

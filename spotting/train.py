@@ -43,7 +43,7 @@ from mespot.errors import UserError
 from spotting.annotations import AnnotationTable, issues_to_frame, read_annotations
 from spotting.features import FeatureSet, load_features
 from spotting.losses import LossParams, spotting_loss
-from spotting.model import AUWGCN, decay_parameter_names
+from spotting.model import AUWGCN, ModelDims, decay_parameter_names, dims_from_state
 from spotting.prior import PriorParams, prior_from_table
 from spotting.windows import WindowParams, WindowSet, annotation_targets, build_windows
 
@@ -95,6 +95,7 @@ class RunConfig:
     windows: WindowParams = field(default_factory=WindowParams)
     prior: PriorParams = field(default_factory=PriorParams)
     losses: LossParams = field(default_factory=LossParams)
+    model: ModelDims = field(default_factory=ModelDims)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -104,9 +105,10 @@ class RunConfig:
 
 
 def config_from_dict(sections: dict, store: str, annotations: str, protocol: str = "loso") -> RunConfig:
-    """A RunConfig from sections {train, windows, prior, losses} of field values (a YAML file or
-    a run's config.json; its store/annotations/environment entries are ignored)."""
-    kinds = {"train": TrainParams, "windows": WindowParams, "prior": PriorParams, "losses": LossParams}
+    """A RunConfig from sections {train, windows, prior, losses, model} of field values (a YAML
+    file or a run's config.json; its store/annotations/environment entries are ignored)."""
+    kinds = {"train": TrainParams, "windows": WindowParams, "prior": PriorParams, "losses": LossParams,
+             "model": ModelDims}
     ignored = {"store", "annotations", "protocol", "environment", "store_params_hash"}
     unknown = set(sections) - set(kinds) - ignored
     if unknown:
@@ -155,9 +157,10 @@ class Prepared:
 
 
 def prepare(store: str | Path, annotations: str | Path, params: WindowParams = WindowParams()) -> Prepared:
-    """Load the store and annotations, build all targets and windows (once per run)."""
-    features = load_features(store)
+    """Load the annotations and the store, build all targets and windows (once per run).
+    The annotations come first: a file without a usable row stops here, before any work."""
     table = read_annotations(annotations)
+    features = load_features(store)
     if len(table.frame) and not table.frame["video_id"].isin(list(features.videos)).any():
         raise UserError(
             f"no annotated video is in the store: annotations name e.g. "
@@ -216,12 +219,18 @@ def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
 
 
 def save_weights(model: AUWGCN, path: Path, epoch: int, fold_meta: dict) -> None:
-    """Model state dict as safetensors; metadata: epoch and the fold's JSON (config, norm)."""
-    _save_safetensors(model.state_dict(), path, {"epoch": str(epoch), "fold": json.dumps(fold_meta)})
+    """Model state dict as safetensors; metadata: epoch, the network's dimensions (`dims`, the
+    fields of ModelDims as JSON) and the fold's JSON (config, norm)."""
+    metadata = {"epoch": str(epoch), "dims": json.dumps(dataclasses.asdict(model.dims)),
+                "fold": json.dumps(fold_meta)}
+    _save_safetensors(model.state_dict(), path, metadata)
 
 
 def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
-    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file."""
+    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file. The network
+    is built with the dimensions stored beside the weights; a file from before they were stored
+    gets them from its tensor shapes (the defaults, the only ones then). `meta["dims"]` and
+    `meta["dims_source"]` say which."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -231,9 +240,17 @@ def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
     state = load_file(str(path), device=str(device))
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
-    model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy()).to(device)
-    model.load_state_dict(state)
-    meta = {"epoch": int(meta.get("epoch", 0)), **json.loads(meta.get("fold", "{}"))}
+    try:
+        if "dims" in meta:
+            dims, source = ModelDims(**json.loads(meta["dims"])), "stored"
+        else:
+            dims, source = dims_from_state(state), "tensor shapes (the file stores no dimensions)"
+        model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy(), dims).to(device)
+        model.load_state_dict(state)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise UserError(f"{path}: weights do not fit AUW-GCN: {' '.join(str(err).split())}") from None
+    meta = {"epoch": int(meta.get("epoch", 0)), "dims": dataclasses.asdict(dims), "dims_source": source,
+            **json.loads(meta.get("fold", "{}"))}
     return model.eval(), meta
 
 
@@ -336,7 +353,7 @@ def train_fold(
     if device.type == "cuda":  # same seed, same weights on GPU too
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.manual_seed(p.seed)
-    model = AUWGCN(adj).to(device)
+    model = AUWGCN(adj, config.model).to(device)
     opt = _optimizer(model, p)
     shuffle = torch.Generator().manual_seed(p.seed)
     resume_path = fold_dir / "resume.safetensors"
@@ -486,6 +503,7 @@ def train_loso(
     cfg_path = out / "config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
+        previous.setdefault("model", dataclasses.asdict(ModelDims()))  # runs from before dims were set
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved
         if overwrite:
             shutil.rmtree(out)

@@ -18,7 +18,7 @@ cover the central L rows; rows past the video's end are "none" / 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -66,12 +66,15 @@ def rows_to_frames(rows, frame_numbers: np.ndarray) -> np.ndarray:
 class VideoTargets:
     """Per-row targets of one video (N rows): `start_end` (2, N) int64 classes 0 start, 1 end,
     2 none; `apex` (2, N) float32 in [0, 1]; `action` (2, N) float32 in {0, 1}. Axis 0 is the
-    type (0 ME, 1 MaE). `used` lists (type, s, a, e) rows of the expressions that were used."""
+    type (0 ME, 1 MaE). `used` lists (type, s, a, e) rows of the expressions that were used;
+    `used_frames` the same expressions in 1-based original frame numbers (`expression_frames`),
+    when they came from annotation frames."""
 
     start_end: np.ndarray
     apex: np.ndarray
     action: np.ndarray
     used: tuple[tuple[int, int, int, int], ...]
+    used_frames: tuple[tuple[int, int, int, int], ...] = ()
 
 
 def resolve_expression(s: int, a: int, e: int, n_rows: int) -> tuple[tuple[int, int, int] | None, list[str]]:
@@ -102,6 +105,14 @@ def resolve_expression(s: int, a: int, e: int, n_rows: int) -> tuple[tuple[int, 
     if s >= n_rows:
         return None, notes + [f"onset past the end: onset row {s} >= {n_rows} rows"]
     return (s, a, e), notes
+
+
+def expression_frames(frames, mapped, resolved, frame_numbers: np.ndarray) -> tuple[int, int, int]:
+    """(onset, apex, offset) of one resolved expression in 1-based original frame numbers: each
+    value as annotated (`frames`), unless `resolve_expression` filled or clipped it (its row
+    `resolved` differs from the annotated one, `mapped`); then the kept frame of its row."""
+    return tuple(int(f) if f > 0 and got == row else int(frame_numbers[got])
+                 for f, row, got in zip(frames, mapped, resolved))
 
 
 def video_targets(n_rows: int, expressions, params: WindowParams = WindowParams()) -> VideoTargets:
@@ -141,7 +152,7 @@ def annotation_targets(
     targets: dict[str, VideoTargets] = {}
     for vid, rows in by_video.items():
         video = features.videos[vid]
-        resolved = []
+        resolved, resolved_frames = [], []
         if rows:
             frames = np.array([[r.onset, r.apex, r.offset] for r in rows], dtype=np.int64)
             mapped = frames_to_rows(frames, video.frame_numbers)
@@ -158,7 +169,10 @@ def annotation_targets(
                                         reason, action, detail))
                 if got is not None:
                     resolved.append((TYPES.index(r.type), *got))
-        targets[vid] = video_targets(video.n_rows, resolved, params)
+                    resolved_frames.append((TYPES.index(r.type),
+                                            *expression_frames((r.onset, r.apex, r.offset), (s, a, e), got,
+                                                               video.frame_numbers)))
+        targets[vid] = replace(video_targets(video.n_rows, resolved, params), used_frames=tuple(resolved_frames))
     return targets, issues
 
 

@@ -50,7 +50,17 @@ def test_au_code_fields():
 # --- CAS(ME)^2 ------------------------------------------------------------------------------------
 
 
-def write_casme2(path, first_sheet_name="Sheet1"):
+# Sheet 3 ("naming rule2") in the orders and cell kinds found in copies: the public MEGC copy has
+# the code first as a number (`101 | disgust1`), others the name first, codes as text or numbers.
+NAMING2 = {
+    "name first, codes mixed": [("disgust1", 101), ("anger1", "0401"), ("happy1", "0502")],
+    "name first, codes as text": [("disgust1", "0101"), ("anger1", "0401"), ("happy1", "0502")],
+    "code first, codes as numbers (public MEGC copy)": [(101, "disgust1"), (401, "anger1"), (502, "happy1")],
+    "code first, codes as text": [("0101", "disgust1"), ("0401", "anger1"), ("0502", "happy1")],
+}
+
+
+def write_casme2(path, first_sheet_name="Sheet1", naming2_rows=NAMING2["name first, codes mixed"]):
     book = openpyxl.Workbook()
     main = book.active
     main.title = first_sheet_name
@@ -70,15 +80,15 @@ def write_casme2(path, first_sheet_name="Sheet1"):
     naming1.append((15, "s15", 1))
     naming1.append((16, "s16", 2))
     naming2 = book.create_sheet("naming rule2")
-    naming2.append(("disgust1", 101))  # stored as the number 101
-    naming2.append(("anger1", "0401"))
-    naming2.append(("happy1", "0502"))
+    for pair in naming2_rows:
+        naming2.append(pair)
     book.save(path)
 
 
-def test_casme2_workbook_parses_with_repairs(tmp_path):
+@pytest.mark.parametrize("naming2", list(NAMING2))
+def test_casme2_workbook_parses_with_repairs(tmp_path, naming2):
     path = tmp_path / "CAS(ME)^2code_final.xlsx"
-    write_casme2(path, first_sheet_name="CASFEcode_final")
+    write_casme2(path, first_sheet_name="CASFEcode_final", naming2_rows=NAMING2[naming2])
     table = read_annotations(path)
     f = table.frame
     assert table.dataset == "casme2"
@@ -101,6 +111,30 @@ def test_casme2_workbook_parses_with_repairs(tmp_path):
     summary = table.summary()
     assert "5 expressions (4 macro, 1 micro)" in summary
     assert "duplicate -> skipped" in summary
+
+
+def test_casme2_workbook_without_a_usable_row_says_why(tmp_path):
+    path = tmp_path / "CAS(ME)^2code_final.xlsx"
+    write_casme2(path, naming2_rows=[(101, "fear1"), (401, "fear2")])  # names no row uses
+    with pytest.raises(UserError) as caught:
+        read_annotations(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: 0 of 7 rows usable: 6 unknown video name (sheet 3 maps fear1 0101, "
+                              "fear2 0401; sheet 1 names e.g. 'disgust1', 'anger1', 'happy1'); "
+                              "1 unknown participant index (sheet 2 maps participant indices [1, 2])")
+    assert "\n" not in message
+    write_casme2(path, naming2_rows=[(9999, "disgust1"), (9998, "anger1"), (9997, "happy1")])
+    with pytest.raises(UserError, match=r"0 of 7 rows usable: 6 unknown video code \(known codes: 0101,"):
+        read_annotations(path)
+
+
+def test_casme2_sheet3_rows_that_are_not_a_code_and_a_name_are_ignored(tmp_path):
+    path = tmp_path / "CAS(ME)^2code_final.xlsx"
+    rows = [("name", "code"), ("disgust1", "0101", "extra"), (101, 102), ("anger1", "0401"), ("happy1", 502.0)]
+    write_casme2(path, naming2_rows=rows)
+    table = read_annotations(path)
+    assert list(table.frame["video_id"]) == ["16_0401girlcrashing", "16_0401girlcrashing", "16_0502funnyerrors"]
+    assert {i.reason for i in table.issues if i.action == "skipped"} >= {"unknown video name"}
 
 
 # --- SAMM-LV ------------------------------------------------------------------------------------
@@ -146,6 +180,25 @@ def test_samm_workbook_parses_with_repairs(tmp_path):
             (15, "duplicate expression id", "kept")} <= reasons
 
 
+def test_samm_workbook_without_a_usable_row_says_why(tmp_path):
+    path = tmp_path / "SAMM_LongVideos_V1_Release.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "FACS_Movement_Only"
+    for _ in range(9):
+        sheet.append(())
+    sheet.append(("Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration",
+                  "Type", "Action Units", "Notes"))
+    book.save(path)
+    with pytest.raises(UserError, match=r"SAMM_LongVideos_V1_Release.xlsx: no expression row found"):
+        read_annotations(path)
+    sheet.append(("006", "006_1_1", 1, 10, 20, 30, 21, "Blink", "45", None))
+    sheet.append(("006", "006_1_2", 1, 50, 60, 70, 21, "Movement", "45", None))
+    book.save(path)
+    with pytest.raises(UserError, match=r": 0 of 2 rows usable: 2 unknown type \(type 'Blink', type 'Movement'\)$"):
+        read_annotations(path)
+
+
 # --- CSV ----------------------------------------------------------------------------------------
 
 
@@ -170,3 +223,13 @@ def test_csv_missing_column_is_a_user_error(tmp_path):
         read_annotations(path)
     with pytest.raises(UserError, match="not found"):
         read_annotations(tmp_path / "nope.csv")
+
+
+def test_csv_without_a_usable_row_says_why(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_text("subject,video,onset,apex,offset,type,au\n")
+    with pytest.raises(UserError, match="gt.csv: no expression row found"):
+        read_annotations(path)
+    path.write_text("subject,video,onset,apex,offset,type,au\ns1,v,1,x,3,me,12\ns1,v,5,8,12,blink,45\n")
+    with pytest.raises(UserError, match=r"0 of 2 rows usable: 1 unreadable apex \('x'\); 1 unknown type"):
+        read_annotations(path)

@@ -8,7 +8,7 @@ import torch
 
 from mespot.errors import UserError
 from spotting.model import (
-    AUWGCN, count_parameters, decay_parameter_names, load_reference_checkpoint,
+    AUWGCN, ModelDims, count_parameters, decay_parameter_names, load_reference_checkpoint,
 )
 
 REFERENCE_KEYS = [
@@ -126,3 +126,43 @@ def test_conv_stack_matches_section_5():
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.dilation[0], c.padding[0]) for c in convs] == [
         (192, 64, 1, 1, 0), (64, 64, 3, 1, 1), (64, 64, 3, 2, 2), (64, 10, 3, 2, 2)]
     assert all(c.bias is None for c in convs)
+
+
+def test_model_dims_free_and_fixed_fields():
+    assert ModelDims(graph_channels=8, hidden=32).hidden == 32
+    with pytest.raises(ValueError, match="nodes must be 12"):
+        ModelDims(nodes=11)
+    with pytest.raises(ValueError, match="hidden must be a positive integer"):
+        ModelDims(hidden=0)
+
+
+def test_reference_checkpoint_of_other_dims_is_built_from_its_shapes(tmp_path):
+    from spotting.model import dims_from_state
+
+    torch.manual_seed(1)
+    dims = ModelDims(graph_channels=8, hidden=24)
+    source = AUWGCN(np.random.default_rng(1).random((12, 12)).astype(np.float32), dims)
+    assert dims_from_state(source.state_dict()) == dims
+    path = tmp_path / "checkpoint_epoch_007.pth.tar"
+    torch.save({"epoch": 7, "state_dict": source.state_dict()}, path)
+    model, epoch = load_reference_checkpoint(path)
+    assert model.dims == dims and epoch == 7
+    model.eval(), source.eval()
+    x = torch.randn(2, 30, 12, 2)
+    torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+
+def test_reference_checkpoint_whose_shapes_do_not_fit_is_refused(tmp_path):
+    path = tmp_path / "checkpoint_epoch_001.pth.tar"
+    state = make().state_dict()
+    state["_classification.weight"] = torch.zeros(10, 48, 3)  # the head does not fit the 64 hidden
+    torch.save({"epoch": 1, "state_dict": state}, path)
+    with pytest.raises(UserError, match=r"tensor shapes do not fit one AUW-GCN \(.*_classification.weight "
+                                        r"\(10, 48, 3\)\)"):
+        load_reference_checkpoint(path)
+    state = make().state_dict()  # a network on 11 nodes, as another ROI set would give
+    state["graph_embedding.0.gc1.adj"] = torch.eye(11)
+    state["_sequential.0.weight"] = torch.zeros(64, 11 * 16, 1)
+    torch.save({"epoch": 1, "state_dict": state}, path)
+    with pytest.raises(UserError, match="nodes must be 12"):
+        load_reference_checkpoint(path)

@@ -36,6 +36,20 @@ def trained(tmp_path_factory) -> dict:
     return {"base": base, "data": data, "run": base / "run"}
 
 
+@pytest.fixture(scope="module")
+def trained_windows(trained) -> Path:
+    """The same store trained with windows of 16 rows and 3 rows of context (defaults 256, 7)."""
+    from spotting.train import RunConfig, TrainParams, train_loso
+    from spotting.windows import WindowParams
+
+    run = trained["base"] / "run-windows"
+    config = RunConfig(store=str(trained["base"] / "features.zarr"),
+                       annotations=str(trained["data"] / "ground_truth.csv"),
+                       train=TrainParams(epochs=2, batch_size=2), windows=WindowParams(length=16, context=3))
+    train_loso(config, run, show_progress=False, tensorboard=False)
+    return run
+
+
 def _as_mp4(folder: Path, path: Path, fps: float = 30.0) -> Path:
     frames = sorted(folder.glob("*.jpg"), key=lambda p: int(p.stem[3:]))
     first = cv2.imread(str(frames[0]))
@@ -57,6 +71,7 @@ def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
     assert result.curves.shape == (59, 8) and result.frames[0] == 1
     meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
     assert meta["models"] == ["s15", "s16"] and meta["combination"].startswith("mean")
+    assert meta["proposals"] == "mespot"  # a run on mespot's own features
     image = cv2.imread(str(tmp_path / "out" / "curves.png"))
     assert image is not None and image.std() > 5
     # the features were extracted with the training store's parameters
@@ -90,6 +105,8 @@ def test_predict_with_a_reference_checkpoint(trained, tmp_path):
 
     params = dict(zarr.open_group(str(tmp_path / "ref" / "features.zarr"), mode="r").attrs)["params"]
     assert params["compat"] is True  # the reference's 8-bit feature scale
+    meta = json.loads((tmp_path / "ref" / "prediction.json").read_text())
+    assert meta["proposals"] == "reference"  # and the reference's proposal arithmetic
     assert result.curves.shape[1] == 8
 
 
@@ -159,3 +176,40 @@ def test_report_with_face_strips_from_the_real_frames(trained):
         assert np.asarray(image.convert("L"), dtype=np.float32).std() > 5
     with pytest.raises(UserError, match="no evaluated video"):
         build_report(trained["run"], faces=["nope"])
+
+
+def _default_window_curves(store: Path, video_id: str, weights: Path) -> np.ndarray:
+    """What the fold's network gives on the video cut into the default windows (256 + 2 x 7)."""
+    from spotting.evaluate import probability_curves
+    from spotting.features import load_features
+    from spotting.train import load_weights, predict_logits, video_logits, window_tensors
+    from spotting.windows import WindowParams, build_windows, video_targets
+
+    video = load_features(store).videos[video_id]
+    windows = WindowParams()
+    ws = build_windows([video], {video_id: video_targets(video.n_rows, [], windows)}, windows)
+    network, meta = load_weights(weights)
+    mask = np.ones(len(ws), bool)
+    x = window_tensors(ws, mask, meta["normalisation"]["mean"], meta["normalisation"]["std"], "cpu")["x"]
+    return probability_curves(video_logits(predict_logits(network, x, windows.context).numpy(), ws, mask)[video_id])
+
+
+@pytest.mark.slow
+def test_predict_cuts_windows_as_the_run_was_trained(trained, trained_windows, tmp_path):
+    from spotting.evaluate import evaluate_run
+
+    video = "15_0101disgustingteeth"
+    evaluation = evaluate_run(trained_windows, "last")
+    expected_curves = np.load(trained_windows / "evaluation" / "last" / "curves.npz")[video]
+    result = predict_video(trained["data"] / "rawpic" / "s15" / video, trained_windows, tmp_path / "out", fold="s15")
+    np.testing.assert_allclose(result.curves, expected_curves, rtol=0, atol=1e-6)
+    columns = ["type", "onset", "offset", "apex"]
+    expected = evaluation.intervals[evaluation.intervals["video"] == video].sort_values(columns)
+    got = result.intervals.sort_values(columns)
+    assert got[columns].astype(int).values.tolist() == expected[columns].astype(int).values.tolist()
+    np.testing.assert_allclose(got["score"].astype(float), expected["score"].astype(float), rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "out" / "prediction.json").read_text())["windows"]["length"] == 16
+    # the default windows would have given other outputs: the run's windows matter here
+    weights = trained_windows / "folds" / "s15" / "weights_epoch_002.safetensors"
+    defaults = _default_window_curves(trained["base"] / "features.zarr", video, weights)
+    assert np.abs(defaults - expected_curves).max() > 1e-3

@@ -22,6 +22,35 @@ def test_casme2_rawpic(tmp_path):
     assert open_source(tmp_path / "rawpic").layout == "rawpic"
 
 
+def _casme2_workbook(path, naming2):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.append((1, "disgust1_1", 10, 12, 20, 4, "disgust", "macro-expression", "disgust"))
+    book.create_sheet("naming rule1").append((15, "s15", 1))
+    book.create_sheet("naming rule2").append(naming2)
+    book.save(path)
+
+
+def test_casme2_workbook_found_and_read_in_either_sheet3_order(tmp_path):
+    from mespot.errors import UserError
+
+    write_casme2(tmp_path, {"15_0101disgustingteeth": 2})
+    assert open_source(tmp_path).workbook is None
+    updated = tmp_path / "CAS(ME)^2code_final(Updated).xlsx"
+    _casme2_workbook(updated, (101, "disgust1"))  # the public copy's order: code first
+    src = open_source(tmp_path)
+    assert src.workbook == updated and not src.warnings
+    assert list(src.annotations().frame["video_id"]) == ["15_0101disgustingteeth"]
+    _casme2_workbook(tmp_path / "CAS(ME)^2code_final.xlsx", ("disgust1", "0101"))
+    src = open_source(tmp_path)
+    assert src.workbook == updated  # the updated copy over the first release, with a warning
+    assert any("using CAS(ME)^2code_final(Updated).xlsx, not CAS(ME)^2code_final.xlsx" in w for w in src.warnings)
+    _casme2_workbook(updated, (101, "anger1"))  # names no row of sheet 1: the reader's own error
+    with pytest.raises(UserError, match=r"Updated\)\.xlsx: 0 of 1 rows usable: 1 unknown video name"):
+        open_source(tmp_path).annotations()
+
+
 def test_casme2_cropped_release_and_rawvideo(tmp_path):
     cropped = tmp_path / "longVideoFaceCropped"
     write_frames(cropped / "s15" / "15_0101disgustingteeth", face_frames(2), "img_{}.jpg")

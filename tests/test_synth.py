@@ -71,14 +71,15 @@ def test_casme2_workbook_round_trips(synth_small):
     assert set(codes[7]) <= {"macro-expression", "micro-expression"}
     assert (codes[7] == "micro-expression").sum() == (truth["type"] == "me").sum()
     assert list(naming1.iloc[0]) == [15, "s15", 1] and list(naming1[2]) == [1, 2, 3]
-    assert naming2.shape == (9, 2) and naming2.iloc[0, 0] == "disgust1"
-    labels = dict(zip(naming2[0], naming2[1]))
+    # sheet 3 as in the public MEGC copy: the code first, as a number, then the name
+    assert naming2.shape == (9, 2) and list(naming2.iloc[0]) == [101, "disgust1"]
+    labels = dict(zip(naming2[1], naming2[0]))
     for row, name in zip(truth.itertuples(), codes[1]):  # expression name <video label>_<n>
         label = name.rsplit("_", 1)[0]
-        assert row.video.startswith(f"{row.subject[1:]}_{str(labels[label]).zfill(4)}")  # text "0101" may read as 101
+        assert row.video.startswith(f"{row.subject[1:]}_{labels[label]:04d}")
     raw = load_workbook(synth_small / "CAS(ME)^2code_final.xlsx")
     sheet2, sheet3 = raw.worksheets[1], raw.worksheets[2]
-    assert sheet3.cell(1, 2).value == "0101"  # the code stays 4-digit text
+    assert sheet3.cell(1, 1).value == 101 and sheet3.cell(1, 2).value == "disgust1"
     aus = [row[5].value for row in raw.worksheets[0].iter_rows()]
     assert all(isinstance(a, int) == str(a).isdigit() for a in aus)  # plain AUs are numbers
     assert sheet2.max_row == SMALL.subjects

@@ -1,5 +1,6 @@
 """Losses (known answers) and LOSO training: outputs, determinism, resume, command line."""
 
+import dataclasses
 import json
 import math
 import os
@@ -335,3 +336,92 @@ def test_cuda_folds_in_workers_match_one_by_one(tiny, tmp_path):
         a, b = weights(one, subject, 2), weights(pooled, subject, 2)
         for key in a:
             assert torch.equal(a[key], b[key]), (subject, key)
+
+
+def test_weights_carry_the_model_dims_and_load_into_the_same_network(tiny, tmp_path):
+    from spotting.model import ModelDims
+    from spotting.train import predict_logits, video_logits, window_tensors
+
+    dims = ModelDims(graph_channels=8, hidden=24)
+    run = tmp_path / "run"
+    cfg = RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
+                    train=TrainParams(epochs=1, batch_size=2), model=dims)
+    prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
+    train_loso(cfg, run, show_progress=False, tensorboard=False, subjects=["s2"], prepared=prep)
+    assert json.loads((run / "config.json").read_text())["model"]["hidden"] == 24
+    model, meta = load_weights(run / "folds" / "s2" / "weights_epoch_001.safetensors")
+    assert model.dims == dims and meta["dims_source"] == "stored" and meta["dims"]["graph_channels"] == 8
+    # the loaded network gives the trained network's outputs (saved at the end of training)
+    mask = prep.windows.of_subjects(["s2"])
+    norm = meta["normalisation"]
+    logits = predict_logits(model, window_tensors(prep.windows, mask, norm["mean"], norm["std"], "cpu")["x"], 7)
+    saved = load_file(str(run / "folds" / "s2" / "test_outputs.safetensors"))["s2_v"]
+    assert torch.equal(torch.from_numpy(video_logits(logits.numpy(), prep.windows, mask)["s2_v"]), saved)
+
+
+def test_weights_without_stored_dims_load_with_the_defaults_and_say_so(tmp_path):
+    from safetensors.torch import save_file
+
+    from spotting.model import AUWGCN, ModelDims
+
+    torch.manual_seed(0)
+    network = AUWGCN(np.eye(12, dtype=np.float32))
+    old = tmp_path / "weights_epoch_001.safetensors"  # as written before dims were stored
+    save_file(network.state_dict(), str(old), metadata={"epoch": "1", "fold": json.dumps({"test_subject": "s1"})})
+    model, meta = load_weights(old)
+    assert model.dims == ModelDims() and meta["dims"] == dataclasses.asdict(ModelDims())
+    assert meta["dims_source"].startswith("tensor shapes (the file stores no dimensions")
+    wrong = tmp_path / "weights_epoch_002.safetensors"
+    save_file(network.state_dict(), str(wrong), metadata={"dims": json.dumps({"hidden": 32})})
+    with pytest.raises(UserError, match=r"weights_epoch_002.safetensors: weights do not fit AUW-GCN: .*size mismatch"):
+        load_weights(wrong)
+
+
+def test_yaml_model_section_sets_the_network(tiny, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("train:\n  epochs: 1\nmodel:\n  hidden: 16\n")
+    run = tmp_path / "run"
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
+                 "--config", str(cfg), "--subjects", "s1", "--no-tensorboard", "-q"]) == 0
+    model, _ = load_weights(run / "folds" / "s1" / "weights_epoch_001.safetensors")
+    assert model.dims.hidden == 16
+    cfg.write_text("model:\n  nodes: 11\n")
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(tmp_path / "x"),
+                 "--config", str(cfg), "-q"]) == 2
+
+
+def test_annotations_without_a_usable_row_stop_training_at_once(tiny, tmp_path, capsys, monkeypatch):
+    import openpyxl
+
+    import spotting.train
+
+    def no_windows(*args, **kwargs):
+        raise AssertionError("windows were built from annotations without a usable row")
+
+    monkeypatch.setattr(spotting.train, "build_windows", no_windows)
+    book = openpyxl.Workbook()
+    for row in [(1, "anger1_1", 41, 55, 71, 12, "anger", "macro-expression", "anger"),
+                (1, "anger1_2", 151, 157, 163, 1, "anger", "micro-expression", "anger")]:
+        book.active.append(row)
+    book.create_sheet("naming rule1").append((1, "s1", 1))
+    book.create_sheet("naming rule2").append((101, "disgust1"))  # no sheet-1 row uses disgust1
+    path = tmp_path / "CAS(ME)^2code_final.xlsx"
+    book.save(path)
+    run = tmp_path / "run"
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(path), "-o", str(run), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {path}: 0 of 2 rows usable: 2 unknown video name (sheet 3 maps disgust1 0101; "
+                   "sheet 1 names e.g. 'anger1')"]
+    assert not run.exists()
+
+
+def test_a_run_from_before_model_sizes_were_configurable_resumes(tiny, tmp_path):
+    run = tmp_path / "run"
+    prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
+    train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, subjects=["s1"], prepared=prep)
+    old = json.loads((run / "config.json").read_text())
+    del old["model"]  # config.json as written before the `model` section existed
+    (run / "config.json").write_text(json.dumps(old))
+    results = train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False,
+                         subjects=["s1"], prepared=prep)
+    assert [r.resumed_from for r in results] == [1]  # the finished fold is kept, not refused

@@ -90,7 +90,8 @@ def _cas_au_cell(aus: str):
 
 
 def write_casme2_workbook(root: Path, rows: list[dict], n_subjects: int) -> Path:
-    """The three sheets of DATASETS.md, no header rows."""
+    """The three sheets of DATASETS.md, no header rows; sheet 3 as in the public MEGC copy
+    (code first, as a number: `101 | disgust1`)."""
     workbook = Workbook()
     sheet = workbook.active
     sheet.title = "CASFEcode_final"
@@ -115,7 +116,7 @@ def write_casme2_workbook(root: Path, rows: list[dict], n_subjects: int) -> Path
         rule1.append([number, f"s{number:02d}", i + 1])
     rule2 = workbook.create_sheet("naming rule2")
     for code, _name, label, _elicited in CASME2_VIDEOS:
-        rule2.append([label, code])  # the code as text, "0101"
+        rule2.append([int(code), label])  # the public MEGC copy's order: the number 101, then the name
     path = root / CASME2_WORKBOOK
     workbook.save(path)
     return path
