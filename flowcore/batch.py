@@ -19,7 +19,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from flowcore.extract import ExtractParams, RunOptions, VideoResult, extract_video, plan_extraction
+from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_device, extract_video,
+                              plan_extraction)
+from flowcore.lifetime import die_with_parent
 from flowcore.sources import Source
 from flowcore.store import FeatureStore, params_hash
 
@@ -101,6 +103,10 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
     video of `todo` after calling `progress.finish` on it (flowcore.ray_engine.RayEngine).
     Raises StoreMismatchError when `out` holds a store made with other parameters.
     """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if engine is None:  # a Ray cluster has its own GPUs; this machine must have them here
+        check_device(options.device)
     started = time.perf_counter()
     source, params = resolve_subsample(source, params)
     store = FeatureStore(out, params.to_dict(), source.name)
@@ -156,8 +162,9 @@ def worker_store(path: str, params: ExtractParams, dataset: str) -> FeatureStore
     return _worker_stores[key]
 
 
-def _init_worker(messages) -> None:
+def _init_worker(messages, parent_pid: int) -> None:
     global _worker_queue
+    die_with_parent(parent_pid)
     _worker_queue = messages
     limit_threads(1)
 
@@ -168,14 +175,18 @@ def _report(video_id: str, phase: str, done: int, total: int) -> None:
 
 def _extract_in_worker(spec, params: ExtractParams, path: str, dataset: str,
                        options: RunOptions) -> VideoResult:
-    return extract_video(spec, params, worker_store(path, params, dataset), options, _report)
+    try:
+        return extract_video(spec, params, worker_store(path, params, dataset), options, _report)
+    except KeyboardInterrupt:  # Ctrl-C: the pool's worker loop would take the next video;
+        os._exit(130)  # end now (the video stays "running" in the store: redone on resume)
 
 
 def _run_pool(todo, params, path, dataset, options, workers, progress):
     context = mp.get_context("spawn")  # no fork: torch and dlib hold threads and locks
     messages = context.Queue()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(messages,)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(messages, os.getpid()))
+    try:
         futures = {pool.submit(_extract_in_worker, spec, params, str(path), dataset, options):
                    spec for spec in todo}
         pending = set(futures)
@@ -193,10 +204,30 @@ def _run_pool(todo, params, path, dataset, options, workers, progress):
                     if progress is not None:
                         progress.finish(result)
                     yield result
-        except BaseException:  # e.g. a cancelled service job's progress: start no new video
-            pool.shutdown(wait=True, cancel_futures=True)  # the videos begun are finished
+        except Exception:  # e.g. a cancelled service job's progress: start no new video, and
+            pool.shutdown(wait=True, cancel_futures=True)  # finish those begun (Ctrl-C: below)
             raise
         _drain(messages, progress)
+    except BaseException:  # Ctrl-C (or an error): stop the videos in progress now, not after
+        for process in list((pool._processes or {}).values()):  # every queued one is done
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def saved_summary(store: str | Path, video_ids) -> str:
+    """What an interrupted run left: how many of `video_ids` are complete in the store."""
+    from flowcore.store import COMPLETE
+
+    path = Path(store)
+    statuses = {}
+    if (path / "videos").is_dir():
+        statuses = {p.name: FeatureStore.status_at(path, p.name)
+                    for p in (path / "videos").iterdir()}
+    complete = [v for v in video_ids if statuses.get(v) == COMPLETE]
+    return (f"{len(complete)} of {len(video_ids)} videos are complete in {path}; the other "
+            f"{len(video_ids) - len(complete)} are extracted by running the same command again")
 
 
 def _drain(messages, progress) -> None:

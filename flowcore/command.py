@@ -34,6 +34,7 @@ class RichProgress:
                                    TimeElapsedColumn)
 
         self.console = Console(stderr=True)
+        self.enabled = enabled
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=self.console,
@@ -48,12 +49,27 @@ class RichProgress:
     def start(self, todo) -> None:
         self.progress.start()
         self.overall = self.progress.add_task("all videos", total=len(todo), rate="")
+        self.todo, self.done = len(todo), 0
+        self.phases: dict[str, str] = {}  # video -> "phase done/total" of the videos in progress
+        self.heartbeat = None
+        if self.enabled and not self.console.is_terminal:  # a log: plain lines instead of bars
+            from flowcore.heartbeat import Heartbeat
+
+            self.heartbeat = Heartbeat(self.status_line).start()
+
+    def status_line(self) -> str:
+        """Where the extraction is, in one line (for logs)."""
+        running = "; ".join(f"{video} {phase}" for video, phase in list(self.phases.items())[:4])
+        rate = self.frames / max(time.perf_counter() - self.started, 1e-9)
+        return (f"extract: {self.done}/{self.todo} videos done, flow {rate:.1f} frames/s"
+                + (f"; running: {running}" if running else ""))
 
     def update(self, video_id: str, phase: str, done: int, total: int) -> None:
         key = f"{video_id}:{phase}"
         if phase == "done" or video_id in self.finished:
             return  # late messages of a finished video
         now = time.perf_counter()
+        self.phases[video_id] = f"{phase} {done}/{total}"
         if key not in self.tasks:
             self.tasks[key] = self.progress.add_task(f"{video_id} {phase}", total=total, rate="")
             self.started_at[key] = now
@@ -67,6 +83,8 @@ class RichProgress:
 
     def finish(self, result) -> None:
         self.finished.add(result.video_id)
+        self.phases.pop(result.video_id, None)
+        self.done += 1
         for key in [k for k in self.tasks if k.startswith(result.video_id + ":")]:
             self.progress.remove_task(self.tasks.pop(key))
         self.progress.advance(self.overall)
@@ -76,6 +94,8 @@ class RichProgress:
         self.progress.console.print(text)
 
     def close(self) -> None:
+        if getattr(self, "heartbeat", None) is not None:
+            self.heartbeat.stop()
         self.progress.stop()
 
 
@@ -96,6 +116,15 @@ def _summary_table(report) -> None:
                       str(r.landmark_repairs or ""), str(fixed or ""), error)
     console = Console(width=200) if not sys.stdout.isatty() else Console()
     console.print(table)
+    for r in report.results:  # every repaired frame, by number (also in the store's attributes)
+        repairs = (r.frame_repairs or {}).items()
+        listed = "; ".join(f"{kind} {numbers}" for kind, numbers in repairs if numbers)
+        if listed:
+            console.print(f"{r.video_id}: frames repaired (replaced by a neighbour): {listed}",
+                          markup=False, highlight=False)
+    for r in report.results:
+        for warning in r.warnings:
+            console.print(f"warning: {r.video_id}: {warning}", markup=False, highlight=False)
     for warning in report.warnings:
         console.print(f"warning: {warning}")
     console.print(report.summary())
@@ -250,6 +279,11 @@ def extract_command(
         report = run_extraction(src, out, params, options, workers, progress, runner)
     except (StoreMismatchError, ValueError, ConnectionError) as err:  # Ray: cluster checks
         raise UserError(str(err)) from None
+    except KeyboardInterrupt:
+        from flowcore.batch import saved_summary
+
+        typer.echo(f"interrupted: {saved_summary(out, [v.video_id for v in src.videos])}", err=True)
+        raise typer.Exit(130) from None
     if pictures is not None:
         from flowcore.pictures import write_pictures
 

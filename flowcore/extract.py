@@ -28,7 +28,7 @@ from flowcore.faces import (FaceParams, face_crop, fit_frame, flag_bad_fits, loa
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.rois import ROI_NAMES
 from flowcore.store import COMPLETE, FeatureStore
-from flowcore.video import FrameError, FrameStream, VideoSpec
+from flowcore.video import FrameError, FrameStream, VideoSpec, frame_signature, outlier_frames
 
 STAGES = ("setup", "decode", "face", "landmarks", "flow", "mdmo", "write")  # setup: model loading
 Progress = Callable[[str, str, int, int], None]  # (video_id, phase, done, total)
@@ -96,9 +96,25 @@ class VideoResult:
     frame_repairs: dict = field(default_factory=dict)
     stage: str = ""
     error: str = ""
+    warnings: list = field(default_factory=list)  # said in the summary, kept in the store
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_device(device: str) -> None:
+    """ValueError, before any work, for a CUDA device this machine does not have."""
+    if not device.startswith("cuda"):
+        if device != "cpu":
+            raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
 def plan_extraction(videos, statuses: dict[str, str | None]) -> tuple[list, list]:
@@ -167,19 +183,25 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
             first = itertools.islice(stream, params.faces.search_frames)
             first_frames = (frame for _, frame in first)
             crop = face_crop(first_frames, params.faces, spec.video_id)
+        if crop.faces_found > 1:
+            result.warnings.append(
+                f"{crop.faces_found} faces in frame {stream.frame_numbers[crop.found_in_frame]}; "
+                f"the largest was taken (box {list(crop.box)}); crop the video to one face if it "
+                f"is not the subject")
 
         stage = "landmarks"
         cache_bytes = int(options.frame_cache_mb * 2**20)
-        numbers, landmarks, bad, crops = _landmark_pass(
+        numbers, landmarks, bad, crops, outliers = _landmark_pass(
             stream, crop, params.faces, timer, cache_bytes,
             lambda done: report(spec.video_id, "landmarks", done, total))
+        repairs = {**stream.repairs, "outlier": [numbers[k] for k in outliers]}
 
         stage = "flow"
         group = store.begin(spec.video_id, attrs)
         flow_out = (store.create_flow(group, len(numbers) - 1, crop.size[1], crop.size[0])
                     if params.save_flow else None)
         if crops is None:  # not cached: decode again
-            crops = _cropped(stream, crop, timer)
+            crops = _cropped(stream, crop, timer, set(outliers))
         features = _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out,
                                   lambda done: report(spec.video_id, "flow", done, len(numbers)))
 
@@ -192,13 +214,14 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
         result.timings = {k: round(v, 4) for k, v in timer.seconds.items()}
         result.n_frames = len(numbers)
         result.landmark_repairs = int(bad.sum())
-        result.frame_repairs = stream.repairs
+        result.frame_repairs = repairs
         store.complete(group, {
             "n_frames": len(numbers), "timings": result.timings,
             "landmark_repairs": result.landmark_repairs,
             "landmark_repaired_frames": [numbers[i] for i in np.flatnonzero(bad)[:1000]],
-            "frame_repairs": stream.repairs, "crop_size": list(crop.size),
-            "face_found_in_frame": numbers[crop.found_in_frame]})
+            "frame_repairs": repairs, "crop_size": list(crop.size),
+            "face_found_in_frame": numbers[crop.found_in_frame],
+            "faces_in_that_frame": crop.faces_found, "warnings": result.warnings})
         result.status = COMPLETE
     except Exception as err:  # one bad video never stops a batch
         stage = "decode" if isinstance(err, FrameError) else stage
@@ -222,12 +245,15 @@ def _describe(err: Exception) -> str:
 
 
 def _landmark_pass(stream, crop, faces: FaceParams, timer, cache_bytes: int, report):
-    """Pass 1: frame numbers (T,), repaired landmarks (T, 68, 2) float32, flagged (T,) bool, and
-    the face crops when they fit in `cache_bytes` (else None: pass 2 decodes again)."""
-    raw, numbers, crops, cached = [], [], [], 0
+    """Pass 1: frame numbers (T,), repaired landmarks (T, 68, 2) float32, flagged (T,) bool, the
+    face crops when they fit in `cache_bytes` (else None: pass 2 decodes again), and the indices
+    of outlier frames (`flowcore.video.outlier_frames` on the crops): their landmarks are
+    interpolated and their crops replaced by the previous frame's, like unreadable frames."""
+    raw, numbers, crops, cached, signatures = [], [], [], 0, []
     for number, frame in timer.frames(stream):
         with timer("decode"):
             face = crop.crop(frame)
+            signatures.append(frame_signature(face))
         with timer("landmarks"):
             raw.append(fit_frame(face, crop))
         numbers.append(number)
@@ -240,17 +266,38 @@ def _landmark_pass(stream, crop, faces: FaceParams, timer, cache_bytes: int, rep
             report(len(numbers))
     if len(numbers) < 2:
         raise ValueError(f"{stream.spec.path}: {len(numbers)} frame(s); at least 2 are needed")
+    outliers = outlier_frames(np.stack(signatures))
+    if crops is not None:
+        crops = _replace_outliers(crops, set(outliers))
     with timer("landmarks"):
         raw = np.stack(raw)
         bad = flag_bad_fits(raw, crop.size, faces.jump_tolerance)
-        return numbers, repair_landmarks(raw, bad), bad, crops
+        bad[outliers] = True
+        return numbers, repair_landmarks(raw, bad), bad, crops, outliers
 
 
-def _cropped(stream, crop, timer):
-    """Pass 2 without a cache: decode and crop the frames again."""
-    for _, frame in timer.frames(stream):
+def _replace_outliers(crops, outliers: set[int]):
+    """`crops` with each outlier replaced by the frame before it (after it, for the first)."""
+    crops = list(crops)
+    for k in sorted(outliers):
+        crops[k] = crops[k - 1] if k > 0 else crops[k + 1]
+    return crops
+
+
+def _cropped(stream, crop, timer, outliers: set[int] = frozenset()):
+    """Pass 2 without a cache: decode and crop the frames again (outliers replaced as in pass 1)."""
+    previous, first_outlier = None, 0 in outliers
+    for k, (_, frame) in enumerate(timer.frames(stream)):
         with timer("decode"):
-            yield crop.crop(frame)
+            face = crop.crop(frame)
+        if k == 0 and first_outlier:
+            continue  # the first frame is garbage: it becomes the second, sent twice below
+        if k == 1 and first_outlier:
+            yield face
+        if k in outliers:
+            face = previous
+        previous = face
+        yield face
 
 
 def _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out, report):

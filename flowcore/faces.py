@@ -17,7 +17,7 @@ side (copied from the nearest good frame at the ends of the video).
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -62,6 +62,7 @@ class FaceCrop:
     size: tuple[int, int]
     found_in_frame: int  # index (0-based, among kept frames) of the frame the face was found in
     backend: str = "dlib"  # the face backend that fits the landmarks
+    faces_found: int = 1  # faces detected in that frame (the largest is used)
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
         """(H, W) uint8 frame -> (h, w) uint8 crop, resized when the params asked for it."""
@@ -82,12 +83,15 @@ class FaceBackend:
         the largest face; raises FaceNotFoundError when there is none.
     fit_landmarks: ((h, w) uint8 gray, box) -> (68, 2) float32 (x, y) px.
     load: loads the models now (called once per video before timing starts; should cache).
+    all_faces: optional, (H, W) uint8 gray -> every face's box, largest first (empty: none); lets
+        the extraction say that a frame held several faces and which one it took.
     """
 
     name: str
     largest_face: Callable
     fit_landmarks: Callable
     load: Callable[[], None]
+    all_faces: Callable | None = None
 
 
 def _load_dlib() -> None:
@@ -95,7 +99,8 @@ def _load_dlib() -> None:
     dlib_faces._shape_predictor()
 
 
-DLIB = FaceBackend("dlib", dlib_faces.largest_face, dlib_faces.fit_landmarks, _load_dlib)
+DLIB = FaceBackend("dlib", dlib_faces.largest_face, dlib_faces.fit_landmarks, _load_dlib,
+                   dlib_faces.all_faces)
 
 
 def face_backend(name: str) -> FaceBackend:
@@ -125,17 +130,24 @@ def face_crop(frames, params: FaceParams, video: str = "") -> FaceCrop:
 
     frames: iterable of (H, W) uint8 gray images. Raises FaceNotFoundError naming the video.
     """
-    largest_face = face_backend(params.backend).largest_face
+    backend = face_backend(params.backend)
     tried = 0
     for index, frame in enumerate(frames):
         if index >= params.search_frames:
             break
         tried += 1
-        try:
-            face = largest_face(frame)
-        except FaceNotFoundError:
-            continue
-        return _crop_for(face, frame.shape, params, index, params.backend)
+        if backend.all_faces is not None:
+            boxes = backend.all_faces(frame)
+            if not boxes:
+                continue
+            face, found = boxes[0], len(boxes)
+        else:
+            try:
+                face, found = backend.largest_face(frame), 1
+            except FaceNotFoundError:
+                continue
+        crop = _crop_for(face, frame.shape, params, index, params.backend)
+        return replace(crop, faces_found=found)
     raise FaceNotFoundError(f"{video}: no face found in the first {tried} frame(s)")
 
 

@@ -71,6 +71,11 @@ def detect_faces(image: np.ndarray, upsample: int = 0) -> list[tuple[int, int, i
     return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
 
+def all_faces(image: np.ndarray, upsample: int = 0) -> list[tuple[int, int, int, int]]:
+    """Every detected face, largest first (retried with upsampling when none is found)."""
+    return detect_faces(image, upsample) or detect_faces(image, upsample + 1)
+
+
 def largest_face(image: np.ndarray, upsample: int = 0) -> tuple[int, int, int, int]:
     """The largest detected face; FaceNotFoundError if there is none (retries with upsampling)."""
     boxes = detect_faces(image, upsample) or detect_faces(image, upsample + 1)

@@ -93,6 +93,10 @@ def open_source(path: str | Path, *, subsample: int | None = None, fps: float | 
         raise SourceError(f"{root}: no such file or folder")
     if subsample is not None and subsample < 1:
         raise SourceError(f"subsample must be >= 1, got {subsample}")
+    if fps is not None and not fps > 0:  # also refuses nan
+        raise SourceError(f"fps must be a frame rate > 0, got {fps}")
+    if root.is_dir() and not any(root.iterdir()):
+        raise SourceError(f"{root}: empty folder (no frame images, video files or dataset in it)")
     if (root / "synth.json").is_file():
         return _synth(root, subsample)
     if root.is_file() and root.suffix.lower() in VIDEO_SUFFIXES:

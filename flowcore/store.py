@@ -10,8 +10,9 @@ Layout:
     frame_numbers  (T,) int32             ORIGINAL 1-based number of each kept frame
     flow           (T-1, 2, H, W) float16 optional: (dx, dy) px
     attrs: subject, video_id, fps (after subsampling), n_frames, subsample, source, timings,
-           landmark_repairs, frame_repairs, and `status` written LAST: "complete", or "failed"
-           with `error` and `stage`.
+           landmark_repairs, frame_repairs ({"missing", "corrupt", "outlier"}: original frame
+           numbers replaced by a neighbour), warnings (e.g. several faces), and `status` written
+           LAST: "complete", or "failed" with `error` and `stage`.
 
 A video counts only when its status is "complete". Anything else found when a run starts
 (no status, "running", "failed", unreadable metadata after a kill) is deleted and redone.
@@ -68,6 +69,9 @@ class FeatureStore:
         self.path = Path(path)
         self.params = json.loads(json.dumps(params))  # exactly what JSON round-trips to
         self.hash = params_hash(self.params)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreMismatchError(f"{self.path}: exists and is not a folder; choose another "
+                                     f"--out")
         if (self.path / "zarr.json").is_file():
             root = zarr.open_group(str(self.path), mode="r+")
             attrs = dict(root.attrs)
@@ -97,7 +101,12 @@ class FeatureStore:
 
     def status(self, video_id: str) -> str | None:
         """"complete", "failed", "running" or None (absent or unreadable)."""
-        meta = self.path / VIDEOS / video_id / "zarr.json"
+        return self.status_at(self.path, video_id)
+
+    @staticmethod
+    def status_at(path: Path, video_id: str) -> str | None:
+        """The status of a video of the store at `path`, without opening the store."""
+        meta = Path(path) / VIDEOS / video_id / "zarr.json"
         try:
             return json.loads(meta.read_text()).get("attributes", {}).get("status")
         except (OSError, ValueError):

@@ -5,16 +5,26 @@ numbers; memory does not grow with the video's length. Temporal subsampling keep
 `subsample`-th frame counted from the first (SAMM-LV by 8 keeps 1, 9, 17, ...).
 
 Repairs (documented, recorded, never silent): a kept frame that is missing from a folder, or
-whose file cannot be decoded (truncated JPEG without its end marker, garbage bytes, a size that
-differs from the first frame), is replaced by the previous good frame (the next good one when the
-video starts with bad frames), so that feature rows stay one per kept frame and aligned in time.
-The frame numbers repaired are listed in `FrameStream.repairs`. A video with no frame at all, or
-with more than `max_repaired_fraction` of its kept frames repaired, fails with `FrameError`.
+whose file cannot be decoded (truncated JPEG without its end marker, garbage bytes, a JPEG that
+libjpeg decodes only with a "Corrupt JPEG data" warning, a size that differs from the first
+frame), is replaced by the previous good frame (the next good one when the video starts with bad
+frames), so that feature rows stay one per kept frame and aligned in time. The frame numbers
+repaired are listed in `FrameStream.repairs`. A video with no frame at all, or with more than
+`max_repaired_fraction` of its kept frames repaired, fails with `FrameError`.
+
+A frame that decodes without complaint can still be garbage (a video file's damaged frame, a JPEG
+damaged where no decoder notices): `outlier_frames` finds the frames whose whole picture differs
+from both neighbours far more than the neighbours differ from each other; the extraction repairs
+them like unreadable frames and lists them as "outlier".
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -71,17 +81,92 @@ def list_frame_files(folder: Path) -> dict[int, Path]:
 
 
 def _decode_file(path: Path) -> np.ndarray | None:
-    """(H, W) uint8 gray, or None when the file is unreadable or a truncated JPEG."""
+    """(H, W) uint8 gray, or None when the file is unreadable, a truncated JPEG or a JPEG whose
+    data libjpeg finds corrupt (it decodes those with a warning only, into garbage)."""
     import cv2
 
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    if path.suffix.lower() in (".jpg", ".jpeg") and JPEG_END not in data[-64:]:
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if JPEG_END not in data[-64:]:
         return None  # truncated: libjpeg would fill the missing rows with grey and warn only
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    with _c_stderr() as warnings:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if any(marker in warnings[0] for marker in JPEG_CORRUPT):
+        return None
     return image
+
+
+JPEG_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG")  # libjpeg: decoded, but garbage
+_STDERR = {"lock": threading.Lock(), "file": None, "pid": None}
+
+
+@contextmanager
+def _c_stderr():
+    """Yield a list that receives what C code wrote on file descriptor 2 meanwhile (libjpeg warns
+    there and nowhere else); anything that is not a JPEG warning is passed on to stderr."""
+    with _STDERR["lock"]:
+        if _STDERR["pid"] != os.getpid():  # one scratch file per process
+            _STDERR["file"], _STDERR["pid"] = tempfile.TemporaryFile(), os.getpid()
+        sink = _STDERR["file"]
+        sink.seek(0)
+        sink.truncate()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        captured: list[str] = [""]
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured[0] = sink.read().decode(errors="replace")
+        others = [line for line in captured[0].splitlines()
+                  if line and not any(m in line for m in JPEG_CORRUPT)]
+        if others:
+            os.write(2, ("\n".join(others) + "\n").encode())
+
+
+OUTLIER_RATIO = 4.0  # an outlier differs from both neighbours this many times more than they differ
+OUTLIER_MIN = 0.05  # ... and by at least this much (1 - correlation; frame to frame is < 0.02)
+SIGNATURE_SIDE = 16  # px: frames are compared as 16 x 16 thumbnails
+
+
+def frame_signature(image: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 frame -> (256,) float64 thumbnail, zero mean and unit norm (so brightness
+    changes do not count, only the picture's content)."""
+    import cv2
+
+    thumb = cv2.resize(image, (SIGNATURE_SIDE, SIGNATURE_SIDE), interpolation=cv2.INTER_AREA)
+    v = thumb.astype(np.float64).ravel()
+    v -= v.mean()
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def outlier_frames(signatures: np.ndarray) -> list[int]:
+    """Indices of the frames of `signatures` (T, 256) whose picture differs from both neighbours
+    (1 - correlation) more than OUTLIER_RATIO times as much as the neighbours differ from each
+    other, and by at least OUTLIER_MIN: a garbage frame between two good ones, never smooth motion
+    (where a frame is between its neighbours) nor a cut (where one side agrees). At the ends the
+    two nearest frames on the one side are the neighbours. Single frames only."""
+    s = np.asarray(signatures, dtype=np.float64)
+    t = len(s)
+    if t < 3:
+        return []
+
+    def d(a: int, b: int) -> float:
+        return 1.0 - float(s[a] @ s[b])
+
+    out = []
+    for k in range(t):
+        a, b = (k - 1, k + 1) if 0 < k < t - 1 else ((1, 2) if k == 0 else (t - 2, t - 3))
+        apart = min(d(k, a), d(k, b))
+        if apart > max(OUTLIER_RATIO * d(a, b), OUTLIER_MIN):
+            out.append(k)
+    return out
 
 
 @dataclass

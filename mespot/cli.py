@@ -1,11 +1,15 @@
 """The `mespot` command line: a thin layer that parses flags and calls the library.
 
 Each subcommand lives in the module of the stage it drives; this file only wires them up.
-Errors the user can fix are printed as one `error: ...` line with exit code 2.
+Errors the user can fix are printed as one `error: ...` line with exit code 2; a file system
+error (a read-only folder, a full disk, a file where a folder should be) as one
+`error: <file>: <what>` line with exit code 1. Help is plain text: rich markup would eat the
+square brackets of "[default: 6]" and "mespot[ray]".
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Optional
 
@@ -20,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -66,6 +71,17 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def describe_os_error(err: OSError) -> str:
+    """`<file>: <what>` for an OSError (the file it names, the system's reason)."""
+    where = err.filename if err.filename is not None else ""
+    if err.filename2 is not None:
+        where = f"{where} -> {err.filename2}"
+    what = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        what += " (disk full; free space and run the same command again to resume)"
+    return f"{where}: {what}" if where else what
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line with `argv` (default: sys.argv[1:]); return the exit code."""
     try:
@@ -74,6 +90,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
+    except OSError as err:  # the file system refused: say which file and why, no traceback
+        typer.echo(f"error: {describe_os_error(err)}", err=True)
+        return 1
     except typer.Exit as done:
         return done.exit_code
     except typer.Abort:

@@ -118,7 +118,10 @@ def read_annotations(path: str | Path) -> AnnotationTable:
     if suffix == ".csv":
         return read_csv_annotations(path)
     if suffix in (".xlsx", ".xlsm", ".xls"):
-        sheets = pd.ExcelFile(path).sheet_names
+        try:
+            sheets = pd.ExcelFile(path).sheet_names
+        except Exception as err:  # a text file named .xlsx, a damaged workbook
+            raise UserError(f"{path}: not a readable Excel workbook ({str(err).splitlines()[0]})") from None
         if SAMM_SHEET in sheets or _find_samm_header(pd.read_excel(path, sheet_name=0, header=None)) is not None:
             return read_samm_workbook(path)
         return read_casme2_workbook(path)

@@ -86,6 +86,8 @@ class Evaluation:
     intervals: pd.DataFrame  # spotted intervals: video, subject, type, onset, offset, apex, score
     epochs: dict[str, int]  # fold (test subject) -> epoch used
     out: Path
+    missing_folds: tuple[str, ...] = ()  # LOSO folds not evaluated: their truths count as missed
+    n_folds: int = 0  # LOSO folds of the run's store (one per subject)
 
 
 def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
@@ -140,6 +142,63 @@ def count(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, featur
     return matches
 
 
+def run_config(run: Path) -> dict:
+    """A run folder's config.json; UserError when `run` is not a run folder."""
+    path = run / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run}: not a run folder (no config.json); train one with `mespot train`")
+    return json.loads(path.read_text())
+
+
+def run_store(run: Path, config: dict) -> str:
+    """The path of the feature store a run was trained on: as recorded (absolute since runs record
+    it so; an older run's relative path is tried from here, then from the run folder)."""
+    recorded = Path(config["store"])
+    if recorded.is_absolute() or recorded.exists():
+        return str(recorded)
+    beside = run / recorded
+    return str(beside if beside.exists() else recorded)
+
+
+def check_run_store(run: Path, config: dict, features) -> None:
+    """UserError when the store at the run's store path is not the one it was trained on
+    (another extraction's parameters hash): predictions from it would be silently wrong."""
+    trained = config.get("store_params_hash")
+    if trained is not None and features.params_hash != trained:
+        raise UserError(f"{features.path}: not the store run {run} was trained on (its extraction "
+                        f"parameters hash {features.params_hash}, the run's {trained}); restore "
+                        f"that store or train again")
+
+
+def fold_epochs(fold_dir: Path) -> tuple[list[int], int]:
+    """(epochs with a weights file, the fold's last trained epoch); UserError naming the file when
+    the last epoch's weights are gone (never a silent fall-back to an earlier epoch)."""
+    epochs = _epochs_with_weights(fold_dir)
+    meta = json.loads((fold_dir / "fold.json").read_text())
+    last = int(meta.get("config", {}).get("train", {}).get("epochs") or (epochs[-1] if epochs else 0))
+    if last not in epochs:
+        raise UserError(f"{fold_dir / f'weights_epoch_{last:03d}.safetensors'}: missing (the fold's last "
+                        f"epoch); delete {fold_dir} and rerun `mespot train` to train it again, or choose --select fixed:N")
+    return epochs, last
+
+
+def complete_folds(run: Path, subjects: list[str], allow_missing: bool) -> tuple[list[Path], list[str]]:
+    """(complete fold folders, subjects whose fold is missing or unfinished) of a LOSO run over
+    `subjects`; UserError for an incomplete run unless `allow_missing`."""
+    done, missing = [], []
+    for subject in subjects:
+        meta = run / "folds" / subject / "fold.json"
+        complete = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
+        (done if complete else missing).append(run / "folds" / subject if complete else subject)
+    if not done:
+        raise UserError(f"{run}: holds no finished fold (of {len(subjects)}); train with `mespot train`")
+    if missing and not allow_missing:
+        raise UserError(f"{run}: {len(missing)} of {len(subjects)} LOSO folds missing or unfinished "
+                        f"({', '.join(missing)}); finish them with the same `mespot train` command, or "
+                        f"pass --allow-missing-folds to count their truths as missed")
+    return done, missing
+
+
 def _epochs_with_weights(folder: Path) -> list[int]:
     return sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
 
@@ -185,7 +244,7 @@ def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, features
 def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep, truths, params,
                   windows, rule, preset, device) -> int:
     if selection.mode == "last":
-        return epochs[-1]
+        return fold_epochs(fold_dir)[1]
     if selection.mode == "fixed":
         if selection.epoch not in epochs:
             raise UserError(f"{fold_dir}: no weights for epoch {selection.epoch} (saved: {epochs[0]}..{epochs[-1]}"
@@ -240,18 +299,20 @@ def proposal_variant(features, requested: str | None) -> str:
 
 def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", preset: str | None = None,
                  device: str = "cpu", prepared: Prepared | None = None,
-                 proposals: str | None = None) -> Evaluation:
+                 proposals: str | None = None, allow_missing_folds: bool = False) -> Evaluation:
     """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers.
-    `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's default."""
+    `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's default.
+
+    Every subject of the run's store is a LOSO fold: a run with folds missing or unfinished is
+    refused unless `allow_missing_folds`, and then the missing folds' truths count as missed."""
     run = Path(run)
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a run folder (no config.json); train one with `mespot train`")
+    config = run_config(run)
     selection = parse_selection(select)
     if rule not in RULES:
         raise UserError(f"--rule must be one of {', '.join(RULES)} (got {rule!r})")
-    config = json.loads((run / "config.json").read_text())
     windows = WindowParams(**config["windows"])
-    prep = prepared or prepare(config["store"], config["annotations"], windows)
+    prep = prepared or prepare(run_store(run, config), config["annotations"], windows)
+    check_run_store(run, config, prep.features)
     preset = preset or ("samm" if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
                         else "casme2")
     if preset not in PRESETS:
@@ -259,14 +320,10 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
     variant = proposal_variant(prep.features, proposals)
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
-    fold_dirs = sorted(p for p in (run / "folds").glob("*") if (p / "fold.json").is_file())
-    if not fold_dirs:
-        raise UserError(f"{run} holds no finished fold")
+    fold_dirs, missing = complete_folds(run, prep.features.subjects, allow_missing_folds)
     found_all, epochs_used, curves = [], {}, {}
     for fold_dir in fold_dirs:
         meta = json.loads((fold_dir / "fold.json").read_text())
-        if meta.get("status") != "complete":
-            raise UserError(f"fold {fold_dir.name} is not complete; rerun `mespot train` to finish it")
         epochs = _epochs_with_weights(fold_dir)
         epoch = _choose_epoch(selection, fold_dir, epochs, prep, truths, params, windows, RULES[rule],
                               preset, device)
@@ -275,8 +332,7 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
                                       [meta["test_subject"]], params, windows, device)
         found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
-    found = pd.concat(found_all, ignore_index=True)
-    truths = truths[truths["subject"].isin(set(epochs_used))]
+    found = pd.concat(found_all, ignore_index=True)  # the truths of missing folds count as missed
     matches = count(found, truths, RULES[rule], prep.features)
     out = run / "evaluation" / selection.name
     out.mkdir(parents=True, exist_ok=True)
@@ -286,7 +342,8 @@ def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", pres
         metrics=summarise(matches), per_subject=summarise(matches, by=["subject"]),
         per_video=summarise(matches, by=["video"]), matches=matches,
         intervals=_to_frames(found, prep.features).sort_values(["subject", "video", "type", "onset"]),
-        epochs=epochs_used, out=out), config, preset, params)
+        epochs=epochs_used, out=out, missing_folds=tuple(missing),
+        n_folds=len(prep.features.subjects)), config, preset, params)
 
 
 def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> None:
@@ -312,7 +369,8 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         "rule_label": RULES[e.rule].label, "scale": e.scale, "proposals": e.proposals,
         "proposals_label": PROPOSAL_VARIANTS[e.proposals], "preset": preset,
         "proposal_params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()},
-        "epochs": e.epochs, "metrics": e.metrics.set_index("type").to_dict(orient="index"),
+        "epochs": e.epochs, "folds": e.n_folds, "missing_folds": list(e.missing_folds),
+        "missing_folds_counted_as": "missed (FN)", "metrics": e.metrics.set_index("type").to_dict(orient="index"),
         "frame_numbers": "1-based, the video's original numbering",
     }
     (e.out / "metrics.json").write_text(json.dumps(summary, indent=1))

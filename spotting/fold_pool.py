@@ -66,7 +66,7 @@ def train_folds_in_workers(config, out: Path, folds, todo, device: torch.device,
     results, failures = {}, {}
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                initargs=(config, str(out), list(folds), devices, slots, per_worker,
-                                         messages, tensorboard))
+                                         messages, tensorboard, os.getpid()))
     try:
         pending = {pool.submit(_train_fold, subject): subject for subject in todo}
         while pending:
@@ -182,8 +182,11 @@ class _Reporter:
         self.send(("line", self.key, text, console))
 
 
-def _start_worker(config, out, folds, devices, slots, threads, messages, tensorboard) -> None:
+def _start_worker(config, out, folds, devices, slots, threads, messages, tensorboard, parent_pid) -> None:
+    from flowcore.lifetime import die_with_parent
     from spotting.train import prepare
+
+    die_with_parent(parent_pid)
 
     with slots.get_lock():
         slot = slots.value

@@ -187,8 +187,8 @@ def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Te
         raise UserError(f"checkpoint not found: {path}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{path}: not loadable as weights only ({type(err).__name__}: {err})") from err
+    except Exception as err:  # torch's own message suggests unsafe loading: never pass it on
+        raise UserError(f"{path}: not a checkpoint: {_why_not_weights_only(path, err)}") from None
     if isinstance(blob, dict) and "state_dict" in blob:
         state, epoch = blob["state_dict"], int(blob.get("epoch", 0))
     elif isinstance(blob, dict):
@@ -197,6 +197,19 @@ def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Te
         raise UserError(f"{path}: expected a dict with 'state_dict', got {type(blob).__name__}")
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel saves
     return epoch, state
+
+
+def _why_not_weights_only(path: Path, err: Exception) -> str:
+    """Why torch.load(weights_only=True) refused `path`, in our words."""
+    import pickle
+    import zipfile
+
+    head = path.read_bytes()[:2]
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":
+        return "not a file torch.save wrote (neither its zip format nor a pickle)"
+    if isinstance(err, pickle.UnpicklingError) or "Unsupported global" in str(err):
+        return "it does not load as weights only (it holds objects that would run code to load)"
+    return f"it does not load as weights only ({type(err).__name__}; damaged or truncated?)"
 
 
 def load_reference_checkpoint(path: str | Path, model: AUWGCN | None = None) -> tuple[AUWGCN, int]:

@@ -19,6 +19,7 @@ reference's normalisation constants, and its proposals use the reference's arith
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,11 +28,13 @@ import pandas as pd
 import torch
 
 from mespot.errors import UserError
-from spotting.evaluate import CURVES, parse_selection, probability_curves
+from spotting.evaluate import (CURVES, check_run_store, complete_folds, fold_epochs, parse_selection,
+                               probability_curves, run_config, run_store)
 from spotting.features import load_features
 from spotting.model import load_reference_checkpoint
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
-from spotting.train import REFERENCE_MEAN, REFERENCE_STD, load_weights, predict_logits, video_logits, window_tensors
+from spotting.train import (REFERENCE_MEAN, REFERENCE_STD, load_weights, predict_logits, resolve_device, video_logits,
+                            window_tensors)
 from spotting.windows import WindowParams, build_windows, rows_to_frames, video_targets
 
 
@@ -73,23 +76,29 @@ class Batch:
 INTERVAL_COLUMNS = ["video", "type", "onset", "offset", "apex", "score"]
 
 
-def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Model]:
-    """The networks of a run folder: one fold's, or every fold's, at the selected epoch."""
+def run_models(run: Path, fold: str | None, select: str, device: str, subjects: list[str] | None = None,
+               allow_missing_folds: bool = False) -> list[Model]:
+    """The networks of a run folder: one fold's, or every fold's, at the selected epoch.
+    `subjects`: the LOSO folds the run should have (its store's subjects); a run with some missing
+    is refused unless `allow_missing_folds` (then the others are averaged and the gap recorded).
+    `last` is the fold's last trained epoch: a deleted last weights file is refused, never
+    replaced by an earlier epoch."""
     selection = parse_selection(select)
     if selection.mode not in ("last", "fixed"):
         raise UserError("predict takes --select last or fixed:N (the others choose epochs on labelled data)")
-    folds = sorted(p for p in (run / "folds").glob("*") if (p / "fold.json").is_file())
+    subjects = subjects if subjects is not None else sorted(p.name for p in (run / "folds").glob("*"))
     if fold is not None:
-        folds = [p for p in folds if p.name == fold]
-        if not folds:
-            raise UserError(f"{run} has no fold {fold!r}")
-    if not folds:
-        raise UserError(f"{run} holds no trained fold")
+        if fold not in subjects:
+            raise UserError(f"{run} has no fold {fold!r} (its folds: {', '.join(subjects)})")
+        subjects = [fold]
+    folds, _missing = complete_folds(run, subjects, allow_missing_folds)
     windows = run_windows(run)
     models = []
     for folder in folds:
-        epochs = sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
-        epoch = epochs[-1] if selection.mode == "last" else selection.epoch
+        if selection.mode == "last":
+            epochs, epoch = fold_epochs(folder)
+        else:
+            epochs, epoch = _weights_of(folder), selection.epoch
         if epoch not in epochs:
             raise UserError(f"{folder}: no weights for epoch {epoch}")
         network, meta = load_weights(folder / f"weights_epoch_{epoch:03d}.safetensors", device)
@@ -98,26 +107,36 @@ def run_models(run: Path, fold: str | None, select: str, device: str) -> list[Mo
     return models
 
 
+def _weights_of(folder: Path) -> list[int]:
+    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
+
+
 def run_windows(run: Path) -> WindowParams:
     """The window parameters a run was trained with (its config.json), as evaluation uses them."""
-    return WindowParams(**json.loads((run / "config.json").read_text())["windows"])
+    return WindowParams(**run_config(run)["windows"])
 
 
 def _extract_params_for(model_path: Path):
-    """(ExtractParams, proposal preset, training frame rate) matching the model's features."""
+    """(ExtractParams, proposal preset, training frame rate, LOSO subjects or None) matching the
+    model's features; UserError when the run's store is gone or was replaced since training."""
     from flowcore.extract import ExtractParams
 
     if model_path.is_file():  # a reference checkpoint: the reference's 8-bit features
         from dataclasses import replace
 
         defaults = ExtractParams()
-        return replace(defaults, mdmo=replace(defaults.mdmo, compat=True)), "casme2", 30.0
-    config = json.loads((model_path / "config.json").read_text())
-    features = load_features(config["store"])
+        return replace(defaults, mdmo=replace(defaults.mdmo, compat=True)), "casme2", 30.0, None
+    config = run_config(model_path)
+    store = run_store(model_path, config)
+    if not Path(store).is_dir():
+        raise UserError(f"{store}: the feature store run {model_path} was trained on is gone; predict "
+                        f"needs it for the extraction parameters")
+    features = load_features(store)
+    check_run_store(model_path, config, features)
     params = ExtractParams.from_dict(features.params)
     fps = float(np.median([v.fps for v in features.videos.values()]))
     preset = "samm" if "samm" in features.dataset.lower() else "casme2"
-    return params, preset, fps
+    return params, preset, fps, features.subjects
 
 
 def predict_video(path: str | Path, model: str | Path, out: str | Path, **options) -> Prediction:
@@ -133,33 +152,44 @@ def predict_video(path: str | Path, model: str | Path, out: str | Path, **option
 def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold: str | None = None,
                    select: str = "last", preset: str | None = None, fps: float | None = None,
                    device: str = "cpu", backend: str | None = None, one: bool = False,
-                   progress=None, proposals: str | None = None) -> Batch:
+                   progress=None, proposals: str | None = None, allow_missing_folds: bool = False) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
     flowcore.run_extraction. `proposals`: proposal arithmetic, None for `reference` with compat
-    features (a reference checkpoint) and `mespot` otherwise."""
+    features (a reference checkpoint) and `mespot` otherwise. `allow_missing_folds`: average the
+    folds there are when some of the run's are missing (refused otherwise)."""
     from dataclasses import replace
 
     from flowcore import open_source, run_extraction
+    from flowcore.sources import SourceError
     from flowcore.store import StoreMismatchError
 
     path, model, out = Path(path), Path(model), Path(out)
+    resolve_device(device)
     if not path.exists():
         raise UserError(f"{path}: no such video file or frame folder")
     if not model.exists():
         raise UserError(f"{model}: no such run folder or checkpoint file")
-    source = open_source(path, fps=fps)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"--fps must be a frame rate > 0, got {fps}")
+    try:
+        source = open_source(path, fps=fps)
+    except SourceError as err:
+        raise UserError(str(err)) from None
     if one and len(source.videos) != 1:
         raise UserError(f"{path}: holds {len(source.videos)} videos; predict_video takes one video file or "
                         f"one folder of frames")
     if not source.videos:
         raise UserError(f"{path}: no video found")
-    params, trained_preset, trained_fps = _extract_params_for(model)
+    params, trained_preset, trained_fps, subjects = _extract_params_for(model)
     subsample = _one_subsample(path, source.videos, trained_fps)
     params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
     proposal_params = _proposal_params(preset or trained_preset, proposals, params.mdmo.compat)
-    models = _load_models(model, fold, select, device)  # before the long extraction: fail early
+    models = _load_models(model, fold, select, device, subjects, allow_missing_folds)  # fail early
+    missing = sorted(set(subjects or []) - {m.name for m in models}) if fold is None else []
     out.mkdir(parents=True, exist_ok=True)
     try:
         report = run_extraction(source, out / "features.zarr", params, progress=progress)
@@ -178,6 +208,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     (out / "prediction.json").write_text(json.dumps({
         "source": str(path), "model": str(model), "models": [m.name for m in models],
         "combination": "mean of the models' logits" if len(models) > 1 else "single model",
+        "missing_folds": missing,
         "selection": select, "preset": preset or trained_preset, "proposals": proposal_params.variant,
         "proposals_label": PROPOSAL_VARIANTS[proposal_params.variant], "subsample": subsample,
         "windows": asdict(models[0].windows),
@@ -214,12 +245,13 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
     return next(iter(wanted))
 
 
-def _load_models(model: Path, fold: str | None, select: str, device: str) -> list[Model]:
+def _load_models(model: Path, fold: str | None, select: str, device: str, subjects=None,
+                 allow_missing_folds: bool = False) -> list[Model]:
     if model.is_file():
         network, _epoch = load_reference_checkpoint(model)
         return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN), list(REFERENCE_STD),
                       WindowParams())]
-    return run_models(model, fold, select, device)
+    return run_models(model, fold, select, device, subjects, allow_missing_folds)
 
 
 def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path) -> Prediction:

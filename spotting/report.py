@@ -80,7 +80,9 @@ def _face_strips(run: Path, matches: pd.DataFrame, videos: list[str], figures: P
 
     from flowcore.pictures import face_crops
 
-    store = json.loads((run / "config.json").read_text())["store"]
+    from spotting.evaluate import run_config, run_store
+
+    store = run_store(run, run_config(run))
     root = zarr.open_group(store, mode="r")
     parts = []
     for video in videos:

@@ -3,6 +3,7 @@ spotting.report and spotting.predict."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -20,8 +21,12 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     from spotting.proposals import PROPOSAL_VARIANTS
 
     console = console or Console()
+    first = evaluations[0]
+    pooled = (f"pooled over all {first.n_folds} LOSO folds" if not first.missing_folds else
+              f"pooled over {first.n_folds - len(first.missing_folds)} of {first.n_folds} LOSO folds; "
+              f"the truths of {', '.join(first.missing_folds)} counted as missed")
     how = "; ".join(sorted({f"rule {e.rule}, matched in {e.scale}" for e in evaluations}))
-    table = Table(title=f"spotting metrics ({how}; counts pooled over all LOSO folds)",
+    table = Table(title=f"spotting metrics ({how}; counts {pooled})",
                   caption="; ".join(sorted({f"{RULES[e.rule].label}. Proposals: {PROPOSAL_VARIANTS[e.proposals]}"
                                             for e in evaluations})))
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
@@ -55,6 +60,9 @@ def evaluate_command(
                                          help="Proposal ranges: casme2 or samm (default: from the store)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     report: bool = typer.Option(True, "--report/--no-report", help="Also write report.html."),
+    allow_missing_folds: bool = typer.Option(False, "--allow-missing-folds",
+                                             help="Evaluate a run with LOSO folds missing or unfinished "
+                                                  "(refused otherwise); their truths count as missed."),
 ) -> None:
     """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
 
@@ -67,10 +75,15 @@ def evaluate_command(
     from spotting.train import resolve_device
 
     resolve_device(device)
-    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device, proposals=proposals)
-                   for s in select]
+    evaluations = [evaluate_run(run, s, rule=rule, preset=preset, device=device, proposals=proposals,
+                                allow_missing_folds=allow_missing_folds) for s in select]
     print_metrics(evaluations)
     for e in evaluations:
+        used = ", ".join(f"{subject} (epoch {epoch})" for subject, epoch in sorted(e.epochs.items()))
+        typer.echo(f"{e.selection.name}: folds evaluated: {used}")
+        if e.missing_folds:
+            typer.echo(f"{e.selection.name}: folds missing, their truths counted as missed: "
+                       f"{', '.join(e.missing_folds)}")
         typer.echo(f"{e.selection.name}: {e.out}")
     if report:
         typer.echo(f"report: {build_report(run, evaluations[0].selection.name)}")
@@ -111,6 +124,9 @@ def predict_command(
     backend: Optional[str] = typer.Option(None, "--backend", help="Flow backend [default: the model's]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    allow_missing_folds: bool = typer.Option(False, "--allow-missing-folds",
+                                             help="Average the folds there are when some of the run's "
+                                                  "LOSO folds are missing (refused otherwise)."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -127,7 +143,7 @@ def predict_command(
     out = out or Path("predictions") / video.stem
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
                            device=device, backend=backend, progress=RichProgress(enabled=not quiet),
-                           proposals=proposals)
+                           proposals=proposals, allow_missing_folds=allow_missing_folds)
     from spotting.proposals import PROPOSAL_VARIANTS
 
     typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
@@ -138,6 +154,9 @@ def predict_command(
     if len(batch.predictions) == 1:
         table = batch.predictions[0].intervals
         typer.echo(table.to_string(index=False) if len(table) else "(none)")
+    missing = json.loads((out / "prediction.json").read_text()).get("missing_folds")
+    if missing:
+        typer.echo(f"warning: folds {', '.join(missing)} of the run are missing; averaged the others", err=True)
     for failure in batch.failed:
         typer.echo(f"{failure.video_id}: not spotted, feature extraction failed at {failure.stage}: "
                    f"{failure.error}", err=True)

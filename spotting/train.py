@@ -24,9 +24,12 @@ continues from its last finished epoch, ending with the same weights as an unint
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
+import re
 import platform
 import shutil
 import time
@@ -82,6 +85,14 @@ class TrainParams:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_val < 0:
             raise UserError(f"inner_val must be >= 0, got {self.inner_val}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr (learning rate) must be a number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise UserError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.macro_ratio is not None and not (math.isfinite(self.macro_ratio) and self.macro_ratio >= 0):
+            raise UserError(f"macro_ratio must be a number >= 0, got {self.macro_ratio}")
 
 
 @dataclass(frozen=True)
@@ -214,7 +225,14 @@ def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    except Exception as err:  # safetensors' own error type: make it the OSError it wraps
+        tmp.unlink(missing_ok=True)
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
     os.replace(tmp, path)
 
 
@@ -237,9 +255,15 @@ def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights not found: {path}")
-    state = load_file(str(path), device=str(device))
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    try:
+        state = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as err:  # truncated or not a safetensors file
+        raise UserError(f"{path}: not a readable weights file ({str(err).splitlines()[0]}); "
+                        f"train the fold again or restore the file") from None
+    if "graph_embedding.0.gc1.adj" not in state:
+        raise UserError(f"{path}: not AUW-GCN weights (no 'graph_embedding.0.gc1.adj')")
     try:
         if "dims" in meta:
             dims, source = ModelDims(**json.loads(meta["dims"])), "stored"
@@ -473,6 +497,62 @@ def train_loso(
 ) -> list[FoldResult]:
     """Train every LOSO fold (or those of `subjects`) into run folder `out`; resumes by default.
 
+    The run folder is locked meanwhile: a second `train_loso` into the same `out` (another
+    process on this machine) is refused with a UserError instead of training the same folds
+    twice at once. Arguments as `_train_loso_locked`."""
+    with folder_lock(Path(out), "run") as holder:
+        if holder is not None:
+            raise UserError(f"{out}: another `mespot train` (process {holder}) is training into this run "
+                            f"folder; wait for it to end, or choose another --out")
+        return _train_loso_locked(config, out, device, subjects, overwrite, show_progress, tensorboard,
+                                  on_epoch_end, prepared, workers, threads, engine)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, kind: str):
+    """Yield None while this process holds the `kind` lock of `folder`, else the process id of the
+    holder. An advisory `flock` on a file in the temporary folder, keyed by the folder's absolute
+    path (outside it, so --overwrite can delete it): the kernel frees it when its process dies."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    locks = Path(tempfile.gettempdir()) / "mespot-locks"
+    locks.mkdir(exist_ok=True)
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    with open(locks / f"{key}-{kind}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            yield handle.read().strip() or "unknown"
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield None
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_loso_locked(
+    config: RunConfig,
+    out: str | Path,
+    device: str = "cpu",
+    subjects: Optional[list[str]] = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    tensorboard: bool = True,
+    on_epoch_end: Optional[Callable[[str, int], None]] = None,
+    prepared: Optional[Prepared] = None,
+    workers: Optional[int] = None,
+    threads: int = 0,
+    engine=None,
+) -> list[FoldResult]:
+    """Train every LOSO fold (or those of `subjects`) into run folder `out`; resumes by default.
+
     `workers` > 1 trains that many folds at once in worker processes (spotting/fold_pool.py):
     on the CPU each gets `threads` torch threads (0: the cores shared out), with `device` 'cuda'
     the workers share out every visible GPU (None: 1). `engine`, a flowcore.ray_engine.RayEngine,
@@ -484,6 +564,8 @@ def train_loso(
     if (workers is not None and workers < 1) or threads < 0:
         raise UserError(f"workers must be >= 1 and threads >= 0, got {workers} and {threads}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
     if engine is not None:  # Ray gives each task its GPU; the driver may have none
         try:
             engine.gpus_for(device)
@@ -493,6 +575,9 @@ def train_loso(
     else:
         dev = resolve_device(device)
     started = time.perf_counter()
+    # absolute paths: the run stays usable from any folder (predict, evaluate, report)
+    config = dataclasses.replace(config, store=str(Path(config.store).absolute()),
+                                 annotations=str(Path(config.annotations).absolute()))
     prep = prepared or prepare(config.store, config.annotations, config.windows)
     if config.train.macro_ratio is None:
         ratio = 0.7 if "samm" in prep.features.dataset.lower() or prep.table.dataset == "samm-lv" else 0.5
@@ -503,6 +588,8 @@ def train_loso(
     cfg_path = out / "config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
+        for key in ("store", "annotations"):  # a run of an older version kept the path as typed
+            previous[key] = str(Path(previous.get(key, "")).absolute())
         previous.setdefault("model", dataclasses.asdict(ModelDims()))  # runs from before dims were set
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved
         if overwrite:
@@ -566,6 +653,13 @@ def train_loso(
 def train_one_fold(prep, config, out, folds, subject, dev, bar, log, tensorboard=True, hook=None) -> FoldResult:
     """Fold `subject` of the run in `out` (its inner validation model first, with --inner-val),
     reporting to `bar` and `log` (the driver's, or a worker's stand-ins for them)."""
+    with folder_lock(out / "folds" / subject, "fold") as holder:
+        if holder is not None:  # e.g. a worker of a killed run that is still going
+            raise UserError(f"fold {subject}: being trained by another process ({holder}); wait for it to end")
+        return _train_one_fold(prep, config, out, folds, subject, dev, bar, log, tensorboard, hook)
+
+
+def _train_one_fold(prep, config, out, folds, subject, dev, bar, log, tensorboard, hook) -> FoldResult:
     k = folds.index(subject)
     fold_dir = out / "folds" / subject
     if config.train.inner_val > 0:
@@ -641,8 +735,19 @@ class _Bar:
         self.log, self.epochs, self.n_folds = log, epochs, n_folds
         self.bar = None
         self.rows: dict[str, int] = {}  # key (a fold's subject) -> row
+        self.states: dict[str, list] = {}  # key -> [label, epochs done, loss] (for log lines)
+        self.heartbeat = None
+
+    def status_line(self) -> str:
+        """Where training is, in one line (for logs)."""
+        rows = [f"{label} epoch {done}/{self.epochs} loss {loss}" for label, done, loss in list(self.states.values())]
+        return "train: " + ("; ".join(rows) if rows else "preparing")
 
     def __enter__(self):
+        if self.log.show and not self.log.console.is_terminal:  # a log: plain lines instead of bars
+            from flowcore.heartbeat import Heartbeat
+
+            self.heartbeat = Heartbeat(self.status_line).start()
         if self.log.show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -653,21 +758,27 @@ class _Bar:
         return self
 
     def __exit__(self, *exc):
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
     def start_fold(self, label: str, k: int, key: str = "") -> None:
         """A new row for fold k (replacing the row of `key`: one row per worker)."""
+        self.states[key] = [f"fold {k + 1}/{self.n_folds} {label}", 0, "-"]
         if self.bar is not None:
             if key in self.rows:
                 self.bar.remove_task(self.rows[key])
             self.rows[key] = self.bar.add_task(f"fold {k + 1}/{self.n_folds} {label}", total=self.epochs, loss="-")
 
     def epoch(self, done: int, loss: float, key: str = "") -> None:
+        if key in self.states:
+            self.states[key][1:] = [done, f"{loss:.4f}"]
         if self.bar is not None and key in self.rows:
             self.bar.update(self.rows[key], completed=done, loss=f"{loss:.4f}")
 
     def end(self, key: str) -> None:
         """Remove the row of `key` (its fold is over)."""
+        self.states.pop(key, None)
         if self.bar is not None and key in self.rows:
             self.bar.remove_task(self.rows.pop(key))

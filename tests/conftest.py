@@ -1,5 +1,6 @@
 """Shared fixtures. Heavy fixtures are session-scoped so the suite stays fast."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,86 @@ def service_lab(tmp_path_factory) -> dict:
                        train=TrainParams(epochs=2, batch_size=2))
     train_loso(config, stores / "runs" / "tiny", show_progress=False, tensorboard=False)
     return {"root": lab, "data": data, "stores": stores, "tiny": tiny}
+
+
+# --- the fault corpus (tests/test_reliability_*.py) --------------------------------------------
+
+TINY_VIDEOS = {"15_0101a": 12, "16_0101b": 12}  # 2 subjects x 1 video of fixture frames
+TINY_TRUTH = ("subject,video,onset,apex,offset,type,au\n"
+              "s15,15_0101a,2,5,9,mae,12\ns15,15_0101a,10,11,12,me,4\n"
+              "s16,16_0101b,2,5,9,mae,12\ns16,16_0101b,10,11,12,me,4\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """A real extraction of two 12-frame fixture videos (48 px crops) and a LOSO run of 2 epochs
+    on it: paths `data` (CAS(ME)^2 layout), `store`, `truth` (CSV), `run`. Read-only: copy what a
+    test changes."""
+    from flowcore import ExtractParams, extract_source
+    from flowcore.faces import FaceParams
+    from flowcore.testing import write_casme2
+    from spotting.train import RunConfig, TrainParams, train_loso
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    data = write_casme2(base / "data", TINY_VIDEOS)
+    report = extract_source(data, base / "store.zarr", ExtractParams(faces=FaceParams(resize=48)),
+                            workers=1)
+    assert not report.failed, report.summary()
+    truth = base / "truth.csv"
+    truth.write_text(TINY_TRUTH)
+    config = RunConfig(store=str(base / "store.zarr"), annotations=str(truth),
+                       train=TrainParams(epochs=2, batch_size=2))
+    train_loso(config, base / "run", show_progress=False, tensorboard=False)
+    return {"base": base, "data": data, "store": base / "store.zarr", "truth": truth,
+            "run": base / "run"}
+
+
+def _mount_namespace_works() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    flags = ["-m"] if os.geteuid() == 0 else ["-Urm"]
+    probe = subprocess.run(["unshare", *flags, "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null "
+                            "|| mount -t tmpfs tmpfs /tmp"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def sandboxed_cli():
+    """run(args, read_only=[folders], tmpfs=(folder, size), after="shell") -> CompletedProcess of
+    `mespot args` in a private mount namespace where those folders are read-only / a tiny tmpfs
+    (a real EROFS / ENOSPC, even for root, who ignores permission bits); `after` runs there
+    once the command is done (its output follows). Skips where namespaces fail."""
+    import shlex
+    import subprocess
+    import sys
+
+    if not _mount_namespace_works():
+        pytest.skip("no private mount namespace here (unshare -m) to make a read-only or full disk")
+    flags = ["-m"] if os.geteuid() == 0 else ["-Urm"]
+
+    def run(args, read_only=(), tmpfs=None, timeout=300, env=None, after=""):
+        steps = ["set -e"]
+        for folder in read_only:
+            q = shlex.quote(str(folder))
+            steps.append(f"mount --bind {q} {q}; mount -o remount,bind,ro {q} {q}")
+        if tmpfs is not None:
+            steps.append(f"mount -t tmpfs -o size={tmpfs[1]} tmpfs {shlex.quote(str(tmpfs[0]))}")
+        steps.append("set +e")
+        steps.append(shlex.join([sys.executable, "-m", "mespot.cli", *map(str, args)]))
+        steps.append(f"rc=$?; {after or 'true'}; exit $rc")  # `after`: look inside before it goes
+        command = ["unshare", *flags, "sh", "-c", "\n".join(steps)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+    return run
+
+
+def error_line(stderr: str) -> str:
+    """The one `error: ...` line a command printed (asserting there is exactly one and no
+    traceback)."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]

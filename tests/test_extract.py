@@ -68,7 +68,7 @@ def test_missing_and_corrupt_frames_are_repaired_and_recorded(casme2_run):
     assert arrays["frame_numbers"].tolist() == list(range(1, 13))  # rows stay aligned in time
     assert arrays["mdmo"].shape == (11, 12, 2)
     attrs = dict(zarr.open_group(str(root / "features.zarr"))["videos/15_0102eatingworms"].attrs)
-    assert attrs["frame_repairs"] == {"missing": [4], "corrupt": [8]}
+    assert attrs["frame_repairs"] == {"missing": [4], "corrupt": [8], "outlier": []}
 
 
 def test_each_bad_video_fails_alone_with_a_clear_reason(casme2_run):

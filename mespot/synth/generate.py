@@ -2,11 +2,14 @@
 
 Everything is written into a hidden sibling folder first and moved into place only when the
 whole dataset is complete; on any error (or Ctrl-C) that folder is removed, so a failed run leaves
-nothing half-written behind.
+nothing half-written behind. A run killed outright (SIGKILL) cannot clean up: its folder's lock
+file (held with `flock`, which the kernel releases when the process dies) lets the next run into
+the same parent folder recognise the leftover and remove it. Render workers die with the run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -20,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from flowcore.lifetime import die_with_parent
 from mespot import __version__
 from mespot.errors import UserError
 from mespot.synth.config import SynthConfig
@@ -90,8 +94,12 @@ def render_video(config: SynthConfig, subject_index: int, video_index: int, root
                        _events(plan, slot), time.perf_counter() - started)
 
 
-def _make_partial_folder(out: Path) -> tuple[Path, list[Path]]:
-    """Create the hidden work folder beside `out` (and missing parents); UserError if we can't."""
+PARTIAL = ".{name}.partial-"  # prefix of the hidden work folder beside the output folder
+
+
+def _make_partial_folder(out: Path) -> tuple[Path, list[Path], object]:
+    """Create the hidden work folder beside `out` (and missing parents) with its held lock file
+    beside it; remove what killed runs left there. UserError if we can't write there."""
     created, parent = [], out.parent
     missing = []
     while not parent.exists():
@@ -101,12 +109,42 @@ def _make_partial_folder(out: Path) -> tuple[Path, list[Path]]:
         for folder in reversed(missing):
             folder.mkdir()
             created.append(folder)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        remove_leftovers(out)
+        lock = tempfile.NamedTemporaryFile(prefix=PARTIAL.format(name=out.name), suffix=".lock",
+                                           dir=out.parent, delete=False)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # first the lock, then the folder it guards
+        work = Path(lock.name).with_suffix("")
+        work.mkdir()
     except OSError as err:
         for folder in reversed(created):
-            folder.rmdir()
+            shutil.rmtree(folder, ignore_errors=True)
         raise UserError(f"cannot write the output folder {out}: {err.strerror or err}") from None
-    return work, created
+    return work, created, lock
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Remove the work folders of runs into `out` that were killed (their lock is free, or gone);
+    leave those of runs still going. Returns what was removed."""
+    removed = []
+    for path in sorted(out.parent.glob(PARTIAL.format(name=out.name) + "*")):
+        if path.suffix == ".lock":
+            with open(path, "a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live run
+                shutil.rmtree(path.with_suffix(""), ignore_errors=True)
+                path.unlink(missing_ok=True)
+                removed.append(path.with_suffix(""))
+        elif path.is_dir() and not path.with_name(path.name + ".lock").exists():
+            shutil.rmtree(path, ignore_errors=True)  # its lock went first: never a live run's
+            removed.append(path)
+    return removed
+
+
+def _release(lock) -> None:
+    Path(lock.name).unlink(missing_ok=True)
+    lock.close()
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -124,7 +162,8 @@ def _render_all(config: SynthConfig, work: Path, workers: int, progress) -> list
             results[(s, v)] = render_video(config, s, v, work)
             progress(results[(s, v)])
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(render_video, config, s, v, work): (s, v) for s, v in jobs}
             try:
                 for future in as_completed(futures):
@@ -140,10 +179,12 @@ def generate_dataset(config: SynthConfig, out: Path, *, overwrite: bool = False,
                      progress=lambda result: None, preview: bool = True) -> SynthResult:
     """Generate the dataset of `config` at `out` atomically; return what was made."""
     config.validate()
+    if workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
     out = Path(out).absolute()
     check_output(out, overwrite)
     started = time.perf_counter()
-    work, created_parents = _make_partial_folder(out)
+    work, created_parents, lock = _make_partial_folder(out)
     try:
         videos = _render_all(config, work, max(1, workers), progress)
         rows = [row for video in videos for row in video.expressions]
@@ -162,9 +203,11 @@ def generate_dataset(config: SynthConfig, out: Path, *, overwrite: bool = False,
         os.replace(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        _release(lock)
         for folder in reversed(created_parents):
             shutil.rmtree(folder, ignore_errors=True)
         raise
+    _release(lock)
     return SynthResult(out, config, videos, time.perf_counter() - started)
 
 
