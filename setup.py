@@ -6,12 +6,15 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "mespot" / "__init__.py").read_text()).group(1)
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "flowcore" / "version.py").read_text()
+).group(1)
 
 setup(
     name="mespot",
     version=VERSION,
-    description="Spot facial macro- and micro-expressions in long face videos (AUW-GCN, end to end)",
+    description="Spot facial macro- and micro-expressions in long face videos "
+                "(AUW-GCN, end to end)",
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="MIT",
@@ -23,7 +26,6 @@ setup(
     install_requires=[
         # CPU machines: install torch==2.13.0 first (see README); GPU machines: any CUDA build.
         "torch>=2.4",
-        "kornia>=0.7",
         "numpy>=1.26",
         "zarr>=3.0",
         "opencv-contrib-python-headless>=4.8",
@@ -31,6 +33,7 @@ setup(
         "face-recognition-models>=0.3",
         "numba>=0.59",
         "pandas>=2.0",
+        "xarray>=2024.10",  # mespot.open_video: a store's video as an xarray.Dataset
         "openpyxl>=3.1",
         "matplotlib>=3.8",
         "rich>=13",
@@ -46,9 +49,11 @@ setup(
         "ray": ["ray[default]>=2.9"],
         # `mespot serve`: the HTTP service (the client commands need none of it)
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"],
-        # ray: tests of --engine ray; playwright: the service's page in Debian's chromium
-        "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "fastapi>=0.110",
-                 "uvicorn>=0.29", "prometheus-client>=0.20", "httpx2>=2.0", "playwright>=1.40"],
+        # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers;
+        # fastapi ... playwright: the service and its page (driven in Debian's chromium)
+        "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0",
+                 "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx2>=2.0",
+                 "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
     classifiers=[

@@ -1,6 +1,6 @@
 """End-to-end extraction speed (frames -> store), with the time split by stage.
 
-For each face size, writes a few fixture videos in the CAS(ME)^2 layout (flowcore.testing: the
+For each face size, writes a few fixture videos in the CAS(ME)^2 layout (mespot.testing: the
 astronaut face, drifting), extracts them with `run_extraction` (the code `mespot extract` runs)
 into a fresh store, and reports frames/s over the wall time, the seconds per stage summed over
 videos (decode, face, landmarks, flow, mdmo, write), and the ratio
@@ -30,7 +30,7 @@ from flowcore.batch import run_extraction  # noqa: E402
 from flowcore.extract import STAGES, ExtractParams, RunOptions  # noqa: E402
 from flowcore.faces import FaceParams  # noqa: E402
 from flowcore.sources import open_source  # noqa: E402
-from flowcore.testing import write_casme2  # noqa: E402
+from mespot.testing import write_casme2  # noqa: E402
 
 CODES = ("0101", "0102", "0401", "0402", "0502", "0503", "0505", "0507", "0508")
 

@@ -1,29 +1,30 @@
-"""Extraction of a whole source into one store: planning, resume, worker processes, progress.
+"""Extraction of a whole source into one store: planning, resume, running, progress, the report.
 
 Resume is the default: videos whose status in the store is "complete" are skipped, every other
-video is (re)done from scratch. With `workers > 1` each video is one task in a pool of spawned
-processes (one thread each), each process writing its own videos' groups; two workers never
-write the same video. Progress messages travel back through a queue to one progress display.
-Another engine (flowcore.ray_engine.RayEngine: one Ray task per video on a cluster) can take the
-place of the pool; planning, resume and the report stay here.
+video is (re)done from scratch. Each video left is one task of the job runner (flowcore.jobs):
+in this process, in a pool of `workers` spawned processes (one thread each), or as a Ray task
+on a cluster (flowcore.ray_engine.RayEngine). Every task writes its own video's group; two never
+write the same video. A task whose process died is recorded in the store as failed at stage
+"worker", like a bad video, and the other videos go on. Ctrl-C stops the running videos at once
+(flowcore.jobs) and raises ExtractionInterrupted, which says how many videos are complete: the
+store stays resumable. An exception from the progress display's `finish` (how the service
+cancels a running job) starts no further video and lets those begun finish (on Ray: cancels
+them), then propagates.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue as queue_module
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_device, extract_video,
                               plan_extraction)
-from flowcore.lifetime import die_with_parent
+from flowcore.jobs import (LocalProcesses, Task, WorkerLost, first_line, run_tasks,
+                           stop_on_error)
 from flowcore.sources import Source
-from flowcore.store import FeatureStore, params_hash
+from flowcore.store import COMPLETE, FeatureStore, params_hash
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ExtractReport:
     results: list[VideoResult]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    source: Source | None = None  # the videos as extracted (subsampling applied)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -96,19 +98,24 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
                    progress=None, engine=None) -> ExtractReport:
     """Extract every video of `source` into the store at `out` (created, or resumed).
 
-    progress: an object with `start(todo)`, `update(video_id, phase, done, total)`,
-    `finish(result)` and `close()` (see flowcore.command), or None for silence.
-    engine: None to extract here (one process, or a pool of `workers`), or an object whose
-    `run(todo, params, store, dataset, options, workers, progress)` yields one VideoResult per
-    video of `todo` after calling `progress.finish` on it (flowcore.ray_engine.RayEngine).
-    Raises StoreMismatchError when `out` holds a store made with other parameters.
+    progress: a flowcore.progress.ExtractionProgress (e.g. mespot.progress.RichProgress), or
+    None for silence. workers: processes on this machine (None: one per core on the CPU, a few
+    sharing a GPU); with a Ray `engine`, the most tasks at once. engine: None to extract on this
+    machine, or a flowcore.ray_engine.RayEngine.
+    Raises StoreMismatchError when `out` holds a store made with other parameters, ValueError
+    for `workers` < 1, a device this machine lacks, a flow backend that cannot run on
+    `options.device` or Ray settings that cannot work (all before any video is tried), and
+    ExtractionInterrupted (a KeyboardInterrupt) on Ctrl-C.
     """
+    from flowcore.flow import check_backend
+
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if engine is None:  # a Ray cluster has its own GPUs; this machine must have them here
         check_device(options.device)
     started = time.perf_counter()
     source, params = resolve_subsample(source, params)
+    check_backend(params.flow_backend, options.device, here=engine is None)
     store = FeatureStore(out, params.to_dict(), source.name)
     todo, done = plan_extraction(source.videos, store.statuses())
     results = {v.video_id: VideoResult(v.video_id, v.subject, "skipped") for v in done}
@@ -116,110 +123,40 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
         progress.start(todo)
     if engine is None:
         workers = workers or default_workers(options, len(todo))
+        if workers > 1 and len(todo) > 1:
+            engine = LocalProcesses(workers, threads=1, devices=(options.device,))
+    _worker_stores[_store_key(str(store.path), params, source.name)] = store
+    job = ExtractJob(params, str(store.path), source.name, options)
+    specs = {spec.video_id: spec for spec in todo}
+    runs = run_tasks(job, [Task(s.video_id, s) for s in todo], engine, device=options.device,
+                     on_message=(lambda m: progress.update(*m)) if progress else None,
+                     on_note=getattr(progress, "note", None), limit=workers, name="extract",
+                     noun="video")
     try:
-        if engine is not None:
-            for result in engine.run(todo, params, store, source.name, options, workers,
-                                     progress):
-                results[result.video_id] = result
-        elif workers <= 1 or len(todo) <= 1:
-            for spec in todo:
-                result = extract_video(spec, params, store, options,
-                                       progress.update if progress else None)
-                results[spec.video_id] = result
-                if progress is not None:
-                    progress.finish(result)
-        else:
-            for result in _run_pool(todo, params, store.path, source.name, options, workers,
-                                    progress):
-                results[result.video_id] = result
+        for done_task in runs:
+            result = done_task.result
+            if done_task.error is not None:
+                result = _record_failure(store, specs[done_task.key], done_task.error)
+            results[result.video_id] = result
+            if progress is not None:  # raising from finish (a cancelled service job) stops the
+                stop_on_error(runs, progress.finish, result)  # run, the videos begun finished
+    except KeyboardInterrupt:
+        ids = [v.video_id for v in source.videos]
+        raise ExtractionInterrupted(saved_summary(store.path, ids)) from None
     finally:
         if progress is not None:
             progress.close()
     ordered = [results[v.video_id] for v in source.videos if v.video_id in results]
-    return ExtractReport(store.path, ordered, time.perf_counter() - started, list(source.warnings))
+    return ExtractReport(store.path, ordered, time.perf_counter() - started, list(source.warnings),
+                         source)
 
 
-# ---- worker processes ----------------------------------------------------------------------------
-
-_worker_queue = None
-_worker_stores: dict = {}
-
-
-def limit_threads(threads: int) -> None:
-    """Let OpenCV and torch use `threads` threads in this process (workers share the cores)."""
-    import cv2
-    import torch
-
-    cv2.setNumThreads(threads)
-    torch.set_num_threads(threads)
-
-
-def worker_store(path: str, params: ExtractParams, dataset: str) -> FeatureStore:
-    """The store at `path`, opened once per worker process and reused for its next videos."""
-    key = (path, dataset, params_hash(params.to_dict()))
-    if key not in _worker_stores:
-        _worker_stores[key] = FeatureStore(path, params.to_dict(), dataset)
-    return _worker_stores[key]
-
-
-def _init_worker(messages, parent_pid: int) -> None:
-    global _worker_queue
-    die_with_parent(parent_pid)
-    _worker_queue = messages
-    limit_threads(1)
-
-
-def _report(video_id: str, phase: str, done: int, total: int) -> None:
-    _worker_queue.put((video_id, phase, done, total))
-
-
-def _extract_in_worker(spec, params: ExtractParams, path: str, dataset: str,
-                       options: RunOptions) -> VideoResult:
-    try:
-        return extract_video(spec, params, worker_store(path, params, dataset), options, _report)
-    except KeyboardInterrupt:  # Ctrl-C: the pool's worker loop would take the next video;
-        os._exit(130)  # end now (the video stays "running" in the store: redone on resume)
-
-
-def _run_pool(todo, params, path, dataset, options, workers, progress):
-    context = mp.get_context("spawn")  # no fork: torch and dlib hold threads and locks
-    messages = context.Queue()
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(messages, os.getpid()))
-    try:
-        futures = {pool.submit(_extract_in_worker, spec, params, str(path), dataset, options):
-                   spec for spec in todo}
-        pending = set(futures)
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(messages, progress)
-                for future in finished:
-                    spec = futures[future]
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool as err:
-                        result = VideoResult(spec.video_id, spec.subject, "failed", stage="worker",
-                                             error=f"the worker process died ({err}); rerun to retry")
-                    if progress is not None:
-                        progress.finish(result)
-                    yield result
-        except Exception:  # e.g. a cancelled service job's progress: start no new video, and
-            pool.shutdown(wait=True, cancel_futures=True)  # finish those begun (Ctrl-C: below)
-            raise
-        _drain(messages, progress)
-    except BaseException:  # Ctrl-C (or an error): stop the videos in progress now, not after
-        for process in list((pool._processes or {}).values()):  # every queued one is done
-            process.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+class ExtractionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an extraction; its message says what was saved (`saved_summary`)."""
 
 
 def saved_summary(store: str | Path, video_ids) -> str:
     """What an interrupted run left: how many of `video_ids` are complete in the store."""
-    from flowcore.store import COMPLETE
-
     path = Path(store)
     statuses = {}
     if (path / "videos").is_dir():
@@ -230,11 +167,49 @@ def saved_summary(store: str | Path, video_ids) -> str:
             f"{len(video_ids) - len(complete)} are extracted by running the same command again")
 
 
-def _drain(messages, progress) -> None:
-    while True:
-        try:
-            message = messages.get_nowait()
-        except (queue_module.Empty, OSError, ValueError):
-            return
-        if progress is not None:
-            progress.update(*message)
+@dataclass(frozen=True)
+class ExtractJob:
+    """The job of one video (flowcore.jobs): extract it into the store at `store_path` on the
+    worker's device, its progress messages (video_id, phase, done, total) sent to the driver."""
+
+    params: ExtractParams
+    store_path: str
+    dataset: str
+    options: RunOptions
+
+    def __call__(self, spec, worker) -> VideoResult:
+        store = worker_store(self.store_path, self.params, self.dataset)
+        options = replace(self.options, device=worker.device)
+        return extract_video(spec, self.params, store, options,
+                             lambda *message: worker.report(message))
+
+
+def _record_failure(store, spec, error: BaseException) -> VideoResult:
+    """A video whose task did not return (its process died, or the task raised): recorded in
+    the store as failed at stage "worker", like a bad video."""
+    text = str(error) if isinstance(error, WorkerLost) else \
+        f"the task raised {type(error).__name__}: {first_line(error)}"
+    attrs = {"subject": spec.subject, "source": str(spec.path), "subsample": spec.subsample,
+             "fps": spec.fps_kept}
+    try:
+        with store.video_lock(spec.video_id) as mine:
+            if mine:
+                store.fail(spec.video_id, "worker", text, attrs)
+    except Exception as store_err:  # the store itself is broken: say both
+        text += f" (and recording the failure failed: {store_err})"
+    return VideoResult(spec.video_id, spec.subject, "failed", stage="worker", error=text)
+
+
+_worker_stores: dict = {}  # the stores this process has open, by (path, dataset, params hash)
+
+
+def _store_key(path: str, params: ExtractParams, dataset: str) -> tuple:
+    return path, dataset, params_hash(params.to_dict())
+
+
+def worker_store(path: str, params: ExtractParams, dataset: str) -> FeatureStore:
+    """The store at `path`, opened once per process and reused for its next videos."""
+    key = _store_key(path, params, dataset)
+    if key not in _worker_stores:
+        _worker_stores[key] = FeatureStore(path, params.to_dict(), dataset)
+    return _worker_stores[key]

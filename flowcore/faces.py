@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from flowcore import landmarks as dlib_faces
+import flowcore.landmarks as dlib_faces
 from flowcore.landmarks import FaceNotFoundError
 
 OUTER_EYE_CORNERS = (36, 45)

@@ -142,9 +142,15 @@ def face_crops(store_path: str | Path, video_id: str, frame_numbers) -> dict[int
     size = tuple(attrs.get("crop_size", (box[2] - box[0], box[3] - box[1])))
     crop = FaceCrop(box, box, size, 0)
     kept = group["frame_numbers"][...]
-    wanted = {int(f): int(kept[max(np.searchsorted(kept, f, side="right") - 1, 0)]) for f in frame_numbers}
-    spec = VideoSpec(video_id, attrs["subject"], Path(attrs["source"]), float(attrs["fps"]) * attrs["subsample"],
-                     int(attrs["subsample"]))
+    wanted = {int(f): int(kept[max(np.searchsorted(kept, f, side="right") - 1, 0)])
+              for f in frame_numbers}
+    spec = VideoSpec(
+        video_id,
+        attrs["subject"],
+        Path(attrs["source"]),
+        float(attrs["fps"]) * attrs["subsample"],
+        int(attrs["subsample"]),
+    )
     found: dict[int, np.ndarray] = {}
     needed = set(wanted.values())
     for number, frame in FrameStream(spec):

@@ -1,27 +1,27 @@
-"""Extraction on a Ray cluster: one Ray task per video, every task writing into one shared store.
+"""The Ray engine of the job runner (flowcore.jobs): one Ray task per task, on a cluster.
 
-The driver (the machine running `mespot extract --engine ray`) plans exactly as a local run
-(flowcore.batch.run_extraction skips the complete videos), then `RayEngine.run` submits one task
-per video left and collects the results. Each task calls flowcore.extract.extract_video in a
-Ray worker process: the same function, parameters and store code as a local run, so the store
-is the same bit for bit, and a video counts only when its status, written last, says complete.
+`RayEngine` holds the settings (where the cluster is, CPUs and GPUs per task, retries) and the
+checks a run makes before it starts (`gpus_for`, `check_cluster`); `RayEngine.run_tasks` is the
+engine's loop: submit a task per task (at most `limit` at once), collect the results, pass the
+tasks' messages on. Each task calls the same job function as a local run, in a Ray worker
+process, so results are the same (a store bit for bit, a fold's weights at the same thread count).
 
-Resources: a task asks Ray for `cpus_per_task` CPUs and `gpus_per_task` GPUs. A fraction of a
-GPU lets several tasks share one (each decodes and fits landmarks on its own core, as the local
-pool's processes do). Ray's scheduler places the task and pins it to its GPU through
-CUDA_VISIBLE_DEVICES, so inside the task the device is "cuda".
+Resources: a task asks Ray for `cpus_per_task` CPUs (its OpenCV and torch use that many threads)
+and `gpus_per_task` GPUs. A fraction of a GPU lets several tasks share one. Ray's scheduler places
+the task and pins it to its GPU through CUDA_VISIBLE_DEVICES, so inside the task the device is
+"cuda".
 
-Failures: a bad video fails inside its task as it does locally (recorded by extract_video). A
-task whose worker dies (killed, out of memory, node lost) is rerun by Ray up to `max_retries`
-times; after that the video is recorded as failed (stage "worker") in the store and the report,
-and the other videos go on. A rerun starts the video afresh (FeatureStore.begin).
+Failures: a task that raises is a failed task (its error as the cause). A task whose worker dies
+(killed, out of memory, node lost) is rerun by Ray up to `max_retries` times; after that it is
+failed with `WorkerLost`, and the other tasks go on. A rerun starts the task afresh (the job's
+own resume applies: a video is redone, a fold resumes from its last saved epoch).
 
-Progress: tasks send their (video_id, phase, done, total) messages, at most every
-PROGRESS_SECONDS, to a small actor that the driver drains into its progress display.
+Progress: tasks send their messages, at most every PROGRESS_SECONDS, to a small actor that the
+driver drains every WAIT_SECONDS.
 
-Convention: the store and the source's videos must be reachable under the same paths from the
-driver and from every node (a shared filesystem). Ray is imported only inside this module's
-functions, and this module only when the Ray engine is asked for.
+Convention: the store, the run folder and the source's videos must be reachable under the same
+paths from the driver and from every node (a shared filesystem). Ray is imported only inside this
+module's functions, and this module only when the Ray engine is asked for.
 """
 
 from __future__ import annotations
@@ -30,13 +30,17 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from flowcore.extract import ExtractParams, RunOptions, VideoResult, extract_video
+from flowcore.jobs import Done, Worker, WorkerLost, first_line, limit_threads
 
 RAY_MISSING = 'the Ray engine needs Ray, which is not installed here: pip install "mespot[ray]"'
 PROGRESS_SECONDS = 0.5  # a task sends its progress at most this often (s)
 WAIT_SECONDS = 0.25  # the driver's polling period for results and progress (s)
-TASK_NAME = "mespot-extract:{video_id}"  # in `ray list tasks` and the worker's process title
 GPU_TASKS_PER_GPU = 8  # default sharing of one GPU (as flowcore.batch.GPU_WORKERS)
+
+
+def task_name(kind: str, key: str) -> str:
+    """A task's name in `ray list tasks` and its worker's process title (`ray::<name>`)."""
+    return f"mespot-{kind}:{key}"
 
 
 class RayMissingError(ImportError):
@@ -54,7 +58,7 @@ def import_ray():
 
 @dataclass(frozen=True)
 class RayEngine:
-    """Run each video as one Ray task (see the module docstring); pass to run_extraction."""
+    """Run each task as one Ray task (see the module docstring): an engine of flowcore.jobs."""
 
     address: str | None = None  # None: start Ray on this machine, or join the one running here;
     #                             "auto": the cluster `ray start` made here; "HOST:PORT": its head
@@ -72,13 +76,6 @@ class RayEngine:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.local_cpus is not None and self.local_cpus < 1:
             raise ValueError(f"local_cpus must be >= 1, got {self.local_cpus}")
-
-    def task_options(self, options: RunOptions) -> tuple[RunOptions, float]:
-        """(options as a task sees them, GPUs per task); ValueError for a combination that
-        cannot work (a GPU device without GPUs, GPUs for a CPU run, a GPU index)."""
-        gpus = self.gpus_for(options.device, hint=" --backend torch")
-        device = "cuda" if options.device != "cpu" else "cpu"
-        return RunOptions(device, options.batch_size, options.frame_cache_mb), gpus
 
     def gpus_for(self, device: str, hint: str = "") -> float:
         """GPUs each task reserves for a run on `device` ('cpu', 'cuda' or 'cuda:0'; inside a
@@ -101,23 +98,28 @@ class RayEngine:
                              f"GPUs they never use; add --device cuda{hint}")
         return gpus
 
-    def run(self, todo, params: ExtractParams, store, dataset: str, options: RunOptions,
-            workers: int | None, progress):
-        """Yield one VideoResult per VideoSpec of `todo`, in the order they finish.
+    def run_tasks(self, function, tasks, on_message, on_note=None, limit: int | None = None,
+                  name: str = "task", noun: str = "task", device: str = "cpu"):
+        """Yield one flowcore.jobs.Done per task, in the order they finish (see flowcore.jobs).
 
-        workers: at most this many tasks at once (None: as many as the cluster's resources
-        allow). Connects to Ray unless this process already is (then leaves it as it is): to
-        `address`, or with None to RAY_ADDRESS or a cluster running on this machine, else to a
-        new Ray instance here; disconnects at the end (a new instance stops).
+        limit: at most this many tasks at once (None: as many as the cluster's resources allow).
+        name: the tasks' names are `mespot-<name>:<key>`; noun: what a task is, in the line
+        about the cluster given to `on_note`.
+        device: the run's device ('cpu' or 'cuda'; inside a task it is 'cuda' on a GPU: Ray
+        gives the task its GPU). Connects to Ray unless this process already is (then leaves it
+        as it is): to `address`, or with None to RAY_ADDRESS or a cluster running on this machine,
+        else to a new Ray instance here; disconnects at the end (a new instance stops). Raises
+        ValueError, before connecting, for a device the settings cannot serve.
         """
         ray = import_ray()
-        task_options, gpus = self.task_options(options)
-        if not todo:
+        gpus = self.gpus_for(device)
+        if not tasks:
             return
         with self.connected(ray):
-            _note(progress, self.check_cluster(ray, gpus, len(todo), "video"))
-            yield from self._collect(ray, todo, params, store, dataset, task_options, gpus,
-                                     workers, progress)
+            text = self.check_cluster(ray, gpus, len(tasks), noun)
+            if on_note is not None:
+                on_note(text)
+            yield from self._collect(ray, function, tasks, on_message, gpus, limit, name)
 
     @contextlib.contextmanager
     def connected(self, ray):
@@ -148,110 +150,79 @@ class RayEngine:
         return (f"ray: {nodes} node(s) with {cpus:g} CPU(s) and {gpus_there:g} GPU(s); "
                 f"{n_tasks} {kind} task(s) of {self.cpus_per_task:g} CPU and {gpus:g} GPU each")
 
-    def _collect(self, ray, todo, params, store, dataset, options, gpus, workers, progress):
-        extract = ray.remote(_extract_task)
+    def _collect(self, ray, function, tasks, on_message, gpus: float, limit, name: str):
+        remote = ray.remote(_ray_task)
         sink = ray.remote(num_cpus=0)(ProgressSink).remote()
         threads = max(1, int(self.cpus_per_task))
-        waiting = list(todo)
-        running = {}  # ObjectRef -> VideoSpec
-        limit = workers or len(todo)
+        device = "cuda" if gpus > 0 else "cpu"
+        waiting, running = list(tasks), {}  # running: ObjectRef -> key
         try:
             while waiting or running:
-                while waiting and len(running) < limit:
-                    spec = waiting.pop(0)
-                    ref = extract.options(
+                while waiting and len(running) < (limit or len(tasks)):
+                    task = waiting.pop(0)
+                    ref = remote.options(
                         num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=self.max_retries,
-                        name=TASK_NAME.format(video_id=spec.video_id),
-                    ).remote(spec, params, str(store.path), dataset, options, threads, sink)
-                    running[ref] = spec
+                        name=task_name(name, task.key),
+                    ).remote(function, task.payload, device, threads, sink)
+                    running[ref] = task.key
                 ready, _ = ray.wait(list(running), num_returns=len(running), timeout=WAIT_SECONDS)
-                _forward(ray.get(sink.take.remote()), progress)
+                _forward(ray.get(sink.take.remote()), on_message)
                 for ref in ready:
-                    result = self._result(ray, ref, running.pop(ref), store)
-                    if progress is not None:
-                        progress.finish(result)
-                    yield result
+                    yield self._outcome(ray, ref, running.pop(ref))
+            _forward(ray.get(sink.take.remote()), on_message)
         finally:  # interrupted: stop the tasks still running (never hide the first error)
             with contextlib.suppress(Exception):
                 for ref in running:
                     ray.cancel(ref, force=True)
                 ray.kill(sink)
 
-    def _result(self, ray, ref, spec, store) -> VideoResult:
-        """The task's VideoResult, or a failed one (recorded in the store) if the task was lost."""
+    def _outcome(self, ray, ref, key: str) -> Done:
+        """The task's result, or the error that ended it."""
         try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as err:  # the task raised (not a bad video: a bug,
-            cause = err.cause if err.cause is not None else err  # or a node's environment)
-            error = f"the Ray task raised {type(cause).__name__}: {first_line(cause)}"
+            return Done(key, ray.get(ref))
+        except ray.exceptions.RayTaskError as err:  # the task raised
+            return Done(key, error=err.cause if err.cause is not None else err)
         except ray.exceptions.RayError as err:  # the worker died every time
-            error = (f"its Ray worker died {self.max_retries + 1} time(s) "
-                     f"({type(err).__name__}: {first_line(err)}); rerun to retry")
-        return _record_failure(store, spec, error)
+            return Done(key, error=WorkerLost(
+                f"its Ray worker died {self.max_retries + 1} time(s) ({type(err).__name__}: "
+                f"{first_line(err)}); rerun to retry"))
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip() or repr(err)
-    return text.splitlines()[0]
-
-
-def _record_failure(store, spec, error: str) -> VideoResult:
-    """Write the failure of a lost task into the store (status "failed", stage "worker")."""
-    attrs = {"subject": spec.subject, "source": str(spec.path), "subsample": spec.subsample,
-             "fps": spec.fps_kept}
-    try:
-        with store.video_lock(spec.video_id) as mine:
-            if mine:
-                store.fail(spec.video_id, "worker", error, attrs)
-    except Exception as store_err:  # the store itself is broken: say both
-        error += f" (and recording the failure failed: {store_err})"
-    return VideoResult(spec.video_id, spec.subject, "failed", stage="worker", error=error)
-
-
-def _note(progress, text: str) -> None:
-    note = getattr(progress, "note", None)
-    if note is not None:
-        note(text)
-
-
-def _forward(messages, progress) -> None:
-    if progress is not None:
-        for message in messages:
-            progress.update(*message)
+def _forward(messages, on_message) -> None:
+    for message in messages:
+        on_message(message)
 
 
 # ---- inside the Ray workers ----------------------------------------------------------------------
 
-def _extract_task(spec, params: ExtractParams, path: str, dataset: str, options: RunOptions,
-                  threads: int, sink) -> VideoResult:
-    """One video in a Ray worker process (the store's root exists: the driver made it)."""
-    from flowcore.batch import limit_threads, worker_store
-
+def _ray_task(function, payload, device: str, threads: int, sink):
+    """One task in a Ray worker process."""
     limit_threads(threads)
     forward = _Forwarder(sink)
-    result = extract_video(spec, params, worker_store(path, params, dataset), options, forward)
-    forward.flush()
-    return result
+    try:
+        return function(payload, Worker(device, threads, forward))
+    finally:
+        forward.flush()
 
 
 class _Forwarder:
-    """A task's progress callback: keeps the latest message of each phase and sends them to the
-    sink actor in one call at most every PROGRESS_SECONDS (fire and forget)."""
+    """A task's `report`: keeps its messages and sends them to the sink actor in one call at most
+    every PROGRESS_SECONDS (fire and forget)."""
 
     def __init__(self, sink):
         self.sink = sink
-        self.latest: dict[tuple[str, str], tuple] = {}
+        self.waiting: list[tuple] = []
         self.sent = time.monotonic()
 
-    def __call__(self, video_id: str, phase: str, done: int, total: int) -> None:
-        self.latest[(video_id, phase)] = (video_id, phase, done, total)
+    def __call__(self, message: tuple) -> None:
+        self.waiting.append(message)
         if time.monotonic() - self.sent >= PROGRESS_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        if self.latest:
-            self.sink.put.remote(list(self.latest.values()))
-            self.latest = {}
+        if self.waiting:
+            self.sink.put.remote(self.waiting)
+            self.waiting = []
         self.sent = time.monotonic()
 
 

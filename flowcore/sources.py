@@ -1,5 +1,6 @@
 """Dataset sources: a user's copy of CAS(ME)^2 or SAMM-LV, a folder of video files, or the
-synthetic generator's output -> subjects, videos (`VideoSpec`: frames + fps) and raw annotations.
+synthetic generator's output -> subjects, videos (`VideoSpec`: frames + fps) and the path of
+the annotation workbook found (flowcore reads no labels).
 
 Layouts accepted (spec/DATASETS.md):
 - CAS(ME)^2 (30 fps): `<root>/rawpic/sNN/NN_<code><name>/imgNNN.jpg`, or `<root>/rawvideo/sNN/
@@ -36,7 +37,9 @@ CASME2_FPS = 30.0
 SAMM_FPS = 200.0
 SAMM_SUBSAMPLE = 8  # AUW-GCN uses SAMM-LV at 25 fps
 CASME2_WORKBOOK = "CAS(ME)^2code_final.xlsx"
-CASME2_WORKBOOK_GLOB = "CAS(ME)^2code_final*.xlsx"  # also the updated copy, "...final(Updated).xlsx"
+CASME2_WORKBOOK_GLOB = (
+    "CAS(ME)^2code_final*.xlsx"  # also the updated copy, "...final(Updated).xlsx"
+)
 SAMM_WORKBOOK_GLOB = "SAMM_LongVideos_V*.xlsx"
 _CASME2_VIDEO = re.compile(r"^(\d+)_(\d{4})(.*)$")  # 15_0101disgustingteeth
 _CASME2_SUBJECT = re.compile(r"^s(\d+)$", re.IGNORECASE)
@@ -49,7 +52,9 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset copy: its videos in (subject, video) order, and where its annotations are."""
+    """A dataset copy: its videos in (subject, video) order, and the annotation workbook found
+    beside them (`workbook`; reading it is spotting's job:
+    spotting.annotations.read_source_annotations)."""
 
     name: str  # "casme2", "samm", "videos", "synth-casme2", "synth-samm"
     root: Path
@@ -62,27 +67,14 @@ class Source:
     def subjects(self) -> list[str]:
         return sorted({v.subject for v in self.videos})
 
-    def annotations(self):
-        """The source's annotations, read from its workbook by the project's one reader
-        (`spotting.annotations.read_annotations`; flowcore itself knows nothing of labels).
 
-        Raises SourceError when the copy has no workbook; an unreadable workbook raises the
-        reader's error, naming the file. Extraction never needs the annotations.
-        """
-        if self.workbook is None:
-            raise SourceError(f"{self.root}: no annotation workbook found in this {self.name} copy")
-        from spotting.annotations import read_annotations
-
-        try:
-            return read_annotations(self.workbook)
-        except Exception as err:
-            if type(err).__name__ == "UserError":
-                raise
-            raise SourceError(f"{self.workbook}: unreadable annotation workbook ({err})") from err
-
-
-def open_source(path: str | Path, *, subsample: int | None = None, fps: float | None = None,
-                subjects_csv: str | Path | None = None) -> Source:
+def open_source(
+    path: str | Path,
+    *,
+    subsample: int | None = None,
+    fps: float | None = None,
+    subjects_csv: str | Path | None = None,
+) -> Source:
     """Recognise the dataset at `path` and list its videos (no frame is decoded).
 
     subsample: keep every n-th frame (default 8 for SAMM-LV, 1 otherwise).
@@ -114,7 +106,8 @@ def open_source(path: str | Path, *, subsample: int | None = None, fps: float | 
     raise SourceError(
         f"{root}: not a dataset we recognise; expected a CAS(ME)^2 copy (rawpic/, rawvideo/ or "
         f"the face-cropped release with sNN/ folders), a SAMM-LV copy (SAMM_longvideos/), the "
-        f"output of `mespot synth` (synth.json), or a folder of video files")
+        f"output of `mespot synth` (synth.json), or a folder of video files"
+    )
 
 
 # ---- CAS(ME)^2 ---------------------------------------------------------------------------------
@@ -122,13 +115,18 @@ def open_source(path: str | Path, *, subsample: int | None = None, fps: float | 
 
 def _has_subject_folders(folder: Path) -> bool:
     return folder.is_dir() and any(
-        _CASME2_SUBJECT.match(p.name) and p.is_dir() for p in folder.iterdir())
+        _CASME2_SUBJECT.match(p.name) and p.is_dir() for p in folder.iterdir()
+    )
 
 
 def _casme2_root(root: Path) -> tuple[Path, str] | None:
     """(folder holding the sNN folders, layout) or None."""
-    candidates = [(root / "rawpic", "rawpic"), (root / "longVideoFaceCropped", "cropped"),
-                  (root / "cropped", "cropped"), (root / "rawvideo", "rawvideo")]
+    candidates = [
+        (root / "rawpic", "rawpic"),
+        (root / "longVideoFaceCropped", "cropped"),
+        (root / "cropped", "cropped"),
+        (root / "rawvideo", "rawvideo"),
+    ]
     for folder, layout in candidates:
         if _has_subject_folders(folder):
             return folder, layout
@@ -141,8 +139,9 @@ def _casme2_root(root: Path) -> tuple[Path, str] | None:
     return None
 
 
-def _casme2(root: Path, frames_root: Path, layout: str, subsample: int, fps: float,
-            name: str = "casme2") -> Source:
+def _casme2(
+    root: Path, frames_root: Path, layout: str, subsample: int, fps: float, name: str = "casme2"
+) -> Source:
     videos, warnings = [], []
     for subject_dir in sorted(p for p in frames_root.iterdir() if p.is_dir()):
         if not _CASME2_SUBJECT.match(subject_dir.name):
@@ -160,8 +159,10 @@ def _casme2(root: Path, frames_root: Path, layout: str, subsample: int, fps: flo
                 continue
             subject = f"s{int(match.group(1)):02d}"
             if subject.lower() != subject_dir.name.lower():
-                warnings.append(f"{entry}: filed under {subject_dir.name} but named for {subject}; "
-                                f"using {subject}")
+                warnings.append(
+                    f"{entry}: filed under {subject_dir.name} but named for {subject}; "
+                    f"using {subject}"
+                )
             rate = video_fps(entry, fps) if is_video_file else fps
             videos.append(VideoSpec(video_id, subject, entry, rate, subsample))
     workbook = _casme2_workbook(root, warnings) if root.is_dir() else None
@@ -171,10 +172,14 @@ def _casme2(root: Path, frames_root: Path, layout: str, subsample: int, fps: flo
 def _casme2_workbook(root: Path, warnings: list[str]) -> Path | None:
     """The CAS(ME)^2 workbook at `root`: the updated copy (`...final(Updated).xlsx`) over the
     first release, as SAMM-LV's latest release is chosen; a warning names the one not used."""
-    found = sorted(root.glob(CASME2_WORKBOOK_GLOB), key=lambda p: ("updated" not in p.name.lower(), p.name))
+    found = sorted(
+        root.glob(CASME2_WORKBOOK_GLOB), key=lambda p: ("updated" not in p.name.lower(), p.name)
+    )
     if len(found) > 1:
-        warnings.append(f"{root}: several CAS(ME)^2 workbooks; using {found[0].name}, not "
-                        f"{', '.join(p.name for p in found[1:])}")
+        warnings.append(
+            f"{root}: several CAS(ME)^2 workbooks; using {found[0].name}, not "
+            f"{', '.join(p.name for p in found[1:])}"
+        )
     return found[0] if found else None
 
 
@@ -217,11 +222,17 @@ def _video_folder(root: Path, subsample: int, subjects_csv, only: Path | None = 
 
         table = pd.read_csv(subjects_csv, dtype=str)
         if not {"video", "subject"} <= set(table.columns):
-            raise SourceError(f"{subjects_csv}: needs columns 'video' and 'subject', "
-                              f"has {list(table.columns)}")
+            raise SourceError(
+                f"{subjects_csv}: needs columns 'video' and 'subject', has {list(table.columns)}"
+            )
         subjects = dict(zip(table["video"].map(lambda v: Path(v).stem), table["subject"]))
-    files = [only] if only else sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    files = (
+        [only]
+        if only
+        else sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+        )
+    )
     videos = []
     for path in files:
         subject = subjects.get(path.stem, path.parent.name)
@@ -259,8 +270,9 @@ def _finish(name, root, videos, workbook, layout, warnings) -> Source:
     seen: dict[str, Path] = {}
     for v in videos:
         if v.video_id in seen:
-            raise SourceError(f"{root}: video id {v.video_id!r} appears twice: {seen[v.video_id]} "
-                              f"and {v.path}")
+            raise SourceError(
+                f"{root}: video id {v.video_id!r} appears twice: {seen[v.video_id]} and {v.path}"
+            )
         seen[v.video_id] = v.path
     if not videos:
         raise SourceError(f"{root}: recognised as {name} ({layout}) but no video found in it")

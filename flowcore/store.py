@@ -1,4 +1,6 @@
-"""The feature store: one Zarr v3 group per video, readable with plain `zarr` (DESIGN.md).
+"""The feature store: one Zarr v3 group per video, readable with plain `zarr` or `xarray`
+(DESIGN.md). Its writer (`FeatureStore`, used by extraction) and its reader (`load_features`,
+used by training, evaluation and prediction) live here, beside the layout they share.
 
 Layout:
   root attrs   format_version (int), mespot_version, dataset, params (every extraction
@@ -18,6 +20,11 @@ A video counts only when its status is "complete". Anything else found when a ru
 (no status, "running", "failed", unreadable metadata after a kill) is deleted and redone.
 Chunks: the per-video arrays are small and read whole, so each is one chunk (up to 65,536 rows);
 flow is chunked by FLOW_CHUNK frames. Compression: Blosc zstd level 3 with byte shuffle.
+
+Reading: `load_features(path)` loads the MDMO features and frame numbers of every complete video
+into a `FeatureSet` (the others are listed in `FeatureSet.skipped`), checking their shapes;
+`open_video(path, video_id)` opens one video's group as an `xarray.Dataset` (dimension names as
+in DIMENSIONS, the group's attributes as the Dataset's).
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ import json
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from flowcore.errors import UserError
+from flowcore.rois import N_ROIS
 
 FORMAT_VERSION = 1
 ROW_CHUNK = 65536  # rows per chunk of mdmo / landmarks / frame_numbers
@@ -64,7 +75,7 @@ class FeatureStore:
     def __init__(self, path: str | Path, params: dict, dataset: str):
         import zarr
 
-        from mespot import __version__
+        from flowcore.version import __version__
 
         self.path = Path(path)
         self.params = json.loads(json.dumps(params))  # exactly what JSON round-trips to
@@ -190,3 +201,115 @@ def _differences(old: dict, new: dict, prefix: str = "") -> str:
         elif a != b:
             diffs.append(f"{prefix}{key}: stored {a!r}, now {b!r}")
     return "; ".join(diffs[:5]) if diffs else "parameters differ"
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """One video's features: `mdmo` (N, 12, 2) float32 pixels with N = T - 1 rows, and
+    `frame_numbers` (T,) int64, the original 1-based frame number of each kept frame."""
+
+    video_id: str
+    subject: str
+    fps: float
+    mdmo: np.ndarray
+    frame_numbers: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.mdmo.shape[0])
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Every complete video of a store, in memory, sorted by video id."""
+
+    path: str
+    dataset: str
+    params_hash: str
+    params: dict
+    videos: dict[str, VideoFeatures]
+    skipped: dict[str, str] = field(default_factory=dict)  # video id -> why
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted({v.subject for v in self.videos.values()})
+
+    def videos_of(self, subjects) -> list[VideoFeatures]:
+        wanted = set(subjects)
+        return [v for v in self.videos.values() if v.subject in wanted]
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """Load the MDMO features and frame numbers of every complete video of a store."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"feature store not found: {path}")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for "not a group"
+        raise UserError(f"not a Zarr feature store: {path} ({err})") from err
+    attrs = dict(root.attrs)
+    if "format_version" not in attrs:
+        raise UserError(f"{path}: not a mespot feature store (no 'format_version' attribute)")
+    if VIDEOS not in root:
+        raise UserError(f"{path}: the store holds no 'videos' group")
+    videos: dict[str, VideoFeatures] = {}
+    skipped: dict[str, str] = {}
+    for name, group in sorted(root[VIDEOS].groups()):
+        va = dict(group.attrs)
+        status = va.get("status")
+        if status != COMPLETE:
+            skipped[name] = f"status {status!r}" + (f": {va['error']}" if "error" in va else "")
+            continue
+        mdmo = np.asarray(group["mdmo"][...], dtype=np.float32)
+        frames = np.asarray(group["frame_numbers"][...], dtype=np.int64)
+        if mdmo.ndim != 3 or mdmo.shape[1:] != (N_ROIS, 2):
+            raise UserError(f"{path}: videos/{name}/mdmo has shape {mdmo.shape}, "
+                            f"expected (T-1, 12, 2)")
+        if frames.shape != (mdmo.shape[0] + 1,):
+            raise UserError(
+                f"{path}: videos/{name}: frame_numbers has shape {frames.shape}, expected "
+                f"({mdmo.shape[0] + 1},) = mdmo rows + 1"
+            )
+        if frames.size > 1 and np.any(np.diff(frames) <= 0):
+            raise UserError(f"{path}: videos/{name}: frame_numbers are not increasing")
+        if not np.all(np.isfinite(mdmo)):
+            raise UserError(f"{path}: videos/{name}: mdmo holds NaN or inf")
+        videos[name] = VideoFeatures(
+            video_id=str(va.get("video_id", name)),
+            subject=str(va["subject"]),
+            fps=float(va.get("fps", 0.0)),
+            mdmo=mdmo,
+            frame_numbers=frames,
+        )
+    if not videos:
+        raise UserError(f"{path}: no complete video in the store")
+    return FeatureSet(
+        path=str(path),
+        dataset=str(attrs.get("dataset", "")),
+        params_hash=str(attrs.get("params_hash", "")),
+        params=dict(attrs.get("params", {})),
+        videos=videos,
+        skipped=skipped,
+    )
+
+
+def open_video(path: str | Path, video_id: str):
+    """One video's group of the store at `path` as an `xarray.Dataset`: variables mdmo
+    (pair, roi, xy) float32 px, landmarks (frame, landmark, xy) float32 px, face_box (ltrb,)
+    int32, frame_numbers (frame,) int32 (1-based original numbers), flow when saved; the group's
+    attributes (subject, fps, status, ...) as the Dataset's. UserError for a missing video."""
+    import xarray as xr
+    import zarr
+
+    path = Path(path)
+    try:
+        zarr.open_group(str(path), mode="r")[f"{VIDEOS}/{video_id}"]
+    except Exception as err:
+        raise UserError(f"{path}: no video {video_id!r} in this store ({err})") from None
+    return xr.open_zarr(str(path), group=f"{VIDEOS}/{video_id}", consolidated=False, zarr_format=3)

@@ -1,8 +1,15 @@
 """mespot: spot facial macro- and micro-expressions in long face videos.
 
-Packages: `flowcore` (videos -> features in Zarr), `spotting` (features -> AUW-GCN -> intervals)
-and `mespot.synth` (synthetic long face videos with ground truth). The command line is
-`mespot.cli`.
+Packages, top to bottom: `mespot` (the command line `mespot.cli`, the Python API below, the
+synthetic data generator `mespot.synth`, `bench`), `spotting` (features + labels -> AUW-GCN ->
+intervals) and `flowcore` (videos -> features in a Zarr store; the shared basics).
+
+The Python API (mespot.api), the same calls the commands make:
+    extract, open_store, open_video, train, evaluate, report, Spotter.load(run).spot(video)
 """
 
-__version__ = "0.1.0"
+from flowcore.version import __version__
+from mespot.api import Spotted, Spotter, evaluate, extract, open_store, open_video, report, train
+
+__all__ = ["Spotted", "Spotter", "__version__", "evaluate", "extract", "open_store", "open_video",
+           "report", "train"]

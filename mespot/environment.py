@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from mespot import __version__
+from flowcore.version import __version__
 
 
 def set_threads(n: int) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.au_codes import parse_au_string
 
 COLUMNS = (
@@ -121,12 +121,29 @@ def read_annotations(path: str | Path) -> AnnotationTable:
         try:
             sheets = pd.ExcelFile(path).sheet_names
         except Exception as err:  # a text file named .xlsx, a damaged workbook
-            raise UserError(f"{path}: not a readable Excel workbook ({str(err).splitlines()[0]})") from None
-        if SAMM_SHEET in sheets or _find_samm_header(pd.read_excel(path, sheet_name=0, header=None)) is not None:
+            raise UserError(
+                f"{path}: not a readable Excel workbook ({str(err).splitlines()[0]})"
+            ) from None
+        first_sheet = pd.read_excel(path, sheet_name=0, header=None)
+        if SAMM_SHEET in sheets or _find_samm_header(first_sheet) is not None:
             return read_samm_workbook(path)
         return read_casme2_workbook(path)
     raise UserError(f"unknown annotation format {suffix!r} (expected .csv or .xlsx): {path}")
 
+
+
+def read_source_annotations(source) -> AnnotationTable:
+    """The annotations of a dataset copy opened by `flowcore.sources.open_source`, read from the
+    workbook it found; UserError naming the copy when it has none, or the workbook when it cannot
+    be read. Extraction never needs them."""
+    if source.workbook is None:
+        raise UserError(f"{source.root}: no annotation workbook found in this {source.name} copy")
+    try:
+        return read_annotations(source.workbook)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"{source.workbook}: unreadable annotation workbook ({err})") from err
 
 # --- cells ------------------------------------------------------------------------------------
 
@@ -146,7 +163,8 @@ def _frame_cell(cell) -> float | None:
 
 
 def normalise_type(cell) -> str | None:
-    """'me' / 'mae' from 'micro-expression', 'Micro - 1/2', 'Macro', 'me', 'MaE', ... (else None)."""
+    """'me' / 'mae' from 'micro-expression', 'Micro - 1/2', 'Macro', 'me', 'MaE', ... (else
+    None)."""
     text = str(cell).strip().lower()
     if text in ("me", "micro") or text.startswith("micro"):
         return "me"
@@ -207,23 +225,40 @@ class _Builder:
             self.issue(row, "onset after apex", "repaired", f"onset {s} > apex {a}: apex set to 0")
             a = 0
         if e and a and e < a:
-            self.issue(row, "offset before apex", "repaired", f"offset {e} < apex {a}: offset set to 0")
+            self.issue(row, "offset before apex", "repaired",
+                       f"offset {e} < apex {a}: offset set to 0")
             e = 0
         if e and s and e < s:
-            self.issue(row, "offset before onset", "repaired", f"offset {e} < onset {s}: offset set to 0")
+            self.issue(
+                row, "offset before onset", "repaired", f"offset {e} < onset {s}: offset set to 0"
+            )
             e = 0
         parsed = parse_au_string(au_cell)
         if parsed.dropped:
-            self.issue(row, "unparseable AU token", "kept",
-                       f"{', '.join(repr(t) for t in parsed.dropped)} in {parsed.raw!r}")
-        self.rows.append(dict(
-            row, onset=s, apex=a, offset=e, type=kind, au=parsed.raw, au_codes=parsed.codes,
-            au_numbers="+".join(str(n) for n in parsed.numbers),
-        ))
+            self.issue(
+                row,
+                "unparseable AU token",
+                "kept",
+                f"{', '.join(repr(t) for t in parsed.dropped)} in {parsed.raw!r}",
+            )
+        self.rows.append(
+            dict(
+                row,
+                onset=s,
+                apex=a,
+                offset=e,
+                type=kind,
+                au=parsed.raw,
+                au_codes=parsed.codes,
+                au_numbers="+".join(str(n) for n in parsed.numbers),
+            )
+        )
 
     def example(self, reason: str, n: int = 3) -> str:
         """Up to n distinct details of the skipped rows of `reason` (for error messages)."""
-        seen = dict.fromkeys(i.detail for i in self.issues if i.reason == reason and i.action == "skipped")
+        seen = dict.fromkeys(
+            i.detail for i in self.issues if i.reason == reason and i.action == "skipped"
+        )
         return ", ".join(list(seen)[:n])
 
     def table(self, hints: dict[str, str] | None = None) -> AnnotationTable:
@@ -236,13 +271,31 @@ class _Builder:
         key = ["video_id", "onset", "apex", "offset", "type"]
         dup = frame.duplicated(subset=key, keep="first")
         for _, r in frame[dup].iterrows():
-            self.issues.append(Issue(int(r.source_row), r.subject, r.video_id, r.expression,
-                                     "duplicate", "skipped", "same video, frames and type as an earlier row"))
+            self.issues.append(
+                Issue(
+                    int(r.source_row),
+                    r.subject,
+                    r.video_id,
+                    r.expression,
+                    "duplicate",
+                    "skipped",
+                    "same video, frames and type as an earlier row",
+                )
+            )
         frame = frame[~dup]
         repeated = frame[frame.duplicated(subset=["video_id", "expression"], keep=False)]
         for _, r in repeated.iterrows():
-            self.issues.append(Issue(int(r.source_row), r.subject, r.video_id, r.expression,
-                                     "duplicate expression id", "kept", f"type {r.type}"))
+            self.issues.append(
+                Issue(
+                    int(r.source_row),
+                    r.subject,
+                    r.video_id,
+                    r.expression,
+                    "duplicate expression id",
+                    "kept",
+                    f"type {r.type}",
+                )
+            )
         frame = frame.reset_index(drop=True)
         for col in ("onset", "apex", "offset", "source_row"):
             frame[col] = frame[col].astype("int64")
@@ -333,17 +386,22 @@ def read_casme2_workbook(path: str | Path) -> AnnotationTable:
             build.skip(source_row, subject, "", name, "unknown video name", f"{video_name!r}")
             continue
         if code not in CASME2_VIDEO_NAMES:
-            build.skip(source_row, subject, "", name, "unknown video code", f"{video_name!r} -> {code}")
+            build.skip(
+                source_row, subject, "", name, "unknown video code", f"{video_name!r} -> {code}"
+            )
             continue
         video_id = f"{subject[1:]}_{code}{CASME2_VIDEO_NAMES[code]}"
         row = dict(source_row=source_row, subject=subject, video_id=video_id, expression=name)
         build.add(row, cells[2], cells[3], cells[4], cells[7], cells[5])
     named = ", ".join(f"{n} {c}" for n, c in sorted(codes.items(), key=lambda kv: kv[1]))
-    return build.table(hints={
-        "unknown video name": f"sheet 3 maps {named}; sheet 1 names e.g. {build.example('unknown video name')}",
-        "unknown video code": f"known codes: {', '.join(CASME2_VIDEO_NAMES)}",
-        "unknown participant index": f"sheet 2 maps participant indices {sorted(subjects)}",
-    })
+    return build.table(
+        hints={
+            "unknown video name": f"sheet 3 maps {named}; sheet 1 names e.g. "
+            f"{build.example('unknown video name')}",
+            "unknown video code": f"known codes: {', '.join(CASME2_VIDEO_NAMES)}",
+            "unknown participant index": f"sheet 2 maps participant indices {sorted(subjects)}",
+        }
+    )
 
 
 # --- SAMM-LV ----------------------------------------------------------------------------------
@@ -366,7 +424,9 @@ def read_samm_workbook(path: str | Path) -> AnnotationTable:
     sheet = pd.read_excel(book, sheet_name=sheet_name, header=None)
     header_at = _find_samm_header(sheet)
     if header_at is None:
-        raise UserError(f"{path}: no header row with 'Subject' and 'Filename' in sheet {sheet_name!r}")
+        raise UserError(
+            f"{path}: no header row with 'Subject' and 'Filename' in sheet {sheet_name!r}"
+        )
     header = [str(c).strip() for c in sheet.iloc[header_at]]
     missing = [h for h in SAMM_HEADER if h not in header]
     if missing:
@@ -391,8 +451,14 @@ def read_samm_workbook(path: str | Path) -> AnnotationTable:
             text = str(subject_cell).strip()
             subject = f"{int(float(text)):03d}" if re.fullmatch(r"\d+(\.0+)?", text) else text
         row = dict(source_row=source_row, subject=subject, video_id=video_id, expression=filename)
-        build.add(row, cells[col["Onset"]], cells[col["Apex"]], cells[col["Offset"]],
-                  cells[col["Type"]], cells[col["Action Units"]])
+        build.add(
+            row,
+            cells[col["Onset"]],
+            cells[col["Apex"]],
+            cells[col["Offset"]],
+            cells[col["Type"]],
+            cells[col["Action Units"]],
+        )
     return build.table()
 
 
@@ -418,6 +484,8 @@ def read_csv_annotations(path: str | Path) -> AnnotationTable:
         video = r["video"].strip()
         counts[video] += 1
         expression = r[id_col].strip() if id_col else f"{video}_{counts[video]}"
-        row = dict(source_row=i + 2, subject=r["subject"].strip(), video_id=video, expression=expression)
+        row = dict(
+            source_row=i + 2, subject=r["subject"].strip(), video_id=video, expression=expression
+        )
         build.add(row, r["onset"], r["apex"], r["offset"], r["type"], r["au"])
     return build.table()

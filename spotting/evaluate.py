@@ -12,10 +12,11 @@ Epoch selection (`--select`), per fold:
 
 Scales (`--rule`, spotting/metrics.py): the MEGC rule matches in the video's ORIGINAL 1-based
 frame numbers (proposal rows through `rows_to_frames`; truths as annotated, a value section 6's
-repairs filled or clipped as the kept frame of its row); the reference rule matches on the reference's
-rows, proposal row + 1 against annotated frame // k for frames kept 1 in k (SAMM-LV: k = 8, the
-reference's `samm_new_25.csv`; at full rate the two scales agree). Every table and file names
-its scale; every file a person reads gives 1-based original frame numbers (`rows_to_frames`).
+repairs filled or clipped as the kept frame of its row); the reference rule matches on the
+reference's rows, proposal row + 1 against annotated frame // k for frames kept 1 in k (SAMM-LV:
+k = 8, the reference's `samm_new_25.csv`; at full rate the two scales agree). Every table and
+file names its scale; every file a person reads gives 1-based original frame numbers
+(`rows_to_frames`).
 
 Proposals (`--proposals`, spotting/proposals.py): `reference` arithmetic (float32, start ties
 to the row nearest the apex) is the default for a store extracted with `--compat`, `mespot`
@@ -31,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.metrics import RULES, MatchRule, match_all, summarise
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
-from spotting.train import (Prepared, load_weights, predict_logits, prepare, video_logits,
-                            window_tensors)
+from spotting.data import Prepared, prepare, window_tensors
+from spotting.inference import CURVES, predict_logits, probability_curves, video_logits
+from spotting.run_folder import FoldFolder, RunFolder, load_weights
 from spotting.windows import TYPES, WindowParams, annotation_targets, rows_to_frames
 
 ORACLE_FIRST_EPOCH = {"casme2": 16, "samm": 11}  # the reference's epochs 15-99 / 10-99, 0-based
@@ -59,9 +60,15 @@ class Selection:
 
     @property
     def label(self) -> str:
-        return ORACLE_LABEL if self.mode == "oracle" else {
-            "last": "last epoch", "fixed": f"fixed epoch {self.epoch}",
-            "inner-val": "epoch chosen on held-out training subjects"}[self.mode]
+        return (
+            ORACLE_LABEL
+            if self.mode == "oracle"
+            else {
+                "last": "last epoch",
+                "fixed": f"fixed epoch {self.epoch}",
+                "inner-val": "epoch chosen on held-out training subjects",
+            }[self.mode]
+        )
 
 
 def parse_selection(text: str) -> Selection:
@@ -99,8 +106,20 @@ def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
         subject = prep.features.videos[video_id].subject
         for (t, s, a, e), (_, fs, fa, fe) in zip(target.used, target.used_frames):
             rows.append((video_id, subject, TYPES[t], fs, fa, fe, s, a, e))
-    return pd.DataFrame(rows, columns=["video", "subject", "type", "onset", "apex", "offset",
-                                       "onset_row", "apex_row", "offset_row"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "video",
+            "subject",
+            "type",
+            "onset",
+            "apex",
+            "offset",
+            "onset_row",
+            "apex_row",
+            "offset_row",
+        ],
+    )
 
 
 def kept_one_in(video) -> int:
@@ -136,87 +155,22 @@ def count(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, featur
         k = truths["video"].map(lambda v: kept_one_in(features.videos[v])).to_numpy(np.int64)
         truths["at_onset"], truths["at_offset"] = truths["onset"] // k, truths["offset"] // k
     matches = match_all(shown, truths, rule, on=AT)
-    for column in [f"{side}_{c}" for side in ("proposal", "truth") for c in ("onset", "apex", "offset")]:
+    for column in [
+        f"{side}_{c}" for side in ("proposal", "truth") for c in ("onset", "apex", "offset")
+    ]:
         if column in matches:
             matches[column] = pd.array(matches[column].astype("float64"), dtype="Int64")
     return matches
 
 
-def run_config(run: Path) -> dict:
-    """A run folder's config.json; UserError when `run` is not a run folder."""
-    path = run / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run}: not a run folder (no config.json); train one with `mespot train`")
-    return json.loads(path.read_text())
-
-
-def run_store(run: Path, config: dict) -> str:
-    """The path of the feature store a run was trained on: as recorded (absolute since runs record
-    it so; an older run's relative path is tried from here, then from the run folder)."""
-    recorded = Path(config["store"])
-    if recorded.is_absolute() or recorded.exists():
-        return str(recorded)
-    beside = run / recorded
-    return str(beside if beside.exists() else recorded)
-
-
-def check_run_store(run: Path, config: dict, features) -> None:
-    """UserError when the store at the run's store path is not the one it was trained on
-    (another extraction's parameters hash): predictions from it would be silently wrong."""
-    trained = config.get("store_params_hash")
-    if trained is not None and features.params_hash != trained:
-        raise UserError(f"{features.path}: not the store run {run} was trained on (its extraction "
-                        f"parameters hash {features.params_hash}, the run's {trained}); restore "
-                        f"that store or train again")
-
-
-def fold_epochs(fold_dir: Path) -> tuple[list[int], int]:
-    """(epochs with a weights file, the fold's last trained epoch); UserError naming the file when
-    the last epoch's weights are gone (never a silent fall-back to an earlier epoch)."""
-    epochs = _epochs_with_weights(fold_dir)
-    meta = json.loads((fold_dir / "fold.json").read_text())
-    last = int(meta.get("config", {}).get("train", {}).get("epochs") or (epochs[-1] if epochs else 0))
-    if last not in epochs:
-        raise UserError(f"{fold_dir / f'weights_epoch_{last:03d}.safetensors'}: missing (the fold's last "
-                        f"epoch); delete {fold_dir} and rerun `mespot train` to train it again, or choose --select fixed:N")
-    return epochs, last
-
-
-def complete_folds(run: Path, subjects: list[str], allow_missing: bool) -> tuple[list[Path], list[str]]:
-    """(complete fold folders, subjects whose fold is missing or unfinished) of a LOSO run over
-    `subjects`; UserError for an incomplete run unless `allow_missing`."""
-    done, missing = [], []
-    for subject in subjects:
-        meta = run / "folds" / subject / "fold.json"
-        complete = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
-        (done if complete else missing).append(run / "folds" / subject if complete else subject)
-    if not done:
-        raise UserError(f"{run}: holds no finished fold (of {len(subjects)}); train with `mespot train`")
-    if missing and not allow_missing:
-        raise UserError(f"{run}: {len(missing)} of {len(subjects)} LOSO folds missing or unfinished "
-                        f"({', '.join(missing)}); finish them with the same `mespot train` command, or "
-                        f"pass --allow-missing-folds to count their truths as missed")
-    return done, missing
-
-
-def _epochs_with_weights(folder: Path) -> list[int]:
-    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("weights_epoch_*.safetensors"))
-
-
-CURVES = ("me_start", "me_end", "me_apex", "me_action", "mae_start", "mae_end", "mae_apex", "mae_action")
-
-
-def probability_curves(logits: np.ndarray) -> np.ndarray:
-    """(N, 10) logits -> (N, 8) float32 probabilities in the order of CURVES."""
-    t = torch.from_numpy(np.asarray(logits, np.float32))
-    me, mae = t[:, 0:3].softmax(-1), t[:, 3:6].softmax(-1)
-    sig = t[:, 6:10].sigmoid()
-    return torch.stack([me[:, 0], me[:, 1], sig[:, 0], sig[:, 2],
-                        mae[:, 0], mae[:, 1], sig[:, 1], sig[:, 3]], dim=1).numpy()
-
-
-def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: ProposalParams,
-                  windows: WindowParams, device: str = "cpu") -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def spot_subjects(
+    prep: Prepared,
+    weights: Path,
+    subjects: list[str],
+    params: ProposalParams,
+    windows: WindowParams,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Proposals (rows) of a saved model on every video of `subjects`, and each video's (N, 10)
     logits."""
     model, meta = load_weights(weights, device)
@@ -238,35 +192,55 @@ def spot_subjects(prep: Prepared, weights: Path, subjects: list[str], params: Pr
 
 
 def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, features) -> float:
-    return float(summarise(count(proposals, truths, rule, features)).set_index("type").loc["overall", "f1"])
+    return float(
+        summarise(count(proposals, truths, rule, features)).set_index("type").loc["overall", "f1"]
+    )
 
 
-def _choose_epoch(selection: Selection, fold_dir: Path, epochs: list[int], prep, truths, params,
-                  windows, rule, preset, device) -> int:
+def _choose_epoch(
+    selection: Selection,
+    fold: FoldFolder,
+    epochs: list[int],
+    prep,
+    truths,
+    params,
+    windows,
+    rule,
+    preset,
+    device,
+) -> int:
     if selection.mode == "last":
-        return fold_epochs(fold_dir)[1]
+        return fold.last_epoch()
     if selection.mode == "fixed":
         if selection.epoch not in epochs:
-            raise UserError(f"{fold_dir}: no weights for epoch {selection.epoch} (saved: {epochs[0]}..{epochs[-1]}"
-                            f", every {epochs[1] - epochs[0] if len(epochs) > 1 else 1})")
+            raise UserError(
+                f"{fold.path}: no weights for epoch {selection.epoch} "
+                f"(saved: {epochs[0]}..{epochs[-1]}"
+                f", every {epochs[1] - epochs[0] if len(epochs) > 1 else 1})"
+            )
         return selection.epoch
     if selection.mode == "oracle":
-        subjects = [json.loads((fold_dir / "fold.json").read_text())["test_subject"]]
-        folder = fold_dir
+        subjects = [fold.read_meta()["test_subject"]]
+        folder = fold
         pool = [e for e in epochs if e >= ORACLE_FIRST_EPOCH[preset]] or epochs
     else:  # inner-val
-        inner = fold_dir / "inner"
-        if not (inner / "inner.json").is_file():
-            raise UserError(f"{fold_dir}: no inner validation model; train with `mespot train --inner-val K`")
-        subjects = json.loads((inner / "inner.json").read_text())["val_subjects"]
-        folder, pool = inner, [e for e in _epochs_with_weights(inner) if e in set(epochs)]
+        inner = fold.inner
+        if not inner.inner_meta_path.is_file():
+            raise UserError(
+                f"{fold.path}: no inner validation model; train with `mespot train --inner-val K`"
+            )
+        subjects = json.loads(inner.inner_meta_path.read_text())["val_subjects"]
+        folder, pool = inner, [e for e in inner.epochs() if e in set(epochs)]
         if not pool:
-            raise UserError(f"{inner}: no epoch has weights in both the inner and the main model")
+            raise UserError(
+                f"{inner.path}: no epoch has weights in both the inner and the main model"
+            )
     wanted = truths[truths["subject"].isin(subjects)]
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch
-        found, _ = spot_subjects(prep, folder / f"weights_epoch_{epoch:03d}.safetensors", subjects, params,
-                                 windows, device)
+        found, _ = spot_subjects(
+            prep, folder.weights_path(epoch), subjects, params, windows, device
+        )
         f1 = _f1(found, wanted, rule, prep.features)
         if f1 > best_f1:
             best, best_f1 = epoch, f1
@@ -293,57 +267,87 @@ def proposal_variant(features, requested: str | None) -> str:
     """`requested`, or the default for the store: `reference` for `--compat` features."""
     variant = requested or ("reference" if features.params.get("compat") else "mespot")
     if variant not in PROPOSAL_VARIANTS:
-        raise UserError(f"--proposals must be one of {', '.join(PROPOSAL_VARIANTS)} (got {variant!r})")
+        raise UserError(
+            f"--proposals must be one of {', '.join(PROPOSAL_VARIANTS)} (got {variant!r})"
+        )
     return variant
 
 
-def evaluate_run(run: str | Path, select: str = "last", rule: str = "megc", preset: str | None = None,
-                 device: str = "cpu", prepared: Prepared | None = None,
-                 proposals: str | None = None, allow_missing_folds: bool = False) -> Evaluation:
+def evaluate_run(
+    run: str | Path,
+    select: str = "last",
+    rule: str = "megc",
+    preset: str | None = None,
+    device: str = "cpu",
+    prepared: Prepared | None = None,
+    proposals: str | None = None,
+    allow_missing_folds: bool = False,
+) -> Evaluation:
     """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers.
     `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's default.
 
     Every subject of the run's store is a LOSO fold: a run with folds missing or unfinished is
-    refused unless `allow_missing_folds`, and then the missing folds' truths count as missed."""
-    run = Path(run)
-    config = run_config(run)
+    refused unless `allow_missing_folds`, and then the missing folds' truths count as missed. A
+    store that is not the one the run was trained on (another parameters hash) is refused."""
+    run = RunFolder(run)
+    config = run.read_config()
     selection = parse_selection(select)
     if rule not in RULES:
         raise UserError(f"--rule must be one of {', '.join(RULES)} (got {rule!r})")
     windows = WindowParams(**config["windows"])
-    prep = prepared or prepare(run_store(run, config), config["annotations"], windows)
-    check_run_store(run, config, prep.features)
-    preset = preset or ("samm" if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
-                        else "casme2")
+    prep = prepared or prepare(run.store_path(config), config["annotations"], windows)
+    run.check_store(config, prep.features)
+    preset = preset or (
+        "samm"
+        if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
+        else "casme2"
+    )
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
     variant = proposal_variant(prep.features, proposals)
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
-    fold_dirs, missing = complete_folds(run, prep.features.subjects, allow_missing_folds)
+    folds, missing = run.complete_folds(prep.features.subjects, allow_missing_folds)
     found_all, epochs_used, curves = [], {}, {}
-    for fold_dir in fold_dirs:
-        meta = json.loads((fold_dir / "fold.json").read_text())
-        epochs = _epochs_with_weights(fold_dir)
-        epoch = _choose_epoch(selection, fold_dir, epochs, prep, truths, params, windows, RULES[rule],
-                              preset, device)
+    for fold in folds:
+        meta = fold.read_meta()
+        epochs = fold.epochs()
+        epoch = _choose_epoch(
+            selection, fold, epochs, prep, truths, params, windows, RULES[rule], preset, device
+        )
         epochs_used[meta["test_subject"]] = epoch
-        found, logits = spot_subjects(prep, fold_dir / f"weights_epoch_{epoch:03d}.safetensors",
-                                      [meta["test_subject"]], params, windows, device)
+        found, logits = spot_subjects(
+            prep, fold.weights_path(epoch), [meta["test_subject"]], params, windows, device
+        )
         found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
     found = pd.concat(found_all, ignore_index=True)  # the truths of missing folds count as missed
     matches = count(found, truths, RULES[rule], prep.features)
-    out = run / "evaluation" / selection.name
+    out = run.evaluation(selection.name)
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", curves, prep)
-    return _write(Evaluation(
-        selection, rule, scale_label(RULES[rule], prep.features), variant,
-        metrics=summarise(matches), per_subject=summarise(matches, by=["subject"]),
-        per_video=summarise(matches, by=["video"]), matches=matches,
-        intervals=_to_frames(found, prep.features).sort_values(["subject", "video", "type", "onset"]),
-        epochs=epochs_used, out=out, missing_folds=tuple(missing),
-        n_folds=len(prep.features.subjects)), config, preset, params)
+    return _write(
+        Evaluation(
+            selection,
+            rule,
+            scale_label(RULES[rule], prep.features),
+            variant,
+            metrics=summarise(matches),
+            per_subject=summarise(matches, by=["subject"]),
+            per_video=summarise(matches, by=["video"]),
+            matches=matches,
+            intervals=_to_frames(found, prep.features).sort_values(
+                ["subject", "video", "type", "onset"]
+            ),
+            epochs=epochs_used,
+            out=out,
+            missing_folds=tuple(missing),
+            n_folds=len(prep.features.subjects),
+        ),
+        config,
+        preset,
+        params,
+    )
 
 
 def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> None:
@@ -352,25 +356,41 @@ def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> 
     arrays = {}
     for video, values in curves.items():
         arrays[video] = values.astype(np.float32)
-        arrays[f"{video}.frames"] = prep.features.videos[video].frame_numbers[: len(values)].astype(np.int32)
+        arrays[f"{video}.frames"] = (
+            prep.features.videos[video].frame_numbers[: len(values)].astype(np.int32)
+        )
     np.savez_compressed(path, columns=np.array(CURVES), **arrays)
 
 
 def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> Evaluation:
-    for table, name in ((e.metrics, "metrics"), (e.per_subject, "metrics_per_subject"),
-                        (e.per_video, "metrics_per_video")):
+    for table, name in (
+        (e.metrics, "metrics"),
+        (e.per_subject, "metrics_per_subject"),
+        (e.per_video, "metrics_per_video"),
+    ):
         table.assign(rule=e.rule, scale=e.scale).to_csv(e.out / f"{name}.csv", index=False)
     e.matches.to_csv(e.out / "matches.csv", index=False)
     e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "epoch"]].to_csv(
-        e.out / "intervals.csv", index=False)
+        e.out / "intervals.csv", index=False
+    )
     summary = {
-        "selection": e.selection.name, "selection_label": e.selection.label,
-        "test_set_selection": e.selection.mode == "oracle", "rule": e.rule,
-        "rule_label": RULES[e.rule].label, "scale": e.scale, "proposals": e.proposals,
-        "proposals_label": PROPOSAL_VARIANTS[e.proposals], "preset": preset,
-        "proposal_params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()},
-        "epochs": e.epochs, "folds": e.n_folds, "missing_folds": list(e.missing_folds),
-        "missing_folds_counted_as": "missed (FN)", "metrics": e.metrics.set_index("type").to_dict(orient="index"),
+        "selection": e.selection.name,
+        "selection_label": e.selection.label,
+        "test_set_selection": e.selection.mode == "oracle",
+        "rule": e.rule,
+        "rule_label": RULES[e.rule].label,
+        "scale": e.scale,
+        "proposals": e.proposals,
+        "proposals_label": PROPOSAL_VARIANTS[e.proposals],
+        "preset": preset,
+        "proposal_params": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()
+        },
+        "epochs": e.epochs,
+        "folds": e.n_folds,
+        "missing_folds": list(e.missing_folds),
+        "missing_folds_counted_as": "missed (FN)",
+        "metrics": e.metrics.set_index("type").to_dict(orient="index"),
         "frame_numbers": "1-based, the video's original numbering",
     }
     (e.out / "metrics.json").write_text(json.dumps(summary, indent=1))

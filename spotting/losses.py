@@ -1,6 +1,6 @@
 """Training losses of AUW-GCN (AUWGCN.md section 7), on the central rows of each window.
 
-Shapes: logits (B, 10, L) float32 (channel layout in spotting/model.py); targets from
+Shapes: logits (B, 10, L) float32 (channel layout in spotting/channels.py); targets from
 spotting/windows.py: start_end (B, 2, L) int64 classes, apex and action (B, 2, L) float32; axis 1
 is the type (0 ME, 1 MaE). Every loss is a mean over all B * L frames.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from spotting.model import MAE_ACTION, MAE_APEX, MAE_START_END, ME_ACTION, ME_APEX, ME_START_END
+from spotting.channels import MAE_ACTION, MAE_APEX, MAE_START_END, ME_ACTION, ME_APEX, ME_START_END
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ def binary_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float,
     return -(pos_term + neg_term).mean()
 
 
-def start_end_loss(logits: torch.Tensor, target: torch.Tensor, p: LossParams = LossParams()) -> torch.Tensor:
+def start_end_loss(
+    logits: torch.Tensor, target: torch.Tensor, p: LossParams = LossParams()
+) -> torch.Tensor:
     """Scalar: class-weighted focal loss of the 3-way start/end/none softmax.
 
     logits (B, 3, L), target (B, L) int64. Start/end frames: -w_c (1-p_c)^g log p_c; "none"
@@ -56,8 +58,13 @@ def start_end_loss(logits: torch.Tensor, target: torch.Tensor, p: LossParams = L
     return -(weights * focal * log_pc).mean()
 
 
-def spotting_loss(logits: torch.Tensor, start_end: torch.Tensor, apex: torch.Tensor,
-                  action: torch.Tensor, p: LossParams = LossParams()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def spotting_loss(
+    logits: torch.Tensor,
+    start_end: torch.Tensor,
+    apex: torch.Tensor,
+    action: torch.Tensor,
+    p: LossParams = LossParams(),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(total, parts): 1.8 ME-apex + 1.0 ME-start/end + 0.1 ME-action + r (1.0 MaE-apex + 1.0
     MaE-start/end + 0.1 MaE-action). `parts` holds the six unweighted terms (detached)."""
     parts = {
@@ -68,7 +75,15 @@ def spotting_loss(logits: torch.Tensor, start_end: torch.Tensor, apex: torch.Ten
         "mae_start_end": start_end_loss(logits[:, MAE_START_END], start_end[:, 1], p),
         "mae_action": binary_focal_loss(logits[:, MAE_ACTION], action[:, 1], p.alpha_action, p),
     }
-    me = p.w_apex * parts["me_apex"] + p.w_start_end * parts["me_start_end"] + p.w_action * parts["me_action"]
-    mae = 1.0 * parts["mae_apex"] + p.w_start_end * parts["mae_start_end"] + p.w_action * parts["mae_action"]
+    me = (
+        p.w_apex * parts["me_apex"]
+        + p.w_start_end * parts["me_start_end"]
+        + p.w_action * parts["me_action"]
+    )
+    mae = (
+        1.0 * parts["mae_apex"]
+        + p.w_start_end * parts["mae_start_end"]
+        + p.w_action * parts["mae_action"]
+    )
     total = me + p.macro_ratio * mae
     return total, {k: v.detach() for k, v in parts.items()}

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-TYPES = ("me", "mae")
+from spotting.channels import TYPES
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class MatchRule:
     inclusive: bool  # lengths e - s + 1 (True) or e - s (False)
     threshold: float
     strict: bool  # IoU > threshold (True) or >= threshold (False)
-    one_to_one: bool  # one match per truth and per proposal (MEGC), or any proposal whose best truth passes
+    one_to_one: bool
     scale: str  # "frames" (original numbering) or "rows" (the reference's: row + 1 vs frame // k)
     label: str  # one line for tables and reports
 
@@ -56,16 +56,34 @@ class MatchRule:
         return iou > self.threshold if self.strict else iou >= self.threshold
 
 
-MEGC = MatchRule("megc", inclusive=True, threshold=0.5, strict=False, one_to_one=True, scale="frames",
-                 label="MEGC: IoU >= 0.5 on inclusive frame counts, one match per truth")
-REFERENCE = MatchRule("reference", inclusive=False, threshold=0.5, strict=True, one_to_one=False,
-                      scale="rows", label="reference (AUW-GCN code): IoU > 0.5 on e - s, every proposal "
-                      "whose best truth passes counts")
+MEGC = MatchRule(
+    "megc",
+    inclusive=True,
+    threshold=0.5,
+    strict=False,
+    one_to_one=True,
+    scale="frames",
+    label="MEGC: IoU >= 0.5 on inclusive frame counts, one match per truth",
+)
+REFERENCE = MatchRule(
+    "reference",
+    inclusive=False,
+    threshold=0.5,
+    strict=True,
+    one_to_one=False,
+    scale="rows",
+    label="reference (AUW-GCN code): IoU > 0.5 on e - s, every proposal "
+    "whose best truth passes counts",
+)
 RULES = {rule.name: rule for rule in (MEGC, REFERENCE)}
 
 
-def match_intervals(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule = MEGC,
-                    on: tuple[str, str] = ("onset", "offset")) -> pd.DataFrame:
+def match_intervals(
+    proposals: pd.DataFrame,
+    truths: pd.DataFrame,
+    rule: MatchRule = MEGC,
+    on: tuple[str, str] = ("onset", "offset"),
+) -> pd.DataFrame:
     """Match the proposals of ONE video and type to its ground truths, on columns `on`.
 
     Returns one row per TP (proposal and truth), FP (proposal only) and FN (truth only) with
@@ -73,7 +91,11 @@ def match_intervals(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRu
     proposals best score first. Under a rule that is not one-to-one a truth can appear in
     several TP rows.
     """
-    order = proposals.sort_values("score", ascending=False, kind="stable").index if len(proposals) else []
+    order = (
+        proposals.sort_values("score", ascending=False, kind="stable").index
+        if len(proposals)
+        else []
+    )
     gs, ge = truths[on[0]].to_numpy(), truths[on[1]].to_numpy()
     free = np.ones(len(truths), bool)
     rows = []
@@ -92,29 +114,37 @@ def match_intervals(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRu
     return pd.DataFrame(rows, columns=["outcome", "proposal", "truth", "iou"])
 
 
-def match_all(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule = MEGC,
-              on: tuple[str, str] = ("onset", "offset")) -> pd.DataFrame:
+def match_all(
+    proposals: pd.DataFrame,
+    truths: pd.DataFrame,
+    rule: MatchRule = MEGC,
+    on: tuple[str, str] = ("onset", "offset"),
+) -> pd.DataFrame:
     """Match every (video, type) on columns `on`; one row per TP/FP/FN with the intervals of both
     sides (their onset, apex, offset columns, whatever `on` is).
 
     Both inputs have columns video, subject, type, onset, offset and the `on` pair (proposals also
     score, apex). Index labels must be unique within each input.
     """
-    keys = sorted(set(map(tuple, proposals[["video", "type"]].to_numpy().tolist()))
-                  | set(map(tuple, truths[["video", "type"]].to_numpy().tolist())))
+    keys = sorted(
+        set(map(tuple, proposals[["video", "type"]].to_numpy().tolist()))
+        | set(map(tuple, truths[["video", "type"]].to_numpy().tolist()))
+    )
     parts = []
     for video, kind in keys:
         p = proposals[(proposals["video"] == video) & (proposals["type"] == kind)]
         t = truths[(truths["video"] == video) & (truths["type"] == kind)]
         m = match_intervals(p, t, rule, on)
-        subject = (p["subject"].iloc[0] if len(p) else t["subject"].iloc[0])
+        subject = p["subject"].iloc[0] if len(p) else t["subject"].iloc[0]
         m.insert(0, "type", kind)
         m.insert(0, "subject", subject)
         m.insert(0, "video", video)
         for side, frame in (("proposal", p), ("truth", t)):
             for column in ("onset", "apex", "offset") + (("score",) if side == "proposal" else ()):
                 values = frame[column] if column in frame else pd.Series(dtype=float)
-                m[f"{side}_{column}"] = [values.get(i, np.nan) if i != -1 else np.nan for i in m[side]]
+                m[f"{side}_{column}"] = [
+                    values.get(i, np.nan) if i != -1 else np.nan for i in m[side]
+                ]
         parts.append(m)
     columns = ["video", "subject", "type", "outcome", "proposal", "truth", "iou"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
@@ -124,8 +154,16 @@ def scores(tp: int, n: int, m: int) -> dict:
     precision = tp / n if n else 0.0
     recall = tp / m if m else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "TP": tp, "FP": n - tp, "FN": m - tp,
-            "proposals": n, "truths": m}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "TP": tp,
+        "FP": n - tp,
+        "FN": m - tp,
+        "proposals": n,
+        "truths": m,
+    }
 
 
 def summarise(matches: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:

@@ -1,8 +1,7 @@
 """The AUW-GCN network (AUWGCN.md section 5): 39,248 trainable parameters, reference key names.
 
-Input (B, T, 12, 2) float32 normalised MDMO features; output (B, 10, T) logits:
-    0-2 ME start/end/none, 3-5 MaE start/end/none, 6 ME apex, 7 MaE apex, 8 ME action,
-    9 MaE action.
+Input (B, T, 12, 2) float32 normalised MDMO features; output (B, 10, T) logits, channels as in
+spotting/channels.py (0-2 ME start/end/none, 3-5 MaE start/end/none, 6-7 apex, 8-9 action).
 State-dict keys match the reference implementation (`graph_embedding.0.gc1.{weight,bias,adj}`,
 `graph_embedding.0.bn1.*`, `_sequential.{0..7}.*`, `_classification.weight`), so its
 `checkpoint_epoch_EEE.pth.tar` files load with `load_reference_checkpoint` (weights only).
@@ -19,19 +18,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-N_NODES = 12
-N_OUTPUTS = 10
-# Output channel layout.
-ME_START_END = slice(0, 3)
-MAE_START_END = slice(3, 6)
-ME_APEX, MAE_APEX, ME_ACTION, MAE_ACTION = 6, 7, 8, 9
+from spotting.channels import N_NODES, N_OUTPUTS  # the layout: spotting/channels.py
 
 
 @dataclass(frozen=True)
 class ModelDims:
     """Network sizes; the defaults are the paper's (and those of the reference's checkpoints).
     The features fix `in_features`, `nodes` and `outputs`; `graph_channels` and `hidden` are
-    free (config section `model`). Saved with every checkpoint (`dims`), which is built from them."""
+    free (config section `model`). Saved with every checkpoint (`dims`), which is built from
+    them."""
 
     in_features: int = 2  # (x, y) per node
     nodes: int = N_NODES
@@ -43,8 +38,10 @@ class ModelDims:
         fixed = {"in_features": 2, "nodes": N_NODES, "outputs": N_OUTPUTS}
         for name, value in fixed.items():
             if getattr(self, name) != value:
-                raise ValueError(f"{name} must be {value} (fixed by the MDMO features and the "
-                                 f"targets), got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be {value} (fixed by the MDMO features and the "
+                    f"targets), got {getattr(self, name)}"
+                )
         for name in ("graph_channels", "hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -63,16 +60,31 @@ def dims_from_state(state: dict) -> ModelDims:
     ValueError (saying which) when a key is missing or the shapes do not fit one network."""
     missing = [k for k in (_ADJ, _GRAPH_W, _FIRST_CONV, _HEAD) if k not in state]
     if missing:
-        raise ValueError(f"no {', '.join(repr(k) for k in missing)} tensor: not an AUW-GCN state dict")
+        raise ValueError(
+            f"no {', '.join(repr(k) for k in missing)} tensor: not an AUW-GCN state dict"
+        )
     adj, graph_w = tuple(state[_ADJ].shape), tuple(state[_GRAPH_W].shape)
     first, head = tuple(state[_FIRST_CONV].shape), tuple(state[_HEAD].shape)
-    shapes = f"adj {adj}, gc1.weight {graph_w}, _sequential.0.weight {first}, _classification.weight {head}"
-    if (len(adj) != 2 or adj[0] != adj[1] or len(graph_w) != 2 or len(first) != 3 or len(head) != 3
-            or first[1] != adj[0] * graph_w[1] or head[1] != first[0]):
+    shapes = (f"adj {adj}, gc1.weight {graph_w}, _sequential.0.weight {first}, "
+              f"_classification.weight {head}")
+    if (
+        len(adj) != 2
+        or adj[0] != adj[1]
+        or len(graph_w) != 2
+        or len(first) != 3
+        or len(head) != 3
+        or first[1] != adj[0] * graph_w[1]
+        or head[1] != first[0]
+    ):
         raise ValueError(f"tensor shapes do not fit one AUW-GCN ({shapes})")
     try:
-        return ModelDims(in_features=graph_w[0], nodes=adj[0], graph_channels=graph_w[1], hidden=first[0],
-                         outputs=head[0])
+        return ModelDims(
+            in_features=graph_w[0],
+            nodes=adj[0],
+            graph_channels=graph_w[1],
+            hidden=first[0],
+            outputs=head[0],
+        )
     except ValueError as err:
         raise ValueError(f"{err} ({shapes})") from None
 
@@ -114,18 +126,27 @@ class AUWGCN(nn.Module):
         super().__init__()
         adj = torch.as_tensor(np.asarray(adj, dtype=np.float32))
         if adj.shape != (dims.nodes, dims.nodes):
-            raise ValueError(f"adjacency must be ({dims.nodes}, {dims.nodes}), got {tuple(adj.shape)}")
+            raise ValueError(
+                f"adjacency must be ({dims.nodes}, {dims.nodes}), got {tuple(adj.shape)}"
+            )
         self.dims = dims
         self.graph_embedding = nn.Sequential(GraphEmbedding(dims, adj))
         width = dims.nodes * dims.graph_channels  # 192
         h = dims.hidden
         self._sequential = nn.Sequential(
-            nn.Conv1d(width, h, kernel_size=1, bias=False), nn.BatchNorm1d(h), nn.ReLU(),
-            nn.Conv1d(h, h, kernel_size=3, padding=1, bias=False), nn.BatchNorm1d(h), nn.ReLU(),
-            nn.Conv1d(h, h, kernel_size=3, dilation=2, padding=2, bias=False), nn.BatchNorm1d(h),
+            nn.Conv1d(width, h, kernel_size=1, bias=False),
+            nn.BatchNorm1d(h),
+            nn.ReLU(),
+            nn.Conv1d(h, h, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm1d(h),
+            nn.ReLU(),
+            nn.Conv1d(h, h, kernel_size=3, dilation=2, padding=2, bias=False),
+            nn.BatchNorm1d(h),
             nn.ReLU(),
         )
-        self._classification = nn.Conv1d(h, dims.outputs, kernel_size=3, dilation=2, padding=2, bias=False)
+        self._classification = nn.Conv1d(
+            h, dims.outputs, kernel_size=3, dilation=2, padding=2, bias=False
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight)
@@ -141,12 +162,15 @@ class AUWGCN(nn.Module):
         product on (B*T, 192) rows, so no large transposes are made."""
         d = self.dims
         if x.ndim != 4 or x.shape[2:] != (d.nodes, d.in_features):
-            raise ValueError(f"expected input (B, T, {d.nodes}, {d.in_features}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input (B, T, {d.nodes}, {d.in_features}), got {tuple(x.shape)}"
+            )
         b, t = x.shape[:2]
         graph = self.graph_embedding[0]
         gc = graph.gc1
         frame_map = torch.einsum("ij,kc->jkic", gc.adj, gc.weight).reshape(
-            d.nodes * d.in_features, d.nodes * d.graph_channels)
+            d.nodes * d.in_features, d.nodes * d.graph_channels
+        )
         h = torch.addmm(gc.bias.repeat(d.nodes), x.reshape(b * t, -1), frame_map)  # (B*T, 12 * 16)
         h = torch.relu(graph.bn1(h.reshape(-1, d.graph_channels)))  # BN over channels
         h = h.reshape(b * t, d.nodes * d.graph_channels)  # node-major flatten: (B*T, 192)
@@ -180,7 +204,7 @@ def read_reference_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Te
     """(epoch, state_dict) of a reference `checkpoint_epoch_EEE.pth.tar` file (a torch.save of
     {'epoch': e + 1, 'state_dict': sd}), loaded with weights-only unpickling: a file that would
     need arbitrary code to load is refused."""
-    from mespot.errors import UserError
+    from flowcore.errors import UserError
 
     path = Path(path)
     if not path.is_file():
@@ -217,7 +241,7 @@ def load_reference_checkpoint(path: str | Path, model: AUWGCN | None = None) -> 
     tensor shapes (`dims_from_state`: the reference stores none) and the prior from the file's
     `adj`. Returns (model, epoch). UserError when the shapes do not fit our network. Missing
     BN `num_batches_tracked` entries are tolerated."""
-    from mespot.errors import UserError
+    from flowcore.errors import UserError
 
     epoch, state = read_reference_checkpoint(path)
     try:
@@ -227,7 +251,9 @@ def load_reference_checkpoint(path: str | Path, model: AUWGCN | None = None) -> 
     if model is None:
         model = AUWGCN(state[_ADJ].float().numpy(), dims)
     elif model.dims != dims:
-        raise UserError(f"{path}: the checkpoint's dimensions {dims} differ from the model's {model.dims}")
+        raise UserError(
+            f"{path}: the checkpoint's dimensions {dims} differ from the model's {model.dims}"
+        )
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:

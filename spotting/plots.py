@@ -38,22 +38,46 @@ def _bands(ax, matches: pd.DataFrame, kind: str, lo: float, hi: float) -> None:
     for row in part.itertuples():
         if row.outcome in ("TP", "FN") and not pd.isna(row.truth_onset):
             colour = OUTCOME_COLOURS[f"truth {row.outcome}"]
-            ax.axvspan(row.truth_onset, row.truth_offset, ymin=0.0, ymax=0.5, color=colour, alpha=0.25, lw=0)
+            ax.axvspan(
+                row.truth_onset,
+                row.truth_offset,
+                ymin=0.0,
+                ymax=0.5,
+                color=colour,
+                alpha=0.25,
+                lw=0,
+            )
         if row.outcome in ("TP", "FP", "spotted") and not pd.isna(row.proposal_onset):
             # "spotted": a prediction without ground truth to judge it (mespot predict)
-            colour = OUTCOME_COLOURS["spotted TP" if row.outcome == "spotted" else f"spotted {row.outcome}"]
-            ax.axvspan(row.proposal_onset, row.proposal_offset, ymin=0.5, ymax=1.0, color=colour, alpha=0.25, lw=0)
+            colour = OUTCOME_COLOURS[
+                "spotted TP" if row.outcome == "spotted" else f"spotted {row.outcome}"
+            ]
+            ax.axvspan(
+                row.proposal_onset,
+                row.proposal_offset,
+                ymin=0.5,
+                ymax=1.0,
+                color=colour,
+                alpha=0.25,
+                lw=0,
+            )
 
 
-def plot_video_curves(video: str, curves: np.ndarray, frames: np.ndarray, matches: pd.DataFrame,
-                      path: Path, columns=None) -> Path:
+def plot_video_curves(
+    video: str,
+    curves: np.ndarray,
+    frames: np.ndarray,
+    matches: pd.DataFrame,
+    path: Path,
+    columns=None,
+) -> Path:
     """Score curves of one video, ME and MaE panels per row of at most FRAMES_PER_ROW frames.
 
-    curves (N, 8) probabilities in the order of spotting.evaluate.CURVES, frames (N,) their 1-based
+    curves (N, 8) probabilities in the order of spotting.inference.CURVES, frames (N,) their 1-based
     frame numbers; matches: that video's rows of matches.csv (frames). Truth bands fill the lower
     half of a panel, spotted intervals the upper half.
     """
-    from spotting.evaluate import CURVES
+    from spotting.inference import CURVES
 
     columns = list(columns or CURVES)
     n = len(frames)
@@ -66,21 +90,38 @@ def plot_video_curves(video: str, curves: np.ndarray, frames: np.ndarray, matche
         for k, kind in enumerate(("me", "mae")):
             ax = axes[2 * c + k, 0]
             _bands(ax, matches, kind, lo, hi)
-            for name, style, colour in (("apex", "-", "black"), ("start", "--", "tab:purple"),
-                                        ("end", ":", "tab:brown")):
-                ax.plot(frames[sel], curves[sel, columns.index(f"{kind}_{name}")], style, color=colour,
-                        lw=0.9, label=f"p({name})")
+            for name, style, colour in (
+                ("apex", "-", "black"),
+                ("start", "--", "tab:purple"),
+                ("end", ":", "tab:brown"),
+            ):
+                ax.plot(
+                    frames[sel],
+                    curves[sel, columns.index(f"{kind}_{name}")],
+                    style,
+                    color=colour,
+                    lw=0.9,
+                    label=f"p({name})",
+                )
             ax.set_xlim(lo, hi)
             ax.set_ylim(0, 1.02)
             ax.set_ylabel(TYPE_NAMES[kind], fontsize=8)
             if c == 0 and k == 0:
-                ax.set_title(f"{video}: probabilities per frame; bands: truth (lower half), spotted (upper half)",
-                             fontsize=10)
+                ax.set_title(
+                    f"{video}: probabilities per frame; "
+                    "bands: truth (lower half), spotted (upper half)",
+                    fontsize=10,
+                )
             ax.tick_params(labelsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.35) for c in OUTCOME_COLOURS.values()]
     line_handles, line_labels = axes[0, 0].get_legend_handles_labels()
-    axes[0, 0].legend(line_handles + handles, line_labels + list(OUTCOME_COLOURS), fontsize=7, ncol=7,
-                      loc="upper right")
+    axes[0, 0].legend(
+        line_handles + handles,
+        line_labels + list(OUTCOME_COLOURS),
+        fontsize=7,
+        ncol=7,
+        loc="upper right",
+    )
     axes[-1, 0].set_xlabel("frame (1-based, original numbering)")
     return _save(fig, path)
 
@@ -88,12 +129,22 @@ def plot_video_curves(video: str, curves: np.ndarray, frames: np.ndarray, matche
 def plot_metrics_table(metrics: pd.DataFrame, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 1.4))
     ax.axis("off")
-    shown = metrics.set_index("type").loc[["me", "mae", "overall"],
-                                          ["precision", "recall", "f1", "TP", "FP", "FN"]]
-    cells = [[f"{row[c]:.4f}" if c in ("precision", "recall", "f1") else str(int(row[c])) for c in shown.columns]
-             for _, row in shown.iterrows()]
-    table = ax.table(cellText=cells, rowLabels=["ME", "MaE", "overall"], colLabels=list(shown.columns),
-                     loc="center")
+    shown = metrics.set_index("type").loc[
+        ["me", "mae", "overall"], ["precision", "recall", "f1", "TP", "FP", "FN"]
+    ]
+    cells = [
+        [
+            f"{row[c]:.4f}" if c in ("precision", "recall", "f1") else str(int(row[c]))
+            for c in shown.columns
+        ]
+        for _, row in shown.iterrows()
+    ]
+    table = ax.table(
+        cellText=cells,
+        rowLabels=["ME", "MaE", "overall"],
+        colLabels=list(shown.columns),
+        loc="center",
+    )
     table.scale(1, 1.3)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
@@ -103,7 +154,9 @@ def plot_subject_f1(per_subject: pd.DataFrame, path: Path) -> Path:
     table = per_subject.pivot(index="subject", columns="type", values="f1").fillna(0.0)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(table) + 2), 3.2))
     x = np.arange(len(table))
-    for k, (kind, colour) in enumerate((("me", "tab:red"), ("mae", "tab:blue"), ("overall", "black"))):
+    for k, (kind, colour) in enumerate(
+        (("me", "tab:red"), ("mae", "tab:blue"), ("overall", "black"))
+    ):
         if kind in table:
             ax.bar(x + (k - 1) * 0.27, table[kind], width=0.27, color=colour, label=kind)
     ax.set_xticks(x, table.index, rotation=60, fontsize=7)
@@ -160,13 +213,21 @@ def plot_lengths(matches: pd.DataFrame, path: Path) -> Path:
 MDMO_ARROW_SCALE = 4.0  # arrows show 4x the cumulative MDMO displacement
 
 
-def plot_face_strips(video: str, events: list[dict], crops: dict[int, np.ndarray], landmarks: np.ndarray,
-                     mdmo: np.ndarray, frame_numbers: np.ndarray, path: Path) -> Path:
+def plot_face_strips(
+    video: str,
+    events: list[dict],
+    crops: dict[int, np.ndarray],
+    landmarks: np.ndarray,
+    mdmo: np.ndarray,
+    frame_numbers: np.ndarray,
+    path: Path,
+) -> Path:
     """One row per event (a ground truth or a false positive): the face crop at its onset, apex and
     offset with the 12 ROI boxes and arrows of the MDMO motion accumulated since the onset.
 
-    events: dicts with kind ('truth TP', 'truth FN', 'spotted FP'), type, onset, apex, offset (1-based
-    original frames); crops: frame number -> (h, w) uint8; landmarks (T, 68, 2) and mdmo (T-1, 12, 2)
+    events: dicts with kind ('truth TP', 'truth FN', 'spotted FP'), type, onset, apex, offset
+    (1-based original frames); crops: frame number -> (h, w) uint8; landmarks (T, 68, 2) and
+    mdmo (T-1, 12, 2)
     of the video in crop pixels, with frame_numbers (T,) their original numbers.
     """
     from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
@@ -188,15 +249,38 @@ def plot_face_strips(video: str, events: list[dict], crops: dict[int, np.ndarray
             motion = mdmo[start:k].sum(axis=0) if k > start else np.zeros((12, 2), np.float32)
             for node, index in enumerate(ROI_LANDMARKS):
                 x, y = landmarks[k, index]
-                ax.add_patch(plt.Rectangle((x - ROI_RADIUS - 0.5, y - ROI_RADIUS - 0.5), 2 * ROI_RADIUS + 1,
-                                           2 * ROI_RADIUS + 1, fill=False, ec="red", lw=0.6))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (x - ROI_RADIUS - 0.5, y - ROI_RADIUS - 0.5),
+                        2 * ROI_RADIUS + 1,
+                        2 * ROI_RADIUS + 1,
+                        fill=False,
+                        ec="red",
+                        lw=0.6,
+                    )
+                )
                 dx, dy = motion[node] * MDMO_ARROW_SCALE
                 if abs(dx) + abs(dy) > 0.2:
-                    ax.arrow(x, y, dx, dy, color="yellow", width=0.4, head_width=2.0, length_includes_head=True)
+                    ax.arrow(
+                        x,
+                        y,
+                        dx,
+                        dy,
+                        color="yellow",
+                        width=0.4,
+                        head_width=2.0,
+                        length_includes_head=True,
+                    )
             colour = OUTCOME_COLOURS.get(event["kind"], "black")
-            ax.set_title(f"{event['kind']} {event['type'].upper()} {moment} {frame}", fontsize=7, color=colour)
+            ax.set_title(
+                f"{event['kind']} {event['type'].upper()} {moment} {frame}",
+                fontsize=7,
+                color=colour,
+            )
     if not events:
         axes[0, 0].set_title("no ground truth or false positive in this video", fontsize=8)
-    fig.suptitle(f"{video}: ROIs and MDMO motion since onset (arrows x{MDMO_ARROW_SCALE:g})", fontsize=9)
+    fig.suptitle(
+        f"{video}: ROIs and MDMO motion since onset (arrows x{MDMO_ARROW_SCALE:g})", fontsize=9
+    )
     fig.tight_layout()
     return _save(fig, path)

@@ -1,4 +1,5 @@
-"""The AU prior: a 12 x 12 float32 node-adjacency matrix from AU co-occurrence (AUWGCN.md section 4).
+"""The AU prior: a 12 x 12 float32 node-adjacency matrix from AU co-occurrence (AUWGCN.md
+section 4).
 
 For each expression, its parsed AU numbers that appear in the ROI map are kept in order. One
 kept AU adds 1 to M[i, i] for each of its nodes i; two or more add, for every unordered pair of
@@ -17,16 +18,19 @@ from typing import Mapping
 
 import numpy as np
 
-N_NODES = 12
+from spotting.channels import N_NODES
+
 # AU number -> ROI nodes (node order of AUWGCN.md section 3); nodes 6 and 7 (nose) take no AU.
-REFERENCE_AU_NODES: Mapping[int, tuple[int, ...]] = MappingProxyType({
-    1: (0, 1, 4, 5),
-    2: (2, 3),
-    12: (8, 10),
-    14: (8, 10),
-    25: (9, 11),
-    26: (9, 11),
-})
+REFERENCE_AU_NODES: Mapping[int, tuple[int, ...]] = MappingProxyType(
+    {
+        1: (0, 1, 4, 5),
+        2: (2, 3),
+        12: (8, 10),
+        14: (8, 10),
+        25: (9, 11),
+        26: (9, 11),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,9 @@ class PriorParams:
     AU -> node map; `eps` added to each row's L1 norm."""
 
     source: str = "train"
-    au_nodes: Mapping[int, tuple[int, ...]] = field(default_factory=lambda: dict(REFERENCE_AU_NODES))
+    au_nodes: Mapping[int, tuple[int, ...]] = field(
+        default_factory=lambda: dict(REFERENCE_AU_NODES)
+    )
     eps: float = 1e-6
 
     def __post_init__(self):
@@ -44,7 +50,9 @@ class PriorParams:
             raise ValueError(f"prior source must be 'train' or 'all', got {self.source!r}")
         for au, nodes in self.au_nodes.items():
             if any(not 0 <= n < N_NODES for n in nodes):
-                raise ValueError(f"AU{au} maps to nodes {nodes}; nodes must lie in 0..{N_NODES - 1}")
+                raise ValueError(
+                    f"AU{au} maps to nodes {nodes}; nodes must lie in 0..{N_NODES - 1}"
+                )
 
 
 def au_prior(au_lists, params: PriorParams = PriorParams()) -> np.ndarray:

@@ -42,13 +42,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-TYPES = ("me", "mae")
-APEX_CHANNEL = {"me": 6, "mae": 7}
-START_END_CHANNELS = {"me": slice(0, 3), "mae": slice(3, 6)}
+from spotting.channels import APEX as APEX_CHANNEL
+from spotting.channels import START_END as START_END_CHANNELS
+from spotting.channels import TYPES
+
 PROPOSAL_COLUMNS = ["type", "start", "apex", "end", "score"]
 PROPOSAL_VARIANTS = {  # ProposalParams.variant -> what it means, for tables and reports
     "mespot": "mespot arithmetic (float64; start ties to the earliest row)",
-    "reference": "reference arithmetic (float32 as AUW-GCN; start ties to the row nearest the apex)",
+    "reference": "reference arithmetic (float32 as AUW-GCN; "
+                 "start ties to the row nearest the apex)",
 }
 
 
@@ -69,8 +71,10 @@ class ProposalParams:
 
     def __post_init__(self):
         if self.variant not in PROPOSAL_VARIANTS:
-            raise ValueError(f"proposal variant must be one of {', '.join(PROPOSAL_VARIANTS)}, "
-                             f"got {self.variant!r}")
+            raise ValueError(
+                f"proposal variant must be one of {', '.join(PROPOSAL_VARIANTS)}, "
+                f"got {self.variant!r}"
+            )
 
     def distance(self, kind: str) -> tuple[int, int]:
         return self.me_distance if kind == "me" else self.mae_distance
@@ -84,7 +88,9 @@ class ProposalParams:
 
 PRESETS = {
     "casme2": ProposalParams(),
-    "samm": ProposalParams(mae_distance=(6, 27), me_length=(4, 13), mae_length=(12, 81), mae_top_k=6),
+    "samm": ProposalParams(
+        mae_distance=(6, 27), me_length=(4, 13), mae_length=(12, 81), mae_top_k=6
+    ),
 }
 
 
@@ -121,10 +127,16 @@ def probabilities(logits: np.ndarray, kind: str, variant: str = "mespot") -> tup
 
 def _as_text_reads_back(p: np.ndarray) -> np.ndarray:
     """float32 values -> float64 as their shortest text form reads back (the reference's path)."""
-    return np.array([str(v) for v in p], dtype=str).astype(np.float64) if len(p) else p.astype(np.float64)
+    return (
+        np.array([str(v) for v in p], dtype=str).astype(np.float64)
+        if len(p)
+        else p.astype(np.float64)
+    )
 
 
-def candidates(logits: np.ndarray, kind: str, params: ProposalParams = ProposalParams()) -> pd.DataFrame:
+def candidates(
+    logits: np.ndarray, kind: str, params: ProposalParams = ProposalParams()
+) -> pd.DataFrame:
     """All proposals of one type before NMS, columns type, start, apex, end, score (rows)."""
     p_start, p_end, p_apex = probabilities(logits, kind, params.variant)
     n = p_start.shape[0]
@@ -140,14 +152,24 @@ def candidates(logits: np.ndarray, kind: str, params: ProposalParams = ProposalP
     start = start_rows[pick, p_start[start_rows].argmax(axis=1)] if len(apex) else apex
     end = end_rows[pick, p_end[end_rows].argmax(axis=1)] if len(apex) else apex
     low, high = params.length(kind)
-    keep = ((p_start[start] > p_end[start]) & (p_start[end] < p_end[end])
-            & (end - start >= low) & (end - start <= high))
+    keep = (
+        (p_start[start] > p_end[start])
+        & (p_start[end] < p_end[end])
+        & (end - start >= low)
+        & (end - start <= high)
+    )
     s, e, a = start[keep], end[keep], apex[keep]
     if params.variant == "reference":
-        score = _as_text_reads_back(p_start[s]) * _as_text_reads_back(p_end[e]) * _as_text_reads_back(p_apex[a])
+        score = (
+            _as_text_reads_back(p_start[s])
+            * _as_text_reads_back(p_end[e])
+            * _as_text_reads_back(p_apex[a])
+        )
     else:
         score = p_start[s] * p_end[e] * p_apex[a]
-    return pd.DataFrame({"type": kind, "start": s, "apex": a, "end": e, "score": score}, columns=PROPOSAL_COLUMNS)
+    return pd.DataFrame(
+        {"type": kind, "start": s, "apex": a, "end": e, "score": score}, columns=PROPOSAL_COLUMNS
+    )
 
 
 def length_iou(start: np.ndarray, end: np.ndarray, s: int, e: int) -> np.ndarray:
@@ -176,5 +198,7 @@ def nms(proposals: pd.DataFrame, iou_threshold: float, top_k: int) -> pd.DataFra
 
 def spot_video(logits: np.ndarray, params: ProposalParams = ProposalParams()) -> pd.DataFrame:
     """Kept proposals of both types for one video (rows), best first within each type."""
-    parts = [nms(candidates(logits, kind, params), params.nms_iou, params.top_k(kind)) for kind in TYPES]
+    parts = [
+        nms(candidates(logits, kind, params), params.nms_iou, params.top_k(kind)) for kind in TYPES
+    ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PROPOSAL_COLUMNS)

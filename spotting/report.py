@@ -17,49 +17,68 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mespot import __version__
-from mespot.errors import UserError
+from flowcore.version import __version__
+from flowcore.errors import UserError
 from spotting import plots
+from spotting.run_folder import RunFolder
 
 SELECTION_ORDER = ("last", "inner-val", "oracle")  # then fixed-N
 
 
-def _evaluations(run: Path) -> dict[str, Path]:
-    found = {p.name: p for p in sorted((run / "evaluation").glob("*")) if (p / "metrics.json").is_file()}
-    order = [n for n in SELECTION_ORDER if n in found] + sorted(n for n in found if n not in SELECTION_ORDER)
+def _evaluations(run: RunFolder) -> dict[str, Path]:
+    found = run.evaluations()
+    order = [n for n in SELECTION_ORDER if n in found] + sorted(
+        n for n in found if n not in SELECTION_ORDER
+    )
     return {n: found[n] for n in order}
 
 
-def read_losses(run: Path) -> dict[str, pd.DataFrame]:
+def read_losses(run: str | Path) -> dict[str, pd.DataFrame]:
     """Training loss per epoch of every fold, from its TensorBoard scalars."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     losses = {}
-    for tb in sorted((run / "folds").glob("*/tb")):
+    tensorboards = (f.tensorboard_path for f in RunFolder(run).folds())
+    for tb in (tb for tb in tensorboards if tb.is_dir()):
         acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
         acc.Reload()
         if "train/loss" in acc.Tags().get("scalars", []):
             events = acc.Scalars("train/loss")
-            losses[tb.parent.name] = pd.DataFrame({"epoch": [e.step for e in events],
-                                                   "loss": [e.value for e in events]}).drop_duplicates("epoch", keep="last")
+            losses[tb.parent.name] = pd.DataFrame(
+                {"epoch": [e.step for e in events], "loss": [e.value for e in events]}
+            ).drop_duplicates("epoch", keep="last")
     return losses
 
 
 def _image(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+    )
 
 
 def _table(frame: pd.DataFrame, max_rows: int = 400) -> str:
-    note = f"<p>first {max_rows} of {len(frame)} rows; all in the CSV</p>" if len(frame) > max_rows else ""
-    return frame.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", border=0) + note
+    note = (
+        f"<p>first {max_rows} of {len(frame)} rows; all in the CSV</p>"
+        if len(frame) > max_rows
+        else ""
+    )
+    return (
+        frame.head(max_rows).to_html(
+            index=False, float_format=lambda v: f"{v:.4f}", na_rep="", border=0
+        )
+        + note
+    )
 
 
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:.85em}td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:right}
+table{border-collapse:collapse;font-size:.85em}
+td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:right}
 figure{margin:1em 0}img{max-width:100%}figcaption{font-size:.8em;color:#555}
-.warn{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em}pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.8em}"""
+.warn{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em}
+pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.8em}"""
 
 
 def face_strip_events(matches: pd.DataFrame) -> list[dict]:
@@ -67,22 +86,36 @@ def face_strip_events(matches: pd.DataFrame) -> list[dict]:
     events = []
     for row in matches.itertuples():
         if row.outcome in ("TP", "FN"):
-            events.append({"kind": f"truth {row.outcome}", "type": row.type, "onset": row.truth_onset,
-                           "apex": row.truth_apex, "offset": row.truth_offset})
+            events.append(
+                {
+                    "kind": f"truth {row.outcome}",
+                    "type": row.type,
+                    "onset": row.truth_onset,
+                    "apex": row.truth_apex,
+                    "offset": row.truth_offset,
+                }
+            )
         if row.outcome == "FP":
-            events.append({"kind": "spotted FP", "type": row.type, "onset": row.proposal_onset,
-                           "apex": row.proposal_apex, "offset": row.proposal_offset})
+            events.append(
+                {
+                    "kind": "spotted FP",
+                    "type": row.type,
+                    "onset": row.proposal_onset,
+                    "apex": row.proposal_apex,
+                    "offset": row.proposal_offset,
+                }
+            )
     return sorted(events, key=lambda e: e["onset"])
 
 
-def _face_strips(run: Path, matches: pd.DataFrame, videos: list[str], figures: Path) -> list[str]:
+def _face_strips(
+    run: RunFolder, matches: pd.DataFrame, videos: list[str], figures: Path
+) -> list[str]:
     import zarr
 
     from flowcore.pictures import face_crops
 
-    from spotting.evaluate import run_config, run_store
-
-    store = run_store(run, run_config(run))
+    store = run.store_path(run.read_config())
     root = zarr.open_group(store, mode="r")
     parts = []
     for video in videos:
@@ -92,11 +125,24 @@ def _face_strips(run: Path, matches: pd.DataFrame, videos: list[str], figures: P
         try:
             crops = face_crops(store, video, sorted(numbers))
         except Exception as err:  # frames moved or deleted since extraction: say so, go on
-            parts.append(f"<p>{html.escape(video)}: face crops unavailable ({html.escape(str(err))})</p>")
+            parts.append(
+                f"<p>{html.escape(video)}: face crops unavailable ({html.escape(str(err))})</p>"
+            )
             continue
-        png = plots.plot_face_strips(video, events, crops, group["landmarks"][...], group["mdmo"][...],
-                                     group["frame_numbers"][...], figures / f"faces_{video}.png")
-        parts.append(_image(png, f"{video}: faces at onset, apex and offset of each truth and false positive"))
+        png = plots.plot_face_strips(
+            video,
+            events,
+            crops,
+            group["landmarks"][...],
+            group["mdmo"][...],
+            group["frame_numbers"][...],
+            figures / f"faces_{video}.png",
+        )
+        parts.append(
+            _image(
+                png, f"{video}: faces at onset, apex and offset of each truth and false positive"
+            )
+        )
     return parts
 
 
@@ -108,85 +154,149 @@ def _how_counted(summary: dict) -> str:
     return "; ".join(parts)
 
 
-def build_report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
+def build_report(
+    run: str | Path, select: str | None = None, faces: list[str] | bool = False
+) -> Path:
     """Write run/report.html and run/report/*.png; return the HTML path.
 
     faces: True (every video) or a list of video ids: add strips of face crops at the onset, apex
     and offset of each ground truth and false positive (frames are re-read from the dataset)."""
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a run folder (no config.json)")
+    run = RunFolder(run)
+    if not run.config_path.is_file():
+        raise UserError(f"{run.path} is not a run folder (no config.json)")
     evaluations = _evaluations(run)
     if not evaluations:
-        raise UserError(f"{run} has no evaluation yet; run `mespot evaluate {run}` first")
+        raise UserError(f"{run.path} has no evaluation yet; run `mespot evaluate {run.path}` first")
     primary = select or next(iter(evaluations))
     if primary not in evaluations:
-        raise UserError(f"no evaluation '{primary}' in {run}; have: {', '.join(evaluations)}")
-    figures = run / "report"
+        raise UserError(f"no evaluation '{primary}' in {run.path}; have: {', '.join(evaluations)}")
+    figures = run.figures_path
     figures.mkdir(exist_ok=True)
     for old in figures.glob("*.png"):
         old.unlink()
-    summaries = {name: json.loads((path / "metrics.json").read_text()) for name, path in evaluations.items()}
+    summaries = {
+        name: json.loads((path / "metrics.json").read_text()) for name, path in evaluations.items()
+    }
     ev = evaluations[primary]
     matches = pd.read_csv(ev / "matches.csv")
-    title = "/".join(run.absolute().parts[-2:])
-    body = [f"<h1>mespot run report: {html.escape(title)}</h1>",
-            f"<p>mespot {__version__}; curves and lists below use the <b>{html.escape(summaries[primary]['selection_label'])}</b>"
-            f" selection; matching rule <b>{summaries[primary]['rule']}</b>; proposal preset "
-            f"<b>{summaries[primary]['preset']}</b>. Frame numbers are 1-based in each video's original numbering.</p>"]
-
-    body.append("<h2>Metrics</h2>")
-    for name, summary in summaries.items():
-        metrics = pd.DataFrame.from_dict(summary["metrics"], orient="index").reset_index(names="type")
-        if summary["test_set_selection"]:
-            body.append('<p class="warn"><b>Test-set selection.</b> The epoch of each fold was chosen on '
-                        "that fold's test subject, as the reference implementation did. These numbers are "
-                        "optimistic and only for comparison with published results.</p>")
-        png = plots.plot_metrics_table(metrics, summary["selection_label"], figures / f"metrics_{name}.png")
-        body.append(f"<h3>{html.escape(summary['selection_label'])}</h3>" + _image(png, f"metrics, {name}"))
-        body.append("<p>" + html.escape(_how_counted(summary)) + "</p>")
-        body.append("<p>epochs used per fold: " + html.escape(", ".join(f"{k}: {v}" for k, v in summary["epochs"].items())) + "</p>")
-    per_subject = pd.read_csv(ev / "metrics_per_subject.csv", dtype={"subject": str})
-    body.append("<h2>Per subject</h2>" + _image(plots.plot_subject_f1(per_subject, figures / "subject_f1.png"),
-                                                 "F1 per subject"))
-
-    body.append("<h2>Score curves per video</h2>")
-    curves = np.load(ev / "curves.npz")
-    columns = [str(c) for c in curves["columns"]]
-    videos = sorted(k for k in curves.files if k != "columns" and not k.endswith(".frames"))
-    for video in videos:
-        png = plots.plot_video_curves(video, curves[video], curves[f"{video}.frames"],
-                                      matches[matches["video"] == video], figures / f"curves_{video}.png", columns)
-        body.append(_image(png, f"{video}: ME and MaE probabilities; truth and spotted intervals"))
-
+    title = "/".join(run.path.absolute().parts[-2:])
+    body = [
+        f"<h1>mespot run report: {html.escape(title)}</h1>",
+        f"<p>mespot {__version__}; curves and lists below use the "
+        f"<b>{html.escape(summaries[primary]['selection_label'])}</b>"
+        f" selection; matching rule <b>{summaries[primary]['rule']}</b>; proposal preset "
+        f"<b>{summaries[primary]['preset']}</b>. Frame numbers are 1-based in each video's "
+        "original numbering.</p>",
+    ]
+    body += _metrics_section(summaries, ev, figures)
+    videos, curves_html = _curves_section(ev, matches, figures)
+    body += curves_html
     if faces:
         chosen = videos if faces is True else [v for v in videos if v in set(faces)]
         missing = [] if faces is True else sorted(set(faces) - set(videos))
         if missing:
-            raise UserError(f"--faces: no evaluated video {', '.join(missing)}; have: {', '.join(videos)}")
+            raise UserError(
+                f"--faces: no evaluated video {', '.join(missing)}; have: {', '.join(videos)}"
+            )
         body.append("<h2>Faces at onset, apex and offset</h2>")
         body.extend(_face_strips(run, matches, chosen, figures))
+    body += _training_section(run, matches, figures)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>mespot report {html.escape(run.path.name)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    )
+    run.report_path.write_text(page, encoding="utf-8")
+    return run.report_path
 
-    body.append("<h2>Training</h2>")
-    body.append(_image(plots.plot_losses(read_losses(run), figures / "losses.png"), "training loss per fold"))
-    folds = [json.loads(p.read_text()) for p in sorted((run / "folds").glob("*/fold.json"))]
+
+def _metrics_section(summaries: dict, ev: Path, figures: Path) -> list[str]:
+    """Metrics of every evaluated selection (test-set selection flagged), F1 per subject."""
+    body = ["<h2>Metrics</h2>"]
+    for name, summary in summaries.items():
+        metrics = pd.DataFrame.from_dict(summary["metrics"], orient="index").reset_index(
+            names="type"
+        )
+        if summary["test_set_selection"]:
+            body.append(
+                '<p class="warn"><b>Test-set selection.</b> The epoch of each fold was chosen on '
+                "that fold's test subject, as the reference implementation did. These numbers are "
+                "optimistic and only for comparison with published results.</p>"
+            )
+        png = plots.plot_metrics_table(
+            metrics, summary["selection_label"], figures / f"metrics_{name}.png"
+        )
+        body.append(
+            f"<h3>{html.escape(summary['selection_label'])}</h3>" + _image(png, f"metrics, {name}")
+        )
+        body.append("<p>" + html.escape(_how_counted(summary)) + "</p>")
+        body.append(
+            "<p>epochs used per fold: "
+            + html.escape(", ".join(f"{k}: {v}" for k, v in summary["epochs"].items()))
+            + "</p>"
+        )
+    per_subject = pd.read_csv(ev / "metrics_per_subject.csv", dtype={"subject": str})
+    body.append(
+        "<h2>Per subject</h2>"
+        + _image(plots.plot_subject_f1(per_subject, figures / "subject_f1.png"), "F1 per subject")
+    )
+    return body
+
+
+def _curves_section(ev: Path, matches: pd.DataFrame, figures: Path) -> tuple[list[str], list[str]]:
+    """(the evaluated videos, the score curves of each with truth and spotted intervals)."""
+    body = ["<h2>Score curves per video</h2>"]
+    curves = np.load(ev / "curves.npz")
+    columns = [str(c) for c in curves["columns"]]
+    videos = sorted(k for k in curves.files if k != "columns" and not k.endswith(".frames"))
+    for video in videos:
+        png = plots.plot_video_curves(
+            video,
+            curves[video],
+            curves[f"{video}.frames"],
+            matches[matches["video"] == video],
+            figures / f"curves_{video}.png",
+            columns,
+        )
+        body.append(_image(png, f"{video}: ME and MaE probabilities; truth and spotted intervals"))
+    return videos, body
+
+
+def _training_section(run: RunFolder, matches: pd.DataFrame, figures: Path) -> list[str]:
+    """Losses, the AU prior, interval lengths, the TP/FP/FN list, the configuration and the
+    repaired or skipped annotations."""
+    body = ["<h2>Training</h2>"]
+    body.append(
+        _image(
+            plots.plot_losses(read_losses(run.path), figures / "losses.png"),
+            "training loss per fold",
+        )
+    )
+    folds = [f.read_meta() for f in run.folds()]
     if folds:
         prior = np.mean([np.array(f["prior"]) for f in folds], axis=0)
-        title = f"AU prior (mean over {len(folds)} folds, source: {folds[0].get('prior_source', '?')} subjects)"
+        source = folds[0].get("prior_source", "?")
+        title = f"AU prior (mean over {len(folds)} folds, source: {source} subjects)"
         body.append(_image(plots.plot_prior(prior, title, figures / "prior.png"), title))
-    body.append("<h2>Interval lengths</h2>" + _image(plots.plot_lengths(matches, figures / "lengths.png"),
-                                                     "lengths of truth and spotted intervals"))
-
+    body.append(
+        "<h2>Interval lengths</h2>"
+        + _image(
+            plots.plot_lengths(matches, figures / "lengths.png"),
+            "lengths of truth and spotted intervals",
+        )
+    )
     body.append("<h2>True positives, false positives, misses</h2>")
     shown = matches.drop(columns=[c for c in ("proposal", "truth") if c in matches])
     body.append(_table(shown))
-    body.append("<h2>Configuration</h2><pre>" + html.escape((run / "config.json").read_text()) + "</pre>")
-    issues_path = run / "annotation_issues.csv"
-    issues = pd.read_csv(issues_path) if issues_path.is_file() and issues_path.stat().st_size else pd.DataFrame()
-    body.append(f"<h2>Repaired or skipped annotations ({len(issues)})</h2>"
-                + (_table(issues) if len(issues) else "<p>none</p>"))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>mespot report {html.escape(run.name)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
-    out = run / "report.html"
-    out.write_text(page, encoding="utf-8")
-    return out
+    body.append("<h2>Configuration</h2><pre>" + html.escape(run.config_path.read_text()) + "</pre>")
+    issues_path = run.issues_path
+    issues = (
+        pd.read_csv(issues_path)
+        if issues_path.is_file() and issues_path.stat().st_size
+        else pd.DataFrame()
+    )
+    body.append(
+        f"<h2>Repaired or skipped annotations ({len(issues)})</h2>"
+        + (_table(issues) if len(issues) else "<p>none</p>")
+    )
+    return body

@@ -23,9 +23,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from spotting.annotations import AnnotationTable, Issue
-from spotting.features import FeatureSet, VideoFeatures
+from flowcore.store import FeatureSet, VideoFeatures
 
-TYPES = ("me", "mae")  # type index 0, 1
+from spotting.channels import TYPES  # type index 0, 1
+
 START, END, NONE = 0, 1, 2  # start/end/none classes
 
 
@@ -77,7 +78,9 @@ class VideoTargets:
     used_frames: tuple[tuple[int, int, int, int], ...] = ()
 
 
-def resolve_expression(s: int, a: int, e: int, n_rows: int) -> tuple[tuple[int, int, int] | None, list[str]]:
+def resolve_expression(
+    s: int, a: int, e: int, n_rows: int
+) -> tuple[tuple[int, int, int] | None, list[str]]:
     """Apply section 6's rules to one expression in rows (-1 = not annotated).
 
     Returns ((s, a, e) or None when skipped, notes). Rules in order: skip when two or more are
@@ -125,12 +128,12 @@ def video_targets(n_rows: int, expressions, params: WindowParams = WindowParams(
     used = []
     for t, s, a, e in expressions:
         r = params.radius(t)
-        start_end[t, max(s - r, 0): max(min(s + r, n_rows - 1) + 1, 0)] = START
-        start_end[t, max(e - r, 0): max(min(e + r, n_rows - 1) + 1, 0)] = END
+        start_end[t, max(s - r, 0) : max(min(s + r, n_rows - 1) + 1, 0)] = START
+        start_end[t, max(e - r, 0) : max(min(e + r, n_rows - 1) + 1, 0)] = END
         for j in range(-r, r + 1):
             if 0 <= a + j < n_rows:
                 apex[t, a + j] = math.exp(-(j * j) / params.apex_spread)
-        action[t, max(s, 0): e + 1] = 1.0
+        action[t, max(s, 0) : e + 1] = 1.0
         used.append((t, s, a, e))
     return VideoTargets(start_end, apex, action, tuple(used))
 
@@ -145,8 +148,16 @@ def annotation_targets(
     frame = table.frame
     for r in frame.itertuples(index=False):
         if r.video_id not in by_video:
-            issues.append(Issue(int(r.source_row), r.subject, r.video_id, r.expression,
-                                "video not in the feature store", "skipped"))
+            issues.append(
+                Issue(
+                    int(r.source_row),
+                    r.subject,
+                    r.video_id,
+                    r.expression,
+                    "video not in the feature store",
+                    "skipped",
+                )
+            )
             continue
         by_video[r.video_id].append(r)
     targets: dict[str, VideoTargets] = {}
@@ -158,21 +169,39 @@ def annotation_targets(
             mapped = frames_to_rows(frames, video.frame_numbers)
             for r, (s, a, e) in zip(rows, mapped.tolist()):
                 if r.subject != video.subject:
-                    issues.append(Issue(int(r.source_row), r.subject, vid, r.expression,
-                                        "subject differs from the store's", "kept",
-                                        f"store says {video.subject!r}"))
+                    issues.append(
+                        Issue(
+                            int(r.source_row),
+                            r.subject,
+                            vid,
+                            r.expression,
+                            "subject differs from the store's",
+                            "kept",
+                            f"store says {video.subject!r}",
+                        )
+                    )
                 got, notes = resolve_expression(s, a, e, video.n_rows)
                 action = "skipped" if got is None else "repaired"
                 for note in notes if got is not None else notes[-1:]:
                     reason, _, detail = note.partition(": ")
-                    issues.append(Issue(int(r.source_row), r.subject, vid, r.expression,
-                                        reason, action, detail))
+                    issues.append(
+                        Issue(
+                            int(r.source_row), r.subject, vid, r.expression, reason, action, detail
+                        )
+                    )
                 if got is not None:
                     resolved.append((TYPES.index(r.type), *got))
-                    resolved_frames.append((TYPES.index(r.type),
-                                            *expression_frames((r.onset, r.apex, r.offset), (s, a, e), got,
-                                                               video.frame_numbers)))
-        targets[vid] = replace(video_targets(video.n_rows, resolved, params), used_frames=tuple(resolved_frames))
+                    resolved_frames.append(
+                        (
+                            TYPES.index(r.type),
+                            *expression_frames(
+                                (r.onset, r.apex, r.offset), (s, a, e), got, video.frame_numbers
+                            ),
+                        )
+                    )
+        targets[vid] = replace(
+            video_targets(video.n_rows, resolved, params), used_frames=tuple(resolved_frames)
+        )
     return targets, issues
 
 
@@ -215,7 +244,9 @@ class WindowSet:
 
 
 def build_windows(
-    videos: list[VideoFeatures], targets: dict[str, VideoTargets], params: WindowParams = WindowParams()
+    videos: list[VideoFeatures],
+    targets: dict[str, VideoTargets],
+    params: WindowParams = WindowParams(),
 ) -> WindowSet:
     """Cut every video into ceil(N / L) windows (vectorised per video; see the module docstring)."""
     L, C = params.length, params.context
@@ -227,9 +258,9 @@ def build_windows(
             continue
         padded_len = n_win * L + 2 * C
         x = np.zeros((padded_len, 12, 2), np.float32)
-        x[C: C + n] = v.mdmo
+        x[C : C + n] = v.mdmo
         valid = np.zeros(padded_len, bool)
-        valid[C: C + n] = True
+        valid[C : C + n] = True
         starts = np.arange(n_win) * L  # window i starts at padded row i*L = video row i*L - C
         take = starts[:, None] + np.arange(L + 2 * C)[None, :]
         xs.append(x[take])
@@ -247,12 +278,14 @@ def build_windows(
     if not xs:
         raise ValueError("no video has a feature row")
     return WindowSet(
-        x=np.concatenate(xs), valid=np.concatenate(valids),
+        x=np.concatenate(xs),
+        valid=np.concatenate(valids),
         start_end=np.ascontiguousarray(np.concatenate(ses)),
         apex=np.ascontiguousarray(np.concatenate(apexes)),
         action=np.ascontiguousarray(np.concatenate(actions)),
-        video=np.concatenate(vids), first_row=np.concatenate(firsts).astype(np.int64),
-        video_ids=tuple(v.video_id for v in videos), subjects=tuple(v.subject for v in videos),
+        video=np.concatenate(vids),
+        first_row=np.concatenate(firsts).astype(np.int64),
+        video_ids=tuple(v.video_id for v in videos),
+        subjects=tuple(v.subject for v in videos),
         n_rows=tuple(v.n_rows for v in videos),
     )
-

@@ -48,7 +48,8 @@ def service_lab(tmp_path_factory) -> dict:
     from flowcore import ExtractParams, extract_source
     from flowcore.faces import FaceParams
     from mespot.synth import SMALL, generate_dataset
-    from spotting.train import RunConfig, TrainParams, train_loso
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
 
     lab = tmp_path_factory.mktemp("lab")
     data, stores = lab / "data", lab / "stores"
@@ -60,7 +61,7 @@ def service_lab(tmp_path_factory) -> dict:
     assert not report.failed, report.summary()
     config = RunConfig(store=str(stores / "tiny.zarr"), annotations=str(tiny / "ground_truth.csv"),
                        train=TrainParams(epochs=2, batch_size=2))
-    train_loso(config, stores / "runs" / "tiny", show_progress=False, tensorboard=False)
+    train_loso(config, stores / "runs" / "tiny", tensorboard=False)
     return {"root": lab, "data": data, "stores": stores, "tiny": tiny}
 
 
@@ -79,8 +80,9 @@ def tiny_run(tmp_path_factory) -> dict:
     test changes."""
     from flowcore import ExtractParams, extract_source
     from flowcore.faces import FaceParams
-    from flowcore.testing import write_casme2
-    from spotting.train import RunConfig, TrainParams, train_loso
+    from mespot.testing import write_casme2
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
 
     base = tmp_path_factory.mktemp("tiny-run")
     data = write_casme2(base / "data", TINY_VIDEOS)
@@ -91,7 +93,7 @@ def tiny_run(tmp_path_factory) -> dict:
     truth.write_text(TINY_TRUTH)
     config = RunConfig(store=str(base / "store.zarr"), annotations=str(truth),
                        train=TrainParams(epochs=2, batch_size=2))
-    train_loso(config, base / "run", show_progress=False, tensorboard=False)
+    train_loso(config, base / "run", tensorboard=False)
     return {"base": base, "data": data, "store": base / "store.zarr", "truth": truth,
             "run": base / "run"}
 

@@ -1,4 +1,5 @@
-"""`mespot bench`: it times every usable flow backend and a training step, and says which is fastest."""
+"""`mespot bench`: it times every usable flow backend and a training step, and says which is
+fastest."""
 
 import json
 
@@ -12,14 +13,19 @@ from mespot.cli import main
 
 def test_bench_times_flow_backends_and_a_training_step(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--size", "48", "--repeats", "1", "--threads", "2", "--out", str(out)]) == 0
+    assert (
+        main(["bench", "--size", "48", "--repeats", "1", "--threads", "2", "--out", str(out)]) == 0
+    )
     record = json.loads(out.read_text())
     assert {row["backend"] for row in record["flow"]} == set(available_backends())
     assert all(row["pairs_per_s"] > 0 and row["size"] == 48 for row in record["flow"])
     train = record["training"]
     assert train["seconds_per_step"] > 0
     assert train["loso_casme2_estimate_s"] == pytest.approx(train["seconds_per_step"] * LOSO_STEPS)
-    assert record["suggested_backend"] == max(record["flow"], key=lambda r: r["pairs_per_s"])["backend"]
+    assert (
+        record["suggested_backend"]
+        == max(record["flow"], key=lambda r: r["pairs_per_s"])["backend"]
+    )
     assert record["versions"]["mespot"] and record["threads"] == 2
     printed = capsys.readouterr().err
     assert f"extract: --backend {record['suggested_backend']}" in printed

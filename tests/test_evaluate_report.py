@@ -10,14 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mespot.errors import UserError
-from spotting.evaluate import (ORACLE_FIRST_EPOCH, count, evaluate_run, ground_truth, parse_selection,
-                               scale_label, spot_subjects)
-from spotting.features import FeatureSet, VideoFeatures, create_store, write_video
+from flowcore.errors import UserError
+from spotting.evaluate import (
+    ORACLE_FIRST_EPOCH,
+    count,
+    evaluate_run,
+    ground_truth,
+    parse_selection,
+    scale_label,
+    spot_subjects,
+)
+from flowcore.store import FeatureSet, VideoFeatures
+from mespot.testing import create_store, write_subsampled_store, write_video
 from spotting.metrics import MEGC, REFERENCE, summarise
 from spotting.proposals import PRESETS
 from spotting.report import build_report
-from spotting.train import RunConfig, TrainParams, prepare, train_loso
+from spotting.config import RunConfig, TrainParams
+from spotting.data import prepare
+from spotting.loso import train_loso
 from spotting.windows import WindowParams
 
 EPOCHS = 18
@@ -27,24 +37,13 @@ EPOCHS = 18
 def run(tmp_path_factory) -> Path:
     """3 subjects x 1 video x 600 rows subsampled 1-in-2 (frame numbers 1, 3, 5, ...), two macro-
     and one micro-expression each, trained 18 epochs with weights kept every epoch."""
-    base = tmp_path_factory.mktemp("evaluate")
-    rng = np.random.default_rng(0)
-    root = create_store(base / "store.zarr")
-    lines = ["subject,video,onset,apex,offset,type,au"]
-    frame_numbers = 1 + 2 * np.arange(601)  # original frames 1, 3, ..., 1201
-    for k, subject in enumerate(("s1", "s2", "s3")):
-        mdmo = rng.normal(0, 0.2, (600, 12, 2)).astype(np.float32)
-        for row in (40 + k, 300 + 2 * k):
-            mdmo[row: row + 30, 8:12, 1] += 1.5
-            lines.append(f"{subject},{subject}_v,{frame_numbers[row]},{frame_numbers[row + 15]},"
-                         f"{frame_numbers[row + 30]},mae,12+25")
-        mdmo[150: 162, 0:6, 1] -= 1.0
-        lines.append(f"{subject},{subject}_v,{frame_numbers[150]},{frame_numbers[156]},{frame_numbers[162]},me,R1")
-        write_video(root, f"{subject}_v", subject, mdmo, frame_numbers)
-    (base / "gt.csv").write_text("\n".join(lines) + "\n")
-    config = RunConfig(store=str(base / "store.zarr"), annotations=str(base / "gt.csv"),
-                       train=TrainParams(epochs=EPOCHS, batch_size=4, save_every=1, inner_val=1))
-    train_loso(config, base / "run", show_progress=False, tensorboard=True)
+    base = write_subsampled_store(tmp_path_factory.mktemp("evaluate"))
+    config = RunConfig(
+        store=str(base / "store.zarr"),
+        annotations=str(base / "gt.csv"),
+        train=TrainParams(epochs=EPOCHS, batch_size=4, save_every=1, inner_val=1),
+    )
+    train_loso(config, base / "run", tensorboard=True)
     return base / "run"
 
 
@@ -61,8 +60,15 @@ def test_last_epoch_evaluation_files_and_frames(run):
     e = evaluate_run(run, "last")
     assert set(e.epochs.values()) == {EPOCHS}
     out = run / "evaluation" / "last"
-    for name in ("metrics.csv", "metrics.json", "intervals.csv", "matches.csv", "metrics_per_subject.csv",
-                 "metrics_per_video.csv", "curves.npz"):
+    for name in (
+        "metrics.csv",
+        "metrics.json",
+        "intervals.csv",
+        "matches.csv",
+        "metrics_per_subject.csv",
+        "metrics_per_video.csv",
+        "curves.npz",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["test_set_selection"] is False and summary["rule"] == "megc"
@@ -70,7 +76,15 @@ def test_last_epoch_evaluation_files_and_frames(run):
     assert metrics.loc["overall", "truths"] == 9
     assert metrics.loc["overall", "TP"] == metrics.loc["me", "TP"] + metrics.loc["mae", "TP"]
     intervals = pd.read_csv(out / "intervals.csv")
-    assert list(intervals.columns[:7]) == ["video", "subject", "type", "onset", "offset", "apex", "score"]
+    assert list(intervals.columns[:7]) == [
+        "video",
+        "subject",
+        "type",
+        "onset",
+        "offset",
+        "apex",
+        "score",
+    ]
     assert (intervals["onset"] % 2 == 1).all()  # original numbering: kept frames are 1, 3, 5, ...
     matches = pd.read_csv(out / "matches.csv")
     truth = matches.dropna(subset=["truth_onset"])
@@ -86,9 +100,16 @@ def f1_per_epoch(run: Path, folder: Path, subjects: list[str], epochs) -> dict[i
     truths = ground_truth(prep, windows)
     f1 = {}
     for epoch in epochs:
-        found, _ = spot_subjects(prep, folder / f"weights_epoch_{epoch:03d}.safetensors", subjects,
-                                 PRESETS["casme2"], windows)
-        table = summarise(count(found, truths[truths["subject"].isin(subjects)], MEGC, prep.features))
+        found, _ = spot_subjects(
+            prep,
+            folder / f"weights_epoch_{epoch:03d}.safetensors",
+            subjects,
+            PRESETS["casme2"],
+            windows,
+        )
+        table = summarise(
+            count(found, truths[truths["subject"].isin(subjects)], MEGC, prep.features)
+        )
         f1[epoch] = table.set_index("type").loc["overall", "f1"]
     return f1
 
@@ -97,10 +118,14 @@ def f1_per_epoch(run: Path, folder: Path, subjects: list[str], epochs) -> dict[i
 def test_oracle_picks_the_best_test_epoch_and_says_so(run):
     e = evaluate_run(run, "oracle")
     for subject, chosen in e.epochs.items():
-        f1 = f1_per_epoch(run, run / "folds" / subject, [subject], range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1))
+        f1 = f1_per_epoch(
+            run, run / "folds" / subject, [subject], range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1)
+        )
         assert f1[chosen] == max(f1.values())
         assert chosen == min(k for k, v in f1.items() if v == f1[chosen])  # ties: the earliest
-    assert json.loads((run / "evaluation" / "oracle" / "metrics.json").read_text())["test_set_selection"]
+    assert json.loads((run / "evaluation" / "oracle" / "metrics.json").read_text())[
+        "test_set_selection"
+    ]
 
 
 @pytest.mark.slow
@@ -118,7 +143,8 @@ def test_inner_validation_picks_the_epoch_on_held_out_training_subjects(run, tmp
         val = json.loads((inner / "inner.json").read_text())["val_subjects"]
         assert len(val) == 1 and subject not in val
         assert json.loads((inner / "fold.json").read_text())["train_subjects"] == sorted(
-            {"s1", "s2", "s3"} - {subject} - set(val))
+            {"s1", "s2", "s3"} - {subject} - set(val)
+        )
         f1 = f1_per_epoch(run, inner, val, range(1, EPOCHS + 1))
         assert chosen == min(k for k, v in f1.items() if v == max(f1.values()))
     # a run without inner models says how to get them
@@ -148,8 +174,17 @@ def test_report_embeds_every_picture(run):
     page = build_report(run).read_text()
     pictures = sorted((run / "report").glob("*.png"))
     names = {p.stem for p in pictures}
-    assert {"metrics_last", "metrics_oracle", "subject_f1", "losses", "prior", "lengths",
-            "curves_s1_v", "curves_s2_v", "curves_s3_v"} <= names
+    assert {
+        "metrics_last",
+        "metrics_oracle",
+        "subject_f1",
+        "losses",
+        "prior",
+        "lengths",
+        "curves_s1_v",
+        "curves_s2_v",
+        "curves_s3_v",
+    } <= names
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(embedded) == len(pictures)
     for path in pictures:
@@ -170,7 +205,9 @@ def test_report_of_a_run_without_true_positives(run, tmp_path):
     config = json.loads((copy / "config.json").read_text())
     gt = Path(config["annotations"])
     shifted = pd.read_csv(gt)
-    shifted[["onset", "apex", "offset"]] = shifted[["onset", "apex", "offset"]] + 600  # truth moved away
+    shifted[["onset", "apex", "offset"]] = (
+        shifted[["onset", "apex", "offset"]] + 600
+    )  # truth moved away
     moved = tmp_path / "gt.csv"
     shifted.to_csv(moved, index=False)
     config["annotations"] = str(moved)
@@ -185,9 +222,16 @@ def test_long_video_curves_are_split_into_rows(tmp_path):
 
     n = 12000
     curves = np.random.default_rng(0).random((n, 8)).astype(np.float32)
-    matches = pd.DataFrame({"type": ["me", "mae"], "outcome": ["FP", "FN"], "truth_onset": [np.nan, 5000],
-                            "truth_offset": [np.nan, 5040], "proposal_onset": [200, np.nan],
-                            "proposal_offset": [210, np.nan]})
+    matches = pd.DataFrame(
+        {
+            "type": ["me", "mae"],
+            "outcome": ["FP", "FN"],
+            "truth_onset": [np.nan, 5000],
+            "truth_offset": [np.nan, 5040],
+            "proposal_onset": [200, np.nan],
+            "proposal_offset": [210, np.nan],
+        }
+    )
     path = plot_video_curves("long", curves, np.arange(1, n + 1), matches, tmp_path / "long.png")
     from PIL import Image
 
@@ -213,23 +257,47 @@ def test_command_line_evaluate_and_report(run, capsys):
 # ------------------------------------------------ SAMM-LV scales (issue 13, point 7)
 
 SAMM_FRAMES = 1 + 8 * np.arange(41)  # 200 fps kept 1 in 8: original frames 1, 9, 17, ...
-TRUTH_COLUMNS = ["video", "subject", "type", "onset", "apex", "offset", "onset_row", "apex_row", "offset_row"]
+TRUTH_COLUMNS = [
+    "video",
+    "subject",
+    "type",
+    "onset",
+    "apex",
+    "offset",
+    "onset_row",
+    "apex_row",
+    "offset_row",
+]
 ROW_COLUMNS = ["video", "subject", "type", "onset", "apex", "offset", "score"]
 
 
 def samm_features(videos=("006_1", "006_2")) -> FeatureSet:
-    return FeatureSet("samm.zarr", "samm-lv", "test", {}, {
-        v: VideoFeatures(v, "006", 25.0, np.zeros((40, 12, 2), np.float32), SAMM_FRAMES) for v in videos})
+    return FeatureSet(
+        "samm.zarr",
+        "samm-lv",
+        "test",
+        {},
+        {
+            v: VideoFeatures(v, "006", 25.0, np.zeros((40, 12, 2), np.float32), SAMM_FRAMES)
+            for v in videos
+        },
+    )
 
 
 def test_samm_frames_and_rows_count_differently_near_iou_half():
     features = samm_features()
     # the same truth, frames 80..104 (rows 9..12), in two videos
-    truths = pd.DataFrame([(v, "006", "me", 80, 92, 104, 9, 11, 12) for v in ("006_1", "006_2")],
-                          columns=TRUTH_COLUMNS)
-    proposals = pd.DataFrame([("006_1", "006", "me", 8, 10, 12, 0.9),  # frames 65..97: IoU 18/40
-                              ("006_2", "006", "me", 10, 11, 13, 0.9)],  # frames 81..105: IoU 24/26
-                             columns=ROW_COLUMNS)
+    truths = pd.DataFrame(
+        [(v, "006", "me", 80, 92, 104, 9, 11, 12) for v in ("006_1", "006_2")],
+        columns=TRUTH_COLUMNS,
+    )
+    proposals = pd.DataFrame(
+        [
+            ("006_1", "006", "me", 8, 10, 12, 0.9),  # frames 65..97: IoU 18/40
+            ("006_2", "006", "me", 10, 11, 13, 0.9),
+        ],  # frames 81..105: IoU 24/26
+        columns=ROW_COLUMNS,
+    )
     megc = count(proposals, truths, MEGC, features)
     assert megc.loc[megc["outcome"] == "TP", "video"].tolist() == ["006_2"]
     # the reference's rows: proposal row + 1 against frame // 8: [9, 13] vs [10, 13] -> 3/4 TP;
@@ -252,21 +320,32 @@ def fake_run(base: Path, proposals: pd.DataFrame, monkeypatch) -> Path:
     root = create_store(base / "store.zarr", dataset="samm-lv")
     for video in ("006_1", "006_2"):
         write_video(root, video, "006", np.zeros((40, 12, 2), np.float32), SAMM_FRAMES, fps=25.0)
-    (base / "gt.csv").write_text("subject,video,onset,apex,offset,type,au\n"
-                                 "006,006_1,80,92,104,me,R12\n006,006_2,80,92,104,me,R12\n")
+    (base / "gt.csv").write_text(
+        "subject,video,onset,apex,offset,type,au\n"
+        "006,006_1,80,92,104,me,R12\n006,006_2,80,92,104,me,R12\n"
+    )
     run = base / "run"
     (run / "folds" / "006").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"store": str(base / "store.zarr"),
-                                                 "annotations": str(base / "gt.csv"), "windows": {}}))
-    (run / "folds" / "006" / "fold.json").write_text(json.dumps({"status": "complete", "test_subject": "006"}))
+    (run / "config.json").write_text(
+        json.dumps(
+            {"store": str(base / "store.zarr"), "annotations": str(base / "gt.csv"), "windows": {}}
+        )
+    )
+    (run / "folds" / "006" / "fold.json").write_text(
+        json.dumps({"status": "complete", "test_subject": "006"})
+    )
     (run / "folds" / "006" / "weights_epoch_001.safetensors").touch()
-    monkeypatch.setattr(spotting.evaluate, "spot_subjects", lambda *args, **kwargs: (proposals.copy(), {}))
+    monkeypatch.setattr(
+        spotting.evaluate, "spot_subjects", lambda *args, **kwargs: (proposals.copy(), {})
+    )
     return run
 
 
 def test_samm_evaluation_matches_in_original_frames_and_names_its_scale(tmp_path, monkeypatch):
-    proposals = pd.DataFrame([("006_1", "006", "me", 8, 10, 12, 0.9), ("006_2", "006", "me", 10, 11, 13, 0.8)],
-                             columns=ROW_COLUMNS)
+    proposals = pd.DataFrame(
+        [("006_1", "006", "me", 8, 10, 12, 0.9), ("006_2", "006", "me", 10, 11, 13, 0.8)],
+        columns=ROW_COLUMNS,
+    )
     run = fake_run(tmp_path, proposals, monkeypatch)
     megc = evaluate_run(run, "last")
     out = run / "evaluation" / "last"
@@ -283,23 +362,30 @@ def test_samm_evaluation_matches_in_original_frames_and_names_its_scale(tmp_path
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["rule"] == "megc" and summary["scale"] == "frames: original 200 fps numbering"
     assert set(pd.read_csv(out / "metrics.csv")["scale"]) == {"frames: original 200 fps numbering"}
-    assert set(pd.read_csv(out / "metrics_per_video.csv")["scale"]) == {"frames: original 200 fps numbering"}
+    assert set(pd.read_csv(out / "metrics_per_video.csv")["scale"]) == {
+        "frames: original 200 fps numbering"
+    }
     reference = evaluate_run(run, "last", rule="reference")
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["rule"] == "reference" and summary["scale"] == "rows: subsampled /8"
     assert reference.metrics.set_index("type").loc["overall", "TP"] == 1
-    assert reference.matches.loc[reference.matches["outcome"] == "TP", "video"].tolist() == ["006_1"]
+    assert reference.matches.loc[reference.matches["outcome"] == "TP", "video"].tolist() == [
+        "006_1"
+    ]
     assert megc.matches.loc[megc.matches["outcome"] == "TP", "video"].tolist() == ["006_2"]
 
 
 def test_proposal_arithmetic_follows_the_store_and_is_stated(tmp_path, monkeypatch, capsys):
-    from spotting.results_command import print_metrics
+    from mespot.commands.results import print_metrics
 
     run = fake_run(tmp_path, pd.DataFrame(columns=ROW_COLUMNS), monkeypatch)
     seen = []
-    monkeypatch.setattr("spotting.evaluate.spot_subjects",
-                        lambda prep, weights, subjects, params, *a, **k: (seen.append(params.variant) or
-                                                                          (pd.DataFrame(columns=ROW_COLUMNS), {})))
+    monkeypatch.setattr(
+        "spotting.evaluate.spot_subjects",
+        lambda prep, weights, subjects, params, *a, **k: (
+            seen.append(params.variant) or (pd.DataFrame(columns=ROW_COLUMNS), {})
+        ),
+    )
     e = evaluate_run(run, "last")
     assert e.proposals == "mespot" and seen == ["mespot"]
     import zarr
@@ -308,7 +394,9 @@ def test_proposal_arithmetic_follows_the_store_and_is_stated(tmp_path, monkeypat
     e = evaluate_run(run, "last")
     assert e.proposals == "reference" and seen[-1] == "reference"  # --compat features
     summary = json.loads((run / "evaluation" / "last" / "metrics.json").read_text())
-    assert summary["proposals"] == "reference" and summary["proposal_params"]["variant"] == "reference"
+    assert (
+        summary["proposals"] == "reference" and summary["proposal_params"]["variant"] == "reference"
+    )
     print_metrics([e])
     printed = " ".join(capsys.readouterr().out.split())
     assert "reference arithmetic" in printed and "rows" not in printed and "200 fps" in printed
@@ -329,23 +417,33 @@ def test_samm_layout_store_end_to_end_names_its_scales(synth_small_samm, tmp_pat
     from flowcore.flow import TVL1Params
     from flowcore.sources import open_source
     from spotting.annotations import read_annotations
-    from spotting.train import RunConfig, TrainParams, train_loso
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
 
-    quick = ExtractParams(tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2), faces=FaceParams(resize=48))
+    quick = ExtractParams(
+        tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2), faces=FaceParams(resize=48)
+    )
     report = run_extraction(open_source(synth_small_samm), tmp_path / "f.zarr", quick, workers=1)
     assert not report.failed, report.summary()
     workbook = synth_small_samm / "SAMM_LongVideos_V1_Release.xlsx"
-    config = RunConfig(store=str(tmp_path / "f.zarr"), annotations=str(workbook),
-                       train=TrainParams(epochs=3, batch_size=2))
-    train_loso(config, tmp_path / "run", show_progress=False, tensorboard=False)
+    config = RunConfig(
+        store=str(tmp_path / "f.zarr"),
+        annotations=str(workbook),
+        train=TrainParams(epochs=3, batch_size=2),
+    )
+    train_loso(config, tmp_path / "run", tensorboard=False)
     truth = read_annotations(workbook).frame
     assert (truth["offset"] > 0).all() and (truth["onset"] % 8 != 1).any()  # not all on kept frames
-    for rule, scale in (("reference", "rows: subsampled /8"), ("megc", "frames: original 200 fps numbering")):
+    for rule, scale in (
+        ("reference", "rows: subsampled /8"),
+        ("megc", "frames: original 200 fps numbering"),
+    ):
         e = evaluate_run(tmp_path / "run", "last", rule=rule)
         assert e.scale == scale and e.proposals == "mespot"
         assert set(pd.read_csv(e.out / "metrics_per_subject.csv")["scale"]) == {scale}
         assert json.loads((e.out / "metrics.json").read_text())["scale"] == scale
         assert e.metrics.set_index("type").loc["overall", "truths"] == len(truth)
         shown = pd.read_csv(e.out / "matches.csv").dropna(subset=["truth_onset"])
-        assert sorted(map(tuple, shown[["truth_onset", "truth_offset"]].astype(int).values.tolist())) == \
-            sorted(map(tuple, truth[["onset", "offset"]].values.tolist()))
+        assert sorted(
+            map(tuple, shown[["truth_onset", "truth_offset"]].astype(int).values.tolist())
+        ) == sorted(map(tuple, truth[["onset", "offset"]].values.tolist()))

@@ -13,7 +13,8 @@ from flowcore.extract import ExtractParams, RunOptions
 from flowcore.faces import FaceParams
 from flowcore.flow import TVL1Params
 from flowcore.sources import open_source
-from flowcore.testing import write_casme2, write_samm, write_video_file
+from spotting.annotations import read_source_annotations
+from mespot.testing import write_casme2, write_samm, write_video_file
 
 QUICK = ExtractParams(tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2),
                       faces=FaceParams(resize=48))
@@ -91,7 +92,7 @@ def test_unreadable_workbook_does_not_stop_extraction(casme2_run):
     root, source, report = casme2_run
     assert report.count("complete") == 2  # the workbook is not needed to extract
     with pytest.raises(Exception, match=r"code_final\.xlsx"):
-        source.annotations()
+        read_source_annotations(source)
 
 
 def test_resume_redoes_only_incomplete_videos(casme2_run, tmp_path):
@@ -192,27 +193,53 @@ def test_command_config_file_sets_any_parameter_and_flags_win(casme2_run, tmp_pa
     code = main(["extract", str(root), "--out", str(store), "--config", str(config), "-q"])
     captured = capsys.readouterr()
     assert "other extraction parameters" not in captured.err  # the same parameters: resumed
-    assert code == 1 and "2 already complete (skipped), 2 failed" in captured.out  # the bad ones fail again
+    # the bad ones fail again
+    assert code == 1 and "2 already complete (skipped), 2 failed" in captured.out
 
     quick = tmp_path / "quick.yaml"
-    quick.write_text("tvl1:\n  n_scales: 2\n  n_warps: 1\n  outer_iterations: 2\nfaces:\n  resize: 48\n")
+    quick.write_text(
+        "tvl1:\n  n_scales: 2\n  n_warps: 1\n  outer_iterations: 2\nfaces:\n  resize: 48\n"
+    )
     one = tmp_path / "one"
     write_casme2(one, {"15_0101disgustingteeth": 3})
-    assert main(["extract", str(one), "--out", str(tmp_path / "a.zarr"), "--config", str(quick),
-                 "--resize", "64", "--backend", "torch", "-q"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(one),
+                "--out",
+                str(tmp_path / "a.zarr"),
+                "--config",
+                str(quick),
+                "--resize",
+                "64",
+                "--backend",
+                "torch",
+                "-q",
+            ]
+        )
+        == 0
+    )
     params = dict(zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs)["params"]
     assert params["tvl1"]["n_scales"] == 2 and params["tvl1"]["n_warps"] == 1  # from the file
     assert params["tvl1"]["tau"] == TVL1Params().tau  # not in the file: the default
     assert params["faces"]["resize"] == 64 and params["flow_backend"] == "torch"  # flags win
     assert params["faces"]["margin"] == 0.1
 
-    for text, message in (("tvl1:\n  taus: 1\n", "unknown key 'taus'"),
-                          ("tvl1:\n  tau: -1\n", "tau must be > 0"),
-                          ("tvl1: 3\n", "'tvl1' must be a mapping"),
-                          ("- a list\n", "expected a mapping")):
+    for text, message in (
+        ("tvl1:\n  taus: 1\n", "unknown key 'taus'"),
+        ("tvl1:\n  tau: -1\n", "tau must be > 0"),
+        ("tvl1: 3\n", "'tvl1' must be a mapping"),
+        ("- a list\n", "expected a mapping"),
+    ):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
-        assert main(["extract", str(one), "--out", str(tmp_path / "b.zarr"), "--config", str(bad), "-q"]) == 2
+        assert (
+            main(
+                ["extract", str(one), "--out", str(tmp_path / "b.zarr"), "--config", str(bad), "-q"]
+            )
+            == 2
+        )
         error = capsys.readouterr().err
         assert message in error and str(bad) in error, error
     assert not (tmp_path / "b.zarr").exists()
@@ -229,8 +256,9 @@ def test_cuda_flow_and_mdmo_on_the_device(tmp_path):
     source = open_source(tmp_path)
     params = replace(QUICK, flow_backend="torch")
     cpu = run_extraction(source, tmp_path / "cpu.zarr", params, OPTIONS, workers=1)
-    gpu = run_extraction(source, tmp_path / "gpu.zarr", params, RunOptions(device="cuda"),
-                         workers=1)
+    gpu = run_extraction(
+        source, tmp_path / "gpu.zarr", params, RunOptions(device="cuda"), workers=1
+    )
     assert cpu.count("complete") == gpu.count("complete") == 1, gpu.summary()
     a = _arrays(tmp_path / "cpu.zarr", "15_0101disgustingteeth")["mdmo"]
     b = _arrays(tmp_path / "gpu.zarr", "15_0101disgustingteeth")["mdmo"]
@@ -244,24 +272,33 @@ def test_explicit_subsampling_through_the_public_entry_point(tmp_path):
     from flowcore import extract_source
 
     write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 7})
-    report = extract_source(tmp_path / "data", tmp_path / "f.zarr", replace(QUICK, subsample=2),
-                            OPTIONS, workers=1)
+    report = extract_source(
+        tmp_path / "data", tmp_path / "f.zarr", replace(QUICK, subsample=2), OPTIONS, workers=1
+    )
     assert report.count("complete") == 1, report.summary()
     store = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")
     video = store["videos/15_0101disgustingteeth"]
     assert video["frame_numbers"][...].tolist() == [1, 3, 5, 7]
     assert (video.attrs["fps"], video.attrs["subsample"], store.attrs["params"]["subsample"]) == (
-        15.0, 2, 2)
+        15.0,
+        2,
+        2,
+    )
 
 
 def test_known_translation_gives_its_flow_and_no_roi_motion(tmp_path):
     from dataclasses import replace
 
-    from flowcore.testing import DRIFT
+    from mespot.testing import DRIFT
 
     write_casme2(tmp_path / "data", {"15_0101disgustingteeth": 5})
-    report = run_extraction(open_source(tmp_path / "data"), tmp_path / "f.zarr",
-                            replace(QUICK, save_flow=True), OPTIONS, workers=1)
+    report = run_extraction(
+        open_source(tmp_path / "data"),
+        tmp_path / "f.zarr",
+        replace(QUICK, save_flow=True),
+        OPTIONS,
+        workers=1,
+    )
     assert report.count("complete") == 1, report.summary()
     video = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")["videos/15_0101disgustingteeth"]
     box = video["face_box"][...]
@@ -282,9 +319,9 @@ def test_frame_cache_gives_the_same_bytes_as_decoding_again(casme2_run, tmp_path
     from dataclasses import replace
 
     one = replace(one, videos=tuple(v for v in one.videos if v.video_id == "15_0102eatingworms"))
-    report = run_extraction(one, tmp_path / "f.zarr", QUICK, RunOptions(batch_size=3,
-                                                                       frame_cache_mb=0),
-                            workers=1)
+    report = run_extraction(
+        one, tmp_path / "f.zarr", QUICK, RunOptions(batch_size=3, frame_cache_mb=0), workers=1
+    )
     assert report.count("complete") == 1, report.summary()
     again = _arrays(tmp_path / "f.zarr", "15_0102eatingworms")  # decoded twice (no cache)
     cached = _arrays(root / "features.zarr", "15_0102eatingworms")  # crops cached

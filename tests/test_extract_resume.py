@@ -16,7 +16,7 @@ from flowcore.batch import run_extraction
 from flowcore.extract import ExtractParams, RunOptions
 from flowcore.faces import FaceParams
 from flowcore.sources import open_source
-from flowcore.testing import write_casme2
+from mespot.testing import write_casme2
 
 VIDEOS = {f"15_0{code}x": 10 for code in ("101", "102", "401", "402", "502", "503")}
 ARRAYS = ("mdmo", "landmarks", "face_box", "frame_numbers")

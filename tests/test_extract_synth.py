@@ -9,6 +9,7 @@ from flowcore.extract import ExtractParams
 from flowcore.faces import FaceParams
 from flowcore.flow import TVL1Params
 from flowcore.sources import open_source
+from spotting.annotations import read_source_annotations
 
 QUICK = ExtractParams(tvl1=TVL1Params(n_scales=2, n_warps=1, outer_iterations=2),
                       faces=FaceParams(resize=48))
@@ -36,5 +37,5 @@ def test_synthetic_layouts_extract(tmp_path, layout, fps, kept):
     assert numbers.tolist() == list(range(1, 1 + step * kept, step))
     assert group.attrs["fps"] == fps / step
     assert np.isfinite(group["mdmo"][...]).all()
-    table = source.annotations()  # read by spotting's reader from the generated workbook
+    table = read_source_annotations(source)  # spotting's reader, the workbook the source found
     assert set(table.frame["video_id"]) <= {video_id}

@@ -6,7 +6,7 @@ import pytest
 from flowcore.faces import (FaceBackend, FaceParams, _crop_for, face_backend, face_crop,
                             fit_frame, flag_bad_fits, repair_landmarks)
 from flowcore.landmarks import FaceNotFoundError
-from flowcore.testing import face_frames
+from mespot.testing import face_frames
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,9 @@ from flowcore.flow.synthetic import (
     render_second,
     translation_flow,
 )
-from flowcore.flow.torch_tvl1 import flow_torch, median_filter, resize_linear, warp_cubic
+from flowcore.flow.torch_tvl1 import (flow_torch, median_filter, resize_linear, solve_level_tensors,
+                                      warp_cubic)
+from flowcore.flow.tvl1_numba import solve_level_numba
 
 BACKENDS = ["opencv", "torch"]
 SIZE = 64
@@ -225,17 +227,19 @@ def test_gamma_illumination_term_agrees(bump_pair):
     assert end_point_error(b, truth) < 0.5 * end_point_error(plain, truth)
 
 
-@pytest.mark.parametrize("use_numba", [True, False], ids=["numba", "tensors"])
-def test_batch_equals_single_pairs(use_numba):
+@pytest.mark.parametrize("solver", [solve_level_numba, solve_level_tensors],
+                         ids=["numba", "tensors"])
+def test_batch_equals_single_pairs(solver):
     """Per-sample stopping: a pair's flow does not depend on the rest of its batch."""
     texture = np.array(face_texture(32))
     shifts = [(0.3, 0.0), (0.0, 0.0), (1.5, -1.0)]  # the identical pair stops at once
     first = torch.from_numpy(np.stack([texture] * 3))
-    second = torch.from_numpy(np.stack(
-        [render_second(texture, translation_flow(texture.shape, *s)) for s in shifts]))
-    batch = flow_torch(first, second, TVL1Params(), use_numba=use_numba)
+    second = torch.from_numpy(
+        np.stack([render_second(texture, translation_flow(texture.shape, *s)) for s in shifts])
+    )
+    batch = flow_torch(first, second, TVL1Params(), solver)
     for i in range(3):
-        single = flow_torch(first[i : i + 1], second[i : i + 1], TVL1Params(), use_numba=use_numba)
+        single = flow_torch(first[i : i + 1], second[i : i + 1], TVL1Params(), solver)
         torch.testing.assert_close(batch[i : i + 1], single, rtol=0, atol=1e-5)
 
 
@@ -246,8 +250,8 @@ def test_numba_kernel_matches_tensor_path():
     second = render_second(first, truth)
     a = torch.from_numpy(np.stack([first, second]))
     b = torch.from_numpy(np.stack([second, first]))
-    fused = flow_torch(a, b, TVL1Params(), use_numba=True)
-    tensors = flow_torch(a, b, TVL1Params(), use_numba=False)
+    fused = flow_torch(a, b, TVL1Params(), solve_level_numba)
+    tensors = flow_torch(a, b, TVL1Params(), solve_level_tensors)
     # float rounding moves a stopping decision now and then; the paths drift apart that little
     assert (fused - tensors).abs().mean() < 0.02
 
@@ -258,8 +262,12 @@ def test_cuda_matches_cpu(shifted_pair):
     cpu = compute_flow(first, second, backend="torch")
     gpu = compute_flow(first, second, backend="torch", device="cuda")
     assert end_point_error(_interior(cpu), _interior(gpu)) < 1e-3
-    tensors = compute_flow(torch.from_numpy(first).cuda(), torch.from_numpy(second).cuda(),
-                           backend="torch", device="cuda")
+    tensors = compute_flow(
+        torch.from_numpy(first).cuda(),
+        torch.from_numpy(second).cuda(),
+        backend="torch",
+        device="cuda",
+    )
     assert tensors.device.type == "cuda"
 
 

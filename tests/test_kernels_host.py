@@ -5,6 +5,7 @@ recomputation and per-sample stopping, checked without a GPU."""
 import ctypes
 import shutil
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,15 @@ extern "C" void tvl1_iteration_host(const float* I1wx, const float* I1wy, const 
             }
             continue;
         }
-        const Tvl1Fields f = {I1wx + s * plane, I1wy + s * plane, grad + s * plane, rho_c + s * plane,
-                              u + s * field, px + s * field, py + s * field, c, h, w};
+        const Tvl1Fields f = {I1wx + s * plane, I1wy + s * plane, grad + s * plane,
+                              rho_c + s * plane, u + s * field, px + s * field, py + s * field,
+                              c, h, w};
         const Tvl1Constants k = {l_t, theta, taut, gamma};
         float e = 0.0f;
         for (int y = 0; y < h; ++y)
             for (int x = 0; x < w; ++x)
-                e += tvl1_pixel_step(f, k, y, x, u_out + s * field, px_out + s * field, py_out + s * field);
+                e += tvl1_pixel_step(f, k, y, x, u_out + s * field, px_out + s * field,
+                                     py_out + s * field);
         error[s] = e;
     }
 }
@@ -54,8 +57,21 @@ def host_kernel(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kernel")
     (folder / "host.cpp").write_text(HOST_LOOP)
     library = folder / "tvl1_host.so"
-    subprocess.run([compiler, "-O2", "-ffp-contract=off", "-shared", "-fPIC", f"-I{KERNELS}",
-                    str(folder / "host.cpp"), "-o", str(library)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            compiler,
+            "-O2",
+            "-ffp-contract=off",
+            "-shared",
+            "-fPIC",
+            f"-I{KERNELS}",
+            str(folder / "host.cpp"),
+            "-o",
+            str(library),
+        ],
+        check=True,
+        capture_output=True,
+    )
     function = ctypes.CDLL(str(library)).tvl1_iteration_host
     function.restype = None
     return function
@@ -77,20 +93,38 @@ def _host_step(host_kernel):
 
     def step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t, theta, taut, gamma):
         n, c, h, w = u.shape
-        fields = [np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in (I1wx, I1wy, grad, rho_c, u, px, py)]
+        fields = [
+            np.ascontiguousarray(t.numpy(), dtype=np.float32)
+            for t in (I1wx, I1wy, grad, rho_c, u, px, py)
+        ]
         outputs = [np.full((n, c, h, w), np.nan, np.float32) for _ in range(3)]
         error = np.zeros(n, np.float32)
         active = keep.reshape(-1).numpy().astype(np.uint8)
         pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
-        host_kernel(*(pointer(a) for a in fields), *(pointer(o) for o in outputs), pointer(error), pointer(active),
-                    ctypes.c_int(n), ctypes.c_int(c), ctypes.c_int(h), ctypes.c_int(w), ctypes.c_float(l_t),
-                    ctypes.c_float(theta), ctypes.c_float(taut), ctypes.c_float(gamma))
+        host_kernel(
+            *(pointer(a) for a in fields),
+            *(pointer(o) for o in outputs),
+            pointer(error),
+            pointer(active),
+            ctypes.c_int(n),
+            ctypes.c_int(c),
+            ctypes.c_int(h),
+            ctypes.c_int(w),
+            ctypes.c_float(l_t),
+            ctypes.c_float(theta),
+            ctypes.c_float(taut),
+            ctypes.c_float(gamma),
+        )
         return (*(torch.from_numpy(o) for o in outputs), torch.from_numpy(error))
 
     return step
 
 
-L_T, THETA, TAUT = 0.15 * 0.3, 0.3, 0.25 / 0.3  # OpenCV's defaults: lambda theta, theta, tau / theta
+L_T, THETA, TAUT = (
+    0.15 * 0.3,
+    0.3,
+    0.25 / 0.3,
+)  # OpenCV's defaults: lambda theta, theta, tau / theta
 
 
 @pytest.mark.parametrize("components, gamma", [(2, 0.0), (3, 0.4)])
@@ -110,13 +144,15 @@ def test_host_build_of_the_fused_iteration_matches_the_torch_step(host_kernel, c
 def test_whole_flow_with_the_fused_iteration_matches_the_torch_path(host_kernel):
     from flowcore.flow import TVL1Params
     from flowcore.flow.synthetic import face_pairs
-    from flowcore.flow.torch_tvl1 import flow_torch
+    from flowcore.flow.torch_tvl1 import flow_torch, solve_level_tensors
 
     first, second = (torch.from_numpy(a.astype(np.float32)) for a in face_pairs((40, 48), 2))
     second[1] = torch.roll(second[1], 1, dims=1)  # the two samples stop at different iterations
     params = TVL1Params(n_scales=3, n_warps=2, outer_iterations=3)
-    fused = flow_torch(first, second, params, use_numba=False, step=_host_step(host_kernel))
-    tensors = flow_torch(first, second, params, use_numba=False)
+    fused = flow_torch(
+        first, second, params, partial(solve_level_tensors, step=_host_step(host_kernel))
+    )
+    tensors = flow_torch(first, second, params, solve_level_tensors)
     assert fused.shape == (2, 2, 40, 48) and tensors.abs().mean() > 0.1  # real motion was found
     # float rounding moves a stopping decision now and then; the paths drift apart that little
     assert (fused - tensors).abs().mean() < 0.02
@@ -126,7 +162,9 @@ def test_whole_flow_with_the_fused_iteration_matches_the_torch_path(host_kernel)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("components, gamma", [(2, 0.0), (3, 0.4)])
 def test_cuda_fused_iteration_matches_the_torch_step(components, gamma):
-    pytest.importorskip("cupy", reason="the CUDA kernels are launched with CuPy (pip install mespot[gpu])")
+    pytest.importorskip(
+        "cupy", reason="the CUDA kernels are launched with CuPy (pip install mespot[gpu])"
+    )
     from flowcore.flow.cuda_kernels import fused_iteration
 
     n, h, w = 3, 37, 70  # several blocks, partial ones at the edges
@@ -144,13 +182,15 @@ def test_cuda_fused_iteration_matches_the_torch_step(components, gamma):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_flow_with_the_fused_iteration_matches_the_torch_path():
-    pytest.importorskip("cupy", reason="the CUDA kernels are launched with CuPy (pip install mespot[gpu])")
+    pytest.importorskip(
+        "cupy", reason="the CUDA kernels are launched with CuPy (pip install mespot[gpu])"
+    )
     from flowcore.flow import TVL1Params
     from flowcore.flow.cuda_kernels import fused_step
     from flowcore.flow.synthetic import face_pairs
-    from flowcore.flow.torch_tvl1 import flow_torch
+    from flowcore.flow.torch_tvl1 import flow_torch, solve_level_tensors
 
     first, second = (torch.from_numpy(a.astype(np.float32)).cuda() for a in face_pairs((96, 96), 4))
-    fused = flow_torch(first, second, TVL1Params(), step=fused_step)
-    tensors = flow_torch(first, second, TVL1Params())
+    fused = flow_torch(first, second, TVL1Params(), partial(solve_level_tensors, step=fused_step))
+    tensors = flow_torch(first, second, TVL1Params(), solve_level_tensors)
     assert (fused - tensors).abs().mean() < 0.02

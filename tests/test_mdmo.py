@@ -196,7 +196,7 @@ def _random_case(seed, n=6, size=48):
 def test_numpy_matches_reference(compat):
     params = MDMOParams(compat=compat)
     flow, lm = _random_case(3)
-    expected = np.stack([mdmo_reference(f, l, params) for f, l in zip(flow, lm)])
+    expected = np.stack([mdmo_reference(f, marks, params) for f, marks in zip(flow, lm)])
     out = mdmo(flow, lm, params)
     assert out.dtype == np.float32 and out.shape == (6, 12, 2)
     np.testing.assert_array_equal(out, expected)

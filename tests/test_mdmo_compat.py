@@ -318,7 +318,7 @@ def test_near_still_faces_match_the_reference(monkeypatch):
     rng = np.random.default_rng(2)
     flow, lm = _flows(rng, 12, 0.05, 0.6), _face_landmarks(rng, 12)
     out = mdmo(flow, lm, COMPAT)
-    expected = np.stack([ref_frame(f, l) for f, l in zip(flow, lm)])
+    expected = np.stack([ref_frame(f, marks) for f, marks in zip(flow, lm)])
     np.testing.assert_array_equal(_bits(out), _bits(expected))
     assert calls, "no set had equal norms of different vectors: the tie order went untested"
     assert np.abs(out).max() > 0
@@ -329,7 +329,7 @@ def test_moving_faces_match_the_reference():
     flow, lm = _flows(rng, 6, 1.0, 8.0), _face_landmarks(rng, 6)
     flow[0, :, :10] = 25.0  # clipped at 10 px
     out = mdmo(flow, lm, COMPAT)
-    expected = np.stack([ref_frame(f, l) for f, l in zip(flow, lm)])
+    expected = np.stack([ref_frame(f, marks) for f, marks in zip(flow, lm)])
     np.testing.assert_array_equal(_bits(out), _bits(expected))
     np.testing.assert_array_equal(mdmo_reference(flow[1], lm[1], COMPAT), out[1])
 
@@ -353,7 +353,7 @@ def test_compat_store_holds_the_reference_numbers(tmp_path, monkeypatch):
     from flowcore.extract import ExtractParams, RunOptions
     from flowcore.faces import FaceParams
     from flowcore.sources import open_source
-    from flowcore.testing import face_frames, write_frames
+    from mespot.testing import face_frames, write_frames
 
     flows = []
     compute = flowcore.flow.compute_flow
@@ -371,5 +371,5 @@ def test_compat_store_holds_the_reference_numbers(tmp_path, monkeypatch):
     flow = np.concatenate([np.asarray(f) for f in flows])
     assert flow.shape[0] == stored.shape[0] == 4 and len(flows) > 1  # several batches
     assert np.abs(flow).max() < 1.0  # near-still
-    expected = np.stack([ref_frame(f, l) for f, l in zip(flow, landmarks[1:])])
+    expected = np.stack([ref_frame(f, marks) for f, marks in zip(flow, landmarks[1:])])
     np.testing.assert_array_equal(_bits(stored), _bits(expected))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from spotting.model import (
     AUWGCN, ModelDims, count_parameters, decay_parameter_names, load_reference_checkpoint,
 )
@@ -123,8 +123,10 @@ def test_checkpoint_of_another_network_is_refused(tmp_path):
 def test_conv_stack_matches_section_5():
     model = make()
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.dilation[0], c.padding[0]) for c in convs] == [
-        (192, 64, 1, 1, 0), (64, 64, 3, 1, 1), (64, 64, 3, 2, 2), (64, 10, 3, 2, 2)]
+    assert [
+        (c.in_channels, c.out_channels, c.kernel_size[0], c.dilation[0], c.padding[0])
+        for c in convs
+    ] == [(192, 64, 1, 1, 0), (64, 64, 3, 1, 1), (64, 64, 3, 2, 2), (64, 10, 3, 2, 2)]
     assert all(c.bias is None for c in convs)
 
 
@@ -157,8 +159,11 @@ def test_reference_checkpoint_whose_shapes_do_not_fit_is_refused(tmp_path):
     state = make().state_dict()
     state["_classification.weight"] = torch.zeros(10, 48, 3)  # the head does not fit the 64 hidden
     torch.save({"epoch": 1, "state_dict": state}, path)
-    with pytest.raises(UserError, match=r"tensor shapes do not fit one AUW-GCN \(.*_classification.weight "
-                                        r"\(10, 48, 3\)\)"):
+    with pytest.raises(
+        UserError,
+        match=r"tensor shapes do not fit one AUW-GCN \(.*_classification.weight "
+        r"\(10, 48, 3\)\)",
+    ):
         load_reference_checkpoint(path)
     state = make().state_dict()  # a network on 11 nodes, as another ROI set would give
     state["graph_embedding.0.gc1.adj"] = torch.eye(11)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mespot.cli import main
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from mespot.synth import SMALL, generate_dataset
 from spotting.predict import predict_video
 
@@ -22,31 +22,40 @@ def trained(tmp_path_factory) -> dict:
     """A 2-subject synthetic set (2 s videos), extracted at 64 px and trained for 2 epochs."""
     from flowcore import ExtractParams, extract_source
     from flowcore.faces import FaceParams
-    from spotting.train import RunConfig, TrainParams, train_loso
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
 
     base = tmp_path_factory.mktemp("predict")
-    data = generate_dataset(SMALL.replace(subjects=2, videos_per_subject=1, seconds=2.0), base / "data",
-                            preview=False).root
+    data = generate_dataset(
+        SMALL.replace(subjects=2, videos_per_subject=1, seconds=2.0), base / "data", preview=False
+    ).root
     params = ExtractParams(faces=FaceParams(resize=64))
     report = extract_source(data, base / "features.zarr", params)
     assert not report.failed
-    config = RunConfig(store=str(base / "features.zarr"), annotations=str(data / "ground_truth.csv"),
-                       train=TrainParams(epochs=2, batch_size=2))
-    train_loso(config, base / "run", show_progress=False, tensorboard=False)
+    config = RunConfig(
+        store=str(base / "features.zarr"),
+        annotations=str(data / "ground_truth.csv"),
+        train=TrainParams(epochs=2, batch_size=2),
+    )
+    train_loso(config, base / "run", tensorboard=False)
     return {"base": base, "data": data, "run": base / "run"}
 
 
 @pytest.fixture(scope="module")
 def trained_windows(trained) -> Path:
     """The same store trained with windows of 16 rows and 3 rows of context (defaults 256, 7)."""
-    from spotting.train import RunConfig, TrainParams, train_loso
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
     from spotting.windows import WindowParams
 
     run = trained["base"] / "run-windows"
-    config = RunConfig(store=str(trained["base"] / "features.zarr"),
-                       annotations=str(trained["data"] / "ground_truth.csv"),
-                       train=TrainParams(epochs=2, batch_size=2), windows=WindowParams(length=16, context=3))
-    train_loso(config, run, show_progress=False, tensorboard=False)
+    config = RunConfig(
+        store=str(trained["base"] / "features.zarr"),
+        annotations=str(trained["data"] / "ground_truth.csv"),
+        train=TrainParams(epochs=2, batch_size=2),
+        windows=WindowParams(length=16, context=3),
+    )
+    train_loso(config, run, tensorboard=False)
     return run
 
 
@@ -77,16 +86,36 @@ def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
     # the features were extracted with the training store's parameters
     import zarr
 
-    trained_params = dict(zarr.open_group(str(trained["base"] / "features.zarr"), mode="r").attrs)["params"]
-    new_params = dict(zarr.open_group(str(tmp_path / "out" / "features.zarr"), mode="r").attrs)["params"]
+    trained_params = dict(zarr.open_group(str(trained["base"] / "features.zarr"), mode="r").attrs)[
+        "params"
+    ]
+    new_params = dict(zarr.open_group(str(tmp_path / "out" / "features.zarr"), mode="r").attrs)[
+        "params"
+    ]
     assert new_params == trained_params
 
 
 @pytest.mark.slow
 def test_predict_a_video_file_with_one_fold_from_the_command_line(trained, tmp_path, capsys):
-    video = _as_mp4(trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth", tmp_path / "clip.mp4")
+    video = _as_mp4(
+        trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth", tmp_path / "clip.mp4"
+    )
     out = tmp_path / "clip"
-    assert main(["predict", str(video), "--model", str(trained["run"]), "--fold", "s15", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(video),
+                "--model",
+                str(trained["run"]),
+                "--fold",
+                "s15",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "spotted" in capsys.readouterr().out
     assert json.loads((out / "prediction.json").read_text())["models"] == ["s15"]
 
@@ -103,7 +132,9 @@ def test_predict_with_a_reference_checkpoint(trained, tmp_path):
     result = predict_video(folder, checkpoint, tmp_path / "ref")
     import zarr
 
-    params = dict(zarr.open_group(str(tmp_path / "ref" / "features.zarr"), mode="r").attrs)["params"]
+    params = dict(zarr.open_group(str(tmp_path / "ref" / "features.zarr"), mode="r").attrs)[
+        "params"
+    ]
     assert params["compat"] is True  # the reference's 8-bit feature scale
     meta = json.loads((tmp_path / "ref" / "prediction.json").read_text())
     assert meta["proposals"] == "reference"  # and the reference's proposal arithmetic
@@ -180,9 +211,10 @@ def test_report_with_face_strips_from_the_real_frames(trained):
 
 def _default_window_curves(store: Path, video_id: str, weights: Path) -> np.ndarray:
     """What the fold's network gives on the video cut into the default windows (256 + 2 x 7)."""
-    from spotting.evaluate import probability_curves
-    from spotting.features import load_features
-    from spotting.train import load_weights, predict_logits, video_logits, window_tensors
+    from flowcore.store import load_features
+    from spotting.data import window_tensors
+    from spotting.inference import predict_logits, probability_curves, video_logits
+    from spotting.run_folder import load_weights
     from spotting.windows import WindowParams, build_windows, video_targets
 
     video = load_features(store).videos[video_id]
@@ -190,8 +222,12 @@ def _default_window_curves(store: Path, video_id: str, weights: Path) -> np.ndar
     ws = build_windows([video], {video_id: video_targets(video.n_rows, [], windows)}, windows)
     network, meta = load_weights(weights)
     mask = np.ones(len(ws), bool)
-    x = window_tensors(ws, mask, meta["normalisation"]["mean"], meta["normalisation"]["std"], "cpu")["x"]
-    return probability_curves(video_logits(predict_logits(network, x, windows.context).numpy(), ws, mask)[video_id])
+    x = window_tensors(
+        ws, mask, meta["normalisation"]["mean"], meta["normalisation"]["std"], "cpu"
+    )["x"]
+    return probability_curves(
+        video_logits(predict_logits(network, x, windows.context).numpy(), ws, mask)[video_id]
+    )
 
 
 @pytest.mark.slow
@@ -201,15 +237,26 @@ def test_predict_cuts_windows_as_the_run_was_trained(trained, trained_windows, t
     video = "15_0101disgustingteeth"
     evaluation = evaluate_run(trained_windows, "last")
     expected_curves = np.load(trained_windows / "evaluation" / "last" / "curves.npz")[video]
-    result = predict_video(trained["data"] / "rawpic" / "s15" / video, trained_windows, tmp_path / "out", fold="s15")
+    result = predict_video(
+        trained["data"] / "rawpic" / "s15" / video, trained_windows, tmp_path / "out", fold="s15"
+    )
     np.testing.assert_allclose(result.curves, expected_curves, rtol=0, atol=1e-6)
     columns = ["type", "onset", "offset", "apex"]
     expected = evaluation.intervals[evaluation.intervals["video"] == video].sort_values(columns)
     got = result.intervals.sort_values(columns)
     assert got[columns].astype(int).values.tolist() == expected[columns].astype(int).values.tolist()
-    np.testing.assert_allclose(got["score"].astype(float), expected["score"].astype(float), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        got["score"].astype(float), expected["score"].astype(float), rtol=0, atol=1e-6
+    )
     assert json.loads((tmp_path / "out" / "prediction.json").read_text())["windows"]["length"] == 16
     # the default windows would have given other outputs: the run's windows matter here
     weights = trained_windows / "folds" / "s15" / "weights_epoch_002.safetensors"
     defaults = _default_window_curves(trained["base"] / "features.zarr", video, weights)
     assert np.abs(defaults - expected_curves).max() > 1e-3
+
+
+def test_a_flow_backend_that_cannot_run_here_is_one_clear_line(trained, tmp_path, capsys):
+    frames = trained["data"] / "rawpic" / "s15" / "15_0101disgustingteeth"
+    code = main(["predict", str(frames), "--model", str(trained["run"]), "--out",
+                 str(tmp_path / "p"), "--backend", "nope", "-q"])
+    assert code == 2 and "unknown flow backend 'nope'" in capsys.readouterr().err

@@ -84,8 +84,15 @@ def test_plateau_of_apex_rows_collapses_in_nms():
 
 
 def test_nms_by_hand():
-    proposals = pd.DataFrame({"type": "mae", "start": [0, 2, 30, 31, 60, 90], "apex": 0,
-                              "end": [20, 22, 50, 60, 80, 95], "score": [0.9, 0.8, 0.7, 0.6, 0.0, 0.5]})
+    proposals = pd.DataFrame(
+        {
+            "type": "mae",
+            "start": [0, 2, 30, 31, 60, 90],
+            "apex": 0,
+            "end": [20, 22, 50, 60, 80, 95],
+            "score": [0.9, 0.8, 0.7, 0.6, 0.0, 0.5],
+        }
+    )
     # IoU(0-20, 2-22) = 18 / 22 > 0.5 -> dropped; IoU(30-50, 31-60) = 19 / 30 > 0.5 -> dropped;
     # score 0 stops the loop before 60-80; 90-95 kept in score order.
     kept = nms(proposals, 0.5, top_k=5)
@@ -109,6 +116,7 @@ def test_empty_video_and_bad_shape():
 
 
 # ---------------------------------------------------------------- metrics
+
 
 def frame(rows, with_score=True):
     cols = ["video", "subject", "type", "onset", "offset"] + (["score"] if with_score else [])
@@ -138,10 +146,22 @@ def test_each_truth_matches_once_best_score_first():
 
 
 def test_pooled_counts_and_overall_is_not_a_mean():
-    truths = frame([("a", "s1", "me", 10, 20), ("a", "s1", "mae", 100, 140), ("b", "s2", "mae", 10, 60),
-                    ("b", "s2", "mae", 200, 230)], with_score=False)
-    proposals = frame([("a", "s1", "me", 11, 20, 0.9), ("a", "s1", "me", 50, 60, 0.8),
-                       ("a", "s1", "mae", 101, 139, 0.7)])
+    truths = frame(
+        [
+            ("a", "s1", "me", 10, 20),
+            ("a", "s1", "mae", 100, 140),
+            ("b", "s2", "mae", 10, 60),
+            ("b", "s2", "mae", 200, 230),
+        ],
+        with_score=False,
+    )
+    proposals = frame(
+        [
+            ("a", "s1", "me", 11, 20, 0.9),
+            ("a", "s1", "me", 50, 60, 0.8),
+            ("a", "s1", "mae", 101, 139, 0.7),
+        ]
+    )
     matches = match_all(proposals, truths)
     table = summarise(matches).set_index("type")
     assert table.loc["me", ["TP", "FP", "FN"]].tolist() == [1, 1, 0]
@@ -151,7 +171,9 @@ def test_pooled_counts_and_overall_is_not_a_mean():
     assert overall["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
     assert overall["f1"] != pytest.approx((table.loc["me", "f1"] + table.loc["mae", "f1"]) / 2)
     per_subject = summarise(matches, by=["subject"]).set_index(["subject", "type"])
-    assert per_subject.loc[("s2", "mae"), "FN"] == 2 and per_subject.loc[("s2", "overall"), "f1"] == 0
+    assert (
+        per_subject.loc[("s2", "mae"), "FN"] == 2 and per_subject.loc[("s2", "overall"), "f1"] == 0
+    )
     tp = matches[matches["outcome"] == "TP"]
     pairs = sorted(tp[["truth_onset", "proposal_onset"]].values.tolist())
     assert pairs == [[10, 11], [100, 101]]  # which proposal matched which truth
@@ -176,12 +198,15 @@ def counts(matches, kind="overall"):
 
 def test_reference_counts_every_proposal_whose_best_truth_passes():
     truths = frame([("v", "s", "mae", 0, 40)], with_score=False)
-    proposals = frame([("v", "s", "mae", 0, 36, 0.9), ("v", "s", "mae", 4, 40, 0.5)])  # 36 / 40 each
+    # 36 / 40 each
+    proposals = frame([("v", "s", "mae", 0, 36, 0.9), ("v", "s", "mae", 4, 40, 0.5)])
     assert counts(match_all(proposals, truths, MEGC)) == (1, 2, 1)  # one match per truth
     ref = match_all(proposals, truths, REFERENCE)
     assert counts(ref) == (2, 2, 1)  # both count, as the reference's iou_for_tp + calc_metrics
     table = summarise(ref).set_index("type")
-    assert table.loc["mae", "FN"] == -1 and table.loc["mae", "recall"] == 2.0  # M - TP, as it prints
+    assert (
+        table.loc["mae", "FN"] == -1 and table.loc["mae", "recall"] == 2.0
+    )  # M - TP, as it prints
     assert ref["truth"].tolist() == [0, 0]
 
 
@@ -194,7 +219,10 @@ def test_a_high_scoring_proposal_takes_another_truths_only_match_under_megc_only
     assert sorted(megc["outcome"]) == ["FN", "FP", "TP"]
     ref = match_all(proposals, truths, REFERENCE)
     assert counts(ref) == (2, 2, 2)
-    assert ref[ref["outcome"] == "TP"].set_index("proposal")["truth"].to_dict() == {0: 0, 1: 0}  # best truth
+    assert ref[ref["outcome"] == "TP"].set_index("proposal")["truth"].to_dict() == {
+        0: 0,
+        1: 0,
+    }  # best truth
     assert ref["outcome"].tolist() == ["TP", "TP", "FN"]  # T2: no proposal has it as its best
 
 
@@ -202,8 +230,12 @@ def test_two_truths_sharing_a_best_proposal_count_both_proposals():
     """The reference counts proposals (`tp`), not the truths' claims (`find`, computed but never
     counted): a truth-driven count would give 1 here, the reference gives 2, as does MEGC."""
     truths = frame([("v", "s", "me", 0, 40), ("v", "s", "me", 8, 48)], with_score=False)
-    proposals = frame([("v", "s", "me", 4, 44, 0.9),  # 36/44 with both truths: the best of each
-                       ("v", "s", "me", 16, 48, 0.5)])  # 32/40 with T2, 24/48 with T1
+    proposals = frame(
+        [
+            ("v", "s", "me", 4, 44, 0.9),  # 36/44 with both truths: the best of each
+            ("v", "s", "me", 16, 48, 0.5),
+        ]
+    )  # 32/40 with T2, 24/48 with T1
     assert counts(match_all(proposals, truths, REFERENCE)) == (2, 2, 2)
     assert counts(match_all(proposals, truths, MEGC)) == (2, 2, 2)
 
@@ -241,19 +273,36 @@ def random_case(rng):
                 rows_t.append((f"v{v}", subject, kind, int(c), int(c) + length))
                 for _ in range(rng.integers(0, 3)):  # proposals near the truth, some far off
                     s = int(c + rng.integers(-8, 9))
-                    rows_p.append((f"v{v}", subject, kind, s, s + int(length + rng.integers(-8, 9)),
-                                   float(rng.random())))
+                    rows_p.append(
+                        (
+                            f"v{v}",
+                            subject,
+                            kind,
+                            s,
+                            s + int(length + rng.integers(-8, 9)),
+                            float(rng.random()),
+                        )
+                    )
             for _ in range(rng.integers(0, 2)):
                 s = int(rng.integers(0, 240))
-                rows_p.append((f"v{v}", subject, kind, s, s + int(rng.integers(8, 40)), float(rng.random())))
+                rows_p.append(
+                    (f"v{v}", subject, kind, s, s + int(rng.integers(8, 40)), float(rng.random()))
+                )
     return frame(rows_p), frame(rows_t, with_score=False)
 
 
 def test_reference_counts_agree_with_a_plain_restatement_on_random_cases():
     from spotting.metrics import MatchRule
 
-    one_to_one = MatchRule("one-to-one", inclusive=False, threshold=0.5, strict=True, one_to_one=True,
-                           scale="rows", label="the old mespot variant")
+    one_to_one = MatchRule(
+        "one-to-one",
+        inclusive=False,
+        threshold=0.5,
+        strict=True,
+        one_to_one=True,
+        scale="rows",
+        label="the old mespot variant",
+    )
     rng = np.random.default_rng(13)
     differ = 0
     for _ in range(20):
@@ -262,7 +311,11 @@ def test_reference_counts_agree_with_a_plain_restatement_on_random_cases():
         table = summarise(matches).set_index("type")
         expected = reference_restated(proposals, truths)
         for kind, (tp, n, m) in expected.items():
-            assert (table.loc[kind, "TP"], table.loc[kind, "proposals"], table.loc[kind, "truths"]) == (tp, n, m)
+            assert (
+                table.loc[kind, "TP"],
+                table.loc[kind, "proposals"],
+                table.loc[kind, "truths"],
+            ) == (tp, n, m)
             p, r = (tp / n if n else 0), (tp / m if m else 0)
             assert table.loc[kind, "f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0)
         differ += counts(matches) != counts(match_all(proposals, truths, one_to_one))
@@ -289,7 +342,9 @@ def test_start_ties_go_to_the_earliest_row_or_the_row_nearest_the_apex():
     add_expression(logits, "me", 44, 50, 56)
     logits[47, 0:3] = logits[44, 0:3]  # an exact tie between d = 6 and d = 3, in any precision
     assert candidates(logits, "me")[["start", "end"]].values.tolist() == [[44, 56]]
-    assert candidates(logits, "me", REFERENCE_ARITHMETIC)[["start", "end"]].values.tolist() == [[47, 56]]
+    assert candidates(logits, "me", REFERENCE_ARITHMETIC)[["start", "end"]].values.tolist() == [
+        [47, 56]
+    ]
 
 
 def test_saturated_starts_tie_in_float32_only():
@@ -304,9 +359,15 @@ def test_float32_apex_threshold_and_start_end_checks():
     logits = quiet_logits(100)
     add_expression(logits, "me", 44, 50, 56)
     logits[50, 6] = 1e-9  # sigmoid: 0.5000000003 in float64, exactly 0.5 in float32 (not > 0.5)
-    assert len(candidates(logits, "me")) == 1 and candidates(logits, "me", REFERENCE_ARITHMETIC).empty
+    assert (
+        len(candidates(logits, "me")) == 1 and candidates(logits, "me", REFERENCE_ARITHMETIC).empty
+    )
     logits[50, 6] = 3.0
-    logits[40:70, 0:3] = [0.0, 10.0, 120.0]  # "none" saturated: p_start, p_end ~1e-48 and ~1e-52 ...
+    logits[40:70, 0:3] = [
+        0.0,
+        10.0,
+        120.0,
+    ]  # "none" saturated: p_start, p_end ~1e-48 and ~1e-52 ...
     logits[44, 0:3] = [30.0, 0.0, 0.0]
     assert len(candidates(logits, "me")) == 1  # ... float64 still sees p_start(e) < p_end(e)
     assert candidates(logits, "me", REFERENCE_ARITHMETIC).empty  # float32: 0.0 < 0.0 fails
@@ -319,7 +380,7 @@ def reference_proposals(logits: np.ndarray, kind: str, params: ProposalParams) -
     the product of the float32 values read back from text."""
     t = torch.from_numpy(logits.astype(np.float32))
     base = 0 if kind == "me" else 3
-    start_end = torch.softmax(t[:, base:base + 3], dim=1).numpy()
+    start_end = torch.softmax(t[:, base : base + 3], dim=1).numpy()
     apex = torch.sigmoid(t[:, 6 if kind == "me" else 7]).numpy()
     dmin, dmax = params.distance(kind)
     low, high = params.length(kind)
@@ -337,7 +398,11 @@ def reference_proposals(logits: np.ndarray, kind: str, params: ProposalParams) -
             row = min(w + d, last)
             if e is None or start_end[row, 1] > start_end[e, 1]:
                 e = row
-        if start_end[s, 0] > start_end[s, 1] and start_end[e, 0] < start_end[e, 1] and low <= e - s <= high:
+        if (
+            start_end[s, 0] > start_end[s, 1]
+            and start_end[e, 0] < start_end[e, 1]
+            and low <= e - s <= high
+        ):
             score = float(str(start_end[s, 0])) * float(str(start_end[e, 1])) * float(str(apex[w]))
             found.append((kind, s, w, e, score))
     return found
@@ -348,11 +413,16 @@ def saturated_logits(rng, n: int) -> np.ndarray:
     logits = quiet_logits(n) * 8
     for base, apex_channel, width in ((0, 6, 6), (3, 7, 20)):
         for centre in rng.integers(10, n - 10, size=n // 40):
-            s, e = max(centre - rng.integers(2, width), 0), min(centre + rng.integers(2, width), n - 1)
-            logits[s, base:base + 3] = [rng.uniform(20, 60), 0, rng.uniform(-5, 5)]
-            logits[e, base:base + 3] = [0, rng.uniform(20, 60), rng.uniform(-5, 5)]
-            logits[max(s - 1, 0), base] = logits[s, base] - rng.choice([0.0, 3.0, 30.0])  # near-ties
-            logits[centre - 1: centre + 2, apex_channel] = rng.uniform(10, 40)
+            s, e = (
+                max(centre - rng.integers(2, width), 0),
+                min(centre + rng.integers(2, width), n - 1),
+            )
+            logits[s, base : base + 3] = [rng.uniform(20, 60), 0, rng.uniform(-5, 5)]
+            logits[e, base : base + 3] = [0, rng.uniform(20, 60), rng.uniform(-5, 5)]
+            logits[max(s - 1, 0), base] = logits[s, base] - rng.choice(
+                [0.0, 3.0, 30.0]
+            )  # near-ties
+            logits[centre - 1 : centre + 2, apex_channel] = rng.uniform(10, 40)
     return logits
 
 
@@ -366,14 +436,20 @@ def test_reference_arithmetic_agrees_with_a_plain_restatement_on_saturated_outpu
                 params = ProposalParams(**{**vars(preset), "variant": "reference"})
                 ours = candidates(logits, kind, params)
                 expected = reference_proposals(logits, kind, params)
-                assert [tuple(r) for r in ours[["type", "start", "apex", "end"]].values.tolist()] == \
-                    [r[:4] for r in expected]
+                assert [
+                    tuple(r) for r in ours[["type", "start", "apex", "end"]].values.tolist()
+                ] == [r[:4] for r in expected]
                 assert ours["score"].tolist() == [r[4] for r in expected]
         last_window = (n - 1) // 256 * 256
 
         def kept(params):
             found = spot_video(logits, params)
-            return set(map(tuple, found.loc[found["end"] < last_window, ["type", "start", "end"]].values.tolist()))
+            return set(
+                map(
+                    tuple,
+                    found.loc[found["end"] < last_window, ["type", "start", "end"]].values.tolist(),
+                )
+            )
 
         differ += kept(ProposalParams()) != kept(REFERENCE_ARITHMETIC)
     assert differ >= 2  # saturated outputs give other kept proposals, away from the last window

@@ -20,7 +20,7 @@ from test_extract import _arrays
 from flowcore.batch import run_extraction
 from flowcore.extract import ExtractParams, RunOptions
 from flowcore.faces import FaceParams
-from flowcore.ray_engine import TASK_NAME, RayEngine
+from flowcore.ray_engine import RayEngine, task_name
 from flowcore.sources import open_source
 
 PARAMS = ExtractParams(faces=FaceParams(resize=64))  # the command's defaults with --resize 64
@@ -79,7 +79,7 @@ class _Recorder:
 
 def _task_pids(video_id: str) -> list[int]:
     """Processes whose title says they run this video's Ray task (Ray sets `ray::<task name>`)."""
-    title = f"ray::{TASK_NAME.format(video_id=video_id)}".encode()
+    title = f"ray::{task_name('extract', video_id)}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -162,15 +162,15 @@ def test_killed_workers_are_retried_then_the_video_fails_and_a_rerun_finishes(
 
 def test_ray_engine_checks_its_options():
     engine = RayEngine()
-    assert engine.task_options(RunOptions()) == (RunOptions(), 0.0)
-    options, gpus = engine.task_options(RunOptions(device="cuda:0", batch_size=64))
-    assert (options.device, options.batch_size, gpus) == ("cuda", 64, 0.125)
+    assert engine.gpus_for("cpu") == 0.0 and engine.gpus_for("cuda:0") == 0.125
     for device, engine, words in [("cuda:1", RayEngine(), "use --device cuda"),
                                   ("cuda", RayEngine(gpus_per_task=0), "would see no GPU"),
                                   ("cpu", RayEngine(gpus_per_task=0.5), "never use"),
                                   ("mps", RayEngine(), "cpu or cuda")]:
         with pytest.raises(ValueError, match=words):
-            engine.task_options(RunOptions(device=device))
+            engine.gpus_for(device)
+        with pytest.raises(ValueError, match=words):  # before any Ray is started
+            list(engine.run_tasks(print, [], print, device=device))
     with pytest.raises(ValueError, match="max_retries"):
         RayEngine(max_retries=-1)
 
@@ -180,7 +180,7 @@ def test_without_ray_mespot_imports_and_the_ray_engine_says_how_to_install(tmp_p
     import subprocess
 
     blocked = ("import sys; sys.modules['ray'] = None; import mespot.cli, flowcore.batch, "
-               "flowcore.command, flowcore.ray_engine; print('ok')")
+               "mespot.commands.extract, flowcore.ray_engine; print('ok')")
     done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from flowcore.extract import RunOptions
-from flowcore.testing import face_frames, write_casme2, write_frames
+from mespot.testing import face_frames, write_casme2, write_frames
 from flowcore.video import FrameStream, VideoSpec, frame_signature, outlier_frames
 from mespot.cli import main
 

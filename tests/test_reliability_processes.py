@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from flowcore.testing import write_casme2
+from mespot.testing import write_casme2
 
 MESPOT = [sys.executable, "-m", "mespot.cli"]
 DEADLINE = 240  # s: generous bounds on waits, never asserted as durations
@@ -167,7 +167,7 @@ def test_train_workers_die_with_a_killed_parent_and_the_rerun_equals_a_clean_run
         "-a",
         tiny_run["truth"],
         "--epochs",
-        "12",
+        "600",  # a few seconds per fold: long enough to kill one mid-training
         "--batch-size",
         "2",
         "--workers",
@@ -184,9 +184,7 @@ def test_train_workers_die_with_a_killed_parent_and_the_rerun_equals_a_clean_run
     assert clean.returncode == 0, clean.stderr[-2000:]
     run = tmp_path / "run"
     process = _start(argv + ["--out", run])
-    _wait_until(
-        lambda: len(list(run.glob("folds/*/resume.safetensors"))) == 2, "both folds train", process
-    )
+    _wait_until(lambda: any(run.glob("folds/*/resume.safetensors")), "a fold trains", process)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     _wait_until(lambda: not _group(process.pid), "the workers are gone")
@@ -199,8 +197,8 @@ def test_train_workers_die_with_a_killed_parent_and_the_rerun_equals_a_clean_run
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     for fold in ("s15", "s16"):
-        got = load_file(str(run / "folds" / fold / "weights_epoch_012.safetensors"))
-        want = load_file(str(tmp_path / "clean" / "folds" / fold / "weights_epoch_012.safetensors"))
+        got = load_file(str(run / "folds" / fold / "weights_epoch_600.safetensors"))
+        want = load_file(str(tmp_path / "clean" / "folds" / fold / "weights_epoch_600.safetensors"))
         for key in want:
             np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import error_line
 from mespot.cli import main
-from spotting.train import folder_lock
+from spotting.run_folder import folder_lock
 
 
 def _copy_run(tiny_run, tmp_path):
@@ -188,6 +188,21 @@ def test_predict_with_a_fold_missing_refuses_or_says_so(tiny_run, tmp_path, caps
     assert "warning: folds s16 of the run are missing; averaged the others" in captured.err
     meta = json.loads((tmp_path / "p" / "prediction.json").read_text())
     assert meta["models"] == ["s15"] and meta["missing_folds"] == ["s16"]
+
+
+def test_the_api_refuses_a_run_with_a_fold_missing_unless_asked(tiny_run, tmp_path):
+    import mespot
+    from flowcore.errors import UserError
+
+    run = _copy_run(tiny_run, tmp_path)
+    shutil.rmtree(run / "folds" / "s16")
+    with pytest.raises(UserError, match=r"1 of 2 LOSO folds missing or unfinished \(s16\)"):
+        mespot.Spotter.load(run)
+    with pytest.raises(UserError, match=r"1 of 2 LOSO folds missing or unfinished \(s16\)"):
+        mespot.evaluate(run)
+    assert [m.name for m in mespot.Spotter.load(run, allow_missing_folds=True).models] == ["s15"]
+    evaluation = mespot.evaluate(run, allow_missing_folds=True)
+    assert evaluation.missing_folds == ("s16",) and evaluation.epochs == {"s15": 2}
 
 
 # --- two trainings into one run folder, a full disk ------------------------------------------

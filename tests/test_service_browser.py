@@ -47,7 +47,8 @@ def _row(page, job_id: int):
 
 
 def _submitted(page) -> int:
-    page.wait_for_function("/job #\\d+ queued/.test(document.getElementById('submit-status').textContent)"
+    page.wait_for_function("/job #\\d+ queued/.test("
+                           "document.getElementById('submit-status').textContent)"
                            " || document.getElementById('submit-status').className === 'error'")
     text = page.locator("#submit-status").inner_text()
     assert "queued" in text, text
@@ -120,7 +121,8 @@ def test_the_page_runs_jobs_end_to_end(browser, server, service_lab, tmp_path):
     assert saved.read_text().startswith("video,type,onset,offset,apex,score")
 
     page.goto(f"{server.url}/jobs/{evaluate}")
-    assert "oracle" in page.inner_text("#result") and page.locator("#result table.metrics").count() == 2
+    assert "oracle" in page.inner_text("#result")
+    assert page.locator("#result table.metrics").count() == 2
     page.goto(server.url + "/")
     page.wait_for_selector(f'#jobs tr[data-job="{predict}"]')
     shot = tmp_path / "service.png"

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from mespot.service import auth
 from mespot.service.jobs import JobConflict, JobStore
 from mespot.service.roots import PathRefused, Roots
@@ -151,7 +151,8 @@ def test_token_made_once_private_and_read_back(tmp_path):
         auth.load_or_create(tmp_path / "home", given)
     given.write_text("a-token-set-by-the-operator\n")
     assert auth.load_or_create(tmp_path / "home", given) == ("a-token-set-by-the-operator", False)
-    assert auth.same_token("a", "a") and not auth.same_token("a", "b") and not auth.same_token(None, "b")
+    assert auth.same_token("a", "a") and not auth.same_token("a", "b")
+    assert not auth.same_token(None, "b")
 
 
 def test_the_app_in_process_answers_an_unexpected_error_with_json_and_no_trace(tmp_path):
@@ -172,7 +173,8 @@ def test_the_app_in_process_answers_an_unexpected_error_with_json_and_no_trace(t
         raise RuntimeError("secret detail /etc/shadow")
 
     with TestClient(app, raise_server_exceptions=False) as client:
-        answer = client.get("/api/boom", headers={"Authorization": "Bearer a-token-for-this-test-only"})
+        answer = client.get("/api/boom",
+                            headers={"Authorization": "Bearer a-token-for-this-test-only"})
         assert answer.status_code == 500
         assert answer.json() == {"ok": False, "status": 500,
                                  "error": "internal error; the server's log has the details"}

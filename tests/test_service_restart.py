@@ -40,7 +40,8 @@ def test_stop_then_kill_9_during_an_extraction_then_restart_resumes_the_job(tmp_
                      preview=False, workers=1)
     flags = ("--lease-seconds", "3")  # all cores: a pool of worker processes
     server = start_server(home, data, stores, *flags)
-    job_id = server.client().submit("extract", {"source": "six", "store": "six.zarr", "resize": 64})["id"]
+    job_id = server.client().submit("extract", {"source": "six", "store": "six.zarr",
+                                                "resize": 64})["id"]
     store, jobs = stores / "six.zarr", JobStore(home / "jobs.sqlite")
     wait_for(lambda: _complete(store) >= 1, 600, what="a first complete video")
 
@@ -50,7 +51,8 @@ def test_stop_then_kill_9_during_an_extraction_then_restart_resumes_the_job(tmp_
     assert "server stopped" in (home / "jobs" / str(job_id) / "log.txt").read_text()
 
     server = start_server(home, data, stores, *flags)
-    wait_for(lambda: jobs.get(job_id).state == "running" and jobs.get(job_id).pid, 120, what="a resume")
+    wait_for(lambda: jobs.get(job_id).state == "running" and jobs.get(job_id).pid, 120,
+             what="a resume")
     seen = _complete(store)
     wait_for(lambda: _complete(store) > seen, 600, what="one more complete video")
     runner = jobs.get(job_id).pid

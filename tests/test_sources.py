@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flowcore.sources import SourceError, open_source
-from flowcore.testing import face_frames, write_casme2, write_frames, write_samm, write_video_file
+from mespot.testing import face_frames, write_casme2, write_frames, write_samm, write_video_file
 from flowcore.video import FrameError, FrameStream, VideoSpec, list_frame_files
 
 
@@ -33,7 +33,8 @@ def _casme2_workbook(path, naming2):
 
 
 def test_casme2_workbook_found_and_read_in_either_sheet3_order(tmp_path):
-    from mespot.errors import UserError
+    from flowcore.errors import UserError
+    from spotting.annotations import read_source_annotations
 
     write_casme2(tmp_path, {"15_0101disgustingteeth": 2})
     assert open_source(tmp_path).workbook is None
@@ -41,14 +42,19 @@ def test_casme2_workbook_found_and_read_in_either_sheet3_order(tmp_path):
     _casme2_workbook(updated, (101, "disgust1"))  # the public copy's order: code first
     src = open_source(tmp_path)
     assert src.workbook == updated and not src.warnings
-    assert list(src.annotations().frame["video_id"]) == ["15_0101disgustingteeth"]
+    assert list(read_source_annotations(src).frame["video_id"]) == ["15_0101disgustingteeth"]
     _casme2_workbook(tmp_path / "CAS(ME)^2code_final.xlsx", ("disgust1", "0101"))
     src = open_source(tmp_path)
     assert src.workbook == updated  # the updated copy over the first release, with a warning
-    assert any("using CAS(ME)^2code_final(Updated).xlsx, not CAS(ME)^2code_final.xlsx" in w for w in src.warnings)
+    assert any(
+        "using CAS(ME)^2code_final(Updated).xlsx, not CAS(ME)^2code_final.xlsx" in w
+        for w in src.warnings
+    )
     _casme2_workbook(updated, (101, "anger1"))  # names no row of sheet 1: the reader's own error
-    with pytest.raises(UserError, match=r"Updated\)\.xlsx: 0 of 1 rows usable: 1 unknown video name"):
-        open_source(tmp_path).annotations()
+    with pytest.raises(
+        UserError, match=r"Updated\)\.xlsx: 0 of 1 rows usable: 1 unknown video name"
+    ):
+        read_source_annotations(open_source(tmp_path))
 
 
 def test_casme2_cropped_release_and_rawvideo(tmp_path):
@@ -84,8 +90,10 @@ def test_video_folder_subjects_from_folder_and_csv(tmp_path):
     write_video_file(tmp_path / "alice" / "take1.avi", 3)
     write_video_file(tmp_path / "take2.avi", 3)
     src = open_source(tmp_path)
-    assert {(v.video_id, v.subject) for v in src.videos} == {("take1", "alice"),
-                                                             ("take2", tmp_path.name)}
+    assert {(v.video_id, v.subject) for v in src.videos} == {
+        ("take1", "alice"),
+        ("take2", tmp_path.name),
+    }
     (tmp_path / "subjects.csv").write_text("video,subject\ntake2.avi,bob\n")
     src = open_source(tmp_path, subjects_csv=tmp_path / "subjects.csv")
     assert {v.subject for v in src.videos} == {"alice", "bob"}

@@ -13,7 +13,7 @@ from openpyxl import load_workbook
 
 from flowcore.landmarks import detect_faces, fit_landmarks
 from mespot.cli import main
-from mespot.synth import CLEAN, DEFAULT, SMALL, generate_dataset
+from mespot.synth import DEFAULT, SMALL, generate_dataset
 from mespot.synth.actions import SUPPORTED_AUS, expression_field, parse_token
 from mespot.synth.faces import make_subject
 from mespot.synth.layouts import SAMM_HEADER, video_slot
@@ -24,10 +24,13 @@ GT_COLUMNS = ["subject", "video", "onset", "apex", "offset", "type", "au"]
 
 
 def _frames(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.jpg"), key=lambda p: int("".join(filter(str.isdigit, p.stem.split("_")[-1]))))
+    return sorted(
+        folder.glob("*.jpg"), key=lambda p: int("".join(filter(str.isdigit, p.stem.split("_")[-1])))
+    )
 
 
 # ---------------------------------------------------------------- layout and ground truth
+
 
 def test_small_set_has_the_casme2_layout(synth_small):
     videos = pd.read_csv(synth_small / "videos.csv")
@@ -37,7 +40,13 @@ def test_small_set_has_the_casme2_layout(synth_small):
         frames = _frames(synth_small / row.folder)
         assert len(frames) == row.n_frames == SMALL.frames_per_video
         assert frames[0].name == "img001.jpg" and frames[-1].name == f"img{row.n_frames:03d}.jpg"
-    for name in ("ground_truth.csv", "CAS(ME)^2code_final.xlsx", "events.csv", "synth.json", "preview.png"):
+    for name in (
+        "ground_truth.csv",
+        "CAS(ME)^2code_final.xlsx",
+        "events.csv",
+        "synth.json",
+        "preview.png",
+    ):
         assert (synth_small / name).is_file(), name
     assert not list(synth_small.parent.glob(".small.partial-*"))
 
@@ -91,14 +100,22 @@ def test_samm_layout_and_workbook(synth_small_samm):
     assert frames[0].name == "006_1_0001.jpg" and len(frames) == 500
     assert (root / "SAMM_longvideos" / "007_1" / "007_1_0500.jpg").is_file()
     truth = pd.read_csv(root / "ground_truth.csv", dtype={"subject": str})
-    table = pd.read_excel(root / "SAMM_LongVideos_V1_Release.xlsx", sheet_name="FACS_Movement_Only",
-                          header=9, dtype={"Subject": str})
+    table = pd.read_excel(
+        root / "SAMM_LongVideos_V1_Release.xlsx",
+        sheet_name="FACS_Movement_Only",
+        header=9,
+        dtype={"Subject": str},
+    )
     assert tuple(table.columns) == SAMM_HEADER
     assert len(table) == len(truth)
-    assert list(table["Onset"]) == list(truth["onset"]) and list(table["Apex"]) == list(truth["apex"])
+    assert list(table["Onset"]) == list(truth["onset"]) and list(table["Apex"]) == list(
+        truth["apex"]
+    )
     assert list(table["Subject"]) == list(truth["subject"]) == sorted(truth["subject"])
     assert set(table["Type"]) == {"Macro", "Micro - 1/2"}
-    assert all(name.startswith(video + "_") for name, video in zip(table["Filename"], truth["video"]))
+    assert all(
+        name.startswith(video + "_") for name, video in zip(table["Filename"], truth["video"])
+    )
     assert (table["Duration"] == table["Offset"] - table["Onset"] + 1).all()
     for raw, plain in zip(table["Action Units"], truth["au"]):  # intensity letters appended
         assert [t[:-1] for t in raw.split("+")] == plain.split("+") and raw[-1] in "ABCDE"
@@ -128,6 +145,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
 
 # ---------------------------------------------------------------- faces
 
+
 def test_face_and_68_landmarks_found_in_every_frame(synth_small):
     frames = _frames(synth_small / "rawpic" / "s16" / "16_0102eatingworms")
     for path in frames:
@@ -143,7 +161,9 @@ def test_subjects_differ_and_are_detected():
     subjects = [make_subject(i, 128, seed=0) for i in range(DEFAULT.subjects)]
     for s in subjects:
         x, y = s.offset
-        frame = np.clip(s.canvas[y:y + s.frame_size, x:x + s.frame_size], 0, 255).astype(np.uint8)
+        frame = np.clip(s.canvas[y : y + s.frame_size, x : x + s.frame_size], 0, 255).astype(
+            np.uint8
+        )
         assert len(detect_faces(frame)) == 1
     means = np.array([s.canvas.reshape(-1, 3).mean(0) for s in subjects])
     assert np.ptp(means, axis=0).max() > 20  # skin tone and lighting really change
@@ -152,6 +172,7 @@ def test_subjects_differ_and_are_detected():
 
 
 # ---------------------------------------------------------------- rendered motion
+
 
 @pytest.fixture(scope="module")
 def clean_subject():
@@ -163,7 +184,9 @@ def _render_pair(subject, expression=None, drift=(0.0, 0.0, 0.0)):
     n = 40
     pose = np.zeros((n, 3), np.float32)
     pose[20:] = drift
-    plan = VideoPlan(n, 30.0, (expression,) if expression else (), (), (), pose, np.ones(n, np.float32))
+    plan = VideoPlan(
+        n, 30.0, (expression,) if expression else (), (), (), pose, np.ones(n, np.float32)
+    )
     frames = list(render_frames(subject, plan, 0.0, np.random.SeedSequence(0)))
     grey = [cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY) for t in (0, 20)]
     return plan, grey
@@ -179,12 +202,14 @@ def test_measuring_tool_recovers_a_known_flow(clean_subject):
     _, (first, second) = _render_pair(clean_subject, drift=(0.6, -0.4, 0.0))
     flow = _tvl1(first, second)
     lm = clean_subject.frame_landmarks.astype(int)
-    face = flow[lm[:, 1].min():lm[:, 1].max(), lm[:, 0].min():lm[:, 0].max()].reshape(-1, 2)
+    face = flow[lm[:, 1].min() : lm[:, 1].max(), lm[:, 0].min() : lm[:, 0].max()].reshape(-1, 2)
     assert np.allclose(np.median(face, axis=0), [0.6, -0.4], atol=0.06)
 
 
-@pytest.mark.parametrize("kind, aus, amplitude", [("me", "12", 0.8), ("me", "1+2", 1.2),
-                                                  ("mae", "4", 5.0), ("mae", "L12", 3.0)])
+@pytest.mark.parametrize(
+    "kind, aus, amplitude",
+    [("me", "12", 0.8), ("me", "1+2", 1.2), ("mae", "4", 5.0), ("mae", "L12", 3.0)],
+)
 def test_rendered_displacement_matches_the_request(clean_subject, kind, aus, amplitude):
     expression = Expression(kind, 0, 20, 0, 39, aus, "test", amplitude)
     plan, (onset, apex) = _render_pair(clean_subject, expression)
@@ -204,12 +229,16 @@ def test_rendered_displacement_matches_the_request(clean_subject, kind, aus, amp
 def test_sided_action_moves_one_side_only(clean_subject):
     lm = clean_subject.landmarks
     left = expression_field(clean_subject.canvas.shape[:2], lm, ["L12"])
-    corner_left, corner_right = lm[54].astype(int), lm[48].astype(int)  # image right = subject's left
+    corner_left, corner_right = (
+        lm[54].astype(int),
+        lm[48].astype(int),
+    )  # image right = subject's left
     assert np.linalg.norm(left[corner_left[1], corner_left[0]]) > 0.5
     assert np.linalg.norm(left[corner_right[1], corner_right[0]]) < 0.05
 
 
 # ---------------------------------------------------------------- statistics of the plan
+
 
 def test_default_plan_statistics_resemble_casme2():
     plans = [plan_video(DEFAULT, np.random.SeedSequence([3, v])) for v in range(60)]
@@ -219,7 +248,9 @@ def test_default_plan_statistics_resemble_casme2():
     assert 0.15 < len(micro) / len(expressions) < 0.35
     assert 1.0 <= np.median(macro) <= 1.4 and min(macro) >= 0.5 - 1e-9 and max(macro) <= 4.0 + 1e-9
     assert min(micro) >= 0.2 - 1 / 30 and max(micro) <= 0.5 + 1 / 30
-    tokens = pd.Series([t.lstrip("LR") for e in expressions for t in e.aus.split("+")]).value_counts()
+    tokens = pd.Series(
+        [t.lstrip("LR") for e in expressions for t in e.aus.split("+")]
+    ).value_counts()
     assert set(tokens.index[:2]) == {"12", "4"}
     assert {"1", "2", "4", "6", "7", "12", "14", "15", "24"} <= set(tokens.index)
     assert all(1 <= len(p.expressions) <= 15 for p in plans)
@@ -229,16 +260,20 @@ def test_default_plan_statistics_resemble_casme2():
 
 # ---------------------------------------------------------------- command line and bad input
 
+
 def test_help_lists_the_commands(capsys):
     assert main(["--help"]) == 0
     assert "synth" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--seconds", "-3"], "--seconds must be positive"),
-    (["--fps", "0"], "--fps must be positive"),
-    (["--face-size", "20"], "--face-size"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seconds", "-3"], "--seconds must be positive"),
+        (["--fps", "0"], "--fps must be positive"),
+        (["--face-size", "20"], "--face-size"),
+    ],
+)
 def test_bad_parameters_give_one_clear_line(tmp_path, capsys, flags, message):
     out = tmp_path / "never"
     assert main(["synth", "--small", "--out", str(out), *flags]) == 2
@@ -285,8 +320,27 @@ def test_a_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_command_line_small_run(tmp_path, capsys):
     out = tmp_path / "cli"
     png = tmp_path / "pictures" / "preview.png"
-    assert main(["synth", "--small", "--subjects", "2", "--videos-per-subject", "1", "--seconds", "3",
-                 "--out", str(out), "--preview", str(png), "--workers", "2"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--small",
+                "--subjects",
+                "2",
+                "--videos-per-subject",
+                "1",
+                "--seconds",
+                "3",
+                "--out",
+                str(out),
+                "--preview",
+                str(png),
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "macro-expressions" in printed and "micro-expressions" in printed
     assert len(pd.read_csv(out / "videos.csv")) == 2

@@ -11,10 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from mespot.cli import main
-from mespot.errors import UserError
-from spotting.features import create_store, write_video
+from flowcore.errors import UserError
+from mespot.testing import write_tiny_store
 from spotting.losses import LossParams, binary_focal_loss, spotting_loss, start_end_loss
-from spotting.train import RunConfig, TrainParams, load_weights, prepare, train_loso
+from spotting.config import RunConfig, TrainParams
+from spotting.data import prepare
+from spotting.loso import train_loso
+from spotting.run_folder import load_weights
 
 EPS = 1e-5
 
@@ -54,7 +57,9 @@ def test_total_loss_weights():
     expected = (1.8 * parts["me_apex"] + parts["me_start_end"] + 0.1 * parts["me_action"]
                 + 0.7 * (parts["mae_apex"] + parts["mae_start_end"] + 0.1 * parts["mae_action"]))
     assert float(total) == pytest.approx(float(expected), rel=1e-6)
-    assert float(parts["mae_start_end"]) == pytest.approx(float(start_end_loss(logits[:, 3:6], se[:, 1])))
+    assert float(parts["mae_start_end"]) == pytest.approx(
+        float(start_end_loss(logits[:, 3:6], se[:, 1]))
+    )
 
 
 # --- a tiny store -------------------------------------------------------------------------------
@@ -63,28 +68,17 @@ def test_total_loss_weights():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """3 subjects x 1 video x 300 rows (2 windows each), two expressions per video."""
-    base = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    root = create_store(base / "store.zarr", dataset="synthetic")
-    lines = ["subject,video,onset,apex,offset,type,au"]
-    for k, subject in enumerate(("s1", "s2", "s3")):
-        video = f"{subject}_v"
-        mdmo = rng.normal(0, 0.2, (300, 12, 2)).astype(np.float32)
-        mdmo[40 + k: 70 + k, 8:12, 1] += 1.5
-        mdmo[150: 162, 0:6, 1] -= 1.0
-        write_video(root, video, subject, mdmo, np.arange(1, 302))
-        lines.append(f"{subject},{video},{41 + k},{55 + k},{71 + k},mae,12+25")
-        lines.append(f"{subject},{video},151,157,163,me,R1+R2")
-    write_video(root, "broken", "s1", np.zeros((10, 12, 2)), np.arange(1, 12), status="failed")
-    (base / "gt.csv").write_text("\n".join(lines) + "\n")
-    return base
+    return write_tiny_store(tmp_path_factory.mktemp("tiny"))
 
 
 def config(tiny, **train):
     params = dict(epochs=3, batch_size=2, save_every=2)
     params.update(train)
-    return RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
-                     train=TrainParams(**params))
+    return RunConfig(
+        store=str(tiny / "store.zarr"),
+        annotations=str(tiny / "gt.csv"),
+        train=TrainParams(**params),
+    )
 
 
 def weights(run, subject, epoch):
@@ -94,7 +88,7 @@ def weights(run, subject, epoch):
 @pytest.mark.slow  # ~7 s: the first fold pays torch's optimiser and TensorBoard imports
 def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
     run = tmp_path / "run"
-    results = train_loso(config(tiny), run, show_progress=False)
+    results = train_loso(config(tiny), run)
     assert [r.subject for r in results] == ["s1", "s2", "s3"]
     assert all(r.n_train_windows == 2 and r.n_test_windows == 2 for r in results)
     cfg = json.loads((run / "config.json").read_text())
@@ -102,7 +96,9 @@ def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
     assert cfg["prior"]["source"] == "train" and "environment" in cfg
     fold = run / "folds" / "s2"
     assert sorted(p.name for p in fold.glob("weights_*")) == [
-        "weights_epoch_002.safetensors", "weights_epoch_003.safetensors"]
+        "weights_epoch_002.safetensors",
+        "weights_epoch_003.safetensors",
+    ]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(fold / "tb"))
@@ -125,22 +121,25 @@ def test_loso_run_writes_checkpoints_logs_and_config(tiny, tmp_path):
 @pytest.mark.slow  # ~7 s: three small LOSO runs
 def test_same_seed_same_weights_and_resume_after_interruption(tiny, tmp_path):
     first, second, resumed = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    train_loso(config(tiny), first, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
-    train_loso(config(tiny), second, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
+    train_loso(config(tiny), first, tensorboard=False, subjects=["s1", "s2"])
+    train_loso(config(tiny), second, tensorboard=False, subjects=["s1", "s2"])
 
     def kill(subject, epoch):
         if subject == "s2" and epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_loso(config(tiny), resumed, show_progress=False, tensorboard=False,
-                   subjects=["s1", "s2"], on_epoch_end=kill)
+        train_loso(
+            config(tiny), resumed, tensorboard=False, subjects=["s1", "s2"], on_epoch_end=kill
+        )
     assert not (resumed / "folds" / "s2" / "fold.json").exists()
-    results = train_loso(config(tiny), resumed, show_progress=False, tensorboard=False, subjects=["s1", "s2"])
+    results = train_loso(config(tiny), resumed, tensorboard=False, subjects=["s1", "s2"])
     assert [r.resumed_from for r in results] == [3, 2]  # s1 done before, s2 from epoch 2
     for subject in ("s1", "s2"):
-        losses = {json.loads((r / "folds" / subject / "fold.json").read_text())["final_loss"]
-                  for r in (first, second, resumed)}
+        losses = {
+            json.loads((r / "folds" / subject / "fold.json").read_text())["final_loss"]
+            for r in (first, second, resumed)
+        }
         assert len(losses) == 1, losses
         a, b, c = (weights(r, subject, 3) for r in (first, second, resumed))
         for key in a:
@@ -156,7 +155,7 @@ def one_thread_run(tiny, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_loso(config(tiny), run, show_progress=False, tensorboard=False)
+        train_loso(config(tiny), run, tensorboard=False)
     finally:
         torch.set_num_threads(threads)
     return run
@@ -167,14 +166,17 @@ def assert_same_folds(run, reference, subjects=("s1", "s2", "s3"), epoch=3):
         a, b = weights(reference, subject, epoch), weights(run, subject, epoch)
         for key in a:
             assert torch.equal(a[key], b[key]), (subject, key)
-        outputs = [load_file(str(r / "folds" / subject / "test_outputs.safetensors")) for r in (reference, run)]
+        outputs = [
+            load_file(str(r / "folds" / subject / "test_outputs.safetensors"))
+            for r in (reference, run)
+        ]
         assert torch.equal(outputs[0][f"{subject}_v"], outputs[1][f"{subject}_v"])
 
 
 @pytest.mark.slow  # ~15 s: two spawned workers import torch and load the store
 def test_folds_in_worker_processes_match_one_by_one_training(tiny, one_thread_run, tmp_path):
     pooled = tmp_path / "pool"
-    results = train_loso(config(tiny), pooled, show_progress=False, tensorboard=False, workers=2, threads=1)
+    results = train_loso(config(tiny), pooled, tensorboard=False, workers=2, threads=1)
     assert [r.subject for r in results] == ["s1", "s2", "s3"]
     assert_same_folds(pooled, one_thread_run)
     log = (pooled / "train.log").read_text()
@@ -187,11 +189,13 @@ def test_folds_as_ray_tasks_match_one_by_one_training(tiny, one_thread_run, loca
     from flowcore.ray_engine import RayEngine
 
     run = tmp_path / "ray"
-    results = train_loso(config(tiny), run, show_progress=False, tensorboard=False, engine=RayEngine())
+    results = train_loso(config(tiny), run, tensorboard=False, engine=RayEngine())
     assert [r.subject for r in results] == ["s1", "s2", "s3"]
     assert_same_folds(run, one_thread_run)  # one CPU per task: one torch thread
     log = (run / "train.log").read_text()
-    assert "ray: 1 node(s) with 2 CPU(s) and 0 GPU(s); 3 fold task(s) of 1 CPU and 0 GPU each" in log
+    assert (
+        "ray: 1 node(s) with 2 CPU(s) and 0 GPU(s); 3 fold task(s) of 1 CPU and 0 GPU each" in log
+    )
     assert all(f"fold {k}/3 s{k}: 2 train / 2 test windows" in log for k in (1, 2, 3))
 
 
@@ -203,11 +207,30 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path):
     import time
 
     run = tmp_path / "run"
-    args = ["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run), "--epochs", "1000",
-            "--workers", "2", "--threads", "1", "--no-tensorboard", "--save-every", "1000", "-q"]
+    args = [
+        "train",
+        str(tiny / "store.zarr"),
+        "-a",
+        str(tiny / "gt.csv"),
+        "-o",
+        str(run),
+        "--epochs",
+        "1000",
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+        "--no-tensorboard",
+        "--save-every",
+        "1000",
+        "-q",
+    ]
     code = f"import sys; from mespot.cli import main; sys.exit(main({args!r}))"
-    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     resume = run / "folds" / "s1" / "resume.safetensors"
     deadline = time.monotonic() + 60
     while not resume.exists() and time.monotonic() < deadline:
@@ -223,7 +246,15 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path):
 
 
 def test_engine_flags_that_cannot_work_are_refused(tiny, tmp_path, capsys):
-    args = ["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(tmp_path / "run"), "-q"]
+    args = [
+        "train",
+        str(tiny / "store.zarr"),
+        "-a",
+        str(tiny / "gt.csv"),
+        "-o",
+        str(tmp_path / "run"),
+        "-q",
+    ]
     assert main(args + ["--address", "auto"]) == 2
     assert "--address and --gpus-per-task go with --engine ray" in capsys.readouterr().err
     assert main(args + ["--engine", "ray", "--gpus-per-task", "0.5"]) == 2
@@ -238,57 +269,128 @@ def test_a_failing_fold_in_a_worker_does_not_stop_the_others(tiny, tmp_path):
     (run / "folds").mkdir(parents=True)
     (run / "folds" / "s2").write_text("a file where fold s2's folder belongs")
     with pytest.raises(UserError, match=r"1 fold\(s\) failed: s2 .* 2 finished"):
-        train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, workers=2, threads=1)
+        train_loso(config(tiny, epochs=1), run, tensorboard=False, workers=2, threads=1)
     assert all((run / "folds" / s / "fold.json").exists() for s in ("s1", "s3"))
     assert "fold s2: failed (FileExistsError" in (run / "train.log").read_text()
     (run / "folds" / "s2").unlink()  # repaired: the same call trains only the missing fold
-    results = train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, workers=2, threads=1)
+    results = train_loso(config(tiny, epochs=1), run, tensorboard=False, workers=2, threads=1)
     assert [r.resumed_from for r in results] == [1, 0, 1]
 
 
 def test_other_configuration_in_the_run_folder_is_refused(tiny, tmp_path):
     run = tmp_path / "run"
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
-    train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False,
-               subjects=["s1"], prepared=prep)
+    train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"], prepared=prep)
     with pytest.raises(UserError, match="another configuration"):
-        train_loso(config(tiny, epochs=2), run, show_progress=False, tensorboard=False,
-                   subjects=["s1"], prepared=prep)
+        train_loso(config(tiny, epochs=2), run, tensorboard=False, subjects=["s1"], prepared=prep)
     with pytest.raises(UserError, match="unknown subject"):
-        train_loso(config(tiny, epochs=1), run, show_progress=False, subjects=["s9"], prepared=prep)
+        train_loso(config(tiny, epochs=1), run, subjects=["s9"], prepared=prep)
 
 
 def test_command_line(tiny, tmp_path, capsys):
     run = tmp_path / "runs" / "cli"
-    code = main(["train", str(tiny / "store.zarr"), "--annotations", str(tiny / "gt.csv"),
-                 "--protocol", "loso", "--out", str(run), "--epochs", "1", "--subjects", "s3",
-                 "--no-tensorboard", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tiny / "store.zarr"),
+            "--annotations",
+            str(tiny / "gt.csv"),
+            "--protocol",
+            "loso",
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--subjects",
+            "s3",
+            "--no-tensorboard",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert (run / "folds" / "s3" / "weights_epoch_001.safetensors").exists()
-    assert main(["train", str(tmp_path / "missing.zarr"), "--annotations", str(tiny / "gt.csv"),
-                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "missing.zarr"),
+                "--annotations",
+                str(tiny / "gt.csv"),
+                "--out",
+                str(tmp_path / "x"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "feature store not found" in capsys.readouterr().err
-    assert main(["train", str(tiny / "store.zarr"), "--annotations", str(tiny / "gt.csv"),
-                 "--out", str(tmp_path / "y"), "--device", "cuda:7" if not torch.cuda.is_available()
-                 else "nonsense", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "--annotations",
+                str(tiny / "gt.csv"),
+                "--out",
+                str(tmp_path / "y"),
+                "--device",
+                "cuda:7" if not torch.cuda.is_available() else "nonsense",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
 
 
 def test_yaml_config_and_flags(tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("train:\n  epochs: 1\n  batch_size: 4\nprior:\n  source: all\n")
     run = tmp_path / "run"
-    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
-                 "--config", str(cfg), "--seed", "5", "--subjects", "s1", "--no-tensorboard", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "-a",
+                str(tiny / "gt.csv"),
+                "-o",
+                str(run),
+                "--config",
+                str(cfg),
+                "--seed",
+                "5",
+                "--subjects",
+                "s1",
+                "--no-tensorboard",
+                "-q",
+            ]
+        )
+        == 0
+    )
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["train"]["epochs"] == 1 and resolved["train"]["batch_size"] == 4
     assert resolved["train"]["seed"] == 5 and resolved["prior"]["source"] == "all"
     cfg.write_text("train:\n  epochz: 1\n")
-    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
-                 "--config", str(cfg), "-q"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "-a",
+                str(tiny / "gt.csv"),
+                "-o",
+                str(run),
+                "--config",
+                str(cfg),
+                "-q",
+            ]
+        )
+        == 2
+    )
 
 
 def test_video_logits_reassembles_windows_in_row_order(tiny):
-    from spotting.train import video_logits
+    from spotting.inference import video_logits
 
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
     ws = prep.windows
@@ -296,8 +398,9 @@ def test_video_logits_reassembles_windows_in_row_order(tiny):
     order = np.flatnonzero(mask)
     # fake logits: channel c of window w's central row j holds first_row + j (+ 1000 c)
     j = np.arange(ws.start_end.shape[-1])
-    logits = (ws.first_row[order][:, None, None] + j[None, None, :]
-              + 1000 * np.arange(10)[None, :, None]).astype(np.float32)
+    logits = (
+        ws.first_row[order][:, None, None] + j[None, None, :] + 1000 * np.arange(10)[None, :, None]
+    ).astype(np.float32)
     got = video_logits(logits, ws, mask)
     assert sorted(got) == ["s1_v", "s3_v"]
     assert got["s1_v"].shape == (300, 10)
@@ -310,12 +413,20 @@ def test_video_logits_reassembles_windows_in_row_order(tiny):
 def test_cuda_training_is_deterministic_and_agrees_with_cpu(tiny, tmp_path):
     runs = {name: tmp_path / name for name in ("gpu1", "gpu2", "cpu")}
     for name, run in runs.items():
-        train_loso(config(tiny, epochs=2), run, device="cpu" if name == "cpu" else "cuda",
-                   subjects=["s1"], show_progress=False, tensorboard=False)
+        train_loso(
+            config(tiny, epochs=2),
+            run,
+            device="cpu" if name == "cpu" else "cuda",
+            subjects=["s1"],
+            tensorboard=False,
+        )
     a, b = (weights(runs[n], "s1", 2) for n in ("gpu1", "gpu2"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    loss = {n: json.loads((r / "folds" / "s1" / "fold.json").read_text())["final_loss"] for n, r in runs.items()}
+    loss = {
+        n: json.loads((r / "folds" / "s1" / "fold.json").read_text())["final_loss"]
+        for n, r in runs.items()
+    }
     assert loss["gpu1"] == pytest.approx(loss["cpu"], rel=1e-2)
 
 
@@ -330,8 +441,8 @@ def test_annotations_of_other_videos_are_a_user_error(tiny, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_folds_in_workers_match_one_by_one(tiny, tmp_path):
     one, pooled = tmp_path / "one", tmp_path / "pool"
-    train_loso(config(tiny, epochs=2), one, device="cuda", show_progress=False, tensorboard=False)
-    train_loso(config(tiny, epochs=2), pooled, device="cuda", show_progress=False, tensorboard=False, workers=3)
+    train_loso(config(tiny, epochs=2), one, device="cuda", tensorboard=False)
+    train_loso(config(tiny, epochs=2), pooled, device="cuda", tensorboard=False, workers=3)
     for subject in ("s1", "s2", "s3"):
         a, b = weights(one, subject, 2), weights(pooled, subject, 2)
         for key in a:
@@ -340,23 +451,29 @@ def test_cuda_folds_in_workers_match_one_by_one(tiny, tmp_path):
 
 def test_weights_carry_the_model_dims_and_load_into_the_same_network(tiny, tmp_path):
     from spotting.model import ModelDims
-    from spotting.train import predict_logits, video_logits, window_tensors
+    from spotting.data import window_tensors
+    from spotting.inference import predict_logits, video_logits
 
     dims = ModelDims(graph_channels=8, hidden=24)
     run = tmp_path / "run"
     cfg = RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
                     train=TrainParams(epochs=1, batch_size=2), model=dims)
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
-    train_loso(cfg, run, show_progress=False, tensorboard=False, subjects=["s2"], prepared=prep)
+    train_loso(cfg, run, tensorboard=False, subjects=["s2"], prepared=prep)
     assert json.loads((run / "config.json").read_text())["model"]["hidden"] == 24
     model, meta = load_weights(run / "folds" / "s2" / "weights_epoch_001.safetensors")
-    assert model.dims == dims and meta["dims_source"] == "stored" and meta["dims"]["graph_channels"] == 8
+    assert model.dims == dims and meta["dims_source"] == "stored"
+    assert meta["dims"]["graph_channels"] == 8
     # the loaded network gives the trained network's outputs (saved at the end of training)
     mask = prep.windows.of_subjects(["s2"])
     norm = meta["normalisation"]
-    logits = predict_logits(model, window_tensors(prep.windows, mask, norm["mean"], norm["std"], "cpu")["x"], 7)
+    logits = predict_logits(
+        model, window_tensors(prep.windows, mask, norm["mean"], norm["std"], "cpu")["x"], 7
+    )
     saved = load_file(str(run / "folds" / "s2" / "test_outputs.safetensors"))["s2_v"]
-    assert torch.equal(torch.from_numpy(video_logits(logits.numpy(), prep.windows, mask)["s2_v"]), saved)
+    assert torch.equal(
+        torch.from_numpy(video_logits(logits.numpy(), prep.windows, mask)["s2_v"]), saved
+    )
 
 
 def test_weights_without_stored_dims_load_with_the_defaults_and_say_so(tmp_path):
@@ -367,13 +484,20 @@ def test_weights_without_stored_dims_load_with_the_defaults_and_say_so(tmp_path)
     torch.manual_seed(0)
     network = AUWGCN(np.eye(12, dtype=np.float32))
     old = tmp_path / "weights_epoch_001.safetensors"  # as written before dims were stored
-    save_file(network.state_dict(), str(old), metadata={"epoch": "1", "fold": json.dumps({"test_subject": "s1"})})
+    save_file(
+        network.state_dict(),
+        str(old),
+        metadata={"epoch": "1", "fold": json.dumps({"test_subject": "s1"})},
+    )
     model, meta = load_weights(old)
     assert model.dims == ModelDims() and meta["dims"] == dataclasses.asdict(ModelDims())
     assert meta["dims_source"].startswith("tensor shapes (the file stores no dimensions")
     wrong = tmp_path / "weights_epoch_002.safetensors"
     save_file(network.state_dict(), str(wrong), metadata={"dims": json.dumps({"hidden": 32})})
-    with pytest.raises(UserError, match=r"weights_epoch_002.safetensors: weights do not fit AUW-GCN: .*size mismatch"):
+    with pytest.raises(
+        UserError,
+        match=r"weights_epoch_002.safetensors: weights do not fit AUW-GCN: .*size mismatch",
+    ):
         load_weights(wrong)
 
 
@@ -381,27 +505,62 @@ def test_yaml_model_section_sets_the_network(tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("train:\n  epochs: 1\nmodel:\n  hidden: 16\n")
     run = tmp_path / "run"
-    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(run),
-                 "--config", str(cfg), "--subjects", "s1", "--no-tensorboard", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "-a",
+                str(tiny / "gt.csv"),
+                "-o",
+                str(run),
+                "--config",
+                str(cfg),
+                "--subjects",
+                "s1",
+                "--no-tensorboard",
+                "-q",
+            ]
+        )
+        == 0
+    )
     model, _ = load_weights(run / "folds" / "s1" / "weights_epoch_001.safetensors")
     assert model.dims.hidden == 16
     cfg.write_text("model:\n  nodes: 11\n")
-    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(tmp_path / "x"),
-                 "--config", str(cfg), "-q"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tiny / "store.zarr"),
+                "-a",
+                str(tiny / "gt.csv"),
+                "-o",
+                str(tmp_path / "x"),
+                "--config",
+                str(cfg),
+                "-q",
+            ]
+        )
+        == 2
+    )
 
 
-def test_annotations_without_a_usable_row_stop_training_at_once(tiny, tmp_path, capsys, monkeypatch):
+def test_annotations_without_a_usable_row_stop_training_at_once(
+    tiny, tmp_path, capsys, monkeypatch
+):
     import openpyxl
 
-    import spotting.train
+    import spotting.data
 
     def no_windows(*args, **kwargs):
         raise AssertionError("windows were built from annotations without a usable row")
 
-    monkeypatch.setattr(spotting.train, "build_windows", no_windows)
+    monkeypatch.setattr(spotting.data, "build_windows", no_windows)
     book = openpyxl.Workbook()
-    for row in [(1, "anger1_1", 41, 55, 71, 12, "anger", "macro-expression", "anger"),
-                (1, "anger1_2", 151, 157, 163, 1, "anger", "micro-expression", "anger")]:
+    for row in [
+        (1, "anger1_1", 41, 55, 71, 12, "anger", "macro-expression", "anger"),
+        (1, "anger1_2", 151, 157, 163, 1, "anger", "micro-expression", "anger"),
+    ]:
         book.active.append(row)
     book.create_sheet("naming rule1").append((1, "s1", 1))
     book.create_sheet("naming rule2").append((101, "disgust1"))  # no sheet-1 row uses disgust1
@@ -410,18 +569,21 @@ def test_annotations_without_a_usable_row_stop_training_at_once(tiny, tmp_path, 
     run = tmp_path / "run"
     assert main(["train", str(tiny / "store.zarr"), "-a", str(path), "-o", str(run), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {path}: 0 of 2 rows usable: 2 unknown video name (sheet 3 maps disgust1 0101; "
-                   "sheet 1 names e.g. 'anger1')"]
+    assert err == [
+        f"error: {path}: 0 of 2 rows usable: 2 unknown video name (sheet 3 maps disgust1 0101; "
+        "sheet 1 names e.g. 'anger1')"
+    ]
     assert not run.exists()
 
 
 def test_a_run_from_before_model_sizes_were_configurable_resumes(tiny, tmp_path):
     run = tmp_path / "run"
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
-    train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False, subjects=["s1"], prepared=prep)
+    train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"], prepared=prep)
     old = json.loads((run / "config.json").read_text())
     del old["model"]  # config.json as written before the `model` section existed
     (run / "config.json").write_text(json.dumps(old))
-    results = train_loso(config(tiny, epochs=1), run, show_progress=False, tensorboard=False,
-                         subjects=["s1"], prepared=prep)
+    results = train_loso(
+        config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"], prepared=prep
+    )
     assert [r.resumed_from for r in results] == [1]  # the finished fold is kept, not refused

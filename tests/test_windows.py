@@ -8,7 +8,8 @@ import pytest
 
 from spotting.annotations import AnnotationTable
 from spotting.au_codes import parse_au_string
-from spotting.features import create_store, load_features, write_video
+from flowcore.store import load_features
+from mespot.testing import create_store, write_video
 from spotting.windows import (
     END, NONE, START, WindowParams, annotation_targets, build_windows, frames_to_rows,
     resolve_expression, rows_to_frames, video_targets,
@@ -61,7 +62,9 @@ def test_start_end_apex_action_targets_micro():
     assert (t.start_end[1] == NONE).all()  # the macro channel untouched
     apex = t.apex[0]
     assert apex[13] == 1.0
-    assert apex[12] == pytest.approx(math.exp(-1 / 32)) and apex[14] == pytest.approx(math.exp(-1 / 32))
+    assert apex[12] == pytest.approx(math.exp(-1 / 32)) and apex[14] == pytest.approx(
+        math.exp(-1 / 32)
+    )
     assert np.count_nonzero(apex) == 3
     assert np.flatnonzero(t.action[0]).tolist() == list(range(10, 18))
 
@@ -94,8 +97,9 @@ def test_targets_are_clipped_at_video_ends():
 
 
 def _table(rows):
-    frame = pd.DataFrame(rows, columns=["subject", "video_id", "expression", "onset", "apex",
-                                        "offset", "type", "au"])
+    frame = pd.DataFrame(
+        rows, columns=["subject", "video_id", "expression", "onset", "apex", "offset", "type", "au"]
+    )
     frame["au_codes"] = [parse_au_string(a).codes for a in frame["au"]]
     frame["source_row"] = range(2, len(frame) + 2)
     return AnnotationTable(frame, (), "csv", "test")
@@ -106,13 +110,15 @@ def test_annotation_targets_map_frames_and_list_skips(tmp_path):
     write_video(root, "v1", "s1", np.zeros((99, 12, 2)), np.arange(1, 101))  # N = 99 rows
     write_video(root, "v2", "s1", np.zeros((9, 12, 2)), np.arange(1, 81, 8))  # 1-in-8, N = 9
     features = load_features(tmp_path / "s.zarr")
-    table = _table([
-        ("s1", "v1", "e1", 11, 14, 18, "me", "12"),  # rows 10, 13, 17
-        ("s1", "v1", "e2", 50, 0, 0, "mae", "4"),  # two missing -> skipped
-        ("s1", "v1", "e3", 90, 100, 0, "mae", "4"),  # apex row 99 >= N -> skipped
-        ("s1", "v2", "e4", 9, 25, 49, "mae", "4"),  # rows 1, 3, 6
-        ("s1", "v9", "e5", 9, 25, 49, "mae", "4"),  # video absent from the store
-    ])
+    table = _table(
+        [
+            ("s1", "v1", "e1", 11, 14, 18, "me", "12"),  # rows 10, 13, 17
+            ("s1", "v1", "e2", 50, 0, 0, "mae", "4"),  # two missing -> skipped
+            ("s1", "v1", "e3", 90, 100, 0, "mae", "4"),  # apex row 99 >= N -> skipped
+            ("s1", "v2", "e4", 9, 25, 49, "mae", "4"),  # rows 1, 3, 6
+            ("s1", "v9", "e5", 9, 25, 49, "mae", "4"),  # video absent from the store
+        ]
+    )
     targets, issues = annotation_targets(features, table)
     assert targets["v1"].used == ((0, 10, 13, 17),)
     assert targets["v2"].used == ((1, 1, 3, 6),)
@@ -127,7 +133,8 @@ def test_annotation_targets_map_frames_and_list_skips(tmp_path):
     targets, issues = annotation_targets(features, table)
     assert targets["v1"].used == ((1, 10, 13, 16),)
     assert [(i.reason, i.action, i.detail) for i in issues] == [
-        ("offset filled", "repaired", "2*apex - onset = row 16")]
+        ("offset filled", "repaired", "2*apex - onset = row 16")
+    ]
 
 
 def test_windows_cover_context_and_pad_with_zeros(tmp_path):
@@ -145,7 +152,7 @@ def test_windows_cover_context_and_pad_with_zeros(tmp_path):
     assert ws.valid[0].tolist() == [False] * 7 + [True] * 263
     # window 1: rows 249..299, then zeros past the end of the video
     assert ws.x[1, 0, 0, 0] == 250 and ws.x[1, 7 + 43, 0, 0] == 300
-    assert (ws.x[1, 7 + 44:] == 0).all() and ws.valid[1].sum() == 51
+    assert (ws.x[1, 7 + 44 :] == 0).all() and ws.valid[1].sum() == 51
     # targets past the end are "none" / 0; the expression sits in window 1 only
     assert (ws.start_end[1, :, 44:] == NONE).all() and (ws.action[1, :, 44:] == 0).all()
     assert ws.action[1, 1, 280 - 256] == 1 and ws.has_expression.tolist() == [False, True]

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import zarr
 
-from mespot.errors import UserError
-from spotting.features import create_store, load_features, write_video
+from flowcore.errors import UserError
+from flowcore.store import load_features
+from mespot.testing import create_store, write_video
 
 
 def test_only_complete_videos_are_loaded(tmp_path):

@@ -15,11 +15,13 @@ Backends (all take the same `TVL1Params`, defaults = OpenCV's DualTVL1 defaults)
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .params import TVL1Params
 
-__all__ = ["TVL1Params", "compute_flow", "available_backends"]
+__all__ = ["TVL1Params", "available_backends", "check_backend", "compute_flow", "level_solver"]
 
 _ALL_BACKENDS = ("opencv", "torch", "cuda")
 
@@ -93,6 +95,64 @@ def _check_pair(first, second) -> None:
         )
 
 
+def check_backend(backend: str, device: str, here: bool = True) -> None:
+    """ValueError saying why `backend` cannot compute on `device` (unknown, opencv off the CPU,
+    cuda off a GPU; with `here`, also not importable or no GPU on this machine: a Ray driver
+    passes False, its nodes may differ); None when it can."""
+    if not here:
+        if backend not in _ALL_BACKENDS:
+            raise ValueError(f"unknown flow backend {backend!r}; known: {list(_ALL_BACKENDS)}")
+    elif backend not in (available := available_backends()):
+        known = "" if backend not in _ALL_BACKENDS else " (not importable here)"
+        raise ValueError(f"unknown flow backend {backend!r}{known}; available: {available}")
+    device = str(device)
+    if backend == "opencv" and device != "cpu":
+        raise ValueError(f"the opencv flow backend runs on cpu only, not on {device!r}; for a GPU "
+                         f"choose the torch backend (--backend torch)")
+    if backend == "cuda" and not device.startswith("cuda"):
+        raise ValueError(f"the cuda flow backend runs on a GPU, not on {device!r}: "
+                         f"add --device cuda")
+    if here and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here")
+
+
+COMPILE_ENV = "MESPOT_TORCH_COMPILE"  # "1": torch.compile the tensor iteration on a GPU
+
+
+def level_solver(backend: str, device: str):
+    """The pyramid-level solver `flow_torch` runs for the `torch` or `cuda` backend on `device`:
+    the only place the solver is chosen. CPU: the fused numba kernels; a GPU: the tensor path,
+    its iteration torch.compile'd when $MESPOT_TORCH_COMPILE is 1 (about a minute of compiling
+    per process, for long GPU runs); `cuda`: the tensor path with the fused iteration kernel."""
+    import os
+
+    from .torch_tvl1 import solve_level_tensors
+
+    if backend == "cuda":
+        from .cuda_kernels import fused_step
+
+        return functools.partial(solve_level_tensors, step=fused_step)
+    if not str(device).startswith("cuda"):
+        from .tvl1_numba import solve_level_numba
+
+        return solve_level_numba
+    if os.environ.get(COMPILE_ENV, "0") == "1":
+        return functools.partial(solve_level_tensors, step=_compiled_step())
+    return solve_level_tensors
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_step():
+    import torch
+
+    from .torch_tvl1 import _inner_step
+
+    return torch.compile(_inner_step, dynamic=True)
+
+
 def compute_flow(
     first,
     second,
@@ -108,16 +168,13 @@ def compute_flow(
     params: TV-L1 parameters (defaults equal OpenCV's).
     backend: one of `available_backends()`.
     device: where the `torch` backend computes ("cpu", "cuda", "cuda:1", ...); `opencv` is CPU
-        only, `cuda` CUDA only. The result goes back to where the input was.
+        only, `cuda` CUDA only (`check_backend`). The result goes back to where the input was.
     Returns (N, 2, H, W) float32 flow in pixels, (dx, dy), y down; (2, H, W) for (H, W) input.
         numpy in, numpy out; torch in, torch out on the input's device.
     """
     if not isinstance(params, TVL1Params):
         raise TypeError(f"params must be a TVL1Params, got {type(params).__name__}")
-    available = available_backends()
-    if backend not in available:
-        known = "" if backend not in _ALL_BACKENDS else " (not importable here)"
-        raise ValueError(f"unknown flow backend {backend!r}{known}; available: {available}")
+    check_backend(backend, device)
     _check_pair(first, second)
     single = first.ndim == 2
     tensor_in = _is_tensor(first)
@@ -125,8 +182,6 @@ def compute_flow(
         out_device = first.device
 
     if backend == "opencv":
-        if str(device) != "cpu":
-            raise ValueError(f"the opencv backend runs on cpu only, got device {device!r}")
         a = first.detach().cpu().numpy() if tensor_in else first
         b = second.detach().cpu().numpy() if tensor_in else second
         from .opencv_backend import flow_opencv
@@ -141,18 +196,11 @@ def compute_flow(
 
         from .torch_tvl1 import flow_torch
 
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here")
-        step = None
-        if backend == "cuda":
-            if not str(device).startswith("cuda"):
-                raise ValueError(f"the cuda backend runs on a CUDA device, got device {device!r}")
-            from .cuda_kernels import fused_step as step
         a = first if tensor_in else torch.from_numpy(np.ascontiguousarray(first))
         b = second if tensor_in else torch.from_numpy(np.ascontiguousarray(second))
         a = a.to(device=device, dtype=torch.float32).reshape(-1, *a.shape[-2:])
         b = b.to(device=device, dtype=torch.float32).reshape(-1, *b.shape[-2:])
         with torch.no_grad():
-            flow = flow_torch(a, b, params, step=step)
+            flow = flow_torch(a, b, params, level_solver(backend, device))
         flow = flow.to(out_device) if tensor_in else flow.cpu().numpy()
     return flow[0] if single else flow

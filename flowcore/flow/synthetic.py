@@ -16,8 +16,9 @@ import functools
 
 import numpy as np
 
-# Face box of the real face in skimage.data.astronaut() as (left, top, right, bottom): dlib's
-# detector also fires on the mission patch, so the box is fixed here.
+# dlib's box of the face in skimage.data.astronaut() as (left, top, right, bottom), photo px
+# (detect_faces gives it, largest first; the detector also fires on the mission patch, so the
+# box is fixed here). The synthetic generator frames its subjects by mespot.synth.faces.FRAMING_BOX.
 ASTRONAUT_FACE_BOX = (179, 83, 266, 170)
 CROP_MARGIN = 1.6  # crop side / face box side
 CASE_CLASSES = ("translation", "rotation_zoom", "micro_deform", "macro_deform", "noise_brightness")

@@ -22,9 +22,10 @@ dual variable, is neither median-filtered nor rescaled), as in OpenCV.
 Every sample stops on its own: a finished sample is frozen (its u and p no longer change),
 so its result never depends on the other samples of the batch.
 
-On CPU each pyramid level runs in fused numba kernels (`tvl1_numba.py`, one thread per sample)
-unless `use_numba=False`; the tensor version below is the readable reference and the CUDA path
-(with MESPOT_TORCH_COMPILE=1 its inner iteration goes through torch.compile).
+`flow_torch` takes the solver of one pyramid level as an argument: `solve_level_tensors` below
+(the readable reference, and the CUDA path; its iteration `step` can be swapped for the fused
+CUDA kernel), or `tvl1_numba.solve_level_numba` (fused numba kernels on the CPU, one thread per
+sample). `flowcore.flow.level_solver` is the one place that chooses.
 
 Convention: images (N, H, W) float32 grey values 0..255; flow (N, 2, H, W) float32 in pixels
 holding (dx, dy), y pointing down, from the first image to the second:
@@ -34,7 +35,6 @@ first(y, x) ~ second(y + dy, x + dx).
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import torch.nn.functional as F
@@ -215,39 +215,22 @@ def _inner_step(I1wx, I1wy, grad, rho_c, u, px, py, keep, l_t: float, theta: flo
 
 
 SYNC_EVERY = 10  # inner iterations between checks whether any sample is still running
-COMPILE_ENV = "MESPOT_TORCH_COMPILE"  # "1": torch.compile the inner step (meant for CUDA)
-_compiled_step = None
 
 
-def _step_function():
-    """`_inner_step`, compiled with torch.compile when $MESPOT_TORCH_COMPILE is 1.
-
-    Compiling costs about a minute per process and fuses the ~25 tensor operations of an
-    iteration into a few kernels: worth it for long GPU runs; the CPU uses the numba kernel.
-    """
-    global _compiled_step
-    if os.environ.get(COMPILE_ENV, "0") != "1":
-        return _inner_step
-    if _compiled_step is None:
-        _compiled_step = torch.compile(_inner_step, dynamic=True)
-    return _compiled_step
-
-
-def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params, step=None):
+def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params, step):
     """The outer/inner iterations of one warp, batched tensors, per-sample stopping.
 
     I1wx, I1wy, grad, rho_c: (N, 1, H, W); u, px, py: (N, C, H, W) (see `_inner_step`).
     A sample stops once its update error <= epsilon^2 H W and is frozen from then on, so the
     loop may run on (a few iterations, without effect) until all samples have stopped; the
     host checks that only every SYNC_EVERY iterations. Returns the new (u, px, py).
-    step: the iteration, `_inner_step`'s signature (None: `_step_function()`).
+    step: the iteration, `_inner_step`'s signature.
     """
     n, _, h, w = u.shape
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
     scaled_eps = params.epsilon**2 * h * w  # OpenCV: sum of squared updates vs eps^2 * area
     active = torch.ones(n, dtype=torch.bool, device=u.device)
-    step = step or _step_function()
     for _ in range(params.outer_iterations):
         if not bool(active.any()):
             break
@@ -265,13 +248,11 @@ def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params, 
     return u, px, py
 
 
-def _solve_level(I0, I1, u, params: TVL1Params, use_numba: bool, step=None):
-    """(N, 1, h, w) images, (N, C, h, w) initial u -> refined u (N, C, h, w)."""
+def solve_level_tensors(I0, I1, u, params: TVL1Params, step=_inner_step):
+    """One pyramid level with tensor operations: (N, 1, h, w) images, (N, C, h, w) initial u ->
+    refined u (N, C, h, w). `step`: one iteration, `_inner_step`'s signature (e.g. the fused
+    CUDA kernel flowcore.flow.cuda_kernels.fused_step)."""
     I1x, I1y = centered_gradient(I1)
-    if use_numba:
-        from .tvl1_numba import solve_level_numba
-
-        return solve_level_numba(I0, I1, I1x, I1y, u, params)
     stack = torch.cat((I1, I1x, I1y), dim=1)
     px = torch.zeros_like(u)  # dual variables, x parts (p11, p21[, p31]), y parts (p12, ...)
     py = torch.zeros_like(u)
@@ -300,20 +281,14 @@ def _single_torch_thread():
         torch.set_num_threads(previous)
 
 
-def flow_torch(
-    first: torch.Tensor, second: torch.Tensor, params: TVL1Params, use_numba: bool | None = None,
-    step=None,
-) -> torch.Tensor:
+def flow_torch(first: torch.Tensor, second: torch.Tensor, params: TVL1Params,
+               solve_level) -> torch.Tensor:
     """(N, H, W) float32 grey 0..255 pairs -> (N, 2, H, W) float32 flow in pixels, same device.
 
-    use_numba: run each pyramid level in the numba kernels; default: on CPU tensors only.
-    step: the iteration of the tensor path (`_inner_step`'s signature), e.g. the fused CUDA
-    kernel (flowcore.flow.cuda_kernels.fused_step); None: `_inner_step`.
+    solve_level: the solver of one pyramid level, `solve_level_tensors`'s signature
+    (`solve_level_tensors`, `tvl1_numba.solve_level_numba` on CPU tensors, or the tensor path with
+    another iteration step); flowcore.flow.level_solver chooses it for a backend and device.
     """
-    if use_numba is None:
-        use_numba = first.device.type == "cpu"
-    if use_numba and first.device.type != "cpu":
-        raise ValueError(f"use_numba needs CPU tensors, got device {first.device}")
     on_cpu = first.device.type == "cpu"
     with _single_torch_thread() if on_cpu else contextlib.nullcontext():
         I0s = build_pyramid(first[:, None].float(), params)
@@ -322,7 +297,7 @@ def flow_torch(
         n_comp = 3 if params.gamma > 0 else 2  # u1, u2 and the illumination term u3
         u = torch.zeros(n, n_comp, *I0s[-1].shape[-2:], dtype=torch.float32, device=first.device)
         for level in range(len(I0s) - 1, -1, -1):
-            u = _solve_level(I0s[level], I1s[level], u, params, use_numba, step)
+            u = solve_level(I0s[level], I1s[level], u, params)
             if level > 0:
                 (h, w), (h0, w0) = I0s[level - 1].shape[-2:], u.shape[-2:]
                 u = resize_linear(u, (h, w), (h0 / h, w0 / w))

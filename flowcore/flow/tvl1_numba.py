@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .params import TVL1Params
-from .torch_tvl1 import cubic_weights
+from .torch_tvl1 import centered_gradient, cubic_weights
 
 FLOAT_EPS = np.float32(np.finfo(np.float32).eps)
 # Reassociation lets the error sums vectorise (no approximate maths, no NaN assumptions);
@@ -252,11 +252,14 @@ def _solve_level_batch(I0, I1_stack, u, l_t, theta, taut, gamma, scaled_eps, n_w
                          n_warps, n_outer, n_inner, median)
 
 
-def solve_level_numba(I0, I1, I1x, I1y, u, params: TVL1Params):
-    """One pyramid level on CPU tensors: I0, I1, I1x, I1y (N, 1, H, W), initial u (N, C, H, W)
-    (C = 2, or 3 with the illumination term u3 when gamma > 0) -> refined u, same shape.
-    Same result as torch_tvl1's tensor path."""
+def solve_level_numba(I0, I1, u, params: TVL1Params):
+    """One pyramid level on CPU tensors: I0, I1 (N, 1, H, W), initial u (N, C, H, W) (C = 2, or 3
+    with the illumination term u3 when gamma > 0) -> refined u, same shape. Same result as
+    torch_tvl1.solve_level_tensors (`flow_torch`'s `solve_level`)."""
+    if I0.device.type != "cpu":
+        raise ValueError(f"the numba level solver needs CPU tensors, got device {I0.device}")
     h, w = u.shape[-2:]
+    I1x, I1y = centered_gradient(I1)
 
     def arr(t):
         return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)

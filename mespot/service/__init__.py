@@ -5,7 +5,8 @@
         <-- scheduler.py (one slot per GPU or group of cores: claims the next job, starts
             runner.py in its own process) --> tasks.py (the only module calling the library)
 
-Layer: top (imports flowcore and spotting; nothing below imports it). The client side
-(`client.py`, `commands.py`) needs only the standard library; the server needs the `serve`
-extra (fastapi, uvicorn, prometheus-client).
+Layer: top (imports flowcore and spotting; nothing below imports it); its commands are in
+mespot.commands (`serve`, and `jobs` for `mespot jobs/submit`). The client side (`client.py`
+and mespot.commands.jobs) needs only the standard library; the server needs the `serve` extra
+(fastapi, uvicorn, prometheus-client).
 """

@@ -149,7 +149,8 @@ def _job_json(store: JobStore, job_id: int) -> dict:
     return job.to_json()
 
 
-def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConfig, guarded) -> None:
+def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConfig,
+                guarded) -> None:
     def submit(kind: str, body) -> JSONResponse:
         planned = tasks.plan(kind, body.model_dump(), roots, config.uploads)
         job = store.submit(kind, planned.params, planned.locks)
@@ -261,7 +262,8 @@ def _operator_routes(app, store, config, roots, metrics: Metrics, guarded) -> No
     @app.get("/api/info", dependencies=guarded, tags=["operators"])
     def info() -> dict:
         """Roots, slots and limits of this server."""
-        return {"version": __version__, "data_root": str(roots.data), "store_root": str(roots.store),
+        return {"version": __version__, "data_root": str(roots.data),
+                "store_root": str(roots.store),
                 "slots": [vars(s) for s in config.slots], "engine": config.engine,
                 "max_upload_mb": config.max_upload_bytes / 2**20,
                 "kinds": list(JOB_KINDS), "states": list(STATES)}

@@ -9,7 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 TOKEN_FILE = "token"  # in the server's folder
 COOKIE = "mespot_token"

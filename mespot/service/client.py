@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from mespot.service.config import DEFAULT_HOME, DEFAULT_PORT, FINAL_STATES
 
 DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -42,7 +42,8 @@ def find_token(token: str | None, token_file: Path | None) -> str:
         return token.strip()
     if os.environ.get("MESPOT_TOKEN"):
         return os.environ["MESPOT_TOKEN"].strip()
-    path = token_file or Path(os.environ.get("MESPOT_TOKEN_FILE") or DEFAULT_HOME / "token").expanduser()
+    named = os.environ.get("MESPOT_TOKEN_FILE") or DEFAULT_HOME / "token"
+    path = token_file or Path(named).expanduser()
     if not path.is_file():
         raise UserError(f"no token: give --token, MESPOT_TOKEN or --token-file (no file {path})")
     return path.read_text().strip()
@@ -121,7 +122,8 @@ class Client:
         seen = None
         while True:
             job = self.job(job_id)
-            shown = (job["state"], round(job["progress"]["fraction"], 2), job["progress"]["message"])
+            shown = (job["state"], round(job["progress"]["fraction"], 2),
+                     job["progress"]["message"])
             if on_change is not None and shown != seen:
                 on_change(job)
             seen = shown

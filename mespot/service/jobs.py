@@ -136,7 +136,8 @@ class JobStore:
 
     def submit(self, kind: str, params: dict, locks: list[str]) -> Job:
         cursor = self._connect().execute(
-            "INSERT INTO jobs (kind, state, params, locks, submitted) VALUES (?, 'queued', ?, ?, ?)",
+            "INSERT INTO jobs (kind, state, params, locks, submitted) "
+            "VALUES (?, 'queued', ?, ?, ?)",
             (kind, json.dumps(params), json.dumps(locks), time.time()))
         return self.get(cursor.lastrowid)
 
@@ -225,7 +226,8 @@ class JobStore:
 
     # ---- runners (each write checks the lease's owner) -----------------------------------------
 
-    def heartbeat(self, job_id: int, owner: str, lease_s: float, busy_s: float) -> tuple[bool, bool]:
+    def heartbeat(self, job_id: int, owner: str, lease_s: float,
+                  busy_s: float) -> tuple[bool, bool]:
         """Renew the lease; (still held, cancel asked)."""
         held = self._write("UPDATE jobs SET lease_until = ?, busy_seconds = busy_seconds + ? "
                            "WHERE id = ? AND owner = ? AND state = 'running'",

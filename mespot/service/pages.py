@@ -63,7 +63,8 @@ def forms(config) -> str:
   placeholder="synth/small"></label>
  <label>Store (store root) <input name="store" list="store-paths" required
   placeholder="stores/small.zarr"></label>
- <label>Flow backend <select name="backend">{_options(("torch", "opencv", "cuda"), "torch")}</select></label>
+ <label>Flow backend
+  <select name="backend">{_options(("torch", "opencv", "cuda"), "torch")}</select></label>
  <label>Resize faces to (px) <input name="resize" type="number" min="32" max="1024"
   placeholder="native"></label>
  <button type="submit">Extract</button></form>
@@ -87,7 +88,8 @@ def forms(config) -> str:
 <form data-kind="predict" class="job-form" id="form-predict">
  <label>Model: run folder (store root) <input name="model" list="store-paths" required></label>
  <label>Video file to upload (at most {config.max_upload_bytes / 2**20:g} MiB)
-  <input name="file" type="file" accept="video/*" data-max-bytes="{config.max_upload_bytes}"></label>
+  <input name="file" type="file" accept="video/*"
+   data-max-bytes="{config.max_upload_bytes}"></label>
  <label>or a path under the data root <input name="video" list="data-paths"></label>
  <button type="submit">Spot</button></form>
 <p id="submit-status" role="status"></p>
@@ -97,8 +99,9 @@ def forms(config) -> str:
 def index_page(jobs: list[dict], config, roots) -> str:
     slots = ", ".join(f"{s.name} ({s.device}, {s.cores} cores)" for s in config.slots)
     rows = "".join(job_row(j) for j in jobs)
+    ray = " · engine: Ray" if config.engine == "ray" else ""
     body = f"""<header><h1>mespot</h1><p>data root <code>{e(str(roots.data))}</code> ·
-store root <code>{e(str(roots.store))}</code> · slots: {e(slots)}{' · engine: Ray' if config.engine == 'ray' else ''}
+store root <code>{e(str(roots.store))}</code> · slots: {e(slots)}{ray}
 </p><form method="post" action="/logout" class="logout"><button>Sign out</button></form></header>
 <main>{forms(config)}
 <section><h2>Queue</h2><table id="jobs"><thead><tr><th>job</th><th>kind</th><th>what</th>
@@ -154,15 +157,16 @@ def job_row(job: dict) -> str:
 
 def job_page(job: dict, log_text: str) -> str:
     jid = job["id"]
-    params = "".join(f"<tr><th>{e(k)}</th><td>{e(json.dumps(v) if not isinstance(v, str) else v)}</td></tr>"
-                     for k, v in job["params"].items())
+    hidden = "" if job["state"] in ("queued", "running") else " hidden"
+    params = "".join(f"<tr><th>{e(k)}</th><td>{e(v if isinstance(v, str) else json.dumps(v))}"
+                     "</td></tr>" for k, v in job["params"].items())
     body = f"""<header><h1><a href="/">mespot</a> · job #{jid} ({e(job['kind'])})</h1></header>
 <main id="job" data-job="{jid}"><section><table class="params">{params}</table>
 <p><span class="state {job['state']}" id="state">{job['state']}</span>
 <progress max="1" value="{job['progress']['fraction']}"></progress>
 <span class="progress-text">{e(progress_text(job))}</span></p>
 <p class="message" id="message">{e(job['error'] or job['progress']['message'])}</p>
-<p><button class="cancel" data-job="{jid}"{'' if job['state'] in ('queued', 'running') else ' hidden'}>cancel</button></p>
+<p><button class="cancel" data-job="{jid}"{hidden}>cancel</button></p>
 </section><section><h2>Results</h2><div id="result">{result_html(job)}</div></section>
 <section><h2>Log</h2><pre id="log">{e(log_text)}</pre></section></main>"""
     return _page(f"mespot job {jid}", body, "<script>mespot.job();</script>")
@@ -203,13 +207,15 @@ def api_page(schema: dict) -> str:
                 required = set(model.get("required", []))
                 fields = "<ul>" + "".join(
                     f"<li><code>{e(k)}</code>{' (required)' if k in required else ''}: "
-                    f"{e(v.get('description', ''))}</li>" for k, v in model["properties"].items()) + "</ul>"
+                    f"{e(v.get('description', ''))}</li>"
+                    for k, v in model["properties"].items()) + "</ul>"
             query = ", ".join(p["name"] for p in op.get("parameters", []) if p.get("in") == "query")
             rows.append(f"<tr><td><code>{method.upper()} {e(path)}</code></td><td>"
                         f"{e(op.get('summary', ''))}<br>{e(op.get('description', ''))}"
                         f"{'<br>query: ' + e(query) if query else ''}{fields}</td></tr>")
     body = (f"<header><h1><a href='/'>mespot</a> API</h1><p>Send <code>Authorization: Bearer "
-            f"TOKEN</code>; the schema is at <a href='/openapi.json'>/openapi.json</a>.</p></header>"
+            f"TOKEN</code>; the schema is at <a href='/openapi.json'>/openapi.json</a>.</p>"
+            f"</header>"
             f"<main><table class='api'>{''.join(rows)}</table></main>")
     return _page("mespot API", body)
 
@@ -233,7 +239,8 @@ def add_routes(app, store, config, roots, authorised) -> None:
         found = store.get(job_id)
         if found is None:
             return HTMLResponse(_page("mespot", f"<main><h1>No job {job_id}</h1>"
-                                              f"<p><a href='/'>back</a></p></main>"), status_code=404)
+                                              f"<p><a href='/'>back</a></p></main>"),
+                                status_code=404)
         log_file = config.job_folder(job_id) / "log.txt"
         text = log_file.read_text(errors="replace")[-20000:] if log_file.is_file() else ""
         return HTMLResponse(job_page(found.to_json(), text))

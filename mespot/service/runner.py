@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from mespot.service import tasks
 from mespot.service.config import HEARTBEAT_S, PROGRESS_EVERY_S, from_json
 from mespot.service.jobs import JobStore
@@ -113,8 +113,10 @@ def run_job(home: Path, job_id: int, owner: str, slot: dict) -> int:
         ctx.log(traceback.format_exc())
         outcome = tasks.Outcome("failed", "failed", f"{type(err).__name__}: {err} (see the log)")
     files = {"log.txt": str(ctx.folder / "log.txt"), **outcome.files}
-    ctx.log(f"{outcome.state}: {outcome.message}" + (f" - {outcome.error}" if outcome.error else ""))
-    store.finish(job_id, owner, outcome.state, outcome.message, outcome.error, files, outcome.result)
+    error = f" - {outcome.error}" if outcome.error else ""
+    ctx.log(f"{outcome.state}: {outcome.message}{error}")
+    store.finish(job_id, owner, outcome.state, outcome.message, outcome.error, files,
+                 outcome.result)
     return 0
 
 

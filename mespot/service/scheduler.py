@@ -69,7 +69,8 @@ class Scheduler:
         self.config, self.store = config, store
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._active: dict[str, tuple[int, str, subprocess.Popen]] = {}  # slot -> job, owner, runner
+        # slot -> job, owner, runner
+        self._active: dict[str, tuple[int, str, subprocess.Popen]] = {}
         self._lock = threading.Lock()
 
     # ---- life ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each kind has a `plan_*` (at submission: paths checked under their roots, the paths the job
 will read or write, so no two jobs touch one at once) and a `run_*` (in the runner process:
-the same library calls the commands make, with the progress protocol of flowcore.batch
+the same library calls the commands make, with the progress protocol of flowcore.progress
 drawn as the job's progress, and a cancel check between videos or epochs). A rename in the
 library below touches this file only.
 """
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 from mespot.service.roots import PathRefused, Roots, require
 
 
@@ -135,11 +135,17 @@ class Context:
 
 
 def ray_engine(address: str | None, device: str):
-    """The engine of `--engine ray` as the commands make it (UserError when Ray is missing or
-    cannot serve `device`)."""
-    from flowcore.command import engine_from_flags
+    """The engine of `--engine ray` with its defaults, as `mespot extract/train` make it
+    (UserError when Ray is missing or cannot serve `device`)."""
+    from flowcore.ray_engine import RayEngine, import_ray
 
-    return engine_from_flags("ray", address, None, device)
+    try:
+        import_ray()
+        engine = RayEngine(address=address)
+        engine.gpus_for(device)
+    except (ImportError, ValueError) as err:  # (mespot.commands imports the service: its
+        raise UserError(str(err)) from None  # engine_from_flags here would close a circle)
+    return engine
 
 
 def run(kind: str, params: dict, ctx: Context) -> Outcome:
@@ -259,16 +265,18 @@ def run_extract(p: dict, ctx: Context) -> Outcome:
 
 def run_train(p: dict, ctx: Context) -> Outcome:
     """A store and annotations -> a LOSO run folder under the store root (resumes)."""
-    from spotting.train import config_from_dict, train_loso
+    from spotting.config import config_from_dict
+    from spotting.loso import train_loso
 
     store, annotations = ctx.roots.store_path(p["store"]), ctx.roots.data_path(p["annotations"])
     run = ctx.roots.store_path(p["run"])
-    train = {k: p[k] for k in ("epochs", "seed", "inner_val", "batch_size", "lr") if p.get(k) is not None}
+    train = {k: p[k] for k in ("epochs", "seed", "inner_val", "batch_size", "lr")
+             if p.get(k) is not None}
     config = config_from_dict({"train": train}, store=str(store), annotations=str(annotations))
     subjects = p.get("subjects") or None
     epochs = config.train.epochs
     if subjects is None:
-        from spotting.features import load_features
+        from flowcore.store import load_features
 
         n_folds = len(load_features(store).subjects)
     else:
@@ -284,7 +292,7 @@ def run_train(p: dict, ctx: Context) -> Outcome:
     poll = None if ctx.engine is None else _FoldPoller(run, epochs, n_folds, ctx)
     try:
         results = train_loso(config, run, device=ctx.device, subjects=subjects,
-                             show_progress=False, tensorboard=True,
+                             tensorboard=True,
                              on_epoch_end=on_epoch_end if ctx.engine is None else None,
                              threads=ctx.cores if ctx.device == "cpu" else 0, engine=ctx.engine)
     finally:
@@ -360,18 +368,23 @@ def run_predict(p: dict, ctx: Context) -> Outcome:
     from spotting.predict import predict_videos
 
     model = ctx.roots.store_path(p["model"])
-    video = upload_path(ctx.uploads, p["upload"]) if p.get("upload") else ctx.roots.data_path(p["video"])
+    if p.get("upload"):
+        video = upload_path(ctx.uploads, p["upload"])
+    else:
+        video = ctx.roots.data_path(p["video"])
     out = ctx.folder / "prediction"
     batch = predict_videos(video, model, out, fold=p.get("fold"), select=p.get("select") or "last",
                            device=ctx.device, progress=ExtractProgress(ctx))
-    files = {"intervals.csv": str(out / "intervals.csv"), "prediction.json": str(out / "prediction.json")}
+    files = {"intervals.csv": str(out / "intervals.csv"),
+             "prediction.json": str(out / "prediction.json")}
     for png in sorted(out.glob("curves*.png")) + sorted(out.glob("curves/*.png")):
         files[png.relative_to(out).as_posix()] = str(png)
     spotted = {r.video_id: {t: int((r.intervals["type"] == t).sum()) for t in ("me", "mae")}
                for r in batch.predictions}
     failed = [{"video": f.video_id, "stage": f.stage, "error": f.error} for f in batch.failed]
     ok = not failed
-    return Outcome("done" if ok else "failed",
-                   f"{len(batch.predictions)} video(s) spotted" + (f", {len(failed)} failed" if failed else ""),
+    message = f"{len(batch.predictions)} video(s) spotted" + (
+        f", {len(failed)} failed" if failed else "")
+    return Outcome("done" if ok else "failed", message,
                    "" if ok else "; ".join(f"{f['video']}: {f['error']}" for f in failed),
                    files, {"spotted": spotted, "failed": failed})

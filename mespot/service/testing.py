@@ -51,13 +51,15 @@ class LoadResult:
             "errors": len(self.errors), "error_examples": self.errors[:5],
             "jobs_submitted": self.jobs_submitted,
             "status_calls": len(self.status_latencies),
-            "status_ms": {f"p{q}": ms(self.percentile(self.status_latencies, q)) for q in (50, 95, 99)}
-                         | {"max": ms(max(self.status_latencies, default=None) if self.status_latencies else None)},
+            "status_ms": {f"p{q}": ms(self.percentile(self.status_latencies, q))
+                          for q in (50, 95, 99)}
+                         | {"max": ms(max(self.status_latencies, default=None))},
             "submit_ms": {f"p{q}": ms(self.percentile(self.submit_latencies, q)) for q in (50, 95)},
         }
 
 
-def run_load(server: str, token: str, job: dict, clients: int = 20, seconds: float = 30.0) -> LoadResult:
+def run_load(server: str, token: str, job: dict, clients: int = 20,
+             seconds: float = 30.0) -> LoadResult:
     """`clients` threads for `seconds` against `server`; each submits `job` (an extract job's
     JSON) every SUBMIT_EVERY status calls and cancels it at once. Any answer but the expected
     one (or an exception) is an error."""

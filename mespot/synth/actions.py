@@ -27,32 +27,108 @@ CHEEK_LOW_R, CHEEK_LOW_L = (40, 48, 0.45), (47, 54, 0.45)
 ACTIONS: dict[int, list[tuple]] = {
     1: [(20, (0.0, 1.0), 0.6), (21, (0.1, 1.0), 1.0), (22, (0.1, 1.0), 1.0), (23, (0.0, 1.0), 0.6)],
     2: [(17, (0.0, 1.0), 1.0), (18, (0.0, 1.0), 0.8), (25, (0.0, 1.0), 0.8), (26, (0.0, 1.0), 1.0)],
-    4: [(19, (-0.3, -1.0), 0.7), (20, (-0.5, -1.0), 1.0), (21, (-0.7, -0.7), 1.0),
-        (22, (-0.7, -0.7), 1.0), (23, (-0.5, -1.0), 1.0), (24, (-0.3, -1.0), 0.7)],
+    4: [
+        (19, (-0.3, -1.0), 0.7),
+        (20, (-0.5, -1.0), 1.0),
+        (21, (-0.7, -0.7), 1.0),
+        (22, (-0.7, -0.7), 1.0),
+        (23, (-0.5, -1.0), 1.0),
+        (24, (-0.3, -1.0), 0.7),
+    ],
     5: [(37, (0.0, 1.0), 1.0), (38, (0.0, 1.0), 1.0), (43, (0.0, 1.0), 1.0), (44, (0.0, 1.0), 1.0)],
-    6: [(CHEEK_R, (0.1, 1.0), 1.0), (CHEEK_L, (0.1, 1.0), 1.0), (CHEEK_LOW_R, (0.0, 1.0), 0.7),
-        (CHEEK_LOW_L, (0.0, 1.0), 0.7), (40, (0.0, 1.0), 0.4), (41, (0.0, 1.0), 0.4),
-        (46, (0.0, 1.0), 0.4), (47, (0.0, 1.0), 0.4)],
-    7: [(40, (0.0, 1.0), 1.0), (41, (0.0, 1.0), 1.0), (46, (0.0, 1.0), 1.0), (47, (0.0, 1.0), 1.0),
-        (37, (0.0, -1.0), 0.4), (38, (0.0, -1.0), 0.4), (43, (0.0, -1.0), 0.4), (44, (0.0, -1.0), 0.4)],
-    9: [(31, (0.2, 1.0), 1.0), (32, (0.0, 1.0), 0.7), (34, (0.0, 1.0), 0.7), (35, (0.2, 1.0), 1.0),
-        (28, (0.0, 1.0), 0.4), (21, (0.0, -1.0), 0.5), (22, (0.0, -1.0), 0.5)],
-    10: [(49, (0.0, 1.0), 0.8), (50, (0.0, 1.0), 1.0), (51, (0.0, 1.0), 1.0), (52, (0.0, 1.0), 1.0),
-         (53, (0.0, 1.0), 0.8), (31, (0.0, 1.0), 0.3), (35, (0.0, 1.0), 0.3)],
-    12: [(48, (0.7, 0.7), 1.0), (54, (0.7, 0.7), 1.0), (49, (0.3, 0.4), 0.5), (53, (0.3, 0.4), 0.5),
-         (59, (0.3, 0.3), 0.5), (55, (0.3, 0.3), 0.5), (CHEEK_LOW_R, (0.2, 1.0), 0.4),
-         (CHEEK_LOW_L, (0.2, 1.0), 0.4)],
-    14: [(48, (0.9, 0.1), 1.0), (54, (0.9, 0.1), 1.0), (49, (0.4, 0.0), 0.4), (53, (0.4, 0.0), 0.4)],
-    15: [(48, (0.2, -1.0), 1.0), (54, (0.2, -1.0), 1.0), (59, (0.0, -1.0), 0.5), (55, (0.0, -1.0), 0.5)],
+    6: [
+        (CHEEK_R, (0.1, 1.0), 1.0),
+        (CHEEK_L, (0.1, 1.0), 1.0),
+        (CHEEK_LOW_R, (0.0, 1.0), 0.7),
+        (CHEEK_LOW_L, (0.0, 1.0), 0.7),
+        (40, (0.0, 1.0), 0.4),
+        (41, (0.0, 1.0), 0.4),
+        (46, (0.0, 1.0), 0.4),
+        (47, (0.0, 1.0), 0.4),
+    ],
+    7: [
+        (40, (0.0, 1.0), 1.0),
+        (41, (0.0, 1.0), 1.0),
+        (46, (0.0, 1.0), 1.0),
+        (47, (0.0, 1.0), 1.0),
+        (37, (0.0, -1.0), 0.4),
+        (38, (0.0, -1.0), 0.4),
+        (43, (0.0, -1.0), 0.4),
+        (44, (0.0, -1.0), 0.4),
+    ],
+    9: [
+        (31, (0.2, 1.0), 1.0),
+        (32, (0.0, 1.0), 0.7),
+        (34, (0.0, 1.0), 0.7),
+        (35, (0.2, 1.0), 1.0),
+        (28, (0.0, 1.0), 0.4),
+        (21, (0.0, -1.0), 0.5),
+        (22, (0.0, -1.0), 0.5),
+    ],
+    10: [
+        (49, (0.0, 1.0), 0.8),
+        (50, (0.0, 1.0), 1.0),
+        (51, (0.0, 1.0), 1.0),
+        (52, (0.0, 1.0), 1.0),
+        (53, (0.0, 1.0), 0.8),
+        (31, (0.0, 1.0), 0.3),
+        (35, (0.0, 1.0), 0.3),
+    ],
+    12: [
+        (48, (0.7, 0.7), 1.0),
+        (54, (0.7, 0.7), 1.0),
+        (49, (0.3, 0.4), 0.5),
+        (53, (0.3, 0.4), 0.5),
+        (59, (0.3, 0.3), 0.5),
+        (55, (0.3, 0.3), 0.5),
+        (CHEEK_LOW_R, (0.2, 1.0), 0.4),
+        (CHEEK_LOW_L, (0.2, 1.0), 0.4),
+    ],
+    14: [
+        (48, (0.9, 0.1), 1.0),
+        (54, (0.9, 0.1), 1.0),
+        (49, (0.4, 0.0), 0.4),
+        (53, (0.4, 0.0), 0.4),
+    ],
+    15: [
+        (48, (0.2, -1.0), 1.0),
+        (54, (0.2, -1.0), 1.0),
+        (59, (0.0, -1.0), 0.5),
+        (55, (0.0, -1.0), 0.5),
+    ],
     17: [(8, (0.0, 1.0), 1.0), (7, (0.0, 1.0), 0.6), (9, (0.0, 1.0), 0.6), (57, (0.0, 1.0), 0.6)],
-    24: [(50, (0.0, -1.0), 0.8), (51, (0.0, -1.0), 0.8), (52, (0.0, -1.0), 0.8),
-         (56, (0.0, 1.0), 0.8), (57, (0.0, 1.0), 0.8), (58, (0.0, 1.0), 0.8),
-         (48, (-1.0, 0.0), 0.3), (54, (-1.0, 0.0), 0.3)],
-    25: [(56, (0.0, -1.0), 1.0), (57, (0.0, -1.0), 1.0), (58, (0.0, -1.0), 1.0),
-         (50, (0.0, 1.0), 0.4), (51, (0.0, 1.0), 0.4), (52, (0.0, 1.0), 0.4)],
-    26: [(7, (0.0, -1.0), 0.7), (8, (0.0, -1.0), 1.0), (9, (0.0, -1.0), 0.7), (57, (0.0, -1.0), 0.8),
-         (56, (0.0, -1.0), 0.7), (58, (0.0, -1.0), 0.7)],
-    43: [(37, (0.0, -1.0), 1.0), (38, (0.0, -1.0), 1.0), (43, (0.0, -1.0), 1.0), (44, (0.0, -1.0), 1.0)],
+    24: [
+        (50, (0.0, -1.0), 0.8),
+        (51, (0.0, -1.0), 0.8),
+        (52, (0.0, -1.0), 0.8),
+        (56, (0.0, 1.0), 0.8),
+        (57, (0.0, 1.0), 0.8),
+        (58, (0.0, 1.0), 0.8),
+        (48, (-1.0, 0.0), 0.3),
+        (54, (-1.0, 0.0), 0.3),
+    ],
+    25: [
+        (56, (0.0, -1.0), 1.0),
+        (57, (0.0, -1.0), 1.0),
+        (58, (0.0, -1.0), 1.0),
+        (50, (0.0, 1.0), 0.4),
+        (51, (0.0, 1.0), 0.4),
+        (52, (0.0, 1.0), 0.4),
+    ],
+    26: [
+        (7, (0.0, -1.0), 0.7),
+        (8, (0.0, -1.0), 1.0),
+        (9, (0.0, -1.0), 0.7),
+        (57, (0.0, -1.0), 0.8),
+        (56, (0.0, -1.0), 0.7),
+        (58, (0.0, -1.0), 0.7),
+    ],
+    43: [
+        (37, (0.0, -1.0), 1.0),
+        (38, (0.0, -1.0), 1.0),
+        (43, (0.0, -1.0), 1.0),
+        (44, (0.0, -1.0), 1.0),
+    ],
 }
 SUPPORTED_AUS = tuple(sorted(ACTIONS))
 SIGMA_PER_EYE_DISTANCE = 0.2  # Gaussian spread of an anchor, in inter-ocular distances
@@ -105,8 +181,9 @@ def action_anchors(landmarks: np.ndarray, tokens: list[str]) -> tuple[np.ndarray
     return np.array(points, np.float32).reshape(-1, 2), np.array(vectors, np.float32).reshape(-1, 2)
 
 
-def gaussian_field(shape: tuple[int, int], points: np.ndarray, vectors: np.ndarray,
-                   sigma: float) -> np.ndarray:
+def gaussian_field(
+    shape: tuple[int, int], points: np.ndarray, vectors: np.ndarray, sigma: float
+) -> np.ndarray:
     """(H, W, 2) float32: sum over anchors of vector_k * exp(-|x - p_k|^2 / (2 sigma^2))."""
     height, width = shape
     field = np.zeros((height, width, 2), np.float32)
@@ -123,8 +200,9 @@ def gaussian_field(shape: tuple[int, int], points: np.ndarray, vectors: np.ndarr
     return field
 
 
-def unit_field(shape: tuple[int, int], points: np.ndarray, vectors: np.ndarray,
-               sigma: float) -> np.ndarray:
+def unit_field(
+    shape: tuple[int, int], points: np.ndarray, vectors: np.ndarray, sigma: float
+) -> np.ndarray:
     """gaussian_field scaled so that its largest displacement is exactly 1 px."""
     field = gaussian_field(shape, points, vectors, sigma)
     peak = float(np.sqrt((field**2).sum(-1)).max())
@@ -133,7 +211,9 @@ def unit_field(shape: tuple[int, int], points: np.ndarray, vectors: np.ndarray,
     return field / peak
 
 
-def expression_field(shape: tuple[int, int], landmarks: np.ndarray, tokens: list[str]) -> np.ndarray:
+def expression_field(
+    shape: tuple[int, int], landmarks: np.ndarray, tokens: list[str]
+) -> np.ndarray:
     """Unit-peak (H, W, 2) field of an expression made of AU tokens, on a face with `landmarks`."""
     points, vectors = action_anchors(landmarks, tokens)
     return unit_field(shape, points, vectors, SIGMA_PER_EYE_DISTANCE * eye_distance(landmarks))
@@ -142,7 +222,17 @@ def expression_field(shape: tuple[int, int], landmarks: np.ndarray, tokens: list
 def blink_field(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray:
     """(H, W, 2) field closing both eyes: at 1.0 the upper lids reach the lower lids."""
     points, vectors = action_anchors(landmarks, ["43"])
-    opening = float(np.mean([landmarks[41, 1] - landmarks[37, 1], landmarks[40, 1] - landmarks[38, 1],
-                             landmarks[47, 1] - landmarks[43, 1], landmarks[46, 1] - landmarks[44, 1]]))
-    field = unit_field(shape, points, vectors, BLINK_SIGMA_PER_EYE_DISTANCE * eye_distance(landmarks))
+    opening = float(
+        np.mean(
+            [
+                landmarks[41, 1] - landmarks[37, 1],
+                landmarks[40, 1] - landmarks[38, 1],
+                landmarks[47, 1] - landmarks[43, 1],
+                landmarks[46, 1] - landmarks[44, 1],
+            ]
+        )
+    )
+    field = unit_field(
+        shape, points, vectors, BLINK_SIGMA_PER_EYE_DISTANCE * eye_distance(landmarks)
+    )
     return field * max(opening, 1.0) * 0.9

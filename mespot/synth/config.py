@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 LAYOUTS = ("casme2", "samm")
 SAMM_FPS = 200.0  # SAMM-LV is filmed at 200 fps; its layout defaults to it
@@ -63,24 +63,39 @@ class SynthConfig:
         """Raise UserError naming the first bad parameter; return self when all are sane."""
         checks = [
             (self.subjects >= 1, f"--subjects must be at least 1 (got {self.subjects})"),
-            (1 <= self.videos_per_subject <= 9,
-             f"--videos-per-subject must be 1..9, as CAS(ME)^2 has 9 video codes "
-             f"(got {self.videos_per_subject})"),
+            (
+                1 <= self.videos_per_subject <= 9,
+                f"--videos-per-subject must be 1..9, as CAS(ME)^2 has 9 video codes "
+                f"(got {self.videos_per_subject})",
+            ),
             (self.seconds > 0, f"--seconds must be positive (got {self.seconds:g})"),
             (self.fps > 0, f"--fps must be positive (got {self.fps:g})"),
-            (self.frames_per_video >= 30,
-             f"a video needs at least 30 frames; {self.seconds:g} s at {self.fps:g} fps gives "
-             f"{self.frames_per_video}"),
-            (MIN_FACE_SIZE <= self.face_size <= 512,
-             f"--face-size must be {MIN_FACE_SIZE}..512 px: below {MIN_FACE_SIZE} px dlib's detector "
-             f"misses the face in some frames (got {self.face_size})"),
-            (self.layout in LAYOUTS, f"--layout must be one of {', '.join(LAYOUTS)} (got {self.layout!r})"),
+            (
+                self.frames_per_video >= 30,
+                f"a video needs at least 30 frames; {self.seconds:g} s at {self.fps:g} fps gives "
+                f"{self.frames_per_video}",
+            ),
+            (
+                MIN_FACE_SIZE <= self.face_size <= 512,
+                f"--face-size must be {MIN_FACE_SIZE}..512 px: "
+                f"below {MIN_FACE_SIZE} px dlib's detector "
+                f"misses the face in some frames (got {self.face_size})",
+            ),
+            (
+                self.layout in LAYOUTS,
+                f"--layout must be one of {', '.join(LAYOUTS)} (got {self.layout!r})",
+            ),
             (self.seed >= 0, f"--seed must be non-negative (got {self.seed})"),
             (self.expressions_per_minute >= 0, "expressions_per_minute must be >= 0"),
             (0 <= self.micro_fraction <= 1, "micro_fraction must be in [0, 1]"),
-            (1 <= self.jpeg_quality <= 100, f"jpeg_quality must be 1..100 (got {self.jpeg_quality})"),
-            (self.noise_sigma >= 0 and self.flicker >= 0 and self.head_drift_px >= 0,
-             "noise_sigma, flicker and head_drift_px must be >= 0"),
+            (
+                1 <= self.jpeg_quality <= 100,
+                f"jpeg_quality must be 1..100 (got {self.jpeg_quality})",
+            ),
+            (
+                self.noise_sigma >= 0 and self.flicker >= 0 and self.head_drift_px >= 0,
+                "noise_sigma, flicker and head_drift_px must be >= 0",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -100,6 +115,10 @@ SMALL = SynthConfig(  # for tests and demos: 6 videos x 8 s, a few seconds to re
     head_moves_per_minute=4.0,
 )
 CLEAN = dict(  # switch every nuisance off: for measuring the rendered motion itself
-    blinks_per_minute=0.0, head_moves_per_minute=0.0, head_drift_px=0.0, flicker=0.0,
-    noise_sigma=0.0, jpeg_quality=100,
+    blinks_per_minute=0.0,
+    head_moves_per_minute=0.0,
+    head_drift_px=0.0,
+    flicker=0.0,
+    noise_sigma=0.0,
+    jpeg_quality=100,
 )

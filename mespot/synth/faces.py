@@ -21,7 +21,11 @@ import numpy as np
 from flowcore.landmarks import FaceNotFoundError, detect_faces, fit_landmarks
 from mespot.synth.actions import eye_distance, gaussian_field
 
-ASTRONAUT_FACE_BOX = (175, 76, 265, 166)  # dlib's box on skimage.data.astronaut(), 512 x 512
+# The square of skimage.data.astronaut() (512 x 512) that becomes a subject's face of `face_size`
+# px: chosen by hand when the generator was written, near but not equal to dlib's box on the photo
+# (flowcore.flow.synthetic.ASTRONAUT_FACE_BOX). Every synthetic dataset, and so every feature
+# store made from one, depends on it: changing it changes their bytes.
+FRAMING_BOX = (175, 76, 265, 166)  # (left, top, right, bottom) photo px
 CANVAS_PER_FACE = 2.6  # canvas side / face box side
 MAX_IDENTITY_TRIES = 40
 
@@ -48,20 +52,28 @@ def _astronaut_canvas(face_size: int) -> np.ndarray:
     from skimage.data import astronaut
 
     image = astronaut()  # (512, 512, 3) uint8 RGB
-    left, top, right, bottom = ASTRONAUT_FACE_BOX
+    left, top, right, bottom = FRAMING_BOX
     cx, cy = (left + right) / 2, (top + bottom) / 2
     scale = face_size / (right - left)  # output px per photo px
     side = int(round(CANVAS_PER_FACE * face_size))
     # Affine map canvas -> photo: photo = (canvas - side/2) / scale + centre.
-    to_photo = np.array([[1 / scale, 0, cx - side / 2 / scale], [0, 1 / scale, cy - side / 2 / scale]])
-    return cv2.warpAffine(image.astype(np.float32), to_photo, (side, side),
-                          flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    to_photo = np.array(
+        [[1 / scale, 0, cx - side / 2 / scale], [0, 1 / scale, cy - side / 2 / scale]]
+    )
+    return cv2.warpAffine(
+        image.astype(np.float32),
+        to_photo,
+        (side, side),
+        flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT,
+    )
 
 
 def _neutral_landmarks(canvas: np.ndarray, offset: tuple[int, int], frame_size: int) -> np.ndarray:
-    """Landmarks of the face dlib finds in the frame window (canvas px); FaceNotFoundError if none."""
+    """Landmarks of the face dlib finds in the frame window (canvas px); FaceNotFoundError if
+    there is none."""
     x, y = offset
-    frame = np.clip(canvas[y:y + frame_size, x:x + frame_size], 0, 255).astype(np.uint8)
+    frame = np.clip(canvas[y : y + frame_size, x : x + frame_size], 0, 255).astype(np.uint8)
     boxes = detect_faces(frame)
     if not boxes:
         raise FaceNotFoundError("dlib finds no face in the neutral frame")
@@ -89,10 +101,15 @@ def _reshape(canvas: np.ndarray, landmarks: np.ndarray, traits: dict) -> np.ndar
     push(range(31, 36), lambda p: (0.0, traits["nose_length"] * d))
     push((48, 54), lambda p: (traits["mouth_width"] * d * side(p), 0.0))
     push(range(17, 27), lambda p: (0.0, -traits["brow_height"] * d))
-    forward = gaussian_field(canvas.shape[:2], np.array(points, np.float32),
-                             np.array(vectors, np.float32), sigma=0.35 * d)
-    grid_x, grid_y = np.meshgrid(np.arange(canvas.shape[1], dtype=np.float32),
-                                 np.arange(canvas.shape[0], dtype=np.float32))
+    forward = gaussian_field(
+        canvas.shape[:2],
+        np.array(points, np.float32),
+        np.array(vectors, np.float32),
+        sigma=0.35 * d,
+    )
+    grid_x, grid_y = np.meshgrid(
+        np.arange(canvas.shape[1], dtype=np.float32), np.arange(canvas.shape[0], dtype=np.float32)
+    )
     # Backward map of a smooth forward field: x = y - D(x), two fixed-point steps.
     src_x, src_y = grid_x.copy(), grid_y.copy()
     for _ in range(2):
@@ -104,7 +121,11 @@ def _reshape(canvas: np.ndarray, landmarks: np.ndarray, traits: dict) -> np.ndar
 def _recolour(canvas: np.ndarray, traits: dict, rng: np.random.Generator) -> np.ndarray:
     """Skin tone (channel gains, gamma), directional lighting and a fine skin texture."""
     height, width = canvas.shape[:2]
-    toned = 255.0 * (np.clip(canvas, 0, 255) / 255.0) ** traits["gamma"] * np.array(traits["tone"], np.float32)
+    toned = (
+        255.0
+        * (np.clip(canvas, 0, 255) / 255.0) ** traits["gamma"]
+        * np.array(traits["tone"], np.float32)
+    )
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     light = 1.0 + traits["light_x"] * (xs / width - 0.5) + traits["light_y"] * (ys / height - 0.5)
     texture = cv2.GaussianBlur(rng.standard_normal((height, width), dtype=np.float32), (0, 0), 0.8)
@@ -113,8 +134,14 @@ def _recolour(canvas: np.ndarray, traits: dict, rng: np.random.Generator) -> np.
 
 
 def _draw_traits(rng: np.random.Generator) -> dict:
-    skin_tones = [(1.0, 1.0, 1.0), (0.92, 0.82, 0.72), (0.78, 0.64, 0.52), (1.04, 0.95, 0.90),
-                  (0.62, 0.48, 0.38), (0.98, 0.88, 0.80)]
+    skin_tones = [
+        (1.0, 1.0, 1.0),
+        (0.92, 0.82, 0.72),
+        (0.78, 0.64, 0.52),
+        (1.04, 0.95, 0.90),
+        (0.62, 0.48, 0.38),
+        (0.98, 0.88, 0.80),
+    ]
     return {
         "eye_spacing": float(rng.uniform(-0.05, 0.05)),
         "face_width": float(rng.uniform(-0.08, 0.08)),
@@ -149,5 +176,7 @@ def make_subject(index: int, face_size: int, seed: int) -> Subject:
         except FaceNotFoundError:
             continue
         return Subject(index, canvas, landmarks, offset, frame_size, traits)
-    raise FaceNotFoundError(f"could not make subject {index} detectable in {MAX_IDENTITY_TRIES} tries "
-                            f"at face size {face_size} px")
+    raise FaceNotFoundError(
+        f"could not make subject {index} detectable in {MAX_IDENTITY_TRIES} tries "
+        f"at face size {face_size} px"
+    )

@@ -21,17 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
+from flowcore.errors import UserError
 from flowcore.lifetime import die_with_parent
-from mespot import __version__
-from mespot.errors import UserError
+from flowcore.version import __version__
 from mespot.synth.config import SynthConfig
 from mespot.synth.faces import Subject, make_subject
 from mespot.synth.layouts import (VideoSlot, ground_truth_rows, video_slot, write_casme2_workbook,
                                   write_ground_truth_csv, write_samm_workbook)
 from mespot.synth.render import render_frames
-from mespot.synth.timeline import VideoPlan, plan_video
+from mespot.synth.timeline import VideoPlan, plan_for, video_seeds
 
 
 @dataclass(frozen=True)
@@ -51,19 +50,9 @@ class SynthResult:
     seconds: float
 
 
-def video_seeds(config: SynthConfig, subject_index: int, video_index: int):
-    """(plan seed, noise seed) of one video: independent streams, fixed by the dataset seed."""
-    base = [config.seed, subject_index, video_index]
-    return np.random.SeedSequence(base + [1]), np.random.SeedSequence(base + [2])
-
-
 @functools.lru_cache(maxsize=4)
 def cached_subject(index: int, face_size: int, seed: int) -> Subject:
     return make_subject(index, face_size, seed)
-
-
-def plan_for(config: SynthConfig, subject_index: int, video_index: int) -> VideoPlan:
-    return plan_video(config, video_seeds(config, subject_index, video_index)[0])
 
 
 def _events(plan: VideoPlan, slot: VideoSlot) -> list[dict]:
@@ -76,7 +65,9 @@ def _events(plan: VideoPlan, slot: VideoSlot) -> list[dict]:
     return sorted(rows, key=lambda r: r["start"])
 
 
-def render_video(config: SynthConfig, subject_index: int, video_index: int, root: Path) -> VideoResult:
+def render_video(
+    config: SynthConfig, subject_index: int, video_index: int, root: Path
+) -> VideoResult:
     """Render one video into `root` in the configured layout; return its ground truth."""
     started = time.perf_counter()
     slot = video_slot(config.layout, subject_index, video_index)
@@ -90,8 +81,13 @@ def render_video(config: SynthConfig, subject_index: int, video_index: int, root
         path = folder / slot.frame_pattern.format(t + 1)
         if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), quality):
             raise OSError(f"could not write {path}")
-    return VideoResult(slot, plan.n_frames, ground_truth_rows(slot, plan.expressions, config.fps),
-                       _events(plan, slot), time.perf_counter() - started)
+    return VideoResult(
+        slot,
+        plan.n_frames,
+        ground_truth_rows(slot, plan.expressions, config.fps),
+        _events(plan, slot),
+        time.perf_counter() - started,
+    )
 
 
 PARTIAL = ".{name}.partial-"  # prefix of the hidden work folder beside the output folder
@@ -151,7 +147,9 @@ def check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"the output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"the output folder {out} exists and is not empty; pass --overwrite to replace it")
+        raise UserError(
+            f"the output folder {out} exists and is not empty; pass --overwrite to replace it"
+        )
 
 
 def _render_all(config: SynthConfig, work: Path, workers: int, progress) -> list[VideoResult]:
@@ -175,8 +173,15 @@ def _render_all(config: SynthConfig, work: Path, workers: int, progress) -> list
     return [results[job] for job in jobs]
 
 
-def generate_dataset(config: SynthConfig, out: Path, *, overwrite: bool = False, workers: int = 1,
-                     progress=lambda result: None, preview: bool = True) -> SynthResult:
+def generate_dataset(
+    config: SynthConfig,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    workers: int = 1,
+    progress=lambda result: None,
+    preview: bool = True,
+) -> SynthResult:
     """Generate the dataset of `config` at `out` atomically; return what was made."""
     config.validate()
     if workers < 1:
@@ -214,13 +219,31 @@ def generate_dataset(config: SynthConfig, out: Path, *, overwrite: bool = False,
 def _write_tables(root: Path, config: SynthConfig, videos: list[VideoResult]) -> None:
     import pandas as pd
 
-    pd.DataFrame([{"subject": v.slot.subject, "video": v.slot.video, "folder": v.slot.folder,
-                   "n_frames": v.n_frames, "fps": config.fps, "width": config.frame_size,
-                   "height": config.frame_size} for v in videos]).to_csv(root / "videos.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "subject": v.slot.subject,
+                "video": v.slot.video,
+                "folder": v.slot.folder,
+                "n_frames": v.n_frames,
+                "fps": config.fps,
+                "width": config.frame_size,
+                "height": config.frame_size,
+            }
+            for v in videos
+        ]
+    ).to_csv(root / "videos.csv", index=False)
     events = [e for v in videos for e in v.events]
     pd.DataFrame(events, columns=["video", "kind", "start", "peak", "end", "detail"]).to_csv(
-        root / "events.csv", index=False)
-    meta = {"generator": "mespot synth", "mespot_version": __version__, "config": config.to_dict(),
-            "frame_numbers": "1-based in every file", "subjects": config.subjects,
-            "videos": len(videos), "frames": sum(v.n_frames for v in videos)}
+        root / "events.csv", index=False
+    )
+    meta = {
+        "generator": "mespot synth",
+        "mespot_version": __version__,
+        "config": config.to_dict(),
+        "frame_numbers": "1-based in every file",
+        "subjects": config.subjects,
+        "videos": len(videos),
+        "frames": sum(v.n_frames for v in videos),
+    }
     (root / "synth.json").write_text(json.dumps(meta, indent=2))

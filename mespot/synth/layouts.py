@@ -15,23 +15,71 @@ from pathlib import Path
 import pandas as pd
 from openpyxl import Workbook
 
-CASME2_SUBJECTS = (15, 16, 19, 20, 21, 22, 23, 24, 25, 26, 27, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 40)
-# (code, file name, name in the workbook's "naming rule2" sheet, the emotion it was chosen to elicit)
+CASME2_SUBJECTS = (
+    15,
+    16,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    26,
+    27,
+    29,
+    30,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    40,
+)
+# (code, file name, name in the workbook's "naming rule2" sheet, the emotion it was chosen to
+# elicit)
 CASME2_VIDEOS = (
-    ("0101", "disgustingteeth", "disgust1", "disgust"), ("0102", "eatingworms", "disgust2", "disgust"),
-    ("0401", "girlcrashing", "anger1", "anger"), ("0402", "beatingpregnantwoman", "anger2", "anger"),
-    ("0502", "funnyerrors", "happy1", "happiness"), ("0503", "unnyfarting", "happy2", "happiness"),
-    ("0505", "funnyinnovations", "happy3", "happiness"), ("0507", "climbingthewall", "happy4", "happiness"),
+    ("0101", "disgustingteeth", "disgust1", "disgust"),
+    ("0102", "eatingworms", "disgust2", "disgust"),
+    ("0401", "girlcrashing", "anger1", "anger"),
+    ("0402", "beatingpregnantwoman", "anger2", "anger"),
+    ("0502", "funnyerrors", "happy1", "happiness"),
+    ("0503", "unnyfarting", "happy2", "happiness"),
+    ("0505", "funnyinnovations", "happy3", "happiness"),
+    ("0507", "climbingthewall", "happy4", "happiness"),
     ("0508", "funnydunkey", "happy5", "happiness"),
 )
 CASME2_WORKBOOK = "CAS(ME)^2code_final.xlsx"
 SAMM_WORKBOOK = "SAMM_LongVideos_V1_Release.xlsx"
 SAMM_SHEET = "FACS_Movement_Only"
-SAMM_HEADER = ("Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration",
-               "Type", "Action Units", "Notes")
+SAMM_HEADER = (
+    "Subject",
+    "Filename",
+    "Inducement Code",
+    "Onset",
+    "Apex",
+    "Offset",
+    "Duration",
+    "Type",
+    "Action Units",
+    "Notes",
+)
 SAMM_PREAMBLE_ROWS = 9
-GROUND_TRUTH_COLUMNS = ("subject", "video", "onset", "apex", "offset", "type", "au", "emotion",
-                        "amplitude_px", "fps")
+GROUND_TRUTH_COLUMNS = (
+    "subject",
+    "video",
+    "onset",
+    "apex",
+    "offset",
+    "type",
+    "au",
+    "emotion",
+    "amplitude_px",
+    "fps",
+)
 
 
 @dataclass(frozen=True)
@@ -60,20 +108,45 @@ def video_slot(layout: str, subject_index: int, video_index: int) -> VideoSlot:
         number = casme2_subject_number(subject_index)
         code, name, label, elicited = CASME2_VIDEOS[video_index]
         video = f"{number:02d}_{code}{name}"
-        return VideoSlot(subject_index, video_index, f"s{number:02d}", video,
-                         f"rawpic/s{number:02d}/{video}", "img{:03d}.jpg", label, elicited)
+        return VideoSlot(
+            subject_index,
+            video_index,
+            f"s{number:02d}",
+            video,
+            f"rawpic/s{number:02d}/{video}",
+            "img{:03d}.jpg",
+            label,
+            elicited,
+        )
     subject = f"{6 + subject_index:03d}"
     video = f"{subject}_{video_index + 1}"
-    return VideoSlot(subject_index, video_index, subject, video, f"SAMM_longvideos/{video}",
-                     video + "_{:04d}.jpg", str(video_index + 1), "")
+    return VideoSlot(
+        subject_index,
+        video_index,
+        subject,
+        video,
+        f"SAMM_longvideos/{video}",
+        video + "_{:04d}.jpg",
+        str(video_index + 1),
+        "",
+    )
 
 
 def ground_truth_rows(slot: VideoSlot, expressions, fps: float) -> list[dict]:
     """One row per expression, 1-based frame numbers, sorted by onset."""
     return [
-        {"subject": slot.subject, "video": slot.video, "onset": e.onset + 1, "apex": e.apex + 1,
-         "offset": e.offset + 1, "type": e.kind, "au": e.aus, "emotion": e.emotion,
-         "amplitude_px": round(e.amplitude_px, 4), "fps": fps}
+        {
+            "subject": slot.subject,
+            "video": slot.video,
+            "onset": e.onset + 1,
+            "apex": e.apex + 1,
+            "offset": e.offset + 1,
+            "type": e.kind,
+            "au": e.aus,
+            "emotion": e.emotion,
+            "amplitude_px": round(e.amplitude_px, 4),
+            "fps": fps,
+        }
         for e in sorted(expressions, key=lambda e: e.onset)
     ]
 
@@ -105,18 +178,27 @@ def write_casme2_workbook(root: Path, rows: list[dict], n_subjects: int) -> Path
     for row in rows:
         label, elicited = label_of[row["video"]]
         counter[row["video"]] = counter.get(row["video"], 0) + 1
-        sheet.append([
-            participant[row["subject"]], f"{label}_{counter[row['video']]}", row["onset"], row["apex"],
-            row["offset"], _cas_au_cell(row["au"]), row["emotion"],
-            "micro-expression" if row["type"] == "me" else "macro-expression", elicited,
-        ])
+        sheet.append(
+            [
+                participant[row["subject"]],
+                f"{label}_{counter[row['video']]}",
+                row["onset"],
+                row["apex"],
+                row["offset"],
+                _cas_au_cell(row["au"]),
+                row["emotion"],
+                "micro-expression" if row["type"] == "me" else "macro-expression",
+                elicited,
+            ]
+        )
     rule1 = workbook.create_sheet("naming rule1")
     for i in range(n_subjects):
         number = casme2_subject_number(i)
         rule1.append([number, f"s{number:02d}", i + 1])
     rule2 = workbook.create_sheet("naming rule2")
     for code, _name, label, _elicited in CASME2_VIDEOS:
-        rule2.append([int(code), label])  # the public MEGC copy's order: the number 101, then the name
+        # the public MEGC copy's order: the number 101, then the name
+        rule2.append([int(code), label])
     path = root / CASME2_WORKBOOK
     workbook.save(path)
     return path
@@ -135,21 +217,37 @@ def write_samm_workbook(root: Path, rows: list[dict]) -> Path:
     workbook = Workbook()
     sheet = workbook.active
     sheet.title = SAMM_SHEET
-    preamble = ["SAMM Long Videos - synthetic copy made by `mespot synth`",
-                "Frames are 1-based image numbers at the recording frame rate.", "", "",
-                "Type: Macro or Micro - 1/2", "", "", "", ""]
+    preamble = [
+        "SAMM Long Videos - synthetic copy made by `mespot synth`",
+        "Frames are 1-based image numbers at the recording frame rate.",
+        "",
+        "",
+        "Type: Macro or Micro - 1/2",
+        "",
+        "",
+        "",
+        "",
+    ]
     for line in preamble[:SAMM_PREAMBLE_ROWS]:
         sheet.append([line] if line else [None])
     sheet.append(list(SAMM_HEADER))
     counter: dict[str, int] = {}
     for row in rows:
         counter[row["video"]] = counter.get(row["video"], 0) + 1
-        sheet.append([
-            row["subject"], f"{row['video']}_{counter[row['video']]}", int(row["video"].split("_")[1]),
-            row["onset"], row["apex"], row["offset"], row["offset"] - row["onset"] + 1,
-            "Micro - 1/2" if row["type"] == "me" else "Macro",
-            _samm_au_cell(row["au"], row["amplitude_px"], row["type"]), None,
-        ])
+        sheet.append(
+            [
+                row["subject"],
+                f"{row['video']}_{counter[row['video']]}",
+                int(row["video"].split("_")[1]),
+                row["onset"],
+                row["apex"],
+                row["offset"],
+                row["offset"] - row["onset"] + 1,
+                "Micro - 1/2" if row["type"] == "me" else "Macro",
+                _samm_au_cell(row["au"], row["amplitude_px"], row["type"]),
+                None,
+            ]
+        )
     path = root / SAMM_WORKBOOK
     workbook.save(path)
     return path

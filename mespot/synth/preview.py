@@ -12,13 +12,11 @@ from flowcore.landmarks import detect_faces, fit_landmarks
 from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
 from mespot.synth.config import SynthConfig
 from mespot.synth.layouts import video_slot
-from mespot.synth.timeline import blink_intensity, expression_intensity, head_pose
+from mespot.synth.timeline import blink_intensity, expression_intensity, head_pose, plan_for
 
 
 def _pick_video(config: SynthConfig):
     """The first video holding both an ME and a MaE (else the first video) and its plan."""
-    from mespot.synth.generate import plan_for
-
     first = None
     for s in range(config.subjects):
         for v in range(config.videos_per_subject):
@@ -53,7 +51,8 @@ def write_preview(root: Path, config: SynthConfig, path: Path | None = None) -> 
     s, v, plan = _pick_video(config)
     slot = video_slot(config.layout, s, v)
     frame_path = lambda t: root / slot.folder / slot.frame_pattern.format(t + 1)  # noqa: E731
-    by_kind = {e.kind: e for e in sorted(plan.expressions, key=lambda e: e.amplitude_px)}  # largest wins
+    # the largest of each kind wins
+    by_kind = {e.kind: e for e in sorted(plan.expressions, key=lambda e: e.amplitude_px)}
     showcase = by_kind.get("mae") or plan.expressions[0]
     apex = _read_rgb(frame_path(showcase.apex))
 
@@ -64,26 +63,32 @@ def write_preview(root: Path, config: SynthConfig, path: Path | None = None) -> 
     if boxes:
         landmarks = fit_landmarks(apex, boxes[0])
         left, top, right, bottom = boxes[0]
-        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, ec="yellow", lw=1))
+        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, ec="yellow",
+                               lw=1))
         ax.scatter(landmarks[:, 0], landmarks[:, 1], s=6, c="cyan")
         for i in ROI_LANDMARKS:
             x, y = landmarks[i]
             ax.add_patch(Rectangle((x - ROI_RADIUS - 0.5, y - ROI_RADIUS - 0.5), 2 * ROI_RADIUS + 1,
                                    2 * ROI_RADIUS + 1, fill=False, ec="red", lw=0.8))
-        ax.set_title(f"{slot.video} frame {showcase.apex + 1}\ndlib face box, 68 landmarks, 12 ROIs", fontsize=9)
+        ax.set_title(f"{slot.video} frame {showcase.apex + 1}\ndlib face box, 68 landmarks, "
+                     "12 ROIs", fontsize=9)
     else:
-        ax.set_title(f"{slot.video} frame {showcase.apex + 1}: NO FACE DETECTED", fontsize=9, color="red")
+        ax.set_title(f"{slot.video} frame {showcase.apex + 1}: NO FACE DETECTED", fontsize=9,
+                     color="red")
     for ax, kind in ((axes[0, 1], "mae"), (axes[1, 0], "me")):
         e = by_kind.get(kind)
         if e is None:
             ax.set_title(f"no {kind.upper()} in this video", fontsize=9)
             ax.axis("off")
             continue
-        difference = np.abs(_smoothed_grey(frame_path(e.apex)) - _smoothed_grey(frame_path(e.onset)))
-        image = ax.imshow(difference, cmap="magma", vmin=0, vmax=max(np.percentile(difference, 99.9), 1))
+        difference = np.abs(_smoothed_grey(frame_path(e.apex))
+                            - _smoothed_grey(frame_path(e.onset)))
+        image = ax.imshow(difference, cmap="magma", vmin=0,
+                          vmax=max(np.percentile(difference, 99.9), 1))
         fig.colorbar(image, ax=ax, fraction=0.046, label="grey levels")
         ax.set_title(f"{kind.upper()} AU {e.aus}: |apex - onset|, grey blurred 1 px\n"
-                     f"frames {e.onset + 1}-{e.offset + 1}, peak motion {e.amplitude_px:.2f} px", fontsize=9)
+                     f"frames {e.onset + 1}-{e.offset + 1}, peak motion {e.amplitude_px:.2f} px",
+                     fontsize=9)
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -95,17 +100,18 @@ def write_preview(root: Path, config: SynthConfig, path: Path | None = None) -> 
         ax.plot(frames + 1, expression_intensity(e, frames.astype(np.float32)), color=colour, lw=1)
         ax.text(e.apex + 1, 1.03, e.aus, fontsize=7, ha="center", color=colour)
     if plan.blinks:
-        ax.plot(frames + 1, np.max([blink_intensity(b, frames.astype(np.float32)) for b in plan.blinks], 0) * 0.5,
-                color="grey", lw=0.8, label="blinks (x0.5)")
+        blinks = [blink_intensity(b, frames.astype(np.float32)) for b in plan.blinks]
+        ax.plot(frames + 1, np.max(blinks, 0) * 0.5, color="grey", lw=0.8, label="blinks (x0.5)")
     pose = head_pose(plan)
-    ax.plot(frames + 1, np.hypot(pose[:, 0], pose[:, 1]) / max(config.head_move_px[1], 1), color="tab:green",
-            lw=0.8, label="head shift (/max)")
+    ax.plot(frames + 1, np.hypot(pose[:, 0], pose[:, 1]) / max(config.head_move_px[1], 1),
+            color="tab:green", lw=0.8, label="head shift (/max)")
     ax.plot([], [], color="tab:blue", label="MaE intensity")
     ax.plot([], [], color="tab:red", label="ME intensity")
     ax.set_xlabel("frame (1-based)")
     ax.set_ylim(-0.05, 1.15)
     ax.legend(fontsize=7, loc="upper right")
-    ax.set_title(f"timeline of {slot.video} ({plan.n_frames} frames at {config.fps:g} fps)", fontsize=9)
+    ax.set_title(f"timeline of {slot.video} ({plan.n_frames} frames at {config.fps:g} fps)",
+                 fontsize=9)
     fig.tight_layout()
     path = Path(path) if path else root / "preview.png"
     fig.savefig(path)

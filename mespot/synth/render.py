@@ -55,11 +55,14 @@ def _pose_maps(subject: Subject, pose: np.ndarray, grid: tuple[np.ndarray, np.nd
     dx, dy, degrees = pose
     c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
     rx, ry = zx - cx - dx, zy - cy - dy  # undo translation, then rotation (R^T)
-    return (c * rx + s * ry + cx + ox).astype(np.float32), (-s * rx + c * ry + cy + oy).astype(np.float32)
+    return (c * rx + s * ry + cx + ox).astype(np.float32), (-s * rx + c * ry + cy + oy).astype(
+        np.float32
+    )
 
 
-def render_frames(subject: Subject, plan: VideoPlan, config_noise: float,
-                  seed_sequence: np.random.SeedSequence) -> Iterator[np.ndarray]:
+def render_frames(
+    subject: Subject, plan: VideoPlan, config_noise: float, seed_sequence: np.random.SeedSequence
+) -> Iterator[np.ndarray]:
     """Yield the (S, S, 3) uint8 RGB frames of `plan`, S = subject.frame_size, in order."""
     rng = np.random.default_rng(seed_sequence)
     size = subject.frame_size
@@ -89,4 +92,4 @@ def true_displacement(subject: Subject, plan: VideoPlan, t: int) -> np.ndarray:
     size, (ox, oy) = subject.frame_size, subject.offset
     if field is None:
         return np.zeros((size, size, 2), np.float32)
-    return field[oy:oy + size, ox:ox + size].copy()
+    return field[oy : oy + size, ox : ox + size].copy()

@@ -95,7 +95,11 @@ def expression_intensity(expression: Expression, frames: np.ndarray) -> np.ndarr
     e = expression
     rise = raised_cosine(frames, e.onset, e.apex)
     fall = 1.0 - raised_cosine(frames, e.apex + e.hold, e.offset)
-    return np.where(frames <= e.apex, rise, fall).astype(np.float32) * (frames >= e.onset) * (frames <= e.offset)
+    return (
+        np.where(frames <= e.apex, rise, fall).astype(np.float32)
+        * (frames >= e.onset)
+        * (frames <= e.offset)
+    )
 
 
 def blink_intensity(blink: Blink, frames: np.ndarray) -> np.ndarray:
@@ -108,25 +112,35 @@ def head_move_pose(move: HeadMove, frames: np.ndarray) -> np.ndarray:
     """(len(frames), 3) float32: dx, dy (px), rotation (degrees) contributed by one movement."""
     there = raised_cosine(frames, move.start, move.peak)
     if move.returns:
-        there = np.where(frames <= move.peak, there, 1.0 - raised_cosine(frames, move.peak, move.end))
+        there = np.where(
+            frames <= move.peak, there, 1.0 - raised_cosine(frames, move.peak, move.end)
+        )
     return there[:, None] * np.array([move.dx, move.dy, move.degrees], np.float32)
 
 
-def _expression_lengths(config: SynthConfig, kinds: list[str], rng: np.random.Generator) -> list[int]:
+def _expression_lengths(
+    config: SynthConfig, kinds: list[str], rng: np.random.Generator
+) -> list[int]:
     lengths = []
     for kind in kinds:
         if kind == "me":
             seconds = rng.uniform(*config.micro_seconds)
         else:
             low, high = config.macro_seconds
-            seconds = float(np.clip(config.macro_median_seconds * np.exp(0.45 * rng.standard_normal()),
-                                    low, high))
+            seconds = float(
+                np.clip(
+                    config.macro_median_seconds * np.exp(0.45 * rng.standard_normal()), low, high
+                )
+            )
         lengths.append(max(int(round(seconds * config.fps)), 3))
     return lengths
 
 
-def _place(lengths: list[int], first: int, last: int, gap: int, rng: np.random.Generator) -> list[int]:
-    """Start frames for intervals of `lengths` in [first, last], in order, `gap` apart, at random."""
+def _place(
+    lengths: list[int], first: int, last: int, gap: int, rng: np.random.Generator
+) -> list[int]:
+    """Start frames for intervals of `lengths` in [first, last], in order, `gap` apart, at
+    random."""
     slack = (last - first + 1) - sum(lengths) - gap * (len(lengths) - 1)
     cuts = np.sort(rng.integers(0, slack + 1, size=len(lengths)))
     starts, cursor = [], first
@@ -163,7 +177,9 @@ def _plan_expressions(config: SynthConfig, n: int, rng: np.random.Generator) -> 
         hold = int(round((end - start - rise) * rng.uniform(0.0, 0.3))) if kind == "mae" else 0
         low, high = config.micro_amplitude_px if kind == "me" else config.macro_amplitude_px
         amplitude = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-        expressions.append(Expression(kind, start, start + rise, hold, end, aus, emotion, amplitude))
+        expressions.append(
+            Expression(kind, start, start + rise, hold, end, aus, emotion, amplitude)
+        )
     return expressions
 
 
@@ -181,8 +197,9 @@ def _plan_blinks(config: SynthConfig, n: int, rng: np.random.Generator) -> list[
     return blinks
 
 
-def _plan_head_moves(config: SynthConfig, n: int, expressions: list[Expression],
-                     rng: np.random.Generator) -> list[HeadMove]:
+def _plan_head_moves(
+    config: SynthConfig, n: int, expressions: list[Expression], rng: np.random.Generator
+) -> list[HeadMove]:
     count = rng.poisson(config.head_moves_per_minute * n / config.fps / 60)
     moves = []
     for _ in range(count):
@@ -196,8 +213,17 @@ def _plan_head_moves(config: SynthConfig, n: int, expressions: list[Expression],
         peak = start + (length // 2 if returns else length - 1)
         distance = rng.uniform(*config.head_move_px)
         angle = rng.uniform(0, 2 * np.pi)
-        moves.append(HeadMove(start, peak, start + length - 1, float(distance * np.cos(angle)),
-                              float(distance * np.sin(angle)) * 0.6, float(rng.uniform(-3, 3)), returns))
+        moves.append(
+            HeadMove(
+                start,
+                peak,
+                start + length - 1,
+                float(distance * np.cos(angle)),
+                float(distance * np.sin(angle)) * 0.6,
+                float(rng.uniform(-3, 3)),
+                returns,
+            )
+        )
     return sorted(moves, key=lambda m: m.start)
 
 
@@ -205,7 +231,9 @@ def _slow_drift(config: SynthConfig, n: int, rng: np.random.Generator) -> np.nda
     """(n, 3) smooth wandering: a few sinusoids with periods of 8-60 s, zero at frame 0."""
     t = np.arange(n) / config.fps
     drift = np.zeros((n, 3), np.float32)
-    for axis, scale in enumerate((config.head_drift_px, config.head_drift_px, config.head_drift_px * 0.5)):
+    for axis, scale in enumerate(
+        (config.head_drift_px, config.head_drift_px, config.head_drift_px * 0.5)
+    ):
         for _ in range(3):
             period, phase = rng.uniform(8, 60), rng.uniform(0, 2 * np.pi)
             drift[:, axis] += scale / 3 * (np.sin(2 * np.pi * t / period + phase) - np.sin(phase))
@@ -243,3 +271,14 @@ def head_pose(plan: VideoPlan) -> np.ndarray:
     for move in plan.head_moves:
         pose += head_move_pose(move, frames)
     return pose
+
+
+def video_seeds(config: SynthConfig, subject_index: int, video_index: int):
+    """(plan seed, noise seed) of one video: independent streams, fixed by the dataset seed."""
+    base = [config.seed, subject_index, video_index]
+    return np.random.SeedSequence(base + [1]), np.random.SeedSequence(base + [2])
+
+
+def plan_for(config: SynthConfig, subject_index: int, video_index: int) -> VideoPlan:
+    """The plan of one video of the dataset (its own seed stream, fixed by the dataset seed)."""
+    return plan_video(config, video_seeds(config, subject_index, video_index)[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
 
 
 def read_mapping(path: Path, expected: str) -> dict:
@@ -38,14 +38,10 @@ def merged(defaults: dict, overrides: dict, where: str) -> dict:
             raise UserError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(defaults))}")
         if isinstance(defaults[key], dict):
             if not isinstance(value, dict):
-                raise UserError(f"{where}: {key!r} must be a mapping of {', '.join(sorted(defaults[key]))}")
+                raise UserError(
+                    f"{where}: {key!r} must be a mapping of {', '.join(sorted(defaults[key]))}"
+                )
             out[key] = merged(defaults[key], value, f"{where}: {key}")
         else:
             out[key] = value
     return out
-
-
-def flag_given(ctx, name: str) -> bool:
-    """Whether the command line gave the flag of parameter `name` (not left at its default)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name != "DEFAULT"

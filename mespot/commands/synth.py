@@ -19,18 +19,38 @@ from mespot.synth.generate import SynthResult, generate_dataset
 
 
 def synth_command(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to create (refused if not empty, see --overwrite)."),
-    small: bool = typer.Option(False, "--small", help="Small preset for tests and demos: 3 subjects x 2 videos x 8 s."),
-    layout: str = typer.Option("casme2", help=f"Folder layout and workbook: {' or '.join(LAYOUTS)}."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to create (refused if not empty, see --overwrite)."
+    ),
+    small: bool = typer.Option(
+        False, "--small", help="Small preset for tests and demos: 3 subjects x 2 videos x 8 s."
+    ),
+    layout: str = typer.Option(
+        "casme2", help=f"Folder layout and workbook: {' or '.join(LAYOUTS)}."
+    ),
     subjects: Optional[int] = typer.Option(None, help="Number of subjects [default: 6; small: 3]."),
-    videos_per_subject: Optional[int] = typer.Option(None, help="Videos per subject, 1..9 [default: 3; small: 2]."),
-    seconds: Optional[float] = typer.Option(None, help="Length of each video in seconds [default: 60; small: 8]."),
-    fps: Optional[float] = typer.Option(None, help="Frame rate [default: 30; 200 with --layout samm]."),
-    face_size: Optional[int] = typer.Option(None, help="Face width in px (>= 128); frames are twice that [default: 128]."),
+    videos_per_subject: Optional[int] = typer.Option(
+        None, help="Videos per subject, 1..9 [default: 3; small: 2]."
+    ),
+    seconds: Optional[float] = typer.Option(
+        None, help="Length of each video in seconds [default: 60; small: 8]."
+    ),
+    fps: Optional[float] = typer.Option(
+        None, help="Frame rate [default: 30; 200 with --layout samm]."
+    ),
+    face_size: Optional[int] = typer.Option(
+        None, help="Face width in px (>= 128); frames are twice that [default: 128]."
+    ),
     seed: int = typer.Option(0, help="Random seed: the same seed and flags give the same dataset."),
-    workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Processes rendering videos in parallel."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
-    preview: Optional[Path] = typer.Option(None, help="Also copy the dataset's preview.png to this path."),
+    workers: int = typer.Option(
+        min(2, os.cpu_count() or 1), help="Processes rendering videos in parallel."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the output folder if it exists."
+    ),
+    preview: Optional[Path] = typer.Option(
+        None, help="Also copy the dataset's preview.png to this path."
+    ),
 ) -> None:
     """Render synthetic long face videos with ground-truth expressions, blinks and head motion.
 
@@ -39,15 +59,27 @@ def synth_command(
     ground_truth.csv, videos.csv, events.csv (blinks, head movements), synth.json and preview.png.
     """
     config = SMALL if small else DEFAULT
-    given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
-             "fps": fps if fps is not None else (SAMM_FPS if layout == "samm" else None),
-             "face_size": face_size}
-    config = config.replace(layout=layout, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    given = {
+        "subjects": subjects,
+        "videos_per_subject": videos_per_subject,
+        "seconds": seconds,
+        "fps": fps if fps is not None else (SAMM_FPS if layout == "samm" else None),
+        "face_size": face_size,
+    }
+    config = config.replace(
+        layout=layout, seed=seed, **{k: v for k, v in given.items() if v is not None}
+    )
     config.validate()
     console = Console(stderr=True)
     n_videos = config.subjects * config.videos_per_subject
-    columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
-               TextColumn("{task.fields[fps]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("videos"),
+        TextColumn("{task.fields[fps]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("render", total=n_videos, fps="")
         frames_done = [0]
@@ -57,7 +89,9 @@ def synth_command(
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, advance=1, fps=f"{frames_done[0] / elapsed:,.0f} frames/s")
 
-        result = generate_dataset(config, out, overwrite=overwrite, workers=workers, progress=advance)
+        result = generate_dataset(
+            config, out, overwrite=overwrite, workers=workers, progress=advance
+        )
     if preview is not None:
         preview.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.root / "preview.png", preview)
@@ -75,16 +109,28 @@ def print_summary(result: SynthResult) -> None:
     table.add_column("value", justify="right")
     table.add_row("layout", config.layout)
     table.add_row("subjects / videos", f"{config.subjects} / {len(result.videos)}")
-    table.add_row("frames", f"{frames:,} ({frames / config.fps / 60:.1f} min at {config.fps:g} fps, "
-                  f"{config.frame_size}x{config.frame_size} px)")
+    table.add_row(
+        "frames",
+        f"{frames:,} ({frames / config.fps / 60:.1f} min at {config.fps:g} fps, "
+        f"{config.frame_size}x{config.frame_size} px)",
+    )
     for kind, name in (("mae", "macro-expressions"), ("me", "micro-expressions")):
         lengths = [r["offset"] - r["onset"] + 1 for r in rows if r["type"] == kind]
         amplitudes = [r["amplitude_px"] for r in rows if r["type"] == kind]
-        detail = (f"{len(lengths)}: length {min(lengths)}-{max(lengths)} frames (median {np.median(lengths):g}), "
-                  f"peak {min(amplitudes):.2f}-{max(amplitudes):.2f} px") if lengths else "0"
+        detail = (
+            (
+                f"{len(lengths)}: length {min(lengths)}-{max(lengths)} frames "
+                f"(median {np.median(lengths):g}), "
+                f"peak {min(amplitudes):.2f}-{max(amplitudes):.2f} px"
+            )
+            if lengths
+            else "0"
+        )
         table.add_row(name, detail)
     tokens = Counter(t.lstrip("LR") for r in rows for t in r["au"].split("+"))
     table.add_row("AU tokens", ", ".join(f"AU{k} {n}" for k, n in tokens.most_common()))
     table.add_row("blinks / quick head moves", f"{events['blink']} / {events['head_move']}")
-    table.add_row("time", f"{result.seconds:.1f} s ({frames / max(result.seconds, 1e-9):,.0f} frames/s)")
+    table.add_row(
+        "time", f"{result.seconds:.1f} s ({frames / max(result.seconds, 1e-9):,.0f} frames/s)"
+    )
     console.print(table)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mespot.errors import UserError
+from flowcore.errors import UserError
+from mespot.commands.flags import engine_from_flags, flag_given
 
 
 class ExtractionFailed(Exception):
@@ -23,80 +23,6 @@ class ExtractionFailed(Exception):
 
     def show(self) -> None:
         typer.echo(f"error: {self}", err=True)
-
-
-class RichProgress:
-    """A bar per running video (frames/s shown) and one overall bar, on stderr."""
-
-    def __init__(self, enabled: bool = True):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
-
-        self.console = Console(stderr=True)
-        self.enabled = enabled
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=self.console,
-            disable=not enabled, transient=False)
-        self.tasks: dict[str, int] = {}
-        self.frames = 0
-        self.started = time.perf_counter()
-        self._last_done: dict[str, int] = {}
-        self.started_at: dict[str, float] = {}
-        self.finished: set[str] = set()
-
-    def start(self, todo) -> None:
-        self.progress.start()
-        self.overall = self.progress.add_task("all videos", total=len(todo), rate="")
-        self.todo, self.done = len(todo), 0
-        self.phases: dict[str, str] = {}  # video -> "phase done/total" of the videos in progress
-        self.heartbeat = None
-        if self.enabled and not self.console.is_terminal:  # a log: plain lines instead of bars
-            from flowcore.heartbeat import Heartbeat
-
-            self.heartbeat = Heartbeat(self.status_line).start()
-
-    def status_line(self) -> str:
-        """Where the extraction is, in one line (for logs)."""
-        running = "; ".join(f"{video} {phase}" for video, phase in list(self.phases.items())[:4])
-        rate = self.frames / max(time.perf_counter() - self.started, 1e-9)
-        return (f"extract: {self.done}/{self.todo} videos done, flow {rate:.1f} frames/s"
-                + (f"; running: {running}" if running else ""))
-
-    def update(self, video_id: str, phase: str, done: int, total: int) -> None:
-        key = f"{video_id}:{phase}"
-        if phase == "done" or video_id in self.finished:
-            return  # late messages of a finished video
-        now = time.perf_counter()
-        self.phases[video_id] = f"{phase} {done}/{total}"
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(f"{video_id} {phase}", total=total, rate="")
-            self.started_at[key] = now
-        if phase == "flow":
-            self.frames += done - self._last_done.get(key, 0)
-            self._last_done[key] = done
-        rate = done / max(now - self.started_at[key], 1e-9)
-        self.progress.update(self.tasks[key], completed=done, rate=f"{rate:.1f} frames/s")
-        overall_rate = self.frames / max(now - self.started, 1e-9)
-        self.progress.update(self.overall, rate=f"flow {overall_rate:.1f} frames/s")
-
-    def finish(self, result) -> None:
-        self.finished.add(result.video_id)
-        self.phases.pop(result.video_id, None)
-        self.done += 1
-        for key in [k for k in self.tasks if k.startswith(result.video_id + ":")]:
-            self.progress.remove_task(self.tasks.pop(key))
-        self.progress.advance(self.overall)
-
-    def note(self, text: str) -> None:
-        """One line above the bars (e.g. the Ray cluster's size)."""
-        self.progress.console.print(text)
-
-    def close(self) -> None:
-        if getattr(self, "heartbeat", None) is not None:
-            self.heartbeat.stop()
-        self.progress.stop()
 
 
 def _summary_table(report) -> None:
@@ -130,28 +56,6 @@ def _summary_table(report) -> None:
     console.print(report.summary())
 
 
-def engine_from_flags(name: str, address: str | None, gpus_per_task: float | None, device: str,
-                      hint: str = ""):
-    """None for `--engine local`, else a flowcore.ray_engine.RayEngine checked against `device`
-    (`hint`: flags the GPU message suggests); UserError for flags that cannot work together
-    or a missing Ray. Shared by `mespot extract` and `mespot train`."""
-    if name == "local":
-        if address is not None or gpus_per_task is not None:
-            raise UserError("--address and --gpus-per-task go with --engine ray")
-        return None
-    if name != "ray":
-        raise UserError(f"--engine must be 'local' or 'ray', got {name!r}")
-    from flowcore.ray_engine import RayEngine, import_ray
-
-    try:
-        import_ray()
-        engine = RayEngine(address=address, gpus_per_task=gpus_per_task)
-        engine.gpus_for(device, hint)
-    except (ImportError, ValueError) as err:
-        raise UserError(str(err)) from None
-    return engine
-
-
 # flag -> key in ExtractParams.to_dict() ("faces.resize": key resize of section faces)
 _FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
               "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
@@ -163,7 +67,7 @@ def extract_params(ctx, config: Path | None, flags: dict):
     command line (`flags`: their values, shaped as ExtractParams.to_dict()); UserError naming
     the file for unknown keys or values out of range."""
     from flowcore.extract import ExtractParams
-    from mespot.config_file import flag_given, merged, read_mapping
+    from flowcore.config_file import merged, read_mapping
 
     values = ExtractParams().to_dict()
     where = "flags"
@@ -173,7 +77,8 @@ def extract_params(ctx, config: Path | None, flags: dict):
     for flag, key in _FLAG_KEYS.items():
         if flag_given(ctx, flag) or config is None:
             section, _, name = key.rpartition(".")
-            (values[section] if section else values)[name] = (flags[section][name] if section else flags[name])
+            value = flags[section][name] if section else flags[name]
+            (values[section] if section else values)[name] = value
     try:
         return ExtractParams.from_dict(values)
     except (TypeError, ValueError) as err:
@@ -238,56 +143,32 @@ def extract_command(
     frames, ...) is recorded in the store with its stage and error while the others go on.
     Exit code 0 when every video is complete, 1 when some failed, 2 for a usage error.
     """
-    import dataclasses
+    from flowcore.batch import ExtractionInterrupted
+    from mespot.api import extract
+    from mespot.progress import RichProgress
 
-    from flowcore.batch import run_extraction
-    from flowcore.extract import RunOptions
-    from flowcore.faces import face_backend as resolve_face_backend
-    from flowcore.sources import SourceError, open_source
-    from flowcore.store import StoreMismatchError
-
-    options = RunOptions(device=device, batch_size=batch_size)
-    runner = engine_from_flags(engine, address, gpus_per_task, options.device, " --backend torch")  # flags first
-    flags = {"flow_backend": backend, "subsample": subsample, "compat": compat, "save_flow": save_flow,
+    # the engine's flags first
+    runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")
+    flags = {"flow_backend": backend, "subsample": subsample, "compat": compat,
+             "save_flow": save_flow,
              "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
-    params = extract_params(ctx, config, flags)
-    backend = params.flow_backend
     try:
-        src = open_source(source, subsample=params.subsample, subjects_csv=subjects_csv)
-        resolve_face_backend(params.faces.backend)
-    except (SourceError, ValueError, ImportError) as err:
-        raise UserError(str(err)) from None
-    if video:
-        missing = sorted(set(video) - {v.video_id for v in src.videos})
-        if missing:
-            raise UserError(f"{source}: no video {', '.join(missing)}")
-        src = dataclasses.replace(src, videos=tuple(v for v in src.videos if v.video_id in video))
-    from flowcore.flow import available_backends
-
-    if backend not in available_backends():
-        raise UserError(f"--backend {backend!r} is not available here; available: "
-                        f"{', '.join(available_backends())}")
-    if backend == "opencv" and device != "cpu":
-        raise UserError(f"the opencv flow backend runs on the CPU only; for --device {device} "
-                        f"choose --backend torch")
-    if backend == "cuda" and not device.startswith("cuda"):
-        raise UserError("the cuda flow backend runs on a GPU: add --device cuda")
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    progress = RichProgress(enabled=not quiet)
-    try:
-        report = run_extraction(src, out, params, options, workers, progress, runner)
-    except (StoreMismatchError, ValueError, ConnectionError) as err:  # Ray: cluster checks
-        raise UserError(str(err)) from None
-    except KeyboardInterrupt:
-        from flowcore.batch import saved_summary
-
-        typer.echo(f"interrupted: {saved_summary(out, [v.video_id for v in src.videos])}", err=True)
+        report = extract(source, out, extract_params(ctx, config, flags), device=device,
+                         workers=workers, batch_size=batch_size, videos=video,
+                         subjects_csv=subjects_csv, engine=runner,
+                         progress=RichProgress(enabled=not quiet))
+    except ExtractionInterrupted as stop:  # Ctrl-C: say what was saved, exit 130
+        typer.echo(f"interrupted: {stop}", err=True)
         raise typer.Exit(130) from None
+    _show(report, pictures)
+
+
+def _show(report, pictures: Path | None) -> None:
+    """The pictures (with --pictures), the summary table; ExtractionFailed if a video failed."""
     if pictures is not None:
         from flowcore.pictures import write_pictures
 
-        write_pictures(report.store, pictures, src,
+        write_pictures(report.store, pictures, report.source,
                        [r.video_id for r in report.results if r.status != "failed"])
     _summary_table(report)
     if report.failed:

@@ -1,0 +1,212 @@
+"""The Python API, for notebooks and scripts: the same calls the `mespot` commands make.
+
+    import mespot
+
+    mespot.extract("data/synth", "features.zarr", backend="torch", resize=128)
+    features = mespot.open_store("features.zarr")          # every video's MDMO in memory
+    video = mespot.open_video("features.zarr", "15_0101disgustingteeth")   # an xarray.Dataset
+    mespot.train("features.zarr", "data/synth/ground_truth.csv", "runs/synth", epochs=20)
+    result = mespot.evaluate("runs/synth", "last")           # .metrics, .intervals: DataFrames
+    spotted = mespot.Spotter.load("runs/synth").spot("new_video.mp4")
+    spotted.intervals                                        # type, onset, offset, apex, score
+    spotted.curves                                           # per frame: the 8 probabilities
+
+Errors a user can fix raise flowcore.errors.UserError (a one-line message naming the file or
+the value); frame numbers are 1-based in each video's original numbering everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowcore.errors import UserError
+
+
+def extract(source: str | Path, out: str | Path, params=None, *, backend: str | None = None,
+            resize: int | None = None, device: str = "cpu", workers: int | None = None,
+            batch_size: int | None = None, videos: list[str] | None = None,
+            subjects_csv: str | Path | None = None, engine=None, progress=None):
+    """Extract landmarks, TV-L1 flow and 12-ROI MDMO features of every video of `source` (a
+    CAS(ME)^2 or SAMM-LV copy, a folder of video files, one video, a folder of frames, or
+    `mespot synth` output) into the Zarr store `out` (created, or resumed); `mespot extract`.
+
+    params: a flowcore.extract.ExtractParams (default: the defaults), with `backend` (flow
+    backend) and `resize` (face crops to N x N px) applied when given. videos: only these video
+    ids. engine: a flowcore.ray_engine.RayEngine to extract on a Ray cluster. progress: a
+    flowcore.progress.ExtractionProgress (None: silent).
+    Returns the flowcore.batch.ExtractReport (`.failed` lists the videos that failed and why).
+    """
+    from flowcore.batch import run_extraction
+    from flowcore.extract import ExtractParams, RunOptions
+    from flowcore.faces import face_backend
+    from flowcore.sources import SourceError, open_source
+    from flowcore.store import StoreMismatchError
+
+    params = params or ExtractParams()
+    if backend is not None:
+        params = dataclasses.replace(params, flow_backend=backend)
+    if resize is not None:
+        params = dataclasses.replace(params, faces=dataclasses.replace(params.faces, resize=resize))
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    try:
+        src = open_source(source, subsample=params.subsample, subjects_csv=subjects_csv)
+        face_backend(params.faces.backend)
+    except (SourceError, ValueError, ImportError) as err:
+        raise UserError(str(err)) from None
+    if videos:
+        missing = sorted(set(videos) - {v.video_id for v in src.videos})
+        if missing:
+            raise UserError(f"{source}: no video {', '.join(missing)}")
+        src = dataclasses.replace(src, videos=tuple(v for v in src.videos if v.video_id in videos))
+    options = RunOptions(device=device, batch_size=batch_size)
+    try:
+        return run_extraction(src, out, params, options, workers, progress, engine)
+    except (StoreMismatchError, ValueError, ConnectionError) as err:  # Ray: cluster checks
+        raise UserError(str(err)) from None
+
+
+def open_store(path: str | Path):
+    """Every complete video of a feature store, in memory: a flowcore.store.FeatureSet
+    (`.videos[video_id].mdmo` (T-1, 12, 2) float32 px, `.frame_numbers` (T,) 1-based; `.skipped`
+    lists the incomplete videos and why; `.params` every extraction parameter)."""
+    from flowcore.store import load_features
+
+    return load_features(path)
+
+
+def open_video(path: str | Path, video_id: str):
+    """One video of a feature store as an `xarray.Dataset` (mdmo, landmarks, face_box,
+    frame_numbers, and flow when saved; the video's attributes). See flowcore.store."""
+    from flowcore.store import open_video as open_video_group
+
+    return open_video_group(path, video_id)
+
+
+def train(store: str | Path, annotations: str | Path, out: str | Path, *,
+          sections: dict | None = None, device: str = "cpu", subjects: list[str] | None = None,
+          workers: int | None = None, threads: int = 0, engine=None, overwrite: bool = False,
+          tensorboard: bool = True, progress=None, **train_params):
+    """Train AUW-GCN with leave-one-subject-out folds on a feature store into run folder `out`
+    (resumes by default); `mespot train`.
+
+    annotations: a CAS(ME)^2 or SAMM-LV workbook or a CSV (subject, video, onset, apex, offset,
+    type, au). sections: configuration sections {train, windows, prior, losses} as in a run's
+    config.json (or a YAML file given to `mespot train --config`); `train_params`: fields of
+    spotting.config.TrainParams (epochs, batch_size, lr, seed, inner_val, ...), over `sections`.
+    subjects: train only these folds. workers, threads, engine: as spotting.loso.train_loso.
+    Returns one spotting.fold.FoldResult per fold.
+    """
+    from spotting.config import config_from_dict
+    from spotting.loso import train_loso
+
+    sections = {name: dict(values or {}) for name, values in (sections or {}).items()}
+    sections.setdefault("train", {}).update(train_params)
+    config = config_from_dict(sections, store=str(store), annotations=str(annotations))
+    return train_loso(config, out, device=device, subjects=subjects, overwrite=overwrite,
+                      progress=progress, tensorboard=tensorboard, workers=workers,
+                      threads=threads, engine=engine)
+
+
+def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
+             preset: str | None = None, device: str = "cpu", proposals: str | None = None,
+             allow_missing_folds: bool = False):
+    """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last,
+    fixed:N, inner-val, or oracle: test-set selection, labelled so), match with the truth, and
+    write RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc or reference; proposals:
+    the proposal arithmetic, mespot or reference (None: reference for a --compat store, else
+    mespot). A run with LOSO folds missing or unfinished is refused unless
+    `allow_missing_folds` (then their truths count as missed). Returns a
+    spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`, `.matches`,
+    `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`)."""
+    from spotting.data import resolve_device
+    from spotting.evaluate import evaluate_run
+
+    resolve_device(device)
+    return evaluate_run(run, select, rule=rule, preset=preset, device=device, proposals=proposals,
+                        allow_missing_folds=allow_missing_folds)
+
+
+def report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
+    """Write RUN/report.html (self-contained) from the run's evaluations; `mespot report`."""
+    from spotting.report import build_report
+
+    return build_report(run, select, faces=faces)
+
+
+@dataclass(frozen=True)
+class Spotted:
+    """What `Spotter.spot` found in one video: `intervals` (video, type, onset, offset, apex,
+    score; 1-based original frame numbers), `curves` (one row per feature row, indexed by its
+    1-based frame number; columns me_start ... mae_action: probabilities) and the folder with
+    the features and the picture of the curves."""
+
+    video_id: str
+    intervals: object  # pandas.DataFrame
+    curves: object  # pandas.DataFrame
+    out: Path
+
+
+class Spotter:
+    """A trained run's networks (every fold's, averaged, or one fold's), ready to spot videos."""
+
+    def __init__(self, model: Path, fold: str | None, select: str, device: str, models: list):
+        self.model, self.fold, self.select, self.device = model, fold, select, device
+        self.models = models
+
+    @classmethod
+    def load(
+        cls, run: str | Path, *, fold: str | None = None, select: str = "last",
+        device: str = "cpu", allow_missing_folds: bool = False,
+    ) -> "Spotter":
+        """The networks of run folder `run` (or of a reference checkpoint_epoch_EEE.pth.tar) at
+        the `select`ed epoch (last or fixed:N); `fold`: only this fold's network. A run with
+        LOSO folds missing or unfinished is refused unless `allow_missing_folds` (then the
+        others are averaged); a run whose store was replaced since training is refused."""
+        from spotting.data import resolve_device
+        from spotting.predict import load_models, run_subjects
+
+        run = Path(run)
+        resolve_device(device)
+        if not run.exists():
+            raise UserError(f"{run}: no such run folder or checkpoint file")
+        models = load_models(run, fold, select, device, run_subjects(run), allow_missing_folds)
+        return cls(run, fold, select, device, models)
+
+    def spot(
+        self,
+        video: str | Path,
+        out: str | Path | None = None,
+        *,
+        fps: float | None = None,
+        preset: str | None = None,
+        progress=None,
+    ) -> Spotted:
+        """Spot expressions in one video (a video file or a folder of frames): its features are
+        extracted with the model's own extraction parameters into `out` (default: a new
+        temporary folder), then the networks' mean logits give the intervals and the curves."""
+        import pandas as pd
+
+        from spotting.inference import CURVES
+        from spotting.predict import predict_video
+
+        out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mespot-spot-"))
+        found = predict_video(
+            video,
+            self.model,
+            out,
+            fold=self.fold,
+            select=self.select,
+            preset=preset,
+            fps=fps,
+            device=self.device,
+            progress=progress,
+            models=self.models,
+        )
+        curves = pd.DataFrame(
+            found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")
+        )
+        return Spotted(found.video_id, found.intervals, curves, out)

@@ -1,0 +1,215 @@
+"""`mespot evaluate`, `mespot report` and `mespot predict`: flags -> the library (mespot.api,
+spotting.predict) -> tables and file names printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowcore.errors import UserError
+
+
+def print_metrics(evaluations, console: Console | None = None) -> None:
+    """One table: a block of ME, MaE and overall rows per selection, test-set selection flagged;
+    the matching rule and its scale in the title, the proposal arithmetic in the caption."""
+    from spotting.metrics import RULES
+    from spotting.proposals import PROPOSAL_VARIANTS
+
+    console = console or Console()
+    how = "; ".join(sorted({f"rule {e.rule}, matched in {e.scale}" for e in evaluations}))
+    caption = "; ".join(sorted({f"{RULES[e.rule].label}. "
+                                f"Proposals: {PROPOSAL_VARIANTS[e.proposals]}"
+                                for e in evaluations}))
+    table = Table(title=f"spotting metrics ({how}; counts {_pooled(evaluations[0])})",
+                  caption=caption)
+    for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
+        table.add_column(column, justify="left" if column in ("selection", "type") else "right")
+    for e in evaluations:
+        label = e.selection.short_label
+        for row in e.metrics.itertuples():
+            name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
+            table.add_row(
+                label if row.type == "me" else "",
+                name,
+                f"{row.precision:.4f}",
+                f"{row.recall:.4f}",
+                f"{row.f1:.4f}",
+                str(row.TP),
+                str(row.FP),
+                str(row.FN),
+                end_section=row.type == "overall",
+            )
+    console.print(table)
+    if any(e.selection.mode == "oracle" for e in evaluations):
+        console.print(
+            "[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
+            "those numbers are optimistic and only for comparison with published results."
+        )
+
+
+def _pooled(e) -> str:
+    """Over which LOSO folds the counts are pooled (an Evaluation's missing folds named)."""
+    if not e.missing_folds:
+        return f"pooled over all {e.n_folds} LOSO folds"
+    return (f"pooled over {e.n_folds - len(e.missing_folds)} of {e.n_folds} LOSO folds; the "
+            f"truths of {', '.join(e.missing_folds)} counted as missed")
+
+
+def evaluate_command(
+    run: Path = typer.Argument(..., help="Run folder written by `mespot train`."),
+    select: list[str] = typer.Option(
+        ["last"],
+        "--select",
+        "-s",
+        help="Epoch per fold: last, fixed:N, inner-val or oracle (test-set "
+        "selection, labelled as such). Repeat to compare.",
+    ),
+    rule: str = typer.Option(
+        "megc", "--rule", help="Matching: megc (IoU >= 0.5 on inclusive counts, one match per "
+        "truth, in original frame numbers) or reference (AUW-GCN's counting on its rows)."),
+    proposals: Optional[str] = typer.Option(
+        None, "--proposals", help="Proposal arithmetic: mespot or reference (float32, start ties "
+        "nearest the apex) [default: reference for a --compat store, else mespot]."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="Proposal ranges: casme2 or samm (default: from the store)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Also write report.html."),
+    allow_missing_folds: bool = typer.Option(
+        False, "--allow-missing-folds", help="Evaluate a run with LOSO folds missing or "
+        "unfinished (refused otherwise); their truths count as missed."),
+) -> None:
+    """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
+
+    Writes RUN/evaluation/<selection>/ (metrics.csv/json, per-subject and per-video metrics,
+    intervals.csv with 1-based original frame numbers, matches.csv with every TP/FP/FN, curves)
+    and, unless --no-report, RUN/report.html.
+    """
+    from mespot.api import evaluate, report as write_report
+
+    evaluations = [evaluate(run, s, rule=rule, preset=preset, device=device, proposals=proposals,
+                            allow_missing_folds=allow_missing_folds) for s in select]
+    print_metrics(evaluations)
+    for e in evaluations:
+        used = ", ".join(f"{subject} (epoch {epoch})" 
+                         for subject, epoch in sorted(e.epochs.items()))
+        typer.echo(f"{e.selection.name}: folds evaluated: {used}")
+        if e.missing_folds:
+            typer.echo(f"{e.selection.name}: folds missing, their truths counted as missed: "
+                       f"{', '.join(e.missing_folds)}")
+        typer.echo(f"{e.selection.name}: {e.out}")
+    if report:
+        typer.echo(f"report: {write_report(run, evaluations[0].selection.name)}")
+
+
+def report_command(
+    run: Path = typer.Argument(..., help="Run folder with at least one evaluation."),
+    select: Optional[str] = typer.Option(
+        None, "--select", "-s", help="Which evaluation's curves and lists to show (default: last)."
+    ),
+    faces: Optional[list[str]] = typer.Option(
+        None,
+        "--faces",
+        help="Add face strips (onset/apex/offset of each truth and "
+        "false positive, ROIs, MDMO arrows) for this video; "
+        "repeatable; 'all' for every video.",
+    ),
+) -> None:
+    """Write RUN/report.html (self-contained, opens offline) and RUN/report/*.png."""
+    from mespot.api import report
+
+    chosen = True if faces and "all" in faces else (faces or False)
+    typer.echo(str(report(run, select, faces=chosen)))
+
+
+def predict_command(
+    video: Path = typer.Argument(
+        ...,
+        help="A video file, a folder of numbered frames, or a folder of "
+        "video files (every video in it is spotted).",
+    ),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="A run folder (runs/NAME) or a reference checkpoint_epoch_EEE.pth.tar.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output folder [default: predictions/<video or folder name>]."
+    ),
+    fold: Optional[str] = typer.Option(
+        None, "--fold", help="Use only this fold's model (a subject id)."
+    ),
+    all_folds: bool = typer.Option(
+        True, "--all-folds/--one-fold", help="Average the logits of every fold's model (default)."
+    ),
+    select: str = typer.Option(
+        "last", "--select", "-s", help="Epoch of each fold: last or fixed:N."
+    ),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Proposal ranges: casme2 or samm."),
+    proposals: Optional[str] = typer.Option(
+        None, "--proposals", help="Proposal arithmetic: mespot or reference [default: reference "
+        "for a .pth.tar checkpoint or --compat features]."),
+    fps: Optional[float] = typer.Option(
+        None, "--fps", help="Frame rate of a frame folder [default: 30]."
+    ),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help="Flow backend [default: the model's]."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    allow_missing_folds: bool = typer.Option(
+        False, "--allow-missing-folds", help="Average the folds there are when some of the "
+        "run's LOSO folds are missing (refused otherwise)."),
+) -> None:
+    """Spot expressions in new videos with a trained run or a reference checkpoint.
+
+    Extracts the features with the model's extraction parameters, runs the network(s), and
+    writes OUT/intervals.csv (1-based frame numbers), OUT/curves.png (one video) or
+    OUT/curves/<video>.png (several), OUT/prediction.json and OUT/features.zarr. A video that
+    cannot be extracted is reported (exit code 1) and the others are still spotted.
+    """
+    from mespot.progress import RichProgress
+    from spotting.predict import predict_videos
+
+    if fold is None and not all_folds:
+        raise UserError("--one-fold needs --fold SUBJECT")
+    out = out or Path("predictions") / video.stem
+    batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
+                           device=device, backend=backend, proposals=proposals,
+                           progress=RichProgress(enabled=not quiet),
+                           allow_missing_folds=allow_missing_folds)
+    _show_predictions(batch, out)
+
+
+def _show_predictions(batch, out: Path) -> None:
+    """What predict found, per video, and what it wrote; exit code 1 if a video failed."""
+    from spotting.proposals import PROPOSAL_VARIANTS
+
+    typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
+    for result in batch.predictions:
+        counts = result.intervals["type"].value_counts()
+        typer.echo(
+            f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
+            f"macro-expressions spotted"
+        )
+    if len(batch.predictions) == 1:
+        table = batch.predictions[0].intervals
+        typer.echo(table.to_string(index=False) if len(table) else "(none)")
+    if batch.missing_folds:
+        typer.echo(f"warning: folds {', '.join(batch.missing_folds)} of the run are missing; "
+                   f"averaged the others", err=True)
+    for failure in batch.failed:
+        typer.echo(
+            f"{failure.video_id}: not spotted, feature extraction failed at {failure.stage}: "
+            f"{failure.error}",
+            err=True,
+        )
+    pictures = out / ("curves.png" if len(batch.predictions) == 1 else "curves")
+    typer.echo(f"written: {out / 'intervals.csv'}, {pictures}")
+    if batch.failed:
+        raise typer.Exit(1)

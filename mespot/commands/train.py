@@ -1,0 +1,118 @@
+"""`mespot train`: flags (and an optional YAML file) -> `spotting.loso.train_loso`.
+
+torch is imported only when the command runs, so `mespot --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer import Argument as typer_argument
+from typer import Option as typer_option
+
+from flowcore.config_file import read_mapping
+from flowcore.errors import UserError
+from mespot.commands.flags import engine_from_flags, flag_given
+
+# flag name -> (section of the config, field)
+_FLAG_FIELDS = {
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "seed": ("train", "seed"), "normalisation": ("train", "normalisation"),
+    "macro_ratio": ("train", "macro_ratio"), "save_every": ("train", "save_every"),
+    "inner_val": ("train", "inner_val"),
+    "prior": ("prior", "source"),
+}
+
+
+def train_command(
+    ctx: typer.Context,
+    store: Path = typer_argument(..., help="Feature store (Zarr) written by `mespot extract`."),
+    annotations: Path = typer_option(
+        ..., "--annotations", "-a", help="CAS(ME)^2 or SAMM-LV workbook (.xlsx) or a CSV with "
+        "columns subject, video, onset, apex, offset, type, au."),
+    out: Path = typer_option(
+        ..., "--out", "-o", help="Run folder, e.g. runs/NAME (resumes if it exists)."),
+    protocol: str = typer_option(
+        "loso", "--protocol", help="Evaluation protocol: loso (one fold per subject)."),
+    config: Optional[Path] = typer_option(
+        None, "--config", "-c", help="YAML file with sections train, windows, prior, losses, model "
+        "(field names as in config.json); flags given win."),
+    epochs: int = typer_option(100, "--epochs", help="Training epochs per fold."),
+    batch_size: int = typer_option(128, "--batch-size", help="Windows per batch."),
+    lr: float = typer_option(0.01, "--lr", help="AdamW learning rate (x0.96 per epoch)."),
+    seed: int = typer_option(1, "--seed", help="Random seed (model init and shuffling)."),
+    normalisation: str = typer_option(
+        "fold", "--normalisation", help="Feature normalisation: fold (from the training subjects) "
+        "or compat (the reference's constants, for 8-bit compat features)."),
+    prior: str = typer_option(
+        "train", "--prior", help="AU prior from the training subjects (train) or from every "
+        "annotation (all)."),
+    macro_ratio: Optional[float] = typer_option(
+        None, "--macro-ratio", help="Weight r of the macro losses (default 0.5, SAMM-LV 0.7)."),
+    save_every: int = typer_option(
+        1, "--save-every", help="Keep weights every N epochs (and the last); evaluation can only "
+        "choose among kept epochs."),
+    inner_val: int = typer_option(
+        0, "--inner-val", help="Per fold, also train a model without K training subjects, on "
+        "which `mespot evaluate --select inner-val` picks the epoch."),
+    subjects: Optional[str] = typer_option(
+        None, "--subjects", help="Comma-separated test subjects: train only these folds."),
+    device: str = typer_option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    threads: int = typer_option(
+        0, "--threads", help="CPU threads for torch (0: torch's default; with --workers, the "
+        "cores shared out), per worker with --workers."),
+    workers: Optional[int] = typer_option(
+        None, "--workers", "-j", help="Train this many folds at once in worker processes (CPU "
+        "cores shared out; with --device cuda, spread over every visible GPU); default 1. With "
+        "--engine ray: the most fold tasks at once (default: as the cluster allows)."),
+    engine: str = typer_option(
+        "local", "--engine", help="'local': this machine; 'ray': one Ray task per fold on a Ray "
+        "cluster (store and --out on a filesystem every node sees; see docs/cluster.md)."),
+    address: Optional[str] = typer_option(
+        None, "--address", help="With --engine ray: 'auto' (the cluster `ray start` made here) "
+        "or HOST:PORT of its head; default: a Ray instance on this machine."),
+    gpus_per_task: Optional[float] = typer_option(
+        None, "--gpus-per-task", help="With --engine ray --device cuda: the share of a GPU each "
+        "fold reserves (default 0.125)."),
+    overwrite: bool = typer_option(
+        False, "--overwrite", help="Delete a run folder with another configuration."),
+    no_tensorboard: bool = typer_option(
+        False, "--no-tensorboard", help="Do not write TensorBoard scalars."),
+    quiet: bool = typer_option(
+        False, "--quiet", "-q", help="No progress output (the log file is still written)."),
+) -> None:
+    """Train AUW-GCN with leave-one-subject-out folds on a feature store.
+
+    Writes config.json, train.log, annotation_issues.csv and, per fold, safetensors weights,
+    a resume state and TensorBoard scalars into --out. Run the same command again to resume."""
+    # Idle OpenMP threads sleep rather than spin (much faster on shared cores); only effective
+    # when torch is not loaded yet, and a value the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from mespot.api import train
+    from mespot.progress import RichTraining
+
+    if protocol != "loso":
+        raise UserError(f"protocol {protocol!r} is not supported (only 'loso')")
+    ray_engine = engine_from_flags(engine, address, gpus_per_task, device)
+    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+              "normalisation": normalisation, "prior": prior, "macro_ratio": macro_ratio,
+              "save_every": save_every, "inner_val": inner_val}
+    sections = _sections(ctx, config, values)
+    folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
+    train(store, annotations, out, sections=sections, device=device, subjects=folds,
+          workers=workers, threads=threads, engine=ray_engine, overwrite=overwrite,
+          tensorboard=not no_tensorboard, progress=None if quiet else RichTraining())
+
+
+def _sections(ctx, config: Path | None, values: dict) -> dict:
+    """The configuration sections: the --config file's, then the flags typed (`values`, by flag
+    name) over them; flags left at their default fill only what the file does not set."""
+    expected = "sections (train, windows, prior, losses, model)"
+    sections = read_mapping(config, expected) if config else {}
+    for flag, (section, name) in _FLAG_FIELDS.items():
+        if flag_given(ctx, flag) or name not in sections.get(section, {}):
+            sections.setdefault(section, {})[name] = values[flag]
+    return sections

@@ -1,0 +1,117 @@
+"""A training run's configuration: every parameter that determines its results (config.json).
+
+`RunConfig` gathers the sections (train, windows, prior, losses), each a frozen dataclass of
+its stage; `config_from_dict` builds one from a YAML file or a run's own config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from flowcore.errors import UserError
+from spotting.losses import LossParams
+from spotting.model import ModelDims
+from spotting.prior import PriorParams
+from spotting.windows import WindowParams
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimisation settings (paper defaults). `normalisation`: 'fold' (mean/std of the training
+    subjects' features) or 'compat' (the reference constants); `macro_ratio` None picks 0.7 for
+    SAMM-LV stores and 0.5 otherwise; `save_every` keeps weights every that many epochs (the last
+    epoch always; every epoch by default, so evaluation can use any epoch); `inner_val` > 0 also
+    trains, per fold, an inner model without that many training subjects, on which
+    `mespot evaluate --select inner-val` chooses the epoch. The test subject's loss is only
+    logged, never used to choose anything."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.01
+    weight_decay: float = 0.1
+    lr_decay: float = 0.96  # per epoch
+    seed: int = 1
+    normalisation: str = "fold"
+    macro_ratio: Optional[float] = None
+    save_every: int = 1
+    inner_val: int = 0  # training subjects held out per fold to choose the epoch (0: off)
+    test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
+
+    def __post_init__(self):
+        if self.normalisation not in ("fold", "compat"):
+            raise UserError(f"normalisation must be 'fold' or 'compat', got {self.normalisation!r}")
+        for name in ("epochs", "batch_size", "save_every", "test_loss_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.inner_val < 0:
+            raise UserError(f"inner_val must be >= 0, got {self.inner_val}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr (learning rate) must be a number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise UserError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        ratio = self.macro_ratio
+        if ratio is not None and not (math.isfinite(ratio) and ratio >= 0):
+            raise UserError(f"macro_ratio must be a number >= 0, got {ratio}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's results (written to config.json)."""
+
+    store: str
+    annotations: str
+    protocol: str = "loso"
+    train: TrainParams = field(default_factory=TrainParams)
+    windows: WindowParams = field(default_factory=WindowParams)
+    prior: PriorParams = field(default_factory=PriorParams)
+    losses: LossParams = field(default_factory=LossParams)
+    model: ModelDims = field(default_factory=ModelDims)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["prior"]["au_nodes"] = {str(k): list(v) for k, v in self.prior.au_nodes.items()}
+        d["losses"]["class_weights"] = list(self.losses.class_weights)
+        return d
+
+
+def config_from_dict(
+    sections: dict, store: str, annotations: str, protocol: str = "loso"
+) -> RunConfig:
+    """A RunConfig from sections {train, windows, prior, losses, model} of field values (a YAML
+    file or a run's config.json; its store/annotations/environment entries are ignored)."""
+    kinds = {
+        "train": TrainParams,
+        "windows": WindowParams,
+        "prior": PriorParams,
+        "losses": LossParams,
+        "model": ModelDims,
+    }
+    ignored = {"store", "annotations", "protocol", "environment", "store_params_hash"}
+    unknown = set(sections) - set(kinds) - ignored
+    if unknown:
+        raise UserError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(kinds)}")
+    built = {}
+    for name, kind in kinds.items():
+        values = dict(sections.get(name) or {})
+        fields = {f.name for f in dataclasses.fields(kind)}
+        bad = set(values) - fields
+        if bad:
+            raise UserError(
+                f"config section {name!r}: unknown field(s) {sorted(bad)}; known: {sorted(fields)}"
+            )
+        if name == "prior" and "au_nodes" in values:
+            values["au_nodes"] = {
+                int(k): tuple(int(n) for n in v) for k, v in values["au_nodes"].items()
+            }
+        if name == "losses" and "class_weights" in values:
+            values["class_weights"] = tuple(float(w) for w in values["class_weights"])
+        try:
+            built[name] = kind(**values)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"config section {name!r}: {err}") from err
+    return RunConfig(store=store, annotations=annotations, protocol=protocol, **built)

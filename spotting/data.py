@@ -1,0 +1,127 @@
+"""A run's data, prepared once: the store's features, the annotations, every window and target,
+and the per-subject sums from which each fold's feature normalisation is taken.
+
+Shapes: windows as spotting.windows.WindowSet; `window_tensors` gives x (W, L + 2C, 12, 2)
+float32 normalised features (0 outside the videos) and the targets, on a torch device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowcore.errors import UserError
+from flowcore.store import FeatureSet, load_features
+from spotting.annotations import AnnotationTable, read_annotations
+from spotting.windows import WindowParams, WindowSet, annotation_targets, build_windows
+
+# Reference feature normalisation (features on its "20 px" 8-bit scale, AUWGCN.md section 3).
+REFERENCE_MEAN = (0.003463, 0.003873)
+REFERENCE_STD = (0.548588, 0.645621)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The store, annotations, targets and windows, built once for every fold."""
+
+    features: FeatureSet
+    table: AnnotationTable
+    windows: WindowSet
+    issues: tuple
+    sums: dict  # subject -> (count, sum (2,), sum of squares (2,)) of raw features, float64
+
+
+def prepare(
+    store: str | Path, annotations: str | Path, params: WindowParams = WindowParams()
+) -> Prepared:
+    """Load the annotations and the store, build all targets and windows (once per run).
+    The annotations come first: a file without a usable row stops here, before any work."""
+    table = read_annotations(annotations)
+    features = load_features(store)
+    if len(table.frame) and not table.frame["video_id"].isin(list(features.videos)).any():
+        raise UserError(
+            f"no annotated video is in the store: annotations name e.g. "
+            f"{sorted(table.frame['video_id'].unique())[:3]}, "
+            f"the store holds e.g. {sorted(features.videos)[:3]}"
+        )
+    targets, target_issues = annotation_targets(features, table, params)
+    videos = list(features.videos.values())
+    windows = build_windows(videos, targets, params)
+    sums: dict = {}
+    for v in videos:
+        x = v.mdmo.reshape(-1, 2).astype(np.float64)
+        c, s, q = sums.get(v.subject, (0, np.zeros(2), np.zeros(2)))
+        sums[v.subject] = (c + x.shape[0], s + x.sum(0), q + (x * x).sum(0))
+    return Prepared(features, table, windows, tuple(table.issues) + tuple(target_issues), sums)
+
+
+def fold_normalisation(
+    prep: Prepared, train_subjects, mode: str
+) -> tuple[list[float], list[float]]:
+    """(mean, std) per feature channel (x, y): from the training subjects, or the reference's."""
+    if mode == "compat":
+        return list(REFERENCE_MEAN), list(REFERENCE_STD)
+    c, s, q = 0, np.zeros(2), np.zeros(2)
+    for subject in train_subjects:
+        if subject in prep.sums:
+            c2, s2, q2 = prep.sums[subject]
+            c, s, q = c + c2, s + s2, q + q2
+    if c == 0:
+        raise UserError("no training features to normalise with")
+    mean = s / c
+    std = np.sqrt(np.maximum(q / c - mean * mean, 0.0))
+    std = np.where(std > 1e-12, std, 1.0)
+    return mean.tolist(), std.tolist()
+
+
+def window_tensors(
+    windows: WindowSet, mask: np.ndarray, mean, std, device
+) -> dict[str, torch.Tensor]:
+    """The selected windows as tensors on `device`: x normalised, 0 outside the videos."""
+    m = np.asarray(mean, np.float32)
+    s = np.asarray(std, np.float32)
+    x = (windows.x[mask] - m) / s * windows.valid[mask][:, :, None, None]
+    return {
+        "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device),
+        "start_end": torch.from_numpy(windows.start_end[mask]).to(device),
+        "apex": torch.from_numpy(windows.apex[mask]).to(device),
+        "action": torch.from_numpy(windows.action[mask]).to(device),
+    }
+
+
+_PREPARED: dict = {}  # this process's prepared data of one run: key -> Prepared
+
+
+def prepared_for(
+    store: str | Path,
+    annotations: str | Path,
+    params: WindowParams,
+    run: str,
+    given: Prepared | None = None,
+) -> Prepared:
+    """`prepare(store, annotations, params)` for the run named `run` (a token the driver draws),
+    done once per process and kept while the process trains that run's folds one after the
+    other; `given`: the driver's own prepared data, kept instead."""
+    key = (str(store), str(annotations), params, run)
+    if given is not None:
+        _PREPARED.clear()  # one run's data at a time
+        _PREPARED[key] = given
+    elif key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = prepare(store, annotations, params)
+    return _PREPARED[key]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or 'auto' -> a torch device (clear error when CUDA is missing)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"--device {name!r}: {err}") from err

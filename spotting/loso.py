@@ -1,0 +1,339 @@
+"""Leave-one-subject-out (LOSO) training of AUW-GCN from a feature store (AUWGCN.md section 7).
+
+`train_loso` loads the store and the annotations once, builds every window and target once, writes
+the run's configuration, then trains one fold per subject (spotting.fold) on preloaded tensors:
+one after the other in this process, side by side in local worker processes (`workers`), or as
+Ray tasks (`engine`), all through the one job runner (flowcore.jobs). The run folder's layout is
+spotting.run_folder's.
+
+Running the same call again resumes: finished folds are skipped and an interrupted fold continues
+from its last finished epoch, ending with the same weights as an uninterrupted run. A fold's
+result does not depend on the order or the process it is trained in, only on its configuration
+(and, on the CPU, the thread count). A fold that fails in a worker is reported and the others go
+on; the run then ends with an error naming the failed folds, and running it again resumes them.
+
+Workers: on the CPU each gets its share of the cores as torch threads (small layers use a core
+better alone than split over two); with `device` 'cuda' the workers are spread over every
+visible GPU. On Ray each fold asks for the engine's CPUs and share of a GPU; the store and the
+run folder must be reachable under the same paths on every node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+import traceback
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from flowcore.errors import UserError
+from flowcore.jobs import LocalProcesses, Task, run_tasks
+from flowcore.version import __version__
+from spotting.annotations import issues_to_frame
+from spotting.config import RunConfig
+from spotting.data import Prepared, prepare, prepared_for, resolve_device
+from spotting.fold import FoldResult, train_one_fold
+from spotting.model import ModelDims
+from spotting.run_folder import RunFolder
+
+
+def train_loso(
+    config: RunConfig,
+    out: str | Path,
+    device: str = "cpu",
+    subjects: Optional[list[str]] = None,
+    overwrite: bool = False,
+    progress=None,
+    tensorboard: bool = True,
+    on_epoch_end: Optional[Callable[[str, int], None]] = None,
+    prepared: Optional[Prepared] = None,
+    workers: Optional[int] = None,
+    threads: int = 0,
+    engine=None,
+) -> list[FoldResult]:
+    """Train every LOSO fold (or those of `subjects`) into run folder `out`; resumes by default.
+
+    progress: a flowcore.progress.TrainingProgress (e.g. mespot.progress.RichTraining), or None:
+    nothing shown (train.log is written anyway). `workers` > 1 trains that many folds at once in
+    worker processes: on the CPU each gets `threads` torch threads (0: the cores shared out), with
+    `device` 'cuda' the workers share out every visible GPU (None: 1). One process: `threads` > 0
+    sets its torch threads. `engine`, a flowcore.ray_engine.RayEngine, trains the folds as Ray
+    tasks instead (at most `workers` at once; None: as the cluster's resources allow).
+    `on_epoch_end(subject, epoch)`: called after every epoch, only when folds train in this
+    process. `prepared`: the store and annotations already prepared for this config.
+
+    The run folder is locked meanwhile (RunFolder.lock): a second `train_loso` into the same
+    `out` (another process on this machine) is refused with a UserError instead of training the
+    same folds twice at once. The config records the store and annotations as absolute paths,
+    so the run stays usable from any folder.
+    """
+    _check_arguments(config, workers, threads)
+    run = RunFolder(out)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run.path}: exists and is not a folder; choose another --out")
+    with run.lock() as holder:
+        if holder is not None:
+            raise UserError(f"{run.path}: another `mespot train` (process {holder}) is training "
+                            f"into this run folder; wait for it to end, or choose another --out")
+        return _train_locked(config, run, device, subjects, overwrite, progress, tensorboard,
+                             on_epoch_end, prepared, workers, threads, engine)
+
+
+def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite, progress,
+                  tensorboard, on_epoch_end, prepared, workers, threads,
+                  engine) -> list[FoldResult]:
+    """train_loso, its run folder locked."""
+    dev = _driver_device(device, engine)
+    started = time.perf_counter()
+    config = dataclasses.replace(config, store=str(Path(config.store).absolute()),
+                                 annotations=str(Path(config.annotations).absolute()))
+    token = uuid.uuid4().hex  # this run's prepared data, in this process and each worker
+    prep = prepared_for(config.store, config.annotations, config.windows, token,
+                        prepared or prepare(config.store, config.annotations, config.windows))
+    config = resolve_macro_ratio(config, prep)
+    _write_config(run, config, prep, overwrite)
+    all_subjects = prep.features.subjects
+    folds = all_subjects if subjects is None else list(subjects)
+    unknown = [s for s in folds if s not in all_subjects]
+    if unknown:
+        raise UserError(f"unknown subject(s) {unknown}; the store has {all_subjects}")
+    log = RunLog(run.log_path, progress)
+    _log_data(log, prep, run, folds, dev)
+    results: dict[str, FoldResult] = {}
+    for k, subject in enumerate(folds):
+        if run.fold(subject).is_complete():
+            log.line(f"fold {k + 1}/{len(folds)} {subject}: already complete, skipped")
+            results[subject] = FoldResult.of_complete(run.fold(subject), config.train.epochs)
+    todo = [s for s in folds if s not in results]
+    if progress is not None:
+        progress.start(len(folds), config.train.epochs)
+    try:
+        job = FoldJob(config, str(run.path), tuple(folds), token, tensorboard, on_epoch_end)
+        results.update(_train_folds(job, run, todo, dev, log, workers, threads, engine))
+    finally:
+        if progress is not None:
+            progress.close()
+    ordered = [results[s] for s in folds if s in results]
+    total = sum(r.seconds for r in ordered)
+    log.line(f"done: {len(ordered)} fold(s), {total:.1f} s of fold training, "
+             f"{time.perf_counter() - started:.1f} s wall; run folder {run.path}")
+    return ordered
+
+
+def _check_arguments(config: RunConfig, workers, threads: int) -> None:
+    if config.protocol != "loso":
+        raise UserError(f"protocol {config.protocol!r} is not supported (only 'loso')")
+    if (workers is not None and workers < 1) or threads < 0:
+        raise UserError(f"workers must be >= 1 and threads >= 0, got {workers} and {threads}")
+
+
+def _driver_device(device: str, engine) -> torch.device:
+    """The run's device here; with Ray, the device its tasks are given (the driver may have no
+    GPU: Ray gives each task its own)."""
+    if engine is None:
+        return resolve_device(device)
+    try:
+        engine.gpus_for(device)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return torch.device("cpu" if device == "cpu" else "cuda")
+
+
+def resolve_macro_ratio(config: RunConfig, prep: Prepared) -> RunConfig:
+    """The config with `macro_ratio` filled in (0.7 for SAMM-LV, 0.5 otherwise, unless given)
+    and passed on to the losses."""
+    if config.train.macro_ratio is None:
+        samm = "samm" in prep.features.dataset.lower() or prep.table.dataset == "samm-lv"
+        config = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, macro_ratio=0.7 if samm else 0.5))
+    return dataclasses.replace(config, losses=dataclasses.replace(
+        config.losses, macro_ratio=config.train.macro_ratio))
+
+
+def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: bool) -> None:
+    """config.json and annotation_issues.csv; UserError for a folder holding another run."""
+    resolved = config.to_json()
+    resolved["store_params_hash"] = prep.features.params_hash
+    if run.config_path.exists():
+        previous = json.loads(run.config_path.read_text())
+        for key in ("store", "annotations"):  # a run of an older version kept the path as typed
+            previous[key] = str(Path(previous.get(key, "")).absolute())
+        # runs from before the network's dimensions were part of the configuration
+        previous.setdefault("model", dataclasses.asdict(ModelDims()))
+        same = {k: v for k, v in previous.items() if k != "environment"} == resolved
+        if overwrite:
+            shutil.rmtree(run.path)
+        elif not same:
+            raise UserError(f"{run.path} holds a run with another configuration; pass --overwrite "
+                            "or choose another --out")
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.config_path.write_text(json.dumps({**resolved, "environment": _environment()}, indent=1))
+    issues_to_frame(prep.issues).to_csv(run.issues_path, index=False)
+
+
+def _environment() -> dict:
+    return {"mespot": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+def _log_data(log: "RunLog", prep: Prepared, run: RunFolder, folds: list[str], dev) -> None:
+    """What the run trains on: the annotations, their repairs, skipped videos, the windows."""
+    log.line(prep.table.summary())
+    log.line(f"{len(prep.issues)} annotation issue(s) listed in {run.issues_path}")
+    counts = Counter((i.reason, i.action) for i in prep.issues)
+    for (reason, action), n in sorted(counts.items()):
+        log.line(f"  {n:4d} x {reason} -> {action}")
+    for issue in prep.issues:
+        log.line("  " + issue.as_line(), console=False)
+    if prep.features.skipped:
+        log.line(f"{len(prep.features.skipped)} incomplete video(s) in the store skipped: "
+                 + ", ".join(f"{k} ({v})" for k, v in prep.features.skipped.items()))
+    log.line(f"{len(prep.windows)} windows from {len(prep.features.videos)} videos of "
+             f"{len(prep.features.subjects)} subjects; {len(folds)} fold(s) on {dev}")
+
+
+def _train_folds(job: "FoldJob", run: RunFolder, todo, dev, log: "RunLog", workers, threads,
+                 engine) -> dict[str, FoldResult]:
+    """Train the folds of `todo` (see train_loso); {subject: FoldResult} of those that finished.
+    Raises UserError naming the folds that failed in workers, after the others are done."""
+    runner = engine if todo else None
+    if engine is None and (workers or 1) > 1 and len(todo) > 1:
+        runner = _local_workers(dev, min(workers, len(todo)), threads, len(todo), log)
+    if runner is not None and job.on_epoch_end is not None:
+        raise ValueError("on_epoch_end is only called when folds are trained in this process")
+    if runner is None and threads > 0:
+        torch.set_num_threads(threads)
+    results, failures = {}, {}
+    for done in run_tasks(job, [Task(s, s) for s in todo], runner, device=str(dev),
+                          on_message=log.message, on_note=log.line, limit=workers, name="train",
+                          noun="fold"):
+        log.end(done.key)
+        if done.error is None:
+            results[done.key] = done.result
+        else:  # one fold's failure does not stop the others
+            failures[done.key] = done.error
+            log.line(f"fold {done.key}: failed ({type(done.error).__name__}: {done.error})")
+            log.line("".join(traceback.format_exception(done.error)), console=False)
+    if failures:
+        raise UserError(f"{len(failures)} fold(s) failed: {', '.join(sorted(failures))} (see "
+                        f"{run.log_path}); {len(results)} finished. Run the same command again to "
+                        f"resume the failed ones.")
+    return results
+
+
+def worker_devices(device: torch.device) -> list[str]:
+    """The devices the workers share out: every visible GPU for plain 'cuda', else `device`."""
+    if device.type == "cuda" and device.index is None:
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [str(device)]
+
+
+def threads_per_worker(workers: int, threads: int) -> int:
+    """`threads` if given, else the cores this process may use shared out over the workers."""
+    if threads > 0:
+        return threads
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+def _local_workers(
+    dev: torch.device, workers: int, threads: int, n_folds: int, log
+) -> LocalProcesses:
+    devices = worker_devices(dev)
+    per_worker = threads_per_worker(workers, threads)
+    log.line(
+        f"{n_folds} fold(s) in {workers} worker processes on {', '.join(devices)}"
+        + (f", {per_worker} torch thread(s) each" if dev.type == "cpu" else "")
+    )
+    return LocalProcesses(workers, per_worker, tuple(devices))
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """The job of one fold (flowcore.jobs): train fold `subject` of the run at `out` on the
+    worker's device, its store and annotations prepared once per process; what it shows is sent
+    to the driver as messages ("start", subject, label, k), ("epoch", subject, done, loss) and
+    ("line", subject, text, console)."""
+
+    config: RunConfig
+    out: str
+    folds: tuple[str, ...]
+    run_token: str  # names the run's prepared data in each process (spotting.data.prepared_for)
+    tensorboard: bool = True
+    on_epoch_end: Optional[Callable[[str, int], None]] = None  # only in this process
+
+    def __call__(self, subject: str, worker) -> FoldResult:
+        c = self.config
+        prep = prepared_for(c.store, c.annotations, c.windows, self.run_token)
+        hook = (lambda e: self.on_epoch_end(subject, e)) if self.on_epoch_end else None
+        return train_one_fold(
+            prep,
+            c,
+            RunFolder(self.out),
+            list(self.folds),
+            subject,
+            torch.device(worker.device),
+            _Reporter(worker.report, subject),
+            hook,
+            self.tensorboard,
+        )
+
+
+class _Reporter:
+    """What a fold shows, as messages to the driver (see FoldJob)."""
+
+    def __init__(self, send, key: str):
+        self.send, self.key = send, key
+
+    def start_fold(self, label: str, k: int) -> None:
+        self.send(("start", self.key, label, k))
+
+    def epoch(self, done: int, loss: float) -> None:
+        self.send(("epoch", self.key, done, loss))
+
+    def line(self, text: str, console: bool = True) -> None:
+        self.send(("line", self.key, text, console))
+
+
+class RunLog:
+    """train.log (every line, timestamped), and what is worth showing passed on to the progress
+    display (a flowcore.progress.TrainingProgress, or None)."""
+
+    def __init__(self, path: Path, progress=None):
+        self.path, self.progress = path, progress
+
+    def line(self, text: str, console: bool = True) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        if console and self.progress is not None:
+            self.progress.line(text)
+
+    def message(self, message: tuple) -> None:
+        """A fold's message (see FoldJob): to the log or the progress rows."""
+        kind, key, *rest = message
+        if kind == "line":
+            self.line(rest[0], console=rest[1])
+        elif self.progress is None:
+            return
+        elif kind == "start":
+            self.progress.start_fold(rest[0], rest[1], key)
+        elif kind == "epoch":
+            self.progress.epoch(rest[0], rest[1], key)
+
+    def end(self, key: str) -> None:
+        if self.progress is not None:
+            self.progress.end(key)

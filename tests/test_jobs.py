@@ -1,0 +1,98 @@
+"""The job runner (flowcore.jobs): results, failures and messages, in this process and in
+worker processes; extraction and LOSO training use it (their own tests cover Ray and Ctrl-C)."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from flowcore.jobs import Done, LocalProcesses, Task, WorkerLost, run_tasks, stop_on_error
+
+
+def square(payload, worker):
+    """A job: reports where it ran, fails on request, dies on request."""
+    if payload == "raise":
+        raise ValueError("bad payload")
+    if payload == "die":
+        os._exit(3)  # as a killed process: no exception, no result
+    worker.report(("ran", payload, worker.device, worker.threads))
+    return payload * payload
+
+
+def test_in_process_runs_in_order_and_delivers_messages_at_once():
+    messages = []
+    done = list(run_tasks(square, [Task("a", 2), Task("b", 3)], device="cuda:7",
+                          on_message=messages.append))
+    assert done == [Done("a", 4), Done("b", 9)]
+    assert messages == [("ran", 2, "cuda:7", 0), ("ran", 3, "cuda:7", 0)]
+    with pytest.raises(ValueError, match="bad payload"):  # as a plain call would
+        list(run_tasks(square, [Task("x", "raise")]))
+
+
+@pytest.mark.slow  # spawns worker processes (a few seconds)
+def test_worker_processes_share_out_devices_and_report_each_failure():
+    messages = []
+    engine = LocalProcesses(workers=2, threads=1, devices=("cpu", "meta"))
+    tasks = [Task("one", 1), Task("bad", "raise"), Task("two", 2), Task("three", 3)]
+    done = {d.key: d for d in run_tasks(square, tasks, engine, on_message=messages.append)}
+    assert {k: d.result for k, d in done.items() if d.error is None} == {"one": 1, "two": 4,
+                                                                        "three": 9}
+    assert isinstance(done["bad"].error, ValueError)  # one failure does not stop the others
+    assert sorted(m[1] for m in messages) == [1, 2, 3]
+    assert {m[2] for m in messages} <= {"cpu", "meta"} and {m[3] for m in messages} == {1}
+
+
+@pytest.mark.slow
+def test_a_dead_worker_process_is_a_lost_task():
+    done = list(run_tasks(square, [Task("dies", "die")], LocalProcesses(workers=1)))
+    assert len(done) == 1 and isinstance(done[0].error, WorkerLost)
+    assert "rerun to retry" in str(done[0].error)
+
+
+def marked(payload, worker):
+    """A job that marks its start and its end in folder `payload[0]`. Task "t0" ends as soon as
+    another task has started; the others run for a second, so one is mid-task when t0 ends."""
+    folder, key = Path(payload[0]), payload[1]
+    (folder / f"{key}.started").touch()
+    if key == "t0":
+        for _ in range(600):  # at most a minute
+            if len(list(folder.glob("*.started"))) > 1:
+                break
+            time.sleep(0.1)
+    else:
+        time.sleep(1.0)
+    (folder / f"{key}.done").touch()
+    return key
+
+
+class Cancel(Exception):
+    pass
+
+
+def refuse(done):
+    raise Cancel(done.key)
+
+
+def test_an_error_thrown_in_in_process_runs_no_further_task(tmp_path):
+    tasks = [Task(k, (str(tmp_path), k)) for k in ("t1", "t2", "t3")]
+    runs = run_tasks(marked, tasks)
+    with pytest.raises(Cancel, match="t1"):
+        for done in runs:
+            stop_on_error(runs, refuse, done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t1.done", "t1.started"]
+
+
+@pytest.mark.slow  # spawns worker processes (a few seconds)
+def test_an_error_thrown_in_lets_the_running_tasks_finish_and_starts_no_other(tmp_path):
+    keys = [f"t{k}" for k in range(10)]
+    runs = run_tasks(marked, [Task(k, (str(tmp_path), k)) for k in keys], LocalProcesses(2))
+    with pytest.raises(Cancel):
+        for done in runs:
+            stop_on_error(runs, refuse, done)
+    started = {p.stem for p in tmp_path.glob("*.started")}
+    finished = {p.stem for p in tmp_path.glob("*.done")}
+    assert "t0" in finished and len(started) >= 2  # t0 ended while another task was running
+    assert started == finished  # none killed mid-task
+    # t0, the one beside it and those already in the pool's call queue (workers + 1)
+    assert len(started) <= 1 + 2 + 3 < len(keys), started
