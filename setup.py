@@ -52,7 +52,7 @@ setup(
         # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers;
         # fastapi ... playwright: the service and its page (driven in Debian's chromium)
         "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0",
-                 "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx2>=2.0",
+                 "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx>=0.27",
                  "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},

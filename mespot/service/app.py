@@ -149,6 +149,25 @@ def _job_json(store: JobStore, job_id: int) -> dict:
     return job.to_json()
 
 
+_SUBMITS = (  # job kind, its request body, what it does (the OpenAPI page shows it)
+    ("extract", ExtractJob, "Extract a dataset or video folder (data root) into a store"
+     " (store root)."),
+    ("train", TrainJob, "Train LOSO folds on a store with annotations into a run folder."),
+    ("evaluate", EvaluateJob, "Evaluate a run: metrics, intervals, report.html."),
+    ("predict", PredictJob, "Spot an uploaded video (or a path under the data root) with a run."),
+)
+
+
+def _submit_endpoint(kind: str, model, submit):
+    """The endpoint submitting a `kind` job: FastAPI reads the body's type from the annotation."""
+    def endpoint(body):
+        return submit(kind, body)
+
+    endpoint.__annotations__ = {"body": model}
+    endpoint.__name__ = f"submit_{kind}"
+    return endpoint
+
+
 def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConfig,
                 guarded) -> None:
     def submit(kind: str, body) -> JSONResponse:
@@ -156,26 +175,9 @@ def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConf
         job = store.submit(kind, planned.params, planned.locks)
         return JSONResponse(job.to_json(), status_code=201)
 
-    @app.post("/api/jobs/extract", dependencies=guarded, status_code=201, tags=["jobs"])
-    def submit_extract(body: ExtractJob):
-        """Extract a dataset or video folder (data root) into a store (store root)."""
-        return submit("extract", body)
-
-    @app.post("/api/jobs/train", dependencies=guarded, status_code=201, tags=["jobs"])
-    def submit_train(body: TrainJob):
-        """Train LOSO folds on a store with annotations into a run folder."""
-        return submit("train", body)
-
-    @app.post("/api/jobs/evaluate", dependencies=guarded, status_code=201, tags=["jobs"])
-    def submit_evaluate(body: EvaluateJob):
-        """Evaluate a run: metrics, intervals, report.html."""
-        return submit("evaluate", body)
-
-    @app.post("/api/jobs/predict", dependencies=guarded, status_code=201, tags=["jobs"])
-    def submit_predict(body: PredictJob):
-        """Spot an uploaded video (or a path under the data root) with a run."""
-        return submit("predict", body)
-
+    for kind, model, what in _SUBMITS:
+        app.post(f"/api/jobs/{kind}", dependencies=guarded, status_code=201, tags=["jobs"],
+                 description=what)(_submit_endpoint(kind, model, submit))
 
     @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
     def list_jobs(state: str | None = None, limit: int = 200) -> dict:
