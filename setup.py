@@ -22,7 +22,7 @@ setup(
     packages=find_packages(include=["mespot*", "flowcore*", "spotting*"]) + ["flowcore.kernels"],
     # kernels/ sits at the top of the source tree; in the wheel it lives inside flowcore.
     package_dir={"flowcore.kernels": "kernels"},
-    package_data={"flowcore.kernels": ["*.cu", "*.cuh"]},
+    package_data={"flowcore.kernels": ["*.cu", "*.cuh"], "mespot.service": ["static/*"]},
     install_requires=[
         # CPU machines: install torch==2.13.0 first (see README); GPU machines: any CUDA build.
         "torch>=2.4",
@@ -47,8 +47,13 @@ setup(
         "gpu": ["cupy-cuda12x>=13"],
         "gpu-cuda13": ["cupy-cuda13x>=13"],
         "ray": ["ray[default]>=2.9"],
-        # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers
-        "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0"],
+        # `mespot serve`: the HTTP service (the client commands need none of it)
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"],
+        # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers;
+        # fastapi ... playwright: the service and its page (driven in Debian's chromium)
+        "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0",
+                 "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx>=0.27",
+                 "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
     classifiers=[

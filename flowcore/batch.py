@@ -7,7 +7,9 @@ on a cluster (flowcore.ray_engine.RayEngine). Every task writes its own video's 
 write the same video. A task whose process died is recorded in the store as failed at stage
 "worker", like a bad video, and the other videos go on. Ctrl-C stops the running videos at once
 (flowcore.jobs) and raises ExtractionInterrupted, which says how many videos are complete: the
-store stays resumable.
+store stays resumable. An exception from the progress display's `finish` (how the service
+cancels a running job) starts no further video and lets those begun finish (on Ray: cancels
+them), then propagates.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_device, extract_video,
                               plan_extraction)
-from flowcore.jobs import LocalProcesses, Task, WorkerLost, first_line, run_tasks
+from flowcore.jobs import (LocalProcesses, Task, WorkerLost, first_line, run_tasks,
+                           stop_on_error)
 from flowcore.sources import Source
 from flowcore.store import COMPLETE, FeatureStore, params_hash
 
@@ -125,18 +128,18 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
     _worker_stores[_store_key(str(store.path), params, source.name)] = store
     job = ExtractJob(params, str(store.path), source.name, options)
     specs = {spec.video_id: spec for spec in todo}
+    runs = run_tasks(job, [Task(s.video_id, s) for s in todo], engine, device=options.device,
+                     on_message=(lambda m: progress.update(*m)) if progress else None,
+                     on_note=getattr(progress, "note", None), limit=workers, name="extract",
+                     noun="video")
     try:
-        for done_task in run_tasks(job, [Task(s.video_id, s) for s in todo], engine,
-                                   device=options.device,
-                                   on_message=(lambda m: progress.update(*m)) if progress else None,
-                                   on_note=getattr(progress, "note", None), limit=workers,
-                                   name="extract", noun="video"):
+        for done_task in runs:
             result = done_task.result
             if done_task.error is not None:
                 result = _record_failure(store, specs[done_task.key], done_task.error)
             results[result.video_id] = result
-            if progress is not None:
-                progress.finish(result)
+            if progress is not None:  # raising from finish (a cancelled service job) stops the
+                stop_on_error(runs, progress.finish, result)  # run, the videos begun finished
     except KeyboardInterrupt:
         ids = [v.video_id for v in source.videos]
         raise ExtractionInterrupted(saved_summary(store.path, ids)) from None

@@ -17,6 +17,12 @@ Engines:
                      the order the processes start; a process runs task after task.
     RayEngine        one Ray task per task (flowcore.ray_engine), on a cluster.
 
+Stopping gently: an exception the caller's code raises while it handles a Done (thrown into the
+iterator by `stop_on_error`), or one its `on_message` raises in the driver, starts no task not
+begun, lets the running worker processes finish theirs and then propagates (a cancelled service
+job: the videos begun are complete). In this process no further task starts either; Ray
+cancels the running tasks.
+
 Ctrl-C: a local worker process ends at once (exit code 130) instead of going on with the next
 task; the driver kills its workers (a Ctrl-C sent to it alone stops them too), cancels the tasks
 not started and re-raises; on Ray the running tasks are cancelled. What the tasks saved (complete
@@ -34,7 +40,7 @@ import queue as queue_module
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 from flowcore.lifetime import die_with_parent
 
@@ -109,8 +115,11 @@ class LocalProcesses:
                 _deliver(_drain(messages), on_message)
                 for future in finished:
                     yield _outcome(pending.pop(future), future)
-        except BaseException:  # Ctrl-C (or an error, or the caller gone): stop the running tasks
-            _kill_workers(pool)  # now, not after every queued one is done
+        except Exception:  # the caller's (stop_on_error, on_message): start no new task, let
+            _finish_running(pool)  # the running ones finish (what they save is complete)
+            raise
+        except BaseException:  # Ctrl-C (or the caller gone): stop the running tasks now, not
+            _kill_workers(pool)  # after every queued one is done
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -140,6 +149,18 @@ def run_tasks(function, tasks: list[Task], engine=None, *, device: str = "cpu",
                                 name=name, noun=noun, device=device)
 
 
+def stop_on_error(runs: Generator[Done, None, None], call: Callable, *args) -> None:
+    """`call(*args)` while consuming `runs` (a run_tasks iterator); an Exception it raises (not
+    Ctrl-C) is thrown into `runs` first, which stops gently: no task not yet begun starts, the
+    running ones finish (in this process: the task just done was the last), then the exception
+    propagates. A service cancels a job this way from its progress display."""
+    try:
+        call(*args)
+    except Exception as err:
+        runs.throw(err)  # re-raises err once the running tasks are over
+        raise
+
+
 def limit_threads(threads: int) -> None:
     """Let OpenCV and torch use `threads` threads in this process (workers share the cores)."""
     import cv2
@@ -153,6 +174,15 @@ def first_line(err: BaseException) -> str:
     """The first line of an error's message (its repr when the message is empty)."""
     text = str(err).strip() or repr(err)
     return text.splitlines()[0]
+
+
+def _finish_running(pool: ProcessPoolExecutor) -> None:
+    """Cancel the tasks not started and wait for the running ones (Ctrl-C meanwhile: kill)."""
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        _kill_workers(pool)
+        raise
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

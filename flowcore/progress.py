@@ -21,7 +21,8 @@ class ExtractionProgress(Protocol):
         """`done` of `total` frames of a video's phase ("landmarks", "flow"; "done" at its end)."""
 
     def finish(self, result) -> None:
-        """A video is over: its flowcore.extract.VideoResult (complete, failed, busy, skipped)."""
+        """A video is over: its flowcore.extract.VideoResult (complete, failed, busy, skipped).
+        An exception raised here stops the run: no further video starts, those begun finish."""
 
     def note(self, text: str) -> None:
         """One line worth showing above the bars (e.g. the Ray cluster's size)."""

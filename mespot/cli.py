@@ -64,6 +64,13 @@ def _register_commands() -> None:
     from mespot.commands.bench import bench_command
 
     app.command("bench")(bench_command)
+    from mespot.commands.serve import serve_command
+
+    app.command("serve")(serve_command)
+    from mespot.commands.jobs import jobs_app, submit_app
+
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(submit_app, name="submit")
 
 
 _register_commands()

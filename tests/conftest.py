@@ -40,6 +40,31 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def service_lab(tmp_path_factory) -> dict:
+    """A lab's folders for the service tests: data/tiny (`mespot synth --small` with 2 subjects
+    x 1 video x 2 s), and under stores/ its features (64 px faces) and a 2-epoch LOSO run made
+    with the library: runs/tiny."""
+    from flowcore import ExtractParams, extract_source
+    from flowcore.faces import FaceParams
+    from mespot.synth import SMALL, generate_dataset
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
+
+    lab = tmp_path_factory.mktemp("lab")
+    data, stores = lab / "data", lab / "stores"
+    stores.mkdir()
+    tiny = generate_dataset(SMALL.replace(subjects=2, videos_per_subject=1, seconds=2.0),
+                            data / "tiny", preview=False, workers=1).root
+    params = ExtractParams(flow_backend="torch", faces=FaceParams(resize=64))
+    report = extract_source(tiny, stores / "tiny.zarr", params, workers=1)
+    assert not report.failed, report.summary()
+    config = RunConfig(store=str(stores / "tiny.zarr"), annotations=str(tiny / "ground_truth.csv"),
+                       train=TrainParams(epochs=2, batch_size=2))
+    train_loso(config, stores / "runs" / "tiny", tensorboard=False)
+    return {"root": lab, "data": data, "stores": stores, "tiny": tiny}
+
+
 # --- the fault corpus (tests/test_reliability_*.py) --------------------------------------------
 
 TINY_VIDEOS = {"15_0101a": 12, "16_0101b": 12}  # 2 subjects x 1 video of fixture frames

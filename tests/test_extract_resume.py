@@ -78,3 +78,37 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         for name in ARRAYS:
             a, b = got[name][...], want[name][...]
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (video_id, name)
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAtFirstVideo:
+    """A progress display whose `finish` raises, as a cancelled service job's does."""
+
+    def start(self, todo): pass
+
+    def update(self, video_id, phase, done, total): pass
+
+    def finish(self, result):
+        raise _Stop(result.video_id)
+
+    def close(self): pass
+
+
+@pytest.mark.slow
+def test_an_exception_from_the_progress_stops_the_pool_before_the_videos_not_started(tmp_path):
+    videos = {f"15_0{code}x": 10 for code in range(101, 111)}  # 10 short videos
+    root = write_casme2(tmp_path / "data", videos)
+    store = tmp_path / "stopped.zarr"
+    with pytest.raises(_Stop):
+        run_extraction(open_source(root), store, ExtractParams(faces=FaceParams(resize=48)),
+                       RunOptions(), workers=2, progress=_StopAtFirstVideo())
+    statuses = _statuses(store)
+    complete = [v for v, s in statuses.items() if s == "complete"]
+    # the first video, those running beside it and those already in the pool's call queue
+    # (workers + 1) are finished; the others never start: no group, no status
+    workers = 2
+    assert 1 <= len(complete) <= 1 + workers + workers + 1 < len(videos), statuses
+    assert all(s == "complete" for s in statuses.values()), statuses

@@ -2,10 +2,12 @@
 worker processes; extraction and LOSO training use it (their own tests cover Ray and Ctrl-C)."""
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
-from flowcore.jobs import Done, LocalProcesses, Task, WorkerLost, run_tasks
+from flowcore.jobs import Done, LocalProcesses, Task, WorkerLost, run_tasks, stop_on_error
 
 
 def square(payload, worker):
@@ -46,3 +48,51 @@ def test_a_dead_worker_process_is_a_lost_task():
     done = list(run_tasks(square, [Task("dies", "die")], LocalProcesses(workers=1)))
     assert len(done) == 1 and isinstance(done[0].error, WorkerLost)
     assert "rerun to retry" in str(done[0].error)
+
+
+def marked(payload, worker):
+    """A job that marks its start and its end in folder `payload[0]`. Task "t0" ends as soon as
+    another task has started; the others run for a second, so one is mid-task when t0 ends."""
+    folder, key = Path(payload[0]), payload[1]
+    (folder / f"{key}.started").touch()
+    if key == "t0":
+        for _ in range(600):  # at most a minute
+            if len(list(folder.glob("*.started"))) > 1:
+                break
+            time.sleep(0.1)
+    else:
+        time.sleep(1.0)
+    (folder / f"{key}.done").touch()
+    return key
+
+
+class Cancel(Exception):
+    pass
+
+
+def refuse(done):
+    raise Cancel(done.key)
+
+
+def test_an_error_thrown_in_in_process_runs_no_further_task(tmp_path):
+    tasks = [Task(k, (str(tmp_path), k)) for k in ("t1", "t2", "t3")]
+    runs = run_tasks(marked, tasks)
+    with pytest.raises(Cancel, match="t1"):
+        for done in runs:
+            stop_on_error(runs, refuse, done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t1.done", "t1.started"]
+
+
+@pytest.mark.slow  # spawns worker processes (a few seconds)
+def test_an_error_thrown_in_lets_the_running_tasks_finish_and_starts_no_other(tmp_path):
+    keys = [f"t{k}" for k in range(10)]
+    runs = run_tasks(marked, [Task(k, (str(tmp_path), k)) for k in keys], LocalProcesses(2))
+    with pytest.raises(Cancel):
+        for done in runs:
+            stop_on_error(runs, refuse, done)
+    started = {p.stem for p in tmp_path.glob("*.started")}
+    finished = {p.stem for p in tmp_path.glob("*.done")}
+    assert "t0" in finished and len(started) >= 2  # t0 ended while another task was running
+    assert started == finished  # none killed mid-task
+    # t0, the one beside it and those already in the pool's call queue (workers + 1)
+    assert len(started) <= 1 + 2 + 3 < len(keys), started

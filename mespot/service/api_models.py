@@ -1,0 +1,58 @@
+"""What each kind of job accepts (JSON bodies of POST /api/jobs/<kind>), checked by pydantic:
+unknown fields and values out of range are refused with 422 before any path is looked at.
+Paths are relative to the data root (datasets, videos, annotation files) or the store root
+(feature stores, run folders), as each field says."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SELECTION = r"^(last|oracle|inner-val|fixed:[0-9]{1,5})$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExtractJob(_Strict):
+    source: str = Field(..., description="Dataset copy, video folder or video file under the "
+                        "data root (as `mespot extract SOURCE`).", examples=["synth/small"])
+    store: str = Field(..., description="Zarr store to create or resume, under the store root.",
+                       examples=["stores/small.zarr"])
+    backend: Literal["torch", "opencv", "cuda"] = Field("torch", description="Flow backend.")
+    resize: Optional[int] = Field(None, ge=32, le=1024, description="Face crops N x N px.")
+    subsample: Optional[int] = Field(None, ge=1, le=64, description="Keep every n-th frame.")
+    videos: Optional[list[str]] = Field(None, description="Only these video ids.")
+
+
+class TrainJob(_Strict):
+    store: str = Field(..., description="Feature store under the store root.")
+    annotations: str = Field(..., description="Annotation workbook or CSV under the data root.")
+    run: str = Field(..., description="Run folder to create or resume, under the store root.")
+    epochs: int = Field(100, ge=1, le=10000)
+    seed: int = Field(1, ge=0)
+    batch_size: Optional[int] = Field(None, ge=1, le=65536)
+    lr: Optional[float] = Field(None, gt=0, le=10)
+    inner_val: int = Field(0, ge=0, le=100, description="Per fold, an inner validation model "
+                           "without this many training subjects.")
+    subjects: Optional[list[str]] = Field(None, description="Train only these folds.")
+
+
+class EvaluateJob(_Strict):
+    run: str = Field(..., description="Run folder under the store root.")
+    select: list[Annotated[str, Field(pattern=SELECTION)]] = Field(
+        ["last"], min_length=1, max_length=8,
+        description="Epoch selections: last, fixed:N, inner-val, oracle.")
+    report: bool = Field(True, description="Also write report.html.")
+
+
+class PredictJob(_Strict):
+    model: str = Field(..., description="Run folder under the store root.")
+    video: Optional[str] = Field(None, description="Video file, frame folder or folder of "
+                                 "videos under the data root (or give `upload`).")
+    upload: Optional[str] = Field(None, description="Id of a video sent to POST /api/uploads.")
+    select: str = Field("last", pattern=r"^(last|fixed:[0-9]{1,5})$")
+    fold: Optional[str] = Field(None, description="Only this fold's model (a subject id).")
+

@@ -1,0 +1,301 @@
+"""The ASGI app: JSON API under /api, the web page at /, /metrics, /healthz, OpenAPI at /docs.
+
+`create_app(config, token)` builds it (tests build it too); `mespot serve` runs it on uvicorn
+with a Scheduler. Every route but /healthz and the login page needs the token. Errors are JSON
+`{"ok": false, "status": N, "error": "..."}`, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse,
+                               Response)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mespot import __version__
+from mespot.service import auth, pages, tasks
+from mespot.service.api_models import EvaluateJob, ExtractJob, PredictJob, TrainJob
+from mespot.service.config import JOB_KINDS, STATES, ServiceConfig
+from mespot.service.jobs import JobConflict, JobStore
+from mespot.service.metrics import Metrics
+from mespot.service.roots import PathRefused, Roots
+from mespot.service.uploads import Upload, UploadRefused, check_name
+
+log = logging.getLogger("mespot.service")
+
+FILE_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".csv": "text/csv",
+              ".json": "application/json", ".txt": "text/plain; charset=utf-8"}
+# job files (report.html) are shown sandboxed: no script, nothing fetched but inline images
+FILE_POLICY = "sandbox; default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'"
+PAGE_HEADER = "x-mespot-page"  # the page's own requests send it with the cookie (no CSRF)
+LOG_TAIL_LINES = 400
+BODY_ERRORS = {"json_invalid": "the body is not valid JSON",
+               "model_attributes_type": "the body must be a JSON object "
+                                        "(send Content-Type: application/json)",
+               }
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "status": status, "error": message}, status_code=status)
+
+
+def create_app(config: ServiceConfig, token: str, scheduler=None) -> FastAPI:
+    store = JobStore(config.database)
+    roots = Roots(config.data_root, config.store_root)
+    metrics = Metrics(store, config)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        if scheduler is not None:
+            scheduler.start()
+        yield
+        if scheduler is not None:
+            scheduler.stop()
+
+    app = FastAPI(title="mespot", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None, lifespan=lifespan,
+                  description="Feature extraction, training, evaluation and spotting jobs.")
+    app.state.store, app.state.config, app.state.roots = store, config, roots
+    app.state.token_check = lambda given: auth.same_token(given, token)
+
+    def authorised(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            return auth.same_token(header[7:].strip(), token)
+        cookie = request.cookies.get(auth.COOKIE)
+        if not auth.same_token(cookie, token):
+            return False
+        # a cookie alone may read; a change needs the page's header too (no cross-site forms)
+        return request.method in ("GET", "HEAD") or request.headers.get(PAGE_HEADER) == "1"
+
+    def need_token(request: Request) -> None:
+        if not authorised(request):
+            raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer "
+                                     "TOKEN' (the token is in the server's folder, file 'token')",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    _errors(app)
+    _middleware(app, metrics)
+    guarded = [Depends(need_token)]
+    _public_routes(app)
+    _job_routes(app, store, roots, config, guarded)
+    _file_routes(app, store, config, guarded)
+    _operator_routes(app, store, config, roots, metrics, guarded)
+    pages.add_routes(app, store, config, roots, authorised)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
+        response = error(exc.status_code, str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            if e.get("type") in BODY_ERRORS and tuple(e.get("loc", ()))[:1] == ("body",):
+                parts.append(BODY_ERRORS[e["type"]])
+                continue
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return error(422, "; ".join(parts))
+
+    @app.exception_handler(PathRefused)
+    async def refused(_request, exc: PathRefused):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(UploadRefused)
+    async def upload_refused(_request, exc: UploadRefused):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):
+        log.exception("error answering %s %s", request.method, request.url.path)
+        return error(500, "internal error; the server's log has the details")
+
+
+def _middleware(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+
+def _public_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operators"], summary="Liveness (no token needed)")
+    def healthz() -> dict:
+        return {"ok": True, "version": __version__}
+
+
+def _job_json(store: JobStore, job_id: int) -> dict:
+    job = store.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job.to_json()
+
+
+_SUBMITS = (  # job kind, its request body, what it does (the OpenAPI page shows it)
+    ("extract", ExtractJob, "Extract a dataset or video folder (data root) into a store"
+     " (store root)."),
+    ("train", TrainJob, "Train LOSO folds on a store with annotations into a run folder."),
+    ("evaluate", EvaluateJob, "Evaluate a run: metrics, intervals, report.html."),
+    ("predict", PredictJob, "Spot an uploaded video (or a path under the data root) with a run."),
+)
+
+
+def _submit_endpoint(kind: str, model, submit):
+    """The endpoint submitting a `kind` job: FastAPI reads the body's type from the annotation."""
+    def endpoint(body):
+        return submit(kind, body)
+
+    endpoint.__annotations__ = {"body": model}
+    endpoint.__name__ = f"submit_{kind}"
+    return endpoint
+
+
+def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConfig,
+                guarded) -> None:
+    def submit(kind: str, body) -> JSONResponse:
+        planned = tasks.plan(kind, body.model_dump(), roots, config.uploads)
+        job = store.submit(kind, planned.params, planned.locks)
+        return JSONResponse(job.to_json(), status_code=201)
+
+    for kind, model, what in _SUBMITS:
+        app.post(f"/api/jobs/{kind}", dependencies=guarded, status_code=201, tags=["jobs"],
+                 description=what)(_submit_endpoint(kind, model, submit))
+
+    @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
+    def list_jobs(state: str | None = None, limit: int = 200) -> dict:
+        """Jobs, newest first (the JSON twin of the page at /)."""
+        if state is not None and state not in STATES:
+            raise HTTPException(422, f"state must be one of {', '.join(STATES)}")
+        limit = max(1, min(limit, 1000))
+        return {"jobs": [j.to_json() for j in store.list(state, limit)], "counts": store.counts()}
+
+    @app.get("/api/jobs/{job_id}", dependencies=guarded, tags=["jobs"])
+    def show_job(job_id: int) -> dict:
+        """One job (the JSON twin of /jobs/ID)."""
+        return _job_json(store, job_id)
+
+    @app.post("/api/jobs/{job_id}/cancel", dependencies=guarded, tags=["jobs"])
+    def cancel_job(job_id: int) -> dict:
+        """Cancel a queued job, or ask a running one to stop between videos or epochs."""
+        try:
+            return store.request_cancel(job_id).to_json()
+        except KeyError:
+            raise HTTPException(404, f"no job {job_id}") from None
+        except JobConflict as err:
+            raise HTTPException(409, str(err)) from None
+
+    @app.post("/api/uploads", dependencies=guarded, status_code=201, tags=["jobs"])
+    async def upload(request: Request, filename: str) -> dict:
+        """The request body is a video file (at most the server's --max-upload-mb); the answer's
+        `upload` id goes into a predict job."""
+        name = check_name(filename)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > config.max_upload_bytes:
+            raise UploadRefused(413, f"{name}: larger than the limit of "
+                                     f"{config.max_upload_bytes / 2**20:g} MiB")
+        incoming = Upload(config.uploads, name, config.max_upload_bytes)
+        try:
+            async for chunk in request.stream():
+                incoming.add(chunk)
+            return incoming.close()
+        except BaseException:
+            incoming.discard()
+            raise
+
+
+def _job_file(store: JobStore, job_id: int, name: str) -> Path:
+    job = store.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    if name not in job.files:
+        raise HTTPException(404, f"job {job_id} has no file {name!r}; it has: "
+                                 f"{', '.join(sorted(job.files)) or 'none yet'}")
+    path = Path(job.files[name])
+    if not path.is_file():
+        raise HTTPException(410, f"job {job_id}: {name} is no longer on the server")
+    return path
+
+
+def _file_routes(app: FastAPI, store: JobStore, config: ServiceConfig, guarded) -> None:
+    @app.get("/api/jobs/{job_id}/files", dependencies=guarded, tags=["files"])
+    def list_files(job_id: int) -> dict:
+        """The job's downloads (reachable only through the job's id)."""
+        return {"files": _job_json(store, job_id)["files"]}
+
+    @app.get("/api/jobs/{job_id}/files/{name:path}", dependencies=guarded, tags=["files"])
+    def get_file(job_id: int, name: str, download: bool = False):
+        """One of the job's files: report.html, intervals.csv, curves, metrics, log.txt."""
+        path = _job_file(store, job_id, name)
+        kind = FILE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        headers = {"Content-Security-Policy": FILE_POLICY}
+        if download:
+            headers["Content-Disposition"] = f'attachment; filename="job{job_id}-{path.name}"'
+        return FileResponse(path, media_type=kind, headers=headers)
+
+    @app.get("/api/jobs/{job_id}/log", dependencies=guarded, tags=["files"],
+             response_class=PlainTextResponse)
+    def get_log(job_id: int, tail: int = LOG_TAIL_LINES) -> str:
+        """The last `tail` lines of the job's log (plain text)."""
+        _job_json(store, job_id)
+        path = config.job_folder(job_id) / "log.txt"
+        lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+        return "\n".join(lines[-max(1, min(tail, 100000)):]) + ("\n" if lines else "")
+
+
+def _operator_routes(app, store, config, roots, metrics: Metrics, guarded) -> None:
+    @app.get("/api/info", dependencies=guarded, tags=["operators"])
+    def info() -> dict:
+        """Roots, slots and limits of this server."""
+        return {"version": __version__, "data_root": str(roots.data),
+                "store_root": str(roots.store),
+                "slots": [vars(s) for s in config.slots], "engine": config.engine,
+                "max_upload_mb": config.max_upload_bytes / 2**20,
+                "kinds": list(JOB_KINDS), "states": list(STATES)}
+
+    @app.get("/api/browse", dependencies=guarded, tags=["operators"])
+    def browse(root: str = "data", path: str = ".") -> dict:
+        """Entries of a folder under the data or store root (for choosing paths)."""
+        if root not in ("data", "store"):
+            raise HTTPException(422, "root must be 'data' or 'store'")
+        base = roots.data if root == "data" else roots.store
+        folder = roots.data_path(path) if root == "data" else roots.store_path(path)
+        if not folder.is_dir():
+            raise HTTPException(404, f"{path}: no such folder under the {root} root")
+        entries = sorted(folder.iterdir())[:1000]
+        return {"root": root, "path": roots.shown(folder) if folder != base else ".",
+                "entries": [{"name": e.name, "folder": e.is_dir()} for e in entries]}
+
+    @app.get("/metrics", dependencies=guarded, tags=["operators"],
+             response_class=PlainTextResponse)
+    def prometheus() -> Response:
+        """Prometheus text format: jobs by state, frames extracted, busy seconds, requests."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=guarded, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The API described from its OpenAPI schema (served here: nothing from elsewhere)."""
+        return HTMLResponse(pages.api_page(app.openapi()))

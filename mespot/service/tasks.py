@@ -1,0 +1,390 @@
+"""The service's only door into the library: plan a job (check its paths) and run it.
+
+Each kind has a `plan_*` (at submission: paths checked under their roots, the paths the job
+will read or write, so no two jobs touch one at once) and a `run_*` (in the runner process:
+the same library calls the commands make, with the progress protocol of flowcore.progress
+drawn as the job's progress, and a cancel check between videos or epochs). A rename in the
+library below touches this file only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flowcore.errors import UserError
+from mespot.service.roots import PathRefused, Roots, require
+
+
+class JobCancelled(Exception):
+    """A running job was asked to stop; raised between videos (extraction) or epochs."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    params: dict  # as stored: paths relative to their roots
+    locks: list[str]  # absolute paths the job reads or writes
+
+
+@dataclass
+class Outcome:
+    """How a job ended: `state` done or failed, a one-line `message`, its downloads."""
+
+    state: str
+    message: str
+    error: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # name -> absolute path
+    result: dict = field(default_factory=dict)
+
+
+# ---- planning (in the server, at submission) -----------------------------------------------------
+
+def plan(kind: str, params: dict, roots: Roots, uploads: Path) -> Planned:
+    """Check a job's paths; PathRefused (403/422) with the reason when one is not acceptable."""
+    planner = {"extract": plan_extract, "train": plan_train, "evaluate": plan_evaluate,
+               "predict": plan_predict}[kind]
+    return planner(dict(params), roots, uploads)
+
+
+def plan_extract(p: dict, roots: Roots, uploads: Path) -> Planned:
+    source = require(roots.data_path(p["source"]), "the dataset or video folder to extract",
+                     p["source"])
+    store = roots.store_path(p["store"])
+    if store == roots.store:
+        raise PathRefused(422, f"{p['store']}: name a store inside the store root, not the root")
+    p.update(source=roots.shown(source), store=roots.shown(store))
+    return Planned(p, [str(store)])
+
+
+def plan_train(p: dict, roots: Roots, uploads: Path) -> Planned:
+    store = require(roots.store_path(p["store"]), "a feature store", p["store"], "dir")
+    annotations = require(roots.data_path(p["annotations"]), "the annotation file",
+                          p["annotations"], "file")
+    run = roots.store_path(p["run"])
+    if run == roots.store or run == store or store in run.parents:
+        raise PathRefused(422, f"{p['run']}: name a run folder of its own under the store root")
+    p.update(store=roots.shown(store), annotations=roots.shown(annotations), run=roots.shown(run))
+    return Planned(p, [str(store), str(run)])
+
+
+def plan_evaluate(p: dict, roots: Roots, uploads: Path) -> Planned:
+    run = require(roots.store_path(p["run"]), "a run folder", p["run"], "dir")
+    require(run / "config.json", "a run folder written by a train job", p["run"], "file")
+    p.update(run=roots.shown(run))
+    return Planned(p, [str(run)])
+
+
+def plan_predict(p: dict, roots: Roots, uploads: Path) -> Planned:
+    model = require(roots.store_path(p["model"]), "a run folder", p["model"], "dir")
+    if p.get("upload"):
+        video = upload_path(uploads, p["upload"])
+    elif p.get("video"):
+        video = require(roots.data_path(p["video"]), "a video file or folder", p["video"])
+        p["video"] = roots.shown(video)
+    else:
+        raise PathRefused(422, "predict needs 'video' (a path under the data root) or 'upload'")
+    p["model"] = roots.shown(model)
+    return Planned(p, [str(model), str(video)])
+
+
+def upload_path(uploads: Path, upload_id: str) -> Path:
+    """The file of upload `upload_id` (a 32-digit hex id); 422 when there is none."""
+    if not (isinstance(upload_id, str) and len(upload_id) == 32
+            and all(c in "0123456789abcdef" for c in upload_id)):
+        raise PathRefused(422, f"{upload_id!r}: not an upload id")
+    files = [f for f in (uploads / upload_id).glob("*") if f.is_file()]
+    if len(files) != 1:
+        raise PathRefused(422, f"upload {upload_id}: no such upload")
+    return files[0]
+
+
+# ---- running (in the runner process) -------------------------------------------------------------
+
+class Context:
+    """What a task may use: its slot, its folder, progress, log and the cancel flag.
+
+    The runner (mespot.service.runner) makes one; tests may make their own."""
+
+    device: str = "cpu"
+    cores: int = 1
+    engine = None  # a flowcore.ray_engine.RayEngine, or None for this machine
+    folder: Path
+    roots: Roots
+    uploads: Path
+
+    def progress(self, done: float, total: float, unit: str, message: str = "",
+                 force: bool = False) -> None:
+        """Report progress (`force`: write now, not at the next throttled moment)."""
+
+    def log(self, line: str) -> None:
+        """One line of the job's log."""
+
+    def frames_extracted(self, frames: int) -> None:
+        """Count frames of a video now complete in a store (for /metrics)."""
+
+    def cancelled(self) -> bool:
+        return False
+
+    def check_cancel(self, where: str) -> None:
+        if self.cancelled():
+            raise JobCancelled(f"cancelled {where}")
+
+
+def ray_engine(address: str | None, device: str):
+    """The engine of `--engine ray` with its defaults, as `mespot extract/train` make it
+    (UserError when Ray is missing or cannot serve `device`)."""
+    from flowcore.ray_engine import RayEngine, import_ray
+
+    try:
+        import_ray()
+        engine = RayEngine(address=address)
+        engine.gpus_for(device)
+    except (ImportError, ValueError) as err:  # (mespot.commands imports the service: its
+        raise UserError(str(err)) from None  # engine_from_flags here would close a circle)
+    return engine
+
+
+def run(kind: str, params: dict, ctx: Context) -> Outcome:
+    runner = {"extract": run_extract, "train": run_train, "evaluate": run_evaluate,
+              "predict": run_predict}[kind]
+    return runner(params, ctx)
+
+
+class ExtractProgress:
+    """flowcore's progress protocol (start, update, finish, note, close) drawn as the job's
+    progress in frames; `finish` (after each video) is where a cancelled job stops."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.frames: dict[str, int] = {}  # video -> frames (known at start)
+        self.partial: dict[str, float] = {}  # video -> frames done of a running video
+        self.finished: float = 0.0
+        self.started = time.monotonic()
+        self.videos_left = 0
+
+    def start(self, todo) -> None:
+        from flowcore.video import FrameStream
+
+        for spec in todo:
+            try:
+                self.frames[spec.video_id] = len(FrameStream(spec))
+            except Exception:  # noqa: BLE001 - an unreadable video fails later, with its reason
+                self.frames[spec.video_id] = 0
+        self.videos_left = len(todo)
+        self.ctx.log(f"{len(todo)} video(s) to extract, {sum(self.frames.values())} frames")
+        self._show(f"{self.videos_left} video(s) to go")
+
+    def update(self, video_id: str, phase: str, done: int, total: int) -> None:
+        # each frame counts half after the landmark pass and whole after the flow pass
+        size = self.frames.get(video_id) or total
+        share = done / max(total, 1) * size / 2
+        self.partial[video_id] = share + (size / 2 if phase == "flow" else 0.0)
+        self._show(f"{video_id}: {phase}")
+
+    def finish(self, result) -> None:
+        self.partial.pop(result.video_id, None)
+        self.finished += self.frames.get(result.video_id, 0)
+        self.videos_left -= 1
+        if result.status == "complete":
+            self.ctx.frames_extracted(result.n_frames)
+        detail = f" [{result.stage}] {result.error}" if result.error else ""
+        self.ctx.log(f"video {result.video_id}: {result.status}, {result.n_frames} frames, "
+                     f"{result.seconds:.1f} s{detail}")
+        self._show(f"{self.videos_left} video(s) to go", force=True)
+        self.ctx.check_cancel("between videos; the store keeps the videos done and resumes")
+
+    def note(self, text: str) -> None:
+        self.ctx.log(text)
+
+    def close(self) -> None:
+        pass
+
+    def _show(self, message: str, force: bool = False) -> None:
+        done = self.finished + sum(self.partial.values())
+        self.ctx.progress(done, float(sum(self.frames.values())), "frames", message, force)
+
+
+def _extract_params(p: dict):
+    from flowcore.extract import ExtractParams
+
+    values = ExtractParams().to_dict()
+    values["flow_backend"] = p.get("backend") or "torch"
+    values["faces"]["resize"] = p.get("resize")
+    values["subsample"] = p.get("subsample")
+    try:
+        return ExtractParams.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"extraction parameters: {err}") from None
+
+
+def run_extract(p: dict, ctx: Context) -> Outcome:
+    """A dataset or video folder under the data root -> a feature store under the store root."""
+    from flowcore.batch import run_extraction
+    from flowcore.extract import RunOptions
+    from flowcore.sources import SourceError, open_source
+    from flowcore.store import StoreMismatchError
+
+    source_dir, store = ctx.roots.data_path(p["source"]), ctx.roots.store_path(p["store"])
+    params = _extract_params(p)
+    device = ctx.device if params.flow_backend != "opencv" else "cpu"
+    try:
+        source = open_source(source_dir, subsample=params.subsample)
+    except SourceError as err:
+        raise UserError(str(err)) from None
+    if p.get("videos"):
+        missing = sorted(set(p["videos"]) - {v.video_id for v in source.videos})
+        if missing:
+            raise UserError(f"{p['source']}: no video {', '.join(missing)}")
+        source = dataclasses.replace(source, videos=tuple(v for v in source.videos
+                                                          if v.video_id in p["videos"]))
+    store.parent.mkdir(parents=True, exist_ok=True)
+    workers = ctx.cores if device == "cpu" else None
+    try:
+        report = run_extraction(source, store, params, RunOptions(device=device), workers,
+                                ExtractProgress(ctx), ctx.engine)
+    except StoreMismatchError as err:
+        raise UserError(str(err)) from None
+    summary = ctx.folder / "extraction.json"
+    summary.write_text(json.dumps({"store": p["store"], "seconds": report.seconds,
+                                   "frames_per_second": report.frames_per_second,
+                                   "warnings": report.warnings,
+                                   "videos": [r.to_dict() for r in report.results]}, indent=1))
+    counts = {s: report.count(s) for s in ("complete", "skipped", "failed", "busy")}
+    ok = counts["failed"] == 0 and counts["busy"] == 0
+    message = (f"{counts['complete']} extracted, {counts['skipped']} already complete, "
+               f"{counts['failed']} failed, {counts['busy']} left to another process; "
+               f"{report.frames_per_second:.1f} frames/s")
+    return Outcome("done" if ok else "failed", message,
+                   "" if ok else "not every video is complete; see extraction.json and the log",
+                   {"extraction.json": str(summary)}, {"store": p["store"], **counts})
+
+
+def run_train(p: dict, ctx: Context) -> Outcome:
+    """A store and annotations -> a LOSO run folder under the store root (resumes)."""
+    from spotting.config import config_from_dict
+    from spotting.loso import train_loso
+
+    store, annotations = ctx.roots.store_path(p["store"]), ctx.roots.data_path(p["annotations"])
+    run = ctx.roots.store_path(p["run"])
+    train = {k: p[k] for k in ("epochs", "seed", "inner_val", "batch_size", "lr")
+             if p.get(k) is not None}
+    config = config_from_dict({"train": train}, store=str(store), annotations=str(annotations))
+    subjects = p.get("subjects") or None
+    epochs = config.train.epochs
+    if subjects is None:
+        from flowcore.store import load_features
+
+        n_folds = len(load_features(store).subjects)
+    else:
+        n_folds = len(subjects)
+    latest = {subject: epochs for subject in _complete_folds(run)}  # subject -> epochs done
+
+    def on_epoch_end(subject: str, epoch: int) -> None:
+        latest[subject] = epoch
+        ctx.progress(sum(latest.values()), float(epochs * n_folds), "epochs",
+                     f"fold {subject}: epoch {epoch}/{epochs}")
+        ctx.check_cancel("between epochs; the run resumes from its last epoch")
+
+    poll = None if ctx.engine is None else _FoldPoller(run, epochs, n_folds, ctx)
+    try:
+        results = train_loso(config, run, device=ctx.device, subjects=subjects,
+                             tensorboard=True,
+                             on_epoch_end=on_epoch_end if ctx.engine is None else None,
+                             threads=ctx.cores if ctx.device == "cpu" else 0, engine=ctx.engine)
+    finally:
+        if poll is not None:
+            poll.stop()
+    files = {name: str(run / name) for name in ("config.json", "train.log", "annotation_issues.csv")
+             if (run / name).is_file()}
+    folds = [{"subject": r.subject, "final_loss": r.final_loss, "seconds": round(r.seconds, 2)}
+             for r in results]
+    return Outcome("done", f"{len(results)} fold(s) trained into {p['run']}", files=files,
+                   result={"run": p["run"], "folds": folds})
+
+
+def _complete_folds(run: Path) -> list[str]:
+    done = []
+    for meta in sorted(run.glob("folds/*/fold.json")):
+        if json.loads(meta.read_text()).get("status") == "complete":
+            done.append(meta.parent.name)
+    return done
+
+
+class _FoldPoller:
+    """Progress of a run trained elsewhere (Ray): its complete folds, every 2 s."""
+
+    def __init__(self, run: Path, epochs: int, n_folds: int, ctx: Context):
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.wait(2.0):
+                done = len(_complete_folds(run))
+                ctx.progress(done * epochs, float(n_folds * epochs), "epochs",
+                             f"{done} of {n_folds} folds complete")
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_evaluate(p: dict, ctx: Context) -> Outcome:
+    """A run folder -> metrics, intervals and report.html for each epoch selection."""
+    from spotting.evaluate import evaluate_run
+    from spotting.report import build_report
+
+    run = ctx.roots.store_path(p["run"])
+    selections = p.get("select") or ["last"]
+    steps = len(selections) + int(p.get("report", True))  # one per selection, one for the report
+    files, metrics = {}, {}
+    for k, selection in enumerate(selections):
+        ctx.progress(k, steps, "steps", f"evaluating with {selection}", force=True)
+        e = evaluate_run(run, selection, device=ctx.device)
+        name = e.selection.name
+        for table in ("metrics.json", "metrics.csv", "intervals.csv", "matches.csv",
+                      "metrics_per_subject.csv", "metrics_per_video.csv"):
+            files[f"{name}/{table}"] = str(e.out / table)
+        metrics[name] = {"label": e.selection.label,
+                         "metrics": e.metrics.round(4).to_dict(orient="records")}
+        ctx.log(f"{selection}: " + "; ".join(f"{r['type']} F1 {r['f1']:.4f}"
+                                             for r in metrics[name]["metrics"]))
+        ctx.check_cancel("between selections")
+    if p.get("report", True):
+        ctx.progress(len(selections), steps, "steps", "writing report.html", force=True)
+        report = build_report(run, None)
+        files["report.html"] = str(report)
+        for png in sorted((run / "report").glob("*.png")):
+            files[f"report/{png.name}"] = str(png)
+    return Outcome("done", f"evaluated {p['run']} with {', '.join(selections)}", files=files,
+                   result={"run": p["run"], "evaluations": metrics})
+
+
+def run_predict(p: dict, ctx: Context) -> Outcome:
+    """An uploaded video or a path under the data root + a run -> intervals.csv and curves."""
+    from spotting.predict import predict_videos
+
+    model = ctx.roots.store_path(p["model"])
+    if p.get("upload"):
+        video = upload_path(ctx.uploads, p["upload"])
+    else:
+        video = ctx.roots.data_path(p["video"])
+    out = ctx.folder / "prediction"
+    batch = predict_videos(video, model, out, fold=p.get("fold"), select=p.get("select") or "last",
+                           device=ctx.device, progress=ExtractProgress(ctx))
+    files = {"intervals.csv": str(out / "intervals.csv"),
+             "prediction.json": str(out / "prediction.json")}
+    for png in sorted(out.glob("curves*.png")) + sorted(out.glob("curves/*.png")):
+        files[png.relative_to(out).as_posix()] = str(png)
+    spotted = {r.video_id: {t: int((r.intervals["type"] == t).sum()) for t in ("me", "mae")}
+               for r in batch.predictions}
+    failed = [{"video": f.video_id, "stage": f.stage, "error": f.error} for f in batch.failed]
+    ok = not failed
+    message = f"{len(batch.predictions)} video(s) spotted" + (
+        f", {len(failed)} failed" if failed else "")
+    return Outcome("done" if ok else "failed", message,
+                   "" if ok else "; ".join(f"{f['video']}: {f['error']}" for f in failed),
+                   files, {"spotted": spotted, "failed": failed})

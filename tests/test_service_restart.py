@@ -1,0 +1,86 @@
+"""A stop (SIGTERM) and a kill -9 of `mespot serve` during a running extraction, each followed
+by a restart: the job resumes through the store's own resume, nothing is marked done that is
+not, and no video is worked on by two processes at once."""
+
+import os
+
+import pytest
+import zarr
+
+from mespot.service.jobs import JobStore
+from mespot.service.scheduler import group_members
+from mespot.synth import SMALL, generate_dataset
+from mespot.service.testing import start_server, wait_for
+
+
+def _statuses(store) -> dict:
+    if not (store / "zarr.json").exists():
+        return {}
+    group = zarr.open_group(str(store), mode="r")
+    return {k: group[f"videos/{k}"].attrs.get("status") for k in group.get("videos", {})}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _complete(store) -> int:
+    return sum(s == "complete" for s in _statuses(store).values())
+
+
+@pytest.mark.slow
+def test_stop_then_kill_9_during_an_extraction_then_restart_resumes_the_job(tmp_path):
+    data, stores, home = tmp_path / "data", tmp_path / "stores", tmp_path / "home"
+    stores.mkdir()
+    generate_dataset(SMALL.replace(subjects=3, videos_per_subject=2, seconds=1.0), data / "six",
+                     preview=False, workers=1)
+    flags = ("--lease-seconds", "3")  # all cores: a pool of worker processes
+    server = start_server(home, data, stores, *flags)
+    job_id = server.client().submit("extract", {"source": "six", "store": "six.zarr",
+                                                "resize": 64})["id"]
+    store, jobs = stores / "six.zarr", JobStore(home / "jobs.sqlite")
+    wait_for(lambda: _complete(store) >= 1, 600, what="a first complete video")
+
+    server.stop()  # SIGTERM (systemctl stop, docker stop): the job goes back to the queue
+    stopped = jobs.get(job_id)
+    assert stopped.state == "queued" and stopped.attempts == 1, stopped
+    assert "server stopped" in (home / "jobs" / str(job_id) / "log.txt").read_text()
+
+    server = start_server(home, data, stores, *flags)
+    wait_for(lambda: jobs.get(job_id).state == "running" and jobs.get(job_id).pid, 120,
+             what="a resume")
+    seen = _complete(store)
+    wait_for(lambda: _complete(store) > seen, 600, what="one more complete video")
+    runner = jobs.get(job_id).pid
+    server.process.kill()  # SIGKILL: no cleanup of any kind
+    server.process.wait()
+    wait_for(lambda: not _alive(runner), 10, what="the runner to die with the server")
+    complete_before = _complete(store)
+    assert complete_before < 6, "the job ended before the kill; make the videos longer"
+    crashed = jobs.get(job_id)
+    assert crashed.state == "running" and crashed.attempts == 2  # not marked done
+
+    restarted = start_server(home, data, stores, *flags)
+    try:
+        job = restarted.client().wait(job_id, timeout=900)
+        assert job["state"] == "done", job
+        assert job["attempts"] == 3
+        result = job["result"]
+        assert result["failed"] == 0 and result["busy"] == 0  # no video held by two processes
+        assert result["complete"] + result["skipped"] == 6
+        assert result["skipped"] >= complete_before  # resumed, not redone
+        after = _statuses(store)
+        assert len(after) == 6 and set(after.values()) == {"complete"}
+        group = zarr.open_group(str(store), mode="r")
+        for video in after:
+            assert group[f"videos/{video}/mdmo"].shape == (29, 12, 2)
+        assert group_members(runner) == []  # the killed runner's workers are gone
+        log = restarted.client().log(job_id)
+        assert "server restarted" in log and "attempt 3" in log
+        assert restarted.client().jobs("running") == []
+    finally:
+        restarted.stop()
