@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from flowcore.align import AlignParams, register
 from flowcore.faces import (FaceParams, face_crop, fit_frame, flag_bad_fits, load_models,
                             repair_landmarks)
 from flowcore.mdmo import MDMOParams, mdmo
@@ -50,14 +51,20 @@ class ExtractParams:
     mdmo: MDMOParams = MDMOParams()
     subsample: int | None = None  # keep every n-th frame; None: the source's (SAMM-LV: 8)
     save_flow: bool = False  # also store the dense flow as float16
+    align: AlignParams | None = None  # register crops to the first frame before the flow
 
     def to_dict(self) -> dict:
+        """JSON-able parameters; `align` appears only when on, so stores written before the
+        option existed keep their parameters' hash."""
         rois = self.mdmo.to_dict()
         compat = rois.pop("compat")
         rois["names"] = list(ROI_NAMES)
-        return {"flow_backend": self.flow_backend, "tvl1": self.tvl1.to_dict(), "rois": rois,
-                "faces": self.faces.to_dict(), "subsample": self.subsample, "compat": compat,
-                "save_flow": self.save_flow}
+        d = {"flow_backend": self.flow_backend, "tvl1": self.tvl1.to_dict(), "rois": rois,
+             "faces": self.faces.to_dict(), "subsample": self.subsample, "compat": compat,
+             "save_flow": self.save_flow}
+        if self.align is not None:
+            d["align"] = self.align.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExtractParams":
@@ -68,7 +75,8 @@ class ExtractParams:
         rois["roi_landmarks"] = tuple(rois["roi_landmarks"])
         return cls(flow_backend=d["flow_backend"], tvl1=TVL1Params(**d["tvl1"]),
                    faces=FaceParams(**d["faces"]), mdmo=MDMOParams(**rois, compat=d["compat"]),
-                   subsample=d["subsample"], save_flow=d["save_flow"])
+                   subsample=d["subsample"], save_flow=d["save_flow"],
+                   align=AlignParams.from_value(d.get("align")))
 
 
 @dataclass(frozen=True)
@@ -202,7 +210,10 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
                     if params.save_flow else None)
         if crops is None:  # not cached: decode again
             crops = _cropped(stream, crop, timer, set(outliers))
-        features = _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out,
+        flow_landmarks, transforms = landmarks, None
+        if params.align is not None:  # registered crops, and the landmarks moved with them
+            crops, flow_landmarks, transforms = register(crops, landmarks, params.align)
+        features = _flow_and_mdmo(crops, flow_landmarks, params, options, timer, flow_out,
                                   lambda done: report(spec.video_id, "flow", done, len(numbers)))
 
         stage = "write"
@@ -211,6 +222,8 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
             store.write_array(group, "landmarks", landmarks)
             store.write_array(group, "face_box", np.asarray(crop.box, dtype=np.int32))
             store.write_array(group, "frame_numbers", np.asarray(numbers, dtype=np.int32))
+            if transforms is not None:
+                store.write_array(group, "alignment", transforms)
         result.timings = {k: round(v, 4) for k, v in timer.seconds.items()}
         result.n_frames = len(numbers)
         result.landmark_repairs = int(bad.sum())

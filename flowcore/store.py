@@ -11,6 +11,9 @@ Layout:
     face_box       (4,) int32             (left, top, right, bottom) in frame px, exclusive
     frame_numbers  (T,) int32             ORIGINAL 1-based number of each kept frame
     flow           (T-1, 2, H, W) float16 optional: (dx, dy) px
+    alignment      (T, 2, 3) float32      with --align: the similarity taking each crop onto
+                                          the first (flowcore/align.py); `landmarks` stay as
+                                          fitted on the unregistered crops
     attrs: subject, video_id, fps (after subsampling), n_frames, subsample, source, timings,
            landmark_repairs, frame_repairs ({"missing", "corrupt", "outlier"}: original frame
            numbers replaced by a neighbour), warnings (e.g. several faces), and `status` written
@@ -49,7 +52,7 @@ VIDEOS = "videos"
 # dimension names saved with each array (lets xarray open a video group without this package)
 DIMENSIONS = {"mdmo": ("pair", "roi", "xy"), "landmarks": ("frame", "landmark", "xy"),
               "face_box": ("ltrb",), "frame_numbers": ("frame",),
-              "flow": ("pair", "component", "y", "x")}
+              "flow": ("pair", "component", "y", "x"), "alignment": ("frame", "row", "column")}
 COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
 
 

@@ -26,7 +26,8 @@ from flowcore.errors import UserError
 
 
 def extract(source: str | Path, out: str | Path, params=None, *, backend: str | None = None,
-            resize: int | None = None, device: str = "cpu", workers: int | None = None,
+            resize: int | None = None, align: bool | None = None, device: str = "cpu",
+            workers: int | None = None,
             batch_size: int | None = None, videos: list[str] | None = None,
             subjects_csv: str | Path | None = None, engine=None, progress=None):
     """Extract landmarks, TV-L1 flow and 12-ROI MDMO features of every video of `source` (a
@@ -34,9 +35,10 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
     `mespot synth` output) into the Zarr store `out` (created, or resumed); `mespot extract`.
 
     params: a flowcore.extract.ExtractParams (default: the defaults), with `backend` (flow
-    backend) and `resize` (face crops to N x N px) applied when given. videos: only these video
-    ids. engine: a flowcore.ray_engine.RayEngine to extract on a Ray cluster. progress: a
-    flowcore.progress.ExtractionProgress (None: silent).
+    backend), `resize` (face crops to N x N px) and `align` (True: register every crop to the
+    first frame before the flow, flowcore.align; False: off) applied when given. videos: only
+    these video ids. engine: a flowcore.ray_engine.RayEngine to extract on a Ray cluster.
+    progress: a flowcore.progress.ExtractionProgress (None: silent).
     Returns the flowcore.batch.ExtractReport (`.failed` lists the videos that failed and why).
     """
     from flowcore.batch import run_extraction
@@ -50,6 +52,10 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
         params = dataclasses.replace(params, flow_backend=backend)
     if resize is not None:
         params = dataclasses.replace(params, faces=dataclasses.replace(params.faces, resize=resize))
+    if align is not None:
+        from flowcore.align import AlignParams
+
+        params = dataclasses.replace(params, align=AlignParams() if align else None)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     try:
@@ -96,7 +102,9 @@ def train(store: str | Path, annotations: str | Path, out: str | Path, *,
     annotations: a CAS(ME)^2 or SAMM-LV workbook or a CSV (subject, video, onset, apex, offset,
     type, au). sections: configuration sections {train, windows, prior, losses} as in a run's
     config.json (or a YAML file given to `mespot train --config`); `train_params`: fields of
-    spotting.config.TrainParams (epochs, batch_size, lr, seed, inner_val, ...), over `sections`.
+    spotting.config.TrainParams (epochs, batch_size, lr, seed, inner_val, init, augment, ...),
+    over `sections` (init: scratch, pretrained or a weights file, spotting.initial_weights;
+    augment: none or mirror).
     subjects: train only these folds. workers, threads, engine: as spotting.loso.train_loso.
     Returns one spotting.fold.FoldResult per fold.
     """
@@ -113,21 +121,53 @@ def train(store: str | Path, annotations: str | Path, out: str | Path, *,
 
 def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
              preset: str | None = None, device: str = "cpu", proposals: str | None = None,
-             allow_missing_folds: bool = False):
+             allow_missing_folds: bool = False, calibrate: bool = False, flip: bool = False):
     """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last,
     fixed:N, inner-val, or oracle: test-set selection, labelled so), match with the truth, and
     write RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc or reference; proposals:
     the proposal arithmetic, mespot or reference (None: reference for a --compat store, else
     mespot). A run with LOSO folds missing or unfinished is refused unless
-    `allow_missing_folds` (then their truths count as missed). Returns a
-    spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`, `.matches`,
-    `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`)."""
+    `allow_missing_folds` (then their truths count as missed). calibrate: each fold's proposal
+    rules chosen on its inner-validation subjects (a run trained with inner_val); flip: the
+    logits of the face and its mirror averaged (both: folder <selection>+calibrated+flip).
+    Returns a spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`,
+    `.matches`, `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`,
+    `.calibration` the rules chosen per fold)."""
     from spotting.data import resolve_device
-    from spotting.evaluate import evaluate_run
+    from spotting.evaluate import SpotOptions, evaluate_run
 
     resolve_device(device)
     return evaluate_run(run, select, rule=rule, preset=preset, device=device, proposals=proposals,
-                        allow_missing_folds=allow_missing_folds)
+                        allow_missing_folds=allow_missing_folds,
+                        options=SpotOptions(calibrate=calibrate, flip=flip))
+
+
+def pretrain(stores: list[str | Path], annotations: list[str | Path], out: str | Path, *,
+             sections: dict | None = None, device: str = "cpu", progress=None,
+             **train_params) -> Path:
+    """Pretrain AUW-GCN on every subject of the feature `stores` (each with its `annotations`,
+    in the same order) and write the final weights to `out` (.safetensors), the start of
+    `train(..., init=out)`; `mespot pretrain`. A synthetic set made with a seed reserved for
+    benchmark or development sets (mespot.synth.seeds) is refused. sections, train_params: as
+    for `train` (macro_ratio 0.5 unless given). progress: a flowcore.progress.TrainingProgress.
+    A killed call resumes from OUT.work/. Returns `out`."""
+    from mespot.synth.seeds import check_synthetic_seed
+    from spotting.config import config_from_dict
+    from spotting.pretrain import pretrain as pretrain_network
+
+    if len(stores) != len(annotations):
+        raise UserError(f"{len(stores)} store(s) but {len(annotations)} annotation files; give "
+                        f"one per store")
+    seeds = [check_synthetic_seed(a) for a in annotations]
+    sections = {name: dict(values or {}) for name, values in (sections or {}).items()}
+    sections.setdefault("train", {}).update(train_params)
+    sections["train"].setdefault("macro_ratio", 0.5)
+    config = config_from_dict(sections, store="+".join(map(str, stores)),
+                              annotations="+".join(map(str, annotations)))
+    config = dataclasses.replace(config, losses=dataclasses.replace(
+        config.losses, macro_ratio=config.train.macro_ratio))
+    pairs = [(str(s), str(a)) for s, a in zip(stores, annotations)]
+    return pretrain_network(pairs, out, config, device, progress=progress, seeds=seeds)
 
 
 def report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
@@ -184,10 +224,12 @@ class Spotter:
         fps: float | None = None,
         preset: str | None = None,
         progress=None,
+        flip: bool = False,
     ) -> Spotted:
         """Spot expressions in one video (a video file or a folder of frames): its features are
         extracted with the model's own extraction parameters into `out` (default: a new
-        temporary folder), then the networks' mean logits give the intervals and the curves."""
+        temporary folder), then the networks' mean logits give the intervals and the curves.
+        flip: each network also on the mirrored face, the logits averaged."""
         import pandas as pd
 
         from spotting.inference import CURVES
@@ -205,6 +247,7 @@ class Spotter:
             device=self.device,
             progress=progress,
             models=self.models,
+            flip=flip,
         )
         curves = pd.DataFrame(
             found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")

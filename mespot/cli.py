@@ -53,6 +53,9 @@ def _register_commands() -> None:
     from mespot.commands.train import train_command
 
     app.command("train")(train_command)
+    from mespot.commands.pretrain import pretrain_command
+
+    app.command("pretrain")(pretrain_command)
     from mespot.commands.results import evaluate_command, predict_command, report_command
 
     app.command("evaluate")(evaluate_command)

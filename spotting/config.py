@@ -18,6 +18,9 @@ from spotting.prior import PriorParams
 from spotting.windows import WindowParams
 
 
+AUGMENTATIONS = ("none", "mirror")  # TrainParams.augment
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """Optimisation settings (paper defaults). `normalisation`: 'fold' (mean/std of the training
@@ -39,6 +42,8 @@ class TrainParams:
     save_every: int = 1
     inner_val: int = 0  # training subjects held out per fold to choose the epoch (0: off)
     test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
+    init: str = "scratch"  # scratch, pretrained or a weights file (spotting/initial_weights.py)
+    augment: str = "none"  # none, or mirror: windows mirrored with p = 1/2 (spotting/augment.py)
 
     def __post_init__(self):
         if self.normalisation not in ("fold", "compat"):
@@ -48,6 +53,9 @@ class TrainParams:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_val < 0:
             raise UserError(f"inner_val must be >= 0, got {self.inner_val}")
+        if self.augment not in AUGMENTATIONS:
+            raise UserError(f"augment must be one of {', '.join(AUGMENTATIONS)}, "
+                            f"got {self.augment!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr (learning rate) must be a number > 0, got {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

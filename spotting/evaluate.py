@@ -32,8 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from flowcore.errors import UserError
+from spotting.augment import mirror_normalised
+from spotting.calibrate import Calibrated, calibrate
 from spotting.metrics import RULES, MatchRule, match_all, summarise
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
 from spotting.data import Prepared, prepare, window_tensors
@@ -81,6 +84,31 @@ def parse_selection(text: str) -> Selection:
 
 
 @dataclass(frozen=True)
+class SpotOptions:
+    """How a selected model spots (evaluation options beside the epoch selection):
+    `calibrate` chooses the proposal rules per fold on its inner-validation subjects
+    (spotting/calibrate.py); `flip` averages the logits of the face and of its mirror
+    (spotting/augment.py)."""
+
+    calibrate: bool = False
+    flip: bool = False
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the evaluation folder's name, so variants do not overwrite each other."""
+        return "".join(f"+{name}" for name, on in (("calibrated", self.calibrate),
+                                                   ("flip", self.flip)) if on)
+
+    @property
+    def label(self) -> str:
+        """The options in words, " (...)" to append to a selection's label; "" when none."""
+        parts = [text for on, text in (
+            (self.calibrate, "proposal rules calibrated on inner-validation subjects"),
+            (self.flip, "test-time flip")) if on]
+        return f" ({'; '.join(parts)})" if parts else ""
+
+
+@dataclass(frozen=True)
 class Evaluation:
     selection: Selection
     rule: str
@@ -95,6 +123,8 @@ class Evaluation:
     out: Path
     missing_folds: tuple[str, ...] = ()  # LOSO folds not evaluated: their truths count as missed
     n_folds: int = 0  # LOSO folds of the run's store (one per subject)
+    options: SpotOptions = SpotOptions()
+    calibration: dict | None = None  # fold -> chosen proposal rules (with --calibrate)
 
 
 def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
@@ -167,12 +197,13 @@ def spot_subjects(
     prep: Prepared,
     weights: Path,
     subjects: list[str],
-    params: ProposalParams,
+    params: ProposalParams | Calibrated,
     windows: WindowParams,
     device: str = "cpu",
+    flip: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Proposals (rows) of a saved model on every video of `subjects`, and each video's (N, 10)
-    logits."""
+    logits (with `flip`, the mean of the face's and its mirror's)."""
     model, meta = load_weights(weights, device)
     norm = meta["normalisation"]
     mask = prep.windows.of_subjects(subjects)
@@ -180,11 +211,16 @@ def spot_subjects(
     if not mask.any():
         return pd.DataFrame(columns=columns), {}
     data = window_tensors(prep.windows, mask, norm["mean"], norm["std"], device)
-    logits = predict_logits(model, data["x"], windows.context).cpu().numpy()
-    per_video = video_logits(logits, prep.windows, mask)
+    logits = predict_logits(model, data["x"], windows.context)
+    if flip:
+        valid = torch.from_numpy(prep.windows.valid[mask]).to(data["x"].device)
+        mirrored = mirror_normalised(data["x"], valid, norm["mean"], norm["std"])
+        logits = (logits + predict_logits(model, mirrored, windows.context)) / 2
+    per_video = video_logits(logits.cpu().numpy(), prep.windows, mask)
     parts = [pd.DataFrame(columns=columns)]
     for video_id, rows in per_video.items():
-        found = spot_video(rows, params).rename(columns={"start": "onset", "end": "offset"})
+        found = params.spot(rows) if isinstance(params, Calibrated) else spot_video(rows, params)
+        found = found.rename(columns={"start": "onset", "end": "offset"})
         found.insert(0, "subject", prep.features.videos[video_id].subject)
         found.insert(0, "video", video_id)
         parts.append(found)
@@ -208,6 +244,7 @@ def _choose_epoch(
     rule,
     preset,
     device,
+    flip: bool = False,
 ) -> int:
     if selection.mode == "last":
         return fold.last_epoch()
@@ -239,7 +276,7 @@ def _choose_epoch(
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch
         found, _ = spot_subjects(
-            prep, folder.weights_path(epoch), subjects, params, windows, device
+            prep, folder.weights_path(epoch), subjects, params, windows, device, flip
         )
         f1 = _f1(found, wanted, rule, prep.features)
         if f1 > best_f1:
@@ -282,9 +319,11 @@ def evaluate_run(
     prepared: Prepared | None = None,
     proposals: str | None = None,
     allow_missing_folds: bool = False,
+    options: SpotOptions = SpotOptions(),
 ) -> Evaluation:
-    """Evaluate run folder `run`; write run/evaluation/<selection>/ and return the numbers.
-    `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's default.
+    """Evaluate run folder `run`; write run/evaluation/<selection><options' suffix>/ and return
+    the numbers. `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's
+    default; `options`: calibrated proposal rules, test-time flip.
 
     Every subject of the run's store is a LOSO fold: a run with folds missing or unfinished is
     refused unless `allow_missing_folds`, and then the missing folds' truths count as missed. A
@@ -308,24 +347,13 @@ def evaluate_run(
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
     folds, missing = run.complete_folds(prep.features.subjects, allow_missing_folds)
-    found_all, epochs_used, curves = [], {}, {}
-    for fold in folds:
-        meta = fold.read_meta()
-        epochs = fold.epochs()
-        epoch = _choose_epoch(
-            selection, fold, epochs, prep, truths, params, windows, RULES[rule], preset, device
-        )
-        epochs_used[meta["test_subject"]] = epoch
-        found, logits = spot_subjects(
-            prep, fold.weights_path(epoch), [meta["test_subject"]], params, windows, device
-        )
-        found_all.append(found.assign(epoch=epoch))
-        curves.update({video: probability_curves(rows) for video, rows in logits.items()})
-    found = pd.concat(found_all, ignore_index=True)  # the truths of missing folds count as missed
+    spotted = _spot_folds(folds, selection, options, prep, truths, params, windows, RULES[rule],
+                          preset, device)
+    found = spotted.found  # the truths of missing folds count as missed
     matches = count(found, truths, RULES[rule], prep.features)
-    out = run.evaluation(selection.name)
+    out = run.evaluation(selection.name + options.suffix)
     out.mkdir(parents=True, exist_ok=True)
-    _write_curves(out / "curves.npz", curves, prep)
+    _write_curves(out / "curves.npz", spotted.curves, prep)
     return _write(
         Evaluation(
             selection,
@@ -339,15 +367,84 @@ def evaluate_run(
             intervals=_to_frames(found, prep.features).sort_values(
                 ["subject", "video", "type", "onset"]
             ),
-            epochs=epochs_used,
+            epochs=spotted.epochs,
             out=out,
             missing_folds=tuple(missing),
             n_folds=len(prep.features.subjects),
+            options=options,
+            calibration=spotted.calibration or None,
         ),
         config,
         preset,
         params,
     )
+
+
+def evaluate_selections(run: str | Path, selects: list[str], **options) -> list[Evaluation]:
+    """`evaluate_run(run, s, **options)` for each selection of `selects`, the run's store and
+    annotations loaded once for all of them."""
+    if len(selects) > 1 and options.get("prepared") is None:
+        folder = RunFolder(run)
+        config = folder.read_config()
+        options["prepared"] = prepare(folder.store_path(config), config["annotations"],
+                                      WindowParams(**config["windows"]))
+    return [evaluate_run(run, s, **options) for s in selects]
+
+
+@dataclass(frozen=True)
+class _Spotted:
+    """What the folds of a run spotted on their test subjects."""
+
+    found: pd.DataFrame  # proposals (rows) of every fold, with the epoch used
+    epochs: dict[str, int]  # test subject -> epoch
+    curves: dict[str, np.ndarray]  # video -> (N, 8) probabilities
+    calibration: dict[str, dict]  # test subject -> chosen proposal rules (with calibrate)
+
+
+def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOptions, prep,
+                truths, params, windows, rule, preset, device) -> _Spotted:
+    """Each fold's model at its selected epoch on its test subject (proposal rules calibrated
+    on its inner-validation subjects with `options.calibrate`, logits flipped with `.flip`)."""
+    found_all, epochs_used, curves, calibration = [], {}, {}, {}
+    for fold in folds:
+        subject = fold.read_meta()["test_subject"]
+        epoch = _choose_epoch(selection, fold, fold.epochs(), prep, truths, params, windows,
+                              rule, preset, device, options.flip)
+        epochs_used[subject] = epoch
+        rules = params
+        if options.calibrate:
+            rules, calibration[subject] = _calibrated(fold, epoch, prep, truths, params, windows,
+                                                      rule, device, options.flip)
+        found, logits = spot_subjects(prep, fold.weights_path(epoch), [subject], rules, windows,
+                                      device, options.flip)
+        found_all.append(found.assign(epoch=epoch))
+        curves.update({video: probability_curves(rows) for video, rows in logits.items()})
+    return _Spotted(pd.concat(found_all, ignore_index=True), epochs_used, curves, calibration)
+
+
+def _calibrated(fold: FoldFolder, epoch: int, prep, truths, params, windows, rule, device,
+                flip: bool) -> tuple[Calibrated, dict]:
+    """Proposal rules chosen on the fold's inner-validation subjects with its inner model at
+    `epoch` (its last epoch if it kept no weights for that one), and what was chosen."""
+    inner = fold.inner
+    if not inner.inner_meta_path.is_file():
+        raise UserError(f"{fold.path}: --calibrate needs the fold's inner validation model; "
+                        "train with `mespot train --inner-val K`")
+    val = json.loads(inner.inner_meta_path.read_text())["val_subjects"]
+    kept = inner.epochs()
+    at = epoch if epoch in kept else kept[-1]
+    _, logits = spot_subjects(prep, inner.weights_path(at), val, params, windows, device, flip)
+    wanted = truths[truths["subject"].isin(val)]
+
+    def true_positives(found: pd.DataFrame, video: str) -> np.ndarray:  # on the rule's scale
+        found = found.rename(columns={"start": "onset", "end": "offset"}).assign(
+            video=video, subject=prep.features.videos[video].subject)
+        matches = count(found, wanted[wanted["video"] == video], rule, prep.features)
+        hits = matches.loc[matches["outcome"] == "TP", "proposal"].to_numpy(dtype=int)
+        return np.isin(found.index.to_numpy(), hits)
+
+    rules, f1 = calibrate(logits, len(wanted), params, true_positives)
+    return rules, {**rules.to_json(), "inner_epoch": at, "val_subjects": val, "val_f1": f1}
 
 
 def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> None:
@@ -374,8 +471,10 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         e.out / "intervals.csv", index=False
     )
     summary = {
-        "selection": e.selection.name,
-        "selection_label": e.selection.label,
+        "selection": e.selection.name + e.options.suffix,
+        "selection_label": e.selection.label + e.options.label,
+        "options": {"calibrate": e.options.calibrate, "flip": e.options.flip},
+        "calibration": e.calibration,
         "test_set_selection": e.selection.mode == "oracle",
         "rule": e.rule,
         "rule_label": RULES[e.rule].label,

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 
 from flowcore.errors import UserError
+from spotting.augment import mirror_batch, mirror_normalised
 from spotting.config import RunConfig, TrainParams
 from spotting.data import Prepared, fold_normalisation, window_tensors
 from spotting.inference import predict_logits, video_logits
 from spotting.losses import spotting_loss
 from spotting.model import AUWGCN, decay_parameter_names
+from spotting.initial_weights import apply_init
 from spotting.prior import prior_from_table
 from spotting.run_folder import (FoldFolder, RunFolder, load_resume, save_resume, save_safetensors,
                                  save_weights)
@@ -60,6 +62,7 @@ class FoldData:
     test_mask: np.ndarray
     adj: np.ndarray  # (12, 12) AU prior of the fold
     meta: dict
+    mirrored: torch.Tensor | None = None  # with --augment mirror: train["x"] of the mirrored face
 
 
 def fold_data(prep: Prepared, config: RunConfig, test_subject: str, exclude: tuple[str, ...],
@@ -78,6 +81,10 @@ def fold_data(prep: Prepared, config: RunConfig, test_subject: str, exclude: tup
         raise UserError(f"fold {test_subject}: no training window holds an expression")
     train = window_tensors(ws, train_mask, mean, std, device)
     test = window_tensors(ws, test_mask, mean, std, device)
+    mirrored = None
+    if p.augment == "mirror":
+        valid = torch.from_numpy(ws.valid[train_mask]).to(device)
+        mirrored = mirror_normalised(train["x"], valid, mean, std)
     meta = {
         "test_subject": test_subject, "train_subjects": train_subjects,
         "normalisation": {"mode": p.normalisation, "mean": mean, "std": std},
@@ -85,7 +92,7 @@ def fold_data(prep: Prepared, config: RunConfig, test_subject: str, exclude: tup
         "n_train_windows": int(train_mask.sum()), "n_test_windows": int(test_mask.sum()),
         "config": config.to_json(),
     }
-    return FoldData(train, test, train_mask, test_mask, adj, meta)
+    return FoldData(train, test, train_mask, test_mask, adj, meta, mirrored)
 
 
 def _optimizer(model: AUWGCN, p: TrainParams) -> torch.optim.AdamW:
@@ -114,6 +121,7 @@ def _new_model(adj, config: RunConfig, device: torch.device, folder: FoldFolder)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.manual_seed(p.seed)
     model = AUWGCN(adj, config.model).to(device)
+    apply_init(model, p.init)  # --init: every weight but the fold's own prior; scratch: none
     opt = _optimizer(model, p)
     shuffle = torch.Generator().manual_seed(p.seed)
     start_epoch, loss_value = 0, float("nan")
@@ -139,8 +147,12 @@ def _train_epoch(
     epoch: int,
     config: RunConfig,
     device: torch.device,
+    mirrored: torch.Tensor | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """One epoch over the training windows in shuffled batches: (mean loss, mean of each part)."""
+    """One epoch over the training windows in shuffled batches: (mean loss, mean of each part).
+    `mirrored` (--augment mirror): each window of a batch replaced by its mirror with p 1/2,
+    drawn from `shuffle` (its state is saved with the resume state, so a resumed run ends the
+    same)."""
     p = config.train
     for group in opt.param_groups:
         group["lr"] = p.lr * p.lr_decay**epoch
@@ -150,7 +162,11 @@ def _train_epoch(
     total, parts_sum = 0.0, {}
     for i in range(0, n, p.batch_size):
         idx = perm[i : i + p.batch_size]
-        loss, parts = _losses(model, train, config.windows.context, config.losses, idx)
+        if mirrored is None:
+            loss, parts = _losses(model, train, config.windows.context, config.losses, idx)
+        else:
+            batch = mirror_batch(train, mirrored, idx, shuffle)
+            loss, parts = _losses(model, batch, config.windows.context, config.losses)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -204,7 +220,8 @@ def train_fold(
         writer = SummaryWriter(str(folder.tensorboard_path), purge_step=start_epoch + 1)
     try:
         for epoch in range(start_epoch, p.epochs):
-            loss_value, parts = _train_epoch(model, opt, shuffle, data.train, epoch, config, device)
+            loss_value, parts = _train_epoch(model, opt, shuffle, data.train, epoch, config, device,
+                                             data.mirrored)
             done = epoch + 1
             if writer is not None:
                 _write_scalars(writer, model, data.test, epoch, loss_value, parts, config)

@@ -40,9 +40,10 @@ from flowcore.errors import UserError
 from flowcore.jobs import LocalProcesses, Task, run_tasks
 from flowcore.version import __version__
 from spotting.annotations import issues_to_frame
-from spotting.config import RunConfig
+from spotting.config import RunConfig, TrainParams
 from spotting.data import Prepared, prepare, prepared_for, resolve_device
 from spotting.fold import FoldResult, train_one_fold
+from spotting.initial_weights import init_path
 from spotting.model import ModelDims
 from spotting.run_folder import RunFolder
 
@@ -135,6 +136,7 @@ def _check_arguments(config: RunConfig, workers, threads: int) -> None:
         raise UserError(f"protocol {config.protocol!r} is not supported (only 'loso')")
     if (workers is not None and workers < 1) or threads < 0:
         raise UserError(f"workers must be >= 1 and threads >= 0, got {workers} and {threads}")
+    init_path(config.train.init)  # --init: a missing weights file stops the run before any fold
 
 
 def _driver_device(device: str, engine) -> torch.device:
@@ -168,8 +170,10 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
         previous = json.loads(run.config_path.read_text())
         for key in ("store", "annotations"):  # a run of an older version kept the path as typed
             previous[key] = str(Path(previous.get(key, "")).absolute())
-        # runs from before the network's dimensions were part of the configuration
+        # runs from before the network's dimensions were part of the configuration, and from
+        # before training fields were added (init, augment): those at their defaults
         previous.setdefault("model", dataclasses.asdict(ModelDims()))
+        previous["train"] = {**dataclasses.asdict(TrainParams()), **previous.get("train", {})}
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved
         if overwrite:
             shutil.rmtree(run.path)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 
 from flowcore.errors import UserError
 from flowcore.store import load_features
+from spotting.augment import mirror_features
 from spotting.channels import N_OUTPUTS
 from spotting.data import REFERENCE_MEAN, REFERENCE_STD, resolve_device, window_tensors
 from spotting.evaluate import parse_selection
@@ -154,14 +155,16 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    select: str = "last", preset: str | None = None, fps: float | None = None,
                    device: str = "cpu", backend: str | None = None, one: bool = False,
                    progress=None, proposals: str | None = None,
-                   models: list[Model] | None = None, allow_missing_folds: bool = False) -> Batch:
+                   models: list[Model] | None = None, allow_missing_folds: bool = False,
+                   flip: bool = False) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
     flowcore.run_extraction. `proposals`: proposal arithmetic, None for `reference` with compat
     features (a reference checkpoint) and `mespot` otherwise. `models`: the networks, already
     loaded (`load_models`). `allow_missing_folds`: average the folds there are when some of the
-    run's are missing (refused otherwise; `Batch.missing_folds` names them)."""
+    run's are missing (refused otherwise; `Batch.missing_folds` names them). `flip`: also run
+    the models on the mirrored face and average."""
     from dataclasses import replace
 
     path, model, out = Path(path), Path(model), Path(out)
@@ -188,12 +191,13 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
             predictions.append(_spot(features.videos[spec.video_id], models, proposal_params,
-                                     device, curves_png, out))
+                                     device, curves_png, out, flip))
     batch = Batch(predictions, list(report.failed), out, proposal_params.variant, tuple(missing))
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     (out / "prediction.json").write_text(json.dumps({
         "source": str(path), "model": str(model), "models": [m.name for m in models],
-        "combination": "mean of the models' logits" if len(models) > 1 else "single model",
+        "combination": ("mean of the models' logits" if len(models) > 1 else "single model")
+                       + (", each on the face and its mirror" if flip else ""),
         "missing_folds": missing,
         "selection": select, "preset": preset or trained_preset,
         "proposals": proposal_params.variant,
@@ -293,18 +297,21 @@ def run_subjects(model: Path) -> list[str] | None:
     return _extract_params_for(Path(model))[3]
 
 
-def _spot(video, models: list[Model], preset, device: str, curves_png: Path,
-          out: Path) -> Prediction:
-    """The mean of the models' logits over one video's rows -> intervals, curves and their plot.
-    Each model sees the video cut into the windows it was trained with."""
+def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path,
+          flip: bool = False) -> Prediction:
+    """The mean of the models' logits over one video's rows (with `flip`, of the face and of its
+    mirror too) -> intervals, curves and their plot. Each model sees the video cut into the
+    windows it was trained with."""
     logits = np.zeros((video.n_rows, N_OUTPUTS), np.float32)
     for m in models:  # the folds' mean logit per row and channel
         targets = {video.video_id: video_targets(video.n_rows, [], m.windows)}
         ws = build_windows([video], targets, m.windows)
         mask = np.ones(len(ws), bool)
-        data = window_tensors(ws, mask, m.mean, m.std, device)
-        rows = predict_logits(m.network, data["x"], m.windows.context).cpu().numpy()
-        logits += video_logits(rows, ws, mask)[video.video_id] / len(models)
+        views = [ws, replace(ws, x=mirror_features(ws.x))] if flip else [ws]
+        for view in views:
+            data = window_tensors(view, mask, m.mean, m.std, device)
+            rows = predict_logits(m.network, data["x"], m.windows.context).cpu().numpy()
+            logits += video_logits(rows, ws, mask)[video.video_id] / (len(models) * len(views))
     found = spot_video(logits, preset)
     intervals = pd.DataFrame({
         "video": video.video_id, "type": found["type"],

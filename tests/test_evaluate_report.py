@@ -13,6 +13,7 @@ import pytest
 from flowcore.errors import UserError
 from spotting.evaluate import (
     ORACLE_FIRST_EPOCH,
+    SpotOptions,
     count,
     evaluate_run,
     ground_truth,
@@ -447,3 +448,61 @@ def test_samm_layout_store_end_to_end_names_its_scales(synth_small_samm, tmp_pat
         assert sorted(
             map(tuple, shown[["truth_onset", "truth_offset"]].astype(int).values.tolist())
         ) == sorted(map(tuple, truth[["onset", "offset"]].values.tolist()))
+
+
+# --- evaluation options: test-time flip, calibrated proposals --------------------------------
+
+
+@pytest.mark.slow
+def test_flip_averages_the_face_and_its_mirror(run):
+    config = json.loads((run / "config.json").read_text())
+    windows = WindowParams(**config["windows"])
+    prep = prepare(config["store"], config["annotations"], windows)
+    weights = run / "folds" / "s1" / "weights_epoch_018.safetensors"
+    _, plain = spot_subjects(prep, weights, ["s1"], PRESETS["casme2"], windows)
+    _, flipped = spot_subjects(prep, weights, ["s1"], PRESETS["casme2"], windows, flip=True)
+    # the mirror's own logits, computed the long way: mirror the raw features, then normalise
+    from dataclasses import replace
+
+    from spotting.augment import mirror_features
+    from spotting.data import window_tensors
+    from spotting.inference import predict_logits, video_logits
+    from spotting.run_folder import load_weights
+
+    model, meta = load_weights(weights)
+    mask = prep.windows.of_subjects(["s1"])
+    mirror_ws = replace(prep.windows, x=mirror_features(prep.windows.x))
+    norm = meta["normalisation"]
+    data = window_tensors(mirror_ws, mask, norm["mean"], norm["std"], "cpu")
+    mirror = video_logits(predict_logits(model, data["x"], windows.context).numpy(),
+                          prep.windows, mask)
+    for video, rows in flipped.items():
+        np.testing.assert_allclose(rows, (plain[video] + mirror[video]) / 2, atol=1e-5)
+        assert not np.allclose(rows, plain[video], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_evaluate_with_calibration_and_flip_chooses_on_inner_subjects_only(run, capsys):
+    e = evaluate_run(run, "last", options=SpotOptions(calibrate=True, flip=True))
+    assert e.out.name == "last+calibrated+flip"
+    summary = json.loads((e.out / "metrics.json").read_text())
+    assert summary["options"] == {"calibrate": True, "flip": True}
+    for subject, chosen in summary["calibration"].items():
+        inner = json.loads((run / "folds" / subject / "inner" / "inner.json").read_text())
+        assert chosen["val_subjects"] == inner["val_subjects"]
+        assert subject not in chosen["val_subjects"]
+        assert set(chosen) >= {"me", "mae", "inner_epoch", "val_f1"}
+    from mespot.cli import main
+
+    assert main(["evaluate", str(run), "--calibrate", "--no-report"]) == 0
+    assert "last+calibrated" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_calibration_needs_inner_models(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("inner"))
+    with pytest.raises(UserError, match="--inner-val"):
+        evaluate_run(copy, "last", options=SpotOptions(calibrate=True))

@@ -209,6 +209,55 @@ def test_report_with_face_strips_from_the_real_frames(trained):
         build_report(trained["run"], faces=["nope"])
 
 
+def test_flip_averages_the_logits_of_the_face_and_its_mirror(tmp_path):
+    from spotting.augment import mirror_features
+    from spotting.inference import probability_curves
+    from flowcore.store import VideoFeatures
+    from spotting.model import AUWGCN
+    from spotting.predict import Model, _spot
+    from spotting.proposals import PRESETS
+    from spotting.windows import WindowParams
+
+    rng = np.random.default_rng(0)
+    mdmo = rng.normal(0, 1, (300, 12, 2)).astype(np.float32)
+    video = VideoFeatures("v", "s", 30.0, mdmo, np.arange(1, 302))
+    torch.manual_seed(0)
+    network = AUWGCN(np.eye(12, dtype=np.float32)).eval()
+    model = Model("m", network, [0.1, -0.1], [1.5, 0.8], WindowParams())  # 256 + 2 x 7 rows
+
+    def logits_of(x):
+        # two windows of 256 rows + 7 context rows each side
+        windows = np.zeros((2, 270, 12, 2), np.float32)
+        padded = np.zeros((512 + 14, 12, 2), np.float32)
+        padded[7:307] = x
+        valid = np.zeros(526, bool)
+        valid[7:307] = True
+        for i in range(2):
+            windows[i] = padded[i * 256: i * 256 + 270] * valid[i * 256: i * 256 + 270, None, None]
+        norm = (windows - np.float32([0.1, -0.1])) / np.float32([1.5, 0.8])
+        norm *= np.stack([valid[i * 256: i * 256 + 270] for i in range(2)])[:, :, None, None]
+        with torch.no_grad():
+            out = network(torch.from_numpy(norm))[:, :, 7:263].numpy()
+        return out.transpose(0, 2, 1).reshape(-1, 10)[:300]
+
+    both = (logits_of(mdmo) + logits_of(mirror_features(mdmo))) / 2
+    flipped = _spot(video, [model], PRESETS["casme2"], "cpu", tmp_path / "f.png", tmp_path,
+                    flip=True)
+    plain = _spot(video, [model], PRESETS["casme2"], "cpu", tmp_path / "p.png", tmp_path)
+    np.testing.assert_allclose(flipped.curves, probability_curves(both), atol=1e-5)
+    np.testing.assert_allclose(plain.curves, probability_curves(logits_of(mdmo)), atol=1e-5)
+    assert not np.allclose(flipped.curves, plain.curves, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_predict_command_flip_flag(trained, tmp_path):
+    folder = trained["data"] / "rawpic" / "s16" / "16_0101disgustingteeth"
+    assert main(["predict", str(folder), "--model", str(trained["run"]), "--out",
+                 str(tmp_path / "out"), "--flip", "-q"]) == 0
+    meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert meta["combination"].endswith("each on the face and its mirror")
+
+
 def _default_window_curves(store: Path, video_id: str, weights: Path) -> np.ndarray:
     """What the fold's network gives on the video cut into the default windows (256 + 2 x 7)."""
     from flowcore.store import load_features

@@ -364,3 +364,59 @@ def test_exit_codes_of_commands_reach_the_caller(monkeypatch):
     monkeypatch.setattr(cli.app, "registered_commands", list(cli.app.registered_commands))
     cli.app.command("fail-for-test")(failing)
     assert main(["fail-for-test"]) == 3
+
+
+def test_config_file_sets_generator_parameters_and_flags_win(tmp_path):
+    from mespot.commands.synth import config_from_file
+
+    path = tmp_path / "set.yaml"
+    path.write_text("expressions_per_minute: 7\nmicro_fraction: 0.3\nmicro_seconds: [0.25, 0.4]\n"
+                    "seed: 9001\nlayout: samm\n")
+    config, given = config_from_file(SMALL, path)
+    assert (config.expressions_per_minute, config.micro_fraction) == (7.0, 0.3)
+    assert config.micro_seconds == (0.25, 0.4) and config.seed == 9001 and config.layout == "samm"
+    assert config.subjects == SMALL.subjects  # the preset's value where the file is silent
+    assert given == {"expressions_per_minute", "micro_fraction", "micro_seconds", "seed", "layout"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("no_such_parameter: 3\n", "unknown key 'no_such_parameter'"),
+    ("micro_seconds: 0.3\n", "'micro_seconds' must be a list of 2 numbers"),
+    ("- a list\n", "expected a mapping"),
+])
+def test_bad_config_file_gives_one_clear_line(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["synth", "--small", "--config", str(path), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert message in err[0] and str(path) in err[0]
+    assert not (tmp_path / "never").exists()
+
+
+def test_config_file_seed_and_layout_are_used_unless_typed(tmp_path, monkeypatch):
+    import mespot.commands.synth as command
+
+    made = []
+    monkeypatch.setattr(command, "generate_dataset", lambda config, out, **kw:
+                        made.append(config) or (_ for _ in ()).throw(SystemExit(0)))
+    path = tmp_path / "set.yaml"
+    path.write_text("seed: 9001\nlayout: samm\n")
+    for flags in ([], ["--seed", "5"]):
+        with pytest.raises(SystemExit):
+            main(["synth", "--small", "--config", str(path), "--out", str(tmp_path / "o"), *flags])
+    assert (made[0].seed, made[0].layout, made[0].fps) == (9001, "samm", 200.0)  # SAMM's rate
+    assert made[1].seed == 5
+
+
+def test_benchmark_seeds_are_refused_for_training_sets():
+    from flowcore.errors import UserError
+    from mespot.synth.seeds import BENCHMARK_SEEDS, DEV_SEEDS, PRETRAIN_SEEDS, check_not_benchmark
+
+    assert not set(BENCHMARK_SEEDS) & set(PRETRAIN_SEEDS) and not set(DEV_SEEDS) & (
+        set(PRETRAIN_SEEDS) | set(BENCHMARK_SEEDS))
+    assert check_not_benchmark(PRETRAIN_SEEDS.start) == PRETRAIN_SEEDS.start
+    with pytest.raises(UserError, match="reserved for benchmark"):
+        check_not_benchmark(BENCHMARK_SEEDS.stop - 1)
+    with pytest.raises(UserError, match="reserved for development"):
+        check_not_benchmark(DEV_SEEDS.start)

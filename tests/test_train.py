@@ -449,6 +449,41 @@ def test_cuda_folds_in_workers_match_one_by_one(tiny, tmp_path):
             assert torch.equal(a[key], b[key]), (subject, key)
 
 
+@pytest.mark.slow  # ~10 s: three small LOSO runs
+def test_mirror_augmentation_changes_training_and_resumes_exactly(tiny, tmp_path):
+    plain, first, resumed = tmp_path / "p", tmp_path / "a", tmp_path / "c"
+    train_loso(config(tiny), plain, tensorboard=False, subjects=["s1"])
+    train_loso(config(tiny, augment="mirror"), first, tensorboard=False, subjects=["s1"])
+
+    def kill(subject, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_loso(config(tiny, augment="mirror"), resumed, tensorboard=False,
+                   subjects=["s1"], on_epoch_end=kill)
+    train_loso(config(tiny, augment="mirror"), resumed, tensorboard=False, subjects=["s1"])
+    a, b, c = (weights(r, "s1", 3) for r in (plain, first, resumed))
+    assert all(torch.equal(b[k], c[k]) for k in b)  # the mirror draws resume with the shuffle state
+    assert not torch.equal(a["_sequential.3.weight"], b["_sequential.3.weight"])
+    assert json.loads((first / "config.json").read_text())["train"]["augment"] == "mirror"
+    with pytest.raises(UserError, match="augment must be"):
+        TrainParams(augment="rotate")
+
+
+def test_run_folder_from_before_new_fields_still_resumes(tiny, tmp_path):
+    """A config.json written before a training field existed (here: `augment`, `init`) is the
+    same configuration as today's at that field's default."""
+    run = tmp_path / "run"
+    train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"])
+    cfg = json.loads((run / "config.json").read_text())
+    for name in ("augment", "init"):
+        del cfg["train"][name]
+    (run / "config.json").write_text(json.dumps(cfg))
+    results = train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"])
+    assert results[0].resumed_from == 1  # found complete, not refused
+
+
 def test_weights_carry_the_model_dims_and_load_into_the_same_network(tiny, tmp_path):
     from spotting.model import ModelDims
     from spotting.data import window_tensors

@@ -59,7 +59,7 @@ def _summary_table(report) -> None:
 # flag -> key in ExtractParams.to_dict() ("faces.resize": key resize of section faces)
 _FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
               "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
-              "face_backend": "faces.backend"}
+              "face_backend": "faces.backend", "align": "align"}
 
 
 def extract_params(ctx, config: Path | None, flags: dict):
@@ -69,7 +69,7 @@ def extract_params(ctx, config: Path | None, flags: dict):
     from flowcore.extract import ExtractParams
     from flowcore.config_file import merged, read_mapping
 
-    values = ExtractParams().to_dict()
+    values = {**ExtractParams().to_dict(), "align": None}  # off unless the file or --align says
     where = "flags"
     if config is not None:
         where = str(config)
@@ -120,6 +120,9 @@ def extract_command(
                                 "flow and cartToPolar angles (features in '20 px' units)."),
     save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
                                    "(float16; large)."),
+    align: bool = typer.Option(False, "--align", help="Register every face crop to the first "
+                               "frame (similarity transform from eye corners and nose bridge, "
+                               "smoothed over time) before the flow; a store parameter."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frame pairs per flow "
                                              "call (default: 16 on the CPU, 128 on a GPU)."),
     video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids "
@@ -150,7 +153,7 @@ def extract_command(
     # the engine's flags first
     runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")
     flags = {"flow_backend": backend, "subsample": subsample, "compat": compat,
-             "save_flow": save_flow,
+             "save_flow": save_flow, "align": True if align else None,
              "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
     try:
         report = extract(source, out, extract_params(ctx, config, flags), device=device,

@@ -29,7 +29,7 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
     for e in evaluations:
-        label = e.selection.short_label
+        label = e.selection.short_label + e.options.suffix
         for row in e.metrics.itertuples():
             name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
             table.add_row(
@@ -82,28 +82,41 @@ def evaluate_command(
     allow_missing_folds: bool = typer.Option(
         False, "--allow-missing-folds", help="Evaluate a run with LOSO folds missing or "
         "unfinished (refused otherwise); their truths count as missed."),
+    calibrate: bool = typer.Option(
+        False, "--calibrate", help="Choose each fold's proposal rules (apex threshold, proposals "
+        "kept, score floor, per type) on its inner-validation subjects (needs `mespot train "
+        "--inner-val K`); never on the test subject."),
+    flip: bool = typer.Option(
+        False, "--flip", help="Average the network's outputs on the face and on its mirror image "
+        "(left/right ROIs swapped, horizontal motion negated)."),
 ) -> None:
     """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
 
-    Writes RUN/evaluation/<selection>/ (metrics.csv/json, per-subject and per-video metrics,
-    intervals.csv with 1-based original frame numbers, matches.csv with every TP/FP/FN, curves)
-    and, unless --no-report, RUN/report.html.
+    Writes RUN/evaluation/<selection>/ (with --calibrate/--flip: <selection>+calibrated+flip/;
+    metrics.csv/json, per-subject and per-video metrics, intervals.csv with 1-based original
+    frame numbers, matches.csv with every TP/FP/FN, curves) and, unless --no-report,
+    RUN/report.html. Several --select share one loading of the store.
     """
-    from mespot.api import evaluate, report as write_report
+    from mespot.api import report as write_report
+    from spotting.data import resolve_device
+    from spotting.evaluate import SpotOptions, evaluate_selections
 
-    evaluations = [evaluate(run, s, rule=rule, preset=preset, device=device, proposals=proposals,
-                            allow_missing_folds=allow_missing_folds) for s in select]
+    resolve_device(device)
+    evaluations = evaluate_selections(
+        run, select, rule=rule, preset=preset, device=device, proposals=proposals,
+        allow_missing_folds=allow_missing_folds, options=SpotOptions(calibrate, flip))
     print_metrics(evaluations)
     for e in evaluations:
-        used = ", ".join(f"{subject} (epoch {epoch})" 
+        name = e.out.name
+        used = ", ".join(f"{subject} (epoch {epoch})"
                          for subject, epoch in sorted(e.epochs.items()))
-        typer.echo(f"{e.selection.name}: folds evaluated: {used}")
+        typer.echo(f"{name}: folds evaluated: {used}")
         if e.missing_folds:
-            typer.echo(f"{e.selection.name}: folds missing, their truths counted as missed: "
+            typer.echo(f"{name}: folds missing, their truths counted as missed: "
                        f"{', '.join(e.missing_folds)}")
-        typer.echo(f"{e.selection.name}: {e.out}")
+        typer.echo(f"{name}: {e.out}")
     if report:
-        typer.echo(f"report: {write_report(run, evaluations[0].selection.name)}")
+        typer.echo(f"report: {write_report(run, evaluations[0].out.name)}")
 
 
 def report_command(
@@ -165,6 +178,9 @@ def predict_command(
     allow_missing_folds: bool = typer.Option(
         False, "--allow-missing-folds", help="Average the folds there are when some of the "
         "run's LOSO folds are missing (refused otherwise)."),
+    flip: bool = typer.Option(
+        False, "--flip", help="Also run the model(s) on the mirrored face and average (as "
+        "`mespot evaluate --flip`)."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -182,7 +198,7 @@ def predict_command(
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
                            device=device, backend=backend, proposals=proposals,
                            progress=RichProgress(enabled=not quiet),
-                           allow_missing_folds=allow_missing_folds)
+                           allow_missing_folds=allow_missing_folds, flip=flip)
     _show_predictions(batch, out)
 
 

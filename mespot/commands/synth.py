@@ -14,11 +14,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL
+from flowcore.config_file import merged, read_mapping
+from flowcore.errors import UserError
+from mespot.commands.flags import flag_given
+from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL, SynthConfig
 from mespot.synth.generate import SynthResult, generate_dataset
 
 
 def synth_command(
+    ctx: typer.Context,
     out: Path = typer.Option(
         ..., "--out", "-o", help="Folder to create (refused if not empty, see --overwrite)."
     ),
@@ -51,6 +55,10 @@ def synth_command(
     preview: Optional[Path] = typer.Option(
         None, help="Also copy the dataset's preview.png to this path."
     ),
+    config_file: Optional[Path] = typer.Option(
+        None, "--config", "-c",
+        help="YAML or JSON mapping of generator parameters (keys as in synth.json's config, e.g. "
+             "expressions_per_minute, micro_fraction); applied over the preset, flags typed win."),
 ) -> None:
     """Render synthetic long face videos with ground-truth expressions, blinks and head motion.
 
@@ -58,18 +66,9 @@ def synth_command(
     SAMM-LV layout (SAMM_longvideos/ + SAMM_LongVideos_V1_Release.xlsx); both with
     ground_truth.csv, videos.csv, events.csv (blinks, head movements), synth.json and preview.png.
     """
-    config = SMALL if small else DEFAULT
-    given = {
-        "subjects": subjects,
-        "videos_per_subject": videos_per_subject,
-        "seconds": seconds,
-        "fps": fps if fps is not None else (SAMM_FPS if layout == "samm" else None),
-        "face_size": face_size,
-    }
-    config = config.replace(
-        layout=layout, seed=seed, **{k: v for k, v in given.items() if v is not None}
-    )
-    config.validate()
+    given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
+             "fps": fps, "face_size": face_size}
+    config = _config(ctx, SMALL if small else DEFAULT, config_file, layout, seed, given)
     console = Console(stderr=True)
     n_videos = config.subjects * config.videos_per_subject
     columns = (
@@ -96,6 +95,41 @@ def synth_command(
         preview.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.root / "preview.png", preview)
     print_summary(result)
+
+
+def _config(ctx, preset: SynthConfig, path: Path | None, layout: str, seed: int,
+            given: dict) -> SynthConfig:
+    """The preset, then the --config file, then the flags: `layout` and `seed` where typed or
+    where the file is silent, those of `given` (field -> value) where not None; the SAMM-LV frame
+    rate for the samm layout unless the file or --fps sets one. Validated."""
+    config, from_file = config_from_file(preset, path) if path is not None else (preset, set())
+    if "layout" not in from_file or flag_given(ctx, "layout"):
+        config = config.replace(layout=layout)
+    if "seed" not in from_file or flag_given(ctx, "seed"):
+        config = config.replace(seed=seed)
+    if given["fps"] is None and config.layout == "samm" and "fps" not in from_file:
+        given = {**given, "fps": SAMM_FPS}
+    config = config.replace(**{k: v for k, v in given.items() if v is not None})
+    config.validate()
+    return config
+
+
+def config_from_file(base: SynthConfig, path: Path) -> tuple[SynthConfig, set]:
+    """(`base` with the parameters of a YAML/JSON file applied, the keys the file set); a
+    synth.json's `config` section given back reproduces that set. UserError naming the file for
+    unknown keys or bad values."""
+    given = read_mapping(path, "synthetic generator parameters")
+    values = merged(base.to_dict(), given, str(path))
+    for key, value in values.items():
+        if isinstance(getattr(base, key), tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(getattr(base, key)):
+                raise UserError(f"{path}: {key!r} must be a list of "
+                                f"{len(getattr(base, key))} numbers")
+            values[key] = tuple(float(v) for v in value)
+    try:
+        return SynthConfig(**values), set(given)
+    except TypeError as err:
+        raise UserError(f"{path}: {err}") from err
 
 
 def print_summary(result: SynthResult) -> None:

@@ -22,7 +22,7 @@ _FLAG_FIELDS = {
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "seed": ("train", "seed"), "normalisation": ("train", "normalisation"),
     "macro_ratio": ("train", "macro_ratio"), "save_every": ("train", "save_every"),
-    "inner_val": ("train", "inner_val"),
+    "inner_val": ("train", "inner_val"), "init": ("train", "init"), "augment": ("train", "augment"),
     "prior": ("prior", "source"),
 }
 
@@ -58,6 +58,11 @@ def train_command(
     inner_val: int = typer_option(
         0, "--inner-val", help="Per fold, also train a model without K training subjects, on "
         "which `mespot evaluate --select inner-val` picks the epoch."),
+    init: str = typer_option(
+        "scratch", "--init", help="Initial weights of each fold: scratch, pretrained (none shipped "
+        "yet, see the README) or a .safetensors file from `mespot pretrain`."),
+    augment: str = typer_option(
+        "none", "--augment", help="none, or mirror: each training window mirrored with p 1/2."),
     subjects: Optional[str] = typer_option(
         None, "--subjects", help="Comma-separated test subjects: train only these folds."),
     device: str = typer_option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -97,19 +102,18 @@ def train_command(
     if protocol != "loso":
         raise UserError(f"protocol {protocol!r} is not supported (only 'loso')")
     ray_engine = engine_from_flags(engine, address, gpus_per_task, device)
-    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "normalisation": normalisation, "prior": prior, "macro_ratio": macro_ratio,
-              "save_every": save_every, "inner_val": inner_val}
-    sections = _sections(ctx, config, values)
+    sections = _sections(ctx, config)
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
     train(store, annotations, out, sections=sections, device=device, subjects=folds,
           workers=workers, threads=threads, engine=ray_engine, overwrite=overwrite,
           tensorboard=not no_tensorboard, progress=None if quiet else RichTraining())
 
 
-def _sections(ctx, config: Path | None, values: dict) -> dict:
-    """The configuration sections: the --config file's, then the flags typed (`values`, by flag
-    name) over them; flags left at their default fill only what the file does not set."""
+def _sections(ctx, config: Path | None) -> dict:
+    """The configuration sections: the --config file's, then the flags typed (their values in
+    `ctx.params`, by parameter name) over them; flags left at their default fill only what the
+    file does not set."""
+    values = ctx.params
     expected = "sections (train, windows, prior, losses, model)"
     sections = read_mapping(config, expected) if config else {}
     for flag, (section, name) in _FLAG_FIELDS.items():

@@ -1,0 +1,118 @@
+"""Calibrated proposals: per fold, the apex threshold, the number kept after NMS and a minimum
+score of each type, chosen on the fold's inner-validation subjects (never its test subject).
+
+AUW-GCN's proposal rules (spotting/proposals.py) use fixed numbers: apex probability > 0.5,
+K = 5 proposals kept per video and type, no score floor. Whether 0.5 suits a network depends on
+its training (label smoothing and the focal terms shift its probabilities), and K = 5 proposals
+per video for at most a few true expressions sets the precision. `mespot evaluate --calibrate`
+chooses them per fold: the fold's inner model (`mespot train --inner-val K`, trained without
+the K inner-validation subjects) spots those subjects at the epoch the selection uses, and the
+combination of one (threshold, K, floor) per type with the best overall F1 on them (MEGC counts,
+pooled) is then applied to the fold's main model on its test subject.
+
+Search: for each apex threshold the candidates and NMS are computed once with the largest K;
+keeping K proposals above a score floor then keeps a prefix of that list (NMS is greedy in score
+order), and greedy matching in score order gives the true positives of every prefix at once, so
+the whole grid costs one matching per (video, type, threshold). Ties go to the earliest grid
+point; the grids start at the reference's values, which therefore win every tie.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from spotting.proposals import TYPES, ProposalParams, candidates, nms
+
+THRESHOLDS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8)
+TOP_K = (5, 1, 2, 3, 4, 6, 8, 10)  # 5: the reference's (the MaE preset's value is put first)
+MIN_SCORES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """Proposal rules per type: `params[t]` (apex threshold, K) and `min_score[t]`, t in TYPES."""
+
+    params: tuple[ProposalParams, ProposalParams]
+    min_score: tuple[float, float] = (0.0, 0.0)
+
+    def spot(self, logits: np.ndarray) -> pd.DataFrame:
+        """Like proposals.spot_video: kept proposals of both types (rows), best first per type."""
+        parts = []
+        for t, kind in enumerate(TYPES):
+            p = self.params[t]
+            kept = nms(candidates(logits, kind, p), p.nms_iou, p.top_k(kind))
+            parts.append(kept[kept["score"] >= self.min_score[t]])
+        return pd.concat(parts, ignore_index=True)
+
+    def to_json(self) -> dict:
+        return {
+            kind: {
+                "apex_threshold": self.params[t].apex_threshold,
+                "top_k": self.params[t].top_k(kind),
+                "min_score": self.min_score[t],
+            }
+            for t, kind in enumerate(TYPES)
+        }
+
+
+def _grid(base: ProposalParams, kind: str) -> tuple[list[int], list[float]]:
+    top_k = [base.top_k(kind)] + [k for k in TOP_K if k != base.top_k(kind)]
+    return top_k, list(MIN_SCORES)
+
+
+def _counts(
+    per_video: dict[str, np.ndarray], base: ProposalParams, kind: str, true_positives
+) -> np.ndarray:
+    """(thresholds, top_k, min_scores, 2) summed (TP, proposals) of one type over the videos."""
+    top_k, floors = _grid(base, kind)
+    out = np.zeros((len(THRESHOLDS), len(top_k), len(floors), 2))
+    widest = max(top_k)
+    for i, threshold in enumerate(THRESHOLDS):
+        params = dataclasses.replace(base, apex_threshold=threshold)
+        for video, logits in per_video.items():
+            kept = nms(candidates(logits, kind, params), params.nms_iou, widest)
+            if kept.empty:
+                continue
+            is_tp = np.asarray(true_positives(kept, video), dtype=float)
+            cum_tp = np.concatenate([[0.0], np.cumsum(is_tp)])  # TP of each prefix length
+            scores = kept["score"].to_numpy()
+            for k, keep in enumerate(top_k):
+                for f, floor in enumerate(floors):
+                    n = min(keep, int((scores >= floor).sum()))
+                    out[i, k, f] += (cum_tp[n], n)
+    return out
+
+
+def calibrate(
+    per_video: dict[str, np.ndarray], n_truths: int, base: ProposalParams, true_positives
+) -> tuple[Calibrated, float]:
+    """(rules with the best overall F1 on these videos, that F1).
+
+    `per_video`: {video: (N, 10) logits} of the inner model on the inner-validation subjects;
+    `n_truths`: their number of ground truths (both types); `true_positives(found, video)`:
+    which proposals of `found` (one type of one video, as `nms` returns them, best first; rows)
+    are true positives under the evaluation's rule, (len(found),) bool. Greedy matching in score
+    order makes the answer for a prefix of `found` the prefix of the answer."""
+    me, mae = (_counts(per_video, base, kind, true_positives).reshape(-1, 2) for kind in TYPES)
+    tp = me[:, None, 0] + mae[None, :, 0]
+    n = me[:, None, 1] + mae[None, :, 1]
+    f1 = np.where(n + n_truths > 0, 2 * tp / np.maximum(n + n_truths, 1), 0.0)
+    best = int(np.argmax(f1))  # first maximum: the earliest grid point of ME, then of MaE
+    chosen = []
+    for flat, kind in zip(np.unravel_index(best, f1.shape), TYPES):
+        top_k, floors = _grid(base, kind)
+        i, k, f = np.unravel_index(flat, (len(THRESHOLDS), len(top_k), len(floors)))
+        field = "me_top_k" if kind == "me" else "mae_top_k"
+        chosen.append(
+            (
+                dataclasses.replace(base, apex_threshold=THRESHOLDS[i], **{field: top_k[k]}),
+                floors[f],
+            )
+        )
+    return Calibrated((chosen[0][0], chosen[1][0]), (chosen[0][1], chosen[1][1])), float(
+        f1.flat[best]
+    )
