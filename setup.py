@@ -50,9 +50,10 @@ setup(
         # `mespot serve`: the HTTP service (the client commands need none of it)
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"],
         # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers;
-        # fastapi ... playwright: the service and its page (driven in Debian's chromium)
+        # fastapi ... playwright: the service and its page (driven in Debian's chromium);
+        # httpx2: the client of starlette's TestClient (plain httpx is deprecated there)
         "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0",
-                 "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx>=0.27",
+                 "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx2>=2.0",
                  "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
