@@ -147,3 +147,14 @@ def error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, stderr[-3000:]
     return lines[0]
+
+
+def command_fails(capsys, argv, code: int = 2) -> str:
+    """Run `mespot ARGV` in this process: assert it exits with `code` and printed one
+    `error: ...` line (no traceback); return that line."""
+    from mespot.cli import main
+
+    got = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert got == code, captured.err[-2000:]
+    return error_line(captured.err)

@@ -7,15 +7,8 @@ import shutil
 
 import pytest
 
-from conftest import error_line
+from conftest import command_fails, error_line
 from mespot.cli import main
-
-
-def _fails(capsys, argv, code=2) -> str:
-    got = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert got == code, captured.err[-2000:]
-    return error_line(captured.err)
 
 
 # --- output paths ----------------------------------------------------------------------------
@@ -38,7 +31,7 @@ def test_out_that_is_an_existing_file(tiny_run, tmp_path, capsys, command):
             "-q",
         ],
     }[command]
-    line = _fails(capsys, argv)
+    line = command_fails(capsys, argv)
     assert line == f"error: {out}: exists and is not a folder; choose another --out"
     assert out.read_text() == "mine"  # untouched
 
@@ -93,14 +86,16 @@ def test_read_only_output_folder(tiny_run, tmp_path, sandboxed_cli, command):
 def test_text_file_named_xlsx(tiny_run, tmp_path, capsys):
     book = tmp_path / "notes.xlsx"
     book.write_text("subject,video\n")
-    line = _fails(capsys, ["train", tiny_run["store"], "-a", book, "--out", tmp_path / "run", "-q"])
+    line = command_fails(
+        capsys, ["train", tiny_run["store"], "-a", book, "--out", tmp_path / "run", "-q"]
+    )
     assert line.startswith(f"error: {book}: not a readable Excel workbook")
     assert not (tmp_path / "run" / "folds").exists()
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "0"])
 def test_learning_rate_that_cannot_train(tiny_run, tmp_path, capsys, value):
-    line = _fails(
+    line = command_fails(
         capsys,
         [
             "train",
@@ -119,12 +114,12 @@ def test_learning_rate_that_cannot_train(tiny_run, tmp_path, capsys, value):
 
 
 def test_zero_workers_refused_not_replaced(tiny_run, tmp_path, capsys):
-    line = _fails(
+    line = command_fails(
         capsys, ["extract", tiny_run["data"], "--out", tmp_path / "f.zarr", "--workers", "0", "-q"]
     )
     assert line == "error: workers must be >= 1, got 0"
     assert not (tmp_path / "f.zarr").exists()
-    line = _fails(
+    line = command_fails(
         capsys,
         [
             "train",
@@ -139,7 +134,9 @@ def test_zero_workers_refused_not_replaced(tiny_run, tmp_path, capsys):
         ],
     )
     assert line.startswith("error: workers must be >= 1")
-    line = _fails(capsys, ["synth", "--small", "--workers", "0", "--out", tmp_path / "synth"])
+    line = command_fails(
+        capsys, ["synth", "--small", "--workers", "0", "--out", tmp_path / "synth"]
+    )
     assert line == "error: workers must be >= 1, got 0"
     assert not (tmp_path / "synth").exists()
 
@@ -148,7 +145,7 @@ def test_cuda_without_a_gpu_is_refused_up_front_by_extract_and_predict(tiny_run,
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    line = _fails(
+    line = command_fails(
         capsys,
         [
             "extract",
@@ -164,7 +161,7 @@ def test_cuda_without_a_gpu_is_refused_up_front_by_extract_and_predict(tiny_run,
     )
     assert line == "error: --device cuda: CUDA is not available on this machine"
     assert not (tmp_path / "f.zarr").exists()  # refused before any video was tried
-    line = _fails(
+    line = command_fails(
         capsys,
         [
             "predict",
@@ -186,7 +183,7 @@ def test_cuda_without_a_gpu_is_refused_up_front_by_extract_and_predict(tiny_run,
 
 
 def test_predict_fps_zero_is_refused(tiny_run, tmp_path, capsys):
-    line = _fails(
+    line = command_fails(
         capsys,
         [
             "predict",
@@ -207,7 +204,7 @@ def test_predict_fps_zero_is_refused(tiny_run, tmp_path, capsys):
 def test_predict_an_empty_frame_folder(tiny_run, tmp_path, capsys):
     empty = tmp_path / "frames"
     empty.mkdir()
-    line = _fails(
+    line = command_fails(
         capsys, ["predict", empty, "--model", tiny_run["run"], "--out", tmp_path / "p", "-q"]
     )
     assert line == f"error: {empty}: empty folder (no frame images, video files or dataset in it)"
@@ -239,7 +236,7 @@ def _broken_run(tiny_run, tmp_path, damage):
 )
 def test_predict_with_a_damaged_model_folder(tiny_run, tmp_path, capsys, damage, message):
     run = _broken_run(tiny_run, tmp_path, damage)
-    line = _fails(
+    line = command_fails(
         capsys,
         [
             "predict",
@@ -258,7 +255,7 @@ def test_predict_with_a_damaged_model_folder(tiny_run, tmp_path, capsys, damage,
 def test_garbage_pth_tar_is_not_a_checkpoint_and_no_unsafe_advice(tiny_run, tmp_path, capsys):
     garbage = tmp_path / "checkpoint_epoch_010.pth.tar"
     garbage.write_bytes(b"<html>not a checkpoint</html>\n")
-    line = _fails(
+    line = command_fails(
         capsys,
         [
             "predict",

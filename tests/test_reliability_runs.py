@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import error_line
+from conftest import command_fails, error_line
 from mespot.cli import main
 from spotting.run_folder import folder_lock
 
@@ -17,13 +17,6 @@ def _copy_run(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run["run"], run)
     return run
-
-
-def _fails(capsys, argv, code=2) -> str:
-    got = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert got == code, captured.err[-2000:]
-    return error_line(captured.err)
 
 
 # --- evaluate --------------------------------------------------------------------------------
@@ -40,7 +33,7 @@ def test_evaluate_refuses_a_run_with_a_fold_missing(tiny_run, tmp_path, capsys, 
     else:
         meta = json.loads((fold / "fold.json").read_text())
         (fold / "fold.json").write_text(json.dumps({**meta, "status": "running"}))
-    line = _fails(capsys, ["evaluate", run, "--no-report"])
+    line = command_fails(capsys, ["evaluate", run, "--no-report"])
     assert line == (
         f"error: {run}: 1 of 2 LOSO folds missing or unfinished (s16); finish them with the "
         f"same `mespot train` command, or pass --allow-missing-folds to count their truths "
@@ -76,7 +69,7 @@ def test_evaluate_never_falls_back_from_a_deleted_last_weights_file(tiny_run, tm
     run = _copy_run(tiny_run, tmp_path)
     last = run / "folds" / "s15" / "weights_epoch_002.safetensors"
     last.unlink()
-    line = _fails(capsys, ["evaluate", run, "--no-report"])
+    line = command_fails(capsys, ["evaluate", run, "--no-report"])
     assert line.startswith(f"error: {last}: missing (the fold's last epoch)")
     assert (
         main(["evaluate", str(run), "--no-report", "--select", "fixed:1"]) == 0
@@ -120,10 +113,10 @@ def test_a_store_replaced_after_training_is_refused(tiny_run, tmp_path, capsys):
     extract_source(tiny_run["data"], store, ExtractParams(faces=FaceParams(resize=40)), workers=1)
     capsys.readouterr()
     folder = tiny_run["data"] / "rawpic" / "s15" / "15_0101a"
-    line = _fails(capsys, ["predict", folder, "--model", run, "--out", tmp_path / "p", "-q"])
+    line = command_fails(capsys, ["predict", folder, "--model", run, "--out", tmp_path / "p", "-q"])
     assert line.startswith(f"error: {store}: not the store run {run} was trained on")
     assert not (tmp_path / "p").exists()
-    line = _fails(capsys, ["evaluate", run, "--no-report"])
+    line = command_fails(capsys, ["evaluate", run, "--no-report"])
     assert line.startswith(f"error: {store}: not the store run {run} was trained on")
 
 
@@ -167,7 +160,7 @@ def test_predict_with_a_fold_missing_refuses_or_says_so(tiny_run, tmp_path, caps
     run = _copy_run(tiny_run, tmp_path)
     shutil.rmtree(run / "folds" / "s16")
     folder = tiny_run["data"] / "rawpic" / "s15" / "15_0101a"
-    line = _fails(capsys, ["predict", folder, "--model", run, "--out", tmp_path / "p", "-q"])
+    line = command_fails(capsys, ["predict", folder, "--model", run, "--out", tmp_path / "p", "-q"])
     assert line.startswith(f"error: {run}: 1 of 2 LOSO folds missing or unfinished (s16)")
     assert (
         main(
@@ -223,7 +216,7 @@ def test_a_second_train_into_the_same_run_folder_is_refused(tiny_run, tmp_path, 
     ]
     with folder_lock(run, "run") as holder:  # as another `mespot train` holds it
         assert holder is None
-        line = _fails(capsys, argv)
+        line = command_fails(capsys, argv)
     assert line == (
         f"error: {run}: another `mespot train` (process {os.getpid()}) is training into this "
         f"run folder; wait for it to end, or choose another --out"
@@ -234,7 +227,7 @@ def test_a_second_train_into_the_same_run_folder_is_refused(tiny_run, tmp_path, 
 def test_a_fold_held_by_a_stray_worker_is_not_trained_twice(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     with folder_lock(run / "folds" / "s15", "fold"):
-        line = _fails(
+        line = command_fails(
             capsys,
             [
                 "train",
