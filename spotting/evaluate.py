@@ -127,6 +127,11 @@ class Evaluation:
     calibration: dict | None = None  # fold -> chosen proposal rules (with --calibrate)
 
 
+# ground_truth's columns: frames 1-based original, rows of the feature store
+TRUTH_COLUMNS = ("video", "subject", "type", "onset", "apex", "offset", "onset_row", "apex_row",
+                 "offset_row")
+
+
 def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
     """Ground truth after section 6's repairs: video, subject, type, onset, apex, offset (1-based
     original frame numbers) and onset_row, apex_row, offset_row (feature rows)."""
@@ -136,20 +141,7 @@ def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
         subject = prep.features.videos[video_id].subject
         for (t, s, a, e), (_, fs, fa, fe) in zip(target.used, target.used_frames):
             rows.append((video_id, subject, TYPES[t], fs, fa, fe, s, a, e))
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "video",
-            "subject",
-            "type",
-            "onset",
-            "apex",
-            "offset",
-            "onset_row",
-            "apex_row",
-            "offset_row",
-        ],
-    )
+    return pd.DataFrame(rows, columns=list(TRUTH_COLUMNS))
 
 
 def kept_one_in(video) -> int:

@@ -38,29 +38,14 @@ def _bands(ax, matches: pd.DataFrame, kind: str, lo: float, hi: float) -> None:
     for row in part.itertuples():
         if row.outcome in ("TP", "FN") and not pd.isna(row.truth_onset):
             colour = OUTCOME_COLOURS[f"truth {row.outcome}"]
-            ax.axvspan(
-                row.truth_onset,
-                row.truth_offset,
-                ymin=0.0,
-                ymax=0.5,
-                color=colour,
-                alpha=0.25,
-                lw=0,
-            )
+            ax.axvspan(row.truth_onset, row.truth_offset, 0.0, 0.5, color=colour, alpha=0.25, lw=0)
         if row.outcome in ("TP", "FP", "spotted") and not pd.isna(row.proposal_onset):
             # "spotted": a prediction without ground truth to judge it (mespot predict)
             colour = OUTCOME_COLOURS[
                 "spotted TP" if row.outcome == "spotted" else f"spotted {row.outcome}"
             ]
-            ax.axvspan(
-                row.proposal_onset,
-                row.proposal_offset,
-                ymin=0.5,
-                ymax=1.0,
-                color=colour,
-                alpha=0.25,
-                lw=0,
-            )
+            ax.axvspan(row.proposal_onset, row.proposal_offset, 0.5, 1.0, color=colour, alpha=0.25,
+                       lw=0)
 
 
 def plot_video_curves(

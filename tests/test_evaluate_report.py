@@ -13,6 +13,7 @@ import pytest
 from flowcore.errors import UserError
 from spotting.evaluate import (
     ORACLE_FIRST_EPOCH,
+    TRUTH_COLUMNS,
     SpotOptions,
     count,
     evaluate_run,
@@ -258,17 +259,6 @@ def test_command_line_evaluate_and_report(run, capsys):
 # ------------------------------------------------ SAMM-LV scales (issue 13, point 7)
 
 SAMM_FRAMES = 1 + 8 * np.arange(41)  # 200 fps kept 1 in 8: original frames 1, 9, 17, ...
-TRUTH_COLUMNS = [
-    "video",
-    "subject",
-    "type",
-    "onset",
-    "apex",
-    "offset",
-    "onset_row",
-    "apex_row",
-    "offset_row",
-]
 ROW_COLUMNS = ["video", "subject", "type", "onset", "apex", "offset", "score"]
 
 
@@ -290,7 +280,7 @@ def test_samm_frames_and_rows_count_differently_near_iou_half():
     # the same truth, frames 80..104 (rows 9..12), in two videos
     truths = pd.DataFrame(
         [(v, "006", "me", 80, 92, 104, 9, 11, 12) for v in ("006_1", "006_2")],
-        columns=TRUTH_COLUMNS,
+        columns=list(TRUTH_COLUMNS),
     )
     proposals = pd.DataFrame(
         [
