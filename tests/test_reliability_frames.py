@@ -43,6 +43,13 @@ def damaged(tmp_path_factory):
     return {"root": root, "clean": clean, "base": base}
 
 
+def _extract(source, store) -> int:
+    """`mespot extract` of SOURCE into STORE at 48 px, one worker, in this process."""
+    return main(
+        ["extract", str(source), "--out", str(store), "--resize", "48", "--workers", "1", "-q"]
+    )
+
+
 def test_jpeg_with_zeroed_middle_bytes_is_a_corrupt_frame(damaged):
     spec = VideoSpec("15_0101a", "s15", damaged["root"] / "rawpic" / "s15" / "15_0101a", 30.0)
     stream = FrameStream(spec)
@@ -54,44 +61,14 @@ def test_jpeg_with_zeroed_middle_bytes_is_a_corrupt_frame(damaged):
 @pytest.mark.slow
 def test_garbage_frames_are_repaired_listed_and_make_no_motion(damaged, tmp_path, capsys):
     store = tmp_path / "damaged.zarr"
-    assert (
-        main(
-            [
-                "extract",
-                str(damaged["root"]),
-                "--out",
-                str(store),
-                "--resize",
-                "48",
-                "--workers",
-                "1",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _extract(damaged["root"], store) == 0
     out = capsys.readouterr().out
     assert "15_0101a: frames repaired (replaced by a neighbour): corrupt [5]" in out
     assert "16_0101b: frames repaired (replaced by a neighbour): outlier [7]" in out
     assert _video_attrs(store, "15_0101a")["frame_repairs"]["corrupt"] == [5]
     assert _video_attrs(store, "16_0101b")["frame_repairs"]["outlier"] == [7]
     clean = tmp_path / "clean.zarr"
-    assert (
-        main(
-            [
-                "extract",
-                str(damaged["clean"]),
-                "--out",
-                str(clean),
-                "--resize",
-                "48",
-                "--workers",
-                "1",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _extract(damaged["clean"], clean) == 0
     capsys.readouterr()
     for video in ("15_0101a", "16_0101b"):
         got = zarr.open_group(str(store), mode="r")[f"videos/{video}/mdmo"][...]
@@ -147,10 +124,7 @@ def test_grey_16_bit_and_non_ascii_frames_still_extract(tmp_path, capsys):
         else:
             cv2.imwrite(str(folder / f"img{k:03d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
     store = tmp_path / "ñ.zarr"
-    assert (
-        main(["extract", str(root), "--out", str(store), "--resize", "48", "--workers", "1", "-q"])
-        == 0
-    )
+    assert _extract(root, store) == 0
     attrs = _video_attrs(store, "15_0101a")
     assert attrs["status"] == "complete" and attrs["n_frames"] == 10
     assert not any(attrs["frame_repairs"].values())
@@ -167,10 +141,7 @@ def test_two_faces_in_the_first_frame_are_said(tmp_path, capsys):
     root = tmp_path / "data"
     write_frames(root / "rawpic" / "s15" / "15_0101a", frames, "img{:03d}.jpg")
     store = tmp_path / "f.zarr"
-    assert (
-        main(["extract", str(root), "--out", str(store), "--resize", "48", "--workers", "1", "-q"])
-        == 0
-    )
+    assert _extract(root, store) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "warning: 15_0101a: 2 faces in frame 1; the largest was taken (box [" in out
     attrs = _video_attrs(store, "15_0101a")

@@ -66,6 +66,17 @@ def _start(argv, env=None):
     )
 
 
+def _run(argv):
+    """`mespot ARGV` to its end: the finished process, output captured as text."""
+    return subprocess.run(
+        MESPOT + [str(a) for a in argv], capture_output=True, text=True, timeout=600
+    )
+
+
+def _resume_extract(videos: Path, store: Path):
+    return _run(["extract", videos, "--out", store, "--resize", "48", "--workers", "1", "-q"])
+
+
 @pytest.fixture(scope="module")
 def six_videos(tmp_path_factory):
     return write_casme2(
@@ -92,23 +103,7 @@ def test_extract_workers_die_with_a_killed_parent(six_videos, tmp_path):
     _wait_until(lambda: not _group(process.pid), "the workers are gone")
     statuses = _statuses(store)
     assert list(statuses.values()).count("complete") < 6  # killed mid-way, not left to finish
-    rerun = subprocess.run(
-        MESPOT
-        + [
-            "extract",
-            str(six_videos),
-            "--out",
-            str(store),
-            "--resize",
-            "48",
-            "--workers",
-            "1",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    rerun = _resume_extract(six_videos, store)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert set(_statuses(store).values()) == {"complete"}
 
@@ -135,23 +130,7 @@ def test_ctrl_c_on_extract_stops_at_once_and_says_what_was_saved(six_videos, tmp
     )
     assert "Traceback" not in err
     _wait_until(lambda: not _group(process.pid), "the workers are gone")
-    rerun = subprocess.run(
-        MESPOT
-        + [
-            "extract",
-            str(six_videos),
-            "--out",
-            str(store),
-            "--resize",
-            "48",
-            "--workers",
-            "1",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    rerun = _resume_extract(six_videos, store)
     assert rerun.returncode == 0 and f"{complete} already complete (skipped)" in rerun.stdout, (
         rerun.stderr
     )
@@ -175,12 +154,7 @@ def test_train_workers_die_with_a_killed_parent_and_the_rerun_equals_a_clean_run
         "--no-tensorboard",
         "-q",
     ]
-    clean = subprocess.run(
-        MESPOT + [str(a) for a in argv] + ["--out", str(tmp_path / "clean")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    clean = _run(argv + ["--out", tmp_path / "clean"])
     assert clean.returncode == 0, clean.stderr[-2000:]
     run = tmp_path / "run"
     process = _start(argv + ["--out", run])
@@ -189,12 +163,7 @@ def test_train_workers_die_with_a_killed_parent_and_the_rerun_equals_a_clean_run
     process.wait()
     _wait_until(lambda: not _group(process.pid), "the workers are gone")
     assert not list(run.glob("folds/*/fold.json"))  # nothing finished behind our back
-    rerun = subprocess.run(
-        MESPOT + [str(a) for a in argv] + ["--out", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    rerun = _run(argv + ["--out", run])
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     for fold in ("s15", "s16"):
         got = load_file(str(run / "folds" / fold / "weights_epoch_600.safetensors"))
@@ -228,9 +197,7 @@ def test_a_killed_synth_leaves_nothing_after_the_next_run(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # the whole command, workers included
     process.wait()
     assert partial() and not out.exists()  # what a kill leaves (nobody could clean up)
-    done = subprocess.run(
-        MESPOT + [str(a) for a in argv], capture_output=True, text=True, timeout=600
-    )
+    done = _run(argv)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "synth.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # no hidden leftovers
