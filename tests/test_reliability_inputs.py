@@ -11,6 +11,12 @@ from conftest import command_fails, error_line
 from mespot.cli import main
 
 
+def _predict(tiny_run, out, *flags) -> list:
+    """`mespot predict` of the tiny run's first video with its model into OUT, and FLAGS."""
+    frames = tiny_run["data"] / "rawpic" / "s15" / "15_0101a"
+    return ["predict", frames, "--model", tiny_run["run"], "--out", out, *flags]
+
+
 # --- output paths ----------------------------------------------------------------------------
 
 
@@ -21,15 +27,7 @@ def test_out_that_is_an_existing_file(tiny_run, tmp_path, capsys, command):
     argv = {
         "extract": ["extract", tiny_run["data"], "--out", out, "-q"],
         "train": ["train", tiny_run["store"], "-a", tiny_run["truth"], "--out", out, "-q"],
-        "predict": [
-            "predict",
-            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
-            "--model",
-            tiny_run["run"],
-            "--out",
-            out,
-            "-q",
-        ],
+        "predict": _predict(tiny_run, out, "-q"),
     }[command]
     line = command_fails(capsys, argv)
     assert line == f"error: {out}: exists and is not a folder; choose another --out"
@@ -60,15 +58,7 @@ def test_read_only_output_folder(tiny_run, tmp_path, sandboxed_cli, command):
             "1",
             "-q",
         ],
-        "predict": [
-            "predict",
-            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
-            "--model",
-            tiny_run["run"],
-            "--out",
-            folder / "p",
-            "-q",
-        ],
+        "predict": _predict(tiny_run, folder / "p", "-q"),
         "evaluate": ["evaluate", run],
         "report": ["report", run],
     }[command]
@@ -163,17 +153,7 @@ def test_cuda_without_a_gpu_is_refused_up_front_by_extract_and_predict(tiny_run,
     assert not (tmp_path / "f.zarr").exists()  # refused before any video was tried
     line = command_fails(
         capsys,
-        [
-            "predict",
-            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
-            "--model",
-            tiny_run["run"],
-            "--out",
-            tmp_path / "p",
-            "--device",
-            "cuda",
-            "-q",
-        ],
+        _predict(tiny_run, tmp_path / "p", "--device", "cuda", "-q"),
     )
     assert line == "error: --device cuda: CUDA is not available on this machine"
     assert not (tmp_path / "p").exists()
@@ -185,17 +165,7 @@ def test_cuda_without_a_gpu_is_refused_up_front_by_extract_and_predict(tiny_run,
 def test_predict_fps_zero_is_refused(tiny_run, tmp_path, capsys):
     line = command_fails(
         capsys,
-        [
-            "predict",
-            tiny_run["data"] / "rawpic" / "s15" / "15_0101a",
-            "--model",
-            tiny_run["run"],
-            "--out",
-            tmp_path / "p",
-            "--fps",
-            "0",
-            "-q",
-        ],
+        _predict(tiny_run, tmp_path / "p", "--fps", "0", "-q"),
     )
     assert line == "error: --fps must be a frame rate > 0, got 0.0"
     assert not (tmp_path / "p").exists()
