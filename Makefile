@@ -9,8 +9,9 @@ BIN    := $(VENV)/bin
 # A CPU build of torch; on a GPU machine install a CUDA build of torch before `make`.
 TORCH  ?= torch==2.13.0
 DEMO   ?= runs/demo
+PRETRAIN ?= runs/pretrain
 
-.PHONY: install test test-fast demo docs-images clean
+.PHONY: install test test-fast demo pretrained docs-images clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +36,21 @@ demo: install
 	$(BIN)/mespot train $(DEMO)/features.zarr --annotations '$(DEMO)/data/CAS(ME)^2code_final.xlsx' \
 		--out $(DEMO)/run
 	$(BIN)/mespot evaluate $(DEMO)/run --select last --select oracle
+
+# The shipped weights of `mespot train --init pretrained` (spotting/weights/), remade from the
+# synthetic pretraining sets A and B (benchmarks/quality/pretrain-*.yaml; seeds reserved for
+# pretraining). Rendering costs about an hour per set on 2 cores; see README: Synthetic pretraining.
+pretrained: install
+	for set in a b; do \
+		$(BIN)/mespot synth --config benchmarks/quality/pretrain-$$set.yaml \
+			--out $(PRETRAIN)/$$set/data --workers 2 && \
+		$(BIN)/mespot extract $(PRETRAIN)/$$set/data --out $(PRETRAIN)/$$set/features.zarr \
+			--backend torch --resize 128 -q || exit 1; \
+	done
+	$(BIN)/mespot pretrain $(PRETRAIN)/a/features.zarr $(PRETRAIN)/b/features.zarr \
+		-a '$(PRETRAIN)/a/data/CAS(ME)^2code_final.xlsx' \
+		-a '$(PRETRAIN)/b/data/CAS(ME)^2code_final.xlsx' \
+		--out spotting/weights/pretrained_synth.safetensors --epochs 100 --seed 1
 
 docs-images: install
 	BIN=$(BIN) DEMO=$(DEMO) docs/screenshots.sh

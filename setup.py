@@ -22,7 +22,9 @@ setup(
     packages=find_packages(include=["mespot*", "flowcore*", "spotting*"]) + ["flowcore.kernels"],
     # kernels/ sits at the top of the source tree; in the wheel it lives inside flowcore.
     package_dir={"flowcore.kernels": "kernels"},
-    package_data={"flowcore.kernels": ["*.cu", "*.cuh"], "mespot.service": ["static/*"]},
+    package_data={"flowcore.kernels": ["*.cu", "*.cuh"], "mespot.service": ["static/*"],
+                  # `mespot train --init pretrained` (README: Synthetic pretraining)
+                  "spotting": ["weights/*.safetensors", "weights/*.json"]},
     install_requires=[
         # CPU machines: install torch==2.13.0 first (see README); GPU machines: any CUDA build.
         "torch>=2.4",

@@ -87,6 +87,12 @@ VARIANTS = {
             train=("--init", "pretrained"),
         ),
         Variant(
+            "pretrained-calibrated",
+            "`pretrained`, then `calibrated` (the same runs, evaluated with `--calibrate`)",
+            train=("--init", "pretrained"),
+            evaluate=("--calibrate",),
+        ),
+        Variant(
             "pretrained-e50",
             "as `pretrained`, 50 epochs per fold",
             train=("--init", "pretrained", "--epochs", "50"),
@@ -102,6 +108,12 @@ VARIANTS = {
             evaluate=("--calibrate",),
         ),
         Variant("flip", "test-time flip (`evaluate --flip`)", evaluate=("--flip",)),
+        Variant(
+            "me-weighted",
+            "macro losses weighted 0.3 instead of 0.5 (`--macro-ratio 0.3`): the rare ME class "
+            "counts more",
+            train=("--macro-ratio", "0.3"),
+        ),
         Variant(
             "mirror",
             "mirror augmentation in training (`--augment mirror`)",
