@@ -93,6 +93,12 @@ VARIANTS = {
             evaluate=("--calibrate",),
         ),
         Variant(
+            "pretrained-calibrated-flip",
+            "`pretrained-calibrated` with the test-time flip (`evaluate --calibrate --flip`)",
+            train=("--init", "pretrained"),
+            evaluate=("--calibrate", "--flip"),
+        ),
+        Variant(
             "pretrained-e50",
             "as `pretrained`, 50 epochs per fold",
             train=("--init", "pretrained", "--epochs", "50"),
