@@ -19,6 +19,9 @@ from spotting.windows import WindowParams
 
 
 AUGMENTATIONS = ("none", "mirror")  # TrainParams.augment
+# What a config.json written before a training field existed meant by its absence: runs from
+# before `init` was a field started from random weights, whatever today's default is.
+LEGACY_TRAIN = {"init": "scratch", "augment": "none"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,9 @@ class TrainParams:
     epoch always; every epoch by default, so evaluation can use any epoch); `inner_val` > 0 also
     trains, per fold, an inner model without that many training subjects, on which
     `mespot evaluate --select inner-val` chooses the epoch. The test subject's loss is only
-    logged, never used to choose anything."""
+    logged, never used to choose anything. `init` 'pretrained' (the default since the quality
+    benchmark, docs/quality.md) starts every fold from the shipped synthetic pretraining;
+    'scratch' is the paper's random initialisation."""
 
     epochs: int = 100
     batch_size: int = 128
@@ -42,7 +47,7 @@ class TrainParams:
     save_every: int = 1
     inner_val: int = 0  # training subjects held out per fold to choose the epoch (0: off)
     test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
-    init: str = "scratch"  # scratch, pretrained or a weights file (spotting/initial_weights.py)
+    init: str = "pretrained"  # pretrained, scratch or a weights file (spotting/initial_weights.py)
     augment: str = "none"  # none, or mirror: windows mirrored with p = 1/2 (spotting/augment.py)
 
     def __post_init__(self):

@@ -1,9 +1,11 @@
 """The initial weights of every fold (`mespot train --init`): scratch, pretrained, or a file.
 
-`--init` values: `scratch` (the paper's random initialisation), `pretrained` (weights shipped
-with the package at `PRETRAINED`, made by `mespot pretrain` on synthetic sets; see
-spotting/pretrain.py) or the path of a weights file (`mespot pretrain`'s output, or any
-`weights_epoch_EEE.safetensors` of a run).
+`--init` values: `pretrained` (the default: weights shipped with the package at `PRETRAINED`,
+made by `mespot pretrain` on synthetic sets, `make pretrained`; see spotting/pretrain.py and
+docs/quality.md for what they are worth), `scratch` (the paper's random initialisation: the
+AUW-GCN reproduction) or the path of a weights file (`mespot pretrain`'s output, or any
+`weights_epoch_EEE.safetensors` of a run). The shipped weights fit the default network
+(`ModelDims()`); a network of other dimensions trains with `scratch` or its own file.
 
 A fold started from such weights keeps what is its own: the AU prior (the `adj` buffer is not
 taken from the file) and the feature normalisation of its training subjects. Every other
@@ -57,8 +59,8 @@ def apply_init(model, init: str) -> None:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # same names, other shapes (another ModelDims)
-        raise UserError(f"--init {init}: {path} does not fit this network ({err})".splitlines()[0]
-                        ) from None
+        raise UserError((f"--init {init}: {path} does not fit this network ({err}".splitlines()[0]
+                         + "); --init scratch trains it from random weights")) from None
     missing = [k for k in result.missing_keys if not k.endswith(".adj")]
     if missing or result.unexpected_keys:
         raise UserError(f"--init {init}: {path} does not fit AUW-GCN (missing {missing}, "

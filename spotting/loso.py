@@ -40,7 +40,7 @@ from flowcore.errors import UserError
 from flowcore.jobs import LocalProcesses, Task, run_tasks
 from flowcore.version import __version__
 from spotting.annotations import issues_to_frame
-from spotting.config import RunConfig, TrainParams
+from spotting.config import LEGACY_TRAIN, RunConfig, TrainParams
 from spotting.data import Prepared, prepare, prepared_for, resolve_device
 from spotting.fold import FoldResult, train_one_fold
 from spotting.initial_weights import init_path
@@ -173,7 +173,8 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
         # runs from before the network's dimensions were part of the configuration, and from
         # before training fields were added (init, augment): those at their defaults
         previous.setdefault("model", dataclasses.asdict(ModelDims()))
-        previous["train"] = {**dataclasses.asdict(TrainParams()), **previous.get("train", {})}
+        previous["train"] = {**dataclasses.asdict(TrainParams()), **LEGACY_TRAIN,
+                             **previous.get("train", {})}
         same = {k: v for k, v in previous.items() if k != "environment"} == resolved
         if overwrite:
             shutil.rmtree(run.path)

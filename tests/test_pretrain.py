@@ -61,7 +61,6 @@ def test_init_pretrained_without_shipped_weights_says_how_to_make_them(
     assert not (run / "folds").exists()  # refused before any fold
 
 
-@pytest.mark.skipif(not PRETRAINED.is_file(), reason="no pretrained weights shipped yet (issue 17)")
 def test_shipped_pretrained_weights_fit_the_network():
     model = AUWGCN(np.eye(12, dtype=np.float32))
     apply_init(model, "pretrained")
@@ -103,7 +102,7 @@ def test_pretrain_command_then_train_from_its_weights(tiny, tmp_path, capsys):  
                        train=TrainParams(epochs=1, lr=1e-6, init=str(out)))
     train_fold(prep, config, "s1", tmp_path / "fold", torch.device("cpu"), tensorboard=False)
     scratch = RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
-                        train=TrainParams(epochs=1, lr=1e-6))
+                        train=TrainParams(epochs=1, lr=1e-6, init="scratch"))
     train_fold(prep, scratch, "s1", tmp_path / "fold0", torch.device("cpu"), tensorboard=False)
     pre, after, after0 = (_weights(p) for p in (
         out, tmp_path / "fold/weights_epoch_001.safetensors",
@@ -134,3 +133,27 @@ def test_train_init_flag(tiny, tmp_path, capsys):  # noqa: F811
                  str(tmp_path / "r"), "--epochs", "1", "--init",
                  str(tmp_path / "nothing.safetensors"), "-q", "--no-tensorboard"]) == 2
     assert "no weights file" in capsys.readouterr().err
+
+
+def test_folds_start_from_the_shipped_weights_by_default(tiny, tmp_path):  # noqa: F811
+    """`mespot train` without --init starts each fold from spotting/weights/ (a tiny learning
+    rate leaves the first epoch's weights where they started); --init scratch does not."""
+    store, gt = str(tiny / "store.zarr"), str(tiny / "gt.csv")
+    shipped = _weights(PRETRAINED)
+    key = "_sequential.3.weight"
+    for init, near in ((None, True), ("scratch", False)):
+        run = tmp_path / f"run-{init}"
+        flags = ["--init", init] if init else []
+        assert main(["train", store, "-a", gt, "--out", str(run), "--epochs", "1", "--lr", "1e-6",
+                     "--subjects", "s1", "-q", "--no-tensorboard", *flags]) == 0
+        fold = json.loads((run / "folds" / "s1" / "fold.json").read_text())
+        assert fold["config"]["train"]["init"] == (init or "pretrained")
+        after = _weights(run / "folds" / "s1" / "weights_epoch_001.safetensors")
+        assert ((after[key] - shipped[key]).abs().max() < 1e-4) == near
+
+
+def test_shipped_weights_refuse_another_network_and_say_what_to_do(tmp_path):
+    from spotting.model import ModelDims
+
+    with pytest.raises(UserError, match="does not fit this network.*--init scratch"):
+        apply_init(AUWGCN(np.eye(12, dtype=np.float32), ModelDims(hidden=24)), "pretrained")

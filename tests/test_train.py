@@ -473,15 +473,20 @@ def test_mirror_augmentation_changes_training_and_resumes_exactly(tiny, tmp_path
 
 def test_run_folder_from_before_new_fields_still_resumes(tiny, tmp_path):
     """A config.json written before a training field existed (here: `augment`, `init`) is the
-    same configuration as today's at that field's default."""
+    same configuration as today's with what its absence meant then: no augmentation, random
+    initial weights (not today's default, the shipped pretraining)."""
     run = tmp_path / "run"
-    train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"])
+    scratch = config(tiny, epochs=1, init="scratch")
+    train_loso(scratch, run, tensorboard=False, subjects=["s1"])
     cfg = json.loads((run / "config.json").read_text())
     for name in ("augment", "init"):
         del cfg["train"][name]
     (run / "config.json").write_text(json.dumps(cfg))
-    results = train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"])
+    results = train_loso(scratch, run, tensorboard=False, subjects=["s1"])
     assert results[0].resumed_from == 1  # found complete, not refused
+    # resumed with today's defaults, the old run is another configuration: refused, not mixed
+    with pytest.raises(UserError, match="another configuration"):
+        train_loso(config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"])
 
 
 def test_weights_carry_the_model_dims_and_load_into_the_same_network(tiny, tmp_path):
@@ -492,7 +497,7 @@ def test_weights_carry_the_model_dims_and_load_into_the_same_network(tiny, tmp_p
     dims = ModelDims(graph_channels=8, hidden=24)
     run = tmp_path / "run"
     cfg = RunConfig(store=str(tiny / "store.zarr"), annotations=str(tiny / "gt.csv"),
-                    train=TrainParams(epochs=1, batch_size=2), model=dims)
+                    train=TrainParams(epochs=1, batch_size=2, init="scratch"), model=dims)
     prep = prepare(tiny / "store.zarr", tiny / "gt.csv")
     train_loso(cfg, run, tensorboard=False, subjects=["s2"], prepared=prep)
     assert json.loads((run / "config.json").read_text())["model"]["hidden"] == 24
@@ -538,7 +543,7 @@ def test_weights_without_stored_dims_load_with_the_defaults_and_say_so(tmp_path)
 
 def test_yaml_model_section_sets_the_network(tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("train:\n  epochs: 1\nmodel:\n  hidden: 16\n")
+    cfg.write_text("train:\n  epochs: 1\n  init: scratch\nmodel:\n  hidden: 16\n")
     run = tmp_path / "run"
     assert (
         main(

@@ -59,8 +59,8 @@ def train_command(
         0, "--inner-val", help="Per fold, also train a model without K training subjects, on "
         "which `mespot evaluate --select inner-val` picks the epoch."),
     init: str = typer_option(
-        "scratch", "--init", help="Initial weights of each fold: scratch, pretrained (none shipped "
-        "yet, see the README) or a .safetensors file from `mespot pretrain`."),
+        "pretrained", "--init", help="Initial weights of each fold: pretrained (shipped with "
+        "mespot), scratch (random, as the paper) or a file from `mespot pretrain`."),
     augment: str = typer_option(
         "none", "--augment", help="none, or mirror: each training window mirrored with p 1/2."),
     subjects: Optional[str] = typer_option(
