@@ -103,6 +103,12 @@ VARIANTS = {
             evaluate=("--calibrate", "--flip"),
         ),
         Variant(
+            "pretrained-flip",
+            "`pretrained` with the test-time flip (`evaluate --flip`)",
+            train=("--init", "pretrained"),
+            evaluate=("--flip",),
+        ),
+        Variant(
             "pretrained-e50",
             "as `pretrained`, 50 epochs per fold",
             train=("--init", "pretrained", "--epochs", "50"),
