@@ -24,7 +24,7 @@ setup(
     package_dir={"flowcore.kernels": "kernels"},
     package_data={"flowcore.kernels": ["*.cu", "*.cuh"], "mespot.service": ["static/*"],
                   # `mespot train --init pretrained` (README: Synthetic pretraining)
-                  "spotting": ["weights/*.safetensors", "weights/*.json"]},
+                  "spotting": ["weights/*.safetensors"]},
     install_requires=[
         # CPU machines: install torch==2.13.0 first (see README); GPU machines: any CUDA build.
         "torch>=2.4",

@@ -171,7 +171,7 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
         for key in ("store", "annotations"):  # a run of an older version kept the path as typed
             previous[key] = str(Path(previous.get(key, "")).absolute())
         # runs from before the network's dimensions were part of the configuration, and from
-        # before training fields were added (init, augment): those at their defaults
+        # before training fields were added (init, augment): what their absence meant then
         previous.setdefault("model", dataclasses.asdict(ModelDims()))
         previous["train"] = {**dataclasses.asdict(TrainParams()), **LEGACY_TRAIN,
                              **previous.get("train", {})}

@@ -61,6 +61,8 @@ def test_wheel_contains_the_cuda_sources(tmp_path):
     assert "mespot/cli.py" in names and "flowcore/landmarks.py" in names
     # the service's page needs its script and style sheet from inside the package
     assert {"mespot/service/static/app.js", "mespot/service/static/style.css"} <= set(names)
+    # `mespot train`'s default start, --init pretrained
+    assert "spotting/weights/pretrained_synth.safetensors" in names
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))
     )
