@@ -56,6 +56,7 @@ TRAIN_FLAGS = ("--inner-val", "2", "--save-every", "5")
 # variants that name no --init start from random weights, as the AUW-GCN reproduction (the
 # baseline) does: `mespot train`'s default became `--init pretrained` after this benchmark
 SCRATCH = ("--init", "scratch")
+INIT_PRETRAINED = ("--init", "pretrained")  # the shipped synthetic pretraining
 SELECTIONS = ("last", "inner-val", "oracle")
 HONEST = ("last", "inner-val")
 TYPES = ("me", "mae", "overall")
@@ -88,30 +89,30 @@ VARIANTS = {
         Variant(
             "pretrained",
             "folds start from the shipped synthetic pretraining (`--init pretrained`)",
-            train=("--init", "pretrained"),
+            train=INIT_PRETRAINED,
         ),
         Variant(
             "pretrained-calibrated",
             "`pretrained`, then `calibrated` (the same runs, evaluated with `--calibrate`)",
-            train=("--init", "pretrained"),
+            train=INIT_PRETRAINED,
             evaluate=("--calibrate",),
         ),
         Variant(
             "pretrained-calibrated-flip",
             "`pretrained-calibrated` with the test-time flip (`evaluate --calibrate --flip`)",
-            train=("--init", "pretrained"),
+            train=INIT_PRETRAINED,
             evaluate=("--calibrate", "--flip"),
         ),
         Variant(
             "pretrained-flip",
             "`pretrained` with the test-time flip (`evaluate --flip`)",
-            train=("--init", "pretrained"),
+            train=INIT_PRETRAINED,
             evaluate=("--flip",),
         ),
         Variant(
             "pretrained-e50",
             "as `pretrained`, 50 epochs per fold",
-            train=("--init", "pretrained", "--epochs", "50"),
+            train=(*INIT_PRETRAINED, "--epochs", "50"),
         ),
         Variant(
             "aligned",
