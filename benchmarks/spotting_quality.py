@@ -115,6 +115,19 @@ VARIANTS = {
             train=(*INIT_PRETRAINED, "--epochs", "50"),
         ),
         Variant(
+            "pretrained-e50-flip",
+            "`pretrained-e50` with the test-time flip (`evaluate --flip`)",
+            train=(*INIT_PRETRAINED, "--epochs", "50"),
+            evaluate=("--flip",),
+        ),
+        Variant(
+            "pretrained-e50-calibrated-flip",
+            "`pretrained-e50` evaluated with `--calibrate --flip` (main and inner models 50 "
+            "epochs each: the training time of one 100-epoch model)",
+            train=(*INIT_PRETRAINED, "--epochs", "50"),
+            evaluate=("--calibrate", "--flip"),
+        ),
+        Variant(
             "aligned",
             "store extracted with `--align` (crops registered to the first frame)",
             store="aligned",
