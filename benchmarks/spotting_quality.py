@@ -57,6 +57,19 @@ TRAIN_FLAGS = ("--inner-val", "2", "--save-every", "5")
 # baseline) does: `mespot train`'s default became `--init pretrained` after this benchmark
 SCRATCH = ("--init", "scratch")
 INIT_PRETRAINED = ("--init", "pretrained")  # the shipped synthetic pretraining
+# `mespot evaluate`'s options and the suffix each adds to the evaluation folder's name; a variant
+# that does not name one turns it off (both are on by default since this benchmark measured them)
+EVALUATE_OPTIONS = {"--calibrate": "calibrated", "--flip": "flip"}
+# the default recipe built up one step at a time: each row against the row it adds to
+STEPS = (
+    ("pretrained", "baseline"),
+    ("pretrained-flip", "pretrained"),
+    ("pretrained-calibrated-flip", "pretrained-flip"),
+    ("pretrained-e50", "pretrained"),
+    ("pretrained-e50-flip", "pretrained-flip"),
+    ("pretrained-e50-calibrated-flip", "pretrained-calibrated-flip"),
+    ("pretrained-e50-calibrated-flip", "pretrained-e50-flip"),
+)
 SELECTIONS = ("last", "inner-val", "oracle")
 HONEST = ("last", "inner-val")
 TYPES = ("me", "mae", "overall")
@@ -289,12 +302,10 @@ def run_variant(
         timings.add(key, seconds)
     started = time.perf_counter()
     selections = [flag for selection in SELECTIONS for flag in ("--select", selection)]
-    mespot("evaluate", str(run), *selections, "--no-report", *variant.evaluate, log=log)
-    suffix = "".join(
-        f"+{name}"
-        for flag, name in (("--calibrate", "calibrated"), ("--flip", "flip"))
-        if flag in variant.evaluate
-    )
+    options = EVALUATE_OPTIONS.items()
+    mespot("evaluate", str(run), *selections, "--no-report", *variant.evaluate,
+           *(f"--no-{flag[2:]}" for flag, _ in options if flag not in variant.evaluate), log=log)
+    suffix = "".join(f"+{name}" for flag, name in options if flag in variant.evaluate)
     counts = {s: per_subject_counts(run / "evaluation" / (s + suffix)) for s in SELECTIONS}
     result = {
         "set": set_name,
@@ -338,25 +349,46 @@ def seed_mean_f1(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return f1_from(pooled[..., 0], pooled[..., 1], pooled[..., 2]).mean(axis=1)
 
 
+def subject_weights(n_subjects: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, subjects) how often each subject is drawn in each bootstrap resample."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_subjects, size=(n_boot, n_subjects))
+    weights = np.zeros((n_boot, n_subjects))
+    np.add.at(weights, (np.arange(n_boot)[:, None], draws), 1.0)
+    return weights
+
+
+def paired_gain(results: dict, name: str, against: str, selection: str, subjects: list[str],
+                weights: np.ndarray) -> dict:
+    """F1 of `name` minus F1 of `against` per type, with a 95% interval from resampling the
+    subjects, the same draws for both (paired)."""
+    ones = np.ones((1, len(subjects)))
+    a, b = (count_array(results[v], selection, subjects) for v in (name, against))
+    point = seed_mean_f1(a, ones)[0] - seed_mean_f1(b, ones)[0]
+    diff = seed_mean_f1(a, weights) - seed_mean_f1(b, weights)
+    out = {}
+    for k, kind in enumerate(TYPES):
+        lo, hi = np.percentile(diff[:, k], [2.5, 97.5])
+        out[kind] = {"f1": float(point[k]), "ci95": [float(lo), float(hi)],
+                     "excludes_zero": bool(lo > 0 or hi < 0)}
+    return out
+
+
 def statistics(results: dict, subjects: list[str], n_boot: int, seed: int = 0) -> dict:
     """Point estimates, subject-bootstrap intervals and paired gains over the baseline.
 
     `results`: variant -> list of per-seed results (same seeds for every variant)."""
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(subjects), size=(n_boot, len(subjects)))
-    weights = np.zeros((n_boot, len(subjects)))
-    np.add.at(weights, (np.arange(n_boot)[:, None], draws), 1.0)
+    weights = subject_weights(len(subjects), n_boot, seed)
     ones = np.ones((1, len(subjects)))
     out: dict = {}
     for selection in SELECTIONS:
-        base_boot = None
-        if "baseline" in results:
-            base_boot = seed_mean_f1(count_array(results["baseline"], selection, subjects), weights)
         for name, per_seed in results.items():
             counts = count_array(per_seed, selection, subjects)
             point = seed_mean_f1(counts, ones)[0]
             boot = seed_mean_f1(counts, weights)
             per_seed_f1 = f1_from(*np.moveaxis(counts.sum(axis=1), -1, 0))  # (seeds, 3)
+            gains = (paired_gain(results, name, "baseline", selection, subjects, weights)
+                     if "baseline" in results and name != "baseline" else {})
             entry = {}
             for k, kind in enumerate(TYPES):
                 lo, hi = np.percentile(boot[:, k], [2.5, 97.5])
@@ -367,23 +399,34 @@ def statistics(results: dict, subjects: list[str], n_boot: int, seed: int = 0) -
                     "f1_per_seed": [float(v) for v in per_seed_f1[:, k]],
                     "TP_N_M_per_seed": summed.astype(int).tolist(),
                 }
-                if base_boot is not None and name != "baseline":
-                    diff = boot[:, k] - base_boot[:, k]
-                    glo, ghi = np.percentile(diff, [2.5, 97.5])
-                    base_point = seed_mean_f1(
-                        count_array(results["baseline"], selection, subjects), ones
-                    )[0, k]
-                    entry[kind]["gain"] = {
-                        "f1": float(point[k] - base_point),
-                        "ci95": [float(glo), float(ghi)],
-                        "excludes_zero": bool(glo > 0 or ghi < 0),
-                    }
+                if gains:
+                    entry[kind]["gain"] = gains[kind]
             out.setdefault(name, {})[selection] = entry
     return out
 
 
-def markdown(stats_by_set: dict, variants: dict[str, Variant]) -> str:
-    """The ablation table(s): F1 [95% interval] per honest selection, oracle beside, flagged."""
+def step_gains(results: dict, subjects: list[str], n_boot: int, seed: int = 0) -> list[dict]:
+    """What each step of STEPS adds to the row before it (paired, selections HONEST), for the
+    steps whose two rows are both in `results`."""
+    weights = subject_weights(len(subjects), n_boot, seed)
+    return [{"variant": name, "over": against, "selection": selection,
+             "gain": paired_gain(results, name, against, selection, subjects, weights)}
+            for name, against in STEPS if name in results and against in results
+            for selection in HONEST]
+
+
+def gain_text(gain: dict | None) -> str:
+    """"+0.041 [-0.025, +0.116]", with " *" when the interval excludes zero; "" for None."""
+    if not gain:
+        return ""
+    return (f"{gain['f1']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
+            + (" *" if gain["excludes_zero"] else ""))
+
+
+def markdown(stats_by_set: dict, variants: dict[str, Variant],
+             steps_by_set: dict | None = None) -> str:
+    """The ablation table(s): F1 [95% interval] per honest selection, oracle beside, flagged;
+    then, per set, what each step of STEPS adds to the row before it."""
     lines = []
     for set_name, stats in stats_by_set.items():
         lines += [
@@ -399,22 +442,23 @@ def markdown(stats_by_set: dict, variants: dict[str, Variant]) -> str:
                     f"{entry[k]['f1']:.3f} [{entry[k]['ci95'][0]:.3f}, {entry[k]['ci95'][1]:.3f}]"
                     for k in TYPES
                 ]
-                gain = entry["overall"].get("gain")
-                gain_text = (
-                    (
-                        f"{gain['f1']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
-                        + (" *" if gain["excludes_zero"] else "")
-                    )
-                    if gain
-                    else ""
-                )
                 label = "oracle (TEST-SET selection)" if selection == "oracle" else selection
                 lines.append(
                     f"| {name if selection == 'last' else ''} | {label} | "
                     + " | ".join(cells)
-                    + f" | {gain_text} |"
+                    + f" | {gain_text(entry['overall'].get('gain'))} |"
                 )
         lines.append("")
+        steps = (steps_by_set or {}).get(set_name)
+        if steps:
+            lines += [f"Each step over the row it adds to ({set_name}; paired: the same subjects "
+                      "resampled for both):", "",
+                      "| step | over | selection | ME gain | MaE gain | overall gain |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {step['variant']} | {step['over']} | {step['selection']} | "
+                      + " | ".join(gain_text(step["gain"][k]) for k in TYPES) + " |"
+                      for step in steps]
+            lines.append("")
     lines.append(
         "F1 averaged over the training seeds; [95% interval] from resampling subjects; "
         "* the gain's interval excludes zero. oracle chooses each fold's epoch on its own "
@@ -507,7 +551,7 @@ def report(
 ) -> None:
     """Statistics of every cached (set, variant) of `sets` with all `seeds`: JSON + markdown in
     `out`."""
-    stats_by_set, runs_by_set = {}, {}
+    stats_by_set, steps_by_set, runs_by_set = {}, {}, {}
     for set_name in sets:
         results = cached_results(cache, set_name, seeds)
         if not results:
@@ -522,6 +566,7 @@ def report(
             }
         )
         stats_by_set[set_name] = statistics(results, subjects, n_boot)
+        steps_by_set[set_name] = step_gains(results, subjects, n_boot)
         runs_by_set[set_name] = {
             "subjects": subjects,
             "variants": list(results),
@@ -534,7 +579,7 @@ def report(
     import yaml
 
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(stats_by_set, VARIANTS)
+    table = markdown(stats_by_set, VARIANTS, steps_by_set)
     (out / "spotting_quality.md").write_text(table)
     (out / "spotting_quality.json").write_text(
         json.dumps(
@@ -555,6 +600,7 @@ def report(
                 },
                 "sets": runs_by_set,
                 "results": stats_by_set,
+                "steps": steps_by_set,
                 "seconds": timings.values,
             },
             indent=1,

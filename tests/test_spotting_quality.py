@@ -66,3 +66,26 @@ def test_statistics_pool_counts_and_pair_gains_with_the_baseline(quality):
     table = quality.markdown({"casme2": stats}, quality.VARIANTS)
     assert "oracle (TEST-SET selection)" in table and "| better | last |" in table
     assert np.isfinite(stats["better"]["oracle"]["me"]["ci95"]).all()
+
+
+def test_each_step_is_paired_with_the_row_it_adds_to(quality):
+    subjects = [f"s{i}" for i in range(5)]
+    base = {s: {"me": [0, 2, 1], "mae": [1, 2, 2]} for s in subjects}
+    one_more = {**base, "s0": {"me": [1, 2, 1], "mae": [1, 2, 2]}}  # one more ME hit, on s0
+    results = {"baseline": [_result(base)] * 3, "pretrained": [_result(base)] * 3,
+               "pretrained-flip": [_result(one_more)] * 3}
+    steps = quality.step_gains(results, subjects, n_boot=300)
+    # only the steps whose two rows are there, each for the honest selections
+    assert [(s["variant"], s["over"], s["selection"]) for s in steps] == [
+        ("pretrained", "baseline", "last"), ("pretrained", "baseline", "inner-val"),
+        ("pretrained-flip", "pretrained", "last"), ("pretrained-flip", "pretrained", "inner-val")]
+    flip = steps[2]["gain"]
+    # ME pooled: TP 0 -> 1 of N 10, M 5: F1 0 -> 2/15; MaE unchanged
+    assert flip["me"]["f1"] == pytest.approx(2 / 15) and flip["mae"]["f1"] == 0
+    assert flip["overall"]["f1"] == pytest.approx(2 * 6 / 35 - 2 * 5 / 35)  # N 20, M 15
+    # resamples without s0 gain nothing, so the interval reaches zero and is not claimed
+    assert flip["overall"]["ci95"][0] == 0 and not flip["overall"]["excludes_zero"]
+    assert steps[0]["gain"]["overall"]["f1"] == 0
+    stats = quality.statistics(results, subjects, n_boot=300)
+    table = quality.markdown({"casme2": stats}, quality.VARIANTS, {"casme2": steps})
+    assert "| pretrained-flip | pretrained | last | +0.133 [" in table
