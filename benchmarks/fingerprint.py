@@ -83,7 +83,9 @@ def main(work: Path, mespot: str) -> dict:
     out["weights_2folds_3epochs"] = weights_hash(work / "run")
     usage = subprocess.run([mespot, "evaluate", "--help"], capture_output=True, text=True).stdout
     partial = ["--allow-missing-folds"] if "--allow-missing-folds" in usage else []
-    run(mespot, "evaluate", str(work / "run"), "--select", "last", "--no-report", *partial)
+    plain = ["--no-flip"] if "--no-flip" in usage else []  # the folder below: neither option
+    run(mespot, "evaluate", str(work / "run"), "--select", "last", "--no-report", *partial,
+        *plain)
     intervals = (work / "run/evaluation/last/intervals.csv").read_bytes()
     out["intervals_last"] = hashlib.sha256(intervals).hexdigest()
     return out

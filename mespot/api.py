@@ -121,15 +121,18 @@ def train(store: str | Path, annotations: str | Path, out: str | Path, *,
 
 def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
              preset: str | None = None, device: str = "cpu", proposals: str | None = None,
-             allow_missing_folds: bool = False, calibrate: bool = False, flip: bool = False):
+             allow_missing_folds: bool = False, calibrate: bool | None = None,
+             flip: bool | None = None):
     """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last,
     fixed:N, inner-val, or oracle: test-set selection, labelled so), match with the truth, and
     write RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc or reference; proposals:
     the proposal arithmetic, mespot or reference (None: reference for a --compat store, else
     mespot). A run with LOSO folds missing or unfinished is refused unless
     `allow_missing_folds` (then their truths count as missed). calibrate: each fold's proposal
-    rules chosen on its inner-validation subjects (a run trained with inner_val); flip: the
-    logits of the face and its mirror averaged (both: folder <selection>+calibrated+flip).
+    rules chosen on its inner-validation subjects (None: when the run was trained with
+    inner_val); flip: the logits of the face and its mirror averaged (None: yes); both off by
+    default for a --compat store. The folder is named for what was used, e.g.
+    <selection>+calibrated+flip.
     Returns a spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`,
     `.matches`, `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`,
     `.calibration` the rules chosen per fold)."""
@@ -224,12 +227,13 @@ class Spotter:
         fps: float | None = None,
         preset: str | None = None,
         progress=None,
-        flip: bool = False,
+        flip: bool | None = None,
     ) -> Spotted:
         """Spot expressions in one video (a video file or a folder of frames): its features are
         extracted with the model's own extraction parameters into `out` (default: a new
         temporary folder), then the networks' mean logits give the intervals and the curves.
-        flip: each network also on the mirrored face, the logits averaged."""
+        flip: each network also on the mirrored face, the logits averaged (None: yes, except
+        for a reference checkpoint)."""
         import pandas as pd
 
         from spotting.inference import CURVES

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from flowcore.errors import UserError
-from spotting.augment import mirror_normalised
+from spotting.augment import flip_by_default, mirror_normalised
 from spotting.calibrate import Calibrated, calibrate
 from spotting.metrics import RULES, MatchRule, match_all, summarise
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
@@ -88,10 +88,21 @@ class SpotOptions:
     """How a selected model spots (evaluation options beside the epoch selection):
     `calibrate` chooses the proposal rules per fold on its inner-validation subjects
     (spotting/calibrate.py); `flip` averages the logits of the face and of its mirror
-    (spotting/augment.py)."""
+    (spotting/augment.py). None: the default, `resolved` for the run (docs/quality.md measured
+    both): flip on, and calibration on when every fold has an inner-validation model; both off
+    for a `--compat` store, whose runs reproduce the reference's numbers."""
 
-    calibrate: bool = False
-    flip: bool = False
+    calibrate: bool | None = None
+    flip: bool | None = None
+
+    def resolved(self, compat: bool, folds: list[FoldFolder]) -> "SpotOptions":
+        """Concrete options for a run with these `folds` on a store made with (or without)
+        `--compat`."""
+        calibrate = self.calibrate
+        if calibrate is None:
+            calibrate = not compat and bool(folds) and all(
+                fold.inner.inner_meta_path.is_file() for fold in folds)
+        return SpotOptions(calibrate, flip_by_default(compat) if self.flip is None else self.flip)
 
     @property
     def suffix(self) -> str:
@@ -315,7 +326,8 @@ def evaluate_run(
 ) -> Evaluation:
     """Evaluate run folder `run`; write run/evaluation/<selection><options' suffix>/ and return
     the numbers. `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's
-    default; `options`: calibrated proposal rules, test-time flip.
+    default; `options`: calibrated proposal rules, test-time flip (SpotOptions: by default
+    both, where the run allows).
 
     Every subject of the run's store is a LOSO fold: a run with folds missing or unfinished is
     refused unless `allow_missing_folds`, and then the missing folds' truths count as missed. A
@@ -339,6 +351,7 @@ def evaluate_run(
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
     folds, missing = run.complete_folds(prep.features.subjects, allow_missing_folds)
+    options = options.resolved(bool(prep.features.params.get("compat")), folds)
     spotted = _spot_folds(folds, selection, options, prep, truths, params, windows, RULES[rule],
                           preset, device)
     found = spotted.found  # the truths of missing folds count as missed

@@ -29,7 +29,7 @@ import torch
 
 from flowcore.errors import UserError
 from flowcore.store import load_features
-from spotting.augment import mirror_features
+from spotting.augment import flip_by_default, mirror_features
 from spotting.channels import N_OUTPUTS
 from spotting.data import REFERENCE_MEAN, REFERENCE_STD, resolve_device, window_tensors
 from spotting.evaluate import parse_selection
@@ -156,7 +156,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    device: str = "cpu", backend: str | None = None, one: bool = False,
                    progress=None, proposals: str | None = None,
                    models: list[Model] | None = None, allow_missing_folds: bool = False,
-                   flip: bool = False) -> Batch:
+                   flip: bool | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
@@ -164,7 +164,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     features (a reference checkpoint) and `mespot` otherwise. `models`: the networks, already
     loaded (`load_models`). `allow_missing_folds`: average the folds there are when some of the
     run's are missing (refused otherwise; `Batch.missing_folds` names them). `flip`: also run
-    the models on the mirrored face and average."""
+    the models on the mirrored face and average (None: yes, except for a reference checkpoint
+    or --compat features, spotting.augment.flip_by_default)."""
     from dataclasses import replace
 
     path, model, out = Path(path), Path(model), Path(out)
@@ -180,6 +181,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     subsample = _one_subsample(path, source.videos, trained_fps)
     params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
     proposal_params = _proposal_params(preset or trained_preset, proposals, params.mdmo.compat)
+    flip = flip_by_default(params.mdmo.compat) if flip is None else flip
     if models is None:  # before the long extraction: fail early
         models = load_models(model, fold, select, device, subjects, allow_missing_folds)
     missing = sorted(set(subjects or []) - {m.name for m in models}) if fold is None else []
@@ -198,7 +200,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         "source": str(path), "model": str(model), "models": [m.name for m in models],
         "combination": ("mean of the models' logits" if len(models) > 1 else "single model")
                        + (", each on the face and its mirror" if flip else ""),
-        "missing_folds": missing,
+        "missing_folds": missing, "flip": flip,
         "selection": select, "preset": preset or trained_preset,
         "proposals": proposal_params.variant,
         "proposals_label": PROPOSAL_VARIANTS[proposal_params.variant], "subsample": subsample,

@@ -167,9 +167,7 @@ def build_report(
     evaluations = _evaluations(run)
     if not evaluations:
         raise UserError(f"{run.path} has no evaluation yet; run `mespot evaluate {run.path}` first")
-    primary = select or next(iter(evaluations))
-    if primary not in evaluations:
-        raise UserError(f"no evaluation '{primary}' in {run.path}; have: {', '.join(evaluations)}")
+    primary = _primary(run, evaluations, select)
     figures = run.figures_path
     figures.mkdir(exist_ok=True)
     for old in figures.glob("*.png"):
@@ -208,6 +206,20 @@ def build_report(
     )
     run.report_path.write_text(page, encoding="utf-8")
     return run.report_path
+
+
+def _primary(run: RunFolder, evaluations: dict, select: str | None) -> str:
+    """The evaluation the curves and lists show: `select` by its folder name (last+flip) or by
+    its selection alone (last) when one folder has it; else the first."""
+    if select is None:
+        return next(iter(evaluations))
+    if select in evaluations:
+        return select
+    named = [name for name in evaluations if name.split("+")[0] == select]
+    if len(named) == 1:
+        return named[0]
+    raise UserError(f"no evaluation '{select}' in {run.path}" + (" (several: name one)" if named
+                    else "") + f"; have: {', '.join(evaluations)}")
 
 
 def _metrics_section(summaries: dict, ev: Path, figures: Path) -> list[str]:

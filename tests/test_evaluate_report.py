@@ -33,6 +33,7 @@ from spotting.loso import train_loso
 from spotting.windows import WindowParams
 
 EPOCHS = 18
+PLAIN = SpotOptions(calibrate=False, flip=False)  # AUW-GCN's own rules on the face alone
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_selection_parsing():
 
 @pytest.mark.slow
 def test_last_epoch_evaluation_files_and_frames(run):
-    e = evaluate_run(run, "last")
+    e = evaluate_run(run, "last", options=PLAIN)
     assert set(e.epochs.values()) == {EPOCHS}
     out = run / "evaluation" / "last"
     for name in (
@@ -118,7 +119,7 @@ def f1_per_epoch(run: Path, folder: Path, subjects: list[str], epochs) -> dict[i
 
 @pytest.mark.slow
 def test_oracle_picks_the_best_test_epoch_and_says_so(run):
-    e = evaluate_run(run, "oracle")
+    e = evaluate_run(run, "oracle", options=PLAIN)
     for subject, chosen in e.epochs.items():
         f1 = f1_per_epoch(
             run, run / "folds" / subject, [subject], range(ORACLE_FIRST_EPOCH["casme2"], EPOCHS + 1)
@@ -139,7 +140,7 @@ def test_fixed_epoch_and_missing_epoch(run):
 
 @pytest.mark.slow
 def test_inner_validation_picks_the_epoch_on_held_out_training_subjects(run, tmp_path):
-    e = evaluate_run(run, "inner-val")
+    e = evaluate_run(run, "inner-val", options=PLAIN)
     for subject, chosen in e.epochs.items():
         inner = run / "folds" / subject / "inner"
         val = json.loads((inner / "inner.json").read_text())["val_subjects"]
@@ -171,9 +172,9 @@ def test_not_a_run_folder(tmp_path):
 def test_report_embeds_every_picture(run):
     from PIL import Image
 
-    evaluate_run(run, "last")
-    evaluate_run(run, "oracle")
-    page = build_report(run).read_text()
+    evaluate_run(run, "last", options=PLAIN)
+    evaluate_run(run, "oracle", options=PLAIN)
+    page = build_report(run, "last").read_text()
     pictures = sorted((run / "report").glob("*.png"))
     names = {p.stem for p in pictures}
     assert {
@@ -217,6 +218,25 @@ def test_report_of_a_run_without_true_positives(run, tmp_path):
     e = evaluate_run(copy, "last")
     assert e.metrics.set_index("type").loc["overall", "TP"] == 0
     assert build_report(copy).is_file()
+
+
+def test_report_finds_an_evaluation_by_its_selection_alone(tmp_path):
+    from spotting.report import _primary
+    from spotting.run_folder import RunFolder
+
+    run = RunFolder(tmp_path)
+    folders = {name: tmp_path / name for name in ("last+calibrated+flip", "oracle",
+                                                  "oracle+flip")}
+    assert _primary(run, folders, None) == "last+calibrated+flip"  # the first
+    assert _primary(run, folders, "last") == "last+calibrated+flip"  # the only `last`
+    assert _primary(run, folders, "oracle") == "oracle"  # the exact name first
+    assert _primary(run, folders, "oracle+flip") == "oracle+flip"
+    with pytest.raises(UserError, match="no evaluation 'inner-val'.*have: last"):
+        _primary(run, folders, "inner-val")
+    del folders["oracle"]
+    folders["oracle+calibrated"] = tmp_path / "oracle+calibrated"
+    with pytest.raises(UserError, match="several: name one"):
+        _primary(run, folders, "oracle")
 
 
 def test_long_video_curves_are_split_into_rows(tmp_path):
@@ -339,7 +359,7 @@ def test_samm_evaluation_matches_in_original_frames_and_names_its_scale(tmp_path
     )
     run = fake_run(tmp_path, proposals, monkeypatch)
     megc = evaluate_run(run, "last")
-    out = run / "evaluation" / "last"
+    out = run / "evaluation" / "last+flip"  # the default test-time flip; no inner models
     # an external count on the files a person reads: intervals.csv against the annotations, MEGC
     spotted = pd.read_csv(out / "intervals.csv")
     truth = pd.read_csv(tmp_path / "gt.csv")
@@ -379,11 +399,13 @@ def test_proposal_arithmetic_follows_the_store_and_is_stated(tmp_path, monkeypat
     )
     e = evaluate_run(run, "last")
     assert e.proposals == "mespot" and seen == ["mespot"]
+    assert e.options == SpotOptions(calibrate=False, flip=True) and e.out.name == "last+flip"
     import zarr
 
     zarr.open_group(str(tmp_path / "store.zarr"), mode="r+").attrs["params"] = {"compat": True}
     e = evaluate_run(run, "last")
     assert e.proposals == "reference" and seen[-1] == "reference"  # --compat features
+    assert e.options == PLAIN  # the reference's numbers: no flip, no calibration by default
     summary = json.loads((run / "evaluation" / "last" / "metrics.json").read_text())
     assert (
         summary["proposals"] == "reference" and summary["proposal_params"]["variant"] == "reference"
@@ -484,8 +506,31 @@ def test_evaluate_with_calibration_and_flip_chooses_on_inner_subjects_only(run, 
         assert set(chosen) >= {"me", "mae", "inner_epoch", "val_f1"}
     from mespot.cli import main
 
-    assert main(["evaluate", str(run), "--calibrate", "--no-report"]) == 0
-    assert "last+calibrated" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--calibrate", "--no-flip", "--no-report"]) == 0
+    assert "last+calibrated:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_default_options_are_calibration_and_flip_where_the_run_allows(run, tmp_path, capsys):
+    import shutil
+
+    from mespot.cli import main
+
+    explicit = evaluate_run(run, "last", options=SpotOptions(calibrate=True, flip=True))
+    default = evaluate_run(run, "last")  # the fixture's folds have inner models
+    assert default.options == SpotOptions(calibrate=True, flip=True)
+    assert default.out.name == "last+calibrated+flip"
+    pd.testing.assert_frame_equal(default.metrics, explicit.metrics)
+    pd.testing.assert_frame_equal(default.intervals, explicit.intervals)
+    copy = tmp_path / "run"  # without inner models: the flip only
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("inner", "evaluation"))
+    e = evaluate_run(copy, "last")
+    assert e.options == SpotOptions(calibrate=False, flip=True) and e.out.name == "last+flip"
+    assert main(["evaluate", str(copy), "--no-flip", "--no-report"]) == 0
+    assert (copy / "evaluation" / "last" / "metrics.json").is_file()
+    assert "+flip" not in capsys.readouterr().out
+    summary = json.loads((copy / "evaluation" / "last" / "metrics.json").read_text())
+    assert summary["options"] == {"calibrate": False, "flip": False}
 
 
 @pytest.mark.slow

@@ -81,6 +81,7 @@ def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
     meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
     assert meta["models"] == ["s15", "s16"] and meta["combination"].startswith("mean")
     assert meta["proposals"] == "mespot"  # a run on mespot's own features
+    assert meta["flip"] is True and meta["combination"].endswith("the face and its mirror")
     image = cv2.imread(str(tmp_path / "out" / "curves.png"))
     assert image is not None and image.std() > 5
     # the features were extracted with the training store's parameters
@@ -138,6 +139,7 @@ def test_predict_with_a_reference_checkpoint(trained, tmp_path):
     assert params["compat"] is True  # the reference's 8-bit feature scale
     meta = json.loads((tmp_path / "ref" / "prediction.json").read_text())
     assert meta["proposals"] == "reference"  # and the reference's proposal arithmetic
+    assert meta["flip"] is False  # and its one view of the face
     assert result.curves.shape[1] == 8
 
 
@@ -281,11 +283,13 @@ def _default_window_curves(store: Path, video_id: str, weights: Path) -> np.ndar
 
 @pytest.mark.slow
 def test_predict_cuts_windows_as_the_run_was_trained(trained, trained_windows, tmp_path):
-    from spotting.evaluate import evaluate_run
+    from spotting.evaluate import SpotOptions, evaluate_run
 
     video = "15_0101disgustingteeth"
-    evaluation = evaluate_run(trained_windows, "last")
-    expected_curves = np.load(trained_windows / "evaluation" / "last" / "curves.npz")[video]
+    # the proposal rules of predict are the fixed ones; both flip by default
+    evaluation = evaluate_run(trained_windows, "last", options=SpotOptions(calibrate=False))
+    assert evaluation.options.flip
+    expected_curves = np.load(evaluation.out / "curves.npz")[video]
     result = predict_video(
         trained["data"] / "rawpic" / "s15" / video, trained_windows, tmp_path / "out", fold="s15"
     )

@@ -51,16 +51,16 @@ def test_allow_missing_folds_counts_their_truths_as_missed_and_says_so(tiny_run,
     assert main(["evaluate", str(run), "--no-report", "--allow-missing-folds"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "pooled over 1 of 2 LOSO folds; the truths of s16 counted as missed" in out
-    assert "last: folds evaluated: s15 (epoch 2)" in out
+    assert "last+flip: folds evaluated: s15 (epoch 2)" in out  # the default test-time flip
     assert "folds missing, their truths counted as missed: s16" in out
-    summary = json.loads((run / "evaluation" / "last" / "metrics.json").read_text())
+    summary = json.loads((run / "evaluation" / "last+flip" / "metrics.json").read_text())
     assert summary["missing_folds"] == ["s16"] and summary["epochs"] == {"s15": 2}
-    partial = pd.read_csv(run / "evaluation" / "last" / "metrics.csv").set_index("type")
-    whole = pd.read_csv(full / "evaluation" / "last" / "metrics.csv").set_index("type")
+    partial = pd.read_csv(run / "evaluation" / "last+flip" / "metrics.csv").set_index("type")
+    whole = pd.read_csv(full / "evaluation" / "last+flip" / "metrics.csv").set_index("type")
     truths = 4  # every truth of the store is counted, those of s16 as missed
     assert partial.loc["overall", "TP"] + partial.loc["overall", "FN"] == truths
     assert whole.loc["overall", "TP"] + whole.loc["overall", "FN"] == truths
-    matches = pd.read_csv(run / "evaluation" / "last" / "matches.csv")
+    matches = pd.read_csv(run / "evaluation" / "last+flip" / "matches.csv")
     s16 = matches[matches["video"] == "16_0101b"]
     assert len(s16) == 2 and set(s16["outcome"]) == {"FN"}
 
@@ -74,7 +74,8 @@ def test_evaluate_never_falls_back_from_a_deleted_last_weights_file(tiny_run, tm
     assert (
         main(["evaluate", str(run), "--no-report", "--select", "fixed:1"]) == 0
     )  # asked for: fine
-    assert json.loads((run / "evaluation" / "fixed-1" / "metrics.json").read_text())["epochs"] == {
+    summary = run / "evaluation" / "fixed-1+flip" / "metrics.json"
+    assert json.loads(summary.read_text())["epochs"] == {
         "s15": 1,
         "s16": 1,
     }

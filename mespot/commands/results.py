@@ -29,11 +29,12 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
     for e in evaluations:
-        label = e.selection.short_label + e.options.suffix
+        # the selection on the ME row, the options (e.g. +calibrated+flip) on the MaE row
+        label = {"me": e.selection.short_label, "mae": e.options.suffix}
         for row in e.metrics.itertuples():
             name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
             table.add_row(
-                label if row.type == "me" else "",
+                label.get(row.type, ""),
                 name,
                 f"{row.precision:.4f}",
                 f"{row.recall:.4f}",
@@ -82,17 +83,20 @@ def evaluate_command(
     allow_missing_folds: bool = typer.Option(
         False, "--allow-missing-folds", help="Evaluate a run with LOSO folds missing or "
         "unfinished (refused otherwise); their truths count as missed."),
-    calibrate: bool = typer.Option(
-        False, "--calibrate", help="Choose each fold's proposal rules (apex threshold, proposals "
-        "kept, score floor, per type) on its inner-validation subjects (needs `mespot train "
-        "--inner-val K`); never on the test subject."),
-    flip: bool = typer.Option(
-        False, "--flip", help="Average the network's outputs on the face and on its mirror image "
-        "(left/right ROIs swapped, horizontal motion negated)."),
+    calibrate: Optional[bool] = typer.Option(
+        None, "--calibrate/--no-calibrate", help="Choose each fold's proposal rules (apex "
+        "threshold, proposals kept, score floor, per type) on its inner-validation subjects, "
+        "never on the test subject [default: on when every fold has an inner-validation model "
+        "(`mespot train --inner-val K`), off for a --compat store]."),
+    flip: Optional[bool] = typer.Option(
+        None, "--flip/--no-flip", help="Average the network's outputs on the face and on its "
+        "mirror image (left/right ROIs swapped, horizontal motion negated) [default: on, off "
+        "for a --compat store]."),
 ) -> None:
     """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
 
-    Writes RUN/evaluation/<selection>/ (with --calibrate/--flip: <selection>+calibrated+flip/;
+    Writes RUN/evaluation/<selection>/ (named for what was used: last+calibrated+flip/ with
+    both options, last/ with neither;
     metrics.csv/json, per-subject and per-video metrics, intervals.csv with 1-based original
     frame numbers, matches.csv with every TP/FP/FN, curves) and, unless --no-report,
     RUN/report.html. Several --select share one loading of the store.
@@ -178,9 +182,9 @@ def predict_command(
     allow_missing_folds: bool = typer.Option(
         False, "--allow-missing-folds", help="Average the folds there are when some of the "
         "run's LOSO folds are missing (refused otherwise)."),
-    flip: bool = typer.Option(
-        False, "--flip", help="Also run the model(s) on the mirrored face and average (as "
-        "`mespot evaluate --flip`)."),
+    flip: Optional[bool] = typer.Option(
+        None, "--flip/--no-flip", help="Also run the model(s) on the mirrored face and average "
+        "(as `mespot evaluate --flip`) [default: on, off for a reference checkpoint]."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 

@@ -348,7 +348,7 @@ def run_evaluate(p: dict, ctx: Context) -> Outcome:
         for table in ("metrics.json", "metrics.csv", "intervals.csv", "matches.csv",
                       "metrics_per_subject.csv", "metrics_per_video.csv"):
             files[f"{name}/{table}"] = str(e.out / table)
-        metrics[name] = {"label": e.selection.label,
+        metrics[name] = {"label": e.selection.label + e.options.label,
                          "metrics": e.metrics.round(4).to_dict(orient="records")}
         ctx.log(f"{selection}: " + "; ".join(f"{r['type']} F1 {r['f1']:.4f}"
                                              for r in metrics[name]["metrics"]))
