@@ -11,16 +11,19 @@ whole LOSO. `--folds K` trains only the first K folds and scales their wall time
 (marked as such in the JSON); `whole_loso_at_100_epochs` scales the time to the paper's 100 epochs
 when fewer were run. `--workers N` trains N folds side by side (`mespot train --workers`); given
 several values (`--workers 1 2`) the call times each on the same store and writes their speed-up
-over the first into train_<preset>_<device>_workers1-2.json.
+over the first into train_<preset>_<device>_workers1-2.json. `--epochs` and `--inner-val` default
+to `mespot train`'s; with inner models the file is train_<preset>_e<epochs>_inner<K>_<device>...
 
     python benchmarks/train_speed.py --preset synth-default --threads 2
     python benchmarks/train_speed.py --preset casme2 --threads 2 --workers 1 2 --folds 4
     python benchmarks/train_speed.py --preset casme2 --device cuda --workers 1 4
+    python benchmarks/train_speed.py --preset casme2 --threads 2 --workers 2  # train's defaults
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -38,7 +41,7 @@ import torch  # noqa: E402
 
 from flowcore.version import __version__
 from mespot.testing import create_store, write_video
-from spotting.config import RunConfig, TrainParams
+from spotting.config import RunConfig, TrainParams, resolve_inner_val
 from spotting.data import prepare
 from spotting.loso import train_loso
 
@@ -87,16 +90,19 @@ def _cpu_seconds() -> float:
 
 
 def run(
-    preset: str, epochs: int, folds: int | None, device: str, workers: int = 1, threads: int = 2
+    preset: str, epochs: int, folds: int | None, device: str, workers: int = 1, threads: int = 2,
+    inner_val: int | None = 0,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store, gt = make_store(tmp, preset)
-        config = RunConfig(store=str(store), annotations=str(gt), train=TrainParams(epochs=epochs))
+        config = RunConfig(store=str(store), annotations=str(gt), train=TrainParams(epochs=epochs,
+                                                                         inner_val=inner_val))
         t0 = time.perf_counter()
         prep = prepare(store, gt, config.windows)
         prepare_s = time.perf_counter() - t0
         subjects = prep.features.subjects
+        config = dataclasses.replace(config, train=resolve_inner_val(config.train, len(subjects)))
         chosen = subjects if folds is None else subjects[:folds]
         t0, c0 = time.perf_counter(), _cpu_seconds()
         results = train_loso(
@@ -124,6 +130,11 @@ def run(
         },
         "parameters": {
             "epochs": epochs,
+            "inner_val": config.train.inner_val,
+            "inner_val_note": "each fold also trains an inner model without that many training "
+            "subjects (same epochs), inside the whole_loso wall time"
+            if config.train.inner_val else None,
+            "init": config.train.init,
             "batch_size": config.train.batch_size,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "folds_run": len(chosen),
@@ -169,7 +180,10 @@ def main(argv=None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--preset", choices=[*PRESETS, "both"], default="both")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=TrainParams().epochs,
+                        help="epochs per fold (default: mespot train's)")
+    parser.add_argument("--inner-val", type=int, default=TrainParams().inner_val,
+                        help="inner-validation subjects per fold (default: mespot train's, 2)")
     parser.add_argument("--folds", type=int, default=None, help="train only the first K folds")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -195,7 +209,8 @@ def main(argv=None) -> None:
         for workers in args.workers:
             threads = max(1, args.threads // workers)  # the same cores, shared out
             torch.set_num_threads(args.threads)
-            result = run(preset, args.epochs, args.folds, args.device, workers, threads)
+            result = run(preset, args.epochs, args.folds, args.device, workers, threads,
+                         args.inner_val)
             runs.append(result)
             s = result["seconds"]
             print(
@@ -204,7 +219,9 @@ def main(argv=None) -> None:
                 f"{' (scaled from the folds run)' if s['whole_loso_extrapolated'] else ''}"
                 f" ({s['whole_loso_at_100_epochs']:.0f} s at 100 epochs)"
             )
-            path = _write(args.out, preset, device, args.workers, runs)  # after every run
+            inner = result["parameters"]["inner_val"]
+            tag = f"_e{args.epochs}_inner{inner}" if inner else ""
+            path = _write(args.out, preset + tag, device, args.workers, runs)  # after every run
         print("->", path)
 
 

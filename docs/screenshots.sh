@@ -11,7 +11,7 @@ OUT=docs/images
 mkdir -p "$OUT"
 
 "$BIN/mespot" synth --small --out build/docs-synth --overwrite --preview "$OUT/synth_preview.png"
-[ -f "$DEMO/run/evaluation/last/metrics.json" ] || make demo DEMO="$DEMO"
+ls "$DEMO"/run/evaluation/last*/metrics.json >/dev/null 2>&1 || make demo DEMO="$DEMO"
 "$BIN/mespot" report "$DEMO/run" >/dev/null
 video=$(ls "$DEMO/run/report" | grep '^curves_' | sort | sed -n 3p)
 cp "$DEMO/run/report/$video" "$OUT/curves.png"

@@ -40,7 +40,7 @@ from flowcore.errors import UserError
 from flowcore.jobs import LocalProcesses, Task, run_tasks
 from flowcore.version import __version__
 from spotting.annotations import issues_to_frame
-from spotting.config import LEGACY_TRAIN, RunConfig, TrainParams
+from spotting.config import LEGACY_TRAIN, RunConfig, TrainParams, resolve_inner_val
 from spotting.data import Prepared, prepare, prepared_for, resolve_device
 from spotting.fold import FoldResult, train_one_fold
 from spotting.initial_weights import init_path
@@ -102,6 +102,8 @@ def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite
     prep = prepared_for(config.store, config.annotations, config.windows, token,
                         prepared or prepare(config.store, config.annotations, config.windows))
     config = resolve_macro_ratio(config, prep)
+    config = dataclasses.replace(config, train=resolve_inner_val(config.train,
+                                                                 len(prep.features.subjects)))
     _write_config(run, config, prep, overwrite)
     all_subjects = prep.features.subjects
     folds = all_subjects if subjects is None else list(subjects)

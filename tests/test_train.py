@@ -72,7 +72,7 @@ def tiny(tmp_path_factory):
 
 
 def config(tiny, **train):
-    params = dict(epochs=3, batch_size=2, save_every=2)
+    params = dict(epochs=3, batch_size=2, save_every=2, inner_val=0)  # default: see the end
     params.update(train)
     return RunConfig(
         store=str(tiny / "store.zarr"),
@@ -627,3 +627,44 @@ def test_a_run_from_before_model_sizes_were_configurable_resumes(tiny, tmp_path)
         config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"], prepared=prep
     )
     assert [r.resumed_from for r in results] == [1]  # the finished fold is kept, not refused
+
+
+def test_train_flags_default_to_the_library_defaults():
+    """`mespot train` and `mespot.api.train` (TrainParams) train the same way when not told."""
+    import dataclasses
+    import inspect
+
+    from mespot.commands.train import _FLAG_FIELDS, train_command
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainParams)}
+    flags = inspect.signature(train_command).parameters
+    checked = [flag for flag, (section, _) in _FLAG_FIELDS.items() if section == "train"]
+    for flag in checked:
+        assert flags[flag].default.default == defaults[_FLAG_FIELDS[flag][1]], flag
+    assert {"epochs", "inner_val", "init"} <= set(checked)
+
+
+def test_inner_validation_by_default_as_far_as_the_store_allows():
+    from spotting.config import DEFAULT_INNER_VAL, resolve_inner_val
+
+    assert TrainParams().inner_val is None
+    # a fold trains on n - 1 subjects, and its inner model needs at least one of them
+    assert [resolve_inner_val(TrainParams(), n).inner_val for n in (1, 2, 3, 4, 22)] == [
+        0, 0, 1, DEFAULT_INNER_VAL, DEFAULT_INNER_VAL]
+    assert resolve_inner_val(TrainParams(inner_val=0), 22).inner_val == 0  # asked: off
+    assert resolve_inner_val(TrainParams(inner_val=5), 22).inner_val == 5
+
+
+@pytest.mark.slow
+def test_default_training_has_the_inner_models_the_store_allows(tiny, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "--out", str(run),
+                 "--epochs", "1", "--batch-size", "2", "-q", "--no-tensorboard"]) == 0
+    saved = json.loads((run / "config.json").read_text())["train"]
+    assert saved["inner_val"] == 1 and saved["init"] == "pretrained"  # 3 subjects: 1 left out
+    for subject in ("s1", "s2", "s3"):
+        inner = json.loads((run / "folds" / subject / "inner" / "inner.json").read_text())
+        assert len(inner["val_subjects"]) == 1 and subject not in inner["val_subjects"]
+    # the same command again resumes: the resolved number is the one it was trained with
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "--out", str(run),
+                 "--epochs", "1", "--batch-size", "2", "-q", "--no-tensorboard"]) == 0

@@ -178,9 +178,10 @@ def submit_train(
     annotations: str = typer.Option(..., "--annotations", "-a", help="Annotation file under "
                                     "the data root."),
     run: str = typer.Option(..., "--run", help="Run folder under the store root."),
-    epochs: int = typer.Option(100, "--epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="[default: mespot train's]"),
     seed: int = typer.Option(1, "--seed"),
-    inner_val: int = typer.Option(0, "--inner-val"),
+    inner_val: Optional[int] = typer.Option(None, "--inner-val",
+                                            help="[default: mespot train's]"),
     subjects: Optional[str] = typer.Option(None, "--subjects", help="Comma-separated folds."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the job and print its progress."),
     server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),

@@ -40,7 +40,7 @@ def train_command(
     config: Optional[Path] = typer_option(
         None, "--config", "-c", help="YAML file with sections train, windows, prior, losses, model "
         "(field names as in config.json); flags given win."),
-    epochs: int = typer_option(100, "--epochs", help="Training epochs per fold."),
+    epochs: int = typer_option(50, "--epochs", help="Training epochs per fold (the paper: 100)."),
     batch_size: int = typer_option(128, "--batch-size", help="Windows per batch."),
     lr: float = typer_option(0.01, "--lr", help="AdamW learning rate (x0.96 per epoch)."),
     seed: int = typer_option(1, "--seed", help="Random seed (model init and shuffling)."),
@@ -55,14 +55,14 @@ def train_command(
     save_every: int = typer_option(
         1, "--save-every", help="Keep weights every N epochs (and the last); evaluation can only "
         "choose among kept epochs."),
-    inner_val: int = typer_option(
-        0, "--inner-val", help="Per fold, also train a model without K training subjects, on "
-        "which `mespot evaluate --select inner-val` picks the epoch."),
+    inner_val: Optional[int] = typer_option(
+        None, "--inner-val", help="Per fold, also a model without K training subjects, on which "
+        "`evaluate` chooses the proposal rules (and an epoch with --select inner-val) [default: "
+        "2, fewer for a store of under 4 subjects; 0: off, as the paper]."),
     init: str = typer_option(
         "pretrained", "--init", help="Initial weights of each fold: pretrained (shipped with "
         "mespot), scratch (random, as the paper) or a file from `mespot pretrain`."),
-    augment: str = typer_option(
-        "none", "--augment", help="none, or mirror: each training window mirrored with p 1/2."),
+    augment: str = typer_option("none", "--augment", help="none, or mirror (p 1/2 per window)."),
     subjects: Optional[str] = typer_option(
         None, "--subjects", help="Comma-separated test subjects: train only these folds."),
     device: str = typer_option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),

@@ -31,12 +31,14 @@ class TrainJob(_Strict):
     store: str = Field(..., description="Feature store under the store root.")
     annotations: str = Field(..., description="Annotation workbook or CSV under the data root.")
     run: str = Field(..., description="Run folder to create or resume, under the store root.")
-    epochs: int = Field(100, ge=1, le=10000)
+    epochs: Optional[int] = Field(None, ge=1, le=10000, description="Epochs per fold "
+                                  "(default: mespot train's, 50).")
     seed: int = Field(1, ge=0)
     batch_size: Optional[int] = Field(None, ge=1, le=65536)
     lr: Optional[float] = Field(None, gt=0, le=10)
-    inner_val: int = Field(0, ge=0, le=100, description="Per fold, an inner validation model "
-                           "without this many training subjects.")
+    inner_val: Optional[int] = Field(None, ge=0, le=100, description="Per fold, an inner "
+                                     "validation model without this many training subjects "
+                                     "(default: mespot train's, 2; 0: off).")
     subjects: Optional[list[str]] = Field(None, description="Train only these folds.")
 
 
