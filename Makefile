@@ -31,7 +31,7 @@ test-fast: install
 # The main job on synthetic data: generate -> extract -> train (LOSO) -> evaluate + report.
 demo: install
 	rm -rf $(DEMO)
-	$(BIN)/mespot synth --small --subjects 4 --seconds 20 --out $(DEMO)/data
+	$(BIN)/mespot synth --small --subjects 8 --seconds 10 --out $(DEMO)/data
 	$(BIN)/mespot extract $(DEMO)/data --out $(DEMO)/features.zarr --backend torch --resize 128
 	$(BIN)/mespot train $(DEMO)/features.zarr --annotations '$(DEMO)/data/CAS(ME)^2code_final.xlsx' \
 		--out $(DEMO)/run

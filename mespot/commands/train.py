@@ -58,7 +58,7 @@ def train_command(
     inner_val: Optional[int] = typer_option(
         None, "--inner-val", help="Per fold, also a model without K training subjects, on which "
         "`evaluate` chooses the proposal rules (and an epoch with --select inner-val) [default: "
-        "2, fewer for a store of under 4 subjects; 0: off, as the paper]."),
+        "2 for a store of 8 or more subjects, else 0; 0: off, as the paper]."),
     init: str = typer_option(
         "pretrained", "--init", help="Initial weights of each fold: pretrained (shipped with "
         "mespot), scratch (random, as the paper) or a file from `mespot pretrain`."),
