@@ -25,8 +25,8 @@ LEGACY_TRAIN = {"init": "scratch", "augment": "none"}
 # Inner-validation subjects per fold when not given: they choose each fold's proposal rules
 # (`mespot evaluate` calibrates by default) and let `--select inner-val` choose its epoch; only
 # where each inner model still trains on MIN_INNER_TRAIN subjects, as in the quality benchmark
-# that measured the recipe (5 to 7). With fewer it is not known to help: on the 4-subject demo
-# (inner models of one subject) calibration cost 0.09 overall F1.
+# that measured the recipe (5 to 7). With fewer it is not known to help: on the former
+# 4-subject demo (inner models of one subject) calibration cost 0.09 overall F1.
 DEFAULT_INNER_VAL = 2
 MIN_INNER_TRAIN = 5
 
@@ -55,7 +55,7 @@ class TrainParams:
     normalisation: str = "fold"
     macro_ratio: Optional[float] = None
     save_every: int = 1
-    inner_val: Optional[int] = None  # training subjects held out per fold (0: off; None: 2)
+    inner_val: Optional[int] = None  # subjects held out per fold (0: off; None: resolve_inner_val)
     test_loss_every: int = 10  # epochs between TensorBoard test-loss points (logging only)
     init: str = "pretrained"  # pretrained, scratch or a weights file (spotting/initial_weights.py)
     augment: str = "none"  # none, or mirror: windows mirrored with p = 1/2 (spotting/augment.py)

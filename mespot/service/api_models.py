@@ -38,7 +38,8 @@ class TrainJob(_Strict):
     lr: Optional[float] = Field(None, gt=0, le=10)
     inner_val: Optional[int] = Field(None, ge=0, le=100, description="Per fold, an inner "
                                      "validation model without this many training subjects "
-                                     "(default: mespot train's, 2; 0: off).")
+                                     "(default: mespot train's: 2 for a store of 8 or more "
+                                     "subjects, else 0; 0: off).")
     subjects: Optional[list[str]] = Field(None, description="Train only these folds.")
 
 

@@ -76,7 +76,7 @@ def forms(config) -> str:
   placeholder="runs/small"></label>
  <label>Epochs <input name="epochs" type="number" min="1" placeholder="50"></label>
  <label>Inner validation subjects <input name="inner_val" type="number" min="0"
-  placeholder="2"></label>
+  placeholder="default"></label>
  <button type="submit">Train</button></form>
 <form data-kind="evaluate" class="job-form" id="form-evaluate">
  <label>Run folder (store root) <input name="run" list="store-paths" required></label>
