@@ -3,7 +3,8 @@
 Classes (flowcore.flow.synthetic.make_cases): translation (0.05-5 px), rotation_zoom, micro_deform
 (0.1-1.5 px), macro_deform (2-8 px), noise_brightness. Per class: mean end-point error (EPE, px)
 over the image minus a border margin (where content enters or leaves the frame the truth is
-unknowable) and EPE over the 12 AUW-GCN ROIs; each backend's relative difference to `opencv`.
+unknowable) and EPE over the 12 AUW-GCN ROIs; each backend's relative difference to `opencv`, and
+`cuda`'s (the fused kernel) to `torch`, its unfused twin on the same device.
 
     python benchmarks/flow_accuracy.py [--size 256] [--per-class 4] [--threads 2]
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     for backend in backends:
         start = time.perf_counter()
         flows = compute_flow(first, second, params=params, backend=backend,
-                             device=args.device if backend == "torch" else "cpu")
+                             device="cpu" if backend == "opencv" else args.device)
         seconds[backend] = time.perf_counter() - start
         for row, case, flow in zip(per_case, cases, flows):
             row[backend] = {
@@ -75,10 +76,11 @@ def main(argv=None) -> int:
             epe = float(np.mean([r[backend]["epe"] for r in rows]))
             roi = float(np.mean([r[backend]["roi_epe"] for r in rows]))
             entry = {"epe": epe, "roi_epe": roi}
-            if "opencv" in backends and backend != "opencv":
-                ref = summary[kind]["opencv"]
-                entry["epe_vs_opencv"] = epe / ref["epe"] - 1  # +0.05 = 5 % worse
-                entry["roi_epe_vs_opencv"] = roi / ref["roi_epe"] - 1
+            for ref_name in ("opencv", "torch"):  # +0.05 = 5 % worse than the reference
+                if ref_name in backends and backend != ref_name and ref_name in summary[kind]:
+                    ref = summary[kind][ref_name]
+                    entry[f"epe_vs_{ref_name}"] = epe / ref["epe"] - 1
+                    entry[f"roi_epe_vs_{ref_name}"] = roi / ref["roi_epe"] - 1
             summary[kind][backend] = entry
 
     print(f"EPE in px ({args.size}x{args.size}, {args.per_class} pairs per class, "
@@ -95,6 +97,9 @@ def main(argv=None) -> int:
             for b in others
         )
         print(line)
+    if "cuda" in backends and "torch" in backends:
+        print("cuda vs torch EPE: " + ", ".join(
+            f"{kind} {entry['cuda']['epe_vs_torch']:+.2%}" for kind, entry in summary.items()))
     print("seconds for all pairs: " + ", ".join(f"{b} {s:.1f}" for b, s in seconds.items()))
 
     payload = {

@@ -119,6 +119,8 @@ def test_bad_input_clear_error(backend, first, second, error, message):
         compute_flow(first, second, backend=backend)
 
 
+@pytest.mark.skipif("opencv" not in available_backends(),
+                    reason="needs OpenCV contrib's DualTVL1 (the GPU image has plain OpenCV)")
 def test_opencv_rejects_gpu_device():
     a = np.zeros((8, 8), np.uint8)
     with pytest.raises(ValueError, match="cpu only"):
@@ -302,3 +304,14 @@ def test_numba_median_matches_opencv():
         out = np.empty_like(u)
         _median_filter(u, out, size, np.empty((size * size, shape[1]), np.float32))
         np.testing.assert_array_equal(out, cv2.medianBlur(u, size))
+
+
+def test_shipped_astronaut_landmarks_are_dlibs_fit():
+    """The test face's landmarks travel as numbers (the GPU image has no dlib): they must be what
+    dlib fits, and land on the crop's face."""
+    pytest.importorskip("dlib", reason="the fit needs dlib")
+    from flowcore.flow.synthetic import ASTRONAUT_LANDMARKS, face_landmarks, fit_astronaut_landmarks
+
+    np.testing.assert_allclose(fit_astronaut_landmarks(), np.float32(ASTRONAUT_LANDMARKS), atol=0.5)
+    points = face_landmarks(128)
+    assert points.shape == (68, 2) and ((points > 10) & (points < 118)).all()

@@ -20,6 +20,21 @@ import numpy as np
 # (detect_faces gives it, largest first; the detector also fires on the mission patch, so the
 # box is fixed here). The synthetic generator frames its subjects by mespot.synth.faces.FRAMING_BOX.
 ASTRONAUT_FACE_BOX = (179, 83, 266, 170)
+# dlib's 68 landmarks (x, y) of the astronaut's face, photo px, shipped so that machines without
+# dlib or its model (the GPU image) build the same test cases. Remake:
+#   python -c "import flowcore.flow.synthetic as s; print(s.fit_astronaut_landmarks().tolist())"
+# (tests/test_flow.py checks the two agree where dlib is installed).
+ASTRONAUT_LANDMARKS = (
+    (179, 104), (179, 116), (180, 127), (182, 139), (185, 151), (191, 161), (200, 169), (209, 176),
+    (221, 178), (232, 177), (243, 171), (253, 164), (260, 154), (265, 143), (268, 132), (270, 120),
+    (272, 108), (186, 94), (192, 88), (200, 87), (208, 89), (216, 92), (236, 93), (244, 91),
+    (253, 90), (260, 92), (265, 99), (225, 103), (225, 111), (225, 119), (225, 127), (214, 131),
+    (219, 132), (224, 134), (229, 133), (234, 132), (195, 101), (200, 98), (207, 98), (212, 104),
+    (206, 104), (199, 104), (238, 105), (243, 100), (250, 101), (255, 104), (250, 107), (244, 106),
+    (201, 140), (209, 139), (218, 139), (224, 141), (229, 140), (237, 140), (246, 141), (237, 151),
+    (229, 155), (222, 156), (216, 155), (208, 150), (204, 141), (218, 143), (223, 144), (229, 144),
+    (243, 142), (229, 150), (223, 151), (217, 150),
+)
 CROP_MARGIN = 1.6  # crop side / face box side
 CASE_CLASSES = ("translation", "rotation_zoom", "micro_deform", "macro_deform", "noise_brightness")
 
@@ -59,14 +74,21 @@ def face_texture(size: int = 256) -> np.ndarray:
     return out
 
 
-def face_landmarks(size: int = 256) -> np.ndarray:
-    """(68, 2) float32 (x, y) landmarks of `face_texture(size)`, fitted by dlib on the photo."""
+def fit_astronaut_landmarks() -> np.ndarray:
+    """(68, 2) float32 (x, y) landmarks dlib fits to the astronaut photo in ASTRONAUT_FACE_BOX
+    (needs dlib and the landmark model; `ASTRONAUT_LANDMARKS` holds the result)."""
     from skimage.data import astronaut
 
     from flowcore.landmarks import fit_landmarks
 
+    return fit_landmarks(astronaut(), ASTRONAUT_FACE_BOX)
+
+
+def face_landmarks(size: int = 256) -> np.ndarray:
+    """(68, 2) float32 (x, y) landmarks of `face_texture(size)`: the shipped dlib fit on the photo,
+    brought into the crop."""
     left, top, side = _crop_box(size)
-    points = fit_landmarks(astronaut(), ASTRONAUT_FACE_BOX)
+    points = np.float32(ASTRONAUT_LANDMARKS)
     return ((points - np.float32([left, top])) * np.float32(size / side)).astype(np.float32)
 
 
