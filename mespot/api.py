@@ -123,18 +123,18 @@ def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
              preset: str | None = None, device: str = "cpu", proposals: str | None = None,
              allow_missing_folds: bool = False, calibrate: bool | None = None,
              flip: bool | None = None):
-    """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last,
-    fixed:N, inner-val, or oracle: test-set selection, labelled so), match with the truth, and
-    write RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc or reference; proposals:
-    the proposal arithmetic, mespot or reference (None: reference for a --compat store, else
-    mespot). A run with LOSO folds missing or unfinished is refused unless
+    """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last, fixed:N,
+    inner-val, or oracle: test-set selection, labelled so), match with the truth, and write
+    RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc, reference (the AUW-GCN code's
+    counting today) or reference-2023 (the one behind its published numbers; see spotting.metrics);
+    proposals: the proposal arithmetic, mespot or reference (None: reference for a --compat store,
+    else mespot). A run with LOSO folds missing or unfinished is refused unless
     `allow_missing_folds` (then their truths count as missed). calibrate: each fold's proposal
-    rules chosen on its inner-validation subjects (None: when the run was trained with
-    inner_val); flip: the logits of the face and its mirror averaged (None: yes); both off by
-    default for a --compat store. The folder is named for what was used, e.g.
-    <selection>+calibrated+flip.
-    Returns a spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`,
-    `.matches`, `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`,
+    rules chosen on its inner-validation subjects (None: when the run was trained with inner_val);
+    flip: the logits of the face and its mirror averaged (None: yes); both off by default for a
+    --compat store. The folder is named for what was used, e.g. <selection>+calibrated+flip.
+    Returns a spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`, `.matches`,
+    `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`,
     `.calibration` the rules chosen per fold)."""
     from spotting.data import resolve_device
     from spotting.evaluate import SpotOptions, evaluate_run

@@ -7,14 +7,17 @@ its training (label smoothing and the focal terms shift its probabilities), and 
 per video for at most a few true expressions sets the precision. `mespot evaluate --calibrate`
 chooses them per fold: the fold's inner model (`mespot train --inner-val K`, trained without
 the K inner-validation subjects) spots those subjects at the epoch the selection uses, and the
-combination of one (threshold, K, floor) per type with the best overall F1 on them (MEGC counts,
-pooled) is then applied to the fold's main model on its test subject.
+combination of one (threshold, K, floor) per type with the best overall F1 on them (pooled
+counts of the evaluation's rule, MEGC by default) is then applied to the fold's main model on
+its test subject.
 
 Search: for each apex threshold the candidates and NMS are computed once with the largest K;
 keeping K proposals above a score floor then keeps a prefix of that list (NMS is greedy in score
 order), and greedy matching in score order gives the true positives of every prefix at once, so
-the whole grid costs one matching per (video, type, threshold). Ties go to the earliest grid
-point; the grids start at the reference's values, which therefore win every tie.
+the whole grid costs one matching per (video, type, threshold) (for the reference's per-truth
+counting, whose answer for a prefix is not a prefix of its answer, one per prefix). Ties go to
+the earliest grid point; the grids start at the reference's values, which therefore win every
+tie.
 """
 
 from __future__ import annotations
@@ -64,8 +67,20 @@ def _grid(base: ProposalParams, kind: str) -> tuple[list[int], list[float]]:
     return top_k, list(MIN_SCORES)
 
 
+def _prefix_tp(kept: pd.DataFrame, video: str, true_positives, prefix_stable: bool) -> np.ndarray:
+    """(len(kept) + 1,) the true positives among the first n proposals of `kept`, n = 0..len:
+    a cumulative sum where the rule's answer for a prefix is the prefix of its answer, else
+    the rule asked again for each prefix."""
+    if prefix_stable:
+        is_tp = np.asarray(true_positives(kept, video), dtype=float)
+        return np.concatenate([[0.0], np.cumsum(is_tp)])
+    return np.array([0.0] + [float(np.sum(true_positives(kept.iloc[:n], video)))
+                             for n in range(1, len(kept) + 1)])
+
+
 def _counts(
-    per_video: dict[str, np.ndarray], base: ProposalParams, kind: str, true_positives
+    per_video: dict[str, np.ndarray], base: ProposalParams, kind: str, true_positives,
+    prefix_stable: bool = True,
 ) -> np.ndarray:
     """(thresholds, top_k, min_scores, 2) summed (TP, proposals) of one type over the videos."""
     top_k, floors = _grid(base, kind)
@@ -77,8 +92,7 @@ def _counts(
             kept = nms(candidates(logits, kind, params), params.nms_iou, widest)
             if kept.empty:
                 continue
-            is_tp = np.asarray(true_positives(kept, video), dtype=float)
-            cum_tp = np.concatenate([[0.0], np.cumsum(is_tp)])  # TP of each prefix length
+            cum_tp = _prefix_tp(kept, video, true_positives, prefix_stable)  # TP per prefix
             scores = kept["score"].to_numpy()
             for k, keep in enumerate(top_k):
                 for f, floor in enumerate(floors):
@@ -88,16 +102,21 @@ def _counts(
 
 
 def calibrate(
-    per_video: dict[str, np.ndarray], n_truths: int, base: ProposalParams, true_positives
+    per_video: dict[str, np.ndarray], n_truths: int, base: ProposalParams, true_positives,
+    prefix_stable: bool = True,
 ) -> tuple[Calibrated, float]:
     """(rules with the best overall F1 on these videos, that F1).
 
     `per_video`: {video: (N, 10) logits} of the inner model on the inner-validation subjects;
     `n_truths`: their number of ground truths (both types); `true_positives(found, video)`:
     which proposals of `found` (one type of one video, as `nms` returns them, best first; rows)
-    are true positives under the evaluation's rule, (len(found),) bool. Greedy matching in score
-    order makes the answer for a prefix of `found` the prefix of the answer."""
-    me, mae = (_counts(per_video, base, kind, true_positives).reshape(-1, 2) for kind in TYPES)
+    are true positives under the evaluation's rule, (len(found),) bool. `prefix_stable`: the
+    answer for a prefix of `found` is the prefix of the answer (greedy one-to-one matching in
+    score order, per-proposal counting; spotting.metrics.MatchRule.prefix_stable); otherwise
+    each prefix is counted on its own (per-truth counting: a truth's best proposal may lie
+    beyond the prefix)."""
+    me, mae = (_counts(per_video, base, kind, true_positives, prefix_stable).reshape(-1, 2)
+               for kind in TYPES)
     tp = me[:, None, 0] + mae[None, :, 0]
     n = me[:, None, 1] + mae[None, :, 1]
     f1 = np.where(n + n_truths > 0, 2 * tp / np.maximum(n + n_truths, 1), 0.0)

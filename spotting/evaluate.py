@@ -12,10 +12,11 @@ Epoch selection (`--select`), per fold:
 
 Scales (`--rule`, spotting/metrics.py): the MEGC rule matches in the video's ORIGINAL 1-based
 frame numbers (proposal rows through `rows_to_frames`; truths as annotated, a value section 6's
-repairs filled or clipped as the kept frame of its row); the reference rule matches on the
-reference's rows, proposal row + 1 against annotated frame // k for frames kept 1 in k (SAMM-LV:
-k = 8, the reference's `samm_new_25.csv`; at full rate the two scales agree). Every table and
-file names its scale; every file a person reads gives 1-based original frame numbers
+repairs filled or clipped as the kept frame of its row); the reference rules (`reference`, the
+AUW-GCN code's counting today; `reference-2023`, the one behind its published numbers) match on
+the reference's rows, proposal row + 1 against annotated frame // k for frames kept 1 in k
+(SAMM-LV: k = 8, the reference's `samm_new_25.csv`; at full rate the two scales agree). Every
+table and file names its scale; every file a person reads gives 1-based original frame numbers
 (`rows_to_frames`).
 
 Proposals (`--proposals`, spotting/proposals.py): `reference` arithmetic (float32, start ties
@@ -448,7 +449,7 @@ def _calibrated(fold: FoldFolder, epoch: int, prep, truths, params, windows, rul
         hits = matches.loc[matches["outcome"] == "TP", "proposal"].to_numpy(dtype=int)
         return np.isin(found.index.to_numpy(), hits)
 
-    rules, f1 = calibrate(logits, len(wanted), params, true_positives)
+    rules, f1 = calibrate(logits, len(wanted), params, true_positives, rule.prefix_stable)
     return rules, {**rules.to_json(), "inner_epoch": at, "val_subjects": val, "val_f1": f1}
 
 

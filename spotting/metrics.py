@@ -1,24 +1,37 @@
 """Spotting metrics: match proposals to ground truth, count, and score (AUWGCN.md section 9).
 
-Two rules, each with its interval scale (`MatchRule.scale`; the positions are computed by the
-caller, spotting/evaluate.py):
+Three rules (`--rule`), each with its interval scale (`MatchRule.scale`; the positions are
+computed by the caller, spotting/evaluate.py) and its way of counting (`MatchRule.counting`):
 
-`MEGC` (default): a proposal is a true positive when its IoU with a ground-truth interval of the
+`megc` (default): a proposal is a true positive when its IoU with a ground-truth interval of the
 same type and video is >= 0.5, IoU on inclusive frame counts (|[s, e]| = e - s + 1), positions in
 the video's ORIGINAL 1-based frame numbers (scale "frames"). One match per truth and one truth
-per proposal: proposals are matched best score first, each to the unmatched ground truth it
-overlaps most.
+per proposal (counting "one-to-one"): proposals are matched best score first, each to the
+unmatched ground truth it overlaps most.
 
-`REFERENCE`: the counting of the AUW-GCN code (utils/eval_utils.py `iou_for_tp` + `calc_metrics`,
-pooled as calc_final_score.py). IoU on lengths e - s, a proposal is a true positive when its
-best IoU with ANY ground truth of its video and type is > 0.5, whether or not another proposal
-hit the same truth (so several proposals can count for one truth, and FN = M - TP can be
-negative). The truth a TP row names is its best one (the first in annotation order on a tie).
-Positions are the reference's rows (scale "rows"): proposal row + 1 against annotated frame // k
-for frames kept 1 in k. (The reference also computes a truth-driven `find` column with
-`iou_for_find`, but its counts never use it.)
+`reference`: the counting of the AUW-GCN code as it is today, since its commit a15701b
+(2025-02-25, "fix bug in evaluation code", utils/eval_utils.py): `calc_metrics` counts the
+`find` column of `iou_for_find` (counting "per-truth"). For each ground truth of a video and
+type, its highest-IoU proposal (the first in score order on a tie) if that IoU is > 0.5; a
+proposal chosen by two truths counts once. So TP <= min(N, M).
 
-Both: TP, proposals N and ground truths M are summed over the whole dataset; P = TP / N,
+`reference-2023`: the counting behind the published AUW-GCN numbers (papers up to 2024), the
+reference's `iou_for_tp` + `calc_metrics` before that commit (counting "per-proposal"): a
+proposal is a true positive when its best IoU with ANY ground truth of its video and type is
+> 0.5, whether or not another proposal hit the same truth (so several proposals can count for
+one truth, and FN = M - TP can be negative).
+
+Both reference rules: IoU on lengths e - s, pooled as calc_final_score.py, positions the
+reference's rows (scale "rows": proposal row + 1 against annotated frame // k for frames kept 1
+in k). On random proposal sets reference-2023 counts about 1.4x the TP of reference.
+
+The match table (`match_intervals`) has one row per TP (proposal and truth), FP (proposal only)
+and FN (truth only). A TP row names: under `megc` the truth it took; under `reference-2023` its
+best truth (the first in annotation order on a tie; a truth may be in several TP rows); under
+`reference` the first truth (annotation order) that chose it, and every other truth that chose
+the same proposal is an FN row (the proposal counts once).
+
+All: TP, proposals N and ground truths M are summed over the whole dataset; P = TP / N,
 R = TP / M, F1 = 2PR / (P + R) (0 where a denominator is 0). "Overall" pools the ME and MaE
 counts; it is not the mean of two F1s.
 
@@ -35,6 +48,8 @@ import pandas as pd
 
 from spotting.channels import TYPES
 
+COUNTINGS = ("one-to-one", "per-proposal", "per-truth")  # MatchRule.counting
+
 
 @dataclass(frozen=True)
 class MatchRule:
@@ -42,9 +57,20 @@ class MatchRule:
     inclusive: bool  # lengths e - s + 1 (True) or e - s (False)
     threshold: float
     strict: bool  # IoU > threshold (True) or >= threshold (False)
-    one_to_one: bool
+    counting: str  # one of COUNTINGS (see the module docstring)
     scale: str  # "frames" (original numbering) or "rows" (the reference's: row + 1 vs frame // k)
     label: str  # one line for tables and reports
+
+    def __post_init__(self):
+        if self.counting not in COUNTINGS:
+            raise ValueError(f"counting must be one of {COUNTINGS}, got {self.counting!r}")
+
+    @property
+    def prefix_stable(self) -> bool:
+        """Whether the true positives among the first n proposals (in score order) are the
+        first n of those among all: true for greedy one-to-one matching and per-proposal
+        counting, not per-truth (a truth's best proposal may lie beyond the prefix)."""
+        return self.counting != "per-truth"
 
     def iou(self, s: np.ndarray, e: np.ndarray, gs: int, ge: int) -> np.ndarray:
         extra = 1 if self.inclusive else 0
@@ -61,7 +87,7 @@ MEGC = MatchRule(
     inclusive=True,
     threshold=0.5,
     strict=False,
-    one_to_one=True,
+    counting="one-to-one",
     scale="frames",
     label="MEGC: IoU >= 0.5 on inclusive frame counts, one match per truth",
 )
@@ -70,12 +96,22 @@ REFERENCE = MatchRule(
     inclusive=False,
     threshold=0.5,
     strict=True,
-    one_to_one=False,
+    counting="per-truth",
     scale="rows",
-    label="reference (AUW-GCN code): IoU > 0.5 on e - s, every proposal "
-    "whose best truth passes counts",
+    label="reference (AUW-GCN code since a15701b, 2025-02-25: iou_for_find): IoU > 0.5 on "
+    "e - s, each truth's best proposal counts, once",
 )
-RULES = {rule.name: rule for rule in (MEGC, REFERENCE)}
+REFERENCE_2023 = MatchRule(
+    "reference-2023",
+    inclusive=False,
+    threshold=0.5,
+    strict=True,
+    counting="per-proposal",
+    scale="rows",
+    label="reference-2023 (AUW-GCN code before a15701b: iou_for_tp, the published numbers): "
+    "IoU > 0.5 on e - s, every proposal whose best truth passes counts",
+)
+RULES = {rule.name: rule for rule in (MEGC, REFERENCE, REFERENCE_2023)}
 
 
 def match_intervals(
@@ -88,30 +124,61 @@ def match_intervals(
 
     Returns one row per TP (proposal and truth), FP (proposal only) and FN (truth only) with
     columns outcome, proposal, truth (index labels of the inputs, -1 where absent) and iou,
-    proposals best score first. Under a rule that is not one-to-one a truth can appear in
-    several TP rows.
+    proposals best score first (equal scores in their input order). Under `reference-2023` a
+    truth can appear in several TP rows.
     """
     order = (
         proposals.sort_values("score", ascending=False, kind="stable").index
         if len(proposals)
-        else []
+        else pd.Index([])
     )
-    gs, ge = truths[on[0]].to_numpy(), truths[on[1]].to_numpy()
-    free = np.ones(len(truths), bool)
+    starts = proposals.loc[order, on[0]].to_numpy(np.int64) if len(order) else np.zeros(0, int)
+    ends = proposals.loc[order, on[1]].to_numpy(np.int64) if len(order) else np.zeros(0, int)
+    gs, ge = truths[on[0]].to_numpy(np.int64), truths[on[1]].to_numpy(np.int64)
+    # iou[i, j]: proposal i (score order) with truth j (annotation order)
+    iou = np.zeros((len(order), len(truths)))
+    for j in range(len(truths)):
+        iou[:, j] = rule.iou(starts, ends, int(gs[j]), int(ge[j]))
+    counted = _per_truth if rule.counting == "per-truth" else _per_proposal
+    found = counted(iou, rule)  # proposal i -> truth j of its TP row
     rows = []
-    for label in order:
-        s, e = int(proposals.at[label, on[0]]), int(proposals.at[label, on[1]])
-        ious = rule.iou(gs, ge, s, e) if len(truths) else np.zeros(0)
-        if rule.one_to_one:
-            ious = np.where(free, ious, -1.0)
-        best = int(ious.argmax()) if len(ious) else -1  # the first truth on a tie
+    for i, label in enumerate(order):
+        if i in found:
+            rows.append(("TP", label, truths.index[found[i]], float(iou[i, found[i]])))
+        else:
+            rows.append(("FP", label, -1, float(iou[i].max()) if len(truths) else 0.0))
+    named = set(found.values())
+    rows += [("FN", -1, truths.index[j], 0.0) for j in range(len(truths)) if j not in named]
+    return pd.DataFrame(rows, columns=["outcome", "proposal", "truth", "iou"])
+
+
+def _per_proposal(iou: np.ndarray, rule: MatchRule) -> dict[int, int]:
+    """{proposal: truth} of the TP rows, proposals taken in score order: each to its best truth
+    (the first on a tie), among the truths still free under one-to-one counting."""
+    free = np.ones(iou.shape[1], bool)
+    found = {}
+    for i in range(iou.shape[0]):
+        ious = np.where(free, iou[i], -1.0) if rule.counting == "one-to-one" else iou[i]
+        best = int(ious.argmax()) if len(ious) else -1
         if best >= 0 and rule.passes(float(ious[best])):
             free[best] = False
-            rows.append(("TP", label, truths.index[best], float(ious[best])))
-        else:
-            rows.append(("FP", label, -1, float(max(ious.max(), 0.0)) if len(ious) else 0.0))
-    rows += [("FN", -1, truths.index[j], 0.0) for j in np.flatnonzero(free)]
-    return pd.DataFrame(rows, columns=["outcome", "proposal", "truth", "iou"])
+            found[i] = best
+    return found
+
+
+def _per_truth(iou: np.ndarray, rule: MatchRule) -> dict[int, int]:
+    """{proposal: truth} of the TP rows under per-truth counting (the reference's
+    `iou_for_find`): each truth in annotation order chooses its best proposal (the first in
+    score order on a tie) if it passes; a proposal chosen by several truths is one TP, named
+    for the first of them."""
+    found: dict[int, int] = {}
+    if not iou.shape[0]:
+        return found
+    for j in range(iou.shape[1]):
+        best = int(iou[:, j].argmax())
+        if rule.passes(float(iou[best, j])):
+            found.setdefault(best, j)
+    return found
 
 
 def match_all(

@@ -449,6 +449,7 @@ def test_samm_layout_store_end_to_end_names_its_scales(synth_small_samm, tmp_pat
     assert (truth["offset"] > 0).all() and (truth["onset"] % 8 != 1).any()  # not all on kept frames
     for rule, scale in (
         ("reference", "rows: subsampled /8"),
+        ("reference-2023", "rows: subsampled /8"),
         ("megc", "frames: original 200 fps numbering"),
     ):
         e = evaluate_run(tmp_path / "run", "last", rule=rule)

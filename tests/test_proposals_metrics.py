@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from spotting.metrics import MEGC, REFERENCE, match_all, match_intervals, summarise
+from spotting.metrics import MEGC, REFERENCE_2023, match_all, match_intervals, summarise
 from spotting.proposals import PRESETS, ProposalParams, candidates, length_iou, nms, spot_video
 
 QUIET = 5.0  # "none" logit everywhere: nothing starts or ends
@@ -135,7 +135,7 @@ def test_reference_variant_differs_on_a_boundary_case():
     proposals = frame([("v", "s", "mae", 0, 4, 0.9)])
     # inclusive counts: 5 / 10 = 0.5 -> TP under MEGC (>=); lengths e - s: 4 / 9 -> not > 0.5
     assert match_intervals(proposals, truths, MEGC)["outcome"].tolist() == ["TP"]
-    assert sorted(match_intervals(proposals, truths, REFERENCE)["outcome"]) == ["FN", "FP"]
+    assert sorted(match_intervals(proposals, truths, REFERENCE_2023)["outcome"]) == ["FN", "FP"]
 
 
 def test_each_truth_matches_once_best_score_first():
@@ -187,149 +187,6 @@ def test_no_proposals_and_no_truths():
     t = summarise(m).set_index("type")
     assert t.loc["overall", "precision"] == 0 and t.loc["overall", "f1"] == 0
     assert summarise(match_all(empty, frame([], with_score=False)))["truths"].sum() == 0
-
-
-# ------------------------------------------- the reference's counting (issue 13, point 3)
-
-def counts(matches, kind="overall"):
-    row = summarise(matches).set_index("type").loc[kind]
-    return int(row["TP"]), int(row["proposals"]), int(row["truths"])
-
-
-def test_reference_counts_every_proposal_whose_best_truth_passes():
-    truths = frame([("v", "s", "mae", 0, 40)], with_score=False)
-    # 36 / 40 each
-    proposals = frame([("v", "s", "mae", 0, 36, 0.9), ("v", "s", "mae", 4, 40, 0.5)])
-    assert counts(match_all(proposals, truths, MEGC)) == (1, 2, 1)  # one match per truth
-    ref = match_all(proposals, truths, REFERENCE)
-    assert counts(ref) == (2, 2, 1)  # both count, as the reference's iou_for_tp + calc_metrics
-    table = summarise(ref).set_index("type")
-    assert (
-        table.loc["mae", "FN"] == -1 and table.loc["mae", "recall"] == 2.0
-    )  # M - TP, as it prints
-    assert ref["truth"].tolist() == [0, 0]
-
-
-def test_a_high_scoring_proposal_takes_another_truths_only_match_under_megc_only():
-    truths = frame([("v", "s", "mae", 0, 40), ("v", "s", "mae", 8, 48)], with_score=False)
-    # P1 overlaps T1 (38/42) and T2 (34/46), T2's only match; P2 overlaps T1 (30/40) only
-    proposals = frame([("v", "s", "mae", 2, 42, 0.9), ("v", "s", "mae", 0, 30, 0.5)])
-    megc = match_all(proposals, truths, MEGC)
-    assert counts(megc) == (1, 2, 2)  # P1 takes T1, T2 is missed and P2 is a false positive
-    assert sorted(megc["outcome"]) == ["FN", "FP", "TP"]
-    ref = match_all(proposals, truths, REFERENCE)
-    assert counts(ref) == (2, 2, 2)
-    assert ref[ref["outcome"] == "TP"].set_index("proposal")["truth"].to_dict() == {
-        0: 0,
-        1: 0,
-    }  # best truth
-    assert ref["outcome"].tolist() == ["TP", "TP", "FN"]  # T2: no proposal has it as its best
-
-
-def test_two_truths_sharing_a_best_proposal_count_both_proposals():
-    """The reference counts proposals (`tp`), not the truths' claims (`find`, computed but never
-    counted): a truth-driven count would give 1 here, the reference gives 2, as does MEGC."""
-    truths = frame([("v", "s", "me", 0, 40), ("v", "s", "me", 8, 48)], with_score=False)
-    proposals = frame(
-        [
-            ("v", "s", "me", 4, 44, 0.9),  # 36/44 with both truths: the best of each
-            ("v", "s", "me", 16, 48, 0.5),
-        ]
-    )  # 32/40 with T2, 24/48 with T1
-    assert counts(match_all(proposals, truths, REFERENCE)) == (2, 2, 2)
-    assert counts(match_all(proposals, truths, MEGC)) == (2, 2, 2)
-
-
-def reference_restated(proposals: pd.DataFrame, truths: pd.DataFrame) -> dict:
-    """The AUW-GCN counting in plain words: per subject and type, n = its proposals, tp = those
-    whose largest IoU (lengths end - start) with a truth of the same video and type is > 0.5,
-    m = its truths; summed over subjects (calc_final_score.py); overall = ME + MaE."""
-    totals = {kind: [0, 0, 0] for kind in ("me", "mae")}
-    for subject in sorted(set(proposals["subject"]) | set(truths["subject"])):
-        for kind in ("me", "mae"):
-            mine = proposals[(proposals["subject"] == subject) & (proposals["type"] == kind)]
-            theirs = truths[(truths["subject"] == subject) & (truths["type"] == kind)]
-            for p in mine.itertuples():
-                best = 0.0
-                for t in theirs[theirs["video"] == p.video].itertuples():
-                    inter = max(0, min(p.offset, t.offset) - max(p.onset, t.onset))
-                    union = (p.offset - p.onset) + (t.offset - t.onset) - inter
-                    best = max(best, inter / union if union > 0 else 0.0)
-                totals[kind][0] += best > 0.5
-            totals[kind][1] += len(mine)
-            totals[kind][2] += len(theirs)
-    totals["overall"] = [a + b for a, b in zip(totals["me"], totals["mae"])]
-    return {kind: tuple(v) for kind, v in totals.items()}
-
-
-def random_case(rng):
-    rows_p, rows_t = [], []
-    for v in range(3):
-        subject = f"s{v % 2}"
-        for kind in ("me", "mae"):
-            centres = rng.integers(20, 200, size=rng.integers(0, 4))
-            for c in centres:
-                length = int(rng.integers(8, 40))
-                rows_t.append((f"v{v}", subject, kind, int(c), int(c) + length))
-                for _ in range(rng.integers(0, 3)):  # proposals near the truth, some far off
-                    s = int(c + rng.integers(-8, 9))
-                    rows_p.append(
-                        (
-                            f"v{v}",
-                            subject,
-                            kind,
-                            s,
-                            s + int(length + rng.integers(-8, 9)),
-                            float(rng.random()),
-                        )
-                    )
-            for _ in range(rng.integers(0, 2)):
-                s = int(rng.integers(0, 240))
-                rows_p.append(
-                    (f"v{v}", subject, kind, s, s + int(rng.integers(8, 40)), float(rng.random()))
-                )
-    return frame(rows_p), frame(rows_t, with_score=False)
-
-
-def test_reference_counts_agree_with_a_plain_restatement_on_random_cases():
-    from spotting.metrics import MatchRule
-
-    one_to_one = MatchRule(
-        "one-to-one",
-        inclusive=False,
-        threshold=0.5,
-        strict=True,
-        one_to_one=True,
-        scale="rows",
-        label="the old mespot variant",
-    )
-    rng = np.random.default_rng(13)
-    differ = 0
-    for _ in range(20):
-        proposals, truths = random_case(rng)
-        matches = match_all(proposals, truths, REFERENCE)
-        table = summarise(matches).set_index("type")
-        expected = reference_restated(proposals, truths)
-        for kind, (tp, n, m) in expected.items():
-            assert (
-                table.loc[kind, "TP"],
-                table.loc[kind, "proposals"],
-                table.loc[kind, "truths"],
-            ) == (tp, n, m)
-            p, r = (tp / n if n else 0), (tp / m if m else 0)
-            assert table.loc[kind, "f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0)
-        differ += counts(matches) != counts(match_all(proposals, truths, one_to_one))
-    assert differ >= 5  # the cases exercise what one-to-one matching counts differently
-
-
-def test_megc_stays_one_to_one_on_random_cases():
-    rng = np.random.default_rng(7)
-    for _ in range(10):
-        proposals, truths = random_case(rng)
-        matches = match_all(proposals, truths, MEGC)
-        tp = matches[matches["outcome"] == "TP"]
-        assert not tp["truth"].duplicated().any() and not tp["proposal"].duplicated().any()
-        assert counts(matches)[2] == len(truths) and counts(matches)[1] == len(proposals)
 
 
 # --------------------------------- the reference's proposal arithmetic (issue 13, point 4)

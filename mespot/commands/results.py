@@ -71,7 +71,10 @@ def evaluate_command(
     ),
     rule: str = typer.Option(
         "megc", "--rule", help="Matching: megc (IoU >= 0.5 on inclusive counts, one match per "
-        "truth, in original frame numbers) or reference (AUW-GCN's counting on its rows)."),
+        "truth, in original frame numbers); reference (the AUW-GCN code's counting since its "
+        "commit a15701b, 2025-02-25: each truth's best proposal if IoU > 0.5 on e - s, counted "
+        "once; on its rows); reference-2023 (its counting before that commit, behind the "
+        "published numbers: every proposal whose best IoU with a truth is > 0.5)."),
     proposals: Optional[str] = typer.Option(
         None, "--proposals", help="Proposal arithmetic: mespot or reference (float32, start ties "
         "nearest the apex) [default: reference for a --compat store, else mespot]."),
