@@ -176,7 +176,7 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
     started = time.perf_counter()
     timer = _Timer()
     attrs = {"subject": spec.subject, "source": str(spec.path), "subsample": spec.subsample,
-             "fps": spec.fps_kept}
+             "fps": spec.fps_kept, "device": str(options.device)}
     result = VideoResult(spec.video_id, spec.subject, "failed")
     report = progress or (lambda *a: None)
     stage = "setup"

@@ -14,7 +14,8 @@ Layout:
     alignment      (T, 2, 3) float32      with --align: the similarity taking each crop onto
                                           the first (flowcore/align.py); `landmarks` stay as
                                           fitted on the unregistered crops
-    attrs: subject, video_id, fps (after subsampling), n_frames, subsample, source, timings,
+    attrs: subject, video_id, fps (after subsampling), n_frames, subsample, source, device
+           (what it was extracted on: cpu, cuda, cuda:N; not part of the parameters hash), timings,
            landmark_repairs, frame_repairs ({"missing", "corrupt", "outlier"}: original frame
            numbers replaced by a neighbour), warnings (e.g. several faces), and `status` written
            LAST: "complete", or "failed" with `error` and `stage`.
@@ -212,13 +213,15 @@ def _differences(old: dict, new: dict, prefix: str = "") -> str:
 @dataclass(frozen=True)
 class VideoFeatures:
     """One video's features: `mdmo` (N, 12, 2) float32 pixels with N = T - 1 rows, and
-    `frame_numbers` (T,) int64, the original 1-based frame number of each kept frame."""
+    `frame_numbers` (T,) int64, the original 1-based frame number of each kept frame;
+    `device`: what it was extracted on ("" for stores from before videos recorded it)."""
 
     video_id: str
     subject: str
     fps: float
     mdmo: np.ndarray
     frame_numbers: np.ndarray
+    device: str = ""
 
     @property
     def n_rows(self) -> int:
@@ -289,6 +292,7 @@ def load_features(path: str | Path) -> FeatureSet:
             fps=float(va.get("fps", 0.0)),
             mdmo=mdmo,
             frame_numbers=frames,
+            device=str(va.get("device", "")),
         )
     if not videos:
         raise UserError(f"{path}: no complete video in the store")

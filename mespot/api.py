@@ -122,7 +122,7 @@ def train(store: str | Path, annotations: str | Path, out: str | Path, *,
 def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
              preset: str | None = None, device: str = "cpu", proposals: str | None = None,
              allow_missing_folds: bool = False, calibrate: bool | None = None,
-             flip: bool | None = None):
+             flip: bool | None = None, store: str | Path | None = None):
     """Spot every test video of a LOSO run with the epoch `select` chooses per fold (last, fixed:N,
     inner-val, or oracle: test-set selection, labelled so), match with the truth, and write
     RUN/evaluation/<selection>/; `mespot evaluate`. rule: megc, reference (the AUW-GCN code's
@@ -132,7 +132,9 @@ def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
     `allow_missing_folds` (then their truths count as missed). calibrate: each fold's proposal
     rules chosen on its inner-validation subjects (None: when the run was trained with inner_val);
     flip: the logits of the face and its mirror averaged (None: yes); both off by default for a
-    --compat store. The folder is named for what was used, e.g. <selection>+calibrated+flip.
+    --compat store. store: the run's feature store at another path than config.json records
+    (refused unless it has the recorded parameters hash). The folder is named for what was
+    used, e.g. <selection>+calibrated+flip.
     Returns a spotting.evaluate.Evaluation (`.metrics`, `.per_subject`, `.per_video`, `.matches`,
     `.intervals`: DataFrames; `.epochs` the epoch of each fold, `.missing_folds`,
     `.calibration` the rules chosen per fold)."""
@@ -142,7 +144,7 @@ def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
     resolve_device(device)
     return evaluate_run(run, select, rule=rule, preset=preset, device=device, proposals=proposals,
                         allow_missing_folds=allow_missing_folds,
-                        options=SpotOptions(calibrate=calibrate, flip=flip))
+                        options=SpotOptions(calibrate=calibrate, flip=flip), store=store)
 
 
 def pretrain(stores: list[str | Path], annotations: list[str | Path], out: str | Path, *,
@@ -194,30 +196,37 @@ class Spotted:
 
 
 class Spotter:
-    """A trained run's networks (every fold's, averaged, or one fold's), ready to spot videos."""
+    """A trained run's networks (every fold's, averaged, or one fold's) with their proposal
+    rules and extraction parameters, loaded once from the run folder alone, ready to spot
+    videos (spotting.trained)."""
 
-    def __init__(self, model: Path, fold: str | None, select: str, device: str, models: list):
-        self.model, self.fold, self.select, self.device = model, fold, select, device
-        self.models = models
+    def __init__(self, trained):
+        self.trained = trained
+
+    @property
+    def models(self) -> list:
+        return list(self.trained.models)
 
     @classmethod
     def load(
         cls, run: str | Path, *, fold: str | None = None, select: str = "last",
-        device: str = "cpu", allow_missing_folds: bool = False,
+        device: str = "cpu", allow_missing_folds: bool = False, calibrate: bool | None = None,
+        flip: bool | None = None,
     ) -> "Spotter":
         """The networks of run folder `run` (or of a reference checkpoint_epoch_EEE.pth.tar) at
-        the `select`ed epoch (last or fixed:N); `fold`: only this fold's network. A run with
-        LOSO folds missing or unfinished is refused unless `allow_missing_folds` (then the
-        others are averaged); a run whose store was replaced since training is refused."""
+        the `select`ed epoch (last or fixed:N); `fold`: only this fold's network. By default
+        they apply what `mespot evaluate` applies by default: each fold's proposal rules
+        calibrated on its inner subjects (`calibrate`; the folds' rules combined per type by
+        the median when several spot together) and the test-time flip (`flip`). Only the run
+        folder is read (not its training store). A run with LOSO folds missing or unfinished is
+        refused unless `allow_missing_folds` (then the others are averaged)."""
         from spotting.data import resolve_device
-        from spotting.predict import load_models, run_subjects
+        from spotting.trained import load_trained
 
-        run = Path(run)
         resolve_device(device)
-        if not run.exists():
-            raise UserError(f"{run}: no such run folder or checkpoint file")
-        models = load_models(run, fold, select, device, run_subjects(run), allow_missing_folds)
-        return cls(run, fold, select, device, models)
+        return cls(load_trained(run, fold=fold, select=select, device=device,
+                                allow_missing_folds=allow_missing_folds, calibrate=calibrate,
+                                flip=flip))
 
     def spot(
         self,
@@ -225,34 +234,19 @@ class Spotter:
         out: str | Path | None = None,
         *,
         fps: float | None = None,
-        preset: str | None = None,
         progress=None,
-        flip: bool | None = None,
     ) -> Spotted:
         """Spot expressions in one video (a video file or a folder of frames): its features are
         extracted with the model's own extraction parameters into `out` (default: a new
-        temporary folder), then the networks' mean logits give the intervals and the curves.
-        flip: each network also on the mirrored face, the logits averaged (None: yes, except
-        for a reference checkpoint)."""
+        temporary folder), then the networks' mean logits give the intervals and the curves."""
         import pandas as pd
 
         from spotting.inference import CURVES
         from spotting.predict import predict_video
 
         out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mespot-spot-"))
-        found = predict_video(
-            video,
-            self.model,
-            out,
-            fold=self.fold,
-            select=self.select,
-            preset=preset,
-            fps=fps,
-            device=self.device,
-            progress=progress,
-            models=self.models,
-            flip=flip,
-        )
+        found = predict_video(video, self.trained.path, out, fps=fps, device=self.trained.device,
+                              progress=progress, trained=self.trained)
         curves = pd.DataFrame(
             found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from statistics import median_low
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,33 @@ class Calibrated:
             kept = nms(candidates(logits, kind, p), p.nms_iou, p.top_k(kind))
             parts.append(kept[kept["score"] >= self.min_score[t]])
         return pd.concat(parts, ignore_index=True)
+
+    @classmethod
+    def from_json(cls, base: ProposalParams, rules: dict) -> "Calibrated":
+        """The rules `to_json` wrote, on the ranges and arithmetic of `base`."""
+        params, floors = [], []
+        for kind in TYPES:
+            chosen = rules[kind]
+            field = "me_top_k" if kind == "me" else "mae_top_k"
+            params.append(dataclasses.replace(base, apex_threshold=float(chosen["apex_threshold"]),
+                                              **{field: int(chosen["top_k"])}))
+            floors.append(float(chosen["min_score"]))
+        return cls((params[0], params[1]), (floors[0], floors[1]))
+
+    @classmethod
+    def combined(cls, folds: list["Calibrated"]) -> "Calibrated":
+        """The rules of several folds' models spotting together (their logits averaged): per
+        type, the lower median of the folds' apex thresholds, of their K and of their score
+        floors, each taken on its own (values of the folds' own grids; for one fold, its rules)."""
+        params, floors = [], []
+        for t, kind in enumerate(TYPES):
+            field = "me_top_k" if kind == "me" else "mae_top_k"
+            chosen = [f.params[t] for f in folds]
+            params.append(dataclasses.replace(
+                chosen[0], apex_threshold=median_low([p.apex_threshold for p in chosen]),
+                **{field: median_low([p.top_k(kind) for p in chosen])}))
+            floors.append(median_low([f.min_score[t] for f in folds]))
+        return cls((params[0], params[1]), (floors[0], floors[1]))
 
     def to_json(self) -> dict:
         return {

@@ -124,7 +124,8 @@ def config_from_dict(
         "losses": LossParams,
         "model": ModelDims,
     }
-    ignored = {"store", "annotations", "protocol", "environment", "store_params_hash"}
+    ignored = {"store", "annotations", "protocol", "environment", "store_params_hash",
+               "features", "init_weights"}
     unknown = set(sections) - set(kinds) - ignored
     if unknown:
         raise UserError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(kinds)}")

@@ -77,15 +77,21 @@ def fold_normalisation(
     return mean.tolist(), std.tolist()
 
 
+def normalised(x: np.ndarray, valid: np.ndarray, mean, std) -> np.ndarray:
+    """Raw windows x (W, T, 12, 2) float32 -> (x - mean) / std per channel, 0 where `valid`
+    (W, T) is False (rows outside the video), float32 C-contiguous."""
+    m = np.asarray(mean, np.float32)
+    s = np.asarray(std, np.float32)
+    return np.ascontiguousarray((x - m) / s * valid[:, :, None, None], dtype=np.float32)
+
+
 def window_tensors(
     windows: WindowSet, mask: np.ndarray, mean, std, device
 ) -> dict[str, torch.Tensor]:
     """The selected windows as tensors on `device`: x normalised, 0 outside the videos."""
-    m = np.asarray(mean, np.float32)
-    s = np.asarray(std, np.float32)
-    x = (windows.x[mask] - m) / s * windows.valid[mask][:, :, None, None]
+    x = normalised(windows.x[mask], windows.valid[mask], mean, std)
     return {
-        "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device),
+        "x": torch.from_numpy(x).to(device),
         "start_end": torch.from_numpy(windows.start_end[mask]).to(device),
         "apex": torch.from_numpy(windows.apex[mask]).to(device),
         "action": torch.from_numpy(windows.action[mask]).to(device),

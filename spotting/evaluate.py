@@ -10,14 +10,8 @@ Epoch selection (`--select`), per fold:
                Test-set selection: its numbers are optimistic, labelled so wherever they appear,
                and exist only to compare with published results.
 
-Scales (`--rule`, spotting/metrics.py): the MEGC rule matches in the video's ORIGINAL 1-based
-frame numbers (proposal rows through `rows_to_frames`; truths as annotated, a value section 6's
-repairs filled or clipped as the kept frame of its row); the reference rules (`reference`, the
-AUW-GCN code's counting today; `reference-2023`, the one behind its published numbers) match on
-the reference's rows, proposal row + 1 against annotated frame // k for frames kept 1 in k
-(SAMM-LV: k = 8, the reference's `samm_new_25.csv`; at full rate the two scales agree). Every
-table and file names its scale; every file a person reads gives 1-based original frame numbers
-(`rows_to_frames`).
+Matching (`--rule`, spotting/metrics.py) and its scales: spotting/truths.py. Spotting: one
+path with `predict` (spotting/spot.py); calibrated proposal rules: spotting/fold_rules.py.
 
 Proposals (`--proposals`, spotting/proposals.py): `reference` arithmetic (float32, start ties
 to the row nearest the apex) is the default for a store extracted with `--compat`, `mespot`
@@ -33,17 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from flowcore.errors import UserError
-from spotting.augment import flip_by_default, mirror_normalised
-from spotting.calibrate import Calibrated, calibrate
-from spotting.metrics import RULES, MatchRule, match_all, summarise
-from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
-from spotting.data import Prepared, prepare, window_tensors
-from spotting.inference import CURVES, predict_logits, probability_curves, video_logits
-from spotting.run_folder import FoldFolder, RunFolder, load_weights
-from spotting.windows import TYPES, WindowParams, annotation_targets, rows_to_frames
+from spotting.augment import flip_by_default
+from spotting.data import Prepared, prepare
+from spotting.fold_rules import default_params, fold_rules, rules_key
+from spotting.inference import CURVES, probability_curves
+from spotting.metrics import MEGC, RULES, MatchRule, summarise
+from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams
+from spotting.run_folder import FoldFolder, RunFolder
+from spotting.run_record import preset_of
+from spotting.spot import spot_subjects
+from spotting.truths import count, ground_truth, scale_label, to_frames, uncounted
+from spotting.windows import WindowParams
 
 ORACLE_FIRST_EPOCH = {"casme2": 16, "samm": 11}  # the reference's epochs 15-99 / 10-99, 0-based
 ORACLE_LABEL = "oracle (TEST-SET SELECTION: optimistic, for comparison with published numbers only)"
@@ -137,98 +133,28 @@ class Evaluation:
     n_folds: int = 0  # LOSO folds of the run's store (one per subject)
     options: SpotOptions = SpotOptions()
     calibration: dict | None = None  # fold -> chosen proposal rules (with --calibrate)
+    # annotated videos not counted (not complete in the store): video, subject, truths, why
+    uncounted: tuple[dict, ...] = ()
 
-
-# ground_truth's columns: frames 1-based original, rows of the feature store
-TRUTH_COLUMNS = ("video", "subject", "type", "onset", "apex", "offset", "onset_row", "apex_row",
-                 "offset_row")
-
-
-def ground_truth(prep: Prepared, windows: WindowParams) -> pd.DataFrame:
-    """Ground truth after section 6's repairs: video, subject, type, onset, apex, offset (1-based
-    original frame numbers) and onset_row, apex_row, offset_row (feature rows)."""
-    targets, _ = annotation_targets(prep.features, prep.table, windows)
-    rows = []
-    for video_id, target in targets.items():
-        subject = prep.features.videos[video_id].subject
-        for (t, s, a, e), (_, fs, fa, fe) in zip(target.used, target.used_frames):
-            rows.append((video_id, subject, TYPES[t], fs, fa, fe, s, a, e))
-    return pd.DataFrame(rows, columns=list(TRUTH_COLUMNS))
-
-
-def kept_one_in(video) -> int:
-    """k of a video whose frames were kept 1 in k (from its frame numbers; 1 for one frame)."""
-    numbers = video.frame_numbers
-    return int(numbers[1] - numbers[0]) if len(numbers) > 1 else 1
-
-
-def scale_label(rule: MatchRule, features) -> str:
-    """The scale a rule matches on, in words, e.g. "frames: original 200 fps numbering" or
-    "rows: subsampled /8"."""
-    videos = list(features.videos.values())
-    k = sorted({kept_one_in(v) for v in videos}) or [1]
-    if rule.scale == "rows":
-        return "rows: subsampled " + ", ".join(f"/{n}" for n in k)
-    fps = sorted({round(v.fps * kept_one_in(v), 3) for v in videos})
-    return "frames: original " + ", ".join(f"{f:g}" for f in fps) + " fps numbering"
-
-
-AT = ("at_onset", "at_offset")  # the columns a rule matches on
-
-
-def count(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, features) -> pd.DataFrame:
-    """Match `proposals` (rows, from `spot_subjects`) with `truths` (`ground_truth`) on the rule's
-    scale. The match table gives 1-based original frame numbers whatever the scale."""
-    shown = _to_frames(proposals, features)
-    truths = truths.copy()
-    if rule.scale == "frames":
-        shown["at_onset"], shown["at_offset"] = shown["onset"], shown["offset"]
-        truths["at_onset"], truths["at_offset"] = truths["onset"], truths["offset"]
-    else:  # the reference's rows: proposal row + 1 against annotated frame // k
-        shown["at_onset"], shown["at_offset"] = proposals["onset"] + 1, proposals["offset"] + 1
-        k = truths["video"].map(lambda v: kept_one_in(features.videos[v])).to_numpy(np.int64)
-        truths["at_onset"], truths["at_offset"] = truths["onset"] // k, truths["offset"] // k
-    matches = match_all(shown, truths, rule, on=AT)
-    for column in [
-        f"{side}_{c}" for side in ("proposal", "truth") for c in ("onset", "apex", "offset")
-    ]:
-        if column in matches:
-            matches[column] = pd.array(matches[column].astype("float64"), dtype="Int64")
-    return matches
-
-
-def spot_subjects(
-    prep: Prepared,
-    weights: Path,
-    subjects: list[str],
-    params: ProposalParams | Calibrated,
-    windows: WindowParams,
-    device: str = "cpu",
-    flip: bool = False,
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Proposals (rows) of a saved model on every video of `subjects`, and each video's (N, 10)
-    logits (with `flip`, the mean of the face's and its mirror's)."""
-    model, meta = load_weights(weights, device)
-    norm = meta["normalisation"]
-    mask = prep.windows.of_subjects(subjects)
-    columns = ["video", "subject", "type", "onset", "apex", "offset", "score"]
-    if not mask.any():
-        return pd.DataFrame(columns=columns), {}
-    data = window_tensors(prep.windows, mask, norm["mean"], norm["std"], device)
-    logits = predict_logits(model, data["x"], windows.context)
-    if flip:
-        valid = torch.from_numpy(prep.windows.valid[mask]).to(data["x"].device)
-        mirrored = mirror_normalised(data["x"], valid, norm["mean"], norm["std"])
-        logits = (logits + predict_logits(model, mirrored, windows.context)) / 2
-    per_video = video_logits(logits.cpu().numpy(), prep.windows, mask)
-    parts = [pd.DataFrame(columns=columns)]
-    for video_id, rows in per_video.items():
-        found = params.spot(rows) if isinstance(params, Calibrated) else spot_video(rows, params)
-        found = found.rename(columns={"start": "onset", "end": "offset"})
-        found.insert(0, "subject", prep.features.videos[video_id].subject)
-        found.insert(0, "video", video_id)
-        parts.append(found)
-    return pd.concat(parts, ignore_index=True), per_video
+    @property
+    def pooled(self) -> str:
+        """Over what the counts are pooled, in words: the LOSO folds (of the subjects annotated
+        or in the store), the missing folds' truths counted as missed, and the truths of the
+        videos the store could not give (not counted)."""
+        subjects = self.n_folds + len({v["subject"] for v in self.uncounted} - set(self.epochs)
+                                      - set(self.missing_folds))
+        evaluated = self.n_folds - len(self.missing_folds)
+        parts = [f"pooled over all {subjects} LOSO folds" if evaluated == subjects
+                 else f"pooled over {evaluated} of {subjects} LOSO folds"]
+        if self.missing_folds:
+            parts.append(f"the truths of {', '.join(self.missing_folds)} counted as missed")
+        if self.uncounted:
+            videos = [f"the {v['truths']} truths of video {v['video']}" if i == 0
+                      else f"the {v['truths']} of {v['video']}"
+                      for i, v in enumerate(self.uncounted)]
+            whys = sorted({v["why"] for v in self.uncounted})
+            parts.append(f"{', '.join(videos)} are not counted ({'; '.join(whys)})")
+        return "; ".join(parts)
 
 
 def _f1(proposals: pd.DataFrame, truths: pd.DataFrame, rule: MatchRule, features) -> float:
@@ -288,22 +214,6 @@ def _choose_epoch(
     return best
 
 
-def _to_frames(table: pd.DataFrame, features, columns=("onset", "apex", "offset")) -> pd.DataFrame:
-    """Row columns -> 1-based original frame numbers (Int64), per video."""
-    table = table.copy()
-    for column in columns:
-        if column not in table:
-            continue
-        values = table[column].to_numpy()
-        out = np.full(len(table), np.nan)
-        for video_id, index in table.groupby("video").indices.items():
-            ok = ~pd.isna(values[index])
-            numbers = features.videos[video_id].frame_numbers
-            out[index[ok]] = rows_to_frames(values[index][ok].astype(np.int64), numbers)
-        table[column] = pd.array(np.where(np.isnan(out), pd.NA, out), dtype="Int64")
-    return table
-
-
 def proposal_variant(features, requested: str | None) -> str:
     """`requested`, or the default for the store: `reference` for `--compat` features."""
     variant = requested or ("reference" if features.params.get("compat") else "mespot")
@@ -324,11 +234,13 @@ def evaluate_run(
     proposals: str | None = None,
     allow_missing_folds: bool = False,
     options: SpotOptions = SpotOptions(),
+    store: str | Path | None = None,
 ) -> Evaluation:
     """Evaluate run folder `run`; write run/evaluation/<selection><options' suffix>/ and return
     the numbers. `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's
     default; `options`: calibrated proposal rules, test-time flip (SpotOptions: by default
-    both, where the run allows).
+    both, where the run allows). `store`: the run's feature store at another path than the one
+    recorded (a copy, on another machine).
 
     Every subject of the run's store is a LOSO fold: a run with folds missing or unfinished is
     refused unless `allow_missing_folds`, and then the missing folds' truths count as missed. A
@@ -339,20 +251,17 @@ def evaluate_run(
     if rule not in RULES:
         raise UserError(f"--rule must be one of {', '.join(RULES)} (got {rule!r})")
     windows = WindowParams(**config["windows"])
-    prep = prepared or prepare(run.store_path(config), config["annotations"], windows)
+    prep = prepared or prepare_run(run, store)
     run.check_store(config, prep.features)
-    preset = preset or (
-        "samm"
-        if prep.table.dataset == "samm-lv" or "samm" in prep.features.dataset.lower()
-        else "casme2"
-    )
+    preset = preset or preset_of(prep.features.dataset, prep.table.dataset)
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
     variant = proposal_variant(prep.features, proposals)
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
     folds, missing = run.complete_folds(prep.features.subjects, allow_missing_folds)
-    options = options.resolved(bool(prep.features.params.get("compat")), folds)
+    compat = bool(prep.features.params.get("compat"))
+    options = options.resolved(compat, folds)
     spotted = _spot_folds(folds, selection, options, prep, truths, params, windows, RULES[rule],
                           preset, device)
     found = spotted.found  # the truths of missing folds count as missed
@@ -362,15 +271,12 @@ def evaluate_run(
     _write_curves(out / "curves.npz", spotted.curves, prep)
     return _write(
         Evaluation(
-            selection,
-            rule,
-            scale_label(RULES[rule], prep.features),
-            variant,
+            selection, rule, scale_label(RULES[rule], prep.features), variant,
             metrics=summarise(matches),
             per_subject=summarise(matches, by=["subject"]),
             per_video=summarise(matches, by=["video"]),
             matches=matches,
-            intervals=_to_frames(found, prep.features).sort_values(
+            intervals=to_frames(found, prep.features).sort_values(
                 ["subject", "video", "type", "onset"]
             ),
             epochs=spotted.epochs,
@@ -379,6 +285,7 @@ def evaluate_run(
             n_folds=len(prep.features.subjects),
             options=options,
             calibration=spotted.calibration or None,
+            uncounted=tuple(uncounted(prep).to_dict(orient="records")),
         ),
         config,
         preset,
@@ -386,14 +293,19 @@ def evaluate_run(
     )
 
 
+def prepare_run(run: RunFolder, store: str | Path | None = None) -> Prepared:
+    """The run's store (or `store`, a copy of it elsewhere) and annotations, prepared with its
+    windows."""
+    config = run.read_config()
+    return prepare(store or run.store_path(config), config["annotations"],
+                   WindowParams(**config["windows"]))
+
+
 def evaluate_selections(run: str | Path, selects: list[str], **options) -> list[Evaluation]:
     """`evaluate_run(run, s, **options)` for each selection of `selects`, the run's store and
     annotations loaded once for all of them."""
     if len(selects) > 1 and options.get("prepared") is None:
-        folder = RunFolder(run)
-        config = folder.read_config()
-        options["prepared"] = prepare(folder.store_path(config), config["annotations"],
-                                      WindowParams(**config["windows"]))
+        options["prepared"] = prepare_run(RunFolder(run), options.get("store"))
     return [evaluate_run(run, s, **options) for s in selects]
 
 
@@ -410,8 +322,10 @@ class _Spotted:
 def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOptions, prep,
                 truths, params, windows, rule, preset, device) -> _Spotted:
     """Each fold's model at its selected epoch on its test subject (proposal rules calibrated
-    on its inner-validation subjects with `options.calibrate`, logits flipped with `.flip`)."""
+    on its inner-validation subjects with `options.calibrate`, recorded ones where the run
+    has them for these options; logits flipped with `.flip`)."""
     found_all, epochs_used, curves, calibration = [], {}, {}, {}
+    compat = bool(prep.features.params.get("compat"))
     for fold in folds:
         subject = fold.read_meta()["test_subject"]
         epoch = _choose_epoch(selection, fold, fold.epochs(), prep, truths, params, windows,
@@ -419,38 +333,15 @@ def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOpti
         epochs_used[subject] = epoch
         rules = params
         if options.calibrate:
-            rules, calibration[subject] = _calibrated(fold, epoch, prep, truths, params, windows,
-                                                      rule, device, options.flip)
+            default = rules_key(fold.last_epoch(), MEGC, flip_by_default(compat),
+                                default_params(preset, compat))
+            rules, calibration[subject] = fold_rules(fold, epoch, prep, truths, params, windows,
+                                                     rule, device, options.flip, default, preset)
         found, logits = spot_subjects(prep, fold.weights_path(epoch), [subject], rules, windows,
                                       device, options.flip)
         found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
     return _Spotted(pd.concat(found_all, ignore_index=True), epochs_used, curves, calibration)
-
-
-def _calibrated(fold: FoldFolder, epoch: int, prep, truths, params, windows, rule, device,
-                flip: bool) -> tuple[Calibrated, dict]:
-    """Proposal rules chosen on the fold's inner-validation subjects with its inner model at
-    `epoch` (its last epoch if it kept no weights for that one), and what was chosen."""
-    inner = fold.inner
-    if not inner.inner_meta_path.is_file():
-        raise UserError(f"{fold.path}: --calibrate needs the fold's inner validation model; "
-                        "train with `mespot train --inner-val K`")
-    val = json.loads(inner.inner_meta_path.read_text())["val_subjects"]
-    kept = inner.epochs()
-    at = epoch if epoch in kept else kept[-1]
-    _, logits = spot_subjects(prep, inner.weights_path(at), val, params, windows, device, flip)
-    wanted = truths[truths["subject"].isin(val)]
-
-    def true_positives(found: pd.DataFrame, video: str) -> np.ndarray:  # on the rule's scale
-        found = found.rename(columns={"start": "onset", "end": "offset"}).assign(
-            video=video, subject=prep.features.videos[video].subject)
-        matches = count(found, wanted[wanted["video"] == video], rule, prep.features)
-        hits = matches.loc[matches["outcome"] == "TP", "proposal"].to_numpy(dtype=int)
-        return np.isin(found.index.to_numpy(), hits)
-
-    rules, f1 = calibrate(logits, len(wanted), params, true_positives, rule.prefix_stable)
-    return rules, {**rules.to_json(), "inner_epoch": at, "val_subjects": val, "val_f1": f1}
 
 
 def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> None:
@@ -495,6 +386,8 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         "folds": e.n_folds,
         "missing_folds": list(e.missing_folds),
         "missing_folds_counted_as": "missed (FN)",
+        "pooled": e.pooled,
+        "not_counted": list(e.uncounted),
         "metrics": e.metrics.set_index("type").to_dict(orient="index"),
         "frame_numbers": "1-based, the video's original numbering",
     }

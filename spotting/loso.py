@@ -38,14 +38,16 @@ import torch
 
 from flowcore.errors import UserError
 from flowcore.jobs import LocalProcesses, Task, run_tasks
-from flowcore.version import __version__
+from flowcore.version import __version__, git_commit
 from spotting.annotations import issues_to_frame
 from spotting.config import LEGACY_TRAIN, RunConfig, TrainParams, resolve_inner_val
 from spotting.data import Prepared, prepare, prepared_for, resolve_device
 from spotting.fold import FoldResult, train_one_fold
 from spotting.initial_weights import init_path
+from spotting.fold_rules import record_run_rules
 from spotting.model import ModelDims
 from spotting.run_folder import RunFolder
+from spotting.run_record import features_record, init_record
 
 
 def train_loso(
@@ -127,10 +129,22 @@ def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite
         if progress is not None:
             progress.close()
     ordered = [results[s] for s in folds if s in results]
+    _record_rules(run, config, prep, folds, dev if engine is None else torch.device("cpu"), log)
     total = sum(r.seconds for r in ordered)
     log.line(f"done: {len(ordered)} fold(s), {total:.1f} s of fold training, "
              f"{time.perf_counter() - started:.1f} s wall; run folder {run.path}")
     return ordered
+
+
+def _record_rules(run: RunFolder, config: RunConfig, prep: Prepared, folds: list[str], device,
+                  log: "RunLog") -> None:
+    """Each fold's proposal rules calibrated on its inner subjects, into its rules.json (what
+    `evaluate` applies by default, so that `predict` applies it from the run folder alone)."""
+    preset = features_record(prep)["preset"]
+    done = record_run_rules(run, prep, config.windows, preset, folds, device)
+    if done:
+        log.line(f"proposal rules calibrated on the inner subjects recorded for {len(done)} "
+                 f"fold(s) (folds/<subject>/rules.json)")
 
 
 def _check_arguments(config: RunConfig, workers, threads: int) -> None:
@@ -168,6 +182,7 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
     """config.json and annotation_issues.csv; UserError for a folder holding another run."""
     resolved = config.to_json()
     resolved["store_params_hash"] = prep.features.params_hash
+    resolved["init_weights"] = init_record(config.train.init)
     if run.config_path.exists():
         previous = json.loads(run.config_path.read_text())
         for key in ("store", "annotations"):  # a run of an older version kept the path as typed
@@ -177,19 +192,27 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
         previous.setdefault("model", dataclasses.asdict(ModelDims()))
         previous["train"] = {**dataclasses.asdict(TrainParams()), **LEGACY_TRAIN,
                              **previous.get("train", {})}
-        same = {k: v for k, v in previous.items() if k != "environment"} == resolved
+        previous.setdefault("init_weights", resolved["init_weights"])  # from before the record
+        same = {k: v for k, v in previous.items() if k not in DESCRIPTIVE} == resolved
         if overwrite:
             shutil.rmtree(run.path)
         elif not same:
             raise UserError(f"{run.path} holds a run with another configuration; pass --overwrite "
                             "or choose another --out")
     run.path.mkdir(parents=True, exist_ok=True)
-    run.config_path.write_text(json.dumps({**resolved, "environment": _environment()}, indent=1))
+    described = {"features": features_record(prep), "environment": _environment()}
+    run.config_path.write_text(json.dumps({**resolved, **described}, indent=1))
     issues_to_frame(prep.issues).to_csv(run.issues_path, index=False)
 
 
+# config.json entries that describe the run and its store, rewritten by each `train` call, not
+# compared when a run resumes (the store's parameters hash, `store_params_hash`, is)
+DESCRIPTIVE = ("environment", "features")
+
+
 def _environment() -> dict:
-    return {"mespot": __version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"mespot": __version__, "code": {"version": __version__, "git_commit": git_commit()},
+            "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
             "threads": torch.get_num_threads()}
 

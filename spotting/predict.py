@@ -8,12 +8,23 @@
 A video whose extraction fails is listed (prediction.json, the command's summary) and the others
 are still spotted; the features of those done are kept, so running again redoes only the rest.
 
-The features are extracted with the same parameters as the model's training store (read from
-that store), so the network sees what it was trained on; only the subsampling adapts to the new
-video's frame rate (the kept rate closest to the training rate). A reference checkpoint
-(`checkpoint_epoch_EEE.pth.tar`) is fed the reference's feature scale: 8-bit compat flow and the
-reference's normalisation constants, and its proposals use the reference's arithmetic
-(`--proposals`, spotting/proposals.py), as do those of a run trained on `--compat` features.
+Everything comes from the run folder (spotting/trained.py, spotting/run_record.py): the
+features are extracted with the training store's parameters as the run recorded them, so the
+network sees what it was trained on; only the subsampling adapts to the new video's frame rate
+(the kept rate closest to the training rate). By default it applies what `mespot evaluate`
+applies by default (last epoch, calibrated proposal rules, test-time flip; spotting/trained.py
+says how the folds' rules combine), through the same code (spotting/spot.py).
+
+Device and flow backend: the network runs on `device`; the extraction too, where the flow
+backend allows (opencv runs on the CPU only). A run trained on features of the `cuda` flow
+backend (a GPU's) extracts with it where a GPU and CuPy are; elsewhere it falls back to the
+`torch` backend on the CPU, the same TV-L1 algorithm, and says so: the features are close, not
+identical (docs/datasets.md gives the measured difference).
+
+A reference checkpoint (`checkpoint_epoch_EEE.pth.tar`) is fed the reference's feature scale:
+8-bit compat flow and the reference's normalisation constants, and its proposals use the
+reference's arithmetic (`--proposals`, spotting/proposals.py), as do those of a run trained on
+`--compat` features.
 """
 
 from __future__ import annotations
@@ -25,30 +36,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from flowcore.errors import UserError
 from flowcore.store import load_features
-from spotting.augment import flip_by_default, mirror_features
-from spotting.channels import N_OUTPUTS
-from spotting.data import REFERENCE_MEAN, REFERENCE_STD, resolve_device, window_tensors
-from spotting.evaluate import parse_selection
-from spotting.inference import CURVES, predict_logits, probability_curves, video_logits
-from spotting.model import load_reference_checkpoint
-from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams, spot_video
-from spotting.run_folder import RunFolder, load_weights
-from spotting.windows import WindowParams, build_windows, rows_to_frames, video_targets
-
-
-@dataclass(frozen=True)
-class Model:
-    """One network with the feature normalisation and the windows it was trained with."""
-
-    name: str  # fold subject, or the checkpoint file name
-    network: torch.nn.Module
-    mean: list[float]
-    std: list[float]
-    windows: WindowParams  # the run's (config.json); for a checkpoint, the reference's defaults
+from spotting.calibrate import Calibrated
+from spotting.data import resolve_device
+from spotting.inference import CURVES, probability_curves
+from spotting.proposals import PROPOSAL_VARIANTS
+from spotting.spot import mean_logits, spot_rows
+from spotting.trained import Trained, load_trained
+from spotting.windows import rows_to_frames
 
 
 @dataclass(frozen=True)
@@ -67,8 +64,18 @@ class Batch:
     predictions: list[Prediction]
     failed: list  # flowcore VideoResults: video_id, stage, error
     out: Path
-    proposals: str = "mespot"  # the proposal arithmetic used, a key of PROPOSAL_VARIANTS
-    missing_folds: tuple[str, ...] = ()  # the run's LOSO folds not averaged (allowed missing)
+    trained: Trained  # what was applied
+    extraction: dict  # how the videos were extracted: backend, device, fallback (or None)
+
+    @property
+    def proposals(self) -> str:
+        """The proposal arithmetic used, a key of PROPOSAL_VARIANTS."""
+        rules = self.trained.rules
+        return (rules.params[0] if isinstance(rules, Calibrated) else rules).variant
+
+    @property
+    def missing_folds(self) -> tuple[str, ...]:
+        return self.trained.missing_folds
 
     @property
     def intervals(self) -> pd.DataFrame:
@@ -78,67 +85,6 @@ class Batch:
 
 
 INTERVAL_COLUMNS = ["video", "type", "onset", "offset", "apex", "score"]
-
-
-def run_models(run: Path, fold: str | None, select: str, device: str,
-               subjects: list[str] | None = None, allow_missing_folds: bool = False) -> list[Model]:
-    """The networks of a run folder: one fold's, or every fold's, at the selected epoch.
-    `subjects`: the LOSO folds the run should have (its store's subjects; None: the fold folders
-    there are); a run with some missing is refused unless `allow_missing_folds` (then the others
-    are averaged). `last` is the fold's last trained epoch: a deleted last weights file is
-    refused, never replaced by an earlier epoch."""
-    selection = parse_selection(select)
-    if selection.mode not in ("last", "fixed"):
-        raise UserError("predict takes --select last or fixed:N (the others choose epochs on "
-                        "labelled data)")
-    run_folder = RunFolder(run)
-    if subjects is None:
-        subjects = sorted(p.name for p in (run_folder.path / "folds").glob("*"))
-    if fold is not None:
-        if fold not in subjects:
-            raise UserError(f"{run} has no fold {fold!r} (its folds: {', '.join(subjects)})")
-        subjects = [fold]
-    folds, _missing = run_folder.complete_folds(subjects, allow_missing_folds)
-    windows = run_windows(run)
-    models = []
-    for folder in folds:
-        epochs = folder.epochs()
-        epoch = folder.last_epoch() if selection.mode == "last" else selection.epoch
-        if epoch not in epochs:
-            raise UserError(f"{folder.path}: no weights for epoch {epoch}")
-        network, meta = load_weights(folder.weights_path(epoch), device)
-        norm = meta["normalisation"]
-        models.append(Model(folder.path.name, network, norm["mean"], norm["std"], windows))
-    return models
-
-
-def run_windows(run: Path) -> WindowParams:
-    """The window parameters a run was trained with (its config.json), as evaluation uses them."""
-    return WindowParams(**RunFolder(run).read_config()["windows"])
-
-
-def _extract_params_for(model_path: Path):
-    """(ExtractParams, proposal preset, training frame rate, LOSO subjects or None) matching the
-    model's features; UserError when the run's store is gone or was replaced since training."""
-    from flowcore.extract import ExtractParams
-
-    if model_path.is_file():  # a reference checkpoint: the reference's 8-bit features
-        from dataclasses import replace
-
-        defaults = ExtractParams()
-        return replace(defaults, mdmo=replace(defaults.mdmo, compat=True)), "casme2", 30.0, None
-    run = RunFolder(model_path)
-    config = run.read_config()
-    store = run.store_path(config)
-    if not Path(store).is_dir():
-        raise UserError(f"{store}: the feature store run {model_path} was trained on is gone; "
-                        f"predict needs it for the extraction parameters")
-    features = load_features(store)
-    run.check_store(config, features)
-    params = ExtractParams.from_dict(features.params)
-    fps = float(np.median([v.fps for v in features.videos.values()]))
-    preset = "samm" if "samm" in features.dataset.lower() else "casme2"
-    return params, preset, fps, features.subjects
 
 
 def predict_video(path: str | Path, model: str | Path, out: str | Path, **options) -> Prediction:
@@ -154,62 +100,80 @@ def predict_video(path: str | Path, model: str | Path, out: str | Path, **option
 def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold: str | None = None,
                    select: str = "last", preset: str | None = None, fps: float | None = None,
                    device: str = "cpu", backend: str | None = None, one: bool = False,
-                   progress=None, proposals: str | None = None,
-                   models: list[Model] | None = None, allow_missing_folds: bool = False,
-                   flip: bool | None = None) -> Batch:
+                   progress=None, proposals: str | None = None, trained: Trained | None = None,
+                   allow_missing_folds: bool = False, flip: bool | None = None,
+                   calibrate: bool | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
-    flowcore.run_extraction. `proposals`: proposal arithmetic, None for `reference` with compat
-    features (a reference checkpoint) and `mespot` otherwise. `models`: the networks, already
-    loaded (`load_models`). `allow_missing_folds`: average the folds there are when some of the
-    run's are missing (refused otherwise; `Batch.missing_folds` names them). `flip`: also run
-    the models on the mirrored face and average (None: yes, except for a reference checkpoint
-    or --compat features, spotting.augment.flip_by_default)."""
-    from dataclasses import replace
-
+    flowcore.run_extraction. `trained`: the model, already loaded (`load_trained`; then `fold`,
+    `select`, `preset`, `proposals`, `allow_missing_folds`, `flip` and `calibrate` are its
+    own); else it is loaded from `model` with those options (spotting.trained.load_trained:
+    by default what `mespot evaluate` applies by default). `backend`: another flow backend than
+    the model's (the features then differ from the training ones)."""
     path, model, out = Path(path), Path(model), Path(out)
     _check_inputs(path, model, out, fps, device)
     source = _open(path, fps)
     if one and len(source.videos) != 1:
         raise UserError(f"{path}: holds {len(source.videos)} videos; predict_video takes one "
-                        f"video file or "
-                        f"one folder of frames")
+                        f"video file or one folder of frames")
     if not source.videos:
         raise UserError(f"{path}: no video found")
-    params, trained_preset, trained_fps, subjects = _extract_params_for(model)
-    subsample = _one_subsample(path, source.videos, trained_fps)
-    params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
-    proposal_params = _proposal_params(preset or trained_preset, proposals, params.mdmo.compat)
-    flip = flip_by_default(params.mdmo.compat) if flip is None else flip
-    if models is None:  # before the long extraction: fail early
-        models = load_models(model, fold, select, device, subjects, allow_missing_folds)
-    missing = sorted(set(subjects or []) - {m.name for m in models}) if fold is None else []
-    report = _extract(source, out, params, progress)
+    if trained is None:  # before the long extraction: fail early
+        trained = load_trained(model, fold=fold, select=select, device=device,
+                               allow_missing_folds=allow_missing_folds, calibrate=calibrate,
+                               flip=flip, preset=preset, proposals=proposals)
+    subsample = _one_subsample(path, source.videos, trained.fps)
+    params, options, extraction = extraction_setup(trained.params, subsample, backend, device)
+    report = _extract(source, out, params, options, progress)
     features = load_features(out / "features.zarr")
     several = len(source.videos) > 1
     predictions = []
     for spec in source.videos:
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
-            predictions.append(_spot(features.videos[spec.video_id], models, proposal_params,
-                                     device, curves_png, out, flip))
-    batch = Batch(predictions, list(report.failed), out, proposal_params.variant, tuple(missing))
+            predictions.append(spot_features(features.videos[spec.video_id], trained, device,
+                                             curves_png, out))
+    batch = Batch(predictions, list(report.failed), out, trained, extraction)
     batch.intervals.to_csv(out / "intervals.csv", index=False)
-    (out / "prediction.json").write_text(json.dumps({
-        "source": str(path), "model": str(model), "models": [m.name for m in models],
-        "combination": ("mean of the models' logits" if len(models) > 1 else "single model")
-                       + (", each on the face and its mirror" if flip else ""),
-        "missing_folds": missing, "flip": flip,
-        "selection": select, "preset": preset or trained_preset,
-        "proposals": proposal_params.variant,
-        "proposals_label": PROPOSAL_VARIANTS[proposal_params.variant], "subsample": subsample,
-        "windows": asdict(models[0].windows),
-        "videos": [p.video_id for p in predictions],
-        "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
-                   for r in report.failed],
-        "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+    _write_json(batch, path, subsample)
     return batch
+
+
+def _write_json(batch: Batch, path: Path, subsample: int) -> None:
+    """OUT/prediction.json: what was applied and how, and what came of each video."""
+    t = batch.trained
+    (batch.out / "prediction.json").write_text(json.dumps({
+        "source": str(path), "model": str(t.path), "models": [m.name for m in t.models],
+        "applied": t.applied,
+        "as_evaluate": _as_evaluate(t),
+        "combination": ("mean of the models' logits" if len(t.models) > 1 else "single model")
+                       + (", each on the face and its mirror" if t.options.flip else ""),
+        "missing_folds": list(t.missing_folds), "flip": t.options.flip,
+        "calibrated": t.options.calibrate, "rules": t.rules_json(), "fold_rules": t.fold_rules,
+        "rules_note": t.note or None,
+        "selection": t.selection, "preset": t.preset, "proposals": batch.proposals,
+        "proposals_label": PROPOSAL_VARIANTS[batch.proposals], "subsample": subsample,
+        "extraction": batch.extraction,
+        "windows": asdict(t.models[0].windows),
+        "videos": [p.video_id for p in batch.predictions],
+        "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
+                   for r in batch.failed],
+        "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+
+
+def _as_evaluate(t: Trained) -> str:
+    """How the applied rules relate to `mespot evaluate`'s default, in one sentence."""
+    if not t.subjects:
+        return "a reference checkpoint: the reference's own rules"
+    if t.note:
+        return "not evaluate's default: " + t.note
+    if len(t.models) == 1:
+        return (f"what `mespot evaluate`'s options apply to the test subject of fold "
+                f"{t.models[0].name}, with the same code: the same intervals on the same features")
+    return (f"each fold as `mespot evaluate`'s options apply it, the {len(t.models)} folds "
+            f"together (their logits averaged, rules combined per type by the median); "
+            f"docs/quality.md measures this on subjects no fold saw")
 
 
 def _check_inputs(path: Path, model: Path, out: Path, fps: float | None, device: str) -> None:
@@ -236,33 +200,49 @@ def _open(path: Path, fps: float | None):
         raise UserError(str(err)) from None
 
 
-def _extract(source, out: Path, params, progress):
+def extraction_setup(params: dict, subsample: int, backend: str | None,
+                     device: str) -> tuple[object, object, dict]:
+    """(flowcore ExtractParams, RunOptions, what was chosen as JSON) to extract new videos as
+    the training store's `params`, kept 1 in `subsample`: its flow backend (or `backend`), on
+    `device` where the backend runs there. The `cuda` backend of a run runs on a GPU (`device`
+    if it names one, else cuda); without a GPU or CuPy here it falls back to `torch` on the
+    CPU (`fallback` says so)."""
+    from flowcore.extract import ExtractParams, RunOptions
+    from flowcore.flow import available_backends
+
+    chosen = ExtractParams.from_dict(params)
+    chosen = replace(chosen, subsample=subsample, flow_backend=backend or chosen.flow_backend)
+    fallback = None
+    where = str(device)
+    if chosen.flow_backend == "opencv":
+        where = "cpu"  # OpenCV's DualTVL1 runs on the CPU only
+    elif chosen.flow_backend == "cuda" and backend is None:
+        if "cuda" in available_backends():
+            where = where if where.startswith("cuda") else "cuda"
+        else:
+            chosen, where = replace(chosen, flow_backend="torch"), "cpu"
+            fallback = ("the run's features were extracted with the cuda flow backend, which "
+                        "needs a GPU and CuPy, not here: extracted with the torch backend on the "
+                        "CPU instead (the same TV-L1; features close, not identical: "
+                        "docs/datasets.md)")
+    extraction = {"backend": chosen.flow_backend, "device": where, "fallback": fallback,
+                  "trained_backend": params.get("flow_backend")}
+    return chosen, RunOptions(device=where), extraction
+
+
+def _extract(source, out: Path, params, options, progress):
     """Extract `source` into out/features.zarr with the model's `params`: the ExtractReport."""
     from flowcore import run_extraction
     from flowcore.store import StoreMismatchError
 
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return run_extraction(source, out / "features.zarr", params, progress=progress)
+        return run_extraction(source, out / "features.zarr", params, options, progress=progress)
     except StoreMismatchError as err:
         raise UserError(f"{err} (features of another model's parameters?): choose another "
                         f"--out") from None
     except ValueError as err:  # a flow backend that cannot run here (flowcore.flow.check_backend)
         raise UserError(str(err)) from None
-
-
-def _proposal_params(preset: str, variant: str | None, compat: bool) -> ProposalParams:
-    """The preset's ranges with the arithmetic asked for, by default the reference's for compat
-    features (a reference checkpoint, or a run trained on a `--compat` store)."""
-    from dataclasses import replace
-
-    variant = variant or ("reference" if compat else "mespot")
-    if variant not in PROPOSAL_VARIANTS:
-        raise UserError(f"--proposals must be one of {', '.join(PROPOSAL_VARIANTS)} "
-                        f"(got {variant!r})")
-    if preset not in PRESETS:
-        raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
-    return replace(PRESETS[preset], variant=variant)
 
 
 def _one_subsample(path: Path, videos, trained_fps: float) -> int:
@@ -281,40 +261,12 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
     return next(iter(wanted))
 
 
-def load_models(model: Path, fold: str | None, select: str, device: str,
-                subjects: list[str] | None = None,
-                allow_missing_folds: bool = False) -> list[Model]:
-    """The networks of a run folder (one fold's or every fold's; `subjects`,
-    `allow_missing_folds` as `run_models`) or of a reference checkpoint."""
-    if model.is_file():
-        network, _epoch = load_reference_checkpoint(model)
-        return [Model(model.name, network.to(device).eval(), list(REFERENCE_MEAN),
-                      list(REFERENCE_STD), WindowParams())]
-    return run_models(model, fold, select, device, subjects, allow_missing_folds)
-
-
-def run_subjects(model: Path) -> list[str] | None:
-    """The LOSO folds a run should have (its store's subjects), None for a reference
-    checkpoint; UserError when the run's store is gone or was replaced since training."""
-    return _extract_params_for(Path(model))[3]
-
-
-def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out: Path,
-          flip: bool = False) -> Prediction:
-    """The mean of the models' logits over one video's rows (with `flip`, of the face and of its
-    mirror too) -> intervals, curves and their plot. Each model sees the video cut into the
-    windows it was trained with."""
-    logits = np.zeros((video.n_rows, N_OUTPUTS), np.float32)
-    for m in models:  # the folds' mean logit per row and channel
-        targets = {video.video_id: video_targets(video.n_rows, [], m.windows)}
-        ws = build_windows([video], targets, m.windows)
-        mask = np.ones(len(ws), bool)
-        views = [ws, replace(ws, x=mirror_features(ws.x))] if flip else [ws]
-        for view in views:
-            data = window_tensors(view, mask, m.mean, m.std, device)
-            rows = predict_logits(m.network, data["x"], m.windows.context).cpu().numpy()
-            logits += video_logits(rows, ws, mask)[video.video_id] / (len(models) * len(views))
-    found = spot_video(logits, preset)
+def spot_features(video, trained: Trained, device, curves_png: Path, out: Path) -> Prediction:
+    """One video's features (a flowcore VideoFeatures) -> intervals, curves and their plot: the
+    mean of the models' logits (each on the face and its mirror with flip) under the trained
+    run's rules (spotting/spot.py, as `evaluate`)."""
+    logits = mean_logits(list(trained.models), video, device, trained.options.flip)
+    found = spot_rows(logits, trained.rules)
     intervals = pd.DataFrame({
         "video": video.video_id, "type": found["type"],
         "onset": rows_to_frames(found["start"], video.frame_numbers),

@@ -185,6 +185,8 @@ def build_report(
         f" selection; matching rule <b>{summaries[primary]['rule']}</b>; proposal preset "
         f"<b>{summaries[primary]['preset']}</b>. Frame numbers are 1-based in each video's "
         "original numbering.</p>",
+        f"<p>Counts {html.escape(summaries[primary].get('pooled', 'pooled over the LOSO folds'))}"
+        ".</p>",
     ]
     body += _metrics_section(summaries, ev, figures)
     videos, curves_html = _curves_section(ev, matches, figures)

@@ -3,10 +3,13 @@
 Layout:
 
     config.json                  resolved configuration (store, annotations, every parameter)
+                                 and what a copy of the folder needs to spot a new video alone
+                                 (the store's extraction parameters: spotting/run_record.py)
     annotation_issues.csv        every repaired or skipped annotation, with its reason
     train.log                    the plain-text log
     folds/<subject>/
         fold.json                fold config: prior, feature normalisation, losses, status
+        rules.json               proposal rules calibrated on the inner subjects (with --inner-val)
         weights_epoch_EEE.safetensors   model weights (+ JSON metadata) every `save_every` epochs
                                  (every epoch by default)
         resume.safetensors       model + optimiser + shuffle state after the last finished epoch
@@ -64,6 +67,11 @@ class FoldFolder:
     @property
     def tensorboard_path(self) -> Path:
         return self.path / "tb"
+
+    @property
+    def rules_path(self) -> Path:
+        """rules.json: the fold's calibrated proposal rules (spotting/fold_rules.py)."""
+        return self.path / "rules.json"
 
     @property
     def inner(self) -> "FoldFolder":

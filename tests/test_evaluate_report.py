@@ -13,7 +13,6 @@ import pytest
 from flowcore.errors import UserError
 from spotting.evaluate import (
     ORACLE_FIRST_EPOCH,
-    TRUTH_COLUMNS,
     SpotOptions,
     count,
     evaluate_run,
@@ -30,6 +29,7 @@ from spotting.report import build_report
 from spotting.config import RunConfig, TrainParams
 from spotting.data import prepare
 from spotting.loso import train_loso
+from spotting.truths import TRUTH_COLUMNS
 from spotting.windows import WindowParams
 
 EPOCHS = 18
@@ -539,6 +539,11 @@ def test_calibration_needs_inner_models(run, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("inner"))
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("inner", "rules.json"))
     with pytest.raises(UserError, match="--inner-val"):
         evaluate_run(copy, "last", options=SpotOptions(calibrate=True))
+    # the rules train recorded (folds/<subject>/rules.json) are enough for evaluate's default
+    recorded = tmp_path / "recorded"
+    shutil.copytree(run, recorded, ignore=shutil.ignore_patterns("inner"))
+    e = evaluate_run(recorded, "last", options=SpotOptions(calibrate=True))
+    assert all(c["recorded"] for c in e.calibration.values()) and len(e.calibration) == 3

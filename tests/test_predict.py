@@ -211,13 +211,11 @@ def test_report_with_face_strips_from_the_real_frames(trained):
         build_report(trained["run"], faces=["nope"])
 
 
-def test_flip_averages_the_logits_of_the_face_and_its_mirror(tmp_path):
+def test_flip_averages_the_logits_of_the_face_and_its_mirror():
     from spotting.augment import mirror_features
-    from spotting.inference import probability_curves
     from flowcore.store import VideoFeatures
     from spotting.model import AUWGCN
-    from spotting.predict import Model, _spot
-    from spotting.proposals import PRESETS
+    from spotting.spot import Model, mean_logits
     from spotting.windows import WindowParams
 
     rng = np.random.default_rng(0)
@@ -243,12 +241,13 @@ def test_flip_averages_the_logits_of_the_face_and_its_mirror(tmp_path):
         return out.transpose(0, 2, 1).reshape(-1, 10)[:300]
 
     both = (logits_of(mdmo) + logits_of(mirror_features(mdmo))) / 2
-    flipped = _spot(video, [model], PRESETS["casme2"], "cpu", tmp_path / "f.png", tmp_path,
-                    flip=True)
-    plain = _spot(video, [model], PRESETS["casme2"], "cpu", tmp_path / "p.png", tmp_path)
-    np.testing.assert_allclose(flipped.curves, probability_curves(both), atol=1e-5)
-    np.testing.assert_allclose(plain.curves, probability_curves(logits_of(mdmo)), atol=1e-5)
-    assert not np.allclose(flipped.curves, plain.curves, atol=1e-3)
+    flipped = mean_logits([model], video, "cpu", flip=True)
+    plain = mean_logits([model], video, "cpu", flip=False)
+    np.testing.assert_allclose(flipped, both, atol=1e-5)
+    np.testing.assert_allclose(plain, logits_of(mdmo), atol=1e-5)
+    assert not np.allclose(flipped, plain, atol=1e-3)
+    # two models: the mean of their logits
+    np.testing.assert_array_equal(mean_logits([model, model], video, "cpu", flip=True), flipped)
 
 
 @pytest.mark.slow

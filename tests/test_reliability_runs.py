@@ -114,9 +114,16 @@ def test_a_store_replaced_after_training_is_refused(tiny_run, tmp_path, capsys):
     extract_source(tiny_run["data"], store, ExtractParams(faces=FaceParams(resize=40)), workers=1)
     capsys.readouterr()
     folder = tiny_run["data"] / "rawpic" / "s15" / "15_0101a"
-    line = command_fails(capsys, ["predict", folder, "--model", run, "--out", tmp_path / "p", "-q"])
+    # predict reads the run folder alone (issue 25): the store does not matter to it
+    assert main([str(a) for a in ("predict", folder, "--model", run, "--out", tmp_path / "p",
+                                  "-q")]) == 0
+    # a run from before runs recorded their store's parameters reads the store: refused
+    config = json.loads((run / "config.json").read_text())
+    del config["features"]
+    (run / "config.json").write_text(json.dumps(config))
+    line = command_fails(capsys, ["predict", folder, "--model", run, "--out", tmp_path / "q", "-q"])
     assert line.startswith(f"error: {store}: not the store run {run} was trained on")
-    assert not (tmp_path / "p").exists()
+    assert not (tmp_path / "q").exists()
     line = command_fails(capsys, ["evaluate", run, "--no-report"])
     assert line.startswith(f"error: {store}: not the store run {run} was trained on")
 

@@ -24,7 +24,7 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     caption = "; ".join(sorted({f"{RULES[e.rule].label}. "
                                 f"Proposals: {PROPOSAL_VARIANTS[e.proposals]}"
                                 for e in evaluations}))
-    table = Table(title=f"spotting metrics ({how}; counts {_pooled(evaluations[0])})",
+    table = Table(title=f"spotting metrics ({how}; counts {evaluations[0].pooled})",
                   caption=caption)
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
@@ -50,14 +50,6 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
             "[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
             "those numbers are optimistic and only for comparison with published results."
         )
-
-
-def _pooled(e) -> str:
-    """Over which LOSO folds the counts are pooled (an Evaluation's missing folds named)."""
-    if not e.missing_folds:
-        return f"pooled over all {e.n_folds} LOSO folds"
-    return (f"pooled over {e.n_folds - len(e.missing_folds)} of {e.n_folds} LOSO folds; the "
-            f"truths of {', '.join(e.missing_folds)} counted as missed")
 
 
 def evaluate_command(
@@ -95,6 +87,10 @@ def evaluate_command(
         None, "--flip/--no-flip", help="Average the network's outputs on the face and on its "
         "mirror image (left/right ROIs swapped, horizontal motion negated) [default: on, off "
         "for a --compat store]."),
+    store: Optional[Path] = typer.Option(
+        None, "--store", help="The run's feature store at another path than the one its "
+        "config.json records (a copy, on another machine); refused unless it has the recorded "
+        "parameters hash."),
 ) -> None:
     """Spot every test video of a LOSO run, match against the truth, print and save the metrics.
 
@@ -111,7 +107,8 @@ def evaluate_command(
     resolve_device(device)
     evaluations = evaluate_selections(
         run, select, rule=rule, preset=preset, device=device, proposals=proposals,
-        allow_missing_folds=allow_missing_folds, options=SpotOptions(calibrate, flip))
+        allow_missing_folds=allow_missing_folds, options=SpotOptions(calibrate, flip),
+        store=store)
     print_metrics(evaluations)
     for e in evaluations:
         name = e.out.name
@@ -121,6 +118,9 @@ def evaluate_command(
         if e.missing_folds:
             typer.echo(f"{name}: folds missing, their truths counted as missed: "
                        f"{', '.join(e.missing_folds)}")
+        for video in e.uncounted:
+            typer.echo(f"{name}: video {video['video']} ({video['subject']}): its "
+                       f"{video['truths']} truths are not counted: {video['why']}")
         typer.echo(f"{name}: {e.out}")
     if report:
         typer.echo(f"report: {write_report(run, evaluations[0].out.name)}")
@@ -187,14 +187,22 @@ def predict_command(
         "run's LOSO folds are missing (refused otherwise)."),
     flip: Optional[bool] = typer.Option(
         None, "--flip/--no-flip", help="Also run the model(s) on the mirrored face and average "
-        "(as `mespot evaluate --flip`) [default: on, off for a reference checkpoint]."),
+        "(as `mespot evaluate --flip`) [default: on, off for a reference checkpoint or a "
+        "--compat run]."),
+    calibrate: Optional[bool] = typer.Option(
+        None, "--calibrate/--no-calibrate", help="Each fold's proposal rules calibrated on its "
+        "inner-validation subjects, as `mespot train` recorded them (several folds: combined "
+        "per type by the median) [default: on where every fold has them, as `mespot "
+        "evaluate`'s default; off for a --compat run]."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
-    Extracts the features with the model's extraction parameters, runs the network(s), and
-    writes OUT/intervals.csv (1-based frame numbers), OUT/curves.png (one video) or
-    OUT/curves/<video>.png (several), OUT/prediction.json and OUT/features.zarr. A video that
-    cannot be extracted is reported (exit code 1) and the others are still spotted.
+    By default it applies what `mespot evaluate` applies by default (last epoch, calibrated
+    proposal rules, test-time flip), from the run folder alone: the training store is not
+    needed. Extracts the features with the model's extraction parameters, runs the
+    network(s), and writes OUT/intervals.csv (1-based frame numbers), OUT/curves.png (one
+    video) or OUT/curves/<video>.png (several), OUT/prediction.json and OUT/features.zarr. A
+    video that cannot be extracted is reported (exit code 1) and the others are still spotted.
     """
     from mespot.progress import RichProgress
     from spotting.predict import predict_videos
@@ -205,7 +213,8 @@ def predict_command(
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
                            device=device, backend=backend, proposals=proposals,
                            progress=RichProgress(enabled=not quiet),
-                           allow_missing_folds=allow_missing_folds, flip=flip)
+                           allow_missing_folds=allow_missing_folds, flip=flip,
+                           calibrate=calibrate)
     _show_predictions(batch, out)
 
 
@@ -213,6 +222,11 @@ def _show_predictions(batch, out: Path) -> None:
     """What predict found, per video, and what it wrote; exit code 1 if a video failed."""
     from spotting.proposals import PROPOSAL_VARIANTS
 
+    typer.echo(f"applied: {batch.trained.applied}")
+    if batch.trained.note:
+        typer.echo(f"note: {batch.trained.note}", err=True)
+    if batch.extraction["fallback"]:
+        typer.echo(f"note: {batch.extraction['fallback']}", err=True)
     typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
     for result in batch.predictions:
         counts = result.intervals["type"].value_counts()

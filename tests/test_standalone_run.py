@@ -1,0 +1,206 @@
+"""A saved run delivers what it promises (issue 25): `predict` applies what `evaluate` applies, from
+the run folder alone, which records everything needed to spot a new video."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import command_fails
+from flowcore.errors import UserError
+from mespot.cli import main
+from mespot.synth import SMALL, generate_dataset
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> dict:
+    """3 subjects x 1 video x 2 s of synthetic data, extracted at 64 px with the torch backend,
+    trained 2 epochs with an inner model per fold (1 inner subject): calibrated rules."""
+    from flowcore import ExtractParams, extract_source
+    from flowcore.faces import FaceParams
+    from spotting.config import RunConfig, TrainParams
+    from spotting.loso import train_loso
+
+    base = tmp_path_factory.mktemp("standalone")
+    data = generate_dataset(SMALL.replace(subjects=3, videos_per_subject=1, seconds=2.0),
+                            base / "data", preview=False, workers=1).root
+    params = ExtractParams(flow_backend="torch", faces=FaceParams(resize=64))
+    report = extract_source(data, base / "features.zarr", params, workers=1)
+    assert not report.failed, report.summary()
+    config = RunConfig(store=str(base / "features.zarr"),
+                       annotations=str(data / "ground_truth.csv"),
+                       train=TrainParams(epochs=2, batch_size=2, inner_val=1))
+    train_loso(config, base / "run", tensorboard=False)
+    return {"base": base, "data": data, "store": base / "features.zarr", "run": base / "run"}
+
+
+def _frames_of(data: Path, video: str) -> Path:
+    return next(data.glob(f"rawpic/*/{video}"))
+
+
+def test_train_records_what_spotting_a_new_video_needs(lab):
+    from flowcore.store import load_features
+    from spotting.initial_weights import PRETRAINED
+
+    config = json.loads((lab["run"] / "config.json").read_text())
+    store = load_features(lab["store"])
+    features = config["features"]
+    assert features["params"] == store.params and features["params"]["flow_backend"] == "torch"
+    assert features["params"]["faces"]["resize"] == 64 and "tvl1" in features["params"]
+    assert features["params_hash"] == config["store_params_hash"] == store.params_hash
+    assert features["devices"] == ["cpu"] and features["fps"] == 30.0
+    assert features["subjects"] == store.subjects and features["preset"] == "casme2"
+    init = config["init_weights"]
+    import hashlib
+
+    assert init["init"] == "pretrained"
+    assert init["sha256"] == hashlib.sha256(PRETRAINED.read_bytes()).hexdigest()
+    assert config["environment"]["code"]["version"] == config["environment"]["mespot"]
+    assert "windows" in config
+    for subject in store.subjects:
+        fold = lab["run"] / "folds" / subject
+        rules = json.loads((fold / "rules.json").read_text())
+        assert rules["key"] == {"epoch": 2, "rule": "megc", "flip": True,
+                                "proposals": rules["key"]["proposals"]}
+        assert set(rules["rules"]) == {"me", "mae"} and rules["val_subjects"]
+        assert len(json.loads((fold / "fold.json").read_text())["prior"]) == 12  # the AU prior
+
+
+def test_predicting_a_folds_test_videos_with_its_model_gives_evaluates_intervals(lab):
+    """Every LOSO fold: the fold's model alone, as `predict --fold S` applies it by default, on
+    S's videos (the store's features) gives exactly `evaluate`'s default intervals."""
+    from flowcore.store import load_features
+    from spotting.evaluate import evaluate_run
+    from spotting.predict import spot_features
+    from spotting.trained import load_trained
+
+    evaluation = evaluate_run(lab["run"], "last")
+    assert evaluation.out.name == "last+calibrated+flip"
+    store = load_features(lab["store"])
+    columns = ["onset", "offset", "apex"]
+    compared = 0
+    for subject in store.subjects:
+        trained = load_trained(lab["run"], fold=subject)
+        assert trained.options == evaluation.options and trained.note == ""
+        recorded = evaluation.calibration[subject]
+        assert trained.rules.to_json() == {k: recorded[k] for k in ("me", "mae")}
+        for video in store.videos_of([subject]):
+            got = spot_features(video, trained, "cpu", lab["base"] / "c.png", lab["base"])
+            want = evaluation.intervals[evaluation.intervals["video"] == video.video_id]
+            got = got.intervals.sort_values(["type", "onset", "offset"]).reset_index(drop=True)
+            want = want.sort_values(["type", "onset", "offset"]).reset_index(drop=True)
+            assert got["type"].tolist() == want["type"].tolist()
+            assert (got[columns].astype(int).values.tolist()
+                    == want[columns].astype(int).values.tolist())
+            assert got["score"].tolist() == want["score"].astype(float).tolist()  # exactly
+            compared += len(got)
+    assert compared > 0
+
+
+@pytest.mark.slow
+def test_a_run_folder_copied_alone_predicts_identically(lab, tmp_path):
+    """The run folder without its store, elsewhere: the same intervals and curves; the default
+    is evaluate's (calibrated rules, flip), said in prediction.json and the output."""
+    video = _frames_of(lab["data"], "16_0101disgustingteeth")
+    assert main([str(a) for a in ("predict", video, "--model", lab["run"], "--out",
+                                  tmp_path / "here", "-q")]) == 0
+    alone = tmp_path / "moved" / "run"
+    shutil.copytree(lab["run"], alone, ignore=shutil.ignore_patterns("evaluation", "report*"))
+    hidden = lab["base"] / "hidden.zarr"
+    lab["store"].rename(hidden)  # the training store is gone from where the run says it is
+    try:
+        assert main([str(a) for a in ("predict", video, "--model", alone, "--out",
+                                      tmp_path / "there", "-q")]) == 0
+    finally:
+        hidden.rename(lab["store"])
+    here = pd.read_csv(tmp_path / "here" / "intervals.csv")
+    there = pd.read_csv(tmp_path / "there" / "intervals.csv")
+    pd.testing.assert_frame_equal(here, there)
+    meta = json.loads((tmp_path / "there" / "prediction.json").read_text())
+    assert meta["calibrated"] is True and meta["flip"] is True and meta["rules_note"] is None
+    assert meta["applied"].startswith("last epoch (proposal rules calibrated on "
+                                      "inner-validation subjects; test-time flip); the mean of 3")
+    assert meta["extraction"] == {"backend": "torch", "device": "cpu", "fallback": None,
+                                  "trained_backend": "torch"}
+    assert set(meta["fold_rules"]) == {"s15", "s16", "s19"}
+
+
+@pytest.mark.slow
+def test_predict_on_the_real_video_reproduces_evaluate_for_its_fold(lab, tmp_path):
+    """The whole path: the fold's test video extracted again from its frames by predict."""
+    from spotting.evaluate import evaluate_run
+
+    evaluation = evaluate_run(lab["run"], "last")
+    name = _frames_of(lab["data"], "19_*").name
+    assert main([str(a) for a in ("predict", _frames_of(lab["data"], name), "--model", lab["run"],
+                                  "--fold", "s19", "--out", tmp_path / "p", "-q")]) == 0
+    got = pd.read_csv(tmp_path / "p" / "intervals.csv").sort_values(["type", "onset"])
+    want = evaluation.intervals[evaluation.intervals["video"] == name]
+    want = want.sort_values(["type", "onset"])
+    columns = ["onset", "offset", "apex"]
+    assert got[columns].values.tolist() == want[columns].astype(int).values.tolist()
+    np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].astype(float).to_numpy())
+    meta = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert meta["models"] == ["s19"] and "test subject of fold s19" in meta["as_evaluate"]
+
+
+def test_the_spotter_loads_once_and_never_reads_the_store(lab, tmp_path, monkeypatch):
+    import flowcore.store
+    import mespot
+    import spotting.spot
+
+    loads, opened = [], []
+    load_weights, load_features = spotting.spot.load_weights, flowcore.store.load_features
+    monkeypatch.setattr(spotting.spot, "load_weights",
+                        lambda *a, **k: loads.append(a[0]) or load_weights(*a, **k))
+    counted = lambda path: opened.append(Path(path)) or load_features(path)  # noqa: E731
+    monkeypatch.setattr(flowcore.store, "load_features", counted)
+    monkeypatch.setattr("spotting.predict.load_features", counted)
+    spotter = mespot.Spotter.load(lab["run"])
+    assert len(loads) == 3 and spotter.trained.options.calibrate
+    video = _frames_of(lab["data"], "15_0101disgustingteeth")
+    first = spotter.spot(video, tmp_path / "a")
+    second = spotter.spot(video, tmp_path / "b")
+    assert len(loads) == 3  # the networks were loaded once, by load
+    assert opened == [tmp_path / "a" / "features.zarr", tmp_path / "b" / "features.zarr"]
+    pd.testing.assert_frame_equal(first.intervals, second.intervals)
+
+
+def test_calibrate_asked_for_where_a_fold_has_no_rules_is_one_line(lab, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(lab["run"], run)
+    (run / "folds" / "s16" / "rules.json").unlink()
+    from spotting.trained import load_trained
+
+    trained = load_trained(run)  # the default: fixed rules, saying why
+    assert not trained.options.calibrate and "s16" in trained.note
+    with pytest.raises(UserError, match="--calibrate: fold.s. s16 record no proposal rules"):
+        load_trained(run, calibrate=True)
+    # another epoch than the one the rules were calibrated for: not evaluate's default either
+    assert not load_trained(lab["run"], select="fixed:1").options.calibrate
+    video = _frames_of(lab["data"], "15_0101disgustingteeth")
+    line = command_fails(capsys, ["predict", video, "--model", run, "--calibrate", "--out",
+                                  tmp_path / "p"])
+    assert "--calibrate: fold(s) s16 record no proposal rules" in line
+
+
+def test_evaluate_takes_a_copy_of_the_store_and_refuses_another(lab, tmp_path, capsys):
+    from spotting.evaluate import evaluate_run
+
+    copy = tmp_path / "elsewhere.zarr"
+    shutil.copytree(lab["store"], copy)
+    here = evaluate_run(lab["run"], "last")
+    there = evaluate_run(lab["run"], "last", store=copy)
+    pd.testing.assert_frame_equal(here.metrics, there.metrics)
+    other = tmp_path / "other.zarr"
+    shutil.copytree(lab["store"], other)
+    import zarr
+
+    zarr.open_group(str(other), mode="r+").attrs["params_hash"] = "another"
+    line = command_fails(capsys, ["evaluate", lab["run"], "--store", other, "--no-report"])
+    assert line.startswith(f"error: {other}: not the store run {lab['run']} was trained on")
