@@ -100,6 +100,6 @@ def uncounted(prep: Prepared) -> pd.DataFrame:
     rows = []
     for video, part in absent.groupby("video_id", sort=True):
         reason = prep.features.skipped.get(video)
-        why = f"incomplete in the store ({reason})" if reason else "not in the feature store"
+        why = f"in the store with {reason}" if reason else "not in the feature store"
         rows.append((video, str(part["subject"].iloc[0]), len(part), why))
     return pd.DataFrame(rows, columns=["video", "subject", "truths", "why"])
