@@ -55,6 +55,7 @@ class Prediction:
     curves: np.ndarray  # (N, 8) probabilities, columns CURVES
     frames: np.ndarray  # (N,) 1-based original frame number of each row
     out: Path
+    rows: pd.DataFrame | None = None  # the intervals in feature rows (video, subject, type, ...)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Batch:
     out: Path
     trained: Trained  # what was applied
     extraction: dict  # how the videos were extracted: backend, device, fallback (or None)
+    metrics: pd.DataFrame | None = None  # with annotations: MEGC counts and P/R/F1 per type
+    annotations: Path | None = None
 
     @property
     def proposals(self) -> str:
@@ -102,7 +105,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    device: str = "cpu", backend: str | None = None, one: bool = False,
                    progress=None, proposals: str | None = None, trained: Trained | None = None,
                    allow_missing_folds: bool = False, flip: bool | None = None,
-                   calibrate: bool | None = None) -> Batch:
+                   calibrate: bool | None = None,
+                   annotations: str | Path | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
@@ -110,7 +114,9 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     `select`, `preset`, `proposals`, `allow_missing_folds`, `flip` and `calibrate` are its
     own); else it is loaded from `model` with those options (spotting.trained.load_trained:
     by default what `mespot evaluate` applies by default). `backend`: another flow backend than
-    the model's (the features then differ from the training ones)."""
+    the model's (the features then differ from the training ones). `annotations`: score the
+    spotted intervals against them as `evaluate` counts (MEGC; OUT/metrics.json,
+    OUT/matches.csv, `Batch.metrics`)."""
     path, model, out = Path(path), Path(model), Path(out)
     _check_inputs(path, model, out, fps, device)
     source = _open(path, fps)
@@ -135,6 +141,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
             predictions.append(spot_features(features.videos[spec.video_id], trained, device,
                                              curves_png, out))
     batch = Batch(predictions, list(report.failed), out, trained, extraction)
+    if annotations is not None and predictions:
+        batch = _scored(batch, Path(annotations))
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     _write_json(batch, path, subsample)
     return batch
@@ -160,6 +168,24 @@ def _write_json(batch: Batch, path: Path, subsample: int) -> None:
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
                    for r in batch.failed],
         "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+
+
+def _scored(batch: Batch, annotations: Path) -> Batch:
+    """The batch with its intervals scored against `annotations` (OUT/metrics.json,
+    OUT/matches.csv)."""
+    from spotting.truths import score_spotted
+
+    rows = pd.concat([p.rows for p in batch.predictions], ignore_index=True)
+    videos = [p.video_id for p in batch.predictions]
+    metrics, matches = score_spotted(rows, videos, batch.out / "features.zarr", annotations,
+                                     batch.trained.models[0].windows)
+    matches.to_csv(batch.out / "matches.csv", index=False)
+    (batch.out / "metrics.json").write_text(json.dumps({
+        "annotations": str(annotations), "rule": "megc", "applied": batch.trained.applied,
+        "videos": videos,
+        "metrics": metrics.set_index("type").to_dict(orient="index"),
+        "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+    return replace(batch, metrics=metrics, annotations=annotations)
 
 
 def _as_evaluate(t: Trained) -> str:
@@ -267,6 +293,8 @@ def spot_features(video, trained: Trained, device, curves_png: Path, out: Path) 
     run's rules (spotting/spot.py, as `evaluate`)."""
     logits = mean_logits(list(trained.models), video, device, trained.options.flip)
     found = spot_rows(logits, trained.rules)
+    rows = found.rename(columns={"start": "onset", "end": "offset"}).assign(
+        video=video.video_id, subject=video.subject)
     intervals = pd.DataFrame({
         "video": video.video_id, "type": found["type"],
         "onset": rows_to_frames(found["start"], video.frame_numbers),
@@ -277,7 +305,7 @@ def spot_features(video, trained: Trained, device, curves_png: Path, out: Path) 
     frames = video.frame_numbers[: video.n_rows]
     curves_png.parent.mkdir(parents=True, exist_ok=True)
     _plot(video.video_id, curves, frames, intervals, curves_png)
-    return Prediction(video.video_id, intervals, curves, frames, out)
+    return Prediction(video.video_id, intervals, curves, frames, out, rows)
 
 
 def _plot(video_id: str, curves: np.ndarray, frames: np.ndarray, intervals: pd.DataFrame,

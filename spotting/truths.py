@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spotting.data import Prepared
-from spotting.metrics import MatchRule, match_all
+from spotting.data import Prepared, prepare
+from spotting.metrics import MEGC, MatchRule, match_all, summarise
 from spotting.windows import TYPES, WindowParams, annotation_targets, rows_to_frames
 
 # ground_truth's columns: frames 1-based original, rows of the feature store
@@ -103,3 +103,17 @@ def uncounted(prep: Prepared) -> pd.DataFrame:
         why = f"in the store with {reason}" if reason else "not in the feature store"
         rows.append((video, str(part["subject"].iloc[0]), len(part), why))
     return pd.DataFrame(rows, columns=["video", "subject", "truths", "why"])
+
+
+def score_spotted(rows: pd.DataFrame, videos: list[str], store, annotations,
+                  windows: WindowParams, rule: MatchRule = MEGC) -> tuple[pd.DataFrame,
+                                                                         pd.DataFrame]:
+    """(metrics, matches) of the intervals spotted in `videos` of `store`, `rows` (video,
+    subject, type, onset, apex, offset, score; feature rows), against `annotations`, counted as
+    `evaluate` counts: the truths of those videos after section 6's repairs, matched on
+    `rule`'s scale."""
+    prep = prepare(store, annotations, windows)
+    truths = ground_truth(prep, windows)
+    truths = truths[truths["video"].isin(set(videos))]
+    matches = count(rows, truths, rule, prep.features)
+    return summarise(matches), matches

@@ -138,7 +138,8 @@ def test_predict_on_the_real_video_reproduces_evaluate_for_its_fold(lab, tmp_pat
     evaluation = evaluate_run(lab["run"], "last")
     name = _frames_of(lab["data"], "19_*").name
     assert main([str(a) for a in ("predict", _frames_of(lab["data"], name), "--model", lab["run"],
-                                  "--fold", "s19", "--out", tmp_path / "p", "-q")]) == 0
+                                  "--fold", "s19", "--out", tmp_path / "p", "-q", "-a",
+                                  lab["data"] / "ground_truth.csv")]) == 0
     got = pd.read_csv(tmp_path / "p" / "intervals.csv").sort_values(["type", "onset"])
     want = evaluation.intervals[evaluation.intervals["video"] == name]
     want = want.sort_values(["type", "onset"])
@@ -147,6 +148,12 @@ def test_predict_on_the_real_video_reproduces_evaluate_for_its_fold(lab, tmp_pat
     np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].astype(float).to_numpy())
     meta = json.loads((tmp_path / "p" / "prediction.json").read_text())
     assert meta["models"] == ["s19"] and "test subject of fold s19" in meta["as_evaluate"]
+    # scored against the annotations: evaluate's counts for that video
+    scored = json.loads((tmp_path / "p" / "metrics.json").read_text())["metrics"]
+    per_video = evaluation.per_video[evaluation.per_video["video"] == name].set_index("type")
+    for kind in ("me", "mae", "overall"):
+        assert [scored[kind][c] for c in ("TP", "proposals", "truths")] == [
+            per_video.loc[kind, c] for c in ("TP", "proposals", "truths")]
 
 
 def test_the_spotter_loads_once_and_never_reads_the_store(lab, tmp_path, monkeypatch):
@@ -204,3 +211,46 @@ def test_evaluate_takes_a_copy_of_the_store_and_refuses_another(lab, tmp_path, c
     zarr.open_group(str(other), mode="r+").attrs["params_hash"] = "another"
     line = command_fails(capsys, ["evaluate", lab["run"], "--store", other, "--no-report"])
     assert line.startswith(f"error: {other}: not the store run {lab['run']} was trained on")
+
+
+# ---- device and flow backend (item 3)
+
+def test_extraction_follows_the_runs_backend_on_the_device_it_can_run_on(lab):
+    from flowcore.flow import available_backends
+    from spotting.predict import extraction_setup
+
+    params = json.loads((lab["run"] / "config.json").read_text())["features"]["params"]
+    chosen, options, what = extraction_setup(params, 1, None, "cuda:1")  # torch: any device
+    assert (chosen.flow_backend, options.device, what["fallback"]) == ("torch", "cuda:1", None)
+    chosen, options, _ = extraction_setup({**params, "flow_backend": "opencv"}, 1, None, "cuda")
+    assert (chosen.flow_backend, options.device) == ("opencv", "cpu")  # OpenCV: the CPU only
+    chosen, options, what = extraction_setup({**params, "flow_backend": "cuda"}, 2, None, "cpu")
+    assert chosen.subsample == 2 and what["trained_backend"] == "cuda"
+    if "cuda" in available_backends():  # a GPU and CuPy: the run's own backend, on the GPU
+        assert (chosen.flow_backend, options.device, what["fallback"]) == ("cuda", "cuda", None)
+    else:  # the torch backend on the CPU, said once
+        assert (chosen.flow_backend, options.device) == ("torch", "cpu")
+        assert what["fallback"].startswith("the run's features were extracted with the cuda "
+                                           "flow backend, which needs a GPU and CuPy, not here")
+    chosen, _, _ = extraction_setup({**params, "flow_backend": "cuda"}, 1, "opencv", "cpu")
+    assert chosen.flow_backend == "opencv"  # asked for: no fallback chosen for the user
+
+
+def test_a_run_on_cuda_features_predicts_on_a_cpu_only_machine_saying_so(lab, tmp_path, capsys):
+    from flowcore.flow import available_backends
+
+    if "cuda" in available_backends():
+        pytest.skip("a GPU with CuPy is here: the cuda backend runs, nothing falls back")
+    run = tmp_path / "run"
+    shutil.copytree(lab["run"], run, ignore=shutil.ignore_patterns("evaluation", "report*"))
+    config = json.loads((run / "config.json").read_text())
+    config["features"]["params"]["flow_backend"] = "cuda"  # as if extracted on a GPU
+    (run / "config.json").write_text(json.dumps(config))
+    video = _frames_of(lab["data"], "15_0101disgustingteeth")
+    assert main([str(a) for a in ("predict", video, "--model", run, "--out", tmp_path / "p",
+                                  "-q")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "cuda flow backend" in line]
+    assert len(notes) == 1 and "torch backend on the CPU instead" in notes[0]
+    meta = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert meta["extraction"]["backend"] == "torch" and meta["extraction"]["device"] == "cpu"
+    assert meta["extraction"]["trained_backend"] == "cuda" and meta["extraction"]["fallback"]

@@ -194,6 +194,10 @@ def predict_command(
         "inner-validation subjects, as `mespot train` recorded them (several folds: combined "
         "per type by the median) [default: on where every fold has them, as `mespot "
         "evaluate`'s default; off for a --compat run]."),
+    annotations: Optional[Path] = typer.Option(
+        None, "--annotations", "-a", help="Score the spotted intervals against these "
+        "annotations (a workbook or CSV, as `mespot train -a`), counted as `mespot evaluate` "
+        "counts (MEGC): OUT/metrics.json, OUT/matches.csv."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -214,8 +218,19 @@ def predict_command(
                            device=device, backend=backend, proposals=proposals,
                            progress=RichProgress(enabled=not quiet),
                            allow_missing_folds=allow_missing_folds, flip=flip,
-                           calibrate=calibrate)
+                           calibrate=calibrate, annotations=annotations)
     _show_predictions(batch, out)
+
+
+def _show_scores(batch) -> None:
+    """One line per type: the spotted intervals scored against the annotations given."""
+    table = batch.metrics.set_index("type")
+    typer.echo(f"scored against {batch.annotations} (MEGC, counts pooled over "
+               f"{len(batch.predictions)} video(s)):")
+    for kind, name in (("me", "ME"), ("mae", "MaE"), ("overall", "overall")):
+        row = table.loc[kind]
+        typer.echo(f"  {name:8s} precision {row['precision']:.4f}  recall {row['recall']:.4f}  "
+                   f"F1 {row['f1']:.4f}  TP {row['TP']}  FP {row['FP']}  FN {row['FN']}")
 
 
 def _show_predictions(batch, out: Path) -> None:
@@ -246,6 +261,8 @@ def _show_predictions(batch, out: Path) -> None:
             f"{failure.error}",
             err=True,
         )
+    if batch.metrics is not None:
+        _show_scores(batch)
     pictures = out / ("curves.png" if len(batch.predictions) == 1 else "curves")
     typer.echo(f"written: {out / 'intervals.csv'}, {pictures}")
     if batch.failed:
