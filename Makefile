@@ -28,7 +28,8 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
-# The main job on synthetic data: generate -> extract -> train (LOSO) -> evaluate + report.
+# The main job on synthetic data: generate -> extract -> train (LOSO) -> evaluate + report, then
+# `mespot predict` on a subject the run never saw (rendered with another seed), scored.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/mespot synth --small --subjects 8 --seconds 10 --out $(DEMO)/data
@@ -36,6 +37,10 @@ demo: install
 	$(BIN)/mespot train $(DEMO)/features.zarr --annotations '$(DEMO)/data/CAS(ME)^2code_final.xlsx' \
 		--out $(DEMO)/run
 	$(BIN)/mespot evaluate $(DEMO)/run --select last --select oracle
+	$(BIN)/mespot synth --small --subjects 1 --seconds 10 --seed 1 --out $(DEMO)/new-subject
+	@echo "mespot predict on a new subject (no fold saw it; all 8 folds together, as by default):"
+	$(BIN)/mespot predict $(DEMO)/new-subject --model $(DEMO)/run --out $(DEMO)/predicted -q \
+		--annotations '$(DEMO)/new-subject/CAS(ME)^2code_final.xlsx'
 
 # The shipped weights of `mespot train --init pretrained` (spotting/weights/), remade from the
 # synthetic pretraining sets A and B (benchmarks/quality/pretrain-*.yaml; seeds reserved for

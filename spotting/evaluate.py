@@ -333,8 +333,7 @@ def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOpti
         epochs_used[subject] = epoch
         rules = params
         if options.calibrate:
-            default = rules_key(fold.last_epoch(), MEGC, flip_by_default(compat),
-                                default_params(preset, compat))
+            default = _default_key(fold, preset, compat)
             rules, calibration[subject] = fold_rules(fold, epoch, prep, truths, params, windows,
                                                      rule, device, options.flip, default, preset)
         found, logits = spot_subjects(prep, fold.weights_path(epoch), [subject], rules, windows,
@@ -342,6 +341,17 @@ def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOpti
         found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
     return _Spotted(pd.concat(found_all, ignore_index=True), epochs_used, curves, calibration)
+
+
+def _default_key(fold: FoldFolder, preset: str, compat: bool) -> dict | None:
+    """The key of the rules `mespot train` records for a fold (evaluate's default: its last
+    epoch, MEGC, the store's flip default, the preset's fixed rules); None when the fold's last
+    weights are gone."""
+    try:
+        last = fold.last_epoch()
+    except UserError:
+        return None
+    return rules_key(last, MEGC, flip_by_default(compat), default_params(preset, compat))
 
 
 def _write_curves(path: Path, curves: dict[str, np.ndarray], prep: Prepared) -> None:

@@ -131,14 +131,12 @@ def record_run_rules(run: RunFolder, prep: Prepared, windows: WindowParams, pres
     compat = bool(prep.features.params.get("compat"))
     params = default_params(preset, compat)
     flip = flip_by_default(compat)
-    truths = ground_truth(prep, windows)
+    todo = [s for s in subjects if run.fold(s).is_complete()
+            and run.fold(s).inner.inner_meta_path.is_file() and read_rules(run.fold(s)) is None]
+    truths = ground_truth(prep, windows) if todo else None
     done = []
-    for subject in subjects:
+    for subject in todo:
         fold = run.fold(subject)
-        if not (fold.is_complete() and fold.inner.inner_meta_path.is_file()):
-            continue
-        if read_rules(fold) is not None:
-            continue
         key = rules_key(fold.last_epoch(), MEGC, flip, params)
         rules, info = calibrate_fold(fold, key["epoch"], prep, truths, params, windows, MEGC,
                                      device, flip)

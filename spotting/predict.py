@@ -119,6 +119,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     OUT/matches.csv, `Batch.metrics`)."""
     path, model, out = Path(path), Path(model), Path(out)
     _check_inputs(path, model, out, fps, device)
+    if annotations is not None and not Path(annotations).is_file():
+        raise UserError(f"{annotations}: no such annotation file")
     source = _open(path, fps)
     if one and len(source.videos) != 1:
         raise UserError(f"{path}: holds {len(source.videos)} videos; predict_video takes one "

@@ -9,7 +9,7 @@ spots a new video without the training store (DESIGN.md, "A run directory stands
   it), its dataset name, frame rate (median over its videos, after subsampling), its subjects
   (the LOSO folds), the proposal preset (casme2 or samm ranges) and the videos it holds but
   could not use (`skipped`: incomplete or failed, with why);
-- `init_weights`: the file every fold started from (`--init`), its path and SHA-256 (None for
+- `init_weights`: the file every fold started from (`--init`), its name and SHA-256 (None for
   `--init scratch`);
 - `environment`: versions, and `code`: the mespot version and the git commit where known.
 Each fold folder keeps its AU prior and feature normalisation (fold.json, and every weights
@@ -60,12 +60,12 @@ def features_record(prep: Prepared) -> dict:
 
 
 def init_record(init: str) -> dict | None:
-    """config.json's `init_weights`: the `--init` file's path and SHA-256; None for scratch."""
+    """config.json's `init_weights`: the `--init` file's name and SHA-256 (the path is the
+    `train` section's `init`, or the package's own file for `pretrained`); None for scratch."""
     path = init_path(init)
     if path is None:
         return None
-    return {"init": init, "path": str(path.resolve()),
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 @dataclass(frozen=True)

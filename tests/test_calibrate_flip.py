@@ -139,3 +139,26 @@ def test_calibration_drops_weak_extra_proposals_and_keeps_the_reference_rules_on
     clean = _logits(256, [("mae", 100, 115, 130)], 0.9)
     kept, _ = calibrate({"v1": clean}, len(truths), PRESETS["casme2"], _matcher(truths))
     assert kept.to_json()["mae"] == {"apex_threshold": 0.5, "top_k": 5, "min_score": 0.0}
+
+
+def test_several_folds_rules_combine_per_type_by_the_lower_median():
+    from dataclasses import replace
+
+    from spotting.calibrate import Calibrated
+
+    base = PRESETS["casme2"]
+
+    def rules(me, mae):
+        (t1, k1, f1), (t2, k2, f2) = me, mae
+        return Calibrated((replace(base, apex_threshold=t1, me_top_k=k1),
+                           replace(base, apex_threshold=t2, mae_top_k=k2)), (f1, f2))
+
+    folds = [rules((0.4, 1, 0.0), (0.5, 5, 0.2)), rules((0.6, 5, 0.1), (0.3, 2, 0.0)),
+             rules((0.5, 3, 0.05), (0.7, 8, 0.3))]
+    combined = Calibrated.combined(folds).to_json()
+    assert combined["me"] == {"apex_threshold": 0.5, "top_k": 3, "min_score": 0.05}
+    assert combined["mae"] == {"apex_threshold": 0.5, "top_k": 5, "min_score": 0.2}
+    two = Calibrated.combined(folds[:2]).to_json()  # the lower of the two middle values
+    assert two["me"] == {"apex_threshold": 0.4, "top_k": 1, "min_score": 0.0}
+    assert Calibrated.combined(folds[2:]).to_json() == folds[2].to_json()
+    assert Calibrated.from_json(base, combined).to_json() == combined

@@ -58,7 +58,7 @@ def test_train_records_what_spotting_a_new_video_needs(lab):
     init = config["init_weights"]
     import hashlib
 
-    assert init["init"] == "pretrained"
+    assert init["file"] == PRETRAINED.name
     assert init["sha256"] == hashlib.sha256(PRETRAINED.read_bytes()).hexdigest()
     assert config["environment"]["code"]["version"] == config["environment"]["mespot"]
     assert "windows" in config
