@@ -37,7 +37,7 @@ demo: install
 	$(BIN)/mespot train $(DEMO)/features.zarr --annotations '$(DEMO)/data/CAS(ME)^2code_final.xlsx' \
 		--out $(DEMO)/run
 	$(BIN)/mespot evaluate $(DEMO)/run --select last --select oracle
-	$(BIN)/mespot synth --small --subjects 1 --seconds 10 --seed 1 --out $(DEMO)/new-subject
+	$(BIN)/mespot synth --small --subjects 1 --videos-per-subject 4 --seconds 10 --seed 1 --out $(DEMO)/new-subject
 	@echo "mespot predict on a new subject (no fold saw it; all 8 folds together, as by default):"
 	$(BIN)/mespot predict $(DEMO)/new-subject --model $(DEMO)/run --out $(DEMO)/predicted -q \
 		--annotations '$(DEMO)/new-subject/CAS(ME)^2code_final.xlsx'

@@ -9,7 +9,10 @@ store's proposal preset and arithmetic) in folds/<subject>/rules.json:
 
     {"key": {"epoch", "rule", "flip", "proposals": the base ProposalParams},
      "preset", "rules": {"me": {"apex_threshold", "top_k", "min_score"}, "mae": {...}},
-     "inner_epoch", "val_subjects", "val_f1"}
+     "inner_epoch", "val_subjects", "val_f1", "val_video_rows"}
+
+(`val_video_rows`: the feature rows of each video the rules were chosen on. K is a number of
+proposals per video, so it suits videos of about that length.)
 
 `evaluate` uses the recorded rules when its key is the record's (so its numbers and
 `predict`'s come from the same rules), computes them otherwise, and records them for a run
@@ -34,6 +37,9 @@ from spotting.run_folder import FoldFolder, RunFolder
 from spotting.spot import spot_subjects
 from spotting.truths import count, ground_truth
 from spotting.windows import WindowParams
+
+
+RECORDED = ("inner_epoch", "val_subjects", "val_f1", "val_video_rows")  # beside key and rules
 
 
 def default_params(preset: str, compat: bool) -> ProposalParams:
@@ -71,13 +77,15 @@ def calibrate_fold(fold: FoldFolder, epoch: int, prep: Prepared, truths: pd.Data
         return np.isin(found.index.to_numpy(), hits)
 
     rules, f1 = calibrate(logits, len(wanted), params, true_positives, rule.prefix_stable)
-    return rules, {**rules.to_json(), "inner_epoch": at, "val_subjects": val, "val_f1": f1}
+    rows = sorted(len(v) for v in logits.values())
+    return rules, {**rules.to_json(), "inner_epoch": at, "val_subjects": val, "val_f1": f1,
+                   "val_video_rows": rows}
 
 
 def write_rules(fold: FoldFolder, key: dict, preset: str, rules: Calibrated, info: dict) -> None:
     """folds/<subject>/rules.json (see the module docstring), written whole or not at all."""
     record = {"key": key, "preset": preset, "rules": rules.to_json(),
-              **{k: info[k] for k in ("inner_epoch", "val_subjects", "val_f1")}}
+              **{k: info[k] for k in RECORDED}}
     tmp = fold.rules_path.with_name(fold.rules_path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(fold.rules_path)
@@ -102,8 +110,8 @@ def recorded_rules(fold: FoldFolder, key: dict,
     record = read_rules(fold)
     if record is None or record["key"] != key:
         return None
-    info = {**record["rules"], **{k: record[k] for k in ("inner_epoch", "val_subjects",
-                                                          "val_f1")}, "recorded": True}
+    info = {**record["rules"], **{k: record[k] for k in RECORDED if k in record},
+            "recorded": True}
     return Calibrated.from_json(params, record["rules"]), info
 
 

@@ -69,6 +69,7 @@ class Batch:
     extraction: dict  # how the videos were extracted: backend, device, fallback (or None)
     metrics: pd.DataFrame | None = None  # with annotations: MEGC counts and P/R/F1 per type
     annotations: Path | None = None
+    length_note: str = ""  # videos much longer than the calibration videos (Trained.length_note)
 
     @property
     def proposals(self) -> str:
@@ -142,7 +143,9 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
             predictions.append(spot_features(features.videos[spec.video_id], trained, device,
                                              curves_png, out))
-    batch = Batch(predictions, list(report.failed), out, trained, extraction)
+    spotted = [features.videos[p.video_id] for p in predictions]
+    batch = Batch(predictions, list(report.failed), out, trained, extraction,
+                  length_note=trained.length_note(spotted))
     if annotations is not None and predictions:
         batch = _scored(batch, Path(annotations))
     batch.intervals.to_csv(out / "intervals.csv", index=False)
@@ -161,7 +164,7 @@ def _write_json(batch: Batch, path: Path, subsample: int) -> None:
                        + (", each on the face and its mirror" if t.options.flip else ""),
         "missing_folds": list(t.missing_folds), "flip": t.options.flip,
         "calibrated": t.options.calibrate, "rules": t.rules_json(), "fold_rules": t.fold_rules,
-        "rules_note": t.note or None,
+        "rules_note": t.note or None, "length_note": batch.length_note or None,
         "selection": t.selection, "preset": t.preset, "proposals": batch.proposals,
         "proposals_label": PROPOSAL_VARIANTS[batch.proposals], "subsample": subsample,
         "extraction": batch.extraction,

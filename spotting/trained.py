@@ -35,6 +35,9 @@ from spotting.spot import Model
 from spotting.windows import WindowParams
 
 
+LONGER = 1.5  # a video this many times longer than the calibration videos gets a note
+
+
 @dataclass(frozen=True)
 class Trained:
     """What spotting a new video needs, loaded once (see the module docstring)."""
@@ -52,6 +55,30 @@ class Trained:
     fold_rules: dict | None = None  # fold -> its calibrated rules (JSON), when calibrated
     note: str = ""  # why the rules are not evaluate's default, when they are not
     device: str = "cpu"  # where the networks are
+
+    @property
+    def calibrated_on_rows(self) -> int | None:
+        """The longest video (feature rows) any fold's calibrated rules were chosen on; None
+        without calibrated rules or where the record does not say."""
+        rows = [r for info in (self.fold_rules or {}).values()
+                for r in info.get("val_video_rows", [])]
+        return max(rows) if rows else None
+
+    def length_note(self, videos) -> str:
+        """A warning when `videos` (flowcore VideoFeatures) are much longer than those the
+        calibrated rules were chosen on: K, the proposals kept per video and type, then caps
+        what is spotted; "" otherwise."""
+        longest = self.calibrated_on_rows
+        if longest is None:
+            return ""
+        long = [v.video_id for v in videos if v.n_rows > LONGER * longest]
+        if not long:
+            return ""
+        k = {kind: self.rules.to_json()[kind]["top_k"] for kind in ("me", "mae")}
+        return (f"{', '.join(long[:3])}{' ...' if len(long) > 3 else ''}: more than "
+                f"{LONGER:g}x as long as the videos the proposal rules were calibrated on (up to "
+                f"{longest} rows), which keep {k['me']} ME and {k['mae']} MaE proposals per video: "
+                f"fewer may be spotted than they hold; --no-calibrate keeps AUW-GCN's 5 per video")
 
     @property
     def compat(self) -> bool:

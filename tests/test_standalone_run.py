@@ -254,3 +254,21 @@ def test_a_run_on_cuda_features_predicts_on_a_cpu_only_machine_saying_so(lab, tm
     meta = json.loads((tmp_path / "p" / "prediction.json").read_text())
     assert meta["extraction"]["backend"] == "torch" and meta["extraction"]["device"] == "cpu"
     assert meta["extraction"]["trained_backend"] == "cuda" and meta["extraction"]["fallback"]
+
+
+def test_videos_much_longer_than_the_calibration_videos_get_a_note(lab):
+    from flowcore.store import VideoFeatures, load_features
+    from spotting.trained import load_trained
+
+    trained = load_trained(lab["run"])
+    rows = [json.loads((lab["run"] / "folds" / s / "rules.json").read_text())["val_video_rows"]
+            for s in ("s15", "s16", "s19")]
+    assert trained.calibrated_on_rows == max(max(r) for r in rows) == 59  # 2 s at 30 fps
+    same = list(load_features(lab["store"]).videos.values())
+    assert trained.length_note(same) == ""
+    long = VideoFeatures("long", "x", 30.0, np.zeros((200, 12, 2), np.float32),
+                         np.arange(1, 202))
+    note = trained.length_note(same + [long])
+    assert note.startswith("long: more than 1.5x as long as the videos the proposal rules were "
+                           "calibrated on (up to 59 rows)")
+    assert load_trained(lab["run"], calibrate=False).length_note([long]) == ""

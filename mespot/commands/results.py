@@ -230,7 +230,8 @@ def _show_scores(batch) -> None:
     for kind, name in (("me", "ME"), ("mae", "MaE"), ("overall", "overall")):
         row = table.loc[kind]
         typer.echo(f"  {name:8s} precision {row['precision']:.4f}  recall {row['recall']:.4f}  "
-                   f"F1 {row['f1']:.4f}  TP {row['TP']}  FP {row['FP']}  FN {row['FN']}")
+                   f"F1 {row['f1']:.4f}  TP {int(row['TP'])}  FP {int(row['FP'])}  "
+                   f"FN {int(row['FN'])}")
 
 
 def _show_predictions(batch, out: Path) -> None:
@@ -240,6 +241,8 @@ def _show_predictions(batch, out: Path) -> None:
     typer.echo(f"applied: {batch.trained.applied}")
     if batch.trained.note:
         typer.echo(f"note: {batch.trained.note}", err=True)
+    if batch.length_note:
+        typer.echo(f"note: {batch.length_note}", err=True)
     if batch.extraction["fallback"]:
         typer.echo(f"note: {batch.extraction['fallback']}", err=True)
     typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
