@@ -3,11 +3,12 @@
 // backend). Every field is read once and written once per iteration, instead of the ~25 tensor
 // operations (each a pass over memory) of torch_tvl1._inner_step.
 //
-// Launch: blocks of (32, 8) threads over (W, H) tiles, gridDim.z = N samples; t is the iteration's
-// index in the warp. The caller double-buffers (u, px, py) -> (u_out, px_out, py_out) and swaps
-// them between iterations; a stopped sample is copied once, then skipped (tvl1_common.cuh). Row
-// t + 1 of `errors` (zeroed by the caller) receives each running sample's sum of squared flow
-// updates, reduced within each warp before one atomicAdd per warp.
+// Launch: blocks of (32, 8) threads over (W, H) tiles (at least 4 blocks per SM: at most 64
+// registers), gridDim.z = N samples; t is the iteration's index in the warp. The caller
+// double-buffers (u, px, py) -> (u_out, px_out, py_out) and swaps them between iterations; a
+// stopped sample is copied once, then skipped (tvl1_common.cuh). Row t + 1 of `errors` (zeroed by
+// the caller) receives each running sample's sum of squared flow updates, reduced within each
+// warp before one atomicAdd per warp.
 //
 // Status: compiled by NVRTC for sm_80 and sm_90 in the tests (registers, spills), its arithmetic
 // and stopping host-tested; the launch of an earlier version (a flag per sample instead of the
@@ -15,7 +16,7 @@
 
 #include "tvl1_iteration.cuh"
 
-extern "C" __global__ void __launch_bounds__(256) tvl1_iteration(
+extern "C" __global__ void __launch_bounds__(256, 4) tvl1_iteration(
     const float* __restrict__ I1wx, const float* __restrict__ I1wy, const float* __restrict__ grad,
     const float* __restrict__ rho_c, const float* __restrict__ u, const float* __restrict__ px,
     const float* __restrict__ py, float* __restrict__ u_out, float* __restrict__ px_out,

@@ -4,15 +4,16 @@
 // torch_tvl1's warp_cubic and solve_level_tensors. Replaces 16 gathers of 3 planes and ~60 tensor
 // operations per warp.
 //
-// Launch: blocks of (32, 8) threads over (W, H) tiles, gridDim.z = N samples. Every sample is
-// warped (a warp restarts the per-sample stopping).
+// Launch: blocks of (32, 8) threads over (W, H) tiles (at least 4 blocks per SM: at most 64
+// registers), gridDim.z = N samples. Every sample is warped (a warp restarts the per-sample
+// stopping).
 //
 // Status: compiled by NVRTC for sm_80 and sm_90 in the tests, host-tested; not yet run on a GPU.
 // Launched by flowcore/flow/cuda_tvl1.py.
 
 #include "tvl1_warp.cuh"
 
-extern "C" __global__ void __launch_bounds__(256) tvl1_warp(
+extern "C" __global__ void __launch_bounds__(256, 4) tvl1_warp(
     const float* __restrict__ stack, const float* __restrict__ I0, const float* __restrict__ u,
     float* __restrict__ I1wx, float* __restrict__ I1wy, float* __restrict__ grad, float* __restrict__ rho_c,
     const int components, const int height, const int width) {
