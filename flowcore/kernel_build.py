@@ -39,11 +39,15 @@ class KernelBuildError(RuntimeError):
 
 
 def nvrtc_path(major: int) -> Path | None:
-    """The libnvrtc of CUDA `major` installed from its pip wheel, or None."""
+    """The libnvrtc of CUDA `major` installed from its pip wheel (where the wheel puts it, else
+    anywhere under the `nvidia` package), or None."""
     spec = importlib.util.find_spec("nvidia")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(root) / NVRTC_WHEELS[major][1]
-        if path.is_file():
+    roots = [Path(root) for root in (spec.submodule_search_locations or [])] if spec else []
+    for root in roots:
+        if (root / NVRTC_WHEELS[major][1]).is_file():
+            return root / NVRTC_WHEELS[major][1]
+    for root in roots:
+        for path in sorted(root.glob(f"*/lib/libnvrtc.so.{major}")):
             return path
     return None
 
