@@ -2,7 +2,8 @@
 block, its resource budget, its compiler options), and their launch on torch CUDA tensors.
 
 Each kernel `NAME` is the `extern "C" __global__` function of kernels/NAME.cu. At run time CuPy
-compiles it (NVRTC, no CUDA toolkit needed) once per process and device; a launch passes raw
+compiles it (NVRTC, no CUDA toolkit needed; `kernel_source`: the .cu with its headers written
+in) once per process and device; a launch passes raw
 device pointers (`pointer`: tensor.data_ptr() as numpy.uint64) and numpy scalars straight to the
 compiled function on torch's current stream: no DLPack, no CuPy arrays, no per-launch objects
 beyond the argument tuple. Works with CuPy 13 (cupy.cuda.ExternalStream) and 14
@@ -22,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +73,34 @@ def kernel_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def compile_options(kernel: Kernel, folder: Path | None = None) -> tuple[str, ...]:
+def compile_options(kernel: Kernel) -> tuple[str, ...]:
     """NVRTC options of `kernel` (no architecture: CuPy adds the device's)."""
-    return (*COMPILE_OPTIONS, *kernel.options, f"-I{folder or kernel_dir()}")
+    return (*COMPILE_OPTIONS, *kernel.options)
+
+
+_INCLUDE = re.compile(r'#include "([^"]+)"\s*')
+
+
+def kernel_source(name: str, folder: Path | None = None) -> str:
+    """kernels/<name>.cu with the headers it includes from kernels/ written in, each once, and
+    `#line` directives naming where each line comes from: one self-contained text, so that
+    CuPy's compile cache (keyed on the source text) notices a changed header too."""
+    folder = folder or kernel_dir()
+    seen: set[str] = set()
+
+    def expand(file: str) -> list[str]:
+        lines = [f'#line 1 "{file}"']
+        for number, line in enumerate((folder / file).read_text().splitlines(), start=1):
+            if m := _INCLUDE.fullmatch(line):
+                if m.group(1) not in seen:
+                    seen.add(m.group(1))
+                    lines += expand(m.group(1))
+                lines.append(f'#line {number + 1} "{file}"')
+            else:  # (#pragma once is meaningless in one text, and NVRTC warns about it)
+                lines.append("" if line.strip() == "#pragma once" else line)
+        return lines
+
+    return "\n".join(expand(f"{name}.cu")) + "\n"
 
 
 def pointer(tensor: torch.Tensor) -> np.uint64:
@@ -93,8 +120,7 @@ def _function(name: str, device_index: int):
 
     kernel = KERNELS[name]
     with cupy.cuda.Device(device_index):
-        source = (kernel_dir() / f"{name}.cu").read_text()
-        module = cupy.RawModule(code=source, options=compile_options(kernel))
+        module = cupy.RawModule(code=kernel_source(name), options=compile_options(kernel))
         return module.get_function(name).kernel
 
 

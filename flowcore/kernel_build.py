@@ -20,7 +20,7 @@ import math
 import re
 from pathlib import Path
 
-from flowcore.cuda_kernels import KERNELS, Kernel, compile_options, kernel_dir
+from flowcore.cuda_kernels import KERNELS, Kernel, compile_options, kernel_dir, kernel_source
 
 ARCHS = ("sm_80", "sm_90")  # A100, H100 / H200
 # where each CUDA major version's wheel puts the library, under the `nvidia` namespace package
@@ -77,16 +77,18 @@ def _check(library, status: int, what: str) -> None:
 
 def compile_kernel(library: ctypes.CDLL, kernel: Kernel, arch: str,
                    folder: Path | None = None) -> tuple[str, bytes]:
-    """Compiles kernels/<kernel.name>.cu for `arch` with the run time's options and ptxas -v:
-    returns (log, cubin); KernelBuildError with NVRTC's log when it does not compile."""
+    """Compiles kernels/<kernel.name>.cu (the text CuPy compiles: `kernel_source`) for `arch` with
+    the run time's options and ptxas -v: returns (log, cubin); KernelBuildError with NVRTC's log
+    when it does not compile."""
     folder = folder or kernel_dir()
     source = folder / f"{kernel.name}.cu"
     program = ctypes.c_void_p()
-    _check(library, library.nvrtcCreateProgram(ctypes.byref(program), source.read_bytes(),
-                                                source.name.encode(), 0, None, None), source.name)
+    text = kernel_source(kernel.name, folder).encode()
+    _check(library, library.nvrtcCreateProgram(ctypes.byref(program), text, source.name.encode(),
+                                                0, None, None), source.name)
     try:
         options = [f"-arch={arch}", "--device-as-default-execution-space",
-                   "--ptxas-options=-v", *compile_options(kernel, folder)]
+                   "--ptxas-options=-v", *compile_options(kernel)]
         encoded = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
         status = library.nvrtcCompileProgram(program, len(options), encoded)
         size = ctypes.c_size_t()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flowcore.cuda_kernels import KERNELS, Kernel
+from flowcore.cuda_kernels import KERNELS, Kernel, kernel_source
 from flowcore.kernel_build import (
     ARCHS,
     NVRTC_WHEELS,
@@ -116,6 +116,17 @@ def test_occupancy_follows_the_cuda_occupancy_calculator(registers, shared, thre
     got = occupancy(registers, shared, threads, arch)
     assert got["blocks_per_sm"] == blocks and limit in got["limited_by"]
     assert got["occupancy"] == blocks * (threads // 32) / 64
+
+
+def test_the_compiled_text_holds_each_header_once_and_says_where_lines_come_from(tmp_path):
+    (tmp_path / "a.cuh").write_text('#pragma once\n#include "b.cuh"\nint a;\n')
+    (tmp_path / "b.cuh").write_text("#pragma once\nint b;\n")
+    (tmp_path / "k.cu").write_text('#include "a.cuh"\n#include "b.cuh"\nint k;\n')
+    assert kernel_source("k", tmp_path).splitlines() == [
+        '#line 1 "k.cu"', '#line 1 "a.cuh"', "", '#line 1 "b.cuh"', "", "int b;",
+        '#line 3 "a.cuh"', "int a;", '#line 2 "k.cu"', '#line 3 "k.cu"', "int k;"]
+    # what CuPy compiles changes with a header, not only with the .cu (its cache key)
+    assert "tvl1_pixel_step" in kernel_source("tvl1_iteration", SOURCES)
 
 
 def test_the_mdmo_block_is_the_one_its_source_is_written_for():
