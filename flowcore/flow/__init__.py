@@ -192,7 +192,7 @@ def compute_flow(
             import torch
 
             flow = torch.from_numpy(flow).to(out_device)
-    else:  # torch, or cuda: the torch backend with the fused iteration kernel
+    else:  # torch, or cuda: the torch algorithm on the CUDA kernels (level_solver)
         import torch
 
         from .torch_tvl1 import flow_torch
