@@ -46,3 +46,17 @@ class HostLauncher:
         converted = [_C_TYPES[type(a)](a) for a in args]  # a KeyError names an unexpected type
         getattr(self.library, f"{name}_host")(*(ctypes.c_uint(d) for d in dims), *converted)
         self.launches[name] = self.launches.get(name, 0) + 1
+
+
+def lazy_launchers(folder_factory):
+    """A function giving a fresh HostLauncher per call (launch counts from 0), compiling the
+    host build at the first call only: the GPU variants of a test never need a C++ compiler.
+    folder_factory: returns the folder to build in (e.g. a tmp_path_factory's mktemp)."""
+    library = []
+
+    def launcher() -> HostLauncher:
+        if not library:
+            library.append(build(folder_factory()))
+        return HostLauncher(library[0])
+
+    return launcher

@@ -22,7 +22,7 @@ from flowcore.flow.torch_tvl1 import (
     solve_level_tensors,
     warp_cubic,
 )
-from kernel_host import HostLauncher, build
+from kernel_host import lazy_launchers
 
 CUDA = torch.cuda.is_available()
 L_T, THETA, TAUT = 0.15 * 0.3, 0.3, 0.25 / 0.3  # OpenCV's defaults: lambda theta, theta, tau/theta
@@ -30,9 +30,8 @@ L_T, THETA, TAUT = 0.15 * 0.3, 0.3, 0.25 / 0.3  # OpenCV's defaults: lambda thet
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    """A fresh host launcher per test (its launch counts start at 0)."""
-    library = build(tmp_path_factory.mktemp("kernels"))
-    return lambda: HostLauncher(library)
+    """host() gives a fresh host launcher (its launch counts start at 0)."""
+    return lazy_launchers(lambda: tmp_path_factory.mktemp("kernels"))
 
 
 def _launcher(device, host):

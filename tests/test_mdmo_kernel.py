@@ -10,7 +10,7 @@ from flowcore.flow.synthetic import face_landmarks, make_cases
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.mdmo_cuda import mdmo_cuda
 from flowcore.rois import ROI_LANDMARKS
-from kernel_host import HostLauncher, build
+from kernel_host import lazy_launchers
 
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=[
@@ -19,7 +19,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    return HostLauncher(build(tmp_path_factory.mktemp("kernels")))
+    """host() gives a host launcher (built at the first call: GPU tests need no compiler)."""
+    return lazy_launchers(lambda: tmp_path_factory.mktemp("kernels"))
 
 
 def _mdmo_kernel(flow, lm, params, device, host):
@@ -27,7 +28,7 @@ def _mdmo_kernel(flow, lm, params, device, host):
     if device == "cuda":
         pytest.importorskip("cupy", reason="the CUDA kernels are launched with CuPy")
     out = mdmo_cuda(torch.from_numpy(flow).to(device), torch.from_numpy(lm).to(device), params,
-                    launch=host if device == "cpu" else None)
+                    launch=host() if device == "cpu" else None)
     assert out.device.type == device and out.dtype == torch.float32
     return out.cpu().numpy()
 
@@ -114,15 +115,16 @@ def test_kernel_breaks_magnitude_ties_at_the_cut_by_row_major_order(host):
 
 
 def test_compat_and_bad_input_are_refused(host):
+    launch = host()
     flow, lm = _random_case(1, n=2)
     with pytest.raises(ValueError, match="compat MDMO runs on the CPU"):
-        mdmo_cuda(torch.from_numpy(flow), lm, MDMOParams(compat=True), launch=host)
+        mdmo_cuda(torch.from_numpy(flow), lm, MDMOParams(compat=True), launch=launch)
     with pytest.raises(ValueError, match=r"landmarks must be \(2, 68, 2\)"):
-        mdmo_cuda(torch.from_numpy(flow), lm[:1], launch=host)
+        mdmo_cuda(torch.from_numpy(flow), lm[:1], launch=launch)
     with pytest.raises(ValueError, match=r"flow must be \(N, 2, H, W\)"):
-        mdmo_cuda(torch.from_numpy(flow[:, :1]), lm, launch=host)
+        mdmo_cuda(torch.from_numpy(flow[:, :1]), lm, launch=launch)
     with pytest.raises(TypeError, match="float32"):
-        mdmo_cuda(torch.from_numpy(flow).double(), lm, launch=host)
+        mdmo_cuda(torch.from_numpy(flow).double(), lm, launch=launch)
 
 
 def test_extraction_with_the_cuda_backend_takes_the_kernel():
