@@ -53,10 +53,13 @@ setup(
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"],
         # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers;
         # fastapi ... playwright: the service and its page (driven in Debian's chromium);
-        # httpx2: the client of starlette's TestClient (plain httpx is deprecated there)
+        # httpx2: the client of starlette's TestClient (plain httpx is deprecated there);
+        # the NVRTC of CUDA 12 and 13 (pip wheels: 90 + 58 MB to download, 227 + 149 MB on disk):
+        # every kernel of kernels/ compiled for sm_80 and sm_90 without a GPU (tests/
+        # test_kernels_build.py)
         "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0",
                  "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx2>=2.0",
-                 "playwright>=1.40"],
+                 "playwright>=1.40", "nvidia-cuda-nvrtc-cu12>=12.4", "nvidia-cuda-nvrtc>=13.0"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},
     classifiers=[

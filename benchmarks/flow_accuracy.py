@@ -4,7 +4,7 @@ Classes (flowcore.flow.synthetic.make_cases): translation (0.05-5 px), rotation_
 (0.1-1.5 px), macro_deform (2-8 px), noise_brightness. Per class: mean end-point error (EPE, px)
 over the image minus a border margin (where content enters or leaves the frame the truth is
 unknowable) and EPE over the 12 AUW-GCN ROIs; each backend's relative difference to `opencv`, and
-`cuda`'s (the fused kernel) to `torch`, its unfused twin on the same device.
+`cuda`'s (the CUDA kernels) to `torch`, its tensor twin on the same device.
 
     python benchmarks/flow_accuracy.py [--size 256] [--per-class 4] [--threads 2]
 

@@ -313,6 +313,16 @@ def _cropped(stream, crop, timer, outliers: set[int] = frozenset()):
         yield face
 
 
+def _mdmo_function(params: ExtractParams):
+    """`mdmo`, or with the `cuda` flow backend (kernels/) its MDMO kernel, float rules only
+    (compat MDMO stays on the CPU)."""
+    if params.flow_backend == "cuda" and not params.mdmo.compat:
+        from flowcore.mdmo_cuda import mdmo_cuda
+
+        return mdmo_cuda
+    return mdmo
+
+
 def _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out, report):
     """Pass 2 over `crops` ((h, w) uint8 face crops, cached or decoded again): (T-1, 12, 2)
     float32 MDMO; the flow (float16) is written to `flow_out` when given."""
@@ -337,7 +347,7 @@ def _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out, report):
                 import torch
 
                 lm = torch.from_numpy(lm).to(flow.device)
-            features = mdmo(flow, lm, params.mdmo)
+            features = _mdmo_function(params)(flow, lm, params.mdmo)
             if not isinstance(features, np.ndarray):
                 features = features.cpu().numpy()
             rows.append(features)

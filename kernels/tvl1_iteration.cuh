@@ -15,19 +15,12 @@
 // The dual update needs u' at the right and lower neighbours: a thread recomputes them from the
 // old fields instead of waiting for other threads, so one launch does the whole iteration
 // (u and p are double-buffered by the caller). The returned error is sum_k (u'_k - u_k)^2.
+// `tvl1_iteration_thread` is one thread's whole work in a launch over a batch, stopping included
+// (tvl1_common.cuh).
 
 #pragma once
 
-// No standard header on the GPU side: NVRTC (CuPy's run-time compiler) has none.
-#ifndef __CUDACC__  // host build: the qualifiers mean nothing
-#include <math.h>
-#define __host__
-#define __device__
-#define __forceinline__ inline
-#endif
-
-#define TVL1_MAX_COMPONENTS 3
-#define TVL1_FLOAT_EPS 1.1920928955078125e-07f  // float32 machine epsilon (FLT_EPSILON)
+#include "tvl1_common.cuh"
 
 struct Tvl1Fields {  // one sample; planes row-major, contiguous
     const float* I1wx;
@@ -59,7 +52,9 @@ __host__ __device__ __forceinline__ void tvl1_updated_flow(const Tvl1Fields& f, 
     const float inside = g > TVL1_FLOAT_EPS ? -rho / fmaxf(g, TVL1_FLOAT_EPS) : 0.0f;
     const float coef = rho < -lam_grad ? k.l_t : (rho > lam_grad ? -k.l_t : inside);
     const float dir[TVL1_MAX_COMPONENTS] = {f.I1wx[i], f.I1wy[i], k.gamma};
-    for (int c = 0; c < f.c; ++c) {
+#pragma unroll  // fixed indices keep the arrays in registers
+    for (int c = 0; c < TVL1_MAX_COMPONENTS; ++c) {
+        if (c >= f.c) break;
         const long j = c * plane + i;
         const float div = (f.px[j] - (x > 0 ? f.px[j - 1] : 0.0f)) + (f.py[j] - (y > 0 ? f.py[j - f.w] : 0.0f));
         out[c] = (f.u[j] + coef * dir[c]) + k.theta * div;
@@ -78,7 +73,9 @@ __host__ __device__ __forceinline__ float tvl1_pixel_step(const Tvl1Fields& f, c
     if (has_right) tvl1_updated_flow(f, k, y, x + 1, right);
     if (has_down) tvl1_updated_flow(f, k, y + 1, x, down);
     float error = 0.0f;
-    for (int c = 0; c < f.c; ++c) {
+#pragma unroll
+    for (int c = 0; c < TVL1_MAX_COMPONENTS; ++c) {
+        if (c >= f.c) break;
         const long j = c * plane + i;
         const float step = here[c] - f.u[j];
         error += step * step;
@@ -90,4 +87,40 @@ __host__ __device__ __forceinline__ float tvl1_pixel_step(const Tvl1Fields& f, c
         py_out[j] = (f.py[j] + k.taut * uy) / denom;
     }
     return error;
+}
+
+struct Tvl1Batch {  // one launch of tvl1_iteration: N samples, iteration t of the warp
+    const float* I1wx;   // (N, 1, H, W)
+    const float* I1wy;
+    const float* grad;
+    const float* rho_c;
+    const float* u;      // (N, C, H, W), read
+    const float* px;
+    const float* py;
+    float* u_out;        // (N, C, H, W), written
+    float* px_out;
+    float* py_out;
+    float* errors;       // (T + 1, N) error history (tvl1_common.cuh)
+    int t;
+    float stop_at;       // epsilon^2 H W
+    int n, c, h, w;
+};
+
+// Thread (n, y, x) of iteration t: updates pixel (y, x) of sample n as its state says; returns
+// the pixel's share of the sample's error (0 unless the sample runs).
+__host__ __device__ __forceinline__ float tvl1_iteration_thread(const Tvl1Batch& b, const Tvl1Constants& k,
+                                                                int state, int n, int y, int x) {
+    const long plane = (long)b.h * b.w;
+    const long field = b.c * plane;
+    const long i = (long)y * b.w + x;
+    if (state == TVL1_SKIP) return 0.0f;
+    if (state == TVL1_COPY) {
+        tvl1_copy_pixel(b.u + n * field, b.u_out + n * field, b.c, plane, i);
+        tvl1_copy_pixel(b.px + n * field, b.px_out + n * field, b.c, plane, i);
+        tvl1_copy_pixel(b.py + n * field, b.py_out + n * field, b.c, plane, i);
+        return 0.0f;
+    }
+    const Tvl1Fields f = {b.I1wx + n * plane, b.I1wy + n * plane, b.grad + n * plane, b.rho_c + n * plane,
+                          b.u + n * field, b.px + n * field, b.py + n * field, b.c, b.h, b.w};
+    return tvl1_pixel_step(f, k, y, x, b.u_out + n * field, b.px_out + n * field, b.py_out + n * field);
 }

@@ -7,10 +7,11 @@ second: first(y, x) ~ second(y + dy, x + dx).
 Backends (all take the same `TVL1Params`, defaults = OpenCV's DualTVL1 defaults):
     opencv  OpenCV contrib's CPU DualTVL1, the accuracy reference (CPU only).
     torch   the same algorithm on batched tensors, CPU (numba-fused iterations) or CUDA.
-    cuda    experimental: `torch` on a CUDA device with each iteration one fused kernel launch
-            (kernels/tvl1_iteration.cu through CuPy); its arithmetic is tested on the host, the
-            GPU run not yet (see flowcore/flow/cuda_kernels.py). Listed only where CuPy and a
-            CUDA device are present.
+    cuda    experimental: the `torch` algorithm on a CUDA device with each pass over a pyramid
+            level (warp, median filter, iteration) one kernel launch over the batch (kernels/
+            through CuPy; flowcore/flow/cuda_tvl1.py); its arithmetic and stopping are tested on
+            the host, its launch by the GPU tests. Listed only where CuPy and a CUDA device are
+            present.
 """
 
 from __future__ import annotations
@@ -126,15 +127,15 @@ def level_solver(backend: str, device: str):
     """The pyramid-level solver `flow_torch` runs for the `torch` or `cuda` backend on `device`:
     the only place the solver is chosen. CPU: the fused numba kernels; a GPU: the tensor path,
     its iteration torch.compile'd when $MESPOT_TORCH_COMPILE is 1 (about a minute of compiling
-    per process, for long GPU runs); `cuda`: the tensor path with the fused iteration kernel."""
+    per process, for long GPU runs); `cuda`: the kernels of kernels/ (cuda_tvl1)."""
     import os
 
     from .torch_tvl1 import solve_level_tensors
 
     if backend == "cuda":
-        from .cuda_kernels import fused_step
+        from .cuda_tvl1 import solve_level_cuda
 
-        return functools.partial(solve_level_tensors, step=fused_step)
+        return solve_level_cuda
     if not str(device).startswith("cuda"):
         from .tvl1_numba import solve_level_numba
 
@@ -191,7 +192,7 @@ def compute_flow(
             import torch
 
             flow = torch.from_numpy(flow).to(out_device)
-    else:  # torch, or cuda: the torch backend with the fused iteration kernel
+    else:  # torch, or cuda: the torch algorithm on the CUDA kernels (level_solver)
         import torch
 
         from .torch_tvl1 import flow_torch

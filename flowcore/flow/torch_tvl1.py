@@ -23,9 +23,9 @@ Every sample stops on its own: a finished sample is frozen (its u and p no longe
 so its result never depends on the other samples of the batch.
 
 `flow_torch` takes the solver of one pyramid level as an argument: `solve_level_tensors` below
-(the readable reference, and the CUDA path; its iteration `step` can be swapped for the fused
-CUDA kernel), or `tvl1_numba.solve_level_numba` (fused numba kernels on the CPU, one thread per
-sample). `flowcore.flow.level_solver` is the one place that chooses.
+(the readable reference, and the CUDA path of this backend), `tvl1_numba.solve_level_numba`
+(fused numba kernels on the CPU, one thread per sample) or `cuda_tvl1.solve_level_cuda` (the
+`cuda` backend: CUDA kernels). `flowcore.flow.level_solver` is the one place that chooses.
 
 Convention: images (N, H, W) float32 grey values 0..255; flow (N, 2, H, W) float32 in pixels
 holding (dx, dy), y pointing down, from the first image to the second:
@@ -250,8 +250,8 @@ def _iterate_warp_torch(I1wx, I1wy, grad, rho_c, u, px, py, params: TVL1Params, 
 
 def solve_level_tensors(I0, I1, u, params: TVL1Params, step=_inner_step):
     """One pyramid level with tensor operations: (N, 1, h, w) images, (N, C, h, w) initial u ->
-    refined u (N, C, h, w). `step`: one iteration, `_inner_step`'s signature (e.g. the fused
-    CUDA kernel flowcore.flow.cuda_kernels.fused_step)."""
+    refined u (N, C, h, w). `step`: one iteration, `_inner_step`'s signature (e.g. a
+    torch.compile'd `_inner_step`)."""
     I1x, I1y = centered_gradient(I1)
     stack = torch.cat((I1, I1x, I1y), dim=1)
     px = torch.zeros_like(u)  # dual variables, x parts (p11, p21[, p31]), y parts (p12, ...)
