@@ -5,17 +5,19 @@
     python benchmarks/backend_fallback.py --run RUN    # also: do the spotted intervals change?
 
 A run trained on features of the `cuda` flow backend (a GPU's: the `torch` backend's TV-L1 with
-each iteration one fused kernel) predicts on a CPU-only machine with the `torch` backend on the
-CPU (numba kernels), the same algorithm in another arithmetic order. This extracts the same
+the warp, the median filter and each iteration one kernel launch, and the MDMO features one
+kernel launch, kernels/) predicts on a CPU-only machine with the `torch` backend on the CPU
+(numba kernels), the same algorithm in another arithmetic order. This extracts the same
 videos both ways and compares their MDMO features (and, with --run, what the run spots on each).
 
 - `--gpu`: `cuda` on the GPU against `torch` on the CPU: exactly what the fallback changes.
 - without: `torch` on the CPU (numba kernels) against the `torch` backend's tensor path on the
   CPU (the unfused tensor operations a GPU runs, here on the CPU, flowcore.flow.level_solver
   bypassed): the part of the difference that comes from computing the same TV-L1 another way.
-  What the GPU's own rounding and the fused kernel add is not in it; `--gpu` measures that
-  (the H200 check found the fused kernel's flow within 0.35 % of the tensor path's EPE per
-  class of known motion: benchmarks/results/flow_accuracy_cuda_h200.json).
+  What the GPU's own rounding and the kernels add is not in it; `--gpu` measures that (an H200
+  check of the backend's first version, one fused iteration kernel, found its flow's EPE within
+  0.35 % of the tensor path's per class of known motion:
+  benchmarks/results/flow_accuracy_cuda_h200.json).
 
 Videos: `mespot synth --small` (3 subjects x 2 videos x 8 s at 30 fps, 1,440 frames), faces
 resized to 128 px as `make demo`. JSON: benchmarks/results/backend_fallback_<mode>.json.

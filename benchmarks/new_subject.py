@@ -168,9 +168,13 @@ def measure(cache: Path, set_name: str, seed: int, held_out: int | None,
                                        for h in subjects}}
 
 
+PAIRS = (("ensemble", "evaluate"), ("ensemble-fixed", "evaluate"),
+         ("ensemble", "ensemble-fixed"))  # paired differences reported
+
+
 def statistics(result: dict, n_boot: int) -> dict:
     """F1 per variant and type with a 95% interval from resampling the held-out subjects, and
-    each ensemble's paired difference from `evaluate`."""
+    the paired differences of PAIRS (the same resamples for both sides)."""
     subjects = result["subjects"]
     arrays = {}
     for variant in VARIANTS:
@@ -181,23 +185,25 @@ def statistics(result: dict, n_boot: int) -> dict:
         a[:, 2] = a[:, 0] + a[:, 1]
         arrays[variant] = a
     weights = subject_weights(len(subjects), n_boot)
-    out = {}
+    boot, point = {}, {}
     for variant, a in arrays.items():
         pooled = np.einsum("bs,stc->btc", weights, a)
-        boot = f1_from(pooled[..., 0], pooled[..., 1], pooled[..., 2])
-        point = f1_from(*np.moveaxis(a.sum(axis=0), -1, 0))
+        boot[variant] = f1_from(pooled[..., 0], pooled[..., 1], pooled[..., 2])
+        point[variant] = f1_from(*np.moveaxis(a.sum(axis=0), -1, 0))
+    out = {}
+    for variant, a in arrays.items():
         entry = {}
         for k, kind in enumerate(TYPES):
-            lo, hi = np.percentile(boot[:, k], [2.5, 97.5])
-            entry[kind] = {"f1": float(point[k]), "ci95": [float(lo), float(hi)],
+            lo, hi = np.percentile(boot[variant][:, k], [2.5, 97.5])
+            entry[kind] = {"f1": float(point[variant][k]), "ci95": [float(lo), float(hi)],
                            "TP_N_M": a[:, k].sum(axis=0).astype(int).tolist()}
-            if variant != "evaluate":
-                ref = np.einsum("bs,stc->btc", weights, arrays["evaluate"])
-                diff = boot[:, k] - f1_from(ref[..., 0], ref[..., 1], ref[..., 2])[:, k]
-                base = f1_from(*np.moveaxis(arrays["evaluate"].sum(axis=0), -1, 0))[k]
-                dlo, dhi = np.percentile(diff, [2.5, 97.5])
-                entry[kind]["minus_evaluate"] = {"f1": float(point[k] - base),
-                                                 "ci95": [float(dlo), float(dhi)]}
+            for one, other in PAIRS:
+                if one == variant:
+                    diff = boot[one][:, k] - boot[other][:, k]
+                    dlo, dhi = np.percentile(diff, [2.5, 97.5])
+                    entry[kind][f"minus_{other}"] = {
+                        "f1": float(point[one][k] - point[other][k]),
+                        "ci95": [float(dlo), float(dhi)]}
         out[variant] = entry
     return out
 
