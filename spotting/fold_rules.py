@@ -135,8 +135,10 @@ def record_run_rules(run: RunFolder, prep: Prepared, windows: WindowParams, pres
                      subjects: list[str], device) -> list[str]:
     """Record, for every complete fold of `subjects` that has an inner model and no rules.json,
     the rules `evaluate`'s default calibrates (mespot train calls this at its end); the
-    subjects recorded."""
+    subjects recorded. None for a --compat store, whose default is the reference's rules."""
     compat = bool(prep.features.params.get("compat"))
+    if compat:
+        return []
     params = default_params(preset, compat)
     flip = flip_by_default(compat)
     todo = [s for s in subjects if run.fold(s).is_complete()
