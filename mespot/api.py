@@ -186,13 +186,15 @@ def report(run: str | Path, select: str | None = None, faces: list[str] | bool =
 class Spotted:
     """What `Spotter.spot` found in one video: `intervals` (video, type, onset, offset, apex,
     score; 1-based original frame numbers), `curves` (one row per feature row, indexed by its
-    1-based frame number; columns me_start ... mae_action: probabilities) and the folder with
-    the features and the picture of the curves."""
+    1-based frame number; columns me_start ... mae_action: probabilities), the folder with
+    the features, the picture of the curves and prediction.json, and `applied`: what was
+    applied, in `mespot evaluate`'s words (by default its default)."""
 
     video_id: str
     intervals: object  # pandas.DataFrame
     curves: object  # pandas.DataFrame
     out: Path
+    applied: str = ""
 
 
 class Spotter:
@@ -250,4 +252,4 @@ class Spotter:
         curves = pd.DataFrame(
             found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")
         )
-        return Spotted(found.video_id, found.intervals, curves, out)
+        return Spotted(found.video_id, found.intervals, curves, out, self.trained.applied)

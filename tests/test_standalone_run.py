@@ -174,6 +174,7 @@ def test_the_spotter_loads_once_and_never_reads_the_store(lab, tmp_path, monkeyp
     first = spotter.spot(video, tmp_path / "a")
     second = spotter.spot(video, tmp_path / "b")
     assert len(loads) == 3  # the networks were loaded once, by load
+    assert first.applied.startswith("last epoch (proposal rules calibrated on inner-validation")
     assert opened == [tmp_path / "a" / "features.zarr", tmp_path / "b" / "features.zarr"]
     pd.testing.assert_frame_equal(first.intervals, second.intervals)
 
