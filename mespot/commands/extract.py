@@ -49,6 +49,8 @@ def _summary_table(report) -> None:
             console.print(f"{r.video_id}: frames repaired (replaced by a neighbour): {listed}",
                           markup=False, highlight=False)
     for r in report.results:
+        for note in r.notes:  # e.g. frames without the face (also in the store's attributes)
+            console.print(f"note: {r.video_id}: {note}", markup=False, highlight=False)
         for warning in r.warnings:
             console.print(f"warning: {r.video_id}: {warning}", markup=False, highlight=False)
     for warning in report.warnings:
@@ -59,7 +61,7 @@ def _summary_table(report) -> None:
 # flag -> key in ExtractParams.to_dict() ("faces.resize": key resize of section faces)
 _FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
               "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
-              "face_backend": "faces.backend", "align": "align"}
+              "face_backend": "faces.backend", "face": "faces.choose", "align": "align"}
 
 
 def extract_params(ctx, config: Path | None, flags: dict):
@@ -116,6 +118,9 @@ def extract_command(
     face_backend: str = typer.Option("dlib", "--face-backend", help="'dlib', or "
                                      "'package.module:object' naming a flowcore.faces."
                                      "FaceBackend (your own detector and landmarks)."),
+    face: str = typer.Option("largest", "--face", help="Which face when a frame shows several: "
+                             "largest, center (nearest the frame's centre) or N (0-based, "
+                             "counted from the left); the choice is stated."),
     compat: bool = typer.Option(False, "--compat", help="Reproduce the reference's 8-bit "
                                 "flow and cartToPolar angles (features in '20 px' units)."),
     save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
@@ -144,6 +149,8 @@ def extract_command(
     Resumes by default: videos already complete in --out are skipped, the others are redone; a
     store made with other parameters is refused. A video that fails (no face, unreadable
     frames, ...) is recorded in the store with its stage and error while the others go on.
+    The face is tracked: frames without it are marked in the store and said (the video runs
+    from the face's first frame to its last), and no feature spans them.
     Exit code 0 when every video is complete, 1 when some failed, 2 for a usage error.
     """
     from flowcore.batch import ExtractionInterrupted
@@ -154,7 +161,8 @@ def extract_command(
     runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")
     flags = {"flow_backend": backend, "subsample": subsample, "compat": compat,
              "save_flow": save_flow, "align": True if align else None,
-             "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
+             "faces": {"resize": resize, "margin": margin, "backend": face_backend,
+                       "choose": face}}
     try:
         report = extract(source, out, extract_params(ctx, config, flags), device=device,
                          workers=workers, batch_size=batch_size, videos=video,
