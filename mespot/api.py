@@ -26,7 +26,8 @@ from flowcore.errors import UserError
 
 
 def extract(source: str | Path, out: str | Path, params=None, *, backend: str | None = None,
-            resize: int | None = None, align: bool | None = None, device: str = "cpu",
+            resize: int | None = None, align: bool | None = None, face: str | None = None,
+            device: str = "cpu",
             workers: int | None = None,
             batch_size: int | None = None, videos: list[str] | None = None,
             subjects_csv: str | Path | None = None, engine=None, progress=None):
@@ -36,7 +37,8 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
 
     params: a flowcore.extract.ExtractParams (default: the defaults), with `backend` (flow
     backend), `resize` (face crops to N x N px) and `align` (True: register every crop to the
-    first frame before the flow, flowcore.align; False: off) applied when given. videos: only
+    first frame before the flow, flowcore.align; False: off) and `face` (which of several faces:
+    largest, center or N counted from the left) applied when given. videos: only
     these video ids. engine: a flowcore.ray_engine.RayEngine to extract on a Ray cluster.
     progress: a flowcore.progress.ExtractionProgress (None: silent).
     Returns the flowcore.batch.ExtractReport (`.failed` lists the videos that failed and why).
@@ -52,6 +54,12 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
         params = dataclasses.replace(params, flow_backend=backend)
     if resize is not None:
         params = dataclasses.replace(params, faces=dataclasses.replace(params.faces, resize=resize))
+    if face is not None:
+        try:
+            faces = dataclasses.replace(params.faces, choose=face)
+        except ValueError as err:
+            raise UserError(f"--face: {err}") from None
+        params = dataclasses.replace(params, faces=faces)
     if align is not None:
         from flowcore.align import AlignParams
 
@@ -184,13 +192,15 @@ def report(run: str | Path, select: str | None = None, faces: list[str] | bool =
 class Spotted:
     """What `Spotter.spot` found in one video: `intervals` (video, type, onset, offset, apex,
     score; 1-based original frame numbers), `curves` (one row per feature row, indexed by its
-    1-based frame number; columns me_start ... mae_action: probabilities) and the folder with
-    the features and the picture of the curves."""
+    1-based frame number; columns me_start ... mae_action: probabilities, NaN where the face
+    was missing), the folder with the features and the picture of the curves, and `no_face`:
+    the frames without the face, (first, last) stretches."""
 
     video_id: str
     intervals: object  # pandas.DataFrame
     curves: object  # pandas.DataFrame
     out: Path
+    no_face: tuple = ()  # (first, last) frame numbers of each stretch without the face
 
 
 class Spotter:
@@ -256,4 +266,4 @@ class Spotter:
         curves = pd.DataFrame(
             found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")
         )
-        return Spotted(found.video_id, found.intervals, curves, out)
+        return Spotted(found.video_id, found.intervals, curves, out, found.no_face)

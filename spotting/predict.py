@@ -58,6 +58,7 @@ class Prediction:
     curves: np.ndarray  # (N, 8) probabilities, columns CURVES
     frames: np.ndarray  # (N,) 1-based original frame number of each row
     out: Path
+    no_face: tuple = ()  # (first, last) frame numbers of each stretch without the face
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         models = load_models(model, fold, select, device, subjects, allow_missing_folds)
     missing = sorted(set(subjects or []) - {m.name for m in models}) if fold is None else []
     report = _extract(source, out, params, progress)
+    _check_extracted(report)
     features = load_features(out / "features.zarr")
     several = len(source.videos) > 1
     predictions = []
@@ -208,8 +210,16 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         "videos": [p.video_id for p in predictions],
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
                    for r in report.failed],
-        "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+        "frame_numbers": "1-based, the video's original numbering",
+        "no_face": {p.video_id: [list(r) for r in p.no_face] for p in predictions}}, indent=1))
     return batch
+
+
+def _check_extracted(report) -> None:
+    """UserError saying why, when no video could be extracted (e.g. no face in any frame)."""
+    if report.results and len(report.failed) == len(report.results):
+        raise UserError("; ".join(f"{r.video_id}: feature extraction failed at {r.stage}: "
+                                  f"{r.error}" for r in report.failed[:3]))
 
 
 def _check_inputs(path: Path, model: Path, out: Path, fps: float | None, device: str) -> None:
@@ -325,7 +335,7 @@ def _spot(video, models: list[Model], preset, device: str, curves_png: Path, out
     frames = video.frame_numbers[: video.n_rows]
     curves_png.parent.mkdir(parents=True, exist_ok=True)
     _plot(video.video_id, curves, frames, intervals, curves_png)
-    return Prediction(video.video_id, intervals, curves, frames, out)
+    return Prediction(video.video_id, intervals, curves, frames, out, video.no_face)
 
 
 def _plot(video_id: str, curves: np.ndarray, frames: np.ndarray, intervals: pd.DataFrame,

@@ -217,6 +217,10 @@ def _show_predictions(batch, out: Path) -> None:
             f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
             f"macro-expressions spotted"
         )
+    for result in batch.predictions:  # nothing can be spotted where the face was missing
+        if result.no_face:
+            stretches = ", ".join(f"{a}-{b}" for a, b in result.no_face)
+            typer.echo(f"{result.video_id}: no face in frames {stretches} (nothing spotted there)")
     if len(batch.predictions) == 1:
         table = batch.predictions[0].intervals
         typer.echo(table.to_string(index=False) if len(table) else "(none)")
