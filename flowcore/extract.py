@@ -27,6 +27,7 @@ import numpy as np
 
 from flowcore.align import AlignParams, register_runs
 from flowcore.faces import FaceParams, load_models
+from flowcore.fingerprint import same_frames, source_fingerprint
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.rois import ROI_NAMES
 from flowcore.store import COMPLETE, FeatureStore
@@ -130,10 +131,13 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
-def plan_extraction(videos, statuses: dict[str, str | None]) -> tuple[list, list]:
-    """Split `videos` (VideoSpec) into (to_extract, already_complete) by their store status."""
-    todo = [v for v in videos if statuses.get(v.video_id) != COMPLETE]
-    done = [v for v in videos if statuses.get(v.video_id) == COMPLETE]
+def plan_extraction(videos, statuses: dict[str, str | None],
+                    changed: set[str] = frozenset()) -> tuple[list, list]:
+    """Split `videos` (VideoSpec) into (to_extract, already_complete) by their store status;
+    `changed`: complete videos whose source frames changed since, extracted again."""
+    done = [v for v in videos if statuses.get(v.video_id) == COMPLETE
+            and v.video_id not in changed]
+    todo = [v for v in videos if v not in done]
     return todo, done
 
 
@@ -172,9 +176,17 @@ def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
         if not mine:
             return VideoResult(spec.video_id, spec.subject, "busy",
                                error="being extracted by another process")
-        if store.status(spec.video_id) == COMPLETE:
+        if store.status(spec.video_id) == COMPLETE and _same_source(spec, store):
             return VideoResult(spec.video_id, spec.subject, "skipped")
         return _extract_video(spec, params, store, options, progress)
+
+
+def _same_source(spec: VideoSpec, store: FeatureStore) -> bool:
+    """Whether the store's copy of the video was extracted from the frames at `spec.path`."""
+    try:
+        return same_frames(store.fingerprint(spec.video_id), source_fingerprint(spec))
+    except (OSError, ValueError, FrameError):
+        return False
 
 
 def _extract_video(spec, params, store, options, progress) -> VideoResult:
@@ -189,6 +201,7 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
         with timer("setup"):  # once per process: the dlib models
             load_models(params.faces)
         stage = "decode"
+        attrs["source_fingerprint"] = source_fingerprint(spec)
         stream = FrameStream(spec)
         total = len(stream)
         stage = "face"  # pass 1: track the face, fit the landmarks

@@ -143,6 +143,21 @@ class FeatureStore:
         except (OSError, ValueError):
             return None
 
+    def fingerprint(self, video_id: str) -> dict | None:
+        """The source fingerprint recorded for a video (flowcore/fingerprint.py), or None."""
+        return self._video_attrs(video_id).get("source_fingerprint")
+
+    def source(self, video_id: str) -> str:
+        """Where a video's frames came from, as recorded ("" when not)."""
+        return str(self._video_attrs(video_id).get("source", ""))
+
+    def _video_attrs(self, video_id: str) -> dict:
+        meta = self.path / VIDEOS / video_id / "zarr.json"
+        try:
+            return json.loads(meta.read_text()).get("attributes", {})
+        except (OSError, ValueError):
+            return {}
+
     def statuses(self) -> dict[str, str | None]:
         folder = self.path / VIDEOS
         return {p.name: self.status(p.name) for p in sorted(folder.iterdir()) if p.is_dir()}

@@ -30,7 +30,8 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
             device: str = "cpu",
             workers: int | None = None,
             batch_size: int | None = None, videos: list[str] | None = None,
-            subjects_csv: str | Path | None = None, engine=None, progress=None):
+            subjects_csv: str | Path | None = None, engine=None, progress=None,
+            overwrite: bool = False):
     """Extract landmarks, TV-L1 flow and 12-ROI MDMO features of every video of `source` (a
     CAS(ME)^2 or SAMM-LV copy, a folder of video files, one video, a folder of frames, or
     `mespot synth` output) into the Zarr store `out` (created, or resumed); `mespot extract`.
@@ -40,7 +41,9 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
     first frame before the flow, flowcore.align; False: off) and `face` (which of several faces:
     largest, center or N counted from the left) applied when given. videos: only
     these video ids. engine: a flowcore.ray_engine.RayEngine to extract on a Ray cluster.
-    progress: a flowcore.progress.ExtractionProgress (None: silent).
+    progress: a flowcore.progress.ExtractionProgress (None: silent). overwrite: extract again the
+    videos complete in `out` whose source frames differ from those recorded (a UserError naming
+    the first otherwise; those that match are still skipped).
     Returns the flowcore.batch.ExtractReport (`.failed` lists the videos that failed and why).
     """
     from flowcore.batch import run_extraction
@@ -78,7 +81,7 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
         src = dataclasses.replace(src, videos=tuple(v for v in src.videos if v.video_id in videos))
     options = RunOptions(device=device, batch_size=batch_size)
     try:
-        return run_extraction(src, out, params, options, workers, progress, engine)
+        return run_extraction(src, out, params, options, workers, progress, engine, overwrite)
     except (StoreMismatchError, ValueError, ConnectionError) as err:  # Ray: cluster checks
         raise UserError(str(err)) from None
 

@@ -142,12 +142,19 @@ def extract_command(
                                           "`params` attribute: flow_backend, tvl1 (tau, "
                                           "lambda_, theta, n_scales, n_warps, ...), faces, rois, "
                                           "subsample, compat, save_flow. Flags given win."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Extract again the videos complete "
+                                   "in --out whose source frames differ from those they were "
+                                   "extracted from (refused otherwise; matching ones are still "
+                                   "skipped)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Extract landmarks, TV-L1 flow and 12-ROI MDMO features into a Zarr store.
 
-    Resumes by default: videos already complete in --out are skipped, the others are redone; a
-    store made with other parameters is refused. A video that fails (no face, unreadable
+    Resumes by default: videos already complete in --out and extracted from the same frames
+    (count, size, hashes of a few) are skipped, the others are redone; a store made with other
+    parameters, or holding a video extracted from other frames, is refused (--overwrite
+    extracts such videos again). Videos with identical frames and folders named like copies
+    (_old, copy, (1), .bak) are listed as warnings. A video that fails (no face, unreadable
     frames, ...) is recorded in the store with its stage and error while the others go on.
     The face is tracked: frames without it are marked in the store and said (the video runs
     from the face's first frame to its last), and no feature spans them.
@@ -167,7 +174,7 @@ def extract_command(
         report = extract(source, out, extract_params(ctx, config, flags), device=device,
                          workers=workers, batch_size=batch_size, videos=video,
                          subjects_csv=subjects_csv, engine=runner,
-                         progress=RichProgress(enabled=not quiet))
+                         progress=RichProgress(enabled=not quiet), overwrite=overwrite)
     except ExtractionInterrupted as stop:  # Ctrl-C: say what was saved, exit 130
         typer.echo(f"interrupted: {stop}", err=True)
         raise typer.Exit(130) from None
