@@ -47,7 +47,7 @@ class FaceParams:
     choose: str = "largest"  # which of several faces: "largest", "center" or "N" (see above)
     keep_score: float = -0.5  # a tracked face stays while its quality is >= this (tracking.py)
     redetect_every: int = 30  # frames: the whole frame is searched again this often
-    search_every: int = 4  # frames: while no face is tracked, whole frames are searched this often
+    search_every: int = 8  # frames: while no face is tracked, whole frames are searched this often
 
     def __post_init__(self):
         if self.margin < 0:

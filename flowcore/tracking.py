@@ -291,51 +291,66 @@ class FaceFrames:
 
 def face_frames(track: Track, video: str, jump_tolerance: float) -> FaceFrames:
     """The track trimmed to the face's first..last frame, its glitches and outlier frames
-    repaired and its landmarks repaired run by run (flowcore.faces.flag_bad_fits). Raises
-    FaceNotFoundError when no frame shows the face, ValueError when fewer than 2 do."""
-    from flowcore.faces import flag_bad_fits, repair_landmarks
+    repaired and its landmarks repaired run by run (`repair_runs`). Raises FaceNotFoundError
+    when no frame shows the face, ValueError when fewer than 2 do."""
     from flowcore.landmarks import FaceNotFoundError
-    from flowcore.video import outlier_frames
 
     segment, quality, raw = track.arrays()
     total = len(segment)
-    shown = np.flatnonzero(segment >= 0)
-    if len(shown) == 0:
+    if not (segment >= 0).any():
         how = (f" of its {total}, one in every {track.search_every} and the last"
                if track.searched < total else "")
         raise FaceNotFoundError(f"no face found in {video} (searched {track.searched} "
                                 f"frames{how})")
-    numbers = np.asarray(track.numbers, np.int64)
-    no_face = _stretches(segment, numbers, set(track.glitches))
-    first, last = int(shown[0]), int(shown[-1])
-    if last == first:
-        raise ValueError(f"{video}: the face is in 1 frame ({numbers[first]}); at least 2 needed")
-    keep = slice(first, last + 1)
-    segment, quality, raw = segment[keep].copy(), quality[keep], raw[keep].copy()
-    glitches = [g - first for g in track.glitches if first <= g <= last]
-    for g in glitches:
+    for g in track.glitches:  # a glitch belongs to the run around it
         segment[g] = segment[g - 1]
-    run = _runs(segment)
-    crops = None if track.crops is None else list(track.crops[keep])
-    signatures = [s for s in track.signatures[keep]]
+    landmarks, bad, outliers = repair_runs(track, segment, raw, jump_tolerance)
+    numbers = np.asarray(track.numbers, np.int64)
+    shown = np.flatnonzero(segment >= 0)
+    if len(shown) < 2:
+        raise ValueError(f"{video}: the face is in {len(shown)} frame(s); at least 2 are needed")
+    first, last = int(shown[0]), int(shown[-1])
+    keep = slice(first, last + 1)
+    run = _runs(segment[keep])
+    replaced = [k - first for k in sorted(outliers + track.glitches)
+                if first <= k <= last and segment[k] >= 0]
+    crops = None
+    if track.crops is not None:
+        crops = replace_frames(track.crops[keep], replaced, run)
+    return FaceFrames(numbers[keep], run, segment[keep], quality[keep], landmarks[keep],
+                      bad[keep], replaced, [k - first for k in sorted(outliers)], crops,
+                      track.segments, first, _stretches(segment, numbers))
+
+
+def repair_runs(track: Track, segment: np.ndarray, raw: np.ndarray, jump_tolerance: float):
+    """Per run of `segment` (T,) (glitches already given their run's segment): the outlier
+    frames (flowcore.video.outlier_frames on the crops' signatures) and the glitches flagged,
+    the fits flagged by flowcore.faces.flag_bad_fits, all of them interpolated from the run's
+    good fits. A run without one good fit is dropped: its frames get segment -1 (in place).
+    Returns (landmarks (T, 68, 2) float32, NaN outside the runs; bad (T,) bool; outlier
+    frame indices)."""
+    from flowcore.faces import flag_bad_fits, repair_landmarks
+    from flowcore.video import outlier_frames
+
+    glitches = set(track.glitches)
+    landmarks = np.full_like(raw, np.nan)
     bad = np.zeros(len(segment), bool)
     outliers: list[int] = []
-    landmarks = np.full_like(raw, np.nan)
-    for a, b in run_bounds(run):
+    for a, b in run_bounds(_runs(segment)):
         inside = [k for k in range(a, b + 1) if k not in glitches]
-        found = [inside[i] for i in outlier_frames(np.stack([signatures[k] for k in inside]))]
-        outliers += found
+        found = [inside[i] for i in
+                 outlier_frames(np.stack([track.signatures[k] for k in inside]))]
         flagged = np.zeros(b - a + 1, bool)
         flagged[[k - a for k in found + [g for g in glitches if a <= g <= b]]] = True
-        raw_run = raw[a:b + 1]  # NaN at glitches: flagged, never a neighbour
+        raw_run = raw[a : b + 1]  # NaN at glitches: flagged, never a neighbour
         flagged |= flag_bad_fits(raw_run, track.segments[segment[a]].size, jump_tolerance)
-        bad[a:b + 1] = flagged
-        landmarks[a:b + 1] = repair_landmarks(raw_run, flagged)
-    replaced = sorted(outliers + glitches)
-    if crops is not None:
-        crops = replace_frames(crops, replaced, run)
-    return FaceFrames(numbers[keep], run, segment, quality, landmarks, bad, replaced,
-                      sorted(outliers), crops, track.segments, first, no_face)
+        if flagged.all():  # no fit to repair from: no face there after all
+            segment[a : b + 1] = -1
+            continue
+        outliers += found
+        bad[a : b + 1] = flagged
+        landmarks[a : b + 1] = repair_landmarks(raw_run, flagged)
+    return landmarks, bad, outliers
 
 
 def replace_frames(crops: list, replaced, run: np.ndarray) -> list:
@@ -366,16 +381,7 @@ def _runs(segment: np.ndarray) -> np.ndarray:
     return run
 
 
-def _stretches(segment: np.ndarray, numbers: np.ndarray, glitches: set) -> list[tuple[int, int]]:
-    """(first, last) frame numbers of each stretch of frames without the face (not glitches)."""
-    out, start = [], None
-    for k, s in enumerate(segment):
-        missing = s < 0 and k not in glitches
-        if missing and start is None:
-            start = k
-        if not missing and start is not None:
-            out.append((int(numbers[start]), int(numbers[k - 1])))
-            start = None
-    if start is not None:
-        out.append((int(numbers[start]), int(numbers[-1])))
-    return out
+def _stretches(segment: np.ndarray, numbers: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame numbers of each stretch of frames without the face."""
+    missing = (segment < 0).astype(int) - 1  # 0 without the face: runs of 0 are the stretches
+    return [(int(numbers[a]), int(numbers[b])) for a, b in run_bounds(missing)]

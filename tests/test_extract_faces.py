@@ -34,8 +34,8 @@ def test_the_command_says_which_frames_had_no_face(extracted, capsys):
     assert code == 1  # one video has no face at all
     group = zarr.open_group(str(store), mode="r")["videos"]
     assert group["15_0103none"].attrs["status"] == "failed"
-    assert group["15_0103none"].attrs["error"] == ("no face found in 15_0103none (searched 3 "
-                                                   "frames of its 6, one in every 4 and the last)")
+    assert group["15_0103none"].attrs["error"] == ("no face found in 15_0103none (searched 2 "
+                                                   "frames of its 6, one in every 8 and the last)")
     assert dict(zarr.open_group(str(store), mode="r").attrs)["params"]["faces"]["choose"] == \
         "center"
 

@@ -353,4 +353,4 @@ def test_predict_a_clip_without_a_face_says_so(trained, tmp_path, capsys):
     assert main(["predict", str(clip), "--model", str(trained["run"]), "--out",
                  str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err
-    assert "no face found in nobody (searched 16 frames of its 60" in err
+    assert "no face found in nobody (searched 9 frames of its 60" in err

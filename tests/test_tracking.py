@@ -46,7 +46,7 @@ def _slide(start: int, stop: int, step: int) -> list[int]:
 
 def test_late_onset_starts_the_video_at_the_face_first_frame():
     track, _ = _track([[]] * 10 + [[STEADY]] * 14)
-    assert _masked(track) == list(range(1, 11))  # exact, though searched one frame in 4
+    assert _masked(track) == list(range(1, 11))  # exact, though searched one frame in 8
     faces = face_frames(track, "late", 0.15)
     assert faces.numbers[0] == 11 and len(faces.numbers) == 14 and faces.present.all()
     assert faces.no_face == [(1, 10)]
@@ -122,8 +122,8 @@ def test_a_second_face_joining_later_is_said():
 
 def test_no_face_anywhere_names_the_video_and_the_frames_searched():
     track, _ = _track([[]] * 9)
-    with pytest.raises(FaceNotFoundError, match=r"no face found in clip7 \(searched 3 frames "
-                                                r"of its 9, one in every 4 and the last\)"):
+    with pytest.raises(FaceNotFoundError, match=r"no face found in clip7 \(searched 2 frames "
+                                                r"of its 9, one in every 8 and the last\)"):
         face_frames(track, "clip7", 0.15)
     every, _ = _track([[]] * 3, search_every=1)
     with pytest.raises(FaceNotFoundError, match=r"no face found in c \(searched 3 frames\)"):
@@ -140,3 +140,25 @@ def test_a_single_garbage_frame_is_a_glitch_repaired_not_a_gap():
     assert 5 in faces.replaced and faces.bad[5]
     np.testing.assert_array_equal(faces.crops[5], faces.crops[4])
     assert np.isfinite(faces.landmarks).all()
+
+
+def test_repairs_stay_inside_a_run_and_a_run_without_one_good_fit_is_dropped():
+    from flowcore.faces import crop_for
+    from flowcore.tracking import Track
+
+    crop = crop_for((40, 40, 120, 120), (200, 320), FaceParams(resize=48))
+    steady = np.tile(np.linspace(10, 38, 68, dtype=np.float32)[:, None], (1, 2))
+    rng = np.random.default_rng(0)
+    fits = [steady + k for k in range(12)]  # drifting 1 px a frame
+    fits[7] = np.full((68, 2), np.nan, np.float32)  # the second run: frames 6-8, none fit
+    fits[6], fits[8] = fits[7], fits[7]
+    segment = [0, 0, 0, 0, -1, -1, 0, 0, 0, -1, 0, 0]
+    track = Track(numbers=list(range(1, 13)), segment=segment, quality=[1.0] * 12,
+                  landmarks=[None if s < 0 else f for s, f in zip(segment, fits)], crops=None,
+                  signatures=[None if s < 0 else rng.normal(size=256) for s in segment],
+                  segments=[crop], segment_faces=[1], segment_first=[0])
+    faces = face_frames(track, "v", 0.15)
+    assert faces.no_face == [(5, 10)]  # the gaps and the dropped run between them
+    assert faces.present.tolist() == [True] * 4 + [False] * 6 + [True] * 2
+    assert np.isnan(faces.landmarks[4:10]).all()
+    np.testing.assert_array_equal(faces.landmarks[10:], np.stack(fits[10:]))
