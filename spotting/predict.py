@@ -59,6 +59,7 @@ class Prediction:
     frames: np.ndarray  # (N,) 1-based original frame number of each row
     out: Path
     no_face: tuple = ()  # (first, last) frame numbers of each stretch without the face
+    warnings: tuple = ()  # the extraction's, e.g. which of several faces was taken
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    device: str = "cpu", backend: str | None = None, one: bool = False,
                    progress=None, proposals: str | None = None,
                    models: list[Model] | None = None, allow_missing_folds: bool = False,
-                   flip: bool | None = None) -> Batch:
+                   flip: bool | None = None, face: str | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
@@ -166,7 +167,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     loaded (`load_models`). `allow_missing_folds`: average the folds there are when some of the
     run's are missing (refused otherwise; `Batch.missing_folds` names them). `flip`: also run
     the models on the mirrored face and average (None: yes, except for a reference checkpoint
-    or --compat features, spotting.augment.flip_by_default)."""
+    or --compat features, spotting.augment.flip_by_default). `face`: which of several faces
+    (largest, center or N from the left; None: the training store's choice)."""
     from dataclasses import replace
 
     path, model, out = Path(path), Path(model), Path(out)
@@ -181,6 +183,11 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     params, trained_preset, trained_fps, subjects = _extract_params_for(model)
     subsample = _one_subsample(path, source.videos, trained_fps)
     params = replace(params, subsample=subsample, **({"flow_backend": backend} if backend else {}))
+    if face is not None:
+        try:
+            params = replace(params, faces=replace(params.faces, choose=face))
+        except ValueError as err:
+            raise UserError(f"--face: {err}") from None
     proposal_params = _proposal_params(preset or trained_preset, proposals, params.mdmo.compat)
     flip = flip_by_default(params.mdmo.compat) if flip is None else flip
     if models is None:  # before the long extraction: fail early
@@ -191,11 +198,13 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     features = load_features(out / "features.zarr")
     several = len(source.videos) > 1
     predictions = []
+    said = {r.video_id: tuple(r.warnings) for r in report.results}
     for spec in source.videos:
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
-            predictions.append(_spot(features.videos[spec.video_id], models, proposal_params,
-                                     device, curves_png, out, flip))
+            found = _spot(features.videos[spec.video_id], models, proposal_params, device,
+                          curves_png, out, flip)
+            predictions.append(replace(found, warnings=said.get(spec.video_id, ())))
     batch = Batch(predictions, list(report.failed), out, proposal_params.variant, tuple(missing))
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     (out / "prediction.json").write_text(json.dumps({

@@ -354,3 +354,27 @@ def test_predict_a_clip_without_a_face_says_so(trained, tmp_path, capsys):
                  str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err
     assert "no face found in nobody (searched 9 frames of its 60" in err
+
+
+@pytest.mark.slow
+def test_predict_states_which_face_and_face_chooses(trained, tmp_path, capsys):
+    import zarr
+
+    source = trained["data"] / "rawpic" / "s16" / "16_0101disgustingteeth"
+    clip = tmp_path / "two" / "16_0101two"
+    clip.mkdir(parents=True)
+    for path in sorted(source.glob("*.jpg"))[:20]:
+        image = cv2.imread(str(path))
+        side = image.shape[0]
+        wide = np.full((side, 2 * side, 3), 128, np.uint8)
+        wide[:, :side] = image  # the subject on the left, a smaller second face on the right
+        small = cv2.resize(image, (side * 3 // 4, side * 3 // 4))
+        wide[side // 8 : side // 8 + small.shape[0], side + side // 8 :][:, : small.shape[1]] = small
+        cv2.imwrite(str(clip / path.name), wide)
+    assert main(["predict", str(clip), "--model", str(trained["run"]), "--out",
+                 str(tmp_path / "out"), "-q", "--face", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: 16_0101two: 2 faces in frame 1; face 1 from the left was taken" in out
+    box = zarr.open_group(str(tmp_path / "out" / "features.zarr"), mode="r")[
+        "videos/16_0101two/face_box"][...]
+    assert box[0] >= side  # the right-hand face

@@ -185,6 +185,9 @@ def predict_command(
     flip: Optional[bool] = typer.Option(
         None, "--flip/--no-flip", help="Also run the model(s) on the mirrored face and average "
         "(as `mespot evaluate --flip`) [default: on, off for a reference checkpoint]."),
+    face: Optional[str] = typer.Option(
+        None, "--face", help="Of several faces: largest, center or N (0-based, from the left) "
+        "[default: as the training store]."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -202,7 +205,7 @@ def predict_command(
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
                            device=device, backend=backend, proposals=proposals,
                            progress=RichProgress(enabled=not quiet),
-                           allow_missing_folds=allow_missing_folds, flip=flip)
+                           allow_missing_folds=allow_missing_folds, flip=flip, face=face)
     _show_predictions(batch, out)
 
 
@@ -218,6 +221,8 @@ def _show_predictions(batch, out: Path) -> None:
             f"macro-expressions spotted"
         )
     for result in batch.predictions:  # nothing can be spotted where the face was missing
+        for warning in result.warnings:
+            typer.echo(f"warning: {result.video_id}: {warning}")
         if result.no_face:
             stretches = ", ".join(f"{a}-{b}" for a, b in result.no_face)
             typer.echo(f"{result.video_id}: no face in frames {stretches} (nothing spotted there)")
