@@ -369,7 +369,8 @@ def test_predict_states_which_face_and_face_chooses(trained, tmp_path, capsys):
         wide = np.full((side, 2 * side, 3), 128, np.uint8)
         wide[:, :side] = image  # the subject on the left, a smaller second face on the right
         small = cv2.resize(image, (side * 3 // 4, side * 3 // 4))
-        wide[side // 8 : side // 8 + small.shape[0], side + side // 8 :][:, : small.shape[1]] = small
+        top, left = side // 8, side + side // 8
+        wide[top : top + small.shape[0], left : left + small.shape[1]] = small
         cv2.imwrite(str(clip / path.name), wide)
     assert main(["predict", str(clip), "--model", str(trained["run"]), "--out",
                  str(tmp_path / "out"), "-q", "--face", "1"]) == 0
