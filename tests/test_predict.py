@@ -340,7 +340,7 @@ def test_predict_says_where_the_face_was_missing_and_spots_nothing_there(
     assert meta["no_face"] == {"16_0101gap": [[1, 5], [21, 35]]}
     table = pd.read_csv(tmp_path / "out" / "intervals.csv")
     assert ((table["offset"] < 21) | (table["onset"] > 35)).all()  # none spans the gap
-    result = predict_video(clip, trained_windows, tmp_path / "again")
+    result = predict_video(clip, trained_windows, tmp_path / "out")  # its features resumed
     assert result.frames[0] == 6  # the video starts where the face first is
     gap = (result.frames >= 20) & (result.frames <= 35)  # rows touching frames 21..35
     assert np.isnan(result.curves[gap]).all() and np.isfinite(result.curves[~gap]).all()
