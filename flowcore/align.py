@@ -1,4 +1,5 @@
-"""Head-motion removal before the flow: register every face crop to the video's first frame.
+"""Head-motion removal before the flow: register every face crop to its run's first frame (a
+run: consecutive frames showing the face in one crop; a video without gaps is one run).
 
 AUW-GCN crops every frame with the first frame's box and removes head motion only afterwards,
 by subtracting the nose region's main motion from each ROI's flow (AUWGCN.md sections 1 and 3).
@@ -132,9 +133,15 @@ def warp_crop(crop: np.ndarray, transform: np.ndarray) -> np.ndarray:
     )
 
 
-def register(crops, landmarks: np.ndarray, params: AlignParams):
+def register_runs(crops, landmarks: np.ndarray, runs, params: AlignParams):
     """(iterator of registered crops, (T, 68, 2) landmarks in the registered grid, (T, 2, 3)
-    transforms) for a video's crops (an iterable of (h, w) uint8, in frame order)."""
-    transforms = transforms_to_first(landmarks, params)
+    transforms) for a video's crops (an iterable of (h, w) uint8 or None, in frame order): each
+    run of frames showing the face (`runs`: (first, last) indices, inclusive) registered onto its
+    own first frame. Frames outside every run (no face) keep crop None, and get NaN landmarks
+    and transforms."""
+    transforms = np.full((len(landmarks), 2, 3), np.nan, np.float32)
+    for a, b in runs:
+        transforms[a : b + 1] = transforms_to_first(landmarks[a : b + 1], params)
     moved = apply_to_points(transforms, landmarks)
-    return (warp_crop(c, transforms[t]) for t, c in enumerate(crops)), moved, transforms
+    warped = (None if c is None else warp_crop(c, transforms[t]) for t, c in enumerate(crops))
+    return warped, moved, transforms

@@ -1,7 +1,12 @@
 """Extraction of a whole source into one store: planning, resume, running, progress, the report.
 
-Resume is the default: videos whose status in the store is "complete" are skipped, every other
-video is (re)done from scratch. Each video left is one task of the job runner (flowcore.jobs):
+Resume is the default: videos whose status in the store is "complete" and whose source
+fingerprint (flowcore/fingerprint.py: frame count, size, hashes of a few frames) equals the one
+recorded are skipped, every other video is (re)done from scratch. A complete video whose
+source's frames differ from those it was extracted from (another dataset with the same video
+ids, frames replaced) is refused with one line naming it, before any work, unless `overwrite`
+(then it is extracted again). Videos with identical frames and videos named like copies are
+listed as warnings. Each video left is one task of the job runner (flowcore.jobs):
 in this process, in a pool of `workers` spawned processes (one thread each), or as a Ray task
 on a cluster (flowcore.ray_engine.RayEngine). Every task writes its own video's group; two never
 write the same video. A task whose process died is recorded in the store as failed at stage
@@ -24,7 +29,9 @@ from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_devi
 from flowcore.jobs import (LocalProcesses, Task, WorkerLost, first_line, run_tasks,
                            stop_on_error)
 from flowcore.sources import Source
-from flowcore.store import COMPLETE, FeatureStore, params_hash
+from flowcore.fingerprint import copy_warnings, describe, same_frames, source_fingerprint
+from flowcore.store import COMPLETE, FeatureStore, StoreMismatchError, params_hash
+from flowcore.video import FrameError
 
 
 @dataclass
@@ -95,14 +102,16 @@ def default_workers(options: RunOptions, n_videos: int) -> int:
 
 def run_extraction(source: Source, out: str | Path, params: ExtractParams,
                    options: RunOptions = RunOptions(), workers: int | None = None,
-                   progress=None, engine=None) -> ExtractReport:
+                   progress=None, engine=None, overwrite: bool = False) -> ExtractReport:
     """Extract every video of `source` into the store at `out` (created, or resumed).
 
     progress: a flowcore.progress.ExtractionProgress (e.g. mespot.progress.RichProgress), or
     None for silence. workers: processes on this machine (None: one per core on the CPU, a few
     sharing a GPU); with a Ray `engine`, the most tasks at once. engine: None to extract on this
-    machine, or a flowcore.ray_engine.RayEngine.
-    Raises StoreMismatchError when `out` holds a store made with other parameters, ValueError
+    machine, or a flowcore.ray_engine.RayEngine. overwrite: extract again the complete videos
+    whose source frames differ from those recorded (refused otherwise).
+    Raises StoreMismatchError when `out` holds a store made with other parameters or a video
+    extracted from other frames (without `overwrite`), ValueError
     for `workers` < 1, a device this machine lacks, a flow backend that cannot run on
     `options.device` or Ray settings that cannot work (all before any video is tried), and
     ExtractionInterrupted (a KeyboardInterrupt) on Ctrl-C.
@@ -117,7 +126,12 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
     source, params = resolve_subsample(source, params)
     check_backend(params.flow_backend, options.device, here=engine is None)
     store = FeatureStore(out, params.to_dict(), source.name)
-    todo, done = plan_extraction(source.videos, store.statuses())
+    fingerprints = _fingerprints(source)
+    statuses = store.statuses()
+    changed = changed_sources(store, source, fingerprints, statuses)
+    if changed and not overwrite:
+        raise StoreMismatchError(_changed_line(store, source, changed, fingerprints))
+    todo, done = plan_extraction(source.videos, statuses, set(changed))
     results = {v.video_id: VideoResult(v.video_id, v.subject, "skipped") for v in done}
     if progress is not None:
         progress.start(todo)
@@ -147,8 +161,45 @@ def run_extraction(source: Source, out: str | Path, params: ExtractParams,
         if progress is not None:
             progress.close()
     ordered = [results[v.video_id] for v in source.videos if v.video_id in results]
-    return ExtractReport(store.path, ordered, time.perf_counter() - started, list(source.warnings),
-                         source)
+    warnings = list(source.warnings) + copy_warnings(source.videos, fingerprints)
+    return ExtractReport(store.path, ordered, time.perf_counter() - started, warnings, source)
+
+
+def _fingerprints(source: Source) -> dict[str, dict | None]:
+    """Every video's source fingerprint (None for one that cannot be read: its extraction
+    will say why)."""
+    out = {}
+    for spec in source.videos:
+        try:
+            out[spec.video_id] = source_fingerprint(spec)
+        except (OSError, ValueError, FrameError):
+            out[spec.video_id] = None
+    return out
+
+
+def changed_sources(store: FeatureStore, source: Source, fingerprints: dict,
+                    statuses: dict) -> list[str]:
+    """The videos complete in `store` whose recorded fingerprint differs from their source's
+    (or was never recorded)."""
+    return [v.video_id for v in source.videos if statuses.get(v.video_id) == COMPLETE
+            and not same_frames(store.fingerprint(v.video_id), fingerprints[v.video_id])]
+
+
+def _changed_line(store: FeatureStore, source: Source, changed: list[str],
+                  fingerprints: dict) -> str:
+    """One line: the first video extracted from other frames, how many more, what to do."""
+    video = changed[0]
+    path = next(v.path for v in source.videos if v.video_id == video)
+    recorded = store.fingerprint(video)
+    was = (f"{describe(recorded)} from {store.source(video)}" if recorded
+           else "no fingerprint of its frames (extracted before mespot recorded them)")
+    more = ""
+    if len(changed) > 1:
+        listed = ", ".join(changed[1:4]) + (", ..." if len(changed) > 4 else "")
+        more = f" (and {len(changed) - 1} more: {listed})"
+    return (f"{store.path} holds video {video} extracted from other frames than those in "
+            f"{path} (recorded: {was}; there now: {describe(fingerprints[video])}){more}; "
+            f"extract them again with --overwrite, or choose another --out")
 
 
 class ExtractionInterrupted(KeyboardInterrupt):

@@ -1,20 +1,22 @@
-"""Extraction of one video: frames -> face crop -> landmarks -> flow -> MDMO -> store.
+"""Extraction of one video: frames -> face track -> landmarks -> flow -> MDMO -> store.
 
 `plan_extraction` decides what to do (pure: no I/O beyond the statuses it is given);
 `extract_video` does it for one video and returns a `VideoResult`; it never raises for a bad
 video: the failure (stage and message) goes into the store and the result.
 
 Two passes over the frames keep memory bounded whatever the video's length: pass 1 decodes,
-crops and fits landmarks (small: (T, 68, 2)), then repairs the landmarks, which needs the whole
-sequence; pass 2 computes flow and MDMO batch by batch, each batch sharing its first frame with
-the previous batch's last. Pass 2 reuses pass 1's face crops when they fit in
+tracks the face (flowcore/tracking.py: which frames show it, cropped where) and fits landmarks
+(small: (T, 68, 2)), then repairs the landmarks run by run, which needs the whole sequence; pass
+2 computes flow and MDMO batch by batch, each batch sharing its first frame with the previous
+batch's last, never across a frame without the face or a change of crop (those feature rows
+stay 0 and are marked invalid in `mdmo_valid`). The video's frames run from the face's first
+frame to its last. Pass 2 reuses pass 1's face crops when they fit in
 `RunOptions.frame_cache_mb` (most videos) and decodes the video again otherwise; both give the
 same bytes.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 import traceback
 from contextlib import contextmanager
@@ -23,13 +25,14 @@ from typing import Callable
 
 import numpy as np
 
-from flowcore.align import AlignParams, register
-from flowcore.faces import (FaceParams, face_crop, fit_frame, flag_bad_fits, load_models,
-                            repair_landmarks)
+from flowcore.align import AlignParams, register_runs
+from flowcore.faces import FaceParams, load_models
+from flowcore.fingerprint import same_frames, source_fingerprint
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.rois import ROI_NAMES
 from flowcore.store import COMPLETE, FeatureStore
-from flowcore.video import FrameError, FrameStream, VideoSpec, frame_signature, outlier_frames
+from flowcore.tracking import face_frames, track_face
+from flowcore.video import FrameError, FrameStream, VideoSpec
 
 STAGES = ("setup", "decode", "face", "landmarks", "flow", "mdmo", "write")  # setup: model loading
 Progress = Callable[[str, str, int, int], None]  # (video_id, phase, done, total)
@@ -74,7 +77,8 @@ class ExtractParams:
         rois = {k: v for k, v in d["rois"].items() if k != "names"}
         rois["roi_landmarks"] = tuple(rois["roi_landmarks"])
         return cls(flow_backend=d["flow_backend"], tvl1=TVL1Params(**d["tvl1"]),
-                   faces=FaceParams(**d["faces"]), mdmo=MDMOParams(**rois, compat=d["compat"]),
+                   faces=FaceParams.from_dict(d["faces"]),
+                   mdmo=MDMOParams(**rois, compat=d["compat"]),
                    subsample=d["subsample"], save_flow=d["save_flow"],
                    align=AlignParams.from_value(d.get("align")))
 
@@ -105,6 +109,8 @@ class VideoResult:
     stage: str = ""
     error: str = ""
     warnings: list = field(default_factory=list)  # said in the summary, kept in the store
+    notes: list = field(default_factory=list)  # e.g. frames without the face, said and kept
+    no_face: list = field(default_factory=list)  # (first, last) frame numbers without the face
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,10 +131,13 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
-def plan_extraction(videos, statuses: dict[str, str | None]) -> tuple[list, list]:
-    """Split `videos` (VideoSpec) into (to_extract, already_complete) by their store status."""
-    todo = [v for v in videos if statuses.get(v.video_id) != COMPLETE]
-    done = [v for v in videos if statuses.get(v.video_id) == COMPLETE]
+def plan_extraction(videos, statuses: dict[str, str | None],
+                    changed: set[str] = frozenset()) -> tuple[list, list]:
+    """Split `videos` (VideoSpec) into (to_extract, already_complete) by their store status;
+    `changed`: complete videos whose source frames changed since, extracted again."""
+    done = [v for v in videos if statuses.get(v.video_id) == COMPLETE
+            and v.video_id not in changed]
+    todo = [v for v in videos if v not in done]
     return todo, done
 
 
@@ -167,9 +176,17 @@ def extract_video(spec: VideoSpec, params: ExtractParams, store: FeatureStore,
         if not mine:
             return VideoResult(spec.video_id, spec.subject, "busy",
                                error="being extracted by another process")
-        if store.status(spec.video_id) == COMPLETE:
+        if store.status(spec.video_id) == COMPLETE and _same_source(spec, store):
             return VideoResult(spec.video_id, spec.subject, "skipped")
         return _extract_video(spec, params, store, options, progress)
+
+
+def _same_source(spec: VideoSpec, store: FeatureStore) -> bool:
+    """Whether the store's copy of the video was extracted from the frames at `spec.path`."""
+    try:
+        return same_frames(store.fingerprint(spec.video_id), source_fingerprint(spec))
+    except (OSError, ValueError, FrameError):
+        return False
 
 
 def _extract_video(spec, params, store, options, progress) -> VideoResult:
@@ -184,57 +201,40 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
         with timer("setup"):  # once per process: the dlib models
             load_models(params.faces)
         stage = "decode"
+        attrs["source_fingerprint"] = source_fingerprint(spec)
         stream = FrameStream(spec)
         total = len(stream)
-        stage = "face"
-        with timer("face"):
-            first = itertools.islice(stream, params.faces.search_frames)
-            first_frames = (frame for _, frame in first)
-            crop = face_crop(first_frames, params.faces, spec.video_id)
-        if crop.faces_found > 1:
-            result.warnings.append(
-                f"{crop.faces_found} faces in frame {stream.frame_numbers[crop.found_in_frame]}; "
-                f"the largest was taken (box {list(crop.box)}); crop the video to one face if it "
-                f"is not the subject")
+        stage = "face"  # pass 1: track the face, fit the landmarks
+        track = track_face(stream, params.faces, timer, int(options.frame_cache_mb * 2**20),
+                           lambda done: report(spec.video_id, "landmarks", done, total))
+        faces = face_frames(track, spec.video_id, params.faces.jump_tolerance)
+        result.warnings += track.warnings
+        result.notes += faces.notes()
+        repairs = {**stream.repairs, "outlier": [int(faces.numbers[k]) for k in faces.replaced]}
 
-        stage = "landmarks"
-        cache_bytes = int(options.frame_cache_mb * 2**20)
-        numbers, landmarks, bad, crops, outliers = _landmark_pass(
-            stream, crop, params.faces, timer, cache_bytes,
-            lambda done: report(spec.video_id, "landmarks", done, total))
-        repairs = {**stream.repairs, "outlier": [numbers[k] for k in outliers]}
-
-        stage = "flow"
+        stage = "flow"  # pass 2: flow and MDMO, run by run
         group = store.begin(spec.video_id, attrs)
-        flow_out = (store.create_flow(group, len(numbers) - 1, crop.size[1], crop.size[0])
+        size = faces.segments[0].size
+        flow_out = (store.create_flow(group, len(faces.numbers) - 1, size[1], size[0])
                     if params.save_flow else None)
-        if crops is None:  # not cached: decode again
-            crops = _cropped(stream, crop, timer, set(outliers))
-        flow_landmarks, transforms = landmarks, None
+        crops = faces.crops if faces.crops is not None else _cropped(stream, faces, timer)
+        flow_landmarks, transforms = faces.landmarks, None
         if params.align is not None:  # registered crops, and the landmarks moved with them
-            crops, flow_landmarks, transforms = register(crops, landmarks, params.align)
-        features = _flow_and_mdmo(crops, flow_landmarks, params, options, timer, flow_out,
-                                  lambda done: report(spec.video_id, "flow", done, len(numbers)))
-
+            crops, flow_landmarks, transforms = register_runs(crops, faces.landmarks,
+                                                              faces.runs(), params.align)
+        features = _flow_and_mdmo(crops, flow_landmarks, faces.row_valid, params, options,
+                                  timer, flow_out,
+                                  lambda done: report(spec.video_id, "flow", done,
+                                                      len(faces.numbers)))
         stage = "write"
         with timer("write"):
-            store.write_array(group, "mdmo", features)
-            store.write_array(group, "landmarks", landmarks)
-            store.write_array(group, "face_box", np.asarray(crop.box, dtype=np.int32))
-            store.write_array(group, "frame_numbers", np.asarray(numbers, dtype=np.int32))
-            if transforms is not None:
-                store.write_array(group, "alignment", transforms)
+            _write_arrays(store, group, faces, features, transforms)
         result.timings = {k: round(v, 4) for k, v in timer.seconds.items()}
-        result.n_frames = len(numbers)
-        result.landmark_repairs = int(bad.sum())
+        result.n_frames = len(faces.numbers)
+        result.landmark_repairs = int(faces.bad.sum())
         result.frame_repairs = repairs
-        store.complete(group, {
-            "n_frames": len(numbers), "timings": result.timings,
-            "landmark_repairs": result.landmark_repairs,
-            "landmark_repaired_frames": [numbers[i] for i in np.flatnonzero(bad)[:1000]],
-            "frame_repairs": repairs, "crop_size": list(crop.size),
-            "face_found_in_frame": numbers[crop.found_in_frame],
-            "faces_in_that_frame": crop.faces_found, "warnings": result.warnings})
+        result.no_face = faces.no_face
+        store.complete(group, _final_attrs(result, faces, track, params.faces))
         result.status = COMPLETE
     except Exception as err:  # one bad video never stops a batch
         stage = "decode" if isinstance(err, FrameError) else stage
@@ -249,6 +249,38 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
     return result
 
 
+def _write_arrays(store, group, faces, features, transforms) -> None:
+    """The video's arrays (flowcore.store's layout)."""
+    store.write_array(group, "mdmo", features)
+    store.write_array(group, "landmarks", faces.landmarks)
+    store.write_array(group, "face_box", np.asarray(faces.segments[0].box, dtype=np.int32))
+    store.write_array(group, "frame_numbers", np.asarray(faces.numbers, dtype=np.int32))
+    store.write_array(group, "face_present", faces.present)
+    store.write_array(group, "fit_quality", faces.quality.astype(np.float32))
+    store.write_array(group, "crop_box", faces.crop_boxes())
+    store.write_array(group, "mdmo_valid", faces.row_valid)
+    if transforms is not None:
+        store.write_array(group, "alignment", transforms)
+
+
+def _final_attrs(result: VideoResult, faces, track, face_params) -> dict:
+    """The attributes written with the status "complete"."""
+    numbers = faces.numbers
+    first = faces.segments[0]
+    return {
+        "n_frames": len(numbers), "timings": result.timings,
+        "landmark_repairs": result.landmark_repairs,
+        "landmark_repaired_frames": [int(numbers[i]) for i in np.flatnonzero(faces.bad)[:1000]],
+        "frame_repairs": result.frame_repairs, "crop_size": list(first.size),
+        "face_found_in_frame": int(numbers[0]), "faces_in_that_frame": track.segment_faces[0],
+        "face_choice": face_params.choose, "faces_in_view": track.faces_in_view,
+        "face_segments": [{"first": int(numbers[a]), "last": int(numbers[b]),
+                           "crop_box": list(faces.segments[faces.segment[a]].box)}
+                          for a, b in faces.runs()],
+        "no_face_frames": [list(r) for r in faces.no_face],
+        "searched_frames": track.searched, "warnings": result.warnings, "notes": result.notes}
+
+
 def _describe(err: Exception) -> str:
     text = str(err) or repr(err)
     if isinstance(err, (AssertionError, IndexError, KeyError, TypeError, AttributeError)):
@@ -257,57 +289,29 @@ def _describe(err: Exception) -> str:
     return text
 
 
-def _landmark_pass(stream, crop, faces: FaceParams, timer, cache_bytes: int, report):
-    """Pass 1: frame numbers (T,), repaired landmarks (T, 68, 2) float32, flagged (T,) bool, the
-    face crops when they fit in `cache_bytes` (else None: pass 2 decodes again), and the indices
-    of outlier frames (`flowcore.video.outlier_frames` on the crops): their landmarks are
-    interpolated and their crops replaced by the previous frame's, like unreadable frames."""
-    raw, numbers, crops, cached, signatures = [], [], [], 0, []
-    for number, frame in timer.frames(stream):
+def _cropped(stream, faces, timer):
+    """Pass 2 without a cache: decode again and crop each frame of `faces` with its segment's
+    box (None without a face), replaced frames as in pass 1 (flowcore.tracking.replace_frames:
+    the frame before in the run, or after it at the run's start)."""
+    replaced = set(faces.replaced)
+    last = len(faces.numbers) - 1
+    held, previous = False, None  # held: a replaced frame at its run's start awaits the next
+    for index, (_, frame) in enumerate(timer.frames(stream)):
+        k = index - faces.offset
+        if k < 0:
+            continue
+        if k > last:
+            return
+        segment = faces.segment[k]
         with timer("decode"):
-            face = crop.crop(frame)
-            signatures.append(frame_signature(face))
-        with timer("landmarks"):
-            raw.append(fit_frame(face, crop))
-        numbers.append(number)
-        if crops is not None:
-            cached += face.nbytes
-            crops.append(face)
-            if cached > cache_bytes:
-                crops = None  # too long a video to keep: pass 2 streams it again
-        if len(numbers) % 32 == 0:
-            report(len(numbers))
-    if len(numbers) < 2:
-        raise ValueError(f"{stream.spec.path}: {len(numbers)} frame(s); at least 2 are needed")
-    outliers = outlier_frames(np.stack(signatures))
-    if crops is not None:
-        crops = _replace_outliers(crops, set(outliers))
-    with timer("landmarks"):
-        raw = np.stack(raw)
-        bad = flag_bad_fits(raw, crop.size, faces.jump_tolerance)
-        bad[outliers] = True
-        return numbers, repair_landmarks(raw, bad), bad, crops, outliers
-
-
-def _replace_outliers(crops, outliers: set[int]):
-    """`crops` with each outlier replaced by the frame before it (after it, for the first)."""
-    crops = list(crops)
-    for k in sorted(outliers):
-        crops[k] = crops[k - 1] if k > 0 else crops[k + 1]
-    return crops
-
-
-def _cropped(stream, crop, timer, outliers: set[int] = frozenset()):
-    """Pass 2 without a cache: decode and crop the frames again (outliers replaced as in pass 1)."""
-    previous, first_outlier = None, 0 in outliers
-    for k, (_, frame) in enumerate(timer.frames(stream)):
-        with timer("decode"):
-            face = crop.crop(frame)
-        if k == 0 and first_outlier:
-            continue  # the first frame is garbage: it becomes the second, sent twice below
-        if k == 1 and first_outlier:
+            face = None if segment < 0 else faces.segments[segment].crop(frame)
+        if held:
             yield face
-        if k in outliers:
+            previous, held = face, False
+        if k in replaced:
+            if k == 0 or faces.run[k - 1] != faces.run[k]:
+                held = True
+                continue
             face = previous
         previous = face
         yield face
@@ -323,16 +327,17 @@ def _mdmo_function(params: ExtractParams):
     return mdmo
 
 
-def _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out, report):
-    """Pass 2 over `crops` ((h, w) uint8 face crops, cached or decoded again): (T-1, 12, 2)
-    float32 MDMO; the flow (float16) is written to `flow_out` when given."""
+def _flow_and_mdmo(crops, landmarks, row_valid, params, options, timer, flow_out, report):
+    """Pass 2 over `crops` (per frame an (h, w) uint8 face crop, None without a face; cached or
+    decoded again): (T-1, 12, 2) float32 MDMO, computed run by run in batches that never cross
+    a row where `row_valid` (T-1,) is False (those rows stay 0); the flow (float16) is written
+    to `flow_out` when given."""
     from flowcore.flow import compute_flow
 
-    rows, batch, done = [], [], 0
+    features = np.zeros((len(landmarks) - 1, len(params.mdmo.roi_landmarks), 2), np.float32)
     device = options.device
 
-    def run(frames):
-        nonlocal done
+    def run(frames, start):
         with timer("flow"):
             stack = np.stack(frames)
             if device != "cpu":
@@ -342,31 +347,40 @@ def _flow_and_mdmo(crops, landmarks, params, options, timer, flow_out, report):
             flow = compute_flow(stack[:-1], stack[1:], params=params.tvl1,
                                 backend=params.flow_backend, device=device)
         with timer("mdmo"):
-            lm = landmarks[done + 1 : done + len(frames)]
+            lm = landmarks[start + 1 : start + len(frames)]
             if not isinstance(flow, np.ndarray):
                 import torch
 
                 lm = torch.from_numpy(lm).to(flow.device)
-            features = _mdmo_function(params)(flow, lm, params.mdmo)
-            if not isinstance(features, np.ndarray):
-                features = features.cpu().numpy()
-            rows.append(features)
+            rows = _mdmo_function(params)(flow, lm, params.mdmo)
+            if not isinstance(rows, np.ndarray):
+                rows = rows.cpu().numpy()
+            features[start : start + len(frames) - 1] = rows
         if flow_out is not None:
             with timer("write"):
                 flow16 = (flow.astype(np.float16) if isinstance(flow, np.ndarray)
                           else flow.half().cpu().numpy())  # halve the transfer from a GPU
-                flow_out[done : done + len(frames) - 1] = flow16
-        done += len(frames) - 1
-        report(done + 1)
+                flow_out[start : start + len(frames) - 1] = flow16
 
-    for face in crops:
+    batch, start, seen = [], 0, 0
+    for k, face in enumerate(crops):
+        seen = k + 1
+        if batch and not row_valid[k - 1]:  # the run ended
+            if len(batch) > 1:
+                run(batch, start)
+            batch = []
+        if face is None:
+            continue
+        if not batch:
+            start = k
         batch.append(face)
         if len(batch) == options.pairs_per_batch + 1:
-            run(batch)
-            batch = batch[-1:]
+            run(batch, start)
+            batch, start = batch[-1:], k
+            report(k + 1)
     if len(batch) > 1:
-        run(batch)
-    if done != len(landmarks) - 1:
-        raise RuntimeError(f"pass 2 read {done + 1} frames, pass 1 read {len(landmarks)}; the "
+        run(batch, start)
+    if seen != len(landmarks):
+        raise RuntimeError(f"pass 2 read {seen} frames, pass 1 read {len(landmarks)}; the "
                            f"frames changed during extraction")
-    return np.concatenate(rows).astype(np.float32)
+    return features

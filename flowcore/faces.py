@@ -1,29 +1,36 @@
-"""Face box, crop and per-frame landmarks with repair ("align to the first frame").
+"""Face boxes, crops and per-frame landmarks with repair.
 
-The face box is detected once (by default dlib's frontal detector; the largest face; other
-detectors plug in as a `FaceBackend`, see `face_backend`) on the first frame of a
-video, made square, grown by a margin and kept inside the frame; every frame of the video is
-cropped with that same box and optionally resized to `resize` x `resize` px. Landmarks (68, 2)
-float32 (x, y) are fitted on every cropped frame, in the crop's pixel grid (the grid the flow is
-computed on), inside the detected face box mapped into the crop.
+A video's face is tracked (flowcore/tracking.py): detected (by default dlib's frontal detector;
+other detectors plug in as a `FaceBackend`, see `face_backend`), then followed frame by frame
+while it stays where it was found. Each run of frames showing the face in one place (a
+*segment*) is cropped with one box: the detected face box made square, grown by a margin and
+kept inside the frame (`crop_for`), resized to `resize` x `resize` px, or, without `resize`, to
+the size of the video's first crop, so that every frame of a video shares one pixel grid.
+Landmarks (68, 2) float32 (x, y) are fitted on every cropped frame, in the crop's pixel grid
+(the grid the flow is computed on), inside the detected face box mapped into the crop.
+
+Several faces in a frame: `FaceParams.choose` picks one: "largest" (the widest box), "center"
+(the box whose centre is nearest the frame's), or "N" (0-based, the N-th face counted from the
+left by box centre).
 
 Repair: a frame's fit is flagged when it has non-finite points or points far outside the crop
 (a failed fit), or when it jumps: its mean point distance to the temporal median of the fits of
 frames k-2..k+2 exceeds `jump_tolerance` x the median's outer-eye-corner distance (landmarks 36,
 45). Flagged frames get landmarks linearly interpolated from the nearest good frames on each
-side (copied from the nearest good frame at the ends of the video).
+side (copied from the nearest good frame at the ends of the run). Repairs stay inside one
+segment: frames on the other side of a gap never lend their landmarks.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 
 import flowcore.landmarks as dlib_faces
-from flowcore.landmarks import FaceNotFoundError
+from flowcore.landmarks import FaceNotFoundError, box_iou
 
 OUTER_EYE_CORNERS = (36, 45)
 JUMP_WINDOW = 5  # frames in the temporal median a fit is compared with
@@ -35,37 +42,52 @@ class FaceParams:
 
     backend: str = "dlib"  # see `face_backend`: "dlib" or "package.module:object"
     margin: float = 0.1  # the square box grows by this fraction of its side on every side
-    resize: int | None = None  # px: crops resized to resize x resize (None: kept as cropped)
-    search_frames: int = 10  # frames tried, from the first, until a face is found
+    resize: int | None = None  # px: crops resized to resize x resize (None: the first crop's size)
     jump_tolerance: float = 0.15  # x outer-eye-corner distance (see the module docstring)
+    choose: str = "largest"  # which of several faces: "largest", "center" or "N" (see above)
+    keep_score: float = -0.5  # a tracked face stays while its quality is >= this (tracking.py)
+    redetect_every: int = 30  # frames: the whole frame is searched again this often
+    search_every: int = 8  # frames: while no face is tracked, whole frames are searched this often
 
     def __post_init__(self):
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
         if self.resize is not None and self.resize < 32:
             raise ValueError(f"resize must be at least 32 px, got {self.resize}")
-        if self.search_frames < 1:
-            raise ValueError(f"search_frames must be >= 1, got {self.search_frames}")
+        choose = str(self.choose)
+        if choose not in ("largest", "center") and not choose.isdigit():
+            raise ValueError(f"face choice must be largest, center or a face index 0, 1, ... "
+                             f"(counted from the left), got {self.choose!r}")
+        object.__setattr__(self, "choose", choose)
+        if self.redetect_every < 1 or self.search_every < 1:
+            raise ValueError(f"redetect_every and search_every must be >= 1 frame, got "
+                             f"{self.redetect_every} and {self.search_every}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaceParams":
+        """The inverse of `to_dict`; a store written before faces were tracked also holds
+        `search_frames` (frames searched for the first face), which tracking replaced."""
+        return cls(**{k: v for k, v in d.items() if k != "search_frames"})
+
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """Where the face is: `box` (left, top, right, bottom) int in frame pixels, right/bottom
-    exclusive, the region every frame is cropped to; `face` the detector's box in the crop's
-    (resized) grid, where landmarks are fitted; `size` (width, height) of the crop after resize."""
+    """Where the face is in one segment of a video: `box` (left, top, right, bottom) int in frame
+    pixels, right/bottom exclusive, the region its frames are cropped to; `face` the detector's
+    box in the crop's (resized) grid, where landmarks are fitted; `size` (width, height) of the
+    crop after resize; `detected` the detector's box in frame pixels (where the face is scored)."""
 
     box: tuple[int, int, int, int]
     face: tuple[int, int, int, int]
     size: tuple[int, int]
-    found_in_frame: int  # index (0-based, among kept frames) of the frame the face was found in
+    detected: tuple[int, int, int, int]
     backend: str = "dlib"  # the face backend that fits the landmarks
-    faces_found: int = 1  # faces detected in that frame (the largest is used)
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
-        """(H, W) uint8 frame -> (h, w) uint8 crop, resized when the params asked for it."""
+        """(H, W) uint8 frame -> (h, w) uint8 crop, resized to `size` when it differs."""
         import cv2
 
         left, top, right, bottom = self.box
@@ -84,7 +106,11 @@ class FaceBackend:
     fit_landmarks: ((h, w) uint8 gray, box) -> (68, 2) float32 (x, y) px.
     load: loads the models now (called once per video before timing starts; should cache).
     all_faces: optional, (H, W) uint8 gray -> every face's box, largest first (empty: none); lets
-        the extraction say that a frame held several faces and which one it took.
+        the extraction choose among several faces and say which it took.
+    face_score: optional, ((H, W) uint8 gray, box) -> float, how surely the face at `box` is
+        still there (NaN: not there); compared with FaceParams.keep_score, whose default suits
+        dlib's detector margin. Without it a tracked face is checked by a detection on the whole
+        frame (score 1.0 where a detection overlaps the box by IoU >= 0.5, else NaN): slower.
     """
 
     name: str
@@ -92,6 +118,23 @@ class FaceBackend:
     fit_landmarks: Callable
     load: Callable[[], None]
     all_faces: Callable | None = None
+    face_score: Callable | None = None
+
+    def detect(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Every face of `frame` (one at most without `all_faces`), largest first."""
+        if self.all_faces is not None:
+            return [tuple(int(v) for v in b) for b in self.all_faces(frame)]
+        try:
+            return [tuple(int(v) for v in self.largest_face(frame))]
+        except FaceNotFoundError:
+            return []
+
+    def score(self, frame: np.ndarray, box) -> float:
+        """`face_score`, or its slower stand-in (see the class docstring)."""
+        if self.face_score is not None:
+            return float(self.face_score(frame, box))
+        found = any(box_iou(b, box) >= 0.5 for b in self.detect(frame))
+        return 1.0 if found else float("nan")
 
 
 def _load_dlib() -> None:
@@ -100,7 +143,7 @@ def _load_dlib() -> None:
 
 
 DLIB = FaceBackend("dlib", dlib_faces.largest_face, dlib_faces.fit_landmarks, _load_dlib,
-                   dlib_faces.all_faces)
+                   dlib_faces.all_faces, dlib_faces.face_score)
 
 
 def face_backend(name: str) -> FaceBackend:
@@ -125,33 +168,29 @@ def load_models(params: "FaceParams") -> None:
     face_backend(params.backend).load()
 
 
-def face_crop(frames, params: FaceParams, video: str = "") -> FaceCrop:
-    """Find the face on the first of `frames` that has one (at most `search_frames` tried).
-
-    frames: iterable of (H, W) uint8 gray images. Raises FaceNotFoundError naming the video.
-    """
-    backend = face_backend(params.backend)
-    tried = 0
-    for index, frame in enumerate(frames):
-        if index >= params.search_frames:
-            break
-        tried += 1
-        if backend.all_faces is not None:
-            boxes = backend.all_faces(frame)
-            if not boxes:
-                continue
-            face, found = boxes[0], len(boxes)
-        else:
-            try:
-                face, found = backend.largest_face(frame), 1
-            except FaceNotFoundError:
-                continue
-        crop = _crop_for(face, frame.shape, params, index, params.backend)
-        return replace(crop, faces_found=found)
-    raise FaceNotFoundError(f"{video}: no face found in the first {tried} frame(s)")
+def choose_face(boxes, shape, choose: str):
+    """The box of `boxes` (largest first) that the rule `choose` picks (see the module
+    docstring) in a frame of `shape` (H, W); None when there is none (no face, or fewer faces
+    than the index asks for)."""
+    if not boxes:
+        return None
+    if choose == "largest":
+        return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    centre = lambda b: ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)  # noqa: E731
+    if choose == "center":
+        height, width = shape[:2]
+        return min(boxes, key=lambda b: np.hypot(centre(b)[0] - width / 2,
+                                                 centre(b)[1] - height / 2))
+    ordered = sorted(boxes, key=lambda b: centre(b)[0])
+    index = int(choose)
+    return ordered[index] if index < len(ordered) else None
 
 
-def _crop_for(face, shape, params: FaceParams, index: int, backend: str = "dlib") -> FaceCrop:
+def crop_for(face, shape, params: FaceParams, size: int | None = None,
+             backend: str = "dlib") -> FaceCrop:
+    """The crop of a face detected at `face` (frame px) in a frame of `shape` (H, W): square,
+    grown by the margin, shifted (never clipped) inside the frame, resized to `params.resize`,
+    else to `size` when given (a later segment takes its video's first crop size), else kept."""
     height, width = shape[:2]
     left, top, right, bottom = face
     side = max(right - left, bottom - top)
@@ -160,10 +199,10 @@ def _crop_for(face, shape, params: FaceParams, index: int, backend: str = "dlib"
     x0 = int(np.clip(round(cx - side / 2), 0, width - side))  # shifted inside, never clipped
     y0 = int(np.clip(round(cy - side / 2), 0, height - side))
     box = (x0, y0, x0 + side, y0 + side)
-    out = params.resize or side
+    out = params.resize or size or side
     scale = out / side
     mapped = tuple(int(round((v - o) * scale)) for v, o in zip(face, (x0, y0, x0, y0)))
-    return FaceCrop(box, mapped, (out, out), index, backend)
+    return FaceCrop(box, mapped, (out, out), tuple(int(v) for v in face), backend)
 
 
 def fit_frame(crop: np.ndarray, face_crop_: FaceCrop) -> np.ndarray:

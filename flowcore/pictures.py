@@ -86,7 +86,6 @@ def write_pictures(store_path: str | Path, out: str | Path, source, video_ids) -
     import cv2
     import zarr
 
-    from flowcore.faces import FaceCrop
     from flowcore.video import FrameStream
 
     root = zarr.open_group(str(store_path), mode="r")
@@ -101,9 +100,8 @@ def write_pictures(store_path: str | Path, out: str | Path, source, video_ids) -
         features = group["mdmo"][...]
         k = int(np.argmax(np.hypot(features[..., 0], features[..., 1]).sum(axis=1)))
         landmarks = group["landmarks"][...]
-        box = tuple(int(v) for v in group["face_box"][...])
-        size = tuple(dict(group.attrs).get("crop_size", (box[2] - box[0], box[3] - box[1])))
-        crop = FaceCrop(box, box, size, 0)
+        crop = stored_crop(group, k + 1)
+        box = crop.box
         frames = {}
         for number, frame in FrameStream(specs[video_id]):
             if number in (numbers[k], numbers[k + 1]):
@@ -127,20 +125,29 @@ def write_pictures(store_path: str | Path, out: str | Path, source, video_ids) -
     return written
 
 
+def stored_crop(group, k: int):
+    """The FaceCrop of kept frame `k` of a stored video's group: its `crop_box` (the first
+    run's `face_box` in a store from before faces were tracked, or for a frame without the
+    face), resized to the video's `crop_size`."""
+    from flowcore.faces import FaceCrop
+
+    box = tuple(int(v) for v in group["face_box"][...])
+    if "crop_box" in group and group["crop_box"][k][0] >= 0:
+        box = tuple(int(v) for v in group["crop_box"][k])
+    size = tuple(dict(group.attrs).get("crop_size", (box[2] - box[0], box[3] - box[1])))
+    return FaceCrop(box, box, size, box)
+
+
 def face_crops(store_path: str | Path, video_id: str, frame_numbers) -> dict[int, np.ndarray]:
     """Face crops (h, w) uint8 gray of the given ORIGINAL 1-based frame numbers of one stored
     video, cut and resized exactly as the extraction did (frames re-read from its `source`).
     Frame numbers that were not kept are answered with the nearest kept frame before them."""
     import zarr
 
-    from flowcore.faces import FaceCrop
     from flowcore.video import FrameStream, VideoSpec
 
     group = zarr.open_group(str(store_path), mode="r")[f"videos/{video_id}"]
     attrs = dict(group.attrs)
-    box = tuple(int(v) for v in group["face_box"][...])
-    size = tuple(attrs.get("crop_size", (box[2] - box[0], box[3] - box[1])))
-    crop = FaceCrop(box, box, size, 0)
     kept = group["frame_numbers"][...]
     wanted = {int(f): int(kept[max(np.searchsorted(kept, f, side="right") - 1, 0)])
               for f in frame_numbers}
@@ -153,9 +160,10 @@ def face_crops(store_path: str | Path, video_id: str, frame_numbers) -> dict[int
     )
     found: dict[int, np.ndarray] = {}
     needed = set(wanted.values())
+    index = {int(n): k for k, n in enumerate(kept)}
     for number, frame in FrameStream(spec):
         if number in needed:
-            found[number] = crop.crop(frame)
+            found[number] = stored_crop(group, index[number]).crop(frame)
             if len(found) == len(needed):
                 break
     return {f: found[k] for f, k in wanted.items() if k in found}

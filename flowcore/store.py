@@ -8,17 +8,32 @@ Layout:
   videos/<video_id>/
     mdmo           (T-1, 12, 2) float32   row k: motion kept frame k -> k+1, landmarks of k+1
     landmarks      (T, 68, 2) float32     (x, y) px in the crop's grid
-    face_box       (4,) int32             (left, top, right, bottom) in frame px, exclusive
+    face_box       (4,) int32             (left, top, right, bottom) in frame px, exclusive: the
+                                          crop box of the face's first run (see crop_box)
     frame_numbers  (T,) int32             ORIGINAL 1-based number of each kept frame
     flow           (T-1, 2, H, W) float16 optional: (dx, dy) px
     alignment      (T, 2, 3) float32      with --align: the similarity taking each crop onto
-                                          the first (flowcore/align.py); `landmarks` stay as
-                                          fitted on the unregistered crops
+                                          its run's first (flowcore/align.py); `landmarks`
+                                          stay as fitted on the unregistered crops
+    face_present   (T,) bool              the frame shows the tracked face (flowcore/tracking.py)
+    fit_quality    (T,) float32           the face's per-frame quality (dlib: the detector's
+                                          margin at the tracked box; NaN: nothing face-like)
+    crop_box       (T, 4) int32           each frame's crop box in frame px, -1 without a face
+    mdmo_valid     (T-1,) bool            row k was computed: frames k and k+1 show the face in
+                                          one crop; False rows hold 0 (never background motion)
     attrs: subject, video_id, fps (after subsampling), n_frames, subsample, source, device
            (what it was extracted on: cpu, cuda, cuda:N; not part of the parameters hash), timings,
            landmark_repairs, frame_repairs ({"missing", "corrupt", "outlier"}: original frame
-           numbers replaced by a neighbour), warnings (e.g. several faces), and `status` written
-           LAST: "complete", or "failed" with `error` and `stage`.
+           numbers replaced by a neighbour), warnings (e.g. several faces), notes (e.g. frames
+           without the face), no_face_frames ([first, last] original frame numbers of each
+           stretch without the face, those before the first and after the last kept frame
+           included), face_segments ([{first, last, crop_box}] of each run with the face),
+           face_choice, faces_in_view, searched_frames, source_fingerprint
+           (flowcore/fingerprint.py), and `status` written LAST: "complete", or "failed" with
+           `error` and `stage`.
+  Frames run from the face's first frame to its last; `landmarks` are NaN where there is no
+  face. Stores written before faces were tracked have none of face_present, fit_quality,
+  crop_box, mdmo_valid, no_face_frames: they mean no gap was recorded (every row valid).
 
 A video counts only when its status is "complete". Anything else found when a run starts
 (no status, "running", "failed", unreadable metadata after a kill) is deleted and redone.
@@ -53,7 +68,9 @@ VIDEOS = "videos"
 # dimension names saved with each array (lets xarray open a video group without this package)
 DIMENSIONS = {"mdmo": ("pair", "roi", "xy"), "landmarks": ("frame", "landmark", "xy"),
               "face_box": ("ltrb",), "frame_numbers": ("frame",),
-              "flow": ("pair", "component", "y", "x"), "alignment": ("frame", "row", "column")}
+              "flow": ("pair", "component", "y", "x"), "alignment": ("frame", "row", "column"),
+              "face_present": ("frame",), "fit_quality": ("frame",),
+              "crop_box": ("frame", "ltrb"), "mdmo_valid": ("pair",)}
 COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
 
 
@@ -126,6 +143,21 @@ class FeatureStore:
             return json.loads(meta.read_text()).get("attributes", {}).get("status")
         except (OSError, ValueError):
             return None
+
+    def fingerprint(self, video_id: str) -> dict | None:
+        """The source fingerprint recorded for a video (flowcore/fingerprint.py), or None."""
+        return self._video_attrs(video_id).get("source_fingerprint")
+
+    def source(self, video_id: str) -> str:
+        """Where a video's frames came from, as recorded ("" when not)."""
+        return str(self._video_attrs(video_id).get("source", ""))
+
+    def _video_attrs(self, video_id: str) -> dict:
+        meta = self.path / VIDEOS / video_id / "zarr.json"
+        try:
+            return json.loads(meta.read_text()).get("attributes", {})
+        except (OSError, ValueError):
+            return {}
 
     def statuses(self) -> dict[str, str | None]:
         folder = self.path / VIDEOS
@@ -214,7 +246,10 @@ def _differences(old: dict, new: dict, prefix: str = "") -> str:
 class VideoFeatures:
     """One video's features: `mdmo` (N, 12, 2) float32 pixels with N = T - 1 rows, and
     `frame_numbers` (T,) int64, the original 1-based frame number of each kept frame;
-    `device`: what it was extracted on ("" for stores from before videos recorded it)."""
+    `device`: what it was extracted on ("" for stores from before videos recorded it);
+    `valid` (N,) bool: the rows computed from two frames showing the face in one crop (the
+    others hold 0; None: all valid, a store from before faces were tracked); `no_face`: (first,
+    last) original frame numbers of each stretch without the face."""
 
     video_id: str
     subject: str
@@ -222,10 +257,25 @@ class VideoFeatures:
     mdmo: np.ndarray
     frame_numbers: np.ndarray
     device: str = ""
+    valid: np.ndarray | None = None
+    no_face: tuple[tuple[int, int], ...] = ()
 
     @property
     def n_rows(self) -> int:
         return int(self.mdmo.shape[0])
+
+    @property
+    def row_valid(self) -> np.ndarray:
+        """(N,) bool, True for every row of a video without gaps."""
+        return np.ones(self.n_rows, bool) if self.valid is None else self.valid
+
+    @property
+    def segments(self) -> list[tuple[int, int]]:
+        """(start, stop) rows, stop exclusive, of each run of valid rows: the stretches that
+        windows and proposals stay inside. [(0, N)] for a video without gaps."""
+        valid = self.row_valid
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], valid, [False]]).astype(np.int8)))
+        return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 @dataclass(frozen=True)
@@ -293,6 +343,8 @@ def load_features(path: str | Path) -> FeatureSet:
             mdmo=mdmo,
             frame_numbers=frames,
             device=str(va.get("device", "")),
+            valid=_row_validity(group, path, name, mdmo.shape[0]),
+            no_face=tuple((int(a), int(b)) for a, b in va.get("no_face_frames", [])),
         )
     if not videos:
         raise UserError(f"{path}: no complete video in the store")
@@ -304,6 +356,25 @@ def load_features(path: str | Path) -> FeatureSet:
         videos=videos,
         skipped=skipped,
     )
+
+
+def _row_validity(group, path: Path, name: str, n_rows: int) -> np.ndarray | None:
+    """The video's `mdmo_valid` (N,) bool, None when absent (a store from before faces were
+    tracked: no gap recorded)."""
+    if "mdmo_valid" not in group:
+        return None
+    valid = np.asarray(group["mdmo_valid"][...])
+    if valid.shape != (n_rows,) or valid.dtype != bool:
+        raise UserError(f"{path}: videos/{name}: mdmo_valid has shape {valid.shape} and dtype "
+                        f"{valid.dtype}, expected ({n_rows},) bool = one per mdmo row")
+    return valid
+
+
+def no_face_frames(path: str | Path) -> dict[str, list[tuple[int, int]]]:
+    """{video id: [(first, last), ...]}: the original frame numbers of each stretch without the
+    face, for every complete video of the store at `path` (empty lists for a store from before
+    faces were tracked: no gap recorded)."""
+    return {vid: list(v.no_face) for vid, v in load_features(path).videos.items()}
 
 
 def open_video(path: str | Path, video_id: str):

@@ -194,7 +194,7 @@ class FrameStream:
             self.frame_numbers = list(range(first, last + 1, self.spec.subsample))
         else:
             self._files = None
-            count = _video_frame_count(self.spec.path)
+            count = video_frame_count(self.spec.path)
             self.frame_numbers = list(range(1, count + 1, self.spec.subsample))
             if not self.frame_numbers:
                 raise FrameError(f"{self.spec.path}: the video holds no frames")
@@ -275,7 +275,8 @@ class FrameStream:
             self.frame_numbers = kept
 
 
-def _video_frame_count(path: Path) -> int:
+def video_frame_count(path: Path) -> int:
+    """Frames a video file holds: its container's count, or counted by reading frame headers."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))

@@ -26,19 +26,24 @@ from flowcore.errors import UserError
 
 
 def extract(source: str | Path, out: str | Path, params=None, *, backend: str | None = None,
-            resize: int | None = None, align: bool | None = None, device: str = "cpu",
+            resize: int | None = None, align: bool | None = None, face: str | None = None,
+            device: str = "cpu",
             workers: int | None = None,
             batch_size: int | None = None, videos: list[str] | None = None,
-            subjects_csv: str | Path | None = None, engine=None, progress=None):
+            subjects_csv: str | Path | None = None, engine=None, progress=None,
+            overwrite: bool = False):
     """Extract landmarks, TV-L1 flow and 12-ROI MDMO features of every video of `source` (a
     CAS(ME)^2 or SAMM-LV copy, a folder of video files, one video, a folder of frames, or
     `mespot synth` output) into the Zarr store `out` (created, or resumed); `mespot extract`.
 
     params: a flowcore.extract.ExtractParams (default: the defaults), with `backend` (flow
     backend), `resize` (face crops to N x N px) and `align` (True: register every crop to the
-    first frame before the flow, flowcore.align; False: off) applied when given. videos: only
+    first frame before the flow, flowcore.align; False: off) and `face` (which of several faces:
+    largest, center or N counted from the left) applied when given. videos: only
     these video ids. engine: a flowcore.ray_engine.RayEngine to extract on a Ray cluster.
-    progress: a flowcore.progress.ExtractionProgress (None: silent).
+    progress: a flowcore.progress.ExtractionProgress (None: silent). overwrite: extract again the
+    videos complete in `out` whose source frames differ from those recorded (a UserError naming
+    the first otherwise; those that match are still skipped).
     Returns the flowcore.batch.ExtractReport (`.failed` lists the videos that failed and why).
     """
     from flowcore.batch import run_extraction
@@ -52,6 +57,12 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
         params = dataclasses.replace(params, flow_backend=backend)
     if resize is not None:
         params = dataclasses.replace(params, faces=dataclasses.replace(params.faces, resize=resize))
+    if face is not None:
+        try:
+            faces = dataclasses.replace(params.faces, choose=face)
+        except ValueError as err:
+            raise UserError(f"--face: {err}") from None
+        params = dataclasses.replace(params, faces=faces)
     if align is not None:
         from flowcore.align import AlignParams
 
@@ -70,7 +81,7 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
         src = dataclasses.replace(src, videos=tuple(v for v in src.videos if v.video_id in videos))
     options = RunOptions(device=device, batch_size=batch_size)
     try:
-        return run_extraction(src, out, params, options, workers, progress, engine)
+        return run_extraction(src, out, params, options, workers, progress, engine, overwrite)
     except (StoreMismatchError, ValueError, ConnectionError) as err:  # Ray: cluster checks
         raise UserError(str(err)) from None
 
@@ -186,15 +197,17 @@ def report(run: str | Path, select: str | None = None, faces: list[str] | bool =
 class Spotted:
     """What `Spotter.spot` found in one video: `intervals` (video, type, onset, offset, apex,
     score; 1-based original frame numbers), `curves` (one row per feature row, indexed by its
-    1-based frame number; columns me_start ... mae_action: probabilities), the folder with
-    the features, the picture of the curves and prediction.json, and `applied`: what was
-    applied, in `mespot evaluate`'s words (by default its default)."""
+    1-based frame number; columns me_start ... mae_action: probabilities, NaN where the face
+    was missing), the folder with the features, the picture of the curves and prediction.json,
+    `applied`: what was applied, in `mespot evaluate`'s words (by default its default), and
+    `no_face`: the frames without the face, (first, last) stretches."""
 
     video_id: str
     intervals: object  # pandas.DataFrame
     curves: object  # pandas.DataFrame
     out: Path
     applied: str = ""
+    no_face: tuple = ()  # (first, last) frame numbers of each stretch without the face
 
 
 class Spotter:
@@ -252,4 +265,5 @@ class Spotter:
         curves = pd.DataFrame(
             found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")
         )
-        return Spotted(found.video_id, found.intervals, curves, out, self.trained.applied)
+        return Spotted(found.video_id, found.intervals, curves, out, self.trained.applied,
+                       found.no_face)

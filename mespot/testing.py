@@ -148,3 +148,56 @@ def write_subsampled_store(base: Path) -> Path:
         write_video(root, f"{subject}_v", subject, mdmo, frame_numbers)
     (base / "gt.csv").write_text("\n".join(lines) + "\n")
     return base
+
+
+# ---- scenes: faces that come and go ------------------------------------------------------------
+
+SCENE = (320, 200)  # (width, height) px of a scene frame
+FACE_PATCH = (149, 53, 296, 200)  # astronaut photo px: her face (dlib's box 179, 83, 266, 170)
+PATCH_FACE = (30, 30, 117, 117)  # that face's box inside the patch, patch px
+
+
+def _face_patch(scale: float) -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    gray = cv2.cvtColor(data.astronaut()[..., ::-1], cv2.COLOR_BGR2GRAY)
+    left, top, right, bottom = FACE_PATCH
+    patch = gray[top:bottom, left:right]
+    return patch if scale == 1 else cv2.resize(patch, None, fx=scale, fy=scale,
+                                               interpolation=cv2.INTER_AREA)
+
+
+def scene_frames(placements, size=SCENE) -> tuple[list[np.ndarray], list[list[tuple]]]:
+    """Frames of faces that come and go: per frame a list of (x, y, scale) placements of the
+    astronaut's face patch (its top-left corner at (x, y) px, any part outside the frame cut
+    off; scale 1: a face box of 87 px) over a smooth texture. Returns the (H, W) uint8 frames
+    and, per frame, the face boxes (left, top, right, bottom) of its placements in frame px."""
+    width, height = size
+    y, x = np.mgrid[:height, :width]
+    ground = (120 + 50 * np.sin(x / 11.0) * np.cos(y / 17.0)).astype(np.uint8)
+    patches: dict[float, np.ndarray] = {}
+    frames, boxes = [], []
+    for faces in placements:
+        frame = ground.copy()
+        here = []
+        for px, py, scale in faces:
+            patch = patches.setdefault(scale, _face_patch(scale))
+            h, w = patch.shape
+            x0, y0 = max(px, 0), max(py, 0)
+            x1, y1 = min(px + w, width), min(py + h, height)
+            if x1 > x0 and y1 > y0:
+                frame[y0:y1, x0:x1] = patch[y0 - py : y1 - py, x0 - px : x1 - px]
+            here.append(tuple(int(round(p + v * scale))
+                              for p, v in zip((px, py, px, py), PATCH_FACE)))
+        frames.append(frame)
+        boxes.append(here)
+    return frames, boxes
+
+
+def outside_fraction(box, size=SCENE) -> float:
+    """The fraction of a face box's area outside a frame of `size` (width, height)."""
+    width, height = size
+    left, top, right, bottom = box
+    inside = max(0, min(right, width) - max(left, 0)) * max(0, min(bottom, height) - max(top, 0))
+    return 1.0 - inside / ((right - left) * (bottom - top))

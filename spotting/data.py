@@ -51,8 +51,8 @@ def prepare(
     videos = list(features.videos.values())
     windows = build_windows(videos, targets, params)
     sums: dict = {}
-    for v in videos:
-        x = v.mdmo.reshape(-1, 2).astype(np.float64)
+    for v in videos:  # rows without a face (0, not motion) do not count
+        x = v.mdmo[v.row_valid].reshape(-1, 2).astype(np.float64)
         c, s, q = sums.get(v.subject, (0, np.zeros(2), np.zeros(2)))
         sums[v.subject] = (c + x.shape[0], s + x.sum(0), q + (x * x).sum(0))
     return Prepared(features, table, windows, tuple(table.issues) + tuple(target_issues), sums)

@@ -3,6 +3,7 @@ probability curves people look at.
 
 Shapes: windows x (W, L + 2C, 12, 2) float32 -> logits (W, 10, L) (channel layout in
 spotting/channels.py) -> per video (N, 10) float32 for its N feature rows -> curves (N, 8).
+Rows without a face (a gap: spotting/windows.py) have no logit: NaN, and so NaN curves.
 """
 
 from __future__ import annotations
@@ -44,16 +45,24 @@ def predict_logits(model: AUWGCN, x: torch.Tensor, context: int, batch: int = 25
 
 def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[str, np.ndarray]:
     """Window logits -> per video. `logits` (W', 10, L) float32 for the windows selected by `mask`
-    (W,) bool, in their order; returns {video id: (N, 10) float32 logits of the video's N rows}."""
+    (W,) bool, in their order; returns {video id: (N, 10) logits of the video's N rows}: each
+    row from the window whose central rows hold it inside its segment, NaN for rows of no
+    segment (the face was missing: no logit was computed there)."""
     videos, first = ws.video[mask], ws.first_row[mask]
     if len(logits) != len(videos):
         raise ValueError(f"{len(logits)} logits for {len(videos)} selected windows")
+    length = logits.shape[2]
+    context = (ws.valid.shape[1] - length) // 2
+    inside = ws.valid[mask][:, context : context + length]  # (W', L) central rows in a segment
+    rows = first[:, None] + np.arange(length)[None, :]
+    values = logits.transpose(0, 2, 1)  # (W', L, 10)
     out: dict[str, np.ndarray] = {}
     for v in np.unique(videos):
-        sel = np.flatnonzero(videos == v)
-        sel = sel[np.argsort(first[sel])]
-        rows = logits[sel].transpose(0, 2, 1).reshape(-1, logits.shape[1])
-        out[ws.video_ids[v]] = np.ascontiguousarray(rows[: ws.n_rows[v]])
+        sel = videos == v
+        video = np.full((ws.n_rows[v], logits.shape[1]), np.nan, logits.dtype)
+        keep = inside[sel]
+        video[rows[sel][keep]] = values[sel][keep]
+        out[ws.video_ids[v]] = video
     return out
 
 

@@ -229,8 +229,31 @@ def _log_data(log: "RunLog", prep: Prepared, run: RunFolder, folds: list[str], d
     if prep.features.skipped:
         log.line(f"{len(prep.features.skipped)} incomplete video(s) in the store skipped: "
                  + ", ".join(f"{k} ({v})" for k, v in prep.features.skipped.items()))
+    for line in unused_data_lines(prep):
+        log.line(line)
     log.line(f"{len(prep.windows)} windows from {len(prep.features.videos)} videos of "
              f"{len(prep.features.subjects)} subjects; {len(folds)} fold(s) on {dev}")
+
+
+def unused_data_lines(prep: Prepared) -> list[str]:
+    """What training does with the store's videos that have no annotation, and with the rows
+    of videos whose face was missing in some frames: one line each, [] when there are none."""
+    lines = []
+    annotated = set(prep.table.frame["video_id"])
+    bare = sorted(v for v in prep.features.videos if v not in annotated)
+    if bare:
+        lines.append(
+            f"{len(bare)} video(s) of the store have no annotation: {', '.join(bare)}. They give "
+            f"no training window (none holds an expression), count in their subject's feature "
+            f"normalisation, and are spotted when their subject is tested, where every interval "
+            f"found counts as a false positive; if one is a copy or has unannotated "
+            f"expressions, remove it from the store (or annotate it) and train again")
+    gaps = {k: v for k, v in prep.features.videos.items() if not v.row_valid.all()}
+    if gaps:
+        rows = sum(int((~v.row_valid).sum()) for v in gaps.values())
+        lines.append(f"{len(gaps)} video(s) lost frames without the face ({rows} feature rows in "
+                     f"all): {', '.join(sorted(gaps))}; no window spans those rows")
+    return lines
 
 
 def _train_folds(job: "FoldJob", run: RunFolder, todo, dev, log: "RunLog", workers, threads,

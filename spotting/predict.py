@@ -56,6 +56,8 @@ class Prediction:
     frames: np.ndarray  # (N,) 1-based original frame number of each row
     out: Path
     rows: pd.DataFrame | None = None  # the intervals in feature rows (video, subject, type, ...)
+    no_face: tuple = ()  # (first, last) frame numbers of each stretch without the face
+    warnings: tuple = ()  # the extraction's, e.g. which of several faces was taken
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    progress=None, proposals: str | None = None, trained: Trained | None = None,
                    allow_missing_folds: bool = False, flip: bool | None = None,
                    calibrate: bool | None = None,
-                   annotations: str | Path | None = None) -> Batch:
+                   annotations: str | Path | None = None, face: str | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
@@ -117,7 +119,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     by default what `mespot evaluate` applies by default). `backend`: another flow backend than
     the model's (the features then differ from the training ones). `annotations`: score the
     spotted intervals against them as `evaluate` counts (MEGC; OUT/metrics.json,
-    OUT/matches.csv, `Batch.metrics`)."""
+    OUT/matches.csv, `Batch.metrics`). `face`: which of several faces (largest, center or N
+    from the left; None: the training store's choice)."""
     path, model, out = Path(path), Path(model), Path(out)
     _check_inputs(path, model, out, fps, device)
     if annotations is not None and not Path(annotations).is_file():
@@ -134,15 +137,17 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                                flip=flip, preset=preset, proposals=proposals)
     subsample = _one_subsample(path, source.videos, trained.fps)
     params, options, extraction = extraction_setup(trained.params, subsample, backend, device)
-    report = _extract(source, out, params, options, progress)
+    report = _extract(source, out, _with_face(params, face), options, progress)
+    _check_extracted(report)
     features = load_features(out / "features.zarr")
     several = len(source.videos) > 1
     predictions = []
+    said = {r.video_id: tuple(r.warnings) for r in report.results}
     for spec in source.videos:
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
-            predictions.append(spot_features(features.videos[spec.video_id], trained, device,
-                                             curves_png, out))
+            found = spot_features(features.videos[spec.video_id], trained, device, curves_png, out)
+            predictions.append(replace(found, warnings=said.get(spec.video_id, ())))
     spotted = [features.videos[p.video_id] for p in predictions]
     batch = Batch(predictions, list(report.failed), out, trained, extraction,
                   length_note=trained.length_note(spotted))
@@ -172,7 +177,9 @@ def _write_json(batch: Batch, path: Path, subsample: int) -> None:
         "videos": [p.video_id for p in batch.predictions],
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
                    for r in batch.failed],
-        "frame_numbers": "1-based, the video's original numbering"}, indent=1))
+        "frame_numbers": "1-based, the video's original numbering",
+        "no_face": {p.video_id: [list(r) for r in p.no_face] for p in batch.predictions}},
+        indent=1))
 
 
 def _scored(batch: Batch, annotations: Path) -> Batch:
@@ -205,6 +212,23 @@ def _as_evaluate(t: Trained) -> str:
     return (f"each fold as `mespot evaluate`'s options apply it, the {len(t.models)} folds "
             f"together (their logits averaged, rules combined per type by the median); "
             f"docs/quality.md measures this on subjects no fold saw")
+
+
+def _check_extracted(report) -> None:
+    """UserError saying why, when no video could be extracted (e.g. no face in any frame)."""
+    if report.results and len(report.failed) == len(report.results):
+        raise UserError("; ".join(f"{r.video_id}: feature extraction failed at {r.stage}: "
+                                  f"{r.error}" for r in report.failed[:3]))
+
+
+def _with_face(params, face: str | None):
+    """`params` choosing `face` of several (largest, center or N); UserError if it names none."""
+    if face is None:
+        return params
+    try:
+        return replace(params, faces=replace(params.faces, choose=face))
+    except ValueError as err:
+        raise UserError(f"--face: {err}") from None
 
 
 def _check_inputs(path: Path, model: Path, out: Path, fps: float | None, device: str) -> None:
@@ -310,7 +334,7 @@ def spot_features(video, trained: Trained, device, curves_png: Path, out: Path) 
     frames = video.frame_numbers[: video.n_rows]
     curves_png.parent.mkdir(parents=True, exist_ok=True)
     _plot(video.video_id, curves, frames, intervals, curves_png)
-    return Prediction(video.video_id, intervals, curves, frames, out, rows)
+    return Prediction(video.video_id, intervals, curves, frames, out, rows, no_face=video.no_face)
 
 
 def _plot(video_id: str, curves: np.ndarray, frames: np.ndarray, intervals: pd.DataFrame,

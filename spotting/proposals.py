@@ -3,6 +3,8 @@
 Input per video: logits (N, 10) float32 for its N feature rows (channels as in spotting/model.py:
 0-2 ME start/end/none, 3-5 MaE start/end/none, 6 ME apex, 7 MaE apex, 8-9 action). The video is
 cut into windows of L = 256 rows, as the network saw it; every search stays inside its window.
+Rows without a face hold NaN logits (spotting/inference.py): the rows between are segments,
+each cut into windows from its first row, so no proposal spans a gap.
 
 Per window and type:
 - apex candidates: rows w with sigmoid(apex) > 0.5;
@@ -134,15 +136,31 @@ def _as_text_reads_back(p: np.ndarray) -> np.ndarray:
     )
 
 
+def segment_bounds(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) (N,) int64: the first and last row of each row's segment, the run of rows
+    with finite logits it lies in (spotting/windows.py); meaningless for NaN rows."""
+    finite = np.isfinite(np.asarray(logits)).all(axis=1)
+    rows = np.arange(len(finite))
+    starts = finite & ~np.concatenate([[False], finite[:-1]])
+    ends = finite & ~np.concatenate([finite[1:], [False]])
+    first = np.maximum.accumulate(np.where(starts, rows, 0)) if len(rows) else rows
+    last = np.minimum.accumulate(np.where(ends, rows, len(rows))[::-1])[::-1] if len(rows) else rows
+    return first, last
+
+
 def candidates(
     logits: np.ndarray, kind: str, params: ProposalParams = ProposalParams()
 ) -> pd.DataFrame:
-    """All proposals of one type before NMS, columns type, start, apex, end, score (rows)."""
+    """All proposals of one type before NMS, columns type, start, apex, end, score (rows).
+    Rows with NaN logits (no face) are never candidates, and no search crosses them: the
+    windows are laid from each segment's first row, as spotting/windows.py cut them."""
     p_start, p_end, p_apex = probabilities(logits, kind, params.variant)
-    n = p_start.shape[0]
-    apex = np.flatnonzero(p_apex > params.apex_threshold)
-    first = (apex // params.window) * params.window  # first row of each candidate's window
-    last = np.minimum(first + params.window - 1, n - 1)
+    apex = np.flatnonzero(p_apex > params.apex_threshold)  # NaN compares False
+    seg_first, seg_last = segment_bounds(logits)
+    seg_first, seg_last = seg_first[apex], seg_last[apex]
+    # first row of each candidate's window, counted from its segment's first row
+    first = seg_first + ((apex - seg_first) // params.window) * params.window
+    last = np.minimum(first + params.window - 1, seg_last)
     dmin, dmax = params.distance(kind)
     steps = np.arange(dmin, dmax + 1)
     start_steps = steps if params.variant == "reference" else steps[::-1]  # argmax: first of a tie

@@ -13,6 +13,12 @@ Conventions
 Windows: L = 256 central rows plus C = 7 rows of context on each side; window i of a video covers
 rows [iL - C, (i+1)L + C - 1], zero outside the video; ceil(N / L) windows per video. Targets
 cover the central L rows; rows past the video's end are "none" / 0.
+
+Gaps: a video whose face was missing in some frames (flowcore.store: `mdmo_valid`) is cut into
+its segments, the runs of valid rows (`VideoFeatures.segments`), and each segment into windows
+as if it were a video of its own, starting at the segment's first row: no window spans a gap,
+rows outside the segment are zero and "none" like the padding past a video's end. A video
+without gaps is one segment: the windows above.
 """
 
 from __future__ import annotations
@@ -210,7 +216,8 @@ class WindowSet:
     """All windows of a set of videos, built once.
 
     x          (W, L + 2C, 12, 2) float32  raw MDMO features (pixels), 0 outside the video
-    valid      (W, L + 2C) bool            True where the row lies inside the video
+    valid      (W, L + 2C) bool            True where the row lies inside the window's segment
+                                           (the video, for a video without gaps)
     start_end  (W, 2, L) int64             classes of the central rows (0 start, 1 end, 2 none)
     apex       (W, 2, L) float32
     action     (W, 2, L) float32
@@ -248,33 +255,34 @@ def build_windows(
     targets: dict[str, VideoTargets],
     params: WindowParams = WindowParams(),
 ) -> WindowSet:
-    """Cut every video into ceil(N / L) windows (vectorised per video; see the module docstring)."""
+    """Cut every segment of every video into ceil(n / L) windows (vectorised per segment; see the
+    module docstring)."""
     L, C = params.length, params.context
     xs, valids, ses, apexes, actions, vids, firsts = [], [], [], [], [], [], []
     for index, v in enumerate(videos):
-        n = v.n_rows
-        n_win = -(-n // L)
-        if n_win == 0:
-            continue
-        padded_len = n_win * L + 2 * C
-        x = np.zeros((padded_len, 12, 2), np.float32)
-        x[C : C + n] = v.mdmo
-        valid = np.zeros(padded_len, bool)
-        valid[C : C + n] = True
-        starts = np.arange(n_win) * L  # window i starts at padded row i*L = video row i*L - C
-        take = starts[:, None] + np.arange(L + 2 * C)[None, :]
-        xs.append(x[take])
-        valids.append(valid[take])
         tg = targets[v.video_id]
-        se = np.full((2, n_win * L), NONE, np.int64)
-        ap = np.zeros((2, n_win * L), np.float32)
-        ac = np.zeros((2, n_win * L), np.float32)
-        se[:, :n], ap[:, :n], ac[:, :n] = tg.start_end, tg.apex, tg.action
-        ses.append(se.reshape(2, n_win, L).transpose(1, 0, 2))
-        apexes.append(ap.reshape(2, n_win, L).transpose(1, 0, 2))
-        actions.append(ac.reshape(2, n_win, L).transpose(1, 0, 2))
-        vids.append(np.full(n_win, index, np.int64))
-        firsts.append(starts)
+        for start, stop in v.segments:
+            n = stop - start
+            n_win = -(-n // L)
+            padded_len = n_win * L + 2 * C
+            x = np.zeros((padded_len, 12, 2), np.float32)
+            x[C : C + n] = v.mdmo[start:stop]
+            valid = np.zeros(padded_len, bool)
+            valid[C : C + n] = True
+            starts = np.arange(n_win) * L  # window i starts at padded row i*L = row i*L - C
+            take = starts[:, None] + np.arange(L + 2 * C)[None, :]
+            xs.append(x[take])
+            valids.append(valid[take])
+            se = np.full((2, n_win * L), NONE, np.int64)
+            ap = np.zeros((2, n_win * L), np.float32)
+            ac = np.zeros((2, n_win * L), np.float32)
+            se[:, :n] = tg.start_end[:, start:stop]
+            ap[:, :n], ac[:, :n] = tg.apex[:, start:stop], tg.action[:, start:stop]
+            ses.append(se.reshape(2, n_win, L).transpose(1, 0, 2))
+            apexes.append(ap.reshape(2, n_win, L).transpose(1, 0, 2))
+            actions.append(ac.reshape(2, n_win, L).transpose(1, 0, 2))
+            vids.append(np.full(n_win, index, np.int64))
+            firsts.append(start + starts)
     if not xs:
         raise ValueError("no video has a feature row")
     return WindowSet(

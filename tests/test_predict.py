@@ -312,3 +312,69 @@ def test_a_flow_backend_that_cannot_run_here_is_one_clear_line(trained, tmp_path
     code = main(["predict", str(frames), "--model", str(trained["run"]), "--out",
                  str(tmp_path / "p"), "--backend", "nope", "-q"])
     assert code == 2 and "unknown flow backend 'nope'" in capsys.readouterr().err
+
+
+def _with_faceless_frames(source: Path, out: Path, faceless) -> Path:
+    """A copy of the frame folder `source` whose frames `faceless` (1-based) show no face."""
+    out.mkdir(parents=True)
+    for path in sorted(source.glob("*.jpg")):
+        image = cv2.imread(str(path))
+        if int(path.stem[3:]) in faceless:
+            image = cv2.GaussianBlur(image, (0, 0), 25)  # the face blurred beyond recognition
+        cv2.imwrite(str(out / path.name), image)
+    return out
+
+
+@pytest.mark.slow
+def test_predict_says_where_the_face_was_missing_and_spots_nothing_there(
+        trained, trained_windows, tmp_path, capsys):
+    source = trained["data"] / "rawpic" / "s16" / "16_0101disgustingteeth"
+    clip = _with_faceless_frames(source, tmp_path / "clip" / "16_0101gap",
+                                 set(range(1, 6)) | set(range(21, 36)))
+    assert main(["predict", str(clip), "--model", str(trained_windows), "--out",
+                 str(tmp_path / "out"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "16_0101gap: no face in frames 1-5, 21-35 (nothing spotted there)" in out
+    meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert meta["no_face"] == {"16_0101gap": [[1, 5], [21, 35]]}
+    table = pd.read_csv(tmp_path / "out" / "intervals.csv")
+    assert ((table["offset"] < 21) | (table["onset"] > 35)).all()  # none spans the gap
+    result = predict_video(clip, trained_windows, tmp_path / "out")  # its features resumed
+    assert result.frames[0] == 6  # the video starts where the face first is
+    gap = (result.frames >= 20) & (result.frames <= 35)  # rows touching frames 21..35
+    assert np.isnan(result.curves[gap]).all() and np.isfinite(result.curves[~gap]).all()
+
+
+@pytest.mark.slow
+def test_predict_a_clip_without_a_face_says_so(trained, tmp_path, capsys):
+    source = trained["data"] / "rawpic" / "s16" / "16_0101disgustingteeth"
+    clip = _with_faceless_frames(source, tmp_path / "nobody", set(range(1, 61)))
+    assert main(["predict", str(clip), "--model", str(trained["run"]), "--out",
+                 str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "no face found in nobody (searched 9 frames of its 60" in err
+
+
+@pytest.mark.slow
+def test_predict_states_which_face_and_face_chooses(trained, tmp_path, capsys):
+    import zarr
+
+    source = trained["data"] / "rawpic" / "s16" / "16_0101disgustingteeth"
+    clip = tmp_path / "two" / "16_0101two"
+    clip.mkdir(parents=True)
+    for path in sorted(source.glob("*.jpg"))[:20]:
+        image = cv2.imread(str(path))
+        side = image.shape[0]
+        wide = np.full((side, 2 * side, 3), 128, np.uint8)
+        wide[:, :side] = image  # the subject on the left, a smaller second face on the right
+        small = cv2.resize(image, (side * 3 // 4, side * 3 // 4))
+        top, left = side // 8, side + side // 8
+        wide[top : top + small.shape[0], left : left + small.shape[1]] = small
+        cv2.imwrite(str(clip / path.name), wide)
+    assert main(["predict", str(clip), "--model", str(trained["run"]), "--out",
+                 str(tmp_path / "out"), "-q", "--face", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: 16_0101two: 2 faces in frame 1; face 1 from the left was taken" in out
+    box = zarr.open_group(str(tmp_path / "out" / "features.zarr"), mode="r")[
+        "videos/16_0101two/face_box"][...]
+    assert box[0] >= side  # the right-hand face

@@ -49,6 +49,8 @@ def _summary_table(report) -> None:
             console.print(f"{r.video_id}: frames repaired (replaced by a neighbour): {listed}",
                           markup=False, highlight=False)
     for r in report.results:
+        for note in r.notes:  # e.g. frames without the face (also in the store's attributes)
+            console.print(f"note: {r.video_id}: {note}", markup=False, highlight=False)
         for warning in r.warnings:
             console.print(f"warning: {r.video_id}: {warning}", markup=False, highlight=False)
     for warning in report.warnings:
@@ -59,7 +61,7 @@ def _summary_table(report) -> None:
 # flag -> key in ExtractParams.to_dict() ("faces.resize": key resize of section faces)
 _FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
               "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
-              "face_backend": "faces.backend", "align": "align"}
+              "face_backend": "faces.backend", "face": "faces.choose", "align": "align"}
 
 
 def extract_params(ctx, config: Path | None, flags: dict):
@@ -95,16 +97,14 @@ def extract_command(
                                 "flowcore.flow.available_backends())."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: one "
-                                          "per CPU core on the CPU, 8 sharing a GPU); with "
-                                          "--engine ray, the most tasks at once (default: as "
-                                          "many as the cluster fits)."),
+                                          "per CPU core, 8 sharing a GPU); with --engine ray, "
+                                          "the most tasks at once (default: as the cluster fits)."),
     engine: str = typer.Option("local", "--engine", help="'local': processes on this machine; "
                                "'ray': one Ray task per video on a Ray cluster (pip install "
                                "\"mespot[ray]\"; see docs/cluster.md)."),
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: 'auto' "
-                                          "(the cluster `ray start` made on this machine) or "
-                                          "HOST:PORT of its head; default: RAY_ADDRESS or "
-                                          "a cluster running here, else Ray started here."),
+                                          "(the cluster `ray start` made here) or HOST:PORT of "
+                                          "its head; default: RAY_ADDRESS, else Ray here."),
     gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", help="With --engine "
                                                   "ray: GPUs per video task (a fraction shares "
                                                   "one GPU; default 0.125 with --device cuda)."),
@@ -116,13 +116,14 @@ def extract_command(
     face_backend: str = typer.Option("dlib", "--face-backend", help="'dlib', or "
                                      "'package.module:object' naming a flowcore.faces."
                                      "FaceBackend (your own detector and landmarks)."),
+    face: str = typer.Option("largest", "--face", help="Of several faces: largest, center or N "
+                             "(0-based, from the left); the choice is stated."),
     compat: bool = typer.Option(False, "--compat", help="Reproduce the reference's 8-bit "
                                 "flow and cartToPolar angles (features in '20 px' units)."),
     save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
                                    "(float16; large)."),
-    align: bool = typer.Option(False, "--align", help="Register every face crop to the first "
-                               "frame (similarity transform from eye corners and nose bridge, "
-                               "smoothed over time) before the flow; a store parameter."),
+    align: bool = typer.Option(False, "--align", help="Register every face crop to its run's first "
+                               "frame (similarity from eye corners and nose bridge) first."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frame pairs per flow "
                                              "call (default: 16 on the CPU, 128 on a GPU)."),
     video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids "
@@ -130,36 +131,38 @@ def extract_command(
     subjects_csv: Optional[Path] = typer.Option(None, "--subjects-csv", help="For a folder "
                                                 "of videos: CSV with columns video,subject."),
     pictures: Optional[Path] = typer.Option(None, "--pictures", help="Write one picture per "
-                                            "video of the store into this folder (box, "
-                                            "landmarks, ROIs, flow)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML (or JSON) file "
-                                          "of extraction parameters, keys as in a store's "
-                                          "`params` attribute: flow_backend, tvl1 (tau, "
-                                          "lambda_, theta, n_scales, n_warps, ...), faces, rois, "
-                                          "subsample, compat, save_flow. Flags given win."),
+                                            "video into this folder (box, landmarks, ROIs, flow)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML (or JSON) file of "
+                                          "extraction parameters, keys as in a store's `params` "
+                                          "(flow_backend, tvl1, faces, rois, subsample, compat, "
+                                          "save_flow). Flags given win."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Extract again the complete videos "
+                                   "whose source frames changed (refused otherwise)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Extract landmarks, TV-L1 flow and 12-ROI MDMO features into a Zarr store.
 
-    Resumes by default: videos already complete in --out are skipped, the others are redone; a
-    store made with other parameters is refused. A video that fails (no face, unreadable
-    frames, ...) is recorded in the store with its stage and error while the others go on.
+    Resumes: videos complete in --out and extracted from the same frames are skipped, the others
+    redone; a store of other parameters, or of other frames (see --overwrite), is refused.
+    Copies (identical frames; names with _old, copy, (1), .bak) are warned of. The face is
+    tracked: frames without it are marked and said, and no feature spans them. A video that
+    fails (no face, unreadable frames) is recorded with its stage and error; the others go on.
     Exit code 0 when every video is complete, 1 when some failed, 2 for a usage error.
     """
     from flowcore.batch import ExtractionInterrupted
     from mespot.api import extract
     from mespot.progress import RichProgress
 
-    # the engine's flags first
     runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")
     flags = {"flow_backend": backend, "subsample": subsample, "compat": compat,
              "save_flow": save_flow, "align": True if align else None,
-             "faces": {"resize": resize, "margin": margin, "backend": face_backend}}
+             "faces": {"resize": resize, "margin": margin, "backend": face_backend,
+                       "choose": face}}
     try:
         report = extract(source, out, extract_params(ctx, config, flags), device=device,
                          workers=workers, batch_size=batch_size, videos=video,
                          subjects_csv=subjects_csv, engine=runner,
-                         progress=RichProgress(enabled=not quiet))
+                         progress=RichProgress(enabled=not quiet), overwrite=overwrite)
     except ExtractionInterrupted as stop:  # Ctrl-C: say what was saved, exit 130
         typer.echo(f"interrupted: {stop}", err=True)
         raise typer.Exit(130) from None

@@ -198,6 +198,9 @@ def predict_command(
         None, "--annotations", "-a", help="Score the spotted intervals against these "
         "annotations (a workbook or CSV, as `mespot train -a`), counted as `mespot evaluate` "
         "counts (MEGC): OUT/metrics.json, OUT/matches.csv."),
+    face: Optional[str] = typer.Option(
+        None, "--face", help="Of several faces: largest, center or N (0-based, from the left) "
+        "[default: as the run's training store was extracted]."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -218,7 +221,7 @@ def predict_command(
                            device=device, backend=backend, proposals=proposals,
                            progress=RichProgress(enabled=not quiet),
                            allow_missing_folds=allow_missing_folds, flip=flip,
-                           calibrate=calibrate, annotations=annotations)
+                           calibrate=calibrate, annotations=annotations, face=face)
     _show_predictions(batch, out)
 
 
@@ -252,6 +255,12 @@ def _show_predictions(batch, out: Path) -> None:
             f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
             f"macro-expressions spotted"
         )
+    for result in batch.predictions:  # nothing can be spotted where the face was missing
+        for warning in result.warnings:
+            typer.echo(f"warning: {result.video_id}: {warning}")
+        if result.no_face:
+            stretches = ", ".join(f"{a}-{b}" for a, b in result.no_face)
+            typer.echo(f"{result.video_id}: no face in frames {stretches} (nothing spotted there)")
     if len(batch.predictions) == 1:
         table = batch.predictions[0].intervals
         typer.echo(table.to_string(index=False) if len(table) else "(none)")
