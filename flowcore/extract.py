@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from flowcore import testhooks
 from flowcore.align import AlignParams, register
 from flowcore.faces import (FaceParams, face_crop, fit_frame, flag_bad_fits, load_models,
                             repair_landmarks)
@@ -206,6 +207,7 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
 
         stage = "flow"
         group = store.begin(spec.video_id, attrs)
+        testhooks.gate(f"extract-{spec.video_id}")  # a test may hold the video here
         flow_out = (store.create_flow(group, len(numbers) - 1, crop.size[1], crop.size[0])
                     if params.save_flow else None)
         if crops is None:  # not cached: decode again

@@ -27,13 +27,38 @@ def synth_small_samm(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def gates(tmp_path_factory):
+    """Gates (tests/waiting.py) in a folder of their own, nothing held yet; opened at the end,
+    so no work of a failed test stays held."""
+    from waiting import Gates
+
+    made = Gates(tmp_path_factory.mktemp("gates"))
+    yield made
+    made.open_all()
+
+
 @pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray instance with 2 CPUs, shared by one module's tests (the engines use it)."""
+def ray_gates(tmp_path_factory):
+    """The gates of `local_ray`'s workers (its tasks see this folder), nothing held yet."""
+    from waiting import Gates
+
+    made = Gates(tmp_path_factory.mktemp("ray-gates"))
+    yield made
+    made.open_all()
+
+
+@pytest.fixture(scope="module")
+def local_ray(ray_gates):
+    """A local Ray instance with 2 CPUs, shared by one module's tests (the engines use it); its
+    tasks see the gates of `ray_gates`."""
+    from flowcore.testhooks import ENVIRONMENT
+
     ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "mespot[ray]"')
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
+                 logging_level="WARNING",
+                 runtime_env={"env_vars": {ENVIRONMENT: str(ray_gates.folder)}})
     except Exception as err:  # e.g. a sandbox without loopback networking
         pytest.skip(f"Ray cannot start here: {type(err).__name__}: {err}")
     yield ray

@@ -18,6 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
+from flowcore import testhooks
 from flowcore.errors import UserError
 from mespot.service import tasks
 from mespot.service.config import HEARTBEAT_S, PROGRESS_EVERY_S, from_json
@@ -103,6 +104,7 @@ def run_job(home: Path, job_id: int, owner: str, slot: dict) -> int:
     ctx.log(f"runner {os.getpid()} on {slot['name']} ({slot['device']}, {slot['cores']} core(s)), "
             f"attempt {job.attempts}")
     threading.Thread(target=ctx.heartbeat_forever, daemon=True).start()
+    testhooks.gate(f"job-{job_id}")  # a test may hold the job here
     try:
         outcome = tasks.run(job.kind, job.params, ctx)
     except tasks.JobCancelled as stop:
