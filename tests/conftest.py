@@ -39,26 +39,27 @@ def gates(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_gates(tmp_path_factory):
-    """The gates of `local_ray`'s workers (its tasks see this folder), nothing held yet."""
+def module_gates(tmp_path_factory):
+    """Gates shared by one module's tests, for work started once per module (`local_ray`'s
+    workers, a module's server); nothing held yet. A test that holds opens them at its end."""
     from waiting import Gates
 
-    made = Gates(tmp_path_factory.mktemp("ray-gates"))
+    made = Gates(tmp_path_factory.mktemp("module-gates"))
     yield made
     made.open_all()
 
 
 @pytest.fixture(scope="module")
-def local_ray(ray_gates):
+def local_ray(module_gates):
     """A local Ray instance with 2 CPUs, shared by one module's tests (the engines use it); its
-    tasks see the gates of `ray_gates`."""
+    tasks see the gates of `module_gates`."""
     from flowcore.testhooks import ENVIRONMENT
 
     ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "mespot[ray]"')
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING",
-                 runtime_env={"env_vars": {ENVIRONMENT: str(ray_gates.folder)}})
+                 runtime_env={"env_vars": {ENVIRONMENT: str(module_gates.folder)}})
     except Exception as err:  # e.g. a sandbox without loopback networking
         pytest.skip(f"Ray cannot start here: {type(err).__name__}: {err}")
     yield ray
