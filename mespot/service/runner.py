@@ -87,8 +87,8 @@ class RunnerContext(tasks.Context):
             held, cancel = self.store.heartbeat(self.job_id, self.owner, self.lease_s, now - last)
             last = now
             if cancel and not self._cancel.is_set():
+                self._cancel.set()  # before the log line: a reader of the log may rely on it
                 self.log("cancel requested: stopping at the next video or epoch")
-                self._cancel.set()
             if not held:
                 self.log("lease lost (the server gave the job to another runner): stopping")
                 os._exit(4)
