@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if hog is not None:
                 stop_load(hog)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
     failures = sum(t["failed"] for m in record["modes"].values() for t in m["tests"].values())
     print(f"written: {args.out} ({failures} failure(s) in all)")
     return 1 if failures else 0
