@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 DEMO   ?= runs/demo
 PRETRAIN ?= runs/pretrain
 
-.PHONY: install test test-fast demo pretrained docs-images clean
+.PHONY: install test test-fast stress demo pretrained docs-images clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# The process and timing tests many times, without and with every core loaded (hours on 2
+# cores; not part of `make test`): counts in benchmarks/results/test_stress.json.
+stress: install
+	$(BIN)/python tests/stress.py
 
 # The main job on synthetic data: generate -> extract -> train (LOSO) -> evaluate + report, then
 # `mespot predict` on a subject the run never saw (rendered with another seed), scored.

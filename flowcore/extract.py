@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from flowcore import testhooks
 from flowcore.align import AlignParams, register_runs
 from flowcore.faces import FaceParams, load_models
 from flowcore.fingerprint import same_frames, source_fingerprint
@@ -214,6 +215,7 @@ def _extract_video(spec, params, store, options, progress) -> VideoResult:
 
         stage = "flow"  # pass 2: flow and MDMO, run by run
         group = store.begin(spec.video_id, attrs)
+        testhooks.gate(f"extract-{spec.video_id}")  # a test may hold the video here
         size = faces.segments[0].size
         flow_out = (store.create_flow(group, len(faces.numbers) - 1, size[1], size[0])
                     if params.save_flow else None)

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from flowcore import testhooks
 from flowcore.errors import UserError
 from spotting.augment import mirror_batch, mirror_normalised
 from spotting.config import RunConfig, TrainParams
@@ -232,6 +233,7 @@ def train_fold(
                 progress(done, loss_value)
             if on_epoch_end is not None:
                 on_epoch_end(done)
+            testhooks.gate(f"train-{test_subject}{'-inner' if exclude else ''}-epoch-{done}")
     finally:
         if writer is not None:
             writer.close()

@@ -27,13 +27,39 @@ def synth_small_samm(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def gates(tmp_path_factory):
+    """Gates (tests/waiting.py) in a folder of their own, nothing held yet; opened at the end,
+    so no work of a failed test stays held."""
+    from waiting import Gates
+
+    made = Gates(tmp_path_factory.mktemp("gates"))
+    yield made
+    made.open_all()
+
+
 @pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray instance with 2 CPUs, shared by one module's tests (the engines use it)."""
+def module_gates(tmp_path_factory):
+    """Gates shared by one module's tests, for work started once per module (`local_ray`'s
+    workers, a module's server); nothing held yet. A test that holds opens them at its end."""
+    from waiting import Gates
+
+    made = Gates(tmp_path_factory.mktemp("module-gates"))
+    yield made
+    made.open_all()
+
+
+@pytest.fixture(scope="module")
+def local_ray(module_gates):
+    """A local Ray instance with 2 CPUs, shared by one module's tests (the engines use it); its
+    tasks see the gates of `module_gates`."""
+    from flowcore.testhooks import ENVIRONMENT
+
     ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "mespot[ray]"')
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
+                 logging_level="WARNING",
+                 runtime_env={"env_vars": {ENVIRONMENT: str(module_gates.folder)}})
     except Exception as err:  # e.g. a sandbox without loopback networking
         pytest.skip(f"Ray cannot start here: {type(err).__name__}: {err}")
     yield ray

@@ -1,21 +1,23 @@
 """Kill a running `mespot extract` (SIGKILL, worker processes included) and rerun it: the store
-equals an uninterrupted in-process run bit for bit, and no unfinished video is ever "complete"."""
+equals an uninterrupted in-process run bit for bit, and no unfinished video is ever "complete".
+The work is held at the test hook's gates (tests/waiting.py), so the kill comes mid-run."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import zarr
+from waiting import DEADLINE, wait_until
 
 from flowcore.batch import run_extraction
 from flowcore.extract import ExtractParams, RunOptions
 from flowcore.faces import FaceParams
 from flowcore.sources import open_source
+from flowcore.testhooks import ENVIRONMENT
 from mespot.testing import write_casme2
 
 VIDEOS = {f"15_0{code}x": 10 for code in ("101", "102", "401", "402", "502", "503")}
@@ -33,7 +35,7 @@ def _statuses(store):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, gates):
     root = write_casme2(tmp_path / "data", VIDEOS)
     source = open_source(root)
     # the command's defaults with --resize 48: the same parameters, so the same hash
@@ -45,19 +47,18 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     store = tmp_path / "killed.zarr"
     command = [sys.executable, "-m", "mespot.cli", "extract", str(root), "--out", str(store),
                "--resize", "48", "--workers", "2", "-q"]
+    gates.hold("extract-*")  # every video waits, begun, until let through
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if any(s == "complete" for s in _statuses(store).values()) if store.exists() else False:
-            break
-        time.sleep(0.02)
+                               stderr=subprocess.PIPE, text=True, env=gates.environ())
+    first, _ = gates.arrival("extract-*", process)
+    gates.let_through(first)
+    wait_until(lambda: _statuses(store).get(first.removeprefix("extract-")) == "complete",
+               f"{first} is complete", process=process)
+    gates.arrival("extract-*", process)  # the next one is held, begun
     os.killpg(process.pid, signal.SIGKILL)  # the command and its worker processes
-    process.wait()
+    process.wait(DEADLINE)
     killed = _statuses(store)
-    assert any(s == "complete" for s in killed.values()), process.stderr.read().decode()[-2000:]
-    assert not all(s == "complete" for s in killed.values()) or len(killed) < len(VIDEOS), \
-        "the run finished before the kill; make the fixture videos longer"
+    assert list(killed.values()).count("complete") == 1 and "running" in killed.values(), killed
     expected = zarr.open_group(str(reference), mode="r")
     for video_id, status in killed.items():  # whatever says complete really is complete
         if status == "complete":
@@ -67,7 +68,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
                                               expected[f"videos/{video_id}/{name}"][...])
 
     command[command.index("--workers") + 1] = "1"  # resuming in one process: same bytes
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "already complete (skipped)" in rerun.stdout
     result = zarr.open_group(str(store), mode="r")
@@ -85,30 +86,45 @@ class _Stop(Exception):
 
 
 class _StopAtFirstVideo:
-    """A progress display whose `finish` raises, as a cancelled service job's does."""
+    """A progress display whose `finish` raises, as a cancelled service job's does; the videos
+    held at their gates go on from that moment."""
+
+    def __init__(self, gates):
+        self.gates, self.held = gates, {}
 
     def start(self, todo): pass
 
     def update(self, video_id, phase, done, total): pass
 
     def finish(self, result):
+        self.gates.arrival("extract-*", what="the video beside the first is held")
+        self.held = self.gates.waiting()
+        self.gates.open_all()
         raise _Stop(result.video_id)
 
     def close(self): pass
 
 
 @pytest.mark.slow
-def test_an_exception_from_the_progress_stops_the_pool_before_the_videos_not_started(tmp_path):
+def test_an_exception_from_the_progress_stops_the_pool_before_the_videos_not_started(
+        tmp_path, gates, monkeypatch):
     videos = {f"15_0{code}x": 10 for code in range(101, 111)}  # 10 short videos
     root = write_casme2(tmp_path / "data", videos)
     store = tmp_path / "stopped.zarr"
-    with pytest.raises(_Stop):
+    # only the first video can finish before the stop; the others wait at their gates, begun
+    monkeypatch.setenv(ENVIRONMENT, str(gates.folder))
+    gates.hold("extract-*")
+    gates.let_through("extract-15_0101x")
+    progress = _StopAtFirstVideo(gates)
+    with pytest.raises(_Stop, match="15_0101x"):
         run_extraction(open_source(root), store, ExtractParams(faces=FaceParams(resize=48)),
-                       RunOptions(), workers=2, progress=_StopAtFirstVideo())
+                       RunOptions(), workers=2, progress=progress)
     statuses = _statuses(store)
     complete = [v for v, s in statuses.items() if s == "complete"]
-    # the first video, those running beside it and those already in the pool's call queue
-    # (workers + 1) are finished; the others never start: no group, no status
+    # the first video, those running beside it (held at the stop, then let go) and those
+    # already in the pool's call queue (workers + 1) are finished; the others never start: no
+    # group, no status
     workers = 2
+    assert progress.held and {p.removeprefix("extract-") for p in progress.held} <= set(complete)
     assert 1 <= len(complete) <= 1 + workers + workers + 1 < len(videos), statuses
     assert all(s == "complete" for s in statuses.values()), statuses

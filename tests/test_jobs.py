@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from flowcore.jobs import Done, LocalProcesses, Task, WorkerLost, run_tasks, stop_on_error
 
@@ -50,18 +51,21 @@ def test_a_dead_worker_process_is_a_lost_task():
     assert "rerun to retry" in str(done[0].error)
 
 
+FINISH_SECONDS = 0.5  # a released task's remaining work: the stop is a few statements away
+
+
 def marked(payload, worker):
-    """A job that marks its start and its end in folder `payload[0]`. Task "t0" ends as soon as
-    another task has started; the others run for a second, so one is mid-task when t0 ends."""
-    folder, key = Path(payload[0]), payload[1]
+    """A job that marks its start and its end in folder `payload[0]`. With `payload[2]` (gated),
+    task "t0" ends as soon as another task has started, and the others wait for the file
+    `stopping` (the caller's stop) and then work a little more, so one is mid-task when t0
+    ends and none ends before the stop."""
+    folder, key, gated = Path(payload[0]), payload[1], payload[2]
     (folder / f"{key}.started").touch()
-    if key == "t0":
-        for _ in range(600):  # at most a minute
-            if len(list(folder.glob("*.started"))) > 1:
-                break
-            time.sleep(0.1)
-    else:
-        time.sleep(1.0)
+    if gated and key == "t0":
+        wait_until(lambda: len(list(folder.glob("*.started"))) > 1, "another task started")
+    elif gated:
+        wait_until((folder / "stopping").exists, "the caller's stop")
+        time.sleep(FINISH_SECONDS)
     (folder / f"{key}.done").touch()
     return key
 
@@ -75,7 +79,7 @@ def refuse(done):
 
 
 def test_an_error_thrown_in_in_process_runs_no_further_task(tmp_path):
-    tasks = [Task(k, (str(tmp_path), k)) for k in ("t1", "t2", "t3")]
+    tasks = [Task(k, (str(tmp_path), k, False)) for k in ("t1", "t2", "t3")]
     runs = run_tasks(marked, tasks)
     with pytest.raises(Cancel, match="t1"):
         for done in runs:
@@ -86,10 +90,16 @@ def test_an_error_thrown_in_in_process_runs_no_further_task(tmp_path):
 @pytest.mark.slow  # spawns worker processes (a few seconds)
 def test_an_error_thrown_in_lets_the_running_tasks_finish_and_starts_no_other(tmp_path):
     keys = [f"t{k}" for k in range(10)]
-    runs = run_tasks(marked, [Task(k, (str(tmp_path), k)) for k in keys], LocalProcesses(2))
-    with pytest.raises(Cancel):
+    tasks = [Task(k, (str(tmp_path), k, True)) for k in keys]
+    runs = run_tasks(marked, tasks, LocalProcesses(2))
+
+    def stop(done):
+        (tmp_path / "stopping").touch()  # the tasks begun may end now: none could before
+        refuse(done)
+
+    with pytest.raises(Cancel, match="t0"):
         for done in runs:
-            stop_on_error(runs, refuse, done)
+            stop_on_error(runs, stop, done)
     started = {p.stem for p in tmp_path.glob("*.started")}
     finished = {p.stem for p in tmp_path.glob("*.done")}
     assert "t0" in finished and len(started) >= 2  # t0 ended while another task was running

@@ -2,7 +2,8 @@
 
 A local Ray instance with 2 CPUs extracts a tiny synthetic set (2 videos x 60 frames, faces
 resized to 64 px); the store equals the in-process one bit for bit. Workers killed with SIGKILL
-are retried, and a task lost every time is recorded as failed while the others finish.
+are retried, and a task lost every time is recorded as failed while the others finish (the
+tasks are held at the test hook's gates meanwhile, so each is killed before it can finish).
 Tests that need Ray skip with the reason when it is not installed or cannot start here.
 """
 
@@ -10,17 +11,17 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import zarr
 from test_extract import _arrays
+from waiting import DEADLINE
 
 from flowcore.batch import run_extraction
 from flowcore.extract import ExtractParams, RunOptions
 from flowcore.faces import FaceParams
-from flowcore.ray_engine import RayEngine, task_name
+from flowcore.ray_engine import RayEngine
 from flowcore.sources import open_source
 
 PARAMS = ExtractParams(faces=FaceParams(resize=64))  # the command's defaults with --resize 64
@@ -77,36 +78,23 @@ class _Recorder:
         pass
 
 
-def _task_pids(video_id: str) -> list[int]:
-    """Processes whose title says they run this video's Ray task (Ray sets `ray::<task name>`)."""
-    title = f"ray::{task_name('extract', video_id)}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(title):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _kill_workers(plan: dict[str, int], killed: list, timeout: float = 60.0) -> threading.Thread:
-    """In the background, SIGKILL the worker running each video's task, `plan[video]` times
-    (each time a new worker, as soon as its task starts); the pids go to `killed`."""
+def _kill_workers(gates, plan: dict[str, int], killed: list, errors: list) -> threading.Thread:
+    """In the background, SIGKILL the Ray worker held at each video's gate `plan[video]` times
+    (each time the new worker of Ray's retry), then let the video through; the pids go to
+    `killed`. On any failure the gates open (the run ends) and the error goes to `errors`."""
 
     def work():
-        left = dict(plan)
-        deadline = time.monotonic() + timeout
-        while any(left.values()) and time.monotonic() < deadline:
-            for video_id, times in left.items():
-                for pid in _task_pids(video_id):
-                    if times and pid not in killed:
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                        times -= 1
-                left[video_id] = times
-            time.sleep(0.02)
+        try:
+            for video_id, times in plan.items():
+                point = f"extract-{video_id}"
+                for _ in range(times):
+                    _, pid = gates.arrival(point, not_pids=killed, what=f"{point} is held")
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                gates.let_through(point)  # unused by a video killed on its last try (lost)
+        except BaseException as err:  # noqa: BLE001 - reported by the test's thread
+            errors.append(err)
+            gates.open_all()
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -130,19 +118,23 @@ def test_ray_store_equals_in_process_store(tiny, local_ray, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers through /proc")
 def test_killed_workers_are_retried_then_the_video_fails_and_a_rerun_finishes(
-        tiny, local_ray, tmp_path, capsys):
+        tiny, local_ray, module_gates, tmp_path, capsys):
     from mespot.cli import main
 
     root, reference, video_ids = tiny
     lost, retried = video_ids
-    killed = []
+    killed, errors = [], []
     # one retry: the first video's worker is killed twice (lost), the second's once (retried)
-    killer = _kill_workers({lost: 2, retried: 1}, killed)
+    module_gates.hold("extract-*")
+    killer = _kill_workers(module_gates, {lost: 2, retried: 1}, killed, errors)
     store = tmp_path / "killed.zarr"
-    report = run_extraction(open_source(root), store, PARAMS, RunOptions(),
-                            engine=RayEngine(max_retries=1))
-    killer.join()
-    assert len(killed) == 3, killed
+    try:
+        report = run_extraction(open_source(root), store, PARAMS, RunOptions(),
+                                engine=RayEngine(max_retries=1))
+    finally:
+        module_gates.open_all()
+    killer.join(DEADLINE)
+    assert not errors and len(killed) == 3, (errors, killed)
     by_id = {r.video_id: r for r in report.results}
     assert by_id[retried].status == "complete", report.summary()
     assert by_id[lost].status == "failed" and by_id[lost].stage == "worker"

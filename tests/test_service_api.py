@@ -13,11 +13,12 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+from waiting import DEADLINE, wait_until
 
 from mespot.cli import main
 from flowcore.errors import UserError
 from mespot.service.client import Client, ServiceError
-from mespot.service.testing import start_server, wait_for
+from mespot.service.testing import start_server
 
 
 FLAGS = ("--cores-per-slot", "1", "--max-upload-mb", "1", "--lease-seconds", "5")
@@ -51,10 +52,12 @@ def client(server) -> Client:
 
 
 @pytest.fixture(scope="module")
-def lab_server(service_lab, tmp_path_factory):
-    """A server on the tiny synthetic set (slot of one core: videos one after another)."""
+def lab_server(service_lab, tmp_path_factory, module_gates):
+    """A server on the tiny synthetic set (slot of one core: videos one after another); its
+    jobs see `module_gates`."""
     home = tmp_path_factory.mktemp("api") / "home"
-    running = start_server(home, service_lab["data"], service_lab["stores"], *FLAGS)
+    running = start_server(home, service_lab["data"], service_lab["stores"], *FLAGS,
+                           env=module_gates.environ())
     yield running
     running.stop()
 
@@ -274,6 +277,14 @@ def _cli(server, *args) -> int:
     return main([*args, "--server", server.url, "--token", server.token])
 
 
+def _submit_and_wait(server, capsys, *args) -> int:
+    """`mespot submit ARGS`, then `mespot jobs wait` on the job with a deadline: its exit code."""
+    capsys.readouterr()
+    assert _cli(server, "submit", *args) == 0
+    job_id = int(capsys.readouterr().out.split()[1])
+    return _cli(server, "jobs", "wait", str(job_id), "--timeout", str(DEADLINE))
+
+
 def _complete(store) -> list[str]:
     import zarr
 
@@ -284,20 +295,29 @@ def _complete(store) -> list[str]:
 
 @pytest.mark.slow
 def test_extract_cancel_between_videos_resume_and_a_failing_job_does_not_stop_the_queue(
-        lab_server, service_lab, capsys):
+        lab_server, service_lab, module_gates, capsys):
     server, client = lab_server, lab_server.client()
     (service_lab["data"] / "empty").mkdir()
-    failing = client.submit("extract", {"source": "empty", "store": "empty.zarr"})
-    assert _cli(server, "submit", "extract", "tiny", "--store", "api/tiny.zarr",
-                "--resize", "64") == 0
-    job_id = int(capsys.readouterr().out.split()[1])
-    queued = client.submit("extract", {"source": "tiny", "store": "api/other.zarr"})
-    assert _cli(server, "jobs", "cancel", str(queued["id"])) == 0
-    assert "cancelled" in capsys.readouterr().out
-    # cancelled as soon as it runs: it stops after its first video (the check is between videos)
-    wait_for(lambda: client.job(job_id)["state"] == "running", 240, what="the job to start")
-    assert _cli(server, "jobs", "cancel", str(job_id)) == 0
-    assert _cli(server, "jobs", "wait", str(job_id)) == 1  # not done: cancelled
+    module_gates.hold("extract-*")  # the videos wait at their gates until let through
+    try:
+        failing = client.submit("extract", {"source": "empty", "store": "empty.zarr"})
+        assert _cli(server, "submit", "extract", "tiny", "--store", "api/tiny.zarr",
+                    "--resize", "64") == 0
+        job_id = int(capsys.readouterr().out.split()[1])
+        queued = client.submit("extract", {"source": "tiny", "store": "api/other.zarr"})
+        assert _cli(server, "jobs", "cancel", str(queued["id"])) == 0
+        assert "cancelled" in capsys.readouterr().out
+        # cancelled while its first video runs: it stops after that video (the check is between
+        # videos); the video goes on only once the runner has seen the cancel
+        first, _ = module_gates.arrival("extract-*", what="the job's first video is held")
+        assert _cli(server, "jobs", "cancel", str(job_id)) == 0
+        wait_until(lambda: "cancel requested" in client.log(job_id),
+                   "the job's runner has seen the cancel")
+        module_gates.let_through(first)
+        code = _cli(server, "jobs", "wait", str(job_id), "--timeout", str(DEADLINE))
+    finally:
+        module_gates.open_all()
+    assert code == 1  # not done: cancelled
     job = client.job(job_id)
     assert job["state"] == "cancelled" and "between videos" in job["progress"]["message"]
     store = service_lab["stores"] / "api" / "tiny.zarr"
@@ -308,7 +328,7 @@ def test_extract_cancel_between_videos_resume_and_a_failing_job_does_not_stop_th
     _refused(lambda: client.cancel(failing["id"]), 409, "already failed")
 
     again = client.submit("extract", {"source": "tiny", "store": "api/tiny.zarr", "resize": 64})
-    assert _cli(server, "jobs", "wait", str(again["id"])) == 0
+    assert _cli(server, "jobs", "wait", str(again["id"]), "--timeout", str(DEADLINE)) == 0
     done = client.job(again["id"])
     assert done["result"] | {"complete": 1, "skipped": 1} == done["result"]  # resumed, not redone
     assert len(_complete(store)) == 2 and done["progress"]["fraction"] == 1.0
@@ -325,12 +345,12 @@ def test_extract_cancel_between_videos_resume_and_a_failing_job_does_not_stop_th
 @pytest.mark.slow
 def test_train_evaluate_and_predict_an_uploaded_video(lab_server, service_lab, tmp_path, capsys):
     server, client = lab_server, lab_server.client()
-    assert _cli(server, "submit", "train", "tiny.zarr", "-a", "tiny/ground_truth.csv", "--run",
-                "runs/api", "--epochs", "2", "--wait") == 0
+    assert _submit_and_wait(server, capsys, "train", "tiny.zarr", "-a", "tiny/ground_truth.csv",
+                            "--run", "runs/api", "--epochs", "2") == 0
     train = client.jobs("done")[0]
     assert train["kind"] == "train" and train["progress"]["unit"] == "epochs"
     assert train["progress"]["total"] == 4 and "train.log" in train["files"]
-    assert _cli(server, "submit", "evaluate", "runs/api", "--select", "last", "--wait") == 0
+    assert _submit_and_wait(server, capsys, "evaluate", "runs/api", "--select", "last") == 0
     evaluation = client.jobs("done")[0]
     assert {"report.html", "last/intervals.csv", "last/metrics.json",
             "log.txt"} <= set(evaluation["files"])
@@ -344,8 +364,7 @@ def test_train_evaluate_and_predict_an_uploaded_video(lab_server, service_lab, t
     assert (tmp_path / "intervals.csv").read_text().startswith("video,subject,type,onset")
 
     video = _mp4(next((service_lab["tiny"] / "rawpic").glob("s15/*")), tmp_path / "new clip.mp4")
-    capsys.readouterr()
-    assert _cli(server, "submit", "predict", str(video), "--model", "runs/api", "--wait") == 0
+    assert _submit_and_wait(server, capsys, "predict", str(video), "--model", "runs/api") == 0
     predict = client.jobs("done")[0]
     assert predict["kind"] == "predict" and predict["params"]["upload"]
     assert {"intervals.csv", "curves.png", "prediction.json"} <= set(predict["files"])

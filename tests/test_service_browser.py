@@ -19,6 +19,7 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package; `playwright install` cannot 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 JOB_TIMEOUT_S = 600
+PAGE_TIMEOUT_MS = 120_000  # the longest a page waits for an element or a condition
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +73,7 @@ def _watch(page, job_id: int) -> list[float]:
 
 def test_the_page_runs_jobs_end_to_end(browser, server, service_lab, tmp_path):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)  # playwright's 30 s is short on a busy machine
     page = context.new_page()
     page.goto(server.url + "/")
     assert page.url.endswith("/login?next=/")  # no token yet

@@ -5,6 +5,7 @@ import os
 import threading
 
 import pytest
+from waiting import DEADLINE
 
 from flowcore.errors import UserError
 from mespot.service import auth
@@ -120,7 +121,8 @@ def test_claims_from_many_threads_never_share_a_job(tmp_path):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(DEADLINE)
+    assert not any(t.is_alive() for t in threads), f"claims still going after {DEADLINE} s"
     assert sorted(claimed) == list(range(1, 41))
 
 

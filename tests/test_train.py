@@ -200,11 +200,12 @@ def test_folds_as_ray_tasks_match_one_by_one_training(tiny, one_thread_run, loca
 
 
 @pytest.mark.slow  # ~15 s
-def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path):
+def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path, gates):
     import signal
     import subprocess
     import sys
-    import time
+
+    from waiting import DEADLINE
 
     run = tmp_path / "run"
     args = [
@@ -215,34 +216,32 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path):
         "-o",
         str(run),
         "--epochs",
-        "1000",
+        "3",
         "--workers",
         "2",
         "--threads",
         "1",
         "--no-tensorboard",
-        "--save-every",
-        "1000",
         "-q",
     ]
     code = f"import sys; from mespot.cli import main; sys.exit(main({args!r}))"
+    gates.hold("train-*-epoch-1")  # every fold waits after its first epoch (saved to resume)
     process = subprocess.Popen(
         [sys.executable, "-c", code],
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        env=gates.environ(),
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    resume = run / "folds" / "s1" / "resume.safetensors"
-    deadline = time.monotonic() + 60
-    while not resume.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert resume.exists(), "no epoch finished within 60 s"
+    gates.arrival("train-s1-epoch-1", process, what="fold s1 has trained its first epoch")
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the driver and its workers
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=DEADLINE) == 130
     # the workers stopped: none went on with the next fold or finished the interrupted ones
     assert not (run / "folds" / "s3").exists()
     assert not list(run.glob("folds/*/fold.json"))
     assert main(args + ["--subjects", "s1"]) == 0  # the same command again, for one fold
-    assert json.loads((run / "folds" / "s1" / "fold.json").read_text())["resumed_from"] > 0
+    assert json.loads((run / "folds" / "s1" / "fold.json").read_text())["resumed_from"] == 1
 
 
 def test_engine_flags_that_cannot_work_are_refused(tiny, tmp_path, capsys):

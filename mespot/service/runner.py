@@ -18,6 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
+from flowcore import testhooks
 from flowcore.errors import UserError
 from mespot.service import tasks
 from mespot.service.config import HEARTBEAT_S, PROGRESS_EVERY_S, from_json
@@ -86,8 +87,8 @@ class RunnerContext(tasks.Context):
             held, cancel = self.store.heartbeat(self.job_id, self.owner, self.lease_s, now - last)
             last = now
             if cancel and not self._cancel.is_set():
+                self._cancel.set()  # before the log line: a reader of the log may rely on it
                 self.log("cancel requested: stopping at the next video or epoch")
-                self._cancel.set()
             if not held:
                 self.log("lease lost (the server gave the job to another runner): stopping")
                 os._exit(4)
@@ -103,6 +104,7 @@ def run_job(home: Path, job_id: int, owner: str, slot: dict) -> int:
     ctx.log(f"runner {os.getpid()} on {slot['name']} ({slot['device']}, {slot['cores']} core(s)), "
             f"attempt {job.attempts}")
     threading.Thread(target=ctx.heartbeat_forever, daemon=True).start()
+    testhooks.gate(f"job-{job_id}")  # a test may hold the job here
     try:
         outcome = tasks.run(job.kind, job.params, ctx)
     except tasks.JobCancelled as stop:

@@ -59,18 +59,21 @@ class LoadResult:
 
 
 def run_load(server: str, token: str, job: dict, clients: int = 20,
-             seconds: float = 30.0) -> LoadResult:
-    """`clients` threads for `seconds` against `server`; each submits `job` (an extract job's
-    JSON) every SUBMIT_EVERY status calls and cancels it at once. Any answer but the expected
-    one (or an exception) is an error."""
+             seconds: float = 30.0, calls: int | None = None) -> LoadResult:
+    """`clients` threads for `seconds` against `server` (or, with `calls`, until each has made
+    that many calls, `seconds` then being a bound); each submits `job` (an extract job's JSON)
+    every SUBMIT_EVERY status calls and cancels it at once. Any answer but the expected one (or
+    an exception) is an error."""
     result = LoadResult(clients, seconds)
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
+    most = calls if calls is not None else float("inf")
 
     def client_loop(k: int) -> None:
         client = Client(server, token)
         calls, mine = 0, None
-        while time.monotonic() < deadline:
+        while calls < most and time.monotonic() < deadline:
             try:
                 started = time.perf_counter()
                 if calls % SUBMIT_EVERY == SUBMIT_EVERY - 1:
@@ -97,6 +100,7 @@ def run_load(server: str, token: str, job: dict, clients: int = 20,
         thread.start()
     for thread in threads:
         thread.join(timeout=seconds + 120)
+    result.seconds = round(time.monotonic() - started, 3)
     return result
 
 
@@ -143,8 +147,9 @@ class Server:
 
 
 def start_server(home: Path, data_root: Path, store_root: Path, *flags: str,
-                 timeout: float = 90.0) -> Server:
-    """`mespot serve` on a free port; returns once /healthz answers."""
+                 timeout: float = 180.0, env: dict | None = None) -> Server:
+    """`mespot serve` on a free port, in `env` (None: this process's environment); returns
+    once /healthz answers."""
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home.parent / f"{home.name}-serve-{port}.log"
@@ -153,7 +158,7 @@ def start_server(home: Path, data_root: Path, store_root: Path, *flags: str,
                "--port", str(port), *flags]
     with open(log, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=dict(os.environ))
+                                   stdin=subprocess.DEVNULL, env=dict(env or os.environ))
     server = Server(f"http://127.0.0.1:{port}", home, process, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -168,13 +173,3 @@ def start_server(home: Path, data_root: Path, store_root: Path, *flags: str,
     server.stop()
     raise RuntimeError(f"mespot serve did not answer within {timeout} s:\n{server.output()}")
 
-
-def wait_for(predicate, timeout: float, every: float = 0.2, what: str = "condition"):
-    """Poll `predicate()` until it returns something true; its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

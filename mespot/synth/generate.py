@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 
+from flowcore import testhooks
 from flowcore.errors import UserError
 from flowcore.lifetime import die_with_parent
 from flowcore.version import __version__
@@ -81,6 +82,8 @@ def render_video(
         path = folder / slot.frame_pattern.format(t + 1)
         if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), quality):
             raise OSError(f"could not write {path}")
+        if t == 0:
+            testhooks.gate(f"synth-{slot.video}")  # a test may hold the video here
     return VideoResult(
         slot,
         plan.n_frames,

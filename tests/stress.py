@@ -1,0 +1,170 @@
+"""Run the suite's process and timing tests (those that signal, kill, cancel or wait on processes
+and threads) many times, with the CPU cores loaded and without, and count the failures per test.
+
+Each round is one fresh `pytest` run of all of them (its own temporary folder); with the load on,
+`stress-ng --cpu N` (or N busy Python processes where stress-ng is missing) keeps every core busy
+for the whole round. Counts, failure messages and the machine go to a JSON file; `--append` adds
+to the counts already there, so the rounds can be run in batches.
+
+    python tests/stress.py                          # 20 rounds without load, 20 with it
+    python tests/stress.py --rounds 5 --load on --append
+    python tests/stress.py --rounds 3 --load off tests/test_jobs.py   # other tests
+Not part of `make test` (hours on 2 cores): `make stress`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "test_stress.json"
+TESTS = [  # every test that signals, kills, cancels or waits on processes or threads
+    "tests/test_reliability_processes.py",
+    "tests/test_extract_resume.py",
+    "tests/test_jobs.py",
+    "tests/test_testhooks.py",
+    "tests/test_train.py::test_ctrl_c_stops_the_workers_and_the_same_command_resumes",
+    "tests/test_ray_engine.py",
+    "tests/test_service_restart.py",
+    "tests/test_service_api.py::"
+    "test_extract_cancel_between_videos_resume_and_a_failing_job_does_not_stop_the_queue",
+    "tests/test_service_load.py",
+    "tests/test_service_parts.py::test_claims_from_many_threads_never_share_a_job",
+    "tests/test_service_ray.py",
+    "tests/test_service_browser.py",
+]
+ROUND_TIMEOUT_S = 3600  # one round never takes longer, whatever the load
+
+
+def start_load(hogs: int) -> tuple[subprocess.Popen, str]:
+    """`hogs` CPU hogs in a process group of their own, and what they are."""
+    if shutil.which("stress-ng"):
+        command, what = ["stress-ng", "--cpu", str(hogs), "--quiet"], f"stress-ng --cpu {hogs}"
+    else:
+        spin = f'{sys.executable} -c "while True: pass" &'
+        command, what = ["sh", "-c", f"{spin * hogs} wait"], f"{hogs} busy python processes"
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL), what
+
+
+def stop_load(load: subprocess.Popen) -> None:
+    """End the hogs (SIGTERM: stress-ng reaps its own; SIGKILL after 30 s)."""
+    os.killpg(load.pid, signal.SIGTERM)
+    try:
+        load.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(load.pid, signal.SIGKILL)
+        load.wait()
+
+
+def run_round(tests: list[str], scratch: Path) -> tuple[dict, float]:
+    """One pytest run of `tests`: {test id: (outcome, message)} and its wall time (s)."""
+    report = scratch / "report.xml"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               f"--basetemp={scratch / 'tmp'}", f"--junitxml={report}", *tests]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                    os.environ.get("PYTHONPATH")]))}
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=ROUND_TIMEOUT_S)
+        output = done.stdout[-3000:]
+    except subprocess.TimeoutExpired:
+        return {"(round)": ("failed", f"timed out after {ROUND_TIMEOUT_S} s")}, ROUND_TIMEOUT_S
+    seconds = time.monotonic() - started
+    if not report.exists():
+        return {"(round)": ("failed", f"pytest wrote no report: {output}")}, seconds
+    return outcomes(report), seconds
+
+
+def outcomes(report: Path) -> dict:
+    """{test id: (outcome, message)} from a JUnit XML report (an error counts as a failure)."""
+    found = {}
+    for case in ElementTree.parse(report).iter("testcase"):
+        name = case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", "")
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome, message = "failed", (child.get("message") or "")[:500]
+            elif child.tag == "skipped" and outcome == "passed":
+                outcome, message = "skipped", (child.get("message") or "")[:200]
+        found[name] = (outcome, message)
+    return found
+
+
+def add_round(mode: dict, found: dict, seconds: float) -> None:
+    """Count one round's outcomes into `mode` (the counts of one load setting)."""
+    mode["rounds"] += 1
+    mode["round_seconds"].append(round(seconds, 1))
+    mode["load_average_1min"].append(round(os.getloadavg()[0], 2))
+    for name, (outcome, message) in found.items():
+        counts = mode["tests"].setdefault(name, {"runs": 0, "passed": 0, "failed": 0,
+                                                 "skipped": 0, "failures": []})
+        counts["runs"] += 1
+        counts[outcome] += 1
+        if outcome == "failed":
+            counts["failures"].append({"round": mode["rounds"], "message": message})
+        if outcome == "skipped":
+            counts["skip_reason"] = message
+
+
+def new_record(hogs: int) -> dict:
+    from mespot.environment import describe
+
+    return {"benchmark": "test_stress", "what": "each round is one fresh pytest run of the "
+            "tests named; load on: every core kept busy by CPU hogs for the whole round",
+            "machine": describe(), "hogs": hogs, "modes": {}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tests", nargs="*", default=TESTS)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--load", choices=("off", "on", "both"), default="both")
+    parser.add_argument("--hogs", type=int, default=os.cpu_count() or 1,
+                        help="CPU hogs with the load on (default: one per core)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true", help="add to the counts in --out")
+    parser.add_argument("--note", default="", help="said in the file (e.g. what else ran)")
+    args = parser.parse_args(argv)
+    record = json.loads(args.out.read_text()) if args.append and args.out.exists() \
+        else new_record(args.hogs)
+    if args.note:
+        record.setdefault("notes", []).append(args.note)
+    for load in (("off", "on") if args.load == "both" else (args.load,)):
+        mode = record["modes"].setdefault(f"load_{load}", {
+            "rounds": 0, "round_seconds": [], "load_average_1min": [], "tests": {}})
+        hog, what = start_load(args.hogs) if load == "on" else (None, "none")
+        mode["load"] = what
+        try:
+            for k in range(args.rounds):
+                with tempfile.TemporaryDirectory(prefix="mespot-stress-") as scratch:
+                    found, seconds = run_round(args.tests, Path(scratch))
+                add_round(mode, found, seconds)
+                failed = sorted(n for n, (o, _) in found.items() if o == "failed")
+                print(f"load {load} round {k + 1}/{args.rounds}: {len(found)} tests, "
+                      f"{len(failed)} failed {failed} in {seconds:.0f} s", flush=True)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(record, indent=1) + "\n")
+        finally:
+            if hog is not None:
+                stop_load(hog)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    failures = sum(t["failed"] for m in record["modes"].values() for t in m["tests"].values())
+    print(f"written: {args.out} ({failures} failure(s) in all)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
