@@ -107,6 +107,7 @@ def add_round(mode: dict, found: dict, seconds: float) -> None:
     mode["rounds"] += 1
     mode["round_seconds"].append(round(seconds, 1))
     mode["load_average_1min"].append(round(os.getloadavg()[0], 2))
+    mode.setdefault("commits", []).append(_commit())
     for name, (outcome, message) in found.items():
         counts = mode["tests"].setdefault(name, {"runs": 0, "passed": 0, "failed": 0,
                                                  "skipped": 0, "failures": []})
@@ -116,6 +117,15 @@ def add_round(mode: dict, found: dict, seconds: float) -> None:
             counts["failures"].append({"round": mode["rounds"], "message": message})
         if outcome == "skipped":
             counts["skip_reason"] = message
+
+
+def _commit() -> str:
+    """The commit the round ran on (short hash, '+' when the tree had changes)."""
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "-uno"],
+                           capture_output=True, text=True).stdout.strip()
+    return rev + ("+" if dirty else "") if rev else "unknown"
 
 
 def new_record(hogs: int) -> dict:
