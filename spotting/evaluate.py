@@ -214,6 +214,19 @@ def _choose_epoch(
     return best
 
 
+def evaluation_name(selection: str, options: SpotOptions, rule: str, variant: str,
+                    features) -> str:
+    """The evaluation folder's name: the selection, then what departs from MEGC matching with the
+    store's own proposal arithmetic, so no evaluation overwrites another: `last+calibrated+flip`,
+    `last+flip+rule-reference`, `last+proposals-reference`."""
+    name = selection + options.suffix
+    if rule != "megc":
+        name += f"+rule-{rule}"
+    if variant != proposal_variant(features, None):
+        name += f"+proposals-{variant}"
+    return name
+
+
 def proposal_variant(features, requested: str | None) -> str:
     """`requested`, or the default for the store: `reference` for `--compat` features."""
     variant = requested or ("reference" if features.params.get("compat") else "mespot")
@@ -236,8 +249,8 @@ def evaluate_run(
     options: SpotOptions = SpotOptions(),
     store: str | Path | None = None,
 ) -> Evaluation:
-    """Evaluate run folder `run`; write run/evaluation/<selection><options' suffix>/ and return
-    the numbers. `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's
+    """Evaluate run folder `run`; write run/evaluation/<evaluation_name>/ and return the
+    numbers. `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's
     default; `options`: calibrated proposal rules, test-time flip (SpotOptions: by default
     both, where the run allows). `store`: the run's feature store at another path than the one
     recorded (a copy, on another machine).
@@ -266,7 +279,7 @@ def evaluate_run(
                           preset, device)
     found = spotted.found  # the truths of missing folds count as missed
     matches = count(found, truths, RULES[rule], prep.features)
-    out = run.evaluation(selection.name + options.suffix)
+    out = run.evaluation(evaluation_name(selection.name, options, rule, variant, prep.features))
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", spotted.curves, prep)
     return _write(
