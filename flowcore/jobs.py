@@ -193,10 +193,10 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
 
     A worker killed (or interrupted by the same Ctrl-C) while it writes a result leaves half a
     message in the pool's result pipe, and the pool's reader thread would wait for the rest for
-    ever: `shutdown`, and the interpreter's exit, would hang (seen once in 12 rounds of the Ctrl-C
-    test with every core loaded). This process's end of that pipe is the last writer once the
-    workers are dead: closing it turns the half message into the end of the pipe, which the pool
-    reads as broken, and shutdown returns."""
+    ever: `shutdown`, and the interpreter's exit, would hang (tests/test_jobs.py forges such a
+    half message). This process's end of that pipe is the last writer once the workers are
+    dead: closing it turns the half message into the end of the pipe, which the pool reads as
+    broken, and shutdown returns."""
     processes = list((pool._processes or {}).values())
     for process in processes:
         process.kill()

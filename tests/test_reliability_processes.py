@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from waiting import DEADLINE, wait_until
+from waiting import DEADLINE, diagnosable, finish, wait_until
 
 from mespot.testing import write_casme2
 from spotting.run_folder import FoldFolder
@@ -53,9 +53,13 @@ def _complete(store: Path) -> int:
 
 
 def _start(argv, env=None):
+    """`mespot ARGV` started in a process group of its own, with Ctrl-C's default meaning: a
+    shell without job control starts background commands with SIGINT ignored, and Python keeps
+    an ignored SIGINT, so a suite run that way would send its Ctrl-C to a deaf command."""
     return subprocess.Popen(
         MESPOT + [str(a) for a in argv],
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,7 +92,7 @@ def _extract_one_then_hold(videos: Path, store: Path, gates):
     gates.hold("extract-*")
     process = _start(
         ["extract", videos, "--out", store, "--resize", "48", "--workers", "2", "-q"],
-        env=gates.environ(),
+        env=diagnosable(gates.environ()),
     )
     first, _ = gates.arrival("extract-*", process)
     gates.let_through(first)
@@ -119,7 +123,7 @@ def test_ctrl_c_on_extract_stops_at_once_and_says_what_was_saved(six_videos, tmp
     store = tmp_path / "f.zarr"
     process = _extract_one_then_hold(six_videos, store, gates)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-    _, err = process.communicate(timeout=DEADLINE)
+    _, err = finish(process, "the interrupted extraction ended")
     assert process.returncode == 130, err[-2000:]
     complete = list(_statuses(store).values()).count("complete")
     assert complete == 1, "a held video was finished instead of stopped"

@@ -38,6 +38,54 @@ def wait_until(condition, what: str, timeout: float = DEADLINE, process=None,
         time.sleep(every)
 
 
+def finish(process, what: str, timeout: float = DEADLINE) -> tuple[str, str]:
+    """`process.communicate()` within `timeout` s: its (stdout, stderr). When it does not end
+    in time, fail the test naming `what`, with what was still there: the main process's state,
+    the living processes of its group (a child holding its output pipes keeps communicate
+    waiting) and, where Python's faulthandler is on (`PYTHONFAULTHANDLER` in the environment
+    the test gave it, see `diagnosable`), every thread's stack of each, dumped by SIGABRT."""
+    import signal
+    import subprocess
+
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        main = _described(process.pid)  # 'Z ...': it ended, something else holds its pipes
+        group = [(pid, _described(pid)) for pid in _group_of(process.pid)]
+        for pid, _ in group:
+            os.kill(pid, signal.SIGABRT)  # faulthandler prints the stacks, then it dies
+        out, err = process.communicate(timeout=60)
+        pytest.fail(f"timed out after {timeout:g} s waiting until {what}; main process: {main}; "
+                    f"its group: {group}; its last output: {out[-1500:]} {err[-6000:]}")
+
+
+def diagnosable(environ: dict | None = None) -> dict:
+    """`environ` (default: this process's) with Python's faulthandler on, so `finish` can show
+    where a process that did not end was stuck."""
+    return {**(environ if environ is not None else os.environ), "PYTHONFAULTHANDLER": "1"}
+
+
+def _group_of(pgid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _described(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+    return f"{state} {command}"
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` runs (a zombie, killed but not yet reaped, does not)."""
     try:
