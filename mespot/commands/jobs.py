@@ -232,3 +232,37 @@ def submit_predict(
                         "fold": fold}, wait, server, token, token_file, upload)
 
 
+
+
+@submit_app.command("pipeline")
+def submit_pipeline(
+    source: str = typer.Argument(..., help="Dataset copy or video folder under the data root."),
+    store: str = typer.Option(..., "--store", help="Feature store under the store root."),
+    annotations: str = typer.Option(..., "--annotations", "-a", help="Annotation file under "
+                                    "the data root."),
+    run: str = typer.Option(..., "--run", help="Run folder under the store root."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="[default: mespot train's]"),
+    select: list[str] = typer.Option(["last"], "--select", "-s", help="Evaluation's epoch "
+                                     "selections; repeatable."),
+    predict: Optional[list[str]] = typer.Option(None, "--predict", help="A video under the "
+                                                "data root to spot with the run; repeatable."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for every step."),
+    server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+    token_file: Optional[Path] = _token_file_option(),
+) -> None:
+    """Extract, train and evaluate (and spot --predict videos) as one pipeline: one job per
+    step, each waiting for the one before."""
+    client = _client(server, token, token_file)
+    extract = {"resize": resize} if resize is not None else {}
+    train = {"epochs": epochs} if epochs is not None else {}
+    pipeline = client.submit_pipeline({
+        "source": source, "store": store, "annotations": annotations, "run": run,
+        "extract": extract, "train": train, "evaluate": {"select": select},
+        "predict": predict or []})
+    steps = ", ".join(f"{j['step']} #{j['id']}" for j in pipeline["jobs"])
+    typer.echo(f"pipeline {pipeline['id']} queued: {steps}")
+    if wait:
+        for job in pipeline["jobs"]:
+            typer.echo(f"step {job['step']}:")
+            _wait(client, job["id"], None)

@@ -19,9 +19,9 @@ from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTe
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mespot import __version__
-from mespot.service import auth, pages, tasks
+from mespot.service import auth, pages, pipelines, tasks
 from mespot.service.api_models import EvaluateJob, ExtractJob, PredictJob, TrainJob
-from mespot.service.config import JOB_KINDS, STATES, ServiceConfig
+from mespot.service.config import JOB_KINDS, SHOWN_STATES, ServiceConfig
 from mespot.service.jobs import JobConflict, JobStore
 from mespot.service.metrics import Metrics
 from mespot.service.roots import PathRefused, Roots
@@ -87,6 +87,7 @@ def create_app(config: ServiceConfig, token: str, scheduler=None) -> FastAPI:
     _job_routes(app, store, roots, config, guarded)
     _file_routes(app, store, config, guarded)
     _operator_routes(app, store, config, roots, metrics, guarded)
+    pipelines.add_routes(app, store, roots, config, guarded, lambda: "")
     pages.add_routes(app, store, config, roots, authorised)
     return app
 
@@ -171,19 +172,24 @@ def _submit_endpoint(kind: str, model, submit):
 def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConfig,
                 guarded) -> None:
     def submit(kind: str, body) -> JSONResponse:
-        planned = tasks.plan(kind, body.model_dump(), roots, config.uploads)
-        job = store.submit(kind, planned.params, planned.locks)
+        planned = tasks.plan(kind, body.model_dump(), roots, config.uploads, store.maker_of)
+        job = store.submit(kind, planned.params, planned.locks, planned.after, planned.makes)
         return JSONResponse(job.to_json(), status_code=201)
 
     for kind, model, what in _SUBMITS:
         app.post(f"/api/jobs/{kind}", dependencies=guarded, status_code=201, tags=["jobs"],
                  description=what)(_submit_endpoint(kind, model, submit))
 
+    @app.post("/api/jobs/{kind}", dependencies=guarded, include_in_schema=False)
+    def unknown_kind(kind: str) -> None:
+        raise HTTPException(422, f"unknown job kind {kind!r}: one of {', '.join(JOB_KINDS)} "
+                                 f"(or POST /api/pipelines)")
+
     @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
     def list_jobs(state: str | None = None, limit: int = 200) -> dict:
         """Jobs, newest first (the JSON twin of the page at /)."""
-        if state is not None and state not in STATES:
-            raise HTTPException(422, f"state must be one of {', '.join(STATES)}")
+        if state is not None and state not in SHOWN_STATES:
+            raise HTTPException(422, f"state must be one of {', '.join(SHOWN_STATES)}")
         limit = max(1, min(limit, 1000))
         return {"jobs": [j.to_json() for j in store.list(state, limit)], "counts": store.counts()}
 
@@ -268,7 +274,7 @@ def _operator_routes(app, store, config, roots, metrics: Metrics, guarded) -> No
                 "store_root": str(roots.store),
                 "slots": [vars(s) for s in config.slots], "engine": config.engine,
                 "max_upload_mb": config.max_upload_bytes / 2**20,
-                "kinds": list(JOB_KINDS), "states": list(STATES)}
+                "kinds": list(JOB_KINDS), "states": list(SHOWN_STATES)}
 
     @app.get("/api/browse", dependencies=guarded, tags=["operators"])
     def browse(root: str = "data", path: str = ".") -> dict:
