@@ -85,7 +85,10 @@ ENDPOINTS = [("GET", "/api/jobs"), ("GET", "/api/jobs/1"), ("POST", "/api/jobs/1
              ("GET", "/api/jobs/1/files"), ("GET", "/api/jobs/1/files/log.txt"),
              ("GET", "/api/jobs/1/log"), ("POST", "/api/jobs/extract"),
              ("POST", "/api/uploads?filename=a.mp4"), ("GET", "/api/info"), ("GET", "/api/browse"),
-             ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs")]
+             ("GET", "/metrics"), ("POST", "/api/pipelines"), ("GET", "/api/pipelines"),
+             ("POST", "/api/jobs/1/clone"), ("DELETE", "/api/jobs/1"),
+             ("POST", "/api/jobs/1/archive"), ("GET", "/api/users"), ("POST", "/api/users"),
+             ("POST", "/api/jobs/spot")]
 
 
 def test_health_is_open_and_every_other_endpoint_needs_the_token(server):
@@ -159,6 +162,9 @@ def test_bad_fields_are_refused_before_anything_runs(server, client):
     assert status == 422 and "not valid JSON" in json.loads(body)["error"]
     _refused(lambda: client.request("GET", "/api/jobs", query={"state": "sleeping"}), 422,
              "state must be")
+    _refused(lambda: client.request("POST", "/api/jobs/extract"), 422,
+             "no body: send a JSON object with at least source, store")
+    _refused(lambda: client.submit("spot", {"video": "a.mp4"}), 422, "unknown job kind 'spot'")
 
 
 def _mp4(frames_folder, path, frames=60):
@@ -237,13 +243,30 @@ def test_errors_are_json_and_files_only_through_their_job(server, client):
                  "has no file")
 
 
+def test_interactive_docs_and_favicon_are_served_from_here_signed_out(server):
+    import re
+
+    status, headers, page = _raw(server, "GET", "/docs")
+    assert status == 200 and b"swagger-ui" in page
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.decode())
+    assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+    for asset in assets:  # nothing fetched from elsewhere: every asset is this server's
+        assert _raw(server, "GET", asset)[0] == 200, asset
+    status, _, body = _raw(server, "GET", "/openapi.json")
+    schema = json.loads(body)
+    assert status == 200 and "bearer" in json.dumps(schema["components"]["securitySchemes"])
+    assert {"/api/jobs/extract", "/api/jobs/{job_id}/cancel", "/api/pipelines",
+            "/api/uploads"} <= set(schema["paths"])
+    status, headers, _ = _raw(server, "GET", "/favicon.ico")
+    assert status == 200 and headers["Content-Type"].startswith("image/svg")
+
+
 def test_page_docs_info_and_metrics(server, client):
     page = client.request("GET", "/")
     assert "<h2>Queue</h2>" in page and 'id="form-extract"' in page
-    assert "POST /api/jobs/extract" in client.request("GET", "/docs")
-    schema = client.request("GET", "/openapi.json")
-    assert {"/api/jobs/extract", "/api/jobs/{job_id}/cancel",
-            "/api/uploads"} <= set(schema["paths"])
+    assert 'id="form-pipeline"' in page and 'placeholder="stores/' not in page
+    login = _raw(server, "GET", "/login")[2].decode()
+    assert "`" not in login and "<code>mespot serve</code>" in login
     info = client.request("GET", "/api/info")
     assert info["slots"] == [{"name": "cpu0", "device": "cpu", "cores": 1, "gpu": None}]
     assert {"name": "tiny", "folder": True} in client.request("GET", "/api/browse")["entries"]

@@ -55,6 +55,7 @@ ADDED_COLUMNS = (
     ("step", "TEXT NOT NULL DEFAULT ''"),  # its step's name in the pipeline
     ("makes", "TEXT"),  # the absolute path it creates (a store, a run folder)
     ("submitter", "TEXT NOT NULL DEFAULT ''"),  # who submitted it (the token's user)
+    ("archived", "INTEGER NOT NULL DEFAULT 0"),  # hidden from the queue unless asked for
 )
 
 
@@ -95,6 +96,7 @@ class Job:
     step: str = ""
     makes: str | None = None
     submitter: str = ""
+    archived: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -120,8 +122,8 @@ class Job:
             "error": self.error, "files": sorted(self.files), "result": self.result,
             "attempts": self.attempts, "cancel_requested": bool(self.cancel), "slot": self.slot,
             "device": self.device, "after": self.after_job, "pipeline": self.pipeline,
-            "step": self.step, "submitter": self.submitter,
-            "waited_seconds": _span(self.submitted, self.started),
+            "step": self.step, "submitter": self.submitter, "archived": bool(self.archived),
+            "waited_seconds": _span(self.submitted, self.started or self.finished),
             "ran_seconds": _span(self.started, self.finished) if self.started else None,
         }
 
@@ -207,14 +209,30 @@ class JobStore:
     def get(self, job_id: int) -> Job | None:
         return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
-    def list(self, state: str | None = None, limit: int = 200) -> list[Job]:
-        """Newest first; only `state` when given."""
-        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+    def list(self, state: str | None = None, limit: int = 200,
+             archived: bool = False) -> list[Job]:
+        """Newest first; only `state` when given; archived jobs only with `archived`."""
+        where, args = ("state = ?", (state,)) if state else ("1", ())
         if state == "cancelling":
-            where, args = "WHERE state = 'running' AND cancel = 1", ()
-        rows = self._connect().execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?",
-                                       (*args, limit)).fetchall()
+            where, args = "state = 'running' AND cancel = 1", ()
+        shelf = "" if archived else " AND archived = 0"
+        rows = self._connect().execute(f"SELECT * FROM jobs WHERE {where}{shelf} "
+                                       "ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [Job.from_row(r) for r in rows]
+
+    def archive(self, job_id: int, archived: bool = True) -> None:
+        self._write("UPDATE jobs SET archived = ? WHERE id = ?", (int(archived), job_id))
+
+    def delete(self, job_id: int) -> bool:
+        """Remove a job that has ended (its row; the caller removes its files)."""
+        return self._write("DELETE FROM jobs WHERE id = ? AND state IN ('done', 'failed', "
+                           "'cancelled')", (job_id,)) == 1
+
+    def users_of(self, path: str) -> list[int]:
+        """Queued or running jobs that read or write `path` (or a path in it or holding it)."""
+        rows = self._connect().execute("SELECT id, locks FROM jobs WHERE state IN "
+                                       "('queued', 'running')").fetchall()
+        return [i for i, locks in rows if any(overlaps(path, lock) for lock in json.loads(locks))]
 
     def counts(self) -> dict[str, int]:
         rows = self._connect().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
