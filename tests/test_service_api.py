@@ -13,11 +13,12 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+from service_checks import refused
 from waiting import DEADLINE
 
 from mespot.cli import main
 from flowcore.errors import UserError
-from mespot.service.client import Client, ServiceError
+from mespot.service.client import Client
 from mespot.service.testing import start_server
 
 
@@ -73,14 +74,6 @@ def _raw(server, method, path, body=None, headers=None):
         return err.code, err.headers, err.read()
 
 
-def _refused(call, status: int, words: str) -> str:
-    with pytest.raises(ServiceError) as refused:
-        call()
-    assert refused.value.status == status, str(refused.value)
-    assert words in str(refused.value), str(refused.value)
-    return str(refused.value)
-
-
 ENDPOINTS = [("GET", "/api/jobs"), ("GET", "/api/jobs/1"), ("POST", "/api/jobs/1/cancel"),
              ("GET", "/api/jobs/1/files"), ("GET", "/api/jobs/1/files/log.txt"),
              ("GET", "/api/jobs/1/log"), ("POST", "/api/jobs/extract"),
@@ -118,53 +111,53 @@ def test_refused_paths_say_why(server, client, light):
     def extract(source, store="stores/x.zarr"):
         return client.submit("extract", {"source": source, "store": store})
 
-    _refused(lambda: extract("../tiny"), 422, "'..' is not allowed")
-    _refused(lambda: extract("tiny", "../elsewhere.zarr"), 422, "'..' is not allowed")
-    _refused(lambda: extract("/etc"), 403, "outside the data root")
-    _refused(lambda: extract(outside), 403, "outside the data root")
-    _refused(lambda: extract("escape"), 403, "symbolic link")
-    _refused(lambda: extract("tiny", "/tmp/x.zarr"), 403, "outside the store root")
-    _refused(lambda: extract("nothing-here"), 422, "no such file or folder")
-    _refused(lambda: extract("tiny", "."), 422, "not the root")
-    _refused(lambda: client.submit("train", {"store": "tiny.zarr", "annotations": "tiny/none.csv",
-                                             "run": "runs/x"}), 422, "no such file")
-    _refused(lambda: client.submit("train", {"store": "tiny.zarr",
-                                             "annotations": "tiny/ground_truth.csv",
-                                             "run": "tiny.zarr/run"}), 422, "run folder of its own")
-    _refused(lambda: client.submit("evaluate", {"run": "tiny.zarr"}), 422, "written by a train job")
-    _refused(lambda: client.submit("predict", {"model": "runs/tiny"}), 422, "needs 'video'")
-    _refused(lambda: client.submit("predict", {"model": "runs/tiny", "upload": "0" * 32}), 422,
-             "no such upload")
-    _refused(lambda: client.submit("predict", {"model": "runs/tiny", "upload": "../../token"}), 422,
-             "not an upload id")
-    _refused(lambda: client.request("GET", "/api/browse", query={"root": "data", "path": ".."}),
-             422, "'..'")
+    refused(lambda: extract("../tiny"), 422, "'..' is not allowed")
+    refused(lambda: extract("tiny", "../elsewhere.zarr"), 422, "'..' is not allowed")
+    refused(lambda: extract("/etc"), 403, "outside the data root")
+    refused(lambda: extract(outside), 403, "outside the data root")
+    refused(lambda: extract("escape"), 403, "symbolic link")
+    refused(lambda: extract("tiny", "/tmp/x.zarr"), 403, "outside the store root")
+    refused(lambda: extract("nothing-here"), 422, "no such file or folder")
+    refused(lambda: extract("tiny", "."), 422, "not the root")
+    refused(lambda: client.submit("train", {"store": "tiny.zarr", "annotations": "tiny/none.csv",
+                                            "run": "runs/x"}), 422, "no such file")
+    refused(lambda: client.submit("train", {"store": "tiny.zarr",
+                                            "annotations": "tiny/ground_truth.csv",
+                                            "run": "tiny.zarr/run"}), 422, "run folder of its own")
+    refused(lambda: client.submit("evaluate", {"run": "tiny.zarr"}), 422, "written by a train job")
+    refused(lambda: client.submit("predict", {"model": "runs/tiny"}), 422, "needs 'video'")
+    refused(lambda: client.submit("predict", {"model": "runs/tiny", "upload": "0" * 32}), 422,
+            "no such upload")
+    refused(lambda: client.submit("predict", {"model": "runs/tiny", "upload": "../../token"}), 422,
+            "not an upload id")
+    refused(lambda: client.request("GET", "/api/browse", query={"root": "data", "path": ".."}),
+            422, "'..'")
     assert client.jobs() == [] or all(j["kind"] != "extract" or j["params"]["source"] != "escape"
                                       for j in client.jobs())
 
 
 def test_bad_fields_are_refused_before_anything_runs(server, client):
     base = {"source": "tiny", "store": "stores/y.zarr"}
-    _refused(lambda: client.submit("extract", {**base, "colour": "red"}), 422,
-             "colour: Extra inputs")
-    _refused(lambda: client.submit("extract", {**base, "backend": "magic"}), 422, "backend")
-    _refused(lambda: client.submit("extract", {**base, "resize": 5}), 422, "resize")
-    _refused(lambda: client.submit("extract", {"source": "tiny"}), 422, "store: Field required")
-    _refused(lambda: client.submit("train", {"store": "tiny.zarr", "annotations": "a", "run": "r",
-                                             "epochs": 0}), 422, "epochs")
-    _refused(lambda: client.submit("evaluate", {"run": "runs/tiny", "select": ["best"]}), 422,
-             "select")
-    _refused(lambda: client.request("POST", "/api/jobs/extract", data=b"{not json"), 422,
-             "the body must be a JSON object")
+    refused(lambda: client.submit("extract", {**base, "colour": "red"}), 422,
+            "colour: Extra inputs")
+    refused(lambda: client.submit("extract", {**base, "backend": "magic"}), 422, "backend")
+    refused(lambda: client.submit("extract", {**base, "resize": 5}), 422, "resize")
+    refused(lambda: client.submit("extract", {"source": "tiny"}), 422, "store: Field required")
+    refused(lambda: client.submit("train", {"store": "tiny.zarr", "annotations": "a", "run": "r",
+                                            "epochs": 0}), 422, "epochs")
+    refused(lambda: client.submit("evaluate", {"run": "runs/tiny", "select": ["best"]}), 422,
+            "select")
+    refused(lambda: client.request("POST", "/api/jobs/extract", data=b"{not json"), 422,
+            "the body must be a JSON object")
     status, _, body = _raw(server, "POST", "/api/jobs/extract", b"{not json",
                            {"Authorization": f"Bearer {server.token}",
                             "Content-Type": "application/json"})
     assert status == 422 and "not valid JSON" in json.loads(body)["error"]
-    _refused(lambda: client.request("GET", "/api/jobs", query={"state": "sleeping"}), 422,
-             "state must be")
-    _refused(lambda: client.request("POST", "/api/jobs/extract"), 422,
-             "no body: send a JSON object with at least source, store")
-    _refused(lambda: client.submit("spot", {"video": "a.mp4"}), 422, "unknown job kind 'spot'")
+    refused(lambda: client.request("GET", "/api/jobs", query={"state": "sleeping"}), 422,
+            "state must be")
+    refused(lambda: client.request("POST", "/api/jobs/extract"), 422,
+            "no body: send a JSON object with at least source, store")
+    refused(lambda: client.submit("spot", {"video": "a.mp4"}), 422, "unknown job kind 'spot'")
 
 
 def _mp4(frames_folder, path, frames=60):
@@ -210,13 +203,13 @@ def test_uploads_are_limited_in_size_and_type(server, client, tmp_path):
         client.upload(big)  # the client checks first
     script = tmp_path / "clip.mp4"
     script.write_text("#!/bin/sh\nrm -rf /\n")
-    _refused(lambda: client.upload(script), 415, "not a video file")
+    refused(lambda: client.upload(script), 415, "not a video file")
     for name, status, words in (("clip.sh", 415, "only video files"),
                                 ("../clip.mp4", 422, "plain file name")):
-        _refused(lambda: client.request("POST", "/api/uploads", data=b"\x00\x00\x00\x18ftyp",
+        refused(lambda: client.request("POST", "/api/uploads", data=b"\x00\x00\x00\x18ftyp",
                                         query={"filename": name}), status, words)
-    _refused(lambda: client.request("POST", "/api/uploads", data=b"", query={"filename": "e.mp4"}),
-             422, "empty")
+    refused(lambda: client.request("POST", "/api/uploads", data=b"", query={"filename": "e.mp4"}),
+            422, "empty")
     video = _mp4(None, tmp_path / "clip.mp4", frames=10)
     upload = client.upload(video)
     kept = server.home / "uploads" / upload / "clip.mp4"
@@ -239,8 +232,8 @@ def test_errors_are_json_and_files_only_through_their_job(server, client):
     job = client.submit("evaluate", {"run": "runs/tiny", "report": False})
     client.cancel(job["id"])
     for name in ("../../token", "token", "jobs.sqlite", "%2e%2e/%2e%2e/token", "/etc/passwd"):
-        _refused(lambda: client.request("GET", f"/api/jobs/{job['id']}/files/{name}"), 404,
-                 "has no file")
+        refused(lambda: client.request("GET", f"/api/jobs/{job['id']}/files/{name}"), 404,
+                "has no file")
 
 
 def test_interactive_docs_and_favicon_are_served_from_here_signed_out(server):
@@ -346,7 +339,7 @@ def test_extract_cancel_at_once_resume_and_a_failing_job_does_not_stop_the_queue
     assert client.job(failing["id"])["state"] == "failed"
     assert "no" in client.job(failing["id"])["error"]
     assert client.job(queued["id"])["state"] == "cancelled"
-    _refused(lambda: client.cancel(failing["id"]), 409, "already failed")
+    refused(lambda: client.cancel(failing["id"]), 409, "already failed")
 
     again = client.submit("extract", {"source": "tiny", "store": "api/tiny.zarr", "resize": 64})
     assert _cli(server, "jobs", "wait", str(again["id"]), "--timeout", str(DEADLINE)) == 0

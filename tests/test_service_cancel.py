@@ -86,3 +86,26 @@ def test_cancel_interrupts_the_video_in_progress_keeps_the_complete_ones_and_res
     assert done["progress"]["done"] == done["progress"]["total"] == 120
     assert set(_statuses(store).values()) == {"complete"}
     assert "leaked" not in client.log(again)
+
+
+@pytest.mark.slow
+def test_cancel_interrupts_a_training_which_resumes_from_its_last_epoch(pool_server,
+                                                                        module_gates):
+    client, gates = pool_server.client(), module_gates
+    body = {"store": "tiny.zarr", "annotations": "tiny/ground_truth.csv", "run": "cancel/run",
+            "epochs": 3, "batch_size": 2}
+    gates.hold("train-*-epoch-1")
+    try:
+        job_id = client.submit("train", body)["id"]
+        gates.arrival("train-*-epoch-1", what="a fold's first epoch is saved")
+        assert client.cancel(job_id)["state"] == "cancelling"
+        cancelled = client.wait(job_id, timeout=DEADLINE, every=0.2)
+    finally:
+        gates.open_all()
+    assert cancelled["state"] == "cancelled", cancelled
+    assert "resumes from the last one" in cancelled["progress"]["message"]
+    assert "killed" not in client.log(job_id)
+    again = client.clone(job_id)
+    done = client.wait(again["id"], timeout=DEADLINE, every=0.2)
+    assert done["state"] == "done", client.log(again["id"])
+    assert [f["subject"] for f in done["result"]["folds"]] and done["progress"]["done"] == 6

@@ -8,10 +8,11 @@ import hashlib
 import sqlite3
 
 import pytest
+from service_checks import refused
 from waiting import DEADLINE
 
 from mespot.cli import main
-from mespot.service.client import Client, ServiceError
+from mespot.service.client import Client
 from mespot.service.testing import start_server
 
 
@@ -26,12 +27,6 @@ def lab(tmp_path_factory):
     server.stop()
 
 
-def _refused(call, status: int, words: str) -> None:
-    with pytest.raises(ServiceError) as refused:
-        call()
-    assert refused.value.status == status and words in str(refused.value), str(refused.value)
-
-
 def test_users_tokens_submitters_archive_and_delete(lab, capsys):
     admin = lab.client()
     assert main(["users", "add", "ana", "--server", lab.url, "--token", lab.token]) == 0
@@ -39,11 +34,11 @@ def test_users_tokens_submitters_archive_and_delete(lab, capsys):
     bob_token = admin.request("POST", "/api/users", body={"name": "bob"})["token"]
     ana, bob = Client(lab.url, ana_token), Client(lab.url, bob_token)
     assert ana.request("GET", "/api/whoami") == {"name": "ana", "admin": False}
-    _refused(lambda: admin.request("POST", "/api/users", body={"name": "ana"}), 409, "exists")
-    _refused(lambda: admin.request("POST", "/api/users", body={"name": "Ana Lee"}), 422,
-             "user name")
-    _refused(lambda: ana.request("GET", "/api/users"), 403, "only the admin")
-    _refused(lambda: ana.request("POST", "/api/users", body={"name": "eve"}), 403, "admin")
+    refused(lambda: admin.request("POST", "/api/users", body={"name": "ana"}), 409, "exists")
+    refused(lambda: admin.request("POST", "/api/users", body={"name": "Ana Lee"}), 422,
+            "user name")
+    refused(lambda: ana.request("GET", "/api/users"), 403, "only the admin")
+    refused(lambda: ana.request("POST", "/api/users", body={"name": "eve"}), 403, "admin")
 
     with sqlite3.connect(lab.home / "jobs.sqlite") as db:  # only hashes are kept
         stored = db.execute("SELECT name, hash FROM users ORDER BY name").fetchall()
@@ -62,7 +57,7 @@ def test_users_tokens_submitters_archive_and_delete(lab, capsys):
     assert mine["submitter"] == "admin"
     admin.wait(mine["id"], timeout=DEADLINE, every=0.2)
 
-    _refused(lambda: bob.request("DELETE", f"/api/jobs/{job['id']}"), 403, "submitted by ana")
+    refused(lambda: bob.request("DELETE", f"/api/jobs/{job['id']}"), 403, "submitted by ana")
     ana.request("POST", f"/api/jobs/{job['id']}/archive")
     assert job["id"] not in [j["id"] for j in ana.jobs()]
     archived = ana.request("GET", "/api/jobs", query={"archived": "true"})["jobs"]
@@ -71,13 +66,13 @@ def test_users_tokens_submitters_archive_and_delete(lab, capsys):
     assert (folder / "log.txt").is_file()
     answer = ana.request("DELETE", f"/api/jobs/{job['id']}")
     assert answer["deleted"] == job["id"] and not folder.exists()
-    _refused(lambda: ana.job(job["id"]), 404, "no job")
+    refused(lambda: ana.job(job["id"]), 404, "no job")
     admin.request("DELETE", f"/api/jobs/{mine['id']}")  # the admin deletes anyone's
 
     listed = {u["name"]: u for u in admin.request("GET", "/api/users")["users"]}
     assert listed["ana"]["last_used"] is not None and listed["bob"]["revoked"] is None
     assert main(["users", "revoke", "ana", "--server", lab.url, "--token", lab.token]) == 0
-    _refused(lambda: ana.jobs(), 401, "missing or wrong token")
+    refused(lambda: ana.jobs(), 401, "missing or wrong token")
     assert bob.jobs() is not None  # the others' tokens still work
     again = admin.request("POST", "/api/users", body={"name": "ana"})  # the name is free again
     assert again["token"] != ana_token

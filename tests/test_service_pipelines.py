@@ -9,9 +9,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from service_checks import refused
 from waiting import DEADLINE
 
-from mespot.service.client import ServiceError
 from mespot.service.testing import start_server
 
 FLAGS = ("--cores-per-slot", "1", "--lease-seconds", "5")
@@ -26,14 +26,6 @@ def pipe_server(service_lab, tmp_path_factory, module_gates):
     running.stop()
 
 
-def _refused(call, status: int, words: str) -> str:
-    with pytest.raises(ServiceError) as refused:
-        call()
-    assert refused.value.status == status, str(refused.value)
-    assert words in str(refused.value), str(refused.value)
-    return str(refused.value)
-
-
 def test_a_train_job_waits_for_the_queued_extraction_of_its_store(pipe_server, module_gates):
     client = pipe_server.client()
     module_gates.hold("job-*")  # the extraction is claimed, then held before any work
@@ -44,9 +36,9 @@ def test_a_train_job_waits_for_the_queued_extraction_of_its_store(pipe_server, m
         assert train["state"] == "queued" and train["after"] == extract["id"]
         evaluate = client.submit("evaluate", {"run": "later/run"})  # made by the train job
         assert evaluate["after"] == train["id"]
-        _refused(lambda: client.submit("train", {"store": "never/tiny.zarr", "run": "never/r",
-                                                 "annotations": "tiny/ground_truth.csv"}),
-                 422, "never/tiny.zarr: no such folder")
+        refused(lambda: client.submit("train", {"store": "never/tiny.zarr", "run": "never/r",
+                                                "annotations": "tiny/ground_truth.csv"}),
+                422, "never/tiny.zarr: no such folder")
         module_gates.arrival(f"job-{extract['id']}", what="the extraction is held")
         client.cancel(extract["id"])
         assert client.wait(extract["id"], DEADLINE, every=0.2)["state"] == "cancelled"
@@ -62,17 +54,17 @@ def test_a_train_job_waits_for_the_queued_extraction_of_its_store(pipe_server, m
 
 def test_bad_pipelines_and_kinds_are_refused_naming_the_field(pipe_server):
     client = pipe_server.client()
-    _refused(lambda: client.submit_pipeline({"source": "tiny"}), 422,
-             "store: Field required")
-    _refused(lambda: client.submit_pipeline({"source": "tiny", "store": "s.zarr",
-                                             "annotations": "tiny/ground_truth.csv",
-                                             "run": "r", "train": {"epochs": 0}}),
-             422, "train.epochs")
-    _refused(lambda: client.submit_pipeline({"source": "nothing", "store": "s.zarr",
-                                             "annotations": "tiny/ground_truth.csv",
-                                             "run": "r"}), 422, "nothing: no such")
+    refused(lambda: client.submit_pipeline({"source": "tiny"}), 422,
+            "store: Field required")
+    refused(lambda: client.submit_pipeline({"source": "tiny", "store": "s.zarr",
+                                            "annotations": "tiny/ground_truth.csv",
+                                            "run": "r", "train": {"epochs": 0}}),
+            422, "train.epochs")
+    refused(lambda: client.submit_pipeline({"source": "nothing", "store": "s.zarr",
+                                            "annotations": "tiny/ground_truth.csv",
+                                            "run": "r"}), 422, "nothing: no such")
     assert client.request("GET", "/api/pipelines")["pipelines"] == []  # all or nothing
-    _refused(lambda: client.submit("spot", {}), 422, "unknown job kind 'spot'")
+    refused(lambda: client.submit("spot", {}), 422, "unknown job kind 'spot'")
 
 
 @pytest.mark.slow
@@ -117,5 +109,5 @@ def test_a_pipeline_fails_at_its_train_step_then_a_clone_runs_to_its_metrics(
 
     again = client.clone(jobs[2]["id"], {"select": ["fixed:1"]})  # one step, changed
     assert again["params"]["select"] == ["fixed:1"] and again["params"]["run"] == "pipe/run"
-    _refused(lambda: client.clone(jobs[2]["id"], {"select": ["best"]}), 422, "select")
+    refused(lambda: client.clone(jobs[2]["id"], {"select": ["best"]}), 422, "select")
     assert client.wait(again["id"], DEADLINE, every=0.2)["state"] == "done"

@@ -45,6 +45,10 @@ def _line(job: dict) -> str:
 
     text = (f"{job['id']:>5}  {job['kind']:<8}  {job['state']:<9}  {progress_text(job):<40}  "
             f"{describe(job)}")
+    if job.get("pipeline"):
+        text += f"  (pipeline {job['pipeline']}: {job['step']})"
+    if job.get("submitter"):
+        text += f"  by {job['submitter']}"
     return text + (f"\n       error: {job['error']}" if job["error"] else "")
 
 

@@ -21,7 +21,8 @@ from fastapi.responses import (FileResponse, JSONResponse, PlainTextResponse,
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mespot import __version__
-from mespot.service import auth, pages, people, pipelines, tasks
+from mespot.service import (auth, pages, people, pipelines, review_routes, run_pages, runs,
+                            tasks)
 from mespot.service.api_models import EvaluateJob, ExtractJob, PredictJob, TrainJob
 from mespot.service.config import JOB_KINDS, SHOWN_STATES, ServiceConfig
 from mespot.service.jobs import JobConflict, JobStore
@@ -113,6 +114,9 @@ def create_app(config: ServiceConfig, token: str, scheduler=None) -> FastAPI:
     _operator_routes(app, store, config, roots, metrics, guarded)
     pipelines.add_routes(app, store, roots, config, guarded, need_token)
     people.add_routes(app, store, users, config, guarded, need_token)
+    runs.add_routes(app, store, roots, config, guarded)
+    run_pages.add_routes(app, store, roots, authorised)
+    review_routes.add_routes(app, store, roots, config, guarded, authorised)
     pages.add_routes(app, store, config, roots, authorised)
     return app
 

@@ -199,6 +199,12 @@ class JobStore:
              pipeline, step))
         return self.get(cursor.lastrowid)
 
+    def last_maker(self, path: Path) -> int | None:
+        """The newest job, in any state, that made or makes `path`."""
+        row = self._connect().execute("SELECT id FROM jobs WHERE makes = ? ORDER BY id DESC "
+                                      "LIMIT 1", (str(path),)).fetchone()
+        return row[0] if row else None
+
     def maker_of(self, path: Path) -> int | None:
         """The newest queued or running job (not asked to stop) that creates `path`."""
         row = self._connect().execute(

@@ -169,6 +169,8 @@ def job_row(job: dict) -> str:
             break
     if state in ("queued", "running") and not job["cancel_requested"]:
         links.append(f'<button class="cancel" data-job="{jid}">cancel</button>')
+    if state == "done" and job["kind"] in ("predict", "evaluate"):
+        links.append(f'<a href="/jobs/{jid}/review">review</a>')
     if state in ("done", "failed", "cancelled"):
         links.append(f'<button class="archive" data-job="{jid}">archive</button> '
                      f'<button class="delete" data-job="{jid}">delete</button>')
@@ -270,6 +272,9 @@ def result_html(job: dict) -> str:
                    f"<th>precision</th><th>recall</th><th>F1</th><th>TP</th><th>FP</th>"
                    f"<th>FN</th></tr>{rows}</table>")
     links = []
+    if job["state"] == "done" and job["kind"] in ("predict", "evaluate"):
+        out.append(f'<p><a href="/jobs/{jid}/review">Review the spotted intervals</a> (accept, '
+                   f'reject, correct; export as training data)</p>')
     for name in job["files"]:
         url = f"/api/jobs/{jid}/files/{e(name)}"
         links.append(f'<li><a href="{url}" target="_blank">{e(name)}</a> '
@@ -279,6 +284,11 @@ def result_html(job: dict) -> str:
     out.extend(f'<figure><img src="/api/jobs/{jid}/files/{e(n)}" alt="{e(n)}" loading="lazy">'
                f'<figcaption>{e(n)}</figcaption></figure>' for n in curves[:12])
     return "".join(out)
+
+
+def not_found(title: str) -> HTMLResponse:
+    return HTMLResponse(_page("mespot", f"<main><h1>{e(title)}</h1><p><a href='/'>back</a></p>"
+                                        f"</main>"), status_code=404)
 
 
 def add_routes(app, store, config, roots, authorised) -> None:
@@ -299,9 +309,7 @@ def add_routes(app, store, config, roots, authorised) -> None:
             return signed_out(request)
         found = store.get(job_id)
         if found is None:
-            return HTMLResponse(_page("mespot", f"<main><h1>No job {job_id}</h1>"
-                                              f"<p><a href='/'>back</a></p></main>"),
-                                status_code=404)
+            return not_found(f"No job {job_id}")
         log_file = config.job_folder(job_id) / "log.txt"
         text = log_file.read_text(errors="replace")[-20000:] if log_file.is_file() else ""
         return HTMLResponse(job_page(found.to_json(), text))
@@ -312,9 +320,7 @@ def add_routes(app, store, config, roots, authorised) -> None:
             return signed_out(request)
         found = store.pipeline(pipeline_id)
         if found is None:
-            return HTMLResponse(_page("mespot", f"<main><h1>No pipeline {pipeline_id}</h1>"
-                                              f"<p><a href='/'>back</a></p></main>"),
-                                status_code=404)
+            return not_found(f"No pipeline {pipeline_id}")
         return HTMLResponse(pipeline_page(pipelines.to_json(found)))
 
     @app.get("/login", include_in_schema=False)

@@ -324,7 +324,7 @@ def run_train(p: dict, ctx: Context) -> Outcome:
     poll = None if ctx.engine is None else _FoldPoller(run, epochs, n_folds, ctx)
     try:
         results = train_loso(config, run, device=ctx.device, subjects=subjects,
-                             tensorboard=True,
+                             tensorboard=True, progress=LossRecorder(ctx.folder / LOSSES),
                              on_epoch_end=on_epoch_end if ctx.engine is None else None,
                              threads=ctx.cores if ctx.device == "cpu" else 0, engine=ctx.engine)
     finally:
@@ -336,6 +336,38 @@ def run_train(p: dict, ctx: Context) -> Outcome:
              for r in results]
     return Outcome("done", f"{len(results)} fold(s) trained into {p['run']}", files=files,
                    result={"run": p["run"], "folds": folds})
+
+
+LOSSES = "losses.jsonl"  # in a train job's folder: one line per epoch of a fold, as it ends
+
+
+class LossRecorder:
+    """flowcore's training progress protocol kept as JSON lines {"fold", "epoch", "loss"}: the
+    live loss curves of a run in training (mespot.service.runs reads them)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.labels: dict[str, str] = {}
+
+    def start(self, n_folds: int, epochs: int) -> None:
+        pass
+
+    def line(self, text: str) -> None:
+        pass
+
+    def start_fold(self, label: str, k: int, key: str) -> None:
+        self.labels[key] = label
+
+    def epoch(self, done: int, loss: float, key: str) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"fold": key, "label": self.labels.get(key, key),
+                                     "epoch": done, "loss": loss}) + "\n")
+
+    def end(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _complete_folds(run: Path) -> list[str]:

@@ -42,6 +42,8 @@ const mespot = (() => {
     if (intervals) links.push(`<a href="/api/jobs/${id}/files/${esc(intervals)}?download=1">intervals</a>`);
     if ((job.state === "queued" || job.state === "running") && !job.cancel_requested)
       links.push(`<button class="cancel" data-job="${id}">cancel</button>`);
+    if (job.state === "done" && ["predict", "evaluate"].includes(job.kind))
+      links.push(`<a href="/jobs/${id}/review">review</a>`);
     if (["done", "failed", "cancelled"].includes(job.state))
       links.push(`<button class="archive" data-job="${id}">archive</button> ` +
                  `<button class="delete" data-job="${id}">delete</button>`);
@@ -225,5 +227,188 @@ const mespot = (() => {
     }, POLL_MS);
   }
 
-  return {index, job, pipeline};
+  // ---- runs side by side ------------------------------------------------------------------------
+  function tableText(table) {
+    return [...table.rows].map((r) => [...r.cells].map((c) => c.textContent.trim()).join("\t")).join("\n");
+  }
+
+  function sortBy(table, column) {
+    const body = table.tBodies[0], rows = [...body.rows];
+    const up = table.dataset.sorted !== `${column}+`;
+    const key = (row) => {
+      const cell = row.cells[column], text = cell.textContent.trim();
+      return cell.hasAttribute("data-number") ? Number(text) : text;
+    };
+    rows.sort((a, b) => {
+      const x = key(a), y = key(b);
+      const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      return up ? order : -order;
+    });
+    rows.forEach((r) => body.appendChild(r));
+    table.dataset.sorted = `${column}${up ? "+" : "-"}`;
+  }
+
+  function runs() {
+    const table = document.getElementById("runs-table"), status = document.getElementById("runs-status");
+    table.querySelectorAll("th[data-sort]").forEach((th, k) => th.addEventListener("click", () => sortBy(table, k)));
+    document.getElementById("copy").addEventListener("click", async () => {
+      const text = tableText(table), box = document.getElementById("tsv");
+      box.value = text; box.hidden = false; box.select();
+      try { await navigator.clipboard.writeText(text); status.textContent = "copied"; }
+      catch (err) { status.textContent = "select the text below and copy it"; }
+    });
+    const compare = document.getElementById("compare");
+    const picked = () => [...document.querySelectorAll("input.pick:checked")].map((b) => b.value);
+    document.addEventListener("change", () => { compare.disabled = picked().length !== 2; });
+    compare.addEventListener("click", async () => {
+      const [a, b] = picked();
+      try {
+        const d = await call("GET", `/api/runs/diff?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+        const rows = d.differences.map((x) => `<tr><td>${esc(x.name)}</td><td>${esc(JSON.stringify(x.a))}</td>` +
+          `<td>${esc(JSON.stringify(x.b))}</td></tr>`).join("");
+        document.getElementById("diff-table").innerHTML = `<tr><th>parameter</th><th>${esc(a)}</th>` +
+          `<th>${esc(b)}</th></tr>${rows || '<tr><td colspan="3">no difference</td></tr>'}`;
+        document.getElementById("diff").hidden = false;
+      } catch (err) { status.textContent = err.message; }
+    });
+  }
+
+  const COLOURS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f"];
+
+  function plot(folds) {
+    // one SVG: every fold's train/loss (solid) and test/loss (dashed) against the epoch
+    const lines = [];
+    Object.entries(folds).forEach(([fold, curves], k) => Object.entries(curves).forEach(([name, points]) =>
+      lines.push({fold, name, points, colour: COLOURS[k % COLOURS.length]})));
+    const all = lines.flatMap((l) => l.points);
+    if (!all.length) return "<p>no epoch finished yet</p>";
+    const W = 640, H = 280, P = 40;
+    const maxX = Math.max(1, ...all.map((p) => p[0])), ys = all.map((p) => p[1]);
+    const minY = Math.min(...ys), maxY = Math.max(...ys) + 1e-9;
+    const x = (v) => P + (W - 2 * P) * v / maxX, y = (v) => H - P - (H - 2 * P) * (v - minY) / (maxY - minY);
+    const paths = lines.map((l) => `<polyline fill="none" stroke="${l.colour}" stroke-width="1.5"` +
+      `${l.name.startsWith("test") ? ' stroke-dasharray="4 3"' : ""} data-fold="${esc(l.fold)}" data-curve="${esc(l.name)}"` +
+      ` points="${l.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")}"><title>${esc(l.fold)} ${esc(l.name)}</title></polyline>` +
+      l.points.map((p) => `<circle r="2.5" fill="${l.colour}" cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}"/>`).join(""));
+    const legend = Object.keys(folds).map((f, k) => `<span style="color:${COLOURS[k % COLOURS.length]}">■ ${esc(f)}</span>`).join(" ");
+    return `<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="loss curves">` +
+      `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" stroke="#999"/><line x1="${P}" y1="${P}" x2="${P}" y2="${H - P}" stroke="#999"/>` +
+      `<text x="${W / 2}" y="${H - 8}" font-size="11">epoch (0–${maxX})</text>` +
+      `<text x="4" y="${P - 8}" font-size="11">loss ${minY.toFixed(3)}–${maxY.toFixed(3)}</text>${paths.join("")}</svg>` +
+      `<p class="times">${legend} · solid: train/loss, dashed: test/loss (the test subject's, logged only)</p>`;
+  }
+
+  function curves() {
+    const run = document.getElementById("run").dataset.run, status = document.getElementById("curves-status");
+    const draw = async () => {
+      try {
+        const d = await call("GET", `/api/runs/losses?run=${encodeURIComponent(run)}`);
+        document.getElementById("curves").innerHTML = plot(d.folds);
+        status.textContent = d.training ? "training: redrawn every 2 s" : "";
+        if (d.training) setTimeout(draw, 2000);
+      } catch (err) { status.textContent = err.message; }
+    };
+    draw();
+  }
+
+  // ---- review of spotted intervals --------------------------------------------------------------
+  function review() {
+    const main = document.getElementById("review"), id = main.dataset.job;
+    const status = document.getElementById("review-status");
+    let data = null;
+    const stripUrl = (video, i) => `/api/jobs/${id}/review/strip.jpg?video=${encodeURIComponent(video)}` +
+      `&onset=${i.onset}&apex=${i.apex}&offset=${i.offset}`;
+
+    function slider(name, value, low, high, v, k) {
+      return `<label>${name} <input type="range" min="${low}" max="${high}" value="${value}" ` +
+        `data-video="${esc(v)}" data-k="${k}" data-field="${name}"> <output>${value}</output></label>`;
+    }
+
+    function card(video, i, k) {
+      const low = Math.max(0, i.onset - 30), high = i.offset + 30;
+      return `<div class="interval ${i.status}" data-video="${esc(video)}" data-k="${k}">` +
+        `<img class="strip" alt="frames ${i.onset}–${i.offset} of ${esc(video)}" src="${stripUrl(video, i)}">` +
+        `<div class="controls"><b>${esc(i.type)}</b> ${i.score !== null && i.score !== undefined ? `score ${i.score.toFixed(3)}` : esc(i.origin)} ` +
+        `<span class="status">${i.status}</span> ` +
+        `<button type="button" class="accept" data-video="${esc(video)}" data-k="${k}">accept</button> ` +
+        `<button type="button" class="reject" data-video="${esc(video)}" data-k="${k}">reject</button><br>` +
+        slider("onset", i.onset, low, high, video, k) + slider("apex", i.apex, low, high, video, k) +
+        slider("offset", i.offset, low, high, video, k) + `</div></div>`;
+    }
+
+    function render() {
+      document.getElementById("videos").innerHTML = Object.entries(data.videos).map(([video, v]) => {
+        const truth = (data.truth[video] || []).map((t) => `${esc(t.type)} ${t.onset}–${t.apex}–${t.offset}`).join(", ");
+        const curve = data.curves[video] ? `<img class="curve" alt="score curves of ${esc(video)}" src="/api/jobs/${id}/files/${esc(data.curves[video])}">` : "";
+        return `<section class="video" data-video="${esc(video)}"><h2>${esc(video)}</h2>` +
+          `<label>subject <input class="subject" data-video="${esc(video)}" value="${esc(v.subject)}"></label>` +
+          `<p class="truth">ground truth: ${truth || (data.kind === "evaluate" ? "none" : "not known (a prediction)")}</p>` +
+          `<div class="beside"><div class="intervals">${v.intervals.map((i, k) => card(video, i, k)).join("") || "<p>nothing spotted</p>"}</div>${curve}</div>` +
+          `<form class="add" data-video="${esc(video)}">Add an interval the model missed: <select name="type"><option>me</option><option>mae</option></select> ` +
+          `onset <input name="onset" type="number" min="0" required> apex <input name="apex" type="number" min="0" required> ` +
+          `offset <input name="offset" type="number" min="0" required> <button type="submit">add</button></form></section>`;
+      }).join("") || "<p>no video</p>";
+    }
+
+    async function load() { data = await call("GET", `/api/jobs/${id}/review`); render(); }
+    async function save() {
+      const body = {videos: data.videos};
+      await call("PUT", `/api/jobs/${id}/review`, body);
+      status.className = ""; status.textContent = "saved";
+    }
+
+    let timer = null;
+    main.addEventListener("input", (event) => {
+      const f = event.target;
+      if (f.classList.contains("subject")) { data.videos[f.dataset.video].subject = f.value; return; }
+      if (!f.dataset.field) return;
+      const i = data.videos[f.dataset.video].intervals[Number(f.dataset.k)];
+      i[f.dataset.field] = Number(f.value);
+      if (i.onset > i.apex) i.apex = i.onset;
+      if (i.apex > i.offset) i.offset = i.apex;
+      if (f.dataset.field === "offset" && i.offset < i.apex) i.apex = i.offset;
+      if (i.apex < i.onset) i.onset = i.apex;
+      f.nextElementSibling.textContent = f.value;
+      i.status = "accepted";  // a correction is an acceptance of the corrected interval
+      clearTimeout(timer);
+      timer = setTimeout(render, 400);  // the strip of the corrected interval, once dragging stops
+    });
+    main.addEventListener("click", async (event) => {
+      const b = event.target.closest("button.accept, button.reject");
+      if (b) {
+        data.videos[b.dataset.video].intervals[Number(b.dataset.k)].status = b.classList.contains("accept") ? "accepted" : "rejected";
+        render(); return;
+      }
+      const link = event.target.closest("#export-csv, #export-ls");
+      if (link && !link.dataset.saved) {
+        event.preventDefault();
+        try { await save(); link.dataset.saved = "1"; link.click(); delete link.dataset.saved; }
+        catch (err) { status.className = "error"; status.textContent = err.message; }
+      }
+    });
+    main.addEventListener("submit", (event) => {
+      const form = event.target.closest("form.add");
+      if (!form) return;
+      event.preventDefault();
+      const n = (name) => Number(form.elements[name].value);
+      if (!(n("onset") <= n("apex") && n("apex") <= n("offset"))) {
+        status.className = "error"; status.textContent = "onset <= apex <= offset must hold"; return;
+      }
+      data.videos[form.dataset.video].intervals.push({type: form.elements.type.value, onset: n("onset"),
+        apex: n("apex"), offset: n("offset"), status: "accepted", score: null, origin: "added"});
+      render();
+    });
+    document.getElementById("save").addEventListener("click", () => save().catch((err) => {
+      status.className = "error"; status.textContent = err.message; }));
+    document.getElementById("import-ls").addEventListener("change", async (event) => {
+      try {
+        const tasks = JSON.parse(await event.target.files[0].text());
+        data = {...data, ...(await call("POST", `/api/jobs/${id}/review/labelstudio`, tasks))};
+        render(); status.className = ""; status.textContent = "imported";
+      } catch (err) { status.className = "error"; status.textContent = err.message; }
+    });
+    load().catch((err) => { document.getElementById("videos").textContent = err.message; });
+  }
+
+  return {index, job, pipeline, runs, curves, review};
 })();
