@@ -78,6 +78,10 @@ def add_routes(app, store, roots, config, guarded, authorised) -> None:
         rv.save(config.job_folder(job_id), review)
         return review
 
+    _page_route(app, done_job, authorised)
+
+
+def _page_route(app, done_job, authorised) -> None:
     @app.get("/jobs/{job_id}/review", include_in_schema=False)
     def review_page(request: Request, job_id: int):
         if not authorised(request):
@@ -85,8 +89,8 @@ def add_routes(app, store, roots, config, guarded, authorised) -> None:
         job = done_job(job_id)
         body = f"""<header><h1><a href="/">mespot</a> · <a href="/jobs/{job_id}">job
 #{job_id}</a> · review</h1><p>Accept or reject each spotted interval, or drag its onset, apex and
-offset; then export. The frames run from a little before the onset to a little after the
-offset; the marked ones are onset, apex and offset.</p></header>
+offset; then export. Each strip runs from a few frames before the onset to a few after the
+offset, and holds the onset, apex and offset frames.</p></header>
 <main id="review" data-job="{job_id}" data-kind="{job.kind}"><p>
 <button type="button" id="save">Save</button>
 <a href="/api/jobs/{job_id}/review/annotations.csv" id="export-csv">Export annotations CSV</a> ·

@@ -312,43 +312,53 @@ const mespot = (() => {
   }
 
   // ---- review of spotted intervals --------------------------------------------------------------
+  const stripUrl = (id, video, i) => `/api/jobs/${id}/review/strip.jpg?video=${encodeURIComponent(video)}` +
+    `&onset=${i.onset}&apex=${i.apex}&offset=${i.offset}`;
+
+  function slider(name, value, low, high, v, k) {
+    return `<label>${name} <input type="range" min="${low}" max="${high}" value="${value}" ` +
+      `data-video="${esc(v)}" data-k="${k}" data-field="${name}"> <output>${value}</output></label>`;
+  }
+
+  function card(id, video, i, k) {
+    const low = Math.max(0, i.onset - 30), high = i.offset + 30;
+    const score = i.score !== null && i.score !== undefined ? `score ${i.score.toFixed(3)}` : esc(i.origin);
+    return `<div class="interval ${i.status}" data-video="${esc(video)}" data-k="${k}">` +
+      `<img class="strip" alt="frames ${i.onset}–${i.offset} of ${esc(video)}" src="${stripUrl(id, video, i)}">` +
+      `<div class="controls"><b>${esc(i.type)}</b> ${score} <span class="status">${i.status}</span> ` +
+      `<button type="button" class="accept" data-video="${esc(video)}" data-k="${k}">accept</button> ` +
+      `<button type="button" class="reject" data-video="${esc(video)}" data-k="${k}">reject</button><br>` +
+      slider("onset", i.onset, low, high, video, k) + slider("apex", i.apex, low, high, video, k) +
+      slider("offset", i.offset, low, high, video, k) + `</div></div>`;
+  }
+
+  function reviewHtml(id, data) {
+    return Object.entries(data.videos).map(([video, v]) => {
+      const truth = (data.truth[video] || []).map((t) => `${esc(t.type)} ${t.onset}–${t.apex}–${t.offset}`).join(", ");
+      const curve = data.curves[video] ? `<img class="curve" alt="score curves of ${esc(video)}" src="/api/jobs/${id}/files/${esc(data.curves[video])}">` : "";
+      return `<section class="video" data-video="${esc(video)}"><h2>${esc(video)}</h2>` +
+        `<label>subject <input class="subject" data-video="${esc(video)}" value="${esc(v.subject)}"></label>` +
+        `<p class="truth">ground truth: ${truth || (data.kind === "evaluate" ? "none" : "not known (a prediction)")}</p>` +
+        `<div class="beside"><div class="intervals">${v.intervals.map((i, k) => card(id, video, i, k)).join("") || "<p>nothing spotted</p>"}</div>${curve}</div>` +
+        `<form class="add" data-video="${esc(video)}">Add an interval the model missed: <select name="type"><option>me</option><option>mae</option></select> ` +
+        `onset <input name="onset" type="number" min="0" required> apex <input name="apex" type="number" min="0" required> ` +
+        `offset <input name="offset" type="number" min="0" required> <button type="submit">add</button></form></section>`;
+    }).join("") || "<p>no video</p>";
+  }
+
+  function corrected(i, field, value) {
+    // the dragged field's new value, the others moved so that onset <= apex <= offset holds
+    i[field] = value;
+    if (field === "offset") { i.apex = Math.min(i.apex, i.offset); i.onset = Math.min(i.onset, i.apex); }
+    else { if (i.onset > i.apex) i.apex = i.onset; if (i.apex > i.offset) i.offset = i.apex; if (i.apex < i.onset) i.onset = i.apex; }
+    i.status = "accepted";  // a correction is an acceptance of the corrected interval
+  }
+
   function review() {
     const main = document.getElementById("review"), id = main.dataset.job;
     const status = document.getElementById("review-status");
     let data = null;
-    const stripUrl = (video, i) => `/api/jobs/${id}/review/strip.jpg?video=${encodeURIComponent(video)}` +
-      `&onset=${i.onset}&apex=${i.apex}&offset=${i.offset}`;
-
-    function slider(name, value, low, high, v, k) {
-      return `<label>${name} <input type="range" min="${low}" max="${high}" value="${value}" ` +
-        `data-video="${esc(v)}" data-k="${k}" data-field="${name}"> <output>${value}</output></label>`;
-    }
-
-    function card(video, i, k) {
-      const low = Math.max(0, i.onset - 30), high = i.offset + 30;
-      return `<div class="interval ${i.status}" data-video="${esc(video)}" data-k="${k}">` +
-        `<img class="strip" alt="frames ${i.onset}–${i.offset} of ${esc(video)}" src="${stripUrl(video, i)}">` +
-        `<div class="controls"><b>${esc(i.type)}</b> ${i.score !== null && i.score !== undefined ? `score ${i.score.toFixed(3)}` : esc(i.origin)} ` +
-        `<span class="status">${i.status}</span> ` +
-        `<button type="button" class="accept" data-video="${esc(video)}" data-k="${k}">accept</button> ` +
-        `<button type="button" class="reject" data-video="${esc(video)}" data-k="${k}">reject</button><br>` +
-        slider("onset", i.onset, low, high, video, k) + slider("apex", i.apex, low, high, video, k) +
-        slider("offset", i.offset, low, high, video, k) + `</div></div>`;
-    }
-
-    function render() {
-      document.getElementById("videos").innerHTML = Object.entries(data.videos).map(([video, v]) => {
-        const truth = (data.truth[video] || []).map((t) => `${esc(t.type)} ${t.onset}–${t.apex}–${t.offset}`).join(", ");
-        const curve = data.curves[video] ? `<img class="curve" alt="score curves of ${esc(video)}" src="/api/jobs/${id}/files/${esc(data.curves[video])}">` : "";
-        return `<section class="video" data-video="${esc(video)}"><h2>${esc(video)}</h2>` +
-          `<label>subject <input class="subject" data-video="${esc(video)}" value="${esc(v.subject)}"></label>` +
-          `<p class="truth">ground truth: ${truth || (data.kind === "evaluate" ? "none" : "not known (a prediction)")}</p>` +
-          `<div class="beside"><div class="intervals">${v.intervals.map((i, k) => card(video, i, k)).join("") || "<p>nothing spotted</p>"}</div>${curve}</div>` +
-          `<form class="add" data-video="${esc(video)}">Add an interval the model missed: <select name="type"><option>me</option><option>mae</option></select> ` +
-          `onset <input name="onset" type="number" min="0" required> apex <input name="apex" type="number" min="0" required> ` +
-          `offset <input name="offset" type="number" min="0" required> <button type="submit">add</button></form></section>`;
-      }).join("") || "<p>no video</p>";
-    }
+    const render = () => { document.getElementById("videos").innerHTML = reviewHtml(id, data); };
 
     async function load() { data = await call("GET", `/api/jobs/${id}/review`); render(); }
     async function save() {
@@ -362,14 +372,8 @@ const mespot = (() => {
       const f = event.target;
       if (f.classList.contains("subject")) { data.videos[f.dataset.video].subject = f.value; return; }
       if (!f.dataset.field) return;
-      const i = data.videos[f.dataset.video].intervals[Number(f.dataset.k)];
-      i[f.dataset.field] = Number(f.value);
-      if (i.onset > i.apex) i.apex = i.onset;
-      if (i.apex > i.offset) i.offset = i.apex;
-      if (f.dataset.field === "offset" && i.offset < i.apex) i.apex = i.offset;
-      if (i.apex < i.onset) i.onset = i.apex;
+      corrected(data.videos[f.dataset.video].intervals[Number(f.dataset.k)], f.dataset.field, Number(f.value));
       f.nextElementSibling.textContent = f.value;
-      i.status = "accepted";  // a correction is an acceptance of the corrected interval
       clearTimeout(timer);
       timer = setTimeout(render, 400);  // the strip of the corrected interval, once dragging stops
     });
