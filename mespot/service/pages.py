@@ -27,7 +27,7 @@ COOKIE_DAYS = 30
 e = html.escape
 
 
-def _page(title: str, body: str, script: str = "") -> str:
+def html_page(title: str, body: str, script: str = "") -> str:
     tail = f'<script src="/static/app.js"></script>{script}' if script else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -39,7 +39,7 @@ def _page(title: str, body: str, script: str = "") -> str:
 
 def login_page(message: str = "") -> str:
     note = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
-    return _page("mespot: sign in", f"""<main class="login"><h1>mespot</h1>{note}
+    return html_page("mespot: sign in", f"""<main class="login"><h1>mespot</h1>{note}
 <form method="post" action="/login"><label>Token <input type="password" name="token"
  autocomplete="current-password" required autofocus></label>
 <button type="submit">Sign in</button></form>
@@ -132,7 +132,7 @@ store root <code>{e(str(roots.store))}</code> · slots: {e(slots)}{ray}
 <section><h2>Queue</h2><table id="jobs"><thead><tr><th>job</th><th>kind</th><th>what</th>
 <th>state</th><th>progress</th><th>submitted</th><th></th></tr></thead>
 <tbody>{rows}</tbody></table></section></main>"""
-    return _page("mespot", body, "<script>mespot.index();</script>")
+    return html_page("mespot", body, "<script>mespot.index();</script>")
 
 
 def describe(job: dict) -> str:
@@ -228,7 +228,7 @@ def job_page(job: dict, log_text: str) -> str:
 {clone_form(f"/api/jobs/{jid}/clone", "Submit again", '{{"epochs": 80}}')}
 </section><section><h2>Results</h2><div id="result">{result_html(job)}</div></section>
 <section><h2>Log</h2><pre id="log">{e(log_text)}</pre></section></main>"""
-    return _page(f"mespot job {jid}", body, "<script>mespot.job();</script>")
+    return html_page(f"mespot job {jid}", body, "<script>mespot.job();</script>")
 
 
 def clone_form(url: str, label: str, example: str) -> str:
@@ -258,7 +258,7 @@ def pipeline_page(pipeline: dict) -> str:
                                                                        indent=1))}</pre>
 {clone_form(f"/api/pipelines/{pid}/clone", "Run again",
             '{"train": {"epochs": 80}, "run": "runs/e80"}')}</section></main>"""
-    return _page(f"mespot pipeline {pid}", body, "<script>mespot.pipeline();</script>")
+    return html_page(f"mespot pipeline {pid}", body, "<script>mespot.pipeline();</script>")
 
 
 def result_html(job: dict) -> str:
@@ -287,7 +287,7 @@ def result_html(job: dict) -> str:
 
 
 def not_found(title: str) -> HTMLResponse:
-    return HTMLResponse(_page("mespot", f"<main><h1>{e(title)}</h1><p><a href='/'>back</a></p>"
+    return HTMLResponse(html_page("mespot", f"<main><h1>{e(title)}</h1><p><a href='/'>back</a></p>"
                                         f"</main>"), status_code=404)
 
 

@@ -7,7 +7,7 @@ from fastapi import Body, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from mespot.service import review as rv
-from mespot.service.pages import _page
+from mespot.service.pages import html_page
 
 
 def add_routes(app, store, roots, config, guarded, authorised) -> None:
@@ -98,5 +98,5 @@ offset, and holds the onset, apex and offset frames.</p></header>
 JSON</a> · <label>Import Label Studio JSON <input type="file" id="import-ls"
 accept="application/json"></label> <span id="review-status" role="status"></span></p>
 <div id="videos">loading…</div></main>"""
-        return HTMLResponse(_page(f"mespot review {job_id}", body,
+        return HTMLResponse(html_page(f"mespot review {job_id}", body,
                                   "<script>mespot.review();</script>"))

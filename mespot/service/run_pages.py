@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from mespot.service import runs as run_data
-from mespot.service.pages import _page
+from mespot.service.pages import html_page
 
 e = html.escape
 ALWAYS = ("train.epochs",)  # shown even when every run has the same value
@@ -61,7 +61,7 @@ differ.</p></header><main id="runs"><p><button type="button" id="copy">Copy tabl
 <textarea id="tsv" rows="6" readonly hidden aria-label="the table as text"></textarea>
 <section id="diff" hidden><h2>Parameters that differ</h2><table id="diff-table"></table>
 </section></main>"""
-    return _page("mespot runs", body, "<script>mespot.runs();</script>")
+    return html_page("mespot runs", body, "<script>mespot.runs();</script>")
 
 
 def run_view_page(summary: dict) -> str:
@@ -80,7 +80,7 @@ def run_view_page(summary: dict) -> str:
 <div id="curves"></div></section>
 <section><h2>Metrics</h2>{''.join(tables) or '<p>not evaluated yet</p>'}</section>
 <section><h2>Parameters</h2><table class="params">{params}</table></section></main>"""
-    return _page(f"mespot run {summary['run']}", body, "<script>mespot.curves();</script>")
+    return html_page(f"mespot run {summary['run']}", body, "<script>mespot.curves();</script>")
 
 
 def _round(value):
