@@ -388,6 +388,12 @@ def test_train_evaluate_and_predict_an_uploaded_video(lab_server, service_lab, t
                                 headers={"Authorization": f"Bearer {server.token}"})
     assert status == 200 and headers["Content-Type"] == "image/png" and png[:4] == b"\x89PNG"
     assert "sandbox" in headers["Content-Security-Policy"]
+    review = client.request("GET", f"/api/jobs/{predict['id']}/review")  # its review
+    (video,) = review["videos"]
+    assert review["videos"][video]["subject"] == video and review["truth"][video] == []
+    strip = client.request("GET", f"/api/jobs/{predict['id']}/review/strip.jpg", raw=True,
+                           query={"video": video, "onset": 3, "apex": 5, "offset": 9})
+    assert strip.read()[:2] == b"\xff\xd8"  # frames of the uploaded video
 
 
 def test_one_server_per_folder(server, light):

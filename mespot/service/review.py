@@ -82,9 +82,17 @@ def start(job, more: dict[str, str] | None = None) -> dict:
                                        "apex": int(float(row["apex"])),
                                        "offset": int(float(row["offset"])),
                                        "score": float(row["score"]) if row.get("score") else None})
-    for video, subject in (more or {}).items():
+    for video, subject in {**_predicted(job), **(more or {})}.items():
         videos.setdefault(video, {"subject": subject, "intervals": []})
     return Review(videos=videos).model_dump()
+
+
+def _predicted(job) -> dict[str, str]:
+    """A prediction's videos (those in which nothing was spotted too) -> the video as subject."""
+    path = Path(job.files.get("prediction.json", "")) if job.kind == "predict" else None
+    if path is None or not path.is_file():
+        return {}
+    return {v: v for v in json.loads(path.read_text()).get("videos", [])}
 
 
 def load(folder: Path, job, more: dict[str, str] | None = None) -> dict:
