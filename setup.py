@@ -50,7 +50,8 @@ setup(
         "gpu-cuda13": ["cupy-cuda13x>=13"],
         "ray": ["ray[default]>=2.9"],
         # `mespot serve`: the HTTP service (the client commands need none of it)
-        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"],
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20",
+                  "fastapi-offline>=1.7"],  # /docs: Swagger UI served from the package
         # ray: tests of --engine ray; ruff and import-linter: `make test` checks style and layers;
         # fastapi ... playwright: the service and its page (driven in Debian's chromium);
         # httpx2: the client of starlette's TestClient (plain httpx is deprecated there);
@@ -59,6 +60,7 @@ setup(
         # test_kernels_build.py)
         "test": ["pytest>=8", "build>=1.0", "ray[default]>=2.9", "ruff>=0.6", "import-linter>=2.0",
                  "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx2>=2.0",
+                 "fastapi-offline>=1.7",
                  "playwright>=1.40", "nvidia-cuda-nvrtc-cu12>=12.4", "nvidia-cuda-nvrtc>=13.0"],
     },
     entry_points={"console_scripts": ["mespot = mespot.cli:main"]},

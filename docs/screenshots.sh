@@ -21,7 +21,8 @@ chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --screenshot="$OUT/report_top.png" "file://$PWD/$DEMO/run/report.html" 2>/dev/null
 # the service's page, as its browser test leaves it (tests/test_service_browser.py)
 MESPOT_SCREENSHOT_DIR="$PWD/$OUT" "$BIN/python" -m pytest -q -p no:cacheprovider \
-  tests/test_service_browser.py >/dev/null
+  tests/test_service_browser.py tests/test_service_browser_lab.py >/dev/null
 "$BIN/python" -c "import sys; from mespot.synth.preview import shrink_png; [shrink_png(p) for p in sys.argv[1:]]" \
-  "$OUT/curves.png" "$OUT/report_top.png" "$OUT/service.png"
+  "$OUT/curves.png" "$OUT/report_top.png" "$OUT/service.png" "$OUT/service_review.png" \
+  "$OUT/service_runs.png"
 ls -l "$OUT"

@@ -10,7 +10,8 @@ The folder's files (the test suite's side is tests/waiting.py):
 The points: `extract-VIDEO` (flowcore.extract: the video's group begun, nothing computed
 written), `train-SUBJECT[-inner]-epoch-N` (spotting.fold: epoch N saved, resume point
 included), `synth-VIDEO` (mespot.synth: the video's first frame written), `job-ID`
-(mespot.service.runner: the job claimed, its runner started, nothing done).
+(mespot.service.runner: the job claimed, its runner started, nothing done), `end-job-ID` (the
+job's work over, its final state not yet written).
 A held process waits until its hold is removed or a pass comes, at most HOLD_SECONDS (then
 TimeoutError: a test that forgot a gate must not leave work hanging for ever).
 """

@@ -67,10 +67,11 @@ def _register_commands() -> None:
     from mespot.commands.serve import serve_command
 
     app.command("serve")(serve_command)
-    from mespot.commands.jobs import jobs_app, submit_app
+    from mespot.commands.jobs import jobs_app, submit_app, users_app
 
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(submit_app, name="submit")
+    app.add_typer(users_app, name="users")
 
 
 _register_commands()

@@ -184,3 +184,22 @@ def command_fails(capsys, argv, code: int = 2) -> str:
     captured = capsys.readouterr()
     assert got == code, captured.err[-2000:]
     return error_line(captured.err)
+
+
+# --- the service's page in a browser (tests/test_service_browser*.py) -----------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; `playwright install` cannot download here
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (skips without either)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -64,6 +64,38 @@ def test_jobs_are_claimed_in_order_and_never_two_on_one_path(tmp_path):
     assert store.counts() == {"queued": 0, "running": 2, "done": 1, "failed": 0, "cancelled": 0}
 
 
+def test_a_job_after_another_runs_once_it_is_done_or_never(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    a = store.submit("extract", {}, ["/s/a.zarr"], makes="/s/a.zarr")
+    assert store.maker_of("/s/a.zarr") == a.id and store.maker_of("/s/b.zarr") is None
+    b = store.submit("train", {}, ["/s/a.zarr", "/s/r"], after=a.id, makes="/s/r")
+    c = store.submit("evaluate", {}, ["/s/r"], after=b.id)
+    other = store.submit("extract", {}, ["/s/c.zarr"])
+    assert store.claim("cpu0", "cpu", "one", 10).id == a.id
+    assert store.claim("cpu1", "cpu", "two", 10).id == other.id  # b waits for a, c for b
+    assert store.claim("cpu2", "cpu", "three", 10) is None
+    assert store.finish(a.id, "one", "done")
+    assert store.claim("cpu0", "cpu", "four", 10).id == b.id
+    assert store.finish(b.id, "four", "failed", "failed", "bad annotations")
+    assert store.claim("cpu0", "cpu", "five", 10) is None
+    stopped = store.get(c.id)
+    assert stopped.state == "cancelled"
+    assert stopped.message == f"not run: job #{b.id} (train) failed"
+    d = store.submit("evaluate", {}, ["/s/r"], after=c.id)  # after a job that never ran
+    assert store.claim("cpu0", "cpu", "six", 10) is None and store.get(d.id).state == "cancelled"
+
+
+def test_cancelling_is_shown_until_the_runner_ends(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.submit("extract", {}, ["/s/a.zarr"])
+    store.claim("cpu0", "cpu", "owner", 10)
+    assert store.request_cancel(job.id).to_json()["state"] == "cancelling"
+    assert store.cancel_asked(job.id) and [j.id for j in store.list("cancelling")] == [job.id]
+    assert store.get(job.id).state == "running"  # stored: still running (its lease holds)
+    store.finish(job.id, "owner", "cancelled", "stopped")
+    assert store.get(job.id).to_json()["state"] == "cancelled"
+
+
 def test_only_the_lease_owner_writes(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite")
     job = store.submit("extract", {}, ["/s/a.zarr"])

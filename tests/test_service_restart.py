@@ -68,6 +68,8 @@ def test_stop_then_kill_9_during_an_extraction_then_restart_resumes_the_job(tmp_
     wait_until(lambda: jobs.get(job_id).state == "running" and jobs.get(job_id).pid,
                "the job runs again after the restart")
     assert _one_more_video(store, gates) == 2
+    resumed = jobs.get(job_id)  # its progress counts the video complete before the stop
+    assert resumed.total == 6 * 30 and 2 * 30 <= resumed.done < resumed.total, resumed
     runner = jobs.get(job_id).pid
     server.process.kill()  # SIGKILL: no cleanup of any kind
     server.process.wait()

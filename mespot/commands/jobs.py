@@ -45,6 +45,10 @@ def _line(job: dict) -> str:
 
     text = (f"{job['id']:>5}  {job['kind']:<8}  {job['state']:<9}  {progress_text(job):<40}  "
             f"{describe(job)}")
+    if job.get("pipeline"):
+        text += f"  (pipeline {job['pipeline']}: {job['step']})"
+    if job.get("submitter"):
+        text += f"  by {job['submitter']}"
     return text + (f"\n       error: {job['error']}" if job["error"] else "")
 
 
@@ -120,6 +124,84 @@ def _wait(client: Client, job_id: int, timeout: Optional[float]) -> None:
                                                   f" ({job['progress']['message']})"))
     if job["state"] != "done":
         raise typer.Exit(1)
+
+
+@jobs_app.command("delete")
+def jobs_delete(job_id: int = typer.Argument(..., help="Job id."),
+                outputs: bool = typer.Option(False, "--outputs", help="Also delete the store "
+                                             "or run folder the job made."),
+                yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+                server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+                token_file: Optional[Path] = _token_file_option()) -> None:
+    """Delete an ended job with its log and files (asks first)."""
+    what = " and the store or run folder it made" if outputs else ""
+    if not yes and not typer.confirm(f"Delete job {job_id}, its log and files{what}?"):
+        raise typer.Exit(1)
+    answer = _client(server, token, token_file).request(
+        "DELETE", f"/api/jobs/{job_id}", query={"outputs": "true"} if outputs else None)
+    typer.echo(f"job {job_id} deleted; removed: {', '.join(answer['removed']) or 'nothing'}")
+
+
+@jobs_app.command("archive")
+def jobs_archive(job_id: int = typer.Argument(..., help="Job id."),
+                 undo: bool = typer.Option(False, "--undo", help="Show it in the queue again."),
+                 server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+                 token_file: Optional[Path] = _token_file_option()) -> None:
+    """Hide an ended job from the queue (its files stay)."""
+    _client(server, token, token_file).request("POST", f"/api/jobs/{job_id}/archive",
+                                               query={"undo": "true"} if undo else None)
+    typer.echo(f"job {job_id} {'back in the queue' if undo else 'archived'}")
+
+
+@jobs_app.command("clone")
+def jobs_clone(job_id: int = typer.Argument(..., help="Job id."),
+               changes: str = typer.Argument("{}", help='Changed parameters as JSON, e.g. '
+                                             '\'{"epochs": 80, "run": "runs/e80"}\'.'),
+               server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+               token_file: Optional[Path] = _token_file_option()) -> None:
+    """Submit a job again, with some parameters changed."""
+    try:
+        changed = json.loads(changes)
+    except ValueError as err:
+        raise UserError(f"changes: not JSON ({err})") from None
+    job = _client(server, token, token_file).clone(job_id, changed)
+    typer.echo(f"job {job['id']} queued: a copy of job {job_id}")
+
+
+users_app = typer.Typer(help="Lab members' tokens on a `mespot serve` (needs the server's own "
+                        "token).", no_args_is_help=True, add_completion=False)
+
+
+@users_app.command("add")
+def users_add(name: str = typer.Argument(..., help="Lower-case name, e.g. ana."),
+              server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+              token_file: Optional[Path] = _token_file_option()) -> None:
+    """Make a user and print their token (shown this once: give it to them)."""
+    answer = _client(server, token, token_file).request("POST", "/api/users",
+                                                        body={"name": name})
+    typer.echo(f"user {answer['name']}: token {answer['token']}")
+
+
+@users_app.command("list")
+def users_list(server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+               token_file: Optional[Path] = _token_file_option()) -> None:
+    """The users, when their token was made and last used, and which are revoked."""
+    import time
+
+    stamp = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"  # noqa: E731
+    for user in _client(server, token, token_file).request("GET", "/api/users")["users"]:
+        state = f"revoked {stamp(user['revoked'])}" if user["revoked"] else "active"
+        typer.echo(f"{user['name']:<20} made {stamp(user['created'])}  last used "
+                   f"{stamp(user['last_used'])}  {state}")
+
+
+@users_app.command("revoke")
+def users_revoke(name: str = typer.Argument(...),
+                 server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+                 token_file: Optional[Path] = _token_file_option()) -> None:
+    """The user's token stops working at once."""
+    _client(server, token, token_file).request("POST", f"/api/users/{name}/revoke")
+    typer.echo(f"user {name}: token revoked")
 
 
 @jobs_app.command("download")
@@ -232,3 +314,37 @@ def submit_predict(
                         "fold": fold}, wait, server, token, token_file, upload)
 
 
+
+
+@submit_app.command("pipeline")
+def submit_pipeline(
+    source: str = typer.Argument(..., help="Dataset copy or video folder under the data root."),
+    store: str = typer.Option(..., "--store", help="Feature store under the store root."),
+    annotations: str = typer.Option(..., "--annotations", "-a", help="Annotation file under "
+                                    "the data root."),
+    run: str = typer.Option(..., "--run", help="Run folder under the store root."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="[default: mespot train's]"),
+    select: list[str] = typer.Option(["last"], "--select", "-s", help="Evaluation's epoch "
+                                     "selections; repeatable."),
+    predict: Optional[list[str]] = typer.Option(None, "--predict", help="A video under the "
+                                                "data root to spot with the run; repeatable."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for every step."),
+    server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
+    token_file: Optional[Path] = _token_file_option(),
+) -> None:
+    """Extract, train and evaluate (and spot --predict videos) as one pipeline: one job per
+    step, each waiting for the one before."""
+    client = _client(server, token, token_file)
+    extract = {"resize": resize} if resize is not None else {}
+    train = {"epochs": epochs} if epochs is not None else {}
+    pipeline = client.submit_pipeline({
+        "source": source, "store": store, "annotations": annotations, "run": run,
+        "extract": extract, "train": train, "evaluate": {"select": select},
+        "predict": predict or []})
+    steps = ", ".join(f"{j['step']} #{j['id']}" for j in pipeline["jobs"])
+    typer.echo(f"pipeline {pipeline['id']} queued: {steps}")
+    if wait:
+        for job in pipeline["jobs"]:
+            typer.echo(f"step {job['step']}:")
+            _wait(client, job["id"], None)

@@ -16,21 +16,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ExtractJob(_Strict):
-    source: str = Field(..., description="Dataset copy, video folder or video file under the "
-                        "data root (as `mespot extract SOURCE`).", examples=["synth/small"])
-    store: str = Field(..., description="Zarr store to create or resume, under the store root.",
-                       examples=["stores/small.zarr"])
+class ExtractOptions(_Strict):
     backend: Literal["torch", "opencv", "cuda"] = Field("torch", description="Flow backend.")
     resize: Optional[int] = Field(None, ge=32, le=1024, description="Face crops N x N px.")
     subsample: Optional[int] = Field(None, ge=1, le=64, description="Keep every n-th frame.")
     videos: Optional[list[str]] = Field(None, description="Only these video ids.")
 
 
-class TrainJob(_Strict):
-    store: str = Field(..., description="Feature store under the store root.")
-    annotations: str = Field(..., description="Annotation workbook or CSV under the data root.")
-    run: str = Field(..., description="Run folder to create or resume, under the store root.")
+class ExtractJob(ExtractOptions):
+    source: str = Field(..., description="Dataset copy, video folder or video file under the "
+                        "data root (as `mespot extract SOURCE`).", examples=["synth/small"])
+    store: str = Field(..., description="Zarr store to create or resume, under the store root.",
+                       examples=["stores/small.zarr"])
+
+
+class TrainOptions(_Strict):
     epochs: Optional[int] = Field(None, ge=1, le=10000, description="Epochs per fold "
                                   "(default: mespot train's, 50).")
     seed: int = Field(1, ge=0)
@@ -43,12 +43,23 @@ class TrainJob(_Strict):
     subjects: Optional[list[str]] = Field(None, description="Train only these folds.")
 
 
-class EvaluateJob(_Strict):
-    run: str = Field(..., description="Run folder under the store root.")
+class TrainJob(TrainOptions):
+    store: str = Field(..., description="Feature store under the store root (or one a queued "
+                       "extraction makes: the train job waits for it).")
+    annotations: str = Field(..., description="Annotation workbook or CSV under the data root.")
+    run: str = Field(..., description="Run folder to create or resume, under the store root.")
+
+
+class EvaluateOptions(_Strict):
     select: list[Annotated[str, Field(pattern=SELECTION)]] = Field(
         ["last"], min_length=1, max_length=8,
         description="Epoch selections: last, fixed:N, inner-val, oracle.")
     report: bool = Field(True, description="Also write report.html.")
+
+
+class EvaluateJob(EvaluateOptions):
+    run: str = Field(..., description="Run folder under the store root (or one a queued train "
+                     "job makes: the evaluation waits for it).")
 
 
 class PredictJob(_Strict):
@@ -59,3 +70,22 @@ class PredictJob(_Strict):
     select: str = Field("last", pattern=r"^(last|fixed:[0-9]{1,5})$")
     fold: Optional[str] = Field(None, description="Only this fold's model (a subject id).")
 
+
+class PipelineJob(_Strict):
+    """extract -> train -> evaluate (-> predict on `predict` videos): one job per step, each
+    waiting for the one before; a step that fails stops the ones after it."""
+
+    source: str = Field(..., description="Dataset copy or video folder under the data root.",
+                        examples=["synth/small"])
+    store: str = Field(..., description="Feature store to create or resume (store root).",
+                       examples=["stores/small.zarr"])
+    annotations: str = Field(..., description="Annotation file under the data root.",
+                             examples=["synth/small/ground_truth.csv"])
+    run: str = Field(..., description="Run folder to create or resume (store root).",
+                     examples=["runs/small"])
+    extract: ExtractOptions = Field(default_factory=ExtractOptions)
+    train: TrainOptions = Field(default_factory=TrainOptions)
+    evaluate: Optional[EvaluateOptions] = Field(default_factory=EvaluateOptions,
+                                                description="null: no evaluation step.")
+    predict: list[str] = Field([], max_length=100, description="Videos under the data root "
+                               "to spot with the run once it is evaluated, one step each.")

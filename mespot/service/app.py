@@ -14,18 +14,22 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse,
+from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
+from fastapi.responses import (FileResponse, JSONResponse, PlainTextResponse,
                                Response)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mespot import __version__
-from mespot.service import auth, pages, tasks
+from mespot.service import (auth, pages, people, pipelines, review_routes, run_pages, runs,
+                            tasks)
 from mespot.service.api_models import EvaluateJob, ExtractJob, PredictJob, TrainJob
-from mespot.service.config import JOB_KINDS, STATES, ServiceConfig
+from mespot.service.config import JOB_KINDS, SHOWN_STATES, ServiceConfig
 from mespot.service.jobs import JobConflict, JobStore
 from mespot.service.metrics import Metrics
 from mespot.service.roots import PathRefused, Roots
 from mespot.service.uploads import Upload, UploadRefused, check_name
+from mespot.service.users import ADMIN, Users
 
 log = logging.getLogger("mespot.service")
 
@@ -39,6 +43,14 @@ BODY_ERRORS = {"json_invalid": "the body is not valid JSON",
                "model_attributes_type": "the body must be a JSON object "
                                         "(send Content-Type: application/json)",
                }
+
+
+DESCRIPTION = ("Feature extraction, training, evaluation and spotting jobs, and pipelines of "
+               "them. Sign in with **Authorize** (your token, or the server's own).")
+SWAGGER = {"persistAuthorization": True, "tryItOutEnabled": True}
+# the OpenAPI page's sign-in box; the check itself is need_token's
+BEARER = HTTPBearer(auto_error=False, description="Your token (`mespot users add NAME` makes "
+                    "one), or the server's own (file `token` in the server's folder).")
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -58,35 +70,53 @@ def create_app(config: ServiceConfig, token: str, scheduler=None) -> FastAPI:
         if scheduler is not None:
             scheduler.stop()
 
-    app = FastAPI(title="mespot", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None, lifespan=lifespan,
-                  description="Feature extraction, training, evaluation and spotting jobs.")
+    app = FastAPIOffline(title="mespot", version=__version__, docs_url="/docs", redoc_url=None,
+                         lifespan=lifespan, static_url="/static-offline-docs",
+                         favicon_url="/favicon.svg", swagger_ui_parameters=SWAGGER,
+                         description=DESCRIPTION)
     app.state.store, app.state.config, app.state.roots = store, config, roots
-    app.state.token_check = lambda given: auth.same_token(given, token)
+    app.state.users = users = Users(config.database)
+    app.state.token_check = lambda given: auth.same_token(given, token) or bool(
+        users.name_of(given))
 
-    def authorised(request: Request) -> bool:
+    def token_user(given: str | None) -> str | None:
+        if auth.same_token(given, token):
+            return ADMIN
+        return users.name_of(given)
+
+    def user_of(request: Request) -> str | None:
+        """Who sent the request (None: nobody signed in)."""
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            return auth.same_token(header[7:].strip(), token)
-        cookie = request.cookies.get(auth.COOKIE)
-        if not auth.same_token(cookie, token):
-            return False
+            return token_user(header[7:].strip())
+        name = token_user(request.cookies.get(auth.COOKIE))
         # a cookie alone may read; a change needs the page's header too (no cross-site forms)
-        return request.method in ("GET", "HEAD") or request.headers.get(PAGE_HEADER) == "1"
+        ok = request.method in ("GET", "HEAD") or request.headers.get(PAGE_HEADER) == "1"
+        return name if ok else None
 
-    def need_token(request: Request) -> None:
-        if not authorised(request):
+    def need_token(request: Request, _bearer=Depends(BEARER)) -> str:
+        name = user_of(request)
+        if name is None:
             raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer "
-                                     "TOKEN' (the token is in the server's folder, file 'token')",
-                                headers={"WWW-Authenticate": "Bearer"})
+                                     "TOKEN' (yours, or the server's in its folder, file "
+                                     "'token')", headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    def authorised(request: Request) -> bool:
+        return user_of(request) is not None
 
     _errors(app)
     _middleware(app, metrics)
     guarded = [Depends(need_token)]
     _public_routes(app)
-    _job_routes(app, store, roots, config, guarded)
+    _job_routes(app, store, roots, config, guarded, need_token)
     _file_routes(app, store, config, guarded)
     _operator_routes(app, store, config, roots, metrics, guarded)
+    pipelines.add_routes(app, store, roots, config, guarded, need_token)
+    people.add_routes(app, store, users, config, guarded, need_token)
+    runs.add_routes(app, store, roots, config, guarded)
+    run_pages.add_routes(app, store, roots, authorised)
+    review_routes.add_routes(app, store, roots, config, guarded, authorised)
     pages.add_routes(app, store, config, roots, authorised)
     return app
 
@@ -100,11 +130,14 @@ def _errors(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request, exc: RequestValidationError):
+    async def invalid(request: Request, exc: RequestValidationError):
         parts = []
         for e in exc.errors():
             if e.get("type") in BODY_ERRORS and tuple(e.get("loc", ()))[:1] == ("body",):
                 parts.append(BODY_ERRORS[e["type"]])
+                continue
+            if e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",):
+                parts.append(_no_body(request))
                 continue
             where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
             parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
@@ -122,6 +155,16 @@ def _errors(app: FastAPI) -> None:
     async def crashed(request: Request, exc: Exception):
         log.exception("error answering %s %s", request.method, request.url.path)
         return error(500, "internal error; the server's log has the details")
+
+
+def _no_body(request: Request) -> str:
+    """A request without a body: the fields its route needs."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    needed = [name for name, f in getattr(model, "model_fields", {}).items() if f.is_required()]
+    return ("no body: send a JSON object" +
+            (f" with at least {', '.join(needed)}" if needed else "") +
+            " (Content-Type: application/json)")
 
 
 def _middleware(app: FastAPI, metrics: Metrics) -> None:
@@ -158,34 +201,41 @@ _SUBMITS = (  # job kind, its request body, what it does (the OpenAPI page shows
 )
 
 
-def _submit_endpoint(kind: str, model, submit):
+def _submit_endpoint(kind: str, model, submit, need_token):
     """The endpoint submitting a `kind` job: FastAPI reads the body's type from the annotation."""
-    def endpoint(body):
-        return submit(kind, body)
+    def endpoint(body, submitter=Depends(need_token)):
+        return submit(kind, body, submitter)
 
-    endpoint.__annotations__ = {"body": model}
+    endpoint.__annotations__ = {"body": model, "submitter": str}
     endpoint.__name__ = f"submit_{kind}"
     return endpoint
 
 
 def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConfig,
-                guarded) -> None:
-    def submit(kind: str, body) -> JSONResponse:
-        planned = tasks.plan(kind, body.model_dump(), roots, config.uploads)
-        job = store.submit(kind, planned.params, planned.locks)
+                guarded, need_token) -> None:
+    def submit(kind: str, body, submitter: str) -> JSONResponse:
+        planned = tasks.plan(kind, body.model_dump(), roots, config.uploads, store.maker_of)
+        job = store.submit(kind, planned.params, planned.locks, planned.after, planned.makes,
+                           submitter)
         return JSONResponse(job.to_json(), status_code=201)
 
     for kind, model, what in _SUBMITS:
         app.post(f"/api/jobs/{kind}", dependencies=guarded, status_code=201, tags=["jobs"],
-                 description=what)(_submit_endpoint(kind, model, submit))
+                 description=what)(_submit_endpoint(kind, model, submit, need_token))
+
+    @app.post("/api/jobs/{kind}", dependencies=guarded, include_in_schema=False)
+    def unknown_kind(kind: str) -> None:
+        raise HTTPException(422, f"unknown job kind {kind!r}: one of {', '.join(JOB_KINDS)} "
+                                 f"(or POST /api/pipelines)")
 
     @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
-    def list_jobs(state: str | None = None, limit: int = 200) -> dict:
-        """Jobs, newest first (the JSON twin of the page at /)."""
-        if state is not None and state not in STATES:
-            raise HTTPException(422, f"state must be one of {', '.join(STATES)}")
+    def list_jobs(state: str | None = None, limit: int = 200, archived: bool = False) -> dict:
+        """Jobs, newest first (the JSON twin of the page at /); archived ones with `archived`."""
+        if state is not None and state not in SHOWN_STATES:
+            raise HTTPException(422, f"state must be one of {', '.join(SHOWN_STATES)}")
         limit = max(1, min(limit, 1000))
-        return {"jobs": [j.to_json() for j in store.list(state, limit)], "counts": store.counts()}
+        return {"jobs": [j.to_json() for j in store.list(state, limit, archived)],
+                "counts": store.counts()}
 
     @app.get("/api/jobs/{job_id}", dependencies=guarded, tags=["jobs"])
     def show_job(job_id: int) -> dict:
@@ -268,7 +318,7 @@ def _operator_routes(app, store, config, roots, metrics: Metrics, guarded) -> No
                 "store_root": str(roots.store),
                 "slots": [vars(s) for s in config.slots], "engine": config.engine,
                 "max_upload_mb": config.max_upload_bytes / 2**20,
-                "kinds": list(JOB_KINDS), "states": list(STATES)}
+                "kinds": list(JOB_KINDS), "states": list(SHOWN_STATES)}
 
     @app.get("/api/browse", dependencies=guarded, tags=["operators"])
     def browse(root: str = "data", path: str = ".") -> dict:
@@ -290,12 +340,3 @@ def _operator_routes(app, store, config, roots, metrics: Metrics, guarded) -> No
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
-    def openapi() -> JSONResponse:
-        return JSONResponse(app.openapi())
-
-    @app.get("/docs", dependencies=guarded, include_in_schema=False)
-    def docs() -> HTMLResponse:
-        """The API described from its OpenAPI schema (served here: nothing from elsewhere)."""
-        return HTMLResponse(pages.api_page(app.openapi()))

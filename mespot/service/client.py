@@ -91,6 +91,19 @@ class Client:
     def submit(self, kind: str, params: dict) -> dict:
         return self.request("POST", f"/api/jobs/{kind}", body=params)
 
+    def submit_pipeline(self, params: dict) -> dict:
+        return self.request("POST", "/api/pipelines", body=params)
+
+    def pipeline(self, pipeline_id: int) -> dict:
+        return self.request("GET", f"/api/pipelines/{pipeline_id}")
+
+    def clone(self, job_id: int, changes: dict | None = None) -> dict:
+        """Job `job_id` again as a new job, with `changes` laid over its parameters."""
+        return self.request("POST", f"/api/jobs/{job_id}/clone", body=changes or {})
+
+    def clone_pipeline(self, pipeline_id: int, changes: dict | None = None) -> dict:
+        return self.request("POST", f"/api/pipelines/{pipeline_id}/clone", body=changes or {})
+
     def upload(self, path: Path) -> str:
         """Send a local video file; its upload id. A file over the server's limit is refused
         here, before sending (the server would cut the connection mid-upload)."""

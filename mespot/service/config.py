@@ -12,12 +12,15 @@ DEFAULT_PORT = 8750
 DEFAULT_HOME = Path("~/.mespot/server")  # the server's folder: jobs.sqlite, token, jobs/, uploads/
 LEASE_S = 15.0  # a running job's lease: renewed every HEARTBEAT_S by its runner process
 HEARTBEAT_S = 1.0
+CANCEL_POLL_S = 0.2  # a runner looks for a cancel request this often, then interrupts its work
 CANCEL_GRACE_S = 30.0  # a cancelled runner still running after this is killed (its group)
 PROGRESS_EVERY_S = 0.5  # at most one progress write per job per this many seconds
 MAX_UPLOAD_MB = 2048.0
 UPLOAD_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 JOB_KINDS = ("extract", "train", "evaluate", "predict")
 STATES = ("queued", "running", "done", "failed", "cancelled")
+# shown, not stored: a running job asked to stop reads "cancelling" until its runner has stopped
+SHOWN_STATES = ("queued", "running", "cancelling", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 

@@ -40,7 +40,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     busy_seconds REAL NOT NULL DEFAULT 0     -- time a slot spent on it
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
+CREATE TABLE IF NOT EXISTS pipelines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    params TEXT NOT NULL,           -- JSON: what was asked (the pipeline's body)
+    submitted REAL NOT NULL,
+    submitter TEXT NOT NULL DEFAULT '',
+    cloned_from INTEGER
+);
 """
+# columns added after the first release: (name, declaration); added to an older file at open
+ADDED_COLUMNS = (
+    ("after_job", "INTEGER"),  # the job this one waits for (it runs once that one is done)
+    ("pipeline", "INTEGER"),  # the pipeline it is a step of
+    ("step", "TEXT NOT NULL DEFAULT ''"),  # its step's name in the pipeline
+    ("makes", "TEXT"),  # the absolute path it creates (a store, a run folder)
+    ("submitter", "TEXT NOT NULL DEFAULT ''"),  # who submitted it (the token's user)
+    ("archived", "INTEGER NOT NULL DEFAULT 0"),  # hidden from the queue unless asked for
+)
 
 
 class JobConflict(Exception):
@@ -75,6 +91,12 @@ class Job:
     device: str | None = None
     frames: int = 0
     busy_seconds: float = 0.0
+    after_job: int | None = None
+    pipeline: int | None = None
+    step: str = ""
+    makes: str | None = None
+    submitter: str = ""
+    archived: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -83,19 +105,47 @@ class Job:
             values[key] = json.loads(values[key])
         return cls(**values)
 
+    @property
+    def shown_state(self) -> str:
+        """The state clients see: a running job asked to stop is "cancelling"."""
+        return "cancelling" if self.state == "running" and self.cancel else self.state
+
     def to_json(self) -> dict:
         """What clients see (no lease internals, no absolute paths of files)."""
         fraction = 1.0 if self.state == "done" else (self.done / self.total if self.total else 0.0)
         return {
-            "id": self.id, "kind": self.kind, "state": self.state, "params": self.params,
+            "id": self.id, "kind": self.kind, "state": self.shown_state, "params": self.params,
             "submitted": self.submitted, "started": self.started, "finished": self.finished,
             "progress": {"done": self.done, "total": self.total, "unit": self.unit,
                          "fraction": round(min(fraction, 1.0), 4), "rate": self.rate,
                          "eta_seconds": self.eta, "message": self.message},
             "error": self.error, "files": sorted(self.files), "result": self.result,
             "attempts": self.attempts, "cancel_requested": bool(self.cancel), "slot": self.slot,
-            "device": self.device,
+            "device": self.device, "after": self.after_job, "pipeline": self.pipeline,
+            "step": self.step, "submitter": self.submitter, "archived": bool(self.archived),
+            "waited_seconds": _span(self.submitted, self.started or self.finished),
+            "ran_seconds": _span(self.started, self.finished) if self.started else None,
         }
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    """Seconds from `start` to `end` (to now while `end` is None)."""
+    if start is None:
+        return None
+    return round((end if end is not None else time.time()) - start, 1)
+
+
+def _after_done(db: sqlite3.Connection, job_id: int, after: int) -> bool:
+    """Whether the job `job_id` waits for is done; when it ended otherwise, `job_id` is
+    cancelled (in the caller's transaction), saying which step stopped it."""
+    row = db.execute("SELECT state, kind, step, message FROM jobs WHERE id = ?",
+                     (after,)).fetchone()
+    if row is None or row[0] in ("failed", "cancelled"):
+        what = f"job #{after} ({row[2] or row[1]}) {row[0]}" if row else f"job #{after} is gone"
+        db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, message = ? WHERE id = ?",
+                   (time.time(), f"not run: {what}", job_id))
+        return False
+    return row[0] == "done"
 
 
 def overlaps(a: str, b: str) -> bool:
@@ -112,6 +162,10 @@ class JobStore:
         self._local = threading.local()
         with self._connect() as db:
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for name, declaration in ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -134,22 +188,57 @@ class JobStore:
 
     # ---- clients -------------------------------------------------------------------------------
 
-    def submit(self, kind: str, params: dict, locks: list[str]) -> Job:
+    def submit(self, kind: str, params: dict, locks: list[str], after: int | None = None,
+               makes: str | None = None, submitter: str = "", pipeline: int | None = None,
+               step: str = "") -> Job:
+        """A new queued job; with `after`, it runs only once that job is done."""
         cursor = self._connect().execute(
-            "INSERT INTO jobs (kind, state, params, locks, submitted) "
-            "VALUES (?, 'queued', ?, ?, ?)",
-            (kind, json.dumps(params), json.dumps(locks), time.time()))
+            "INSERT INTO jobs (kind, state, params, locks, submitted, after_job, makes, "
+            "submitter, pipeline, step) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, json.dumps(params), json.dumps(locks), time.time(), after, makes, submitter,
+             pipeline, step))
         return self.get(cursor.lastrowid)
+
+    def last_maker(self, path: Path) -> int | None:
+        """The newest job, in any state, that made or makes `path`."""
+        row = self._connect().execute("SELECT id FROM jobs WHERE makes = ? ORDER BY id DESC "
+                                      "LIMIT 1", (str(path),)).fetchone()
+        return row[0] if row else None
+
+    def maker_of(self, path: Path) -> int | None:
+        """The newest queued or running job (not asked to stop) that creates `path`."""
+        row = self._connect().execute(
+            "SELECT id FROM jobs WHERE makes = ? AND state IN ('queued', 'running') AND cancel = 0 "
+            "ORDER BY id DESC LIMIT 1", (str(path),)).fetchone()
+        return row[0] if row else None
 
     def get(self, job_id: int) -> Job | None:
         return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
-    def list(self, state: str | None = None, limit: int = 200) -> list[Job]:
-        """Newest first; only `state` when given."""
-        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
-        rows = self._connect().execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?",
-                                       (*args, limit)).fetchall()
+    def list(self, state: str | None = None, limit: int = 200,
+             archived: bool = False) -> list[Job]:
+        """Newest first; only `state` when given; archived jobs only with `archived`."""
+        where, args = ("state = ?", (state,)) if state else ("1", ())
+        if state == "cancelling":
+            where, args = "state = 'running' AND cancel = 1", ()
+        shelf = "" if archived else " AND archived = 0"
+        rows = self._connect().execute(f"SELECT * FROM jobs WHERE {where}{shelf} "
+                                       "ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [Job.from_row(r) for r in rows]
+
+    def archive(self, job_id: int, archived: bool = True) -> None:
+        self._write("UPDATE jobs SET archived = ? WHERE id = ?", (int(archived), job_id))
+
+    def delete(self, job_id: int) -> bool:
+        """Remove a job that has ended (its row; the caller removes its files)."""
+        return self._write("DELETE FROM jobs WHERE id = ? AND state IN ('done', 'failed', "
+                           "'cancelled')", (job_id,)) == 1
+
+    def users_of(self, path: str) -> list[int]:
+        """Queued or running jobs that read or write `path` (or a path in it or holding it)."""
+        rows = self._connect().execute("SELECT id, locks FROM jobs WHERE state IN "
+                                       "('queued', 'running')").fetchall()
+        return [i for i, locks in rows if any(overlaps(path, lock) for lock in json.loads(locks))]
 
     def counts(self) -> dict[str, int]:
         rows = self._connect().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
@@ -171,6 +260,31 @@ class JobStore:
             raise JobConflict(f"job {job_id} is already {job.state}")
         return job
 
+    # ---- pipelines -----------------------------------------------------------------------------
+
+    def add_pipeline(self, params: dict, submitter: str = "",
+                     cloned_from: int | None = None) -> int:
+        cursor = self._connect().execute(
+            "INSERT INTO pipelines (params, submitted, submitter, cloned_from) VALUES (?, ?, ?, ?)",
+            (json.dumps(params), time.time(), submitter, cloned_from))
+        return cursor.lastrowid
+
+    def pipeline(self, pipeline_id: int) -> dict | None:
+        """The pipeline's row (params decoded) with its jobs in step order; None if none."""
+        row = self._connect().execute("SELECT * FROM pipelines WHERE id = ?",
+                                      (pipeline_id,)).fetchone()
+        if row is None:
+            return None
+        jobs = self._connect().execute("SELECT * FROM jobs WHERE pipeline = ? ORDER BY id",
+                                       (pipeline_id,)).fetchall()
+        return {**dict(row), "params": json.loads(row["params"]),
+                "jobs": [Job.from_row(j) for j in jobs]}
+
+    def pipeline_ids(self, limit: int = 100) -> list[int]:
+        rows = self._connect().execute("SELECT id FROM pipelines ORDER BY id DESC LIMIT ?",
+                                       (limit,)).fetchall()
+        return [r[0] for r in rows]
+
     # ---- the scheduler -------------------------------------------------------------------------
 
     def claim(self, slot: str, device: str, owner: str, lease_s: float) -> Job | None:
@@ -182,8 +296,11 @@ class JobStore:
             busy = [p for (locks,) in db.execute("SELECT locks FROM jobs WHERE state = 'running'")
                     for p in json.loads(locks)]
             chosen = None
-            for job_id, locks in db.execute("SELECT id, locks FROM jobs WHERE state = 'queued' "
-                                            "ORDER BY id"):
+            queued = db.execute("SELECT id, locks, after_job FROM jobs WHERE state = 'queued' "
+                                "ORDER BY id").fetchall()
+            for job_id, locks, after in queued:
+                if after is not None and not _after_done(db, job_id, after):
+                    continue
                 if not any(overlaps(a, b) for a in json.loads(locks) for b in busy):
                     chosen = job_id
                     break
@@ -234,6 +351,10 @@ class JobStore:
                            (time.time() + lease_s, busy_s, job_id, owner)) == 1
         row = self._connect().execute("SELECT cancel FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return held, bool(row and row[0])
+
+    def cancel_asked(self, job_id: int) -> bool:
+        row = self._connect().execute("SELECT cancel FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
 
     def progress(self, job_id: int, owner: str, done: float, total: float, unit: str,
                  rate: float | None, eta: float | None, message: str) -> bool:

@@ -4,6 +4,11 @@ The scheduler starts it in a new process group (so cancel and recovery can end t
 processes too). It dies with the server (Linux: PR_SET_PDEATHSIG), renews the job's lease every
 HEARTBEAT_S while it works, and writes the job's final state itself; every write names the
 lease's owner, so a runner whose lease was taken from it changes nothing.
+
+Cancel: a watcher thread looks for the request every CANCEL_POLL_S and interrupts the work at
+once as Ctrl-C would (SIGINT to this process): the library's own Ctrl-C path kills the worker
+processes, keeps every video or epoch already complete, and leaves the one interrupted to be
+redone by the store's or the run's resume. The job ends "cancelled", written by this runner.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from flowcore import testhooks
 from flowcore.errors import UserError
 from mespot.service import tasks
-from mespot.service.config import HEARTBEAT_S, PROGRESS_EVERY_S, from_json
+from mespot.service.config import CANCEL_POLL_S, HEARTBEAT_S, PROGRESS_EVERY_S, from_json
 from mespot.service.jobs import JobStore
 from mespot.service.roots import PathRefused, Roots
 
@@ -79,19 +84,25 @@ class RunnerContext(tasks.Context):
         return self._cancel.is_set()
 
     def heartbeat_forever(self) -> None:
-        """Renew the lease; note a cancel request; end the process if the lease is lost."""
+        """Renew the lease every HEARTBEAT_S; look for a cancel request every CANCEL_POLL_S and
+        interrupt the work when there is one; end the process if the lease is lost."""
         last = time.monotonic()
         while True:
-            time.sleep(HEARTBEAT_S)
+            time.sleep(CANCEL_POLL_S)
             now = time.monotonic()
-            held, cancel = self.store.heartbeat(self.job_id, self.owner, self.lease_s, now - last)
-            last = now
+            if now - last >= HEARTBEAT_S:
+                held, cancel = self.store.heartbeat(self.job_id, self.owner, self.lease_s,
+                                                    now - last)
+                last = now
+                if not held:
+                    self.log("lease lost (the server gave the job to another runner): stopping")
+                    os._exit(4)
+            else:
+                cancel = self.store.cancel_asked(self.job_id)
             if cancel and not self._cancel.is_set():
                 self._cancel.set()  # before the log line: a reader of the log may rely on it
-                self.log("cancel requested: stopping at the next video or epoch")
-            if not held:
-                self.log("lease lost (the server gave the job to another runner): stopping")
-                os._exit(4)
+                self.log("cancel requested: stopping now (what is complete stays)")
+                os.kill(os.getpid(), signal.SIGINT)  # the library's Ctrl-C path stops the work
 
 
 def run_job(home: Path, job_id: int, owner: str, slot: dict) -> int:
@@ -104,22 +115,48 @@ def run_job(home: Path, job_id: int, owner: str, slot: dict) -> int:
     ctx.log(f"runner {os.getpid()} on {slot['name']} ({slot['device']}, {slot['cores']} core(s)), "
             f"attempt {job.attempts}")
     threading.Thread(target=ctx.heartbeat_forever, daemon=True).start()
-    testhooks.gate(f"job-{job_id}")  # a test may hold the job here
     try:
-        outcome = tasks.run(job.kind, job.params, ctx)
-    except tasks.JobCancelled as stop:
-        outcome = tasks.Outcome("cancelled", str(stop))
-    except (UserError, PathRefused) as err:
-        outcome = tasks.Outcome("failed", "failed", str(err))
-    except Exception as err:  # noqa: BLE001 - any other failure ends this job, not the queue
-        ctx.log(traceback.format_exc())
-        outcome = tasks.Outcome("failed", "failed", f"{type(err).__name__}: {err} (see the log)")
+        outcome = _outcome(job, ctx)
+    except KeyboardInterrupt as stop:  # a cancel that came as the work was ending
+        if not ctx.cancelled():
+            raise
+        outcome = tasks.Outcome("cancelled", cancelled_message(job.kind, stop))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is over: no more interrupts
+    testhooks.gate(f"end-job-{job_id}")  # a test may hold it here: work over, state unwritten
     files = {"log.txt": str(ctx.folder / "log.txt"), **outcome.files}
     error = f" - {outcome.error}" if outcome.error else ""
     ctx.log(f"{outcome.state}: {outcome.message}{error}")
     store.finish(job_id, owner, outcome.state, outcome.message, outcome.error, files,
                  outcome.result)
     return 0
+
+
+def _outcome(job, ctx: RunnerContext) -> tasks.Outcome:
+    """Run the job; how it ended (a cancel interrupts it with KeyboardInterrupt)."""
+    try:
+        testhooks.gate(f"job-{job.id}")  # a test may hold the job here
+        return tasks.run(job.kind, job.params, ctx)
+    except tasks.JobCancelled as stop:
+        return tasks.Outcome("cancelled", str(stop))
+    except KeyboardInterrupt as stop:
+        if not ctx.cancelled():
+            raise
+        return tasks.Outcome("cancelled", cancelled_message(job.kind, stop))
+    except (UserError, PathRefused) as err:
+        return tasks.Outcome("failed", "failed", str(err))
+    except Exception as err:  # noqa: BLE001 - any other failure ends this job, not the queue
+        ctx.log(traceback.format_exc())
+        return tasks.Outcome("failed", "failed", f"{type(err).__name__}: {err} (see the log)")
+
+
+def cancelled_message(kind: str, stop: KeyboardInterrupt) -> str:
+    """What a cancel left: the library's own summary (an extraction's) or what resumes."""
+    kept = {"extract": "the complete videos stay in the store; the interrupted one is redone "
+                       "when the store is extracted again",
+            "train": "the run keeps its finished epochs and resumes from the last one"}
+    said = str(stop).strip()
+    return said or kept.get(kind, "stopped on request")
 
 
 def main(argv: list[str] | None = None) -> int:

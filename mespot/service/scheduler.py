@@ -163,15 +163,16 @@ class Scheduler:
 
     def _watch(self, job_id: int, runner: subprocess.Popen) -> int:
         """Wait for the runner; kill its group when a cancel was not obeyed in time."""
-        asked = None
+        asked, killed = None, False
         while (code := runner.poll()) is None:
             time.sleep(WATCH_POLL_S)
             if self._stop.is_set():
                 continue  # stop() signalled the group; wait for it to end
             job = self.store.get(job_id)
-            if job is not None and job.cancel:
+            if job is not None and job.cancel and not killed:
                 asked = asked or time.monotonic()
                 if time.monotonic() - asked > self.config.cancel_grace_s:
+                    killed = True
                     job_log(self.config, job_id, f"the runner did not stop within "
                             f"{self.config.cancel_grace_s:g} s of the cancel: killed")
                     _signal_group(runner.pid, signal.SIGKILL)

@@ -28,6 +28,12 @@ class JobCancelled(Exception):
 class Planned:
     params: dict  # as stored: paths relative to their roots
     locks: list[str]  # absolute paths the job reads or writes
+    makes: str | None = None  # the absolute path it creates (a store, a run folder)
+    after: int | None = None  # the queued or running job making a path it needs: it waits
+
+
+def _no_job(_path: Path) -> int | None:
+    return None
 
 
 @dataclass
@@ -43,43 +49,57 @@ class Outcome:
 
 # ---- planning (in the server, at submission) -----------------------------------------------------
 
-def plan(kind: str, params: dict, roots: Roots, uploads: Path) -> Planned:
-    """Check a job's paths; PathRefused (403/422) with the reason when one is not acceptable."""
+def plan(kind: str, params: dict, roots: Roots, uploads: Path, waits_for=_no_job) -> Planned:
+    """Check a job's paths; PathRefused (403/422) with the reason when one is not acceptable.
+    `waits_for(path)`: the id of a queued or running job that will make `path` (a store, a
+    run folder) or None; a job needing such a path is accepted and waits for that job."""
     planner = {"extract": plan_extract, "train": plan_train, "evaluate": plan_evaluate,
                "predict": plan_predict}[kind]
-    return planner(dict(params), roots, uploads)
+    return planner(dict(params), roots, uploads, waits_for)
 
 
-def plan_extract(p: dict, roots: Roots, uploads: Path) -> Planned:
+def plan_extract(p: dict, roots: Roots, uploads: Path, waits_for=_no_job) -> Planned:
     source = require(roots.data_path(p["source"]), "the dataset or video folder to extract",
                      p["source"])
     store = roots.store_path(p["store"])
     if store == roots.store:
         raise PathRefused(422, f"{p['store']}: name a store inside the store root, not the root")
     p.update(source=roots.shown(source), store=roots.shown(store))
-    return Planned(p, [str(store)])
+    return Planned(p, [str(store)], makes=str(store))
 
 
-def plan_train(p: dict, roots: Roots, uploads: Path) -> Planned:
-    store = require(roots.store_path(p["store"]), "a feature store", p["store"], "dir")
+def _made_or_there(path: Path, waits_for, what: str, given: str, kind: str = "") -> int | None:
+    """The job making `path` (None when it is there already); PathRefused when neither."""
+    after = waits_for(path)
+    if after is None:
+        require(path, what, given, kind or "any")
+    return after
+
+
+def plan_train(p: dict, roots: Roots, uploads: Path, waits_for=_no_job) -> Planned:
+    store = roots.store_path(p["store"])
+    after = _made_or_there(store, waits_for, "a feature store", p["store"], "dir")
     annotations = require(roots.data_path(p["annotations"]), "the annotation file",
                           p["annotations"], "file")
     run = roots.store_path(p["run"])
     if run == roots.store or run == store or store in run.parents:
         raise PathRefused(422, f"{p['run']}: name a run folder of its own under the store root")
     p.update(store=roots.shown(store), annotations=roots.shown(annotations), run=roots.shown(run))
-    return Planned(p, [str(store), str(run)])
+    return Planned(p, [str(store), str(run)], makes=str(run), after=after)
 
 
-def plan_evaluate(p: dict, roots: Roots, uploads: Path) -> Planned:
-    run = require(roots.store_path(p["run"]), "a run folder", p["run"], "dir")
-    require(run / "config.json", "a run folder written by a train job", p["run"], "file")
+def plan_evaluate(p: dict, roots: Roots, uploads: Path, waits_for=_no_job) -> Planned:
+    run = roots.store_path(p["run"])
+    after = _made_or_there(run, waits_for, "a run folder", p["run"], "dir")
+    if after is None:
+        require(run / "config.json", "a run folder written by a train job", p["run"], "file")
     p.update(run=roots.shown(run))
-    return Planned(p, [str(run)])
+    return Planned(p, [str(run)], after=after)
 
 
-def plan_predict(p: dict, roots: Roots, uploads: Path) -> Planned:
-    model = require(roots.store_path(p["model"]), "a run folder", p["model"], "dir")
+def plan_predict(p: dict, roots: Roots, uploads: Path, waits_for=_no_job) -> Planned:
+    model = roots.store_path(p["model"])
+    after = _made_or_there(model, waits_for, "a run folder", p["model"], "dir")
     if p.get("upload"):
         video = upload_path(uploads, p["upload"])
     elif p.get("video"):
@@ -88,7 +108,7 @@ def plan_predict(p: dict, roots: Roots, uploads: Path) -> Planned:
     else:
         raise PathRefused(422, "predict needs 'video' (a path under the data root) or 'upload'")
     p["model"] = roots.shown(model)
-    return Planned(p, [str(model), str(video)])
+    return Planned(p, [str(model), str(video)], after=after)
 
 
 def upload_path(uploads: Path, upload_id: str) -> Path:
@@ -156,10 +176,13 @@ def run(kind: str, params: dict, ctx: Context) -> Outcome:
 
 class ExtractProgress:
     """flowcore's progress protocol (start, update, finish, note, close) drawn as the job's
-    progress in frames; `finish` (after each video) is where a cancelled job stops."""
+    progress in frames, over every video of the job (`videos`: the source's; those already
+    complete count as done, so a resumed job reads 360/1080, not 0/720); `finish` (after each
+    video) is where a cancelled job stops at the latest."""
 
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, videos=()):
         self.ctx = ctx
+        self.videos = tuple(videos)
         self.frames: dict[str, int] = {}  # video -> frames (known at start)
         self.partial: dict[str, float] = {}  # video -> frames done of a running video
         self.finished: float = 0.0
@@ -167,15 +190,15 @@ class ExtractProgress:
         self.videos_left = 0
 
     def start(self, todo) -> None:
-        from flowcore.video import FrameStream
-
-        for spec in todo:
-            try:
-                self.frames[spec.video_id] = len(FrameStream(spec))
-            except Exception:  # noqa: BLE001 - an unreadable video fails later, with its reason
-                self.frames[spec.video_id] = 0
+        names = {spec.video_id for spec in todo}
+        earlier = [spec for spec in self.videos if spec.video_id not in names]
+        for spec in [*todo, *earlier]:
+            self.frames[spec.video_id] = _frame_count(spec)
+        self.finished = float(sum(self.frames[spec.video_id] for spec in earlier))
         self.videos_left = len(todo)
-        self.ctx.log(f"{len(todo)} video(s) to extract, {sum(self.frames.values())} frames")
+        todo_frames = sum(self.frames[v] for v in names)
+        kept = f"; {len(earlier)} already complete" if earlier else ""
+        self.ctx.log(f"{len(todo)} video(s) to extract, {todo_frames} frames{kept}")
         self._show(f"{self.videos_left} video(s) to go")
 
     def update(self, video_id: str, phase: str, done: int, total: int) -> None:
@@ -206,6 +229,15 @@ class ExtractProgress:
     def _show(self, message: str, force: bool = False) -> None:
         done = self.finished + sum(self.partial.values())
         self.ctx.progress(done, float(sum(self.frames.values())), "frames", message, force)
+
+
+def _frame_count(spec) -> int:
+    from flowcore.video import FrameStream
+
+    try:
+        return len(FrameStream(spec))
+    except Exception:  # noqa: BLE001 - an unreadable video fails later, with its reason
+        return 0
 
 
 def _extract_params(p: dict):
@@ -245,7 +277,7 @@ def run_extract(p: dict, ctx: Context) -> Outcome:
     workers = ctx.cores if device == "cpu" else None
     try:
         report = run_extraction(source, store, params, RunOptions(device=device), workers,
-                                ExtractProgress(ctx), ctx.engine)
+                                ExtractProgress(ctx, source.videos), ctx.engine)
     except StoreMismatchError as err:
         raise UserError(str(err)) from None
     summary = ctx.folder / "extraction.json"
@@ -292,7 +324,7 @@ def run_train(p: dict, ctx: Context) -> Outcome:
     poll = None if ctx.engine is None else _FoldPoller(run, epochs, n_folds, ctx)
     try:
         results = train_loso(config, run, device=ctx.device, subjects=subjects,
-                             tensorboard=True,
+                             tensorboard=True, progress=LossRecorder(ctx.folder / LOSSES),
                              on_epoch_end=on_epoch_end if ctx.engine is None else None,
                              threads=ctx.cores if ctx.device == "cpu" else 0, engine=ctx.engine)
     finally:
@@ -304,6 +336,38 @@ def run_train(p: dict, ctx: Context) -> Outcome:
              for r in results]
     return Outcome("done", f"{len(results)} fold(s) trained into {p['run']}", files=files,
                    result={"run": p["run"], "folds": folds})
+
+
+LOSSES = "losses.jsonl"  # in a train job's folder: one line per epoch of a fold, as it ends
+
+
+class LossRecorder:
+    """flowcore's training progress protocol kept as JSON lines {"fold", "epoch", "loss"}: the
+    live loss curves of a run in training (mespot.service.runs reads them)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.labels: dict[str, str] = {}
+
+    def start(self, n_folds: int, epochs: int) -> None:
+        pass
+
+    def line(self, text: str) -> None:
+        pass
+
+    def start_fold(self, label: str, k: int, key: str) -> None:
+        self.labels[key] = label
+
+    def epoch(self, done: int, loss: float, key: str) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"fold": key, "label": self.labels.get(key, key),
+                                     "epoch": done, "loss": loss}) + "\n")
+
+    def end(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _complete_folds(run: Path) -> list[str]:
