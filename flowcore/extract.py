@@ -117,21 +117,6 @@ class VideoResult:
         return asdict(self)
 
 
-def check_device(device: str) -> None:
-    """ValueError, before any work, for a CUDA device this machine does not have."""
-    if not device.startswith("cuda"):
-        if device != "cpu":
-            raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    index = device.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
-
-
 def plan_extraction(videos, statuses: dict[str, str | None],
                     changed: set[str] = frozenset()) -> tuple[list, list]:
     """Split `videos` (VideoSpec) into (to_extract, already_complete) by their store status;

@@ -37,6 +37,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_module
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -103,9 +104,10 @@ class LocalProcesses:
         context = multiprocessing.get_context("spawn")
         messages = context.Queue()
         slots = context.Value("i", 0)
-        pool = ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=context,
-                                   initializer=_start_worker,
-                                   initargs=(slots, self.devices, self.threads, messages,
+        n_workers = min(self.workers, max(1, len(tasks)))
+        pids = context.Array("i", n_workers)  # each worker's process id, written as it starts
+        pool = ProcessPoolExecutor(n_workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(slots, pids, self.devices, self.threads, messages,
                                              os.getpid()))
         try:
             pending = {pool.submit(_run_in_worker, function, task.payload): task.key
@@ -116,10 +118,10 @@ class LocalProcesses:
                 for future in finished:
                     yield _outcome(pending.pop(future), future)
         except Exception:  # the caller's (stop_on_error, on_message): start no new task, let
-            _finish_running(pool)  # the running ones finish (what they save is complete)
+            _finish_running(pool, pids)  # the running ones finish (what they save is complete)
             raise
         except BaseException:  # Ctrl-C (or the caller gone): stop the running tasks now, not
-            _kill_workers(pool)  # after every queued one is done
+            _kill_workers(pids)  # after every queued one is done
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -176,19 +178,24 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _finish_running(pool: ProcessPoolExecutor) -> None:
+def _finish_running(pool: ProcessPoolExecutor, pids) -> None:
     """Cancel the tasks not started and wait for the running ones (Ctrl-C meanwhile: kill)."""
     try:
         pool.shutdown(wait=True, cancel_futures=True)
     except BaseException:
-        _kill_workers(pool)
+        _kill_workers(pids)
         raise
 
 
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's worker processes (what their tasks saved stays; a rerun resumes)."""
-    for process in list((pool._processes or {}).values()):
-        process.kill()
+def _kill_workers(pids) -> None:
+    """Kill the pool's worker processes by the ids they wrote as they started (what their tasks
+    saved stays; a rerun resumes). The pool has not reaped them yet, so no id is reused."""
+    for pid in list(pids):
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # ended already
+                pass
 
 
 def _deliver(messages, on_message) -> None:
@@ -220,11 +227,13 @@ def _outcome(key: str, future) -> Done:
 _WORKER: dict = {}  # this worker process's Worker, set once by _start_worker
 
 
-def _start_worker(slots, devices, threads: int, messages, parent_pid: int) -> None:
+def _start_worker(slots, pids, devices, threads: int, messages, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     with slots.get_lock():
         slot = slots.value
         slots.value += 1
+    if slot < len(pids):
+        pids[slot] = os.getpid()
     limit_threads(threads)
     _WORKER["worker"] = Worker(devices[slot % len(devices)], threads, messages.put)
 

@@ -20,6 +20,8 @@ import functools
 
 import numpy as np
 
+from flowcore.devices import check_device
+
 from .params import TVL1Params
 
 __all__ = ["TVL1Params", "available_backends", "check_backend", "compute_flow", "level_solver"]
@@ -113,11 +115,8 @@ def check_backend(backend: str, device: str, here: bool = True) -> None:
     if backend == "cuda" and not device.startswith("cuda"):
         raise ValueError(f"the cuda flow backend runs on a GPU, not on {device!r}: "
                          f"add --device cuda")
-    if here and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    if here:
+        check_device(device)
 
 
 COMPILE_ENV = "MESPOT_TORCH_COMPILE"  # "1": torch.compile the tensor iteration on a GPU

@@ -1,17 +1,15 @@
 """One job in its own process: `python -m mespot.service.runner HOME JOB OWNER SLOT PARENT`.
 
 The scheduler starts it in a new process group (so cancel and recovery can end the job's worker
-processes too). It dies with the server (Linux: PR_SET_PDEATHSIG), renews the job's lease every
+processes too). It dies with the server (flowcore.lifetime), renews the job's lease every
 HEARTBEAT_S while it works, and writes the job's final state itself; every write names the
 lease's owner, so a runner whose lease was taken from it changes nothing.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -20,23 +18,11 @@ from pathlib import Path
 
 from flowcore import testhooks
 from flowcore.errors import UserError
+from flowcore.lifetime import die_with_parent
 from mespot.service import tasks
 from mespot.service.config import HEARTBEAT_S, PROGRESS_EVERY_S, from_json
 from mespot.service.jobs import JobStore
 from mespot.service.roots import PathRefused, Roots
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGKILL this process when the server dies; exit now if it already has."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the lease and recovery still hold
-        pass
-    if os.getppid() != parent:
-        sys.exit(3)
-
 
 class RunnerContext(tasks.Context):
     """tasks.Context backed by the job store: throttled progress, the log file, the lease."""
