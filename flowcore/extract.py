@@ -29,6 +29,7 @@ from flowcore import testhooks
 from flowcore.align import AlignParams, register_runs
 from flowcore.faces import FaceParams, load_models
 from flowcore.fingerprint import same_frames, source_fingerprint
+from flowcore.flow.params import TVL1Params
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.rois import ROI_NAMES
 from flowcore.store import COMPLETE, FeatureStore
@@ -39,18 +40,12 @@ STAGES = ("setup", "decode", "face", "landmarks", "flow", "mdmo", "write")  # se
 Progress = Callable[[str, str, int, int], None]  # (video_id, phase, done, total)
 
 
-def _default_tvl1():
-    from flowcore.flow import TVL1Params
-
-    return TVL1Params()
-
-
 @dataclass(frozen=True)
 class ExtractParams:
     """Every parameter that changes what lands in the store (hashed into it)."""
 
     flow_backend: str = "opencv"
-    tvl1: object = field(default_factory=_default_tvl1)  # flowcore.flow.TVL1Params
+    tvl1: TVL1Params = TVL1Params()
     faces: FaceParams = FaceParams()
     mdmo: MDMOParams = MDMOParams()
     subsample: int | None = None  # keep every n-th frame; None: the source's (SAMM-LV: 8)
@@ -73,8 +68,6 @@ class ExtractParams:
     @classmethod
     def from_dict(cls, d: dict) -> "ExtractParams":
         """The inverse of `to_dict` (e.g. a store's `params` attribute)."""
-        from flowcore.flow import TVL1Params
-
         rois = {k: v for k, v in d["rois"].items() if k != "names"}
         rois["roi_landmarks"] = tuple(rois["roi_landmarks"])
         return cls(flow_backend=d["flow_backend"], tvl1=TVL1Params(**d["tvl1"]),
@@ -305,9 +298,11 @@ def _cropped(stream, faces, timer):
 
 
 def _mdmo_function(params: ExtractParams):
-    """`mdmo`, or with the `cuda` flow backend (kernels/) its MDMO kernel, float rules only
-    (compat MDMO stays on the CPU)."""
-    if params.flow_backend == "cuda" and not params.mdmo.compat:
+    """`mdmo`, or with a flow backend that has one (`cuda`: kernels/) the MDMO kernel, float rules
+    only (compat MDMO stays on the CPU)."""
+    from flowcore.flow import backend_named
+
+    if backend_named(params.flow_backend).mdmo_kernel and not params.mdmo.compat:
         from flowcore.mdmo_cuda import mdmo_cuda
 
         return mdmo_cuda
