@@ -188,9 +188,10 @@ def pretrain(stores: list[str | Path], annotations: list[str | Path], out: str |
 
 def report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
     """Write RUN/report.html (self-contained) from the run's evaluations; `mespot report`."""
+    from flowcore.pictures import face_crops
     from spotting.report import build_report
 
-    return build_report(run, select, faces=faces)
+    return build_report(run, select, faces=faces, face_crops=face_crops)
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,6 @@ class AnnotationTable:
             lines.append(f"  {n:4d} x {reason} -> {action}")
         return "\n".join(lines)
 
-    def issues_frame(self) -> pd.DataFrame:
-        return issues_to_frame(self.issues)
-
 
 def issues_to_frame(issues) -> pd.DataFrame:
     """Issues as a DataFrame (for CSV files in run folders)."""
