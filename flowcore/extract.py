@@ -17,6 +17,7 @@ same bytes.
 
 from __future__ import annotations
 
+import copy
 import time
 import traceback
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from flowcore import testhooks
 from flowcore.align import AlignParams, register_runs
 from flowcore.faces import FaceParams, load_models
 from flowcore.fingerprint import same_frames, source_fingerprint
+from flowcore.flow.backends import DEFAULT_BACKEND
 from flowcore.flow.params import TVL1Params
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.rois import ROI_NAMES
@@ -44,7 +46,7 @@ Progress = Callable[[str, str, int, int], None]  # (video_id, phase, done, total
 class ExtractParams:
     """Every parameter that changes what lands in the store (hashed into it)."""
 
-    flow_backend: str = "opencv"
+    flow_backend: str = DEFAULT_BACKEND  # flowcore/flow/backends.py says why
     tvl1: TVL1Params = TVL1Params()
     faces: FaceParams = FaceParams()
     mdmo: MDMOParams = MDMOParams()
@@ -75,6 +77,30 @@ class ExtractParams:
                    mdmo=MDMOParams(**rois, compat=d["compat"]),
                    subsample=d["subsample"], save_flow=d["save_flow"],
                    align=AlignParams.from_value(d.get("align")))
+
+
+def extract_params(base: "ExtractParams | dict | None" = None,
+                   changes: dict | None = None) -> ExtractParams:
+    """The one way ExtractParams are made from outside (the CLI, mespot.api, the service):
+    `base` (an ExtractParams; or a mapping shaped as its `to_dict()`, e.g. a --config file merged
+    over the defaults; None: the defaults) with each value of `changes` set, keyed as in
+    `to_dict()` with a dot into a section: "flow_backend", "subsample", "compat", "save_flow",
+    "align" (True: on with the default AlignParams, False: off), "faces.resize", "faces.choose",
+    "tvl1.lambda_", ... A None value leaves the base's. ValueError naming what is out of range."""
+    values = copy.deepcopy(base) if isinstance(base, dict) else (base or ExtractParams()).to_dict()
+    values.setdefault("align", None)  # to_dict leaves it out when off
+    for key, value in (changes or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        into = values[section] if section else values
+        if name not in into:
+            raise ValueError(f"unknown extraction parameter {key!r}")
+        into[name] = value
+    try:
+        return ExtractParams.from_dict(values)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 @dataclass(frozen=True)

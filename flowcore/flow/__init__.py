@@ -16,11 +16,11 @@ import numpy as np
 
 from flowcore.devices import check_device
 
-from .backends import BACKENDS, FlowBackend
+from .backends import BACKENDS, DEFAULT_BACKEND, FlowBackend
 from .params import TVL1Params
 
-__all__ = ["TVL1Params", "FlowBackend", "available_backends", "backend_named", "check_backend",
-           "compute_flow"]
+__all__ = ["DEFAULT_BACKEND", "FlowBackend", "TVL1Params", "available_backends", "backend_named",
+           "check_backend", "compute_flow"]
 
 
 def available_backends() -> list[str]:
@@ -96,7 +96,7 @@ def compute_flow(
     second,
     *,
     params: TVL1Params = TVL1Params(),
-    backend: str = "opencv",
+    backend: str = DEFAULT_BACKEND,
     device: str = "cpu",
 ):
     """TV-L1 flow from each `first` image to the matching `second` image.
@@ -104,7 +104,7 @@ def compute_flow(
     first, second: (N, H, W) or (H, W) uint8 or float32 grey 0..255, numpy arrays or torch
         tensors (both the same kind, dtype and shape).
     params: TV-L1 parameters (defaults equal OpenCV's).
-    backend: one of `available_backends()`.
+    backend: one of `available_backends()` (default DEFAULT_BACKEND, `torch`).
     device: where the `torch` backend computes ("cpu", "cuda", "cuda:1", ...); `opencv` is CPU
         only, `cuda` CUDA only (`check_backend`). The result goes back to where the input was.
     Returns (N, 2, H, W) float32 flow in pixels, (dx, dy), y down; (2, H, W) for (H, W) input.

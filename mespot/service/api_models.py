@@ -9,6 +9,8 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowcore.flow.backends import BACKENDS, DEFAULT_BACKEND
+
 SELECTION = r"^(last|oracle|inner-val|fixed:[0-9]{1,5})$"
 
 
@@ -21,7 +23,8 @@ class ExtractJob(_Strict):
                         "data root (as `mespot extract SOURCE`).", examples=["synth/small"])
     store: str = Field(..., description="Zarr store to create or resume, under the store root.",
                        examples=["stores/small.zarr"])
-    backend: Literal["torch", "opencv", "cuda"] = Field("torch", description="Flow backend.")
+    backend: Optional[Literal[tuple(BACKENDS)]] = Field(
+        None, description=f"Flow backend (default: flowcore's, {DEFAULT_BACKEND}).")
     resize: Optional[int] = Field(None, ge=32, le=1024, description="Face crops N x N px.")
     subsample: Optional[int] = Field(None, ge=1, le=64, description="Keep every n-th frame.")
     videos: Optional[list[str]] = Field(None, description="Only these video ids.")
@@ -33,7 +36,7 @@ class TrainJob(_Strict):
     run: str = Field(..., description="Run folder to create or resume, under the store root.")
     epochs: Optional[int] = Field(None, ge=1, le=10000, description="Epochs per fold "
                                   "(default: mespot train's, 50).")
-    seed: int = Field(1, ge=0)
+    seed: Optional[int] = Field(None, ge=0, description="Random seed (default: mespot train's).")
     batch_size: Optional[int] = Field(None, ge=1, le=65536)
     lr: Optional[float] = Field(None, gt=0, le=10)
     inner_val: Optional[int] = Field(None, ge=0, le=100, description="Per fold, an inner "

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
+from flowcore.flow.backends import BACKENDS, DEFAULT_BACKEND
 from mespot import __version__
 from mespot.service import auth
 
@@ -64,7 +65,7 @@ def forms(config) -> str:
  <label>Store (store root) <input name="store" list="store-paths" required
   placeholder="stores/small.zarr"></label>
  <label>Flow backend
-  <select name="backend">{_options(("torch", "opencv", "cuda"), "torch")}</select></label>
+  <select name="backend">{_options(tuple(BACKENDS), DEFAULT_BACKEND)}</select></label>
  <label>Resize faces to (px) <input name="resize" type="number" min="32" max="1024"
   placeholder="native"></label>
  <button type="submit">Extract</button></form>
@@ -74,7 +75,7 @@ def forms(config) -> str:
   placeholder="synth/small/CAS(ME)^2code_final.xlsx"></label>
  <label>Run folder (store root) <input name="run" list="store-paths" required
   placeholder="runs/small"></label>
- <label>Epochs <input name="epochs" type="number" min="1" placeholder="50"></label>
+ <label>Epochs <input name="epochs" type="number" min="1" placeholder="default"></label>
  <label>Inner validation subjects <input name="inner_val" type="number" min="0"
   placeholder="default"></label>
  <button type="submit">Train</button></form>
