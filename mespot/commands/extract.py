@@ -139,8 +139,7 @@ def extract_command(
                                             "video into this folder (box, landmarks, ROIs, flow)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML (or JSON) file of "
                                           "extraction parameters, keys as in a store's `params` "
-                                          "(flow_backend, tvl1, faces, rois, subsample, compat, "
-                                          "save_flow). Flags given win."),
+                                          "(flow_backend, tvl1, faces, ...). Flags given win."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Extract again the complete videos "
                                    "whose source frames changed (refused otherwise)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -160,10 +159,10 @@ def extract_command(
 
     runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")
     try:  # the flags that set parameters (FLAG_KEYS) are read from ctx by _params
-        report = extract(source, out, _params(ctx, config), device=device,
-                         workers=workers, batch_size=batch_size, videos=video,
-                         subjects_csv=subjects_csv, engine=runner,
-                         progress=RichProgress(enabled=not quiet), overwrite=overwrite)
+        report = extract(source, out, _params(ctx, config), device=device, workers=workers,
+                         batch_size=batch_size, videos=video, subjects_csv=subjects_csv,
+                         engine=runner, progress=RichProgress(enabled=not quiet),
+                         overwrite=overwrite)
     except ExtractionInterrupted as stop:  # Ctrl-C: say what was saved, exit 130
         typer.echo(f"interrupted: {stop}", err=True)
         raise typer.Exit(130) from None
