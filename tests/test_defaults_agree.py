@@ -9,7 +9,7 @@ from flowcore.extract import ExtractParams, RunOptions, extract_params
 from flowcore.flow import DEFAULT_BACKEND, compute_flow
 from mespot.commands import jobs as submit
 from mespot.commands.extract import FLAG_KEYS, extract_command
-from mespot.commands.train import FLAG_FIELDS, train_command
+from mespot.commands.train import _FLAG_FIELDS, train_command
 from mespot.service import tasks
 from mespot.service.api_models import ExtractJob, TrainJob
 from spotting.config import RunConfig
@@ -50,10 +50,10 @@ def test_extract_flags_default_to_the_dataclass_fields():
 
 def test_train_flags_default_to_the_dataclass_fields():
     options = _options(train_command)
-    assert set(options) == set(FLAG_FIELDS) | TRAIN_OTHERS
+    assert set(options) == set(_FLAG_FIELDS) | TRAIN_OTHERS
     config = RunConfig(store="s", annotations="a")
-    for flag, (section, name) in FLAG_FIELDS.items():
-        assert options[flag].default_factory() == getattr(getattr(config, section), name), flag
+    for flag, (section, name) in _FLAG_FIELDS.items():
+        assert options[flag].default == getattr(getattr(config, section), name), flag
 
 
 def test_service_fields_default_to_the_dataclass_fields():

@@ -25,7 +25,7 @@ from .params import TVL1Params
 
 # The default everywhere (ExtractParams, compute_flow, the CLI, the service): `torch` computes the
 # same TV-L1 as `opencv` (flow end-point error within 1 % of OpenCV's on every class of known
-# motion, benchmarks/results/flow_accuracy.json) 2.5 to 5 times faster on the CPU (128 px faces:
+# motion, benchmarks/results/flow_accuracy.json) 2.5 to 5.7 times faster on the CPU (128 px faces:
 # 8 to 18 pairs/s against OpenCV's 3.3, benchmarks/results/flow_speed.json), and runs on a GPU
 # too (72 pairs/s at batch 32 on an H200, flow_speed_cuda_h200.json); `cuda` is experimental.
 DEFAULT_BACKEND = "torch"
