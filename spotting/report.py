@@ -19,6 +19,7 @@ import pandas as pd
 
 from flowcore.version import __version__
 from flowcore.errors import UserError
+from flowcore.store import VIDEOS
 from spotting import plots
 from spotting.run_folder import RunFolder
 
@@ -118,7 +119,7 @@ def _face_strips(
     parts = []
     for video in videos:
         events = face_strip_events(matches[matches["video"] == video])
-        group = root[f"videos/{video}"]
+        group = root[f"{VIDEOS}/{video}"]
         numbers = {int(e[m]) for e in events for m in ("onset", "apex", "offset")}
         try:
             crops = face_crops(store, video, sorted(numbers))
