@@ -12,7 +12,7 @@ videos both ways and compares their MDMO features (and, with --run, what the run
 
 - `--gpu`: `cuda` on the GPU against `torch` on the CPU: exactly what the fallback changes.
 - without: `torch` on the CPU (numba kernels) against the `torch` backend's tensor path on the
-  CPU (the unfused tensor operations a GPU runs, here on the CPU, flowcore.flow.level_solver
+  CPU (the unfused tensor operations a GPU runs, here on the CPU, the torch backend's level_solver
   bypassed): the part of the difference that comes from computing the same TV-L1 another way.
   What the GPU's own rounding and the kernels add is not in it; `--gpu` measures that (an H200
   check of the backend's first version, one fused iteration kernel, found its flow's EPE within
@@ -41,21 +41,21 @@ from spotting_quality import environment  # noqa: E402
 
 def extract(data: Path, out: Path, backend: str, device: str, tensor_path_on_cpu: bool = False):
     """Extract `data` into the store `out` (one process); the flowcore FeatureSet."""
-    import flowcore.flow
     from flowcore import ExtractParams, extract_source
     from flowcore.extract import RunOptions
     from flowcore.faces import FaceParams
+    from flowcore.flow.backends import BACKENDS
     from flowcore.flow.torch_tvl1 import solve_level_tensors
     from flowcore.store import load_features
 
     params = ExtractParams(flow_backend=backend, faces=FaceParams(resize=128))
-    chooser = flowcore.flow.level_solver
-    if tensor_path_on_cpu:
-        flowcore.flow.level_solver = lambda backend, device: solve_level_tensors
+    torch_backend = BACKENDS["torch"]
+    if tensor_path_on_cpu:  # this instance's solver chooser bypassed
+        torch_backend.level_solver = lambda device: solve_level_tensors
     try:
         report = extract_source(data, out, params, RunOptions(device=device), workers=1)
     finally:
-        flowcore.flow.level_solver = chooser
+        vars(torch_backend).pop("level_solver", None)
     if report.failed:
         sys.exit(f"extraction failed: {report.summary()}")
     return load_features(out)

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     from mespot.synth import SMALL, generate_dataset
 
     config = SMALL.replace(seconds=args.seconds)
-    params = ExtractParams(faces=FaceParams(resize=args.resize))
+    params = ExtractParams(flow_backend="opencv", faces=FaceParams(resize=args.resize))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -73,8 +73,9 @@ def main(work: Path, mespot: str) -> dict:
         "--resize", "64", "-q", "--workers", "2")
     out["store_torch_64"] = store_hash(work / "torch.zarr")
     out["store_torch_64_arrays"] = store_hash(work / "torch.zarr", attributes=False)
-    run(mespot, "extract", str(data), "--out", str(work / "opencv.zarr"), "--resize", "48", "-q",
-        "--workers", "2", "--video", "15_0101disgustingteeth", "--video", "16_0102eatingworms")
+    run(mespot, "extract", str(data), "--out", str(work / "opencv.zarr"), "--backend", "opencv",
+        "--resize", "48", "-q", "--workers", "2", "--video", "15_0101disgustingteeth", "--video",
+        "16_0102eatingworms")
     out["store_opencv_48_2videos"] = store_hash(work / "opencv.zarr")
     out["store_opencv_48_2videos_arrays"] = store_hash(work / "opencv.zarr", attributes=False)
     workbook = next(data.glob("CAS*xlsx"))

@@ -24,13 +24,14 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from flowcore.extract import (ExtractParams, RunOptions, VideoResult, check_device, extract_video,
+from flowcore.devices import check_device
+from flowcore.extract import (ExtractParams, RunOptions, VideoResult, extract_video,
                               plan_extraction)
 from flowcore.jobs import (LocalProcesses, Task, WorkerLost, first_line, run_tasks,
                            stop_on_error)
 from flowcore.sources import Source
 from flowcore.fingerprint import copy_warnings, describe, same_frames, source_fingerprint
-from flowcore.store import COMPLETE, FeatureStore, StoreMismatchError, params_hash
+from flowcore.store import COMPLETE, VIDEOS, FeatureStore, StoreMismatchError, params_hash
 from flowcore.video import FrameError
 
 
@@ -210,9 +211,9 @@ def saved_summary(store: str | Path, video_ids) -> str:
     """What an interrupted run left: how many of `video_ids` are complete in the store."""
     path = Path(store)
     statuses = {}
-    if (path / "videos").is_dir():
+    if (path / VIDEOS).is_dir():
         statuses = {p.name: FeatureStore.status_at(path, p.name)
-                    for p in (path / "videos").iterdir()}
+                    for p in (path / VIDEOS).iterdir()}
     complete = [v for v in video_ids if statuses.get(v) == COMPLETE]
     return (f"{len(complete)} of {len(video_ids)} videos are complete in {path}; the other "
             f"{len(video_ids) - len(complete)} are extracted by running the same command again")

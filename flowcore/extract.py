@@ -17,6 +17,7 @@ same bytes.
 
 from __future__ import annotations
 
+import copy
 import time
 import traceback
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from flowcore import testhooks
 from flowcore.align import AlignParams, register_runs
 from flowcore.faces import FaceParams, load_models
 from flowcore.fingerprint import same_frames, source_fingerprint
+from flowcore.flow.backends import DEFAULT_BACKEND
+from flowcore.flow.params import TVL1Params
 from flowcore.mdmo import MDMOParams, mdmo
 from flowcore.rois import ROI_NAMES
 from flowcore.store import COMPLETE, FeatureStore
@@ -39,18 +42,12 @@ STAGES = ("setup", "decode", "face", "landmarks", "flow", "mdmo", "write")  # se
 Progress = Callable[[str, str, int, int], None]  # (video_id, phase, done, total)
 
 
-def _default_tvl1():
-    from flowcore.flow import TVL1Params
-
-    return TVL1Params()
-
-
 @dataclass(frozen=True)
 class ExtractParams:
     """Every parameter that changes what lands in the store (hashed into it)."""
 
-    flow_backend: str = "opencv"
-    tvl1: object = field(default_factory=_default_tvl1)  # flowcore.flow.TVL1Params
+    flow_backend: str = DEFAULT_BACKEND  # flowcore/flow/backends.py says why
+    tvl1: TVL1Params = TVL1Params()
     faces: FaceParams = FaceParams()
     mdmo: MDMOParams = MDMOParams()
     subsample: int | None = None  # keep every n-th frame; None: the source's (SAMM-LV: 8)
@@ -73,8 +70,6 @@ class ExtractParams:
     @classmethod
     def from_dict(cls, d: dict) -> "ExtractParams":
         """The inverse of `to_dict` (e.g. a store's `params` attribute)."""
-        from flowcore.flow import TVL1Params
-
         rois = {k: v for k, v in d["rois"].items() if k != "names"}
         rois["roi_landmarks"] = tuple(rois["roi_landmarks"])
         return cls(flow_backend=d["flow_backend"], tvl1=TVL1Params(**d["tvl1"]),
@@ -82,6 +77,30 @@ class ExtractParams:
                    mdmo=MDMOParams(**rois, compat=d["compat"]),
                    subsample=d["subsample"], save_flow=d["save_flow"],
                    align=AlignParams.from_value(d.get("align")))
+
+
+def extract_params(base: "ExtractParams | dict | None" = None,
+                   changes: dict | None = None) -> ExtractParams:
+    """The one way ExtractParams are made from outside (the CLI, mespot.api, the service):
+    `base` (an ExtractParams; or a mapping shaped as its `to_dict()`, e.g. a --config file merged
+    over the defaults; None: the defaults) with each value of `changes` set, keyed as in
+    `to_dict()` with a dot into a section: "flow_backend", "subsample", "compat", "save_flow",
+    "align" (True: on with the default AlignParams, False: off), "faces.resize", "faces.choose",
+    "tvl1.lambda_", ... A None value leaves the base's. ValueError naming what is out of range."""
+    values = copy.deepcopy(base) if isinstance(base, dict) else (base or ExtractParams()).to_dict()
+    values.setdefault("align", None)  # to_dict leaves it out when off
+    for key, value in (changes or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        into = values[section] if section else values
+        if name not in into:
+            raise ValueError(f"unknown extraction parameter {key!r}")
+        into[name] = value
+    try:
+        return ExtractParams.from_dict(values)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -115,21 +134,6 @@ class VideoResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def check_device(device: str) -> None:
-    """ValueError, before any work, for a CUDA device this machine does not have."""
-    if not device.startswith("cuda"):
-        if device != "cpu":
-            raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    index = device.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
 def plan_extraction(videos, statuses: dict[str, str | None],
@@ -320,9 +324,11 @@ def _cropped(stream, faces, timer):
 
 
 def _mdmo_function(params: ExtractParams):
-    """`mdmo`, or with the `cuda` flow backend (kernels/) its MDMO kernel, float rules only
-    (compat MDMO stays on the CPU)."""
-    if params.flow_backend == "cuda" and not params.mdmo.compat:
+    """`mdmo`, or with a flow backend that has one (`cuda`: kernels/) the MDMO kernel, float rules
+    only (compat MDMO stays on the CPU)."""
+    from flowcore.flow import backend_named
+
+    if backend_named(params.flow_backend).mdmo_kernel and not params.mdmo.compat:
         from flowcore.mdmo_cuda import mdmo_cuda
 
         return mdmo_cuda

@@ -37,6 +37,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_module
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -103,9 +104,10 @@ class LocalProcesses:
         context = multiprocessing.get_context("spawn")
         messages = context.Queue()
         slots = context.Value("i", 0)
-        pool = ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=context,
-                                   initializer=_start_worker,
-                                   initargs=(slots, self.devices, self.threads, messages,
+        n_workers = min(self.workers, max(1, len(tasks)))
+        pids = context.Array("i", n_workers)  # each worker's process id, written as it starts
+        pool = ProcessPoolExecutor(n_workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(slots, pids, self.devices, self.threads, messages,
                                              os.getpid()))
         killed = False
         try:
@@ -117,10 +119,15 @@ class LocalProcesses:
                 for future in finished:
                     yield _outcome(pending.pop(future), future)
         except Exception:  # the caller's (stop_on_error, on_message): start no new task, let
-            _finish_running(pool)  # the running ones finish (what they save is complete)
+            try:  # the running ones finish (what they save is complete)
+                pool.shutdown(wait=True, cancel_futures=True)
+            except BaseException:  # Ctrl-C meanwhile: stop them now
+                _kill_workers(pool, pids)
+                killed = True
+                raise
             raise
         except BaseException:  # Ctrl-C (or the caller gone): stop the running tasks now, not
-            _kill_workers(pool)  # after every queued one is done
+            _kill_workers(pool, pids)  # after every queued one is done
             killed = True
             raise
         finally:
@@ -179,17 +186,9 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _finish_running(pool: ProcessPoolExecutor) -> None:
-    """Cancel the tasks not started and wait for the running ones (Ctrl-C meanwhile: kill)."""
-    try:
-        pool.shutdown(wait=True, cancel_futures=True)
-    except BaseException:
-        _kill_workers(pool)
-        raise
-
-
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's worker processes (what their tasks saved stays; a rerun resumes).
+def _kill_workers(pool: ProcessPoolExecutor, pids) -> None:
+    """Kill the pool's worker processes by the ids they wrote as they started (what their tasks
+    saved stays; a rerun resumes). The pool has not reaped them yet, so no id is reused.
 
     A worker killed (or interrupted by the same Ctrl-C) while it writes a result leaves half a
     message in the pool's result pipe, and the pool's reader thread would wait for the rest for
@@ -197,11 +196,12 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
     half message). This process's end of that pipe is the last writer once the workers are
     dead: closing it turns the half message into the end of the pipe, which the pool reads as
     broken, and shutdown returns."""
-    processes = list((pool._processes or {}).values())
-    for process in processes:
-        process.kill()
-    for process in processes:
-        process.join()
+    for pid in list(pids):
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # ended already
+                pass
     writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
     if writer is not None:  # CPython's ProcessPoolExecutor (3.9 to 3.13) keeps it there
         writer.close()
@@ -236,11 +236,13 @@ def _outcome(key: str, future) -> Done:
 _WORKER: dict = {}  # this worker process's Worker, set once by _start_worker
 
 
-def _start_worker(slots, devices, threads: int, messages, parent_pid: int) -> None:
+def _start_worker(slots, pids, devices, threads: int, messages, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     with slots.get_lock():
         slot = slots.value
         slots.value += 1
+    if slot < len(pids):
+        pids[slot] = os.getpid()
     limit_threads(threads)
     _WORKER["worker"] = Worker(devices[slot % len(devices)], threads, messages.put)
 

@@ -15,7 +15,7 @@ import torch
 
 from flowcore.cuda_kernels import CudaLauncher, device_guard, pointer
 from flowcore.landmarks import N_LANDMARKS
-from flowcore.mdmo import (
+from flowcore.mdmo_rules import (
     EYE_INNER_CORNERS,
     HEAD_SECTOR_EDGES,
     NORM_EPS,

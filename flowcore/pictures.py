@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
+from flowcore.store import VIDEOS
 
 PANEL = 256  # px, height of each panel
 MIN_SATURATION_PX = 0.25
@@ -95,7 +96,7 @@ def write_pictures(store_path: str | Path, out: str | Path, source, video_ids) -
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for video_id in video_ids:
-        group = root[f"videos/{video_id}"]
+        group = root[f"{VIDEOS}/{video_id}"]
         numbers = group["frame_numbers"][...]
         features = group["mdmo"][...]
         k = int(np.argmax(np.hypot(features[..., 0], features[..., 1]).sum(axis=1)))
@@ -146,7 +147,7 @@ def face_crops(store_path: str | Path, video_id: str, frame_numbers) -> dict[int
 
     from flowcore.video import FrameStream, VideoSpec
 
-    group = zarr.open_group(str(store_path), mode="r")[f"videos/{video_id}"]
+    group = zarr.open_group(str(store_path), mode="r")[f"{VIDEOS}/{video_id}"]
     attrs = dict(group.attrs)
     kept = group["frame_numbers"][...]
     wanted = {int(f): int(kept[max(np.searchsorted(kept, f, side="right") - 1, 0)])

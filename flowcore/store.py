@@ -51,7 +51,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from flowcore.errors import UserError
+from flowcore.locks import folder_lock
 from flowcore.rois import N_ROIS
 
 FORMAT_VERSION = 1
@@ -165,27 +165,11 @@ class FeatureStore:
 
     @contextmanager
     def video_lock(self, video_id: str):
-        """Yield True while this process holds the video's lock, False if another one does.
-
-        An advisory `flock` on a file in the temporary folder (outside the store, so plain zarr
-        never sees it): the kernel releases it when its process dies, even by SIGKILL. It guards
-        against two runs on one machine extracting the same video at once.
-        """
-        import fcntl
-
-        folder = Path(tempfile.gettempdir()) / "mespot-locks"
-        folder.mkdir(exist_ok=True)
-        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
-        with open(folder / f"{key}-{video_id}.lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """Yield True while this process holds the video's lock, False if another one does
+        (flowcore.locks): it guards against two runs on one machine extracting the same video
+        at once."""
+        with folder_lock(self.path, video_id) as holder:
+            yield holder is None
 
     def begin(self, video_id: str, attrs: dict):
         """Delete whatever is at videos/<video_id> and create it afresh, status "running"."""
@@ -313,7 +297,7 @@ def load_features(path: str | Path) -> FeatureSet:
     if "format_version" not in attrs:
         raise UserError(f"{path}: not a mespot feature store (no 'format_version' attribute)")
     if VIDEOS not in root:
-        raise UserError(f"{path}: the store holds no 'videos' group")
+        raise UserError(f"{path}: the store holds no {VIDEOS!r} group")
     videos: dict[str, VideoFeatures] = {}
     skipped: dict[str, str] = {}
     for name, group in sorted(root[VIDEOS].groups()):

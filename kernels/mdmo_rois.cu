@@ -5,8 +5,9 @@
 //
 // Launch: gridDim.x = N pairs, blocks of MDMO_LANES threads (one dimension).
 //
-// Status: compiled by NVRTC for sm_80 and sm_90 in the tests, host-tested; not yet run on a GPU.
-// Launched by flowcore/mdmo_cuda.py.
+// Checked without a GPU by tests/test_kernels_build.py (NVRTC, sm_80 and sm_90) and
+// tests/test_kernels_host.py; what has run on a GPU is recorded in benchmarks/results/
+// (*_h200.*), not here. Launched by flowcore/mdmo_cuda.py.
 
 #include "mdmo_rois.cuh"
 

@@ -10,9 +10,10 @@
 // the caller) receives each running sample's sum of squared flow updates, reduced within each
 // warp before one atomicAdd per warp.
 //
-// Status: compiled by NVRTC for sm_80 and sm_90 in the tests (registers, spills), its arithmetic
-// and stopping host-tested; the launch of an earlier version (a flag per sample instead of the
-// error history) passed its GPU tests on an H200. Launched by flowcore/flow/cuda_tvl1.py.
+// Checked without a GPU by tests/test_kernels_build.py (NVRTC, sm_80 and sm_90: registers,
+// spills) and tests/test_kernels_host.py (arithmetic and stopping); what has run on a GPU, and
+// how fast, is recorded in benchmarks/results/ (*_h200.*), not here. Launched by
+// flowcore/flow/cuda_tvl1.py.
 
 #include "tvl1_iteration.cuh"
 

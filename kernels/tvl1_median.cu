@@ -6,8 +6,9 @@
 // registers), gridDim.z = N samples; t is the index of the iteration that follows (the stopping
 // rule of tvl1_common.cuh). size: 3 or 5.
 //
-// Status: compiled by NVRTC for sm_80 and sm_90 in the tests, host-tested; not yet run on a GPU.
-// Launched by flowcore/flow/cuda_tvl1.py.
+// Checked without a GPU by tests/test_kernels_build.py (NVRTC, sm_80 and sm_90) and
+// tests/test_kernels_host.py; what has run on a GPU is recorded in benchmarks/results/
+// (*_h200.*), not here. Launched by flowcore/flow/cuda_tvl1.py.
 
 #include "tvl1_median.cuh"
 

@@ -8,8 +8,9 @@
 // registers), gridDim.z = N samples. Every sample is warped (a warp restarts the per-sample
 // stopping).
 //
-// Status: compiled by NVRTC for sm_80 and sm_90 in the tests, host-tested; not yet run on a GPU.
-// Launched by flowcore/flow/cuda_tvl1.py.
+// Checked without a GPU by tests/test_kernels_build.py (NVRTC, sm_80 and sm_90) and
+// tests/test_kernels_host.py; what has run on a GPU is recorded in benchmarks/results/
+// (*_h200.*), not here. Launched by flowcore/flow/cuda_tvl1.py.
 
 #include "tvl1_warp.cuh"
 

@@ -47,26 +47,16 @@ def extract(source: str | Path, out: str | Path, params=None, *, backend: str | 
     Returns the flowcore.batch.ExtractReport (`.failed` lists the videos that failed and why).
     """
     from flowcore.batch import run_extraction
-    from flowcore.extract import ExtractParams, RunOptions
+    from flowcore.extract import RunOptions, extract_params
     from flowcore.faces import face_backend
     from flowcore.sources import SourceError, open_source
     from flowcore.store import StoreMismatchError
 
-    params = params or ExtractParams()
-    if backend is not None:
-        params = dataclasses.replace(params, flow_backend=backend)
-    if resize is not None:
-        params = dataclasses.replace(params, faces=dataclasses.replace(params.faces, resize=resize))
-    if face is not None:
-        try:
-            faces = dataclasses.replace(params.faces, choose=face)
-        except ValueError as err:
-            raise UserError(f"--face: {err}") from None
-        params = dataclasses.replace(params, faces=faces)
-    if align is not None:
-        from flowcore.align import AlignParams
-
-        params = dataclasses.replace(params, align=AlignParams() if align else None)
+    try:
+        params = extract_params(params, {"flow_backend": backend, "faces.resize": resize,
+                                         "faces.choose": face, "align": align})
+    except ValueError as err:
+        raise UserError(f"extraction parameters: {err}") from None
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     try:
@@ -188,9 +178,10 @@ def pretrain(stores: list[str | Path], annotations: list[str | Path], out: str |
 
 def report(run: str | Path, select: str | None = None, faces: list[str] | bool = False) -> Path:
     """Write RUN/report.html (self-contained) from the run's evaluations; `mespot report`."""
+    from flowcore.pictures import face_crops
     from spotting.report import build_report
 
-    return build_report(run, select, faces=faces)
+    return build_report(run, select, faces=faces, face_crops=face_crops)
 
 
 @dataclass(frozen=True)

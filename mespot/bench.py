@@ -37,16 +37,18 @@ def time_median(call, repeats: int, sync=None) -> float:
 
 def flow_rates(size: int, device: str, repeats: int) -> list[dict]:
     """Pairs per second of every flow backend usable on `device` at size x size faces."""
-    from flowcore.flow import TVL1Params, available_backends, compute_flow
+    from flowcore.flow import TVL1Params, available_backends, backend_named, compute_flow
     from flowcore.flow.synthetic import face_pairs
 
     sync = _sync(device)
     rows = []
-    runs_on = {"opencv": device == "cpu", "cuda": device != "cpu"}  # CPU only, GPU only
     for backend in available_backends():
-        if not runs_on.get(backend, True):
+        try:
+            backend_named(backend).check_device(device)
+        except ValueError:  # opencv off the CPU, cuda off a GPU
             continue
-        batches = [2] if backend == "opencv" else ([1, 16, 128] if device != "cpu" else [1, 4, 16])
+        batches = (([1, 16, 128] if device != "cpu" else [1, 4, 16])
+                   if backend_named(backend).batched else [2])
         for batch in batches:
             first, second = face_pairs((size, size), batch)
             seconds = time_median(
@@ -55,7 +57,7 @@ def flow_rates(size: int, device: str, repeats: int) -> list[dict]:
                     second,
                     params=TVL1Params(),
                     backend=backend,
-                    device="cpu" if backend == "opencv" else device,
+                    device=device,
                 ),
                 repeats,
                 sync,
@@ -63,7 +65,7 @@ def flow_rates(size: int, device: str, repeats: int) -> list[dict]:
             rows.append(
                 {
                     "backend": backend,
-                    "device": "cpu" if backend == "opencv" else device,
+                    "device": device,
                     "batch": batch,
                     "size": size,
                     "pairs_per_s": batch / seconds,

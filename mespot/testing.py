@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flowcore.store import VIDEOS
+
 FACE_FRAME = 192  # px, side of the fixture frames
 DRIFT = (0.4, 0.25)  # px per frame (dx, dy) of the whole picture
 
@@ -88,7 +90,7 @@ def write_video(root, video_id: str, subject: str, mdmo: np.ndarray, frame_numbe
     """Write one video group in the store layout (for tests and benchmarks; flowcore owns the
     real writer). `root` is an open zarr group; `mdmo` (T-1, 12, 2), `frame_numbers` (T,)."""
     t = len(frame_numbers)
-    group = root.require_group("videos").create_group(video_id)
+    group = root.require_group(VIDEOS).create_group(video_id)
     group.create_array("mdmo", data=np.asarray(mdmo, dtype=np.float32))
     group.create_array("landmarks", data=np.zeros((t, 68, 2), np.float32))
     group.create_array("face_box", data=np.zeros(4, np.int32))
@@ -106,7 +108,7 @@ def create_store(path: str | Path, dataset: str = "synthetic"):
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     root.attrs.update(dict(format_version=1, mespot_version="test", dataset=dataset,
                            params={}, params_hash="test"))
-    root.create_group("videos")
+    root.create_group(VIDEOS)
     return root
 
 

@@ -97,9 +97,6 @@ class AnnotationTable:
             lines.append(f"  {n:4d} x {reason} -> {action}")
         return "\n".join(lines)
 
-    def issues_frame(self) -> pd.DataFrame:
-        return issues_to_frame(self.issues)
-
 
 def issues_to_frame(issues) -> pd.DataFrame:
     """Issues as a DataFrame (for CSV files in run folders)."""
@@ -271,31 +268,13 @@ class _Builder:
         key = ["video_id", "onset", "apex", "offset", "type"]
         dup = frame.duplicated(subset=key, keep="first")
         for _, r in frame[dup].iterrows():
-            self.issues.append(
-                Issue(
-                    int(r.source_row),
-                    r.subject,
-                    r.video_id,
-                    r.expression,
-                    "duplicate",
-                    "skipped",
-                    "same video, frames and type as an earlier row",
-                )
-            )
+            self.issue(dict(r, source_row=int(r.source_row)), "duplicate", "skipped",
+                       "same video, frames and type as an earlier row")
         frame = frame[~dup]
         repeated = frame[frame.duplicated(subset=["video_id", "expression"], keep=False)]
         for _, r in repeated.iterrows():
-            self.issues.append(
-                Issue(
-                    int(r.source_row),
-                    r.subject,
-                    r.video_id,
-                    r.expression,
-                    "duplicate expression id",
-                    "kept",
-                    f"type {r.type}",
-                )
-            )
+            self.issue(dict(r, source_row=int(r.source_row)), "duplicate expression id", "kept",
+                       f"type {r.type}")
         frame = frame.reset_index(drop=True)
         for col in ("onset", "apex", "offset", "source_row"):
             frame[col] = frame[col].astype("int64")

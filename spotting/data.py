@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flowcore.devices import check_device
 from flowcore.errors import UserError
 from flowcore.store import FeatureSet, load_features
 from spotting.annotations import AnnotationTable, read_annotations
@@ -125,9 +126,8 @@ def resolve_device(name: str) -> torch.device:
     """'cpu', 'cuda', 'cuda:N' or 'auto' -> a torch device (clear error when CUDA is missing)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
     try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"--device {name!r}: {err}") from err
+        check_device(name)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return torch.device(name)

@@ -20,7 +20,6 @@ from pathlib import Path
 from flowcore.errors import UserError
 
 PRETRAINED = Path(__file__).parent / "weights" / "pretrained_synth.safetensors"
-INIT_CHOICES = ("scratch", "pretrained")  # or a path to a weights file
 MAKE_PRETRAINED = ("mespot pretrain STORE... -a ANNOTATIONS... -o weights.safetensors "
                    "(README: Synthetic pretraining), then --init weights.safetensors")
 

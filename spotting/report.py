@@ -19,6 +19,7 @@ import pandas as pd
 
 from flowcore.version import __version__
 from flowcore.errors import UserError
+from flowcore.store import VIDEOS
 from spotting import plots
 from spotting.run_folder import RunFolder
 
@@ -109,18 +110,16 @@ def face_strip_events(matches: pd.DataFrame) -> list[dict]:
 
 
 def _face_strips(
-    run: RunFolder, matches: pd.DataFrame, videos: list[str], figures: Path
+    run: RunFolder, matches: pd.DataFrame, videos: list[str], figures: Path, face_crops
 ) -> list[str]:
     import zarr
-
-    from flowcore.pictures import face_crops
 
     store = run.store_path(run.read_config())
     root = zarr.open_group(store, mode="r")
     parts = []
     for video in videos:
         events = face_strip_events(matches[matches["video"] == video])
-        group = root[f"videos/{video}"]
+        group = root[f"{VIDEOS}/{video}"]
         numbers = {int(e[m]) for e in events for m in ("onset", "apex", "offset")}
         try:
             crops = face_crops(store, video, sorted(numbers))
@@ -155,12 +154,17 @@ def _how_counted(summary: dict) -> str:
 
 
 def build_report(
-    run: str | Path, select: str | None = None, faces: list[str] | bool = False
+    run: str | Path, select: str | None = None, faces: list[str] | bool = False,
+    face_crops=None,
 ) -> Path:
     """Write run/report.html and run/report/*.png; return the HTML path.
 
     faces: True (every video) or a list of video ids: add strips of face crops at the onset, apex
-    and offset of each ground truth and false positive (frames are re-read from the dataset)."""
+    and offset of each ground truth and false positive, read by `face_crops(store, video_id,
+    frame_numbers) -> {number: (h, w) uint8}` (spotting decodes no video: mespot.api.report
+    passes flowcore.pictures.face_crops, which re-reads the frames from the dataset)."""
+    if faces and face_crops is None:
+        raise ValueError("build_report: faces need face_crops (flowcore.pictures.face_crops)")
     run = RunFolder(run)
     if not run.config_path.is_file():
         raise UserError(f"{run.path} is not a run folder (no config.json)")
@@ -199,7 +203,7 @@ def build_report(
                 f"--faces: no evaluated video {', '.join(missing)}; have: {', '.join(videos)}"
             )
         body.append("<h2>Faces at onset, apex and offset</h2>")
-        body.extend(_face_strips(run, matches, chosen, figures))
+        body.extend(_face_strips(run, matches, chosen, figures, face_crops))
     body += _training_section(run, matches, figures)
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"

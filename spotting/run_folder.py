@@ -30,7 +30,6 @@ two processes from training into one run folder or one fold at once (`folder_loc
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 import torch
 
 from flowcore.errors import UserError
+from flowcore.locks import folder_lock
 from spotting.model import AUWGCN, ModelDims, dims_from_state
 
 _WEIGHTS = re.compile(r"^weights_epoch_(\d+)\.safetensors$")
@@ -210,36 +210,6 @@ class RunFolder:
     def lock(self):
         """This run folder's lock (`folder_lock`): None while held here, else the holder's pid."""
         return folder_lock(self.path, "run")
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path, kind: str):
-    """Yield None while this process holds the `kind` lock of `folder`, else the process id of
-    the holder. An advisory `flock` on a file in the temporary folder, keyed by the folder's
-    absolute path (outside it, so --overwrite can delete it): the kernel frees it when its
-    process dies."""
-    import fcntl
-    import hashlib
-    import tempfile
-
-    locks = Path(tempfile.gettempdir()) / "mespot-locks"
-    locks.mkdir(exist_ok=True)
-    key = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:16]
-    with open(locks / f"{key}-{kind}.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            yield handle.read().strip() or "unknown"
-            return
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield None
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---- checkpoints -------------------------------------------------------------------------------

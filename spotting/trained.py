@@ -205,7 +205,8 @@ def _checkpoint(path: Path, device, calibrate, flip, preset, proposals) -> Train
     model = Model(path.name, network.to(device).eval(), list(REFERENCE_MEAN),
                   list(REFERENCE_STD), WindowParams())
     defaults = ExtractParams()
-    params = dataclasses.replace(defaults, mdmo=dataclasses.replace(defaults.mdmo, compat=True))
+    params = dataclasses.replace(defaults, flow_backend="opencv",  # the reference's DualTVL1
+                                 mdmo=dataclasses.replace(defaults.mdmo, compat=True))
     rules = proposal_params(preset or "casme2", proposals, True)
     return Trained(path, (model,), rules, SpotOptions(False, bool(flip)), "last",
                    params.to_dict(), preset or "casme2", 30.0, device=str(device))

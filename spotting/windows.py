@@ -46,10 +46,6 @@ class WindowParams:
     radius_mae: int = 3  # R for macro-expressions
     apex_spread: float = 32.0  # apex target exp(-j^2 / apex_spread) at apex +- j
 
-    @property
-    def span(self) -> int:
-        return self.length + 2 * self.context
-
     def radius(self, type_index: int) -> int:
         return self.radius_me if type_index == 0 else self.radius_mae
 

@@ -4,6 +4,7 @@ import openpyxl
 import pytest
 
 from flowcore.errors import UserError
+from mespot.synth.layouts import SAMM_HEADER
 from spotting.annotations import read_annotations, read_csv_annotations
 from spotting.au_codes import AUCode, parse_au_string
 
@@ -182,20 +183,7 @@ def write_samm(path):
     sheet.title = "FACS_Movement_Only"
     for i in range(9):
         sheet.append((f"preamble line {i + 1}",) if i % 3 == 0 else ())
-    sheet.append(
-        (
-            "Subject",
-            "Filename",
-            "Inducement Code",
-            "Onset",
-            "Apex",
-            "Offset",
-            "Duration",
-            "Type",
-            "Action Units",
-            "Notes",
-        )
-    )
+    sheet.append(SAMM_HEADER)
     rows = [
         (6, "006_1_1", 1, 566.4, 600, 700, 134, "Macro", "4B", None),  # fractional onset
         ("006", "006_1_2", 1, 1000, -1, 1090, 90, "Micro - 1/2", "12(B/C)", None),  # apex -1
@@ -240,20 +228,7 @@ def test_samm_workbook_without_a_usable_row_says_why(tmp_path):
     sheet.title = "FACS_Movement_Only"
     for _ in range(9):
         sheet.append(())
-    sheet.append(
-        (
-            "Subject",
-            "Filename",
-            "Inducement Code",
-            "Onset",
-            "Apex",
-            "Offset",
-            "Duration",
-            "Type",
-            "Action Units",
-            "Notes",
-        )
-    )
+    sheet.append(SAMM_HEADER)
     book.save(path)
     with pytest.raises(
         UserError, match=r"SAMM_LongVideos_V1_Release.xlsx: no expression row found"

@@ -48,7 +48,7 @@ def test_casme2_store_shapes_and_attrs(casme2_run):
     store = zarr.open_group(str(root / "features.zarr"), mode="r")  # plain zarr
     assert store.attrs["format_version"] == 1 and store.attrs["dataset"] == "casme2"
     params = store.attrs["params"]
-    assert params["flow_backend"] == "opencv" and params["faces"]["resize"] == 48
+    assert params["flow_backend"] == "torch" and params["faces"]["resize"] == 48  # the default
     assert params["compat"] is False and params["subsample"] == 1
     assert params["tvl1"]["n_scales"] == 2
     video = store["videos/15_0101disgustingteeth"]

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from flowcore import mdmo as mdmo_module
+from flowcore import mdmo_compat as mdmo_module
 from flowcore.mdmo import (
     HEAD_SECTOR_EDGES,
     ROI_SECTOR_EDGES,
@@ -29,10 +29,10 @@ from flowcore.mdmo import (
     flow_angles,
     mdmo,
     mdmo_reference,
-    np1_argsort,
     quantise_flow,
     sector_index,
 )
+from flowcore.mdmo_compat import np1_argsort
 from flowcore.rois import ROI_LANDMARKS
 
 F32 = np.float32

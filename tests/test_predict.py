@@ -202,13 +202,13 @@ def test_report_with_face_strips_from_the_real_frames(trained):
     assert events and all(e["kind"] in ("truth TP", "truth FN", "spotted FP") for e in events)
     crops = face_crops(trained["base"] / "features.zarr", video, [1, 30])
     assert set(crops) == {1, 30} and crops[1].shape == (64, 64)  # cut and resized as extracted
-    page = build_report(trained["run"], faces=[video]).read_text()
+    page = build_report(trained["run"], faces=[video], face_crops=face_crops).read_text()
     strip = trained["run"] / "report" / f"faces_{video}.png"
     assert strip.is_file() and "Faces at onset, apex and offset" in page
     with Image.open(strip) as image:
         assert np.asarray(image.convert("L"), dtype=np.float32).std() > 5
     with pytest.raises(UserError, match="no evaluated video"):
-        build_report(trained["run"], faces=["nope"])
+        build_report(trained["run"], faces=["nope"], face_crops=face_crops)
 
 
 def test_flip_averages_the_logits_of_the_face_and_its_mirror():

@@ -199,6 +199,15 @@ def test_folds_as_ray_tasks_match_one_by_one_training(tiny, one_thread_run, loca
     assert all(f"fold {k}/3 s{k}: 2 train / 2 test windows" in log for k in (1, 2, 3))
 
 
+def _args(tiny, out, *flags) -> list[str]:
+    """`mespot train` on the tiny store and its truths into run folder `out`, then `flags`."""
+    return ["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "-o", str(out), *flags]
+
+
+def _train(tiny, out, *flags) -> int:
+    return main(_args(tiny, out, *flags))
+
+
 @pytest.mark.slow  # ~15 s
 def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path, gates):
     import signal
@@ -208,22 +217,8 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path, g
     from waiting import DEADLINE
 
     run = tmp_path / "run"
-    args = [
-        "train",
-        str(tiny / "store.zarr"),
-        "-a",
-        str(tiny / "gt.csv"),
-        "-o",
-        str(run),
-        "--epochs",
-        "3",
-        "--workers",
-        "2",
-        "--threads",
-        "1",
-        "--no-tensorboard",
-        "-q",
-    ]
+    args = _args(tiny, run, "--epochs", "3", "--workers", "2", "--threads", "1",
+                 "--no-tensorboard", "-q")
     code = f"import sys; from mespot.cli import main; sys.exit(main({args!r}))"
     gates.hold("train-*-epoch-1")  # every fold waits after its first epoch (saved to resume)
     process = subprocess.Popen(
@@ -245,15 +240,7 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path, g
 
 
 def test_engine_flags_that_cannot_work_are_refused(tiny, tmp_path, capsys):
-    args = [
-        "train",
-        str(tiny / "store.zarr"),
-        "-a",
-        str(tiny / "gt.csv"),
-        "-o",
-        str(tmp_path / "run"),
-        "-q",
-    ]
+    args = _args(tiny, tmp_path / "run", "-q")
     assert main(args + ["--address", "auto"]) == 2
     assert "--address and --gpus-per-task go with --engine ray" in capsys.readouterr().err
     assert main(args + ["--engine", "ray", "--gpus-per-task", "0.5"]) == 2
@@ -323,69 +310,21 @@ def test_command_line(tiny, tmp_path, capsys):
         == 2
     )
     assert "feature store not found" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "train",
-                str(tiny / "store.zarr"),
-                "--annotations",
-                str(tiny / "gt.csv"),
-                "--out",
-                str(tmp_path / "y"),
-                "--device",
-                "cuda:7" if not torch.cuda.is_available() else "nonsense",
-                "--quiet",
-            ]
-        )
-        == 2
-    )
+    assert _train(tiny, tmp_path / "y", "--device",
+                  "cuda:7" if not torch.cuda.is_available() else "nonsense", "--quiet") == 2
 
 
 def test_yaml_config_and_flags(tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("train:\n  epochs: 1\n  batch_size: 4\nprior:\n  source: all\n")
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(tiny / "store.zarr"),
-                "-a",
-                str(tiny / "gt.csv"),
-                "-o",
-                str(run),
-                "--config",
-                str(cfg),
-                "--seed",
-                "5",
-                "--subjects",
-                "s1",
-                "--no-tensorboard",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _train(tiny, run, "--config", str(cfg), "--seed", "5", "--subjects", "s1",
+                  "--no-tensorboard", "-q") == 0
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["train"]["epochs"] == 1 and resolved["train"]["batch_size"] == 4
     assert resolved["train"]["seed"] == 5 and resolved["prior"]["source"] == "all"
     cfg.write_text("train:\n  epochz: 1\n")
-    assert (
-        main(
-            [
-                "train",
-                str(tiny / "store.zarr"),
-                "-a",
-                str(tiny / "gt.csv"),
-                "-o",
-                str(run),
-                "--config",
-                str(cfg),
-                "-q",
-            ]
-        )
-        == 2
-    )
+    assert _train(tiny, run, "--config", str(cfg), "-q") == 2
 
 
 def test_video_logits_reassembles_windows_in_row_order(tiny):
@@ -544,44 +483,12 @@ def test_yaml_model_section_sets_the_network(tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("train:\n  epochs: 1\n  init: scratch\nmodel:\n  hidden: 16\n")
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(tiny / "store.zarr"),
-                "-a",
-                str(tiny / "gt.csv"),
-                "-o",
-                str(run),
-                "--config",
-                str(cfg),
-                "--subjects",
-                "s1",
-                "--no-tensorboard",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _train(tiny, run, "--config", str(cfg), "--subjects", "s1", "--no-tensorboard",
+                  "-q") == 0
     model, _ = load_weights(run / "folds" / "s1" / "weights_epoch_001.safetensors")
     assert model.dims.hidden == 16
     cfg.write_text("model:\n  nodes: 11\n")
-    assert (
-        main(
-            [
-                "train",
-                str(tiny / "store.zarr"),
-                "-a",
-                str(tiny / "gt.csv"),
-                "-o",
-                str(tmp_path / "x"),
-                "--config",
-                str(cfg),
-                "-q",
-            ]
-        )
-        == 2
-    )
+    assert _train(tiny, tmp_path / "x", "--config", str(cfg), "-q") == 2
 
 
 def test_annotations_without_a_usable_row_stop_training_at_once(

@@ -4,53 +4,35 @@ Convention: images (N, H, W) or (H, W), uint8 or float32 grey values 0..255; flo
 (N, 2, H, W) float32 in pixels holding (dx, dy), y pointing down, from the first image to the
 second: first(y, x) ~ second(y + dy, x + dx).
 
-Backends (all take the same `TVL1Params`, defaults = OpenCV's DualTVL1 defaults):
-    opencv  OpenCV contrib's CPU DualTVL1, the accuracy reference (CPU only).
-    torch   the same algorithm on batched tensors, CPU (numba-fused iterations) or CUDA.
-    cuda    experimental: the `torch` algorithm on a CUDA device with each pass over a pyramid
-            level (warp, median filter, iteration) one kernel launch over the batch (kernels/
-            through CuPy; flowcore/flow/cuda_tvl1.py); its arithmetic and stopping are tested on
-            the host, its launch by the GPU tests. Listed only where CuPy and a CUDA device are
-            present.
+Backends (all take the same `TVL1Params`, defaults = OpenCV's DualTVL1 defaults): `opencv`
+(OpenCV contrib's CPU DualTVL1, the accuracy reference), `torch` (the same algorithm on batched
+tensors, CPU or CUDA) and the experimental `cuda` (the `torch` algorithm on CUDA kernels), one
+object each in flowcore/flow/backends.py, which says what each does.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
+from flowcore.devices import check_device
+
+from .backends import BACKENDS, DEFAULT_BACKEND, FlowBackend
 from .params import TVL1Params
 
-__all__ = ["TVL1Params", "available_backends", "check_backend", "compute_flow", "level_solver"]
-
-_ALL_BACKENDS = ("opencv", "torch", "cuda")
-
-
-def _backend_importable(name: str) -> bool:
-    try:
-        if name == "opencv":
-            import cv2
-
-            return hasattr(cv2, "optflow")  # the contrib build ships DualTVL1
-        if name == "torch":
-            import numba  # noqa: F401  (CPU iterations)
-            import torch  # noqa: F401
-
-            return True
-        if name == "cuda":
-            import cupy  # noqa: F401  (kernel compilation and launch)
-            import torch
-
-            return torch.cuda.is_available()
-    except ImportError:
-        return False
-    return False
+__all__ = ["DEFAULT_BACKEND", "FlowBackend", "TVL1Params", "available_backends", "backend_named",
+           "check_backend", "compute_flow"]
 
 
 def available_backends() -> list[str]:
     """Names of the flow backends usable in this environment, e.g. ["opencv", "torch"]."""
-    return [name for name in _ALL_BACKENDS if _backend_importable(name)]
+    return [name for name, backend in BACKENDS.items() if backend.importable()]
+
+
+def backend_named(name: str) -> FlowBackend:
+    """The backend called `name`; ValueError naming the known ones for another name."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown flow backend {name!r}; known: {list(BACKENDS)}")
+    return BACKENDS[name]
 
 
 def _is_tensor(x) -> bool:
@@ -100,58 +82,13 @@ def check_backend(backend: str, device: str, here: bool = True) -> None:
     """ValueError saying why `backend` cannot compute on `device` (unknown, opencv off the CPU,
     cuda off a GPU; with `here`, also not importable or no GPU on this machine: a Ray driver
     passes False, its nodes may differ); None when it can."""
-    if not here:
-        if backend not in _ALL_BACKENDS:
-            raise ValueError(f"unknown flow backend {backend!r}; known: {list(_ALL_BACKENDS)}")
-    elif backend not in (available := available_backends()):
-        known = "" if backend not in _ALL_BACKENDS else " (not importable here)"
+    if here and backend not in (available := available_backends()):
+        known = "" if backend not in BACKENDS else " (not importable here)"
         raise ValueError(f"unknown flow backend {backend!r}{known}; available: {available}")
     device = str(device)
-    if backend == "opencv" and device != "cpu":
-        raise ValueError(f"the opencv flow backend runs on cpu only, not on {device!r}; for a GPU "
-                         f"choose the torch backend (--backend torch)")
-    if backend == "cuda" and not device.startswith("cuda"):
-        raise ValueError(f"the cuda flow backend runs on a GPU, not on {device!r}: "
-                         f"add --device cuda")
-    if here and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here")
-
-
-COMPILE_ENV = "MESPOT_TORCH_COMPILE"  # "1": torch.compile the tensor iteration on a GPU
-
-
-def level_solver(backend: str, device: str):
-    """The pyramid-level solver `flow_torch` runs for the `torch` or `cuda` backend on `device`:
-    the only place the solver is chosen. CPU: the fused numba kernels; a GPU: the tensor path,
-    its iteration torch.compile'd when $MESPOT_TORCH_COMPILE is 1 (about a minute of compiling
-    per process, for long GPU runs); `cuda`: the kernels of kernels/ (cuda_tvl1)."""
-    import os
-
-    from .torch_tvl1 import solve_level_tensors
-
-    if backend == "cuda":
-        from .cuda_tvl1 import solve_level_cuda
-
-        return solve_level_cuda
-    if not str(device).startswith("cuda"):
-        from .tvl1_numba import solve_level_numba
-
-        return solve_level_numba
-    if os.environ.get(COMPILE_ENV, "0") == "1":
-        return functools.partial(solve_level_tensors, step=_compiled_step())
-    return solve_level_tensors
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled_step():
-    import torch
-
-    from .torch_tvl1 import _inner_step
-
-    return torch.compile(_inner_step, dynamic=True)
+    backend_named(backend).check_device(device)
+    if here:
+        check_device(device)
 
 
 def compute_flow(
@@ -159,7 +96,7 @@ def compute_flow(
     second,
     *,
     params: TVL1Params = TVL1Params(),
-    backend: str = "opencv",
+    backend: str = DEFAULT_BACKEND,
     device: str = "cpu",
 ):
     """TV-L1 flow from each `first` image to the matching `second` image.
@@ -167,7 +104,7 @@ def compute_flow(
     first, second: (N, H, W) or (H, W) uint8 or float32 grey 0..255, numpy arrays or torch
         tensors (both the same kind, dtype and shape).
     params: TV-L1 parameters (defaults equal OpenCV's).
-    backend: one of `available_backends()`.
+    backend: one of `available_backends()` (default DEFAULT_BACKEND, `torch`).
     device: where the `torch` backend computes ("cpu", "cuda", "cuda:1", ...); `opencv` is CPU
         only, `cuda` CUDA only (`check_backend`). The result goes back to where the input was.
     Returns (N, 2, H, W) float32 flow in pixels, (dx, dy), y down; (2, H, W) for (H, W) input.
@@ -178,30 +115,12 @@ def compute_flow(
     check_backend(backend, device)
     _check_pair(first, second)
     single = first.ndim == 2
-    tensor_in = _is_tensor(first)
-    if tensor_in:
-        out_device = first.device
-
-    if backend == "opencv":
-        a = first.detach().cpu().numpy() if tensor_in else first
-        b = second.detach().cpu().numpy() if tensor_in else second
-        from .opencv_backend import flow_opencv
-
-        flow = flow_opencv(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), params)
-        if tensor_in:
-            import torch
-
-            flow = torch.from_numpy(flow).to(out_device)
-    else:  # torch, or cuda: the torch algorithm on the CUDA kernels (level_solver)
+    flow = BACKENDS[backend].flow(first.reshape(-1, *first.shape[-2:]),
+                                  second.reshape(-1, *second.shape[-2:]), params, device)
+    if _is_tensor(first):
         import torch
 
-        from .torch_tvl1 import flow_torch
-
-        a = first if tensor_in else torch.from_numpy(np.ascontiguousarray(first))
-        b = second if tensor_in else torch.from_numpy(np.ascontiguousarray(second))
-        a = a.to(device=device, dtype=torch.float32).reshape(-1, *a.shape[-2:])
-        b = b.to(device=device, dtype=torch.float32).reshape(-1, *b.shape[-2:])
-        with torch.no_grad():
-            flow = flow_torch(a, b, params, level_solver(backend, device))
-        flow = flow.to(out_device) if tensor_in else flow.cpu().numpy()
+        flow = torch.as_tensor(flow).to(first.device)
+    elif not isinstance(flow, np.ndarray):
+        flow = flow.cpu().numpy()
     return flow[0] if single else flow

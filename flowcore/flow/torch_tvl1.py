@@ -25,7 +25,8 @@ so its result never depends on the other samples of the batch.
 `flow_torch` takes the solver of one pyramid level as an argument: `solve_level_tensors` below
 (the readable reference, and the CUDA path of this backend), `tvl1_numba.solve_level_numba`
 (fused numba kernels on the CPU, one thread per sample) or `cuda_tvl1.solve_level_cuda` (the
-`cuda` backend: CUDA kernels). `flowcore.flow.level_solver` is the one place that chooses.
+`cuda` backend: CUDA kernels): the coarse-to-fine skeleton every tensor backend shares; each
+backend's `level_solver` (flowcore/flow/backends.py) is the one place that chooses.
 
 Convention: images (N, H, W) float32 grey values 0..255; flow (N, 2, H, W) float32 in pixels
 holding (dx, dy), y pointing down, from the first image to the second:
@@ -287,7 +288,7 @@ def flow_torch(first: torch.Tensor, second: torch.Tensor, params: TVL1Params,
 
     solve_level: the solver of one pyramid level, `solve_level_tensors`'s signature
     (`solve_level_tensors`, `tvl1_numba.solve_level_numba` on CPU tensors, or the tensor path with
-    another iteration step); flowcore.flow.level_solver chooses it for a backend and device.
+    another iteration step); a backend's `level_solver` chooses it for a device.
     """
     on_cpu = first.device.type == "cpu"
     with _single_torch_thread() if on_cpu else contextlib.nullcontext():

@@ -9,7 +9,10 @@ from typing import Optional
 import typer
 
 from flowcore.errors import UserError
+from flowcore.extract import ExtractParams
 from mespot.commands.flags import engine_from_flags, flag_given
+
+DEFAULTS = ExtractParams()  # every flag below that sets a parameter defaults to its field here
 
 
 class ExtractionFailed(Exception):
@@ -59,31 +62,28 @@ def _summary_table(report) -> None:
 
 
 # flag -> key in ExtractParams.to_dict() ("faces.resize": key resize of section faces)
-_FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
-              "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
-              "face_backend": "faces.backend", "face": "faces.choose", "align": "align"}
+FLAG_KEYS = {"backend": "flow_backend", "subsample": "subsample", "compat": "compat",
+             "save_flow": "save_flow", "resize": "faces.resize", "margin": "faces.margin",
+             "face_backend": "faces.backend", "face": "faces.choose", "align": "align",
+             "lambda_": "tvl1.lambda_"}
 
 
-def extract_params(ctx, config: Path | None, flags: dict):
-    """ExtractParams from the defaults, then the --config file, then the flags typed on the
-    command line (`flags`: their values, shaped as ExtractParams.to_dict()); UserError naming
-    the file for unknown keys or values out of range."""
-    from flowcore.extract import ExtractParams
+def _params(ctx, config: Path | None):
+    """ExtractParams (flowcore.extract.extract_params) from the defaults, then the --config
+    file, then the flags typed on the command line; UserError naming the file for unknown keys
+    or values out of range."""
     from flowcore.config_file import merged, read_mapping
+    from flowcore.extract import extract_params
 
-    values = {**ExtractParams().to_dict(), "align": None}  # off unless the file or --align says
-    where = "flags"
+    values, where = None, "flags"
     if config is not None:
         where = str(config)
-        values = merged(values, read_mapping(config, "extraction parameters"), where)
-    for flag, key in _FLAG_KEYS.items():
-        if flag_given(ctx, flag) or config is None:
-            section, _, name = key.rpartition(".")
-            value = flags[section][name] if section else flags[name]
-            (values[section] if section else values)[name] = value
+        values = merged({**DEFAULTS.to_dict(), "align": None},  # off unless the file says
+                        read_mapping(config, "extraction parameters"), where)
+    typed = {key: ctx.params[flag] for flag, key in FLAG_KEYS.items() if flag_given(ctx, flag)}
     try:
-        return ExtractParams.from_dict(values)
-    except (TypeError, ValueError) as err:
+        return extract_params(values, typed)
+    except ValueError as err:
         raise UserError(f"{where}: {err}") from None
 
 
@@ -93,7 +93,7 @@ def extract_command(
                                   "files, or the output of `mespot synth`."),
     out: Path = typer.Option(..., "--out", "-o", help="The Zarr feature store to create or "
                              "resume (complete videos are skipped)."),
-    backend: str = typer.Option("opencv", "--backend", help="Flow backend (see "
+    backend: str = typer.Option(DEFAULTS.flow_backend, "--backend", help="Flow backend (see "
                                 "flowcore.flow.available_backends())."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: one "
@@ -108,22 +108,27 @@ def extract_command(
     gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", help="With --engine "
                                                   "ray: GPUs per video task (a fraction shares "
                                                   "one GPU; default 0.125 with --device cuda)."),
-    subsample: Optional[int] = typer.Option(None, "--subsample", help="Keep every n-th frame "
-                                            "(default 8 for SAMM-LV, 1 otherwise)."),
-    resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
-    margin: float = typer.Option(0.1, "--margin", help="Grow the square face box by this "
-                                 "fraction of its side on every side."),
-    face_backend: str = typer.Option("dlib", "--face-backend", help="'dlib', or "
+    subsample: Optional[int] = typer.Option(DEFAULTS.subsample, "--subsample", help="Keep every "
+                                            "n-th frame (default 8 for SAMM-LV, 1 otherwise)."),
+    resize: Optional[int] = typer.Option(DEFAULTS.faces.resize, "--resize", help="Resize face "
+                                         "crops to N x N px."),
+    margin: float = typer.Option(DEFAULTS.faces.margin, "--margin", help="Grow the square face "
+                                 "box by this fraction of its side on every side."),
+    face_backend: str = typer.Option(DEFAULTS.faces.backend, "--face-backend", help="'dlib', or "
                                      "'package.module:object' naming a flowcore.faces."
                                      "FaceBackend (your own detector and landmarks)."),
-    face: str = typer.Option("largest", "--face", help="Of several faces: largest, center or N "
-                             "(0-based, from the left); the choice is stated."),
-    compat: bool = typer.Option(False, "--compat", help="Reproduce the reference's 8-bit "
-                                "flow and cartToPolar angles (features in '20 px' units)."),
-    save_flow: bool = typer.Option(False, "--save-flow", help="Also store the dense flow "
-                                   "(float16; large)."),
-    align: bool = typer.Option(False, "--align", help="Register every face crop to its run's first "
-                               "frame (similarity from eye corners and nose bridge) first."),
+    face: str = typer.Option(DEFAULTS.faces.choose, "--face", help="Of several faces: largest, "
+                             "center or N (0-based, from the left); the choice is stated."),
+    lambda_: float = typer.Option(DEFAULTS.tvl1.lambda_, "--lambda", help="TV-L1 data weight "
+                                  "lambda: smaller gives smoother flow."),
+    compat: bool = typer.Option(DEFAULTS.mdmo.compat, "--compat", help="Reproduce the "
+                                "reference's 8-bit flow and cartToPolar angles (features in "
+                                "'20 px' units)."),
+    save_flow: bool = typer.Option(DEFAULTS.save_flow, "--save-flow", help="Also store the dense "
+                                   "flow (float16; large)."),
+    align: bool = typer.Option(DEFAULTS.align is not None, "--align", help="Register every face "
+                               "crop to its run's first frame (similarity from eye corners and "
+                               "nose bridge) first."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frame pairs per flow "
                                              "call (default: 16 on the CPU, 128 on a GPU)."),
     video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids "
@@ -134,8 +139,7 @@ def extract_command(
                                             "video into this folder (box, landmarks, ROIs, flow)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML (or JSON) file of "
                                           "extraction parameters, keys as in a store's `params` "
-                                          "(flow_backend, tvl1, faces, rois, subsample, compat, "
-                                          "save_flow). Flags given win."),
+                                          "(flow_backend, tvl1, faces, ...). Flags given win."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Extract again the complete videos "
                                    "whose source frames changed (refused otherwise)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -154,15 +158,11 @@ def extract_command(
     from mespot.progress import RichProgress
 
     runner = engine_from_flags(engine, address, gpus_per_task, device, " --backend torch")
-    flags = {"flow_backend": backend, "subsample": subsample, "compat": compat,
-             "save_flow": save_flow, "align": True if align else None,
-             "faces": {"resize": resize, "margin": margin, "backend": face_backend,
-                       "choose": face}}
-    try:
-        report = extract(source, out, extract_params(ctx, config, flags), device=device,
-                         workers=workers, batch_size=batch_size, videos=video,
-                         subjects_csv=subjects_csv, engine=runner,
-                         progress=RichProgress(enabled=not quiet), overwrite=overwrite)
+    try:  # the flags that set parameters (FLAG_KEYS) are read from ctx by _params
+        report = extract(source, out, _params(ctx, config), device=device, workers=workers,
+                         batch_size=batch_size, videos=video, subjects_csv=subjects_csv,
+                         engine=runner, progress=RichProgress(enabled=not quiet),
+                         overwrite=overwrite)
     except ExtractionInterrupted as stop:  # Ctrl-C: say what was saved, exit 130
         typer.echo(f"interrupted: {stop}", err=True)
         raise typer.Exit(130) from None

@@ -240,7 +240,8 @@ def _submit(kind: str, params: dict, wait: bool, server, token, token_file, uplo
 def submit_extract(
     source: str = typer.Argument(..., help="Dataset copy or video folder under the data root."),
     store: str = typer.Option(..., "--store", help="Feature store under the store root."),
-    backend: str = typer.Option("torch", "--backend", help="Flow backend: torch, opencv, cuda."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Flow backend: torch, opencv, "
+                                          "cuda [default: the server's]."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize face crops to N x N px."),
     subsample: Optional[int] = typer.Option(None, "--subsample", help="Keep every n-th frame."),
     video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids."),
@@ -261,7 +262,7 @@ def submit_train(
                                     "the data root."),
     run: str = typer.Option(..., "--run", help="Run folder under the store root."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="[default: mespot train's]"),
-    seed: int = typer.Option(1, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="[default: mespot train's]"),
     inner_val: Optional[int] = typer.Option(None, "--inner-val",
                                             help="[default: mespot train's]"),
     subjects: Optional[str] = typer.Option(None, "--subjects", help="Comma-separated folds."),

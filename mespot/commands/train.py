@@ -16,8 +16,10 @@ from typer import Option as typer_option
 from flowcore.config_file import read_mapping
 from flowcore.errors import UserError
 from mespot.commands.flags import engine_from_flags, flag_given
+from spotting.prior import PriorParams
+from spotting.train_params import TrainParams
 
-# flag name -> (section of the config, field)
+# flag name -> (section of the config, field); each flag defaults to that field's default
 _FLAG_FIELDS = {
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "seed": ("train", "seed"), "normalisation": ("train", "normalisation"),
@@ -25,6 +27,13 @@ _FLAG_FIELDS = {
     "inner_val": ("train", "inner_val"), "init": ("train", "init"), "augment": ("train", "augment"),
     "prior": ("prior", "source"),
 }
+_SECTIONS = {"train": TrainParams(), "prior": PriorParams()}  # light: no torch at start-up
+
+
+def _flag(flag: str, name: str, help_text: str):
+    """The option of a flag of _FLAG_FIELDS, defaulting to its field's default."""
+    section, field = _FLAG_FIELDS[flag]
+    return typer_option(getattr(_SECTIONS[section], field), name, help=help_text)
 
 
 def train_command(
@@ -40,29 +49,26 @@ def train_command(
     config: Optional[Path] = typer_option(
         None, "--config", "-c", help="YAML file with sections train, windows, prior, losses, model "
         "(field names as in config.json); flags given win."),
-    epochs: int = typer_option(50, "--epochs", help="Training epochs per fold (the paper: 100)."),
-    batch_size: int = typer_option(128, "--batch-size", help="Windows per batch."),
-    lr: float = typer_option(0.01, "--lr", help="AdamW learning rate (x0.96 per epoch)."),
-    seed: int = typer_option(1, "--seed", help="Random seed (model init and shuffling)."),
-    normalisation: str = typer_option(
-        "fold", "--normalisation", help="Feature normalisation: fold (from the training subjects) "
-        "or compat (the reference's constants, for 8-bit compat features)."),
-    prior: str = typer_option(
-        "train", "--prior", help="AU prior from the training subjects (train) or from every "
-        "annotation (all)."),
-    macro_ratio: Optional[float] = typer_option(
-        None, "--macro-ratio", help="Weight r of the macro losses (default 0.5, SAMM-LV 0.7)."),
-    save_every: int = typer_option(
-        1, "--save-every", help="Keep weights every N epochs (and the last); evaluation can only "
-        "choose among kept epochs."),
-    inner_val: Optional[int] = typer_option(
-        None, "--inner-val", help="Per fold, also a model without K training subjects, on which "
-        "`evaluate` chooses the proposal rules (and an epoch with --select inner-val) [default: "
-        "2 for a store of 8 or more subjects, else 0; 0: off, as the paper]."),
-    init: str = typer_option(
-        "pretrained", "--init", help="Initial weights of each fold: pretrained (shipped with "
-        "mespot), scratch (random, as the paper) or a file from `mespot pretrain`."),
-    augment: str = typer_option("none", "--augment", help="none, or mirror (p 1/2 per window)."),
+    epochs: int = _flag("epochs", "--epochs", "Training epochs per fold (the paper: 100)."),
+    batch_size: int = _flag("batch_size", "--batch-size", "Windows per batch."),
+    lr: float = _flag("lr", "--lr", "AdamW learning rate (x0.96 per epoch)."),
+    seed: int = _flag("seed", "--seed", "Random seed (model init and shuffling)."),
+    normalisation: str = _flag(
+        "normalisation", "--normalisation", "Feature normalisation: fold (from the training "
+        "subjects) or compat (the reference's constants, for 8-bit compat features)."),
+    prior: str = _flag("prior", "--prior", "AU prior from the training subjects (train) or "
+                       "from every annotation (all)."),
+    macro_ratio: Optional[float] = _flag(
+        "macro_ratio", "--macro-ratio", "Weight r of the macro losses (default 0.5, SAMM-LV 0.7)."),
+    save_every: int = _flag("save_every", "--save-every", "Keep weights every N epochs (and "
+                            "the last); evaluation can only choose among kept epochs."),
+    inner_val: Optional[int] = _flag(
+        "inner_val", "--inner-val", "Per fold, also a model without K training subjects, on "
+        "which `evaluate` chooses the proposal rules (and an epoch with --select inner-val) "
+        "[default: 2 for a store of 8 or more subjects, else 0; 0: off, as the paper]."),
+    init: str = _flag("init", "--init", "Initial weights of each fold: pretrained (shipped with "
+                      "mespot), scratch (random, as the paper) or a file from `mespot pretrain`."),
+    augment: str = _flag("augment", "--augment", "none, or mirror (p 1/2 per window)."),
     subjects: Optional[str] = typer_option(
         None, "--subjects", help="Comma-separated test subjects: train only these folds."),
     device: str = typer_option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),

@@ -9,6 +9,8 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowcore.flow.backends import BACKENDS, DEFAULT_BACKEND
+
 SELECTION = r"^(last|oracle|inner-val|fixed:[0-9]{1,5})$"
 
 
@@ -17,7 +19,8 @@ class _Strict(BaseModel):
 
 
 class ExtractOptions(_Strict):
-    backend: Literal["torch", "opencv", "cuda"] = Field("torch", description="Flow backend.")
+    backend: Optional[Literal[tuple(BACKENDS)]] = Field(
+        None, description=f"Flow backend (default: flowcore's, {DEFAULT_BACKEND}).")
     resize: Optional[int] = Field(None, ge=32, le=1024, description="Face crops N x N px.")
     subsample: Optional[int] = Field(None, ge=1, le=64, description="Keep every n-th frame.")
     videos: Optional[list[str]] = Field(None, description="Only these video ids.")
@@ -33,7 +36,7 @@ class ExtractJob(ExtractOptions):
 class TrainOptions(_Strict):
     epochs: Optional[int] = Field(None, ge=1, le=10000, description="Epochs per fold "
                                   "(default: mespot train's, 50).")
-    seed: int = Field(1, ge=0)
+    seed: Optional[int] = Field(None, ge=0, description="Random seed (default: mespot train's).")
     batch_size: Optional[int] = Field(None, ge=1, le=65536)
     lr: Optional[float] = Field(None, gt=0, le=10)
     inner_val: Optional[int] = Field(None, ge=0, le=100, description="Per fold, an inner "

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
+from flowcore.flow.backends import BACKENDS, DEFAULT_BACKEND
 from mespot import __version__
 from mespot.service import auth, pipelines
 
@@ -72,7 +73,7 @@ def forms(config) -> str:
   placeholder="e.g. runs/small"></label>
  <label>Resize faces to (px) <input name="extract.resize" type="number" min="32" max="1024"
   placeholder="native"></label>
- <label>Epochs <input name="train.epochs" type="number" min="1" placeholder="50"></label>
+ <label>Epochs <input name="train.epochs" type="number" min="1" placeholder="default"></label>
  <fieldset><legend>Evaluate with</legend>
   <label><input type="checkbox" name="evaluate.select" value="last" checked> last</label>
   <label><input type="checkbox" name="evaluate.select" value="inner-val"> inner-val</label>
@@ -87,7 +88,7 @@ def forms(config) -> str:
  <label>Store (store root) <input name="store" list="store-paths" required
   placeholder="e.g. small.zarr"></label>
  <label>Flow backend
-  <select name="backend">{_options(("torch", "opencv", "cuda"), "torch")}</select></label>
+  <select name="backend">{_options(tuple(BACKENDS), DEFAULT_BACKEND)}</select></label>
  <label>Resize faces to (px) <input name="resize" type="number" min="32" max="1024"
   placeholder="native"></label>
  <button type="submit">Extract</button></form>
@@ -97,7 +98,7 @@ def forms(config) -> str:
   placeholder="e.g. synth/small/ground_truth.csv"></label>
  <label>Run folder (store root) <input name="run" list="store-paths" required
   placeholder="e.g. runs/small"></label>
- <label>Epochs <input name="epochs" type="number" min="1" placeholder="50"></label>
+ <label>Epochs <input name="epochs" type="number" min="1" placeholder="default"></label>
  <label>Inner validation subjects <input name="inner_val" type="number" min="0"
   placeholder="default"></label>
  <button type="submit">Train</button></form>

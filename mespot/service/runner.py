@@ -1,7 +1,7 @@
 """One job in its own process: `python -m mespot.service.runner HOME JOB OWNER SLOT PARENT`.
 
 The scheduler starts it in a new process group (so cancel and recovery can end the job's worker
-processes too). It dies with the server (Linux: PR_SET_PDEATHSIG), renews the job's lease every
+processes too). It dies with the server (flowcore.lifetime), renews the job's lease every
 HEARTBEAT_S while it works, and writes the job's final state itself; every write names the
 lease's owner, so a runner whose lease was taken from it changes nothing.
 
@@ -13,7 +13,6 @@ redone by the store's or the run's resume. The job ends "cancelled", written by 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -25,23 +24,11 @@ from pathlib import Path
 
 from flowcore import testhooks
 from flowcore.errors import UserError
+from flowcore.lifetime import die_with_parent
 from mespot.service import tasks
 from mespot.service.config import CANCEL_POLL_S, HEARTBEAT_S, PROGRESS_EVERY_S, from_json
 from mespot.service.jobs import JobStore
 from mespot.service.roots import PathRefused, Roots
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGKILL this process when the server dies; exit now if it already has."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the lease and recovery still hold
-        pass
-    if os.getppid() != parent:
-        sys.exit(3)
-
 
 class RunnerContext(tasks.Context):
     """tasks.Context backed by the job store: throttled progress, the log file, the lease."""
@@ -114,6 +101,9 @@ def run_job(home: Path, job_id: int, owner: str, slot: dict) -> int:
     ctx = RunnerContext(store, job, owner, slot, config)
     ctx.log(f"runner {os.getpid()} on {slot['name']} ({slot['device']}, {slot['cores']} core(s)), "
             f"attempt {job.attempts}")
+    # a cancel arrives as SIGINT: heard even where the server was started with SIGINT ignored
+    # (`nohup mespot serve &`: children inherit the ignored signal, Python keeps it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=ctx.heartbeat_forever, daemon=True).start()
     try:
         outcome = _outcome(job, ctx)

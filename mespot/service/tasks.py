@@ -9,7 +9,6 @@ library below touches this file only.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -240,46 +239,43 @@ def _frame_count(spec) -> int:
         return 0
 
 
-def _extract_params(p: dict):
-    from flowcore.extract import ExtractParams
+def _source_videos(source_dir, subsample, videos) -> tuple:
+    """The videos an extraction of `source_dir` covers, complete ones included (so progress
+    counts those done before a restart); () when the source cannot be opened: the extraction
+    itself then says why."""
+    from flowcore.sources import SourceError, open_source
 
-    values = ExtractParams().to_dict()
-    values["flow_backend"] = p.get("backend") or "torch"
-    values["faces"]["resize"] = p.get("resize")
-    values["subsample"] = p.get("subsample")
     try:
-        return ExtractParams.from_dict(values)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"extraction parameters: {err}") from None
+        found = open_source(source_dir, subsample=subsample).videos
+    except SourceError:
+        return ()
+    return tuple(v for v in found if not videos or v.video_id in videos)
+
+
+# ExtractJob field -> key in ExtractParams.to_dict(); a field left out keeps the dataclass's
+EXTRACT_FIELDS = {"backend": "flow_backend", "resize": "faces.resize", "subsample": "subsample"}
+# TrainJob field -> field of spotting.config.TrainParams, likewise
+TRAIN_FIELDS = ("epochs", "seed", "inner_val", "batch_size", "lr")
 
 
 def run_extract(p: dict, ctx: Context) -> Outcome:
-    """A dataset or video folder under the data root -> a feature store under the store root."""
-    from flowcore.batch import run_extraction
-    from flowcore.extract import RunOptions
-    from flowcore.sources import SourceError, open_source
-    from flowcore.store import StoreMismatchError
+    """A dataset or video folder under the data root -> a feature store under the store root
+    (mespot.api.extract, with the job's parameters over the defaults)."""
+    from flowcore.extract import extract_params
+    from flowcore.flow import backend_named
+    from mespot.api import extract
 
     source_dir, store = ctx.roots.data_path(p["source"]), ctx.roots.store_path(p["store"])
-    params = _extract_params(p)
-    device = ctx.device if params.flow_backend != "opencv" else "cpu"
     try:
-        source = open_source(source_dir, subsample=params.subsample)
-    except SourceError as err:
-        raise UserError(str(err)) from None
-    if p.get("videos"):
-        missing = sorted(set(p["videos"]) - {v.video_id for v in source.videos})
-        if missing:
-            raise UserError(f"{p['source']}: no video {', '.join(missing)}")
-        source = dataclasses.replace(source, videos=tuple(v for v in source.videos
-                                                          if v.video_id in p["videos"]))
+        params = extract_params(None, {key: p.get(f) for f, key in EXTRACT_FIELDS.items()})
+    except ValueError as err:
+        raise UserError(f"extraction parameters: {err}") from None
+    device = backend_named(params.flow_backend).where(ctx.device)
     store.parent.mkdir(parents=True, exist_ok=True)
     workers = ctx.cores if device == "cpu" else None
-    try:
-        report = run_extraction(source, store, params, RunOptions(device=device), workers,
-                                ExtractProgress(ctx, source.videos), ctx.engine)
-    except StoreMismatchError as err:
-        raise UserError(str(err)) from None
+    progress = ExtractProgress(ctx, _source_videos(source_dir, params.subsample, p.get("videos")))
+    report = extract(source_dir, store, params, device=device, workers=workers,
+                     videos=p.get("videos"), engine=ctx.engine, progress=progress)
     summary = ctx.folder / "extraction.json"
     summary.write_text(json.dumps({"store": p["store"], "seconds": report.seconds,
                                    "frames_per_second": report.frames_per_second,
@@ -302,8 +298,7 @@ def run_train(p: dict, ctx: Context) -> Outcome:
 
     store, annotations = ctx.roots.store_path(p["store"]), ctx.roots.data_path(p["annotations"])
     run = ctx.roots.store_path(p["run"])
-    train = {k: p[k] for k in ("epochs", "seed", "inner_val", "batch_size", "lr")
-             if p.get(k) is not None}
+    train = {k: p[k] for k in TRAIN_FIELDS if p.get(k) is not None}
     config = config_from_dict({"train": train}, store=str(store), annotations=str(annotations))
     subjects = p.get("subjects") or None
     epochs = config.train.epochs
