@@ -154,6 +154,11 @@ class RunFolder:
         """The folder of one evaluation (`mespot evaluate --select`)."""
         return self.path / "evaluation" / selection
 
+    def precision_path(self, name: str) -> Path:
+        """The score -> precision maps of one evaluation's options (spotting/precision.py):
+        precision/<selection + options' suffix>.json, e.g. precision/last+calibrated+flip.json."""
+        return self.path / "precision" / f"{name}.json"
+
     def evaluations(self) -> dict[str, Path]:
         """Every finished evaluation: selection name -> folder."""
         return {p.name: p for p in sorted((self.path / "evaluation").glob("*"))
