@@ -201,6 +201,11 @@ def predict_command(
     face: Optional[str] = typer.Option(
         None, "--face", help="Of several faces: largest, center or N (0-based, from the left) "
         "[default: as the run's training store was extracted]."),
+    min_precision: Optional[float] = typer.Option(
+        None, "--min-precision", help="List only intervals whose expected precision (the share "
+        "of such intervals that were right on the run's held-out test subjects) is at least P; "
+        "0 lists every proposal, as the MEGC protocol scores [default: 0.5, more often right "
+        "than wrong; docs/quality.md]."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -221,7 +226,8 @@ def predict_command(
                            device=device, backend=backend, proposals=proposals,
                            progress=RichProgress(enabled=not quiet),
                            allow_missing_folds=allow_missing_folds, flip=flip,
-                           calibrate=calibrate, annotations=annotations, face=face)
+                           calibrate=calibrate, annotations=annotations, face=face,
+                           min_precision=min_precision)
     _show_predictions(batch, out)
 
 
@@ -249,11 +255,16 @@ def _show_predictions(batch, out: Path) -> None:
     if batch.extraction["fallback"]:
         typer.echo(f"note: {batch.extraction['fallback']}", err=True)
     typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
+    typer.echo(f"precision: {batch.trained.precision_note}")
+    at = (f" with expected precision >= {batch.min_precision:g}" if batch.min_precision > 0
+          else "")
     for result in batch.predictions:
         counts = result.intervals["type"].value_counts()
+        below = (f" ({result.left_out} more below it left out; --min-precision 0 lists them)"
+                 if batch.min_precision > 0 else "")
         typer.echo(
             f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
-            f"macro-expressions spotted"
+            f"macro-expressions spotted{at}{below}"
         )
     for result in batch.predictions:  # nothing can be spotted where the face was missing
         for warning in result.warnings:
