@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flowcore.errors import UserError
 from spotting.channels import TYPES
+from spotting.run_folder import read_json
 
 DEFAULT_MIN_PRECISION = 0.5  # predict's default threshold: docs/quality.md says why
 PRIOR_STRENGTH = 2.0  # pseudo-intervals pulling a block's precision to its type's overall share
@@ -217,11 +217,4 @@ def write_precision(path, key: dict, maps: dict, table: pd.DataFrame) -> None:
 
 def read_precision(path) -> dict | None:
     """A precision record, None when there is none; UserError when it is not readable."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not readable JSON ({err}); delete it and run `mespot "
-                        f"evaluate` again to record it") from None
+    return read_json(Path(path), "run `mespot evaluate` again")

@@ -218,6 +218,18 @@ class RunFolder:
 
 
 @contextlib.contextmanager
+def read_json(path: Path, remake: str) -> dict | None:
+    """The JSON file `path` a run records, None when it has none; UserError when it is not
+    readable, saying to delete it and `remake` it (e.g. "run `mespot evaluate` again")."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not readable JSON ({err}); delete it and {remake} to record "
+                        f"it") from None
+
+
 def folder_lock(folder: Path, kind: str):
     """Yield None while this process holds the `kind` lock of `folder`, else the process id of
     the holder. An advisory `flock` on a file in the temporary folder, keyed by the folder's
