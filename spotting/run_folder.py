@@ -217,7 +217,6 @@ class RunFolder:
         return folder_lock(self.path, "run")
 
 
-@contextlib.contextmanager
 def read_json(path: Path, remake: str) -> dict | None:
     """The JSON file `path` a run records, None when it has none; UserError when it is not
     readable, saying to delete it and `remake` it (e.g. "run `mespot evaluate` again")."""
@@ -230,6 +229,7 @@ def read_json(path: Path, remake: str) -> dict | None:
                         f"it") from None
 
 
+@contextlib.contextmanager
 def folder_lock(folder: Path, kind: str):
     """Yield None while this process holds the `kind` lock of `folder`, else the process id of
     the holder. An advisory `flock` on a file in the temporary folder, keyed by the folder's
