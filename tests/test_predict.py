@@ -75,10 +75,14 @@ def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
     result = predict_video(folder, trained["run"], tmp_path / "out")
     assert result.video_id == "16_0101disgustingteeth"
     table = pd.read_csv(tmp_path / "out" / "intervals.csv")
-    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score"]
+    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score",
+                                   "precision", "precision_n"]
     assert table["onset"].between(1, 60).all() and (table["offset"] >= table["onset"]).all()
     assert result.curves.shape == (59, 8) and result.frames[0] == 1
     meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    # a run never evaluated has no precision map: every interval listed, and said why
+    assert table["precision"].isna().all() and meta["min_precision"] == 0
+    assert meta["precision"].startswith("no score -> precision map") and result.left_out == 0
     assert meta["models"] == ["s15", "s16"] and meta["combination"].startswith("mean")
     assert meta["proposals"] == "mespot"  # a run on mespot's own features
     assert meta["flip"] is True and meta["combination"].endswith("the face and its mirror")

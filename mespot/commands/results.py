@@ -14,8 +14,10 @@ from flowcore.errors import UserError
 
 
 def print_metrics(evaluations, console: Console | None = None) -> None:
-    """One table: a block of ME, MaE and overall rows per selection, test-set selection flagged;
-    the matching rule and its scale in the title, the proposal arithmetic in the caption."""
+    """The MEGC table: a block of ME, MaE and overall rows per selection, test-set selection
+    flagged; the matching rule and its scale in the title, the proposal arithmetic in the
+    caption. Then the same counts over the intervals of at least the default expected precision
+    (what `predict` lists by default), for the selections that have it (not the oracle's)."""
     from spotting.metrics import RULES
     from spotting.proposals import PROPOSAL_VARIANTS
 
@@ -24,14 +26,34 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     caption = "; ".join(sorted({f"{RULES[e.rule].label}. "
                                 f"Proposals: {PROPOSAL_VARIANTS[e.proposals]}"
                                 for e in evaluations}))
-    table = Table(title=f"spotting metrics ({how}; counts {evaluations[0].pooled})",
-                  caption=caption)
+    table = _metrics_table(f"spotting metrics ({how}; counts {evaluations[0].pooled})",
+                           caption, [(e, e.metrics) for e in evaluations])
+    console.print(table)
+    shown = [(e, e.at_threshold) for e in evaluations
+             if e.at_threshold is not None and e.selection.mode != "oracle"]
+    if shown:
+        level = shown[0][0].min_precision
+        console.print(_metrics_table(
+            f"the intervals of expected precision >= {level:g} (what `mespot predict` lists by "
+            f"default; each interval's precision from the other folds' test subjects)",
+            "The same matching and counts over the intervals reaching it (--min-precision 0 "
+            "gives the table above).", shown))
+    if any(e.selection.mode == "oracle" for e in evaluations):
+        console.print(
+            "[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
+            "those numbers are optimistic and only for comparison with published results."
+        )
+
+
+def _metrics_table(title: str, caption: str, rows) -> Table:
+    """A block of ME, MaE and overall rows per (evaluation, its metrics table) of `rows`."""
+    table = Table(title=title, caption=caption)
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
-    for e in evaluations:
+    for e, metrics in rows:
         # the selection on the ME row, the options (e.g. +calibrated+flip) on the MaE row
         label = {"me": e.selection.short_label, "mae": e.options.suffix}
-        for row in e.metrics.itertuples():
+        for row in metrics.itertuples():
             name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
             table.add_row(
                 label.get(row.type, ""),
@@ -44,12 +66,7 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
                 str(row.FN),
                 end_section=row.type == "overall",
             )
-    console.print(table)
-    if any(e.selection.mode == "oracle" for e in evaluations):
-        console.print(
-            "[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
-            "those numbers are optimistic and only for comparison with published results."
-        )
+    return table
 
 
 def evaluate_command(
@@ -97,8 +114,11 @@ def evaluate_command(
     Writes RUN/evaluation/<selection>/ (named for what was used: last+calibrated+flip/ with
     both options, last/ with neither;
     metrics.csv/json, per-subject and per-video metrics, intervals.csv with 1-based original
-    frame numbers, matches.csv with every TP/FP/FN, curves) and, unless --no-report,
-    RUN/report.html. Several --select share one loading of the store.
+    frame numbers and each interval's expected precision (from the other folds' test
+    subjects), metrics_at_precision.csv (the intervals of expected precision >= 0.5, what
+    predict lists by default), reliability.csv, matches.csv with every TP/FP/FN, curves), the
+    score -> precision maps that predict applies (RUN/precision/<selection>.json) and, unless
+    --no-report, RUN/report.html. Several --select share one loading of the store.
     """
     from mespot.api import report as write_report
     from spotting.data import resolve_device
