@@ -221,11 +221,8 @@ def predict_command(
     face: Optional[str] = typer.Option(
         None, "--face", help="Of several faces: largest, center or N (0-based, from the left) "
         "[default: as the run's training store was extracted]."),
-    min_precision: Optional[float] = typer.Option(
-        None, "--min-precision", help="List only intervals whose expected precision (the share "
-        "of such intervals that were right on the run's held-out test subjects) is at least P; "
-        "0 lists every proposal, as the MEGC protocol scores [default: 0.5, more often right "
-        "than wrong; docs/quality.md]."),
+    min_precision: Optional[float] = typer.Option(None, "--min-precision", help="Only intervals "
+        "of expected precision >= P (0: every proposal, as MEGC scores) [default: 0.5]."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -243,11 +240,10 @@ def predict_command(
         raise UserError("--one-fold needs --fold SUBJECT")
     out = out or Path("predictions") / video.stem
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
-                           device=device, backend=backend, proposals=proposals,
-                           progress=RichProgress(enabled=not quiet),
-                           allow_missing_folds=allow_missing_folds, flip=flip,
-                           calibrate=calibrate, annotations=annotations, face=face,
-                           min_precision=min_precision)
+                           device=device, backend=backend, proposals=proposals, flip=flip,
+                           progress=RichProgress(enabled=not quiet), calibrate=calibrate,
+                           allow_missing_folds=allow_missing_folds, annotations=annotations,
+                           face=face, min_precision=min_precision)
     _show_predictions(batch, out)
 
 

@@ -67,14 +67,9 @@ def synth_command(
         None, "--config", "-c",
         help="YAML or JSON mapping of generator parameters (keys as in synth.json's config, e.g. "
              "expressions_per_minute, micro_fraction); applied over the preset, flags typed win."),
-    nuisances: bool = typer.Option(
-        False, "--nuisances", help="Add the nuisances of everyday footage that are not "
-        "expressions: talking (40%% of the time), nods (3/min), turns of the head (1.5/min) and "
-        "lighting changes (1/min); listed in events.csv. Off by default (sets made without it "
-        "render the same bytes); --config keys talking_fraction, nods_per_minute, ... tune them."),
-    neutral: bool = typer.Option(
-        False, "--neutral", help="No expression at all: footage on which every interval spotted "
-        "is a false alarm (benchmarks/false_alarms.py)."),
+    nuisances: bool = typer.Option(False, "--nuisances", help="Add talking (40%% of the time), "
+        "nods, head turns and lighting changes (rates: --config talking_fraction, ...)."),
+    neutral: bool = typer.Option(False, "--neutral", help="No expression at all."),
 ) -> None:
     """Render synthetic long face videos with ground-truth expressions, blinks and head motion.
 
@@ -84,8 +79,8 @@ def synth_command(
     """
     given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
              "fps": fps, "face_size": face_size}
-    preset = SMALL if small else DEFAULT
-    preset = preset.replace(**(EVERYDAY if nuisances else {}), **(NEUTRAL if neutral else {}))
+    preset = (SMALL if small else DEFAULT).replace(**(EVERYDAY if nuisances else {}),
+                                                   **(NEUTRAL if neutral else {}))
     config = _config(ctx, preset, config_file, layout, seed, given)
     console = Console(stderr=True)
     n_videos = config.subjects * config.videos_per_subject
