@@ -67,7 +67,7 @@ def synth_command(
         None, "--config", "-c",
         help="YAML or JSON mapping of generator parameters (keys as in synth.json's config, e.g. "
              "expressions_per_minute, micro_fraction); applied over the preset, flags typed win."),
-    nuisances: bool = typer.Option(False, "--nuisances", help="Add talking (40%% of the time), "
+    nuisances: bool = typer.Option(False, "--nuisances", help="Add talking (40% of the time), "
         "nods, head turns and lighting changes (rates: --config talking_fraction, ...)."),
     neutral: bool = typer.Option(False, "--neutral", help="No expression at all."),
 ) -> None:
