@@ -13,6 +13,9 @@ One fold (`fold`): that fold's model with its own rules, exactly what `evaluate`
 fold's test subject. Every fold (the default): the mean of the folds' logits, with per type the
 lower median of the folds' calibrated apex thresholds, K and score floors
 (`Calibrated.combined`); docs/quality.md measures what that scores on a subject no fold saw.
+The expected precision of each interval comes from the run's precision record for the same
+options (RunFolder.precision_path, written by `mespot evaluate`): one fold's map (fitted without
+its test subject) or the map of every fold's held-out intervals.
 """
 
 from __future__ import annotations
