@@ -13,6 +13,11 @@ Epoch selection (`--select`), per fold:
 Matching (`--rule`, spotting/metrics.py) and its scales: spotting/truths.py. Spotting: one
 path with `predict` (spotting/spot.py); calibrated proposal rules: spotting/fold_rules.py.
 
+Expected precision (spotting/precision.py): every interval gets the precision of the map
+fitted on the other folds' test intervals; the counts over those of at least
+DEFAULT_MIN_PRECISION are reported beside the MEGC ones (`at_threshold`), and the maps are
+recorded in RUN/precision/ for `predict` (MEGC rule, selections other than the oracle).
+
 Proposals (`--proposals`, spotting/proposals.py): `reference` arithmetic (float32, start ties
 to the row nearest the apex) is the default for a store extracted with `--compat`, `mespot`
 otherwise.
