@@ -3,8 +3,8 @@
 Reads what `mespot train` and `mespot evaluate` wrote into the run folder and draws it
 (spotting/plots.py). Sections: metrics of every evaluated selection side by side (test-set
 selection flagged), the counts at the default minimum expected precision with the
-reliability plot and every interval's expected precision, per-subject F1, score curves per video with truth and spotted intervals,
-training losses, the AU prior, interval lengths, the TP/FP/FN list, the resolved configuration
+reliability plot and every interval's expected precision, per-subject F1, score curves per
+video with truth and spotted intervals, training losses, the AU prior, interval lengths, the TP/FP/FN list, the resolved configuration
 and every repaired or skipped annotation row.
 """
 
