@@ -4,8 +4,8 @@ Reads what `mespot train` and `mespot evaluate` wrote into the run folder and dr
 (spotting/plots.py). Sections: metrics of every evaluated selection side by side (test-set
 selection flagged), the counts at the default minimum expected precision with the
 reliability plot and every interval's expected precision, per-subject F1, score curves per
-video with truth and spotted intervals, training losses, the AU prior, interval lengths, the TP/FP/FN list, the resolved configuration
-and every repaired or skipped annotation row.
+video with truth and spotted intervals, training losses, the AU prior, interval lengths, the
+TP/FP/FN list, the resolved configuration and every repaired or skipped annotation row.
 """
 
 from __future__ import annotations
