@@ -225,6 +225,19 @@ def _choose_epoch(
     return best
 
 
+def evaluation_name(selection: str, options: SpotOptions, rule: str, variant: str,
+                    features) -> str:
+    """The evaluation folder's name: the selection, then what departs from MEGC matching with the
+    store's own proposal arithmetic, so no evaluation overwrites another: `last+calibrated+flip`,
+    `last+flip+rule-reference`, `last+proposals-reference`."""
+    name = selection + options.suffix
+    if rule != "megc":
+        name += f"+rule-{rule}"
+    if variant != proposal_variant(features, None):
+        name += f"+proposals-{variant}"
+    return name
+
+
 def proposal_variant(features, requested: str | None) -> str:
     """`requested`, or the default for the store: `reference` for `--compat` features."""
     variant = requested or ("reference" if features.params.get("compat") else "mespot")
@@ -247,8 +260,8 @@ def evaluate_run(
     options: SpotOptions = SpotOptions(),
     store: str | Path | None = None,
 ) -> Evaluation:
-    """Evaluate run folder `run`; write run/evaluation/<selection><options' suffix>/ and return
-    the numbers. `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's
+    """Evaluate run folder `run`; write run/evaluation/<evaluation_name>/ and return the
+    numbers. `proposals`: proposal arithmetic (PROPOSAL_VARIANTS), None for the store's
     default; `options`: calibrated proposal rules, test-time flip (SpotOptions: by default
     both, where the run allows). `store`: the run's feature store at another path than the one
     recorded (a copy, on another machine).
@@ -281,14 +294,15 @@ def evaluate_run(
     shown = found.drop(columns="hit")
     at_threshold = count(shown[kept(shown, DEFAULT_MIN_PRECISION)], truths, RULES[rule],
                          prep.features)
-    out = run.evaluation(selection.name + options.suffix)
+    out = run.evaluation(evaluation_name(selection.name, options, rule, variant, prep.features))
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", spotted.curves, prep)
     table = reliability(found)
-    if rule == "megc" and selection.mode != "oracle":  # what predict applies
-        write_precision(run.precision_path(selection.name + options.suffix),
-                     _precision_key(selection, options, variant, preset, spotted.epochs),
-                     maps, table)
+    if out.name == selection.name + options.suffix and selection.mode != "oracle":
+        # MEGC with the store's own arithmetic, not the oracle: what predict applies
+        write_precision(run.precision_path(out.name),
+                        _precision_key(selection, options, variant, preset, spotted.epochs),
+                        maps, table)
     return _write(
         Evaluation(
             selection, rule, scale_label(RULES[rule], prep.features), variant,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,7 +71,7 @@ def stop_load(load: subprocess.Popen) -> None:
 def run_round(tests: list[str], scratch: Path) -> tuple[dict, float]:
     """One pytest run of `tests`: {test id: (outcome, message)} and its wall time (s)."""
     report = scratch / "report.xml"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider",
                f"--basetemp={scratch / 'tmp'}", f"--junitxml={report}", *tests]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                                     os.environ.get("PYTHONPATH")]))}
@@ -78,13 +79,40 @@ def run_round(tests: list[str], scratch: Path) -> tuple[dict, float]:
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=ROUND_TIMEOUT_S)
-        output = done.stdout[-3000:]
-    except subprocess.TimeoutExpired:
-        return {"(round)": ("failed", f"timed out after {ROUND_TIMEOUT_S} s")}, ROUND_TIMEOUT_S
+    except subprocess.TimeoutExpired as err:
+        found = from_lines(err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout)
+        found["(round)"] = ("failed", f"timed out after {ROUND_TIMEOUT_S} s")
+        return found, ROUND_TIMEOUT_S
     seconds = time.monotonic() - started
-    if not report.exists():
-        return {"(round)": ("failed", f"pytest wrote no report: {output}")}, seconds
-    return outcomes(report), seconds
+    if not report.exists():  # pytest itself died: count what its lines say, keep its last words
+        found = from_lines(done.stdout)
+        found["(round)"] = ("failed", f"pytest ended with code {done.returncode} and wrote no "
+                            f"report; its output ends: {done.stdout[-2500:]} {done.stderr[-1500:]}")
+        return found, seconds
+    found = outcomes(report)
+    for name, (outcome, message) in found.items():  # the whole story of a failure
+        if outcome == "failed":
+            found[name] = (outcome, message + " | " + _section(done.stdout, name))
+    return found, seconds
+
+
+_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED)", re.MULTILINE)
+
+
+def from_lines(output: str | None) -> dict:
+    """{test id: (outcome, message)} from pytest -v's lines, for a round without a report."""
+    found = {}
+    for name, word in _LINE.findall(output or ""):
+        outcome = {"PASSED": "passed", "SKIPPED": "skipped"}.get(word, "failed")
+        found[name] = (outcome, "" if outcome != "failed" else _section(output, name))
+    return found
+
+
+def _section(output: str, name: str) -> str:
+    """The end of pytest's failure section of test `name` (its short name in the header)."""
+    short = name.split("::")[-1]
+    start = output.find(f"_ {short} _")
+    return output[start:start + 20000][-2500:] if start >= 0 else ""
 
 
 def outcomes(report: Path) -> dict:
@@ -95,7 +123,7 @@ def outcomes(report: Path) -> dict:
         outcome, message = "passed", ""
         for child in case:
             if child.tag in ("failure", "error"):
-                outcome, message = "failed", (child.get("message") or "")[:500]
+                outcome, message = "failed", (child.get("message") or "")[:1000]
             elif child.tag == "skipped" and outcome == "passed":
                 outcome, message = "skipped", (child.get("message") or "")[:200]
         found[name] = (outcome, message)

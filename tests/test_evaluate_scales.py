@@ -118,7 +118,9 @@ def test_samm_evaluation_matches_in_original_frames_and_names_its_scale(tmp_path
         "frames: original 200 fps numbering"
     }
     reference = evaluate_run(run, "last", rule="reference")
-    summary = json.loads((out / "metrics.json").read_text())
+    assert reference.out.name == "last+flip+rule-reference"  # beside MEGC's, not over it
+    assert json.loads((out / "metrics.json").read_text())["rule"] == "megc"
+    summary = json.loads((reference.out / "metrics.json").read_text())
     assert summary["rule"] == "reference" and summary["scale"] == "rows: subsampled /8"
     assert reference.metrics.set_index("type").loc["overall", "TP"] == 1
     assert reference.matches.loc[reference.matches["outcome"] == "TP", "video"].tolist() == [
@@ -154,7 +156,9 @@ def test_proposal_arithmetic_follows_the_store_and_is_stated(tmp_path, monkeypat
     print_metrics([e])
     printed = " ".join(capsys.readouterr().out.split())
     assert "reference arithmetic" in printed and "rows" not in printed and "200 fps" in printed
-    assert evaluate_run(run, "last", proposals="mespot").proposals == "mespot"
+    mespot_arithmetic = evaluate_run(run, "last", proposals="mespot")
+    assert mespot_arithmetic.proposals == "mespot"
+    assert mespot_arithmetic.out.name == "last+proposals-mespot"  # not the compat default's
     with pytest.raises(UserError, match="--proposals"):
         evaluate_run(run, "last", proposals="float16")
 

@@ -106,3 +106,51 @@ def test_an_error_thrown_in_lets_the_running_tasks_finish_and_starts_no_other(tm
     assert started == finished  # none killed mid-task
     # t0, the one beside it and those already in the pool's call queue (workers + 1)
     assert len(started) <= 1 + 2 + 3 < len(keys), started
+
+
+def half_a_result(payload, worker):
+    """A job that leaves half a message in the pool's result pipe, as a worker killed while it
+    writes its result does, then says so and waits to be killed."""
+    import struct
+    import sys
+
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_process_worker":  # the pool's worker loop holds the pipe
+        frame = frame.f_back
+    writer = frame.f_locals["result_queue"]._writer
+    os.write(writer.fileno(), struct.pack("!i", 1000) + b"only ten b")  # 1000 bytes promised
+    worker.report(("half written",))
+    time.sleep(600)
+
+
+def interrupt_at_half_result(message):
+    if message == ("half written",):
+        raise KeyboardInterrupt  # the driver's Ctrl-C
+
+
+INTERRUPT_AT_HALF_RESULT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_jobs import half_a_result, interrupt_at_half_result
+from flowcore.jobs import LocalProcesses, Task, run_tasks
+try:
+    list(run_tasks(half_a_result, [Task("a", 1)], LocalProcesses(workers=1),
+                   on_message=interrupt_at_half_result))
+except KeyboardInterrupt:
+    print("stopped")
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_returns_when_a_killed_worker_left_half_a_result(tmp_path):
+    """The pool's reader thread has read the half message and waits for the rest: without the
+    runner closing the pipe's last writer, the stop (and the interpreter's exit) would hang."""
+    import subprocess
+    import sys
+
+    from waiting import DEADLINE
+
+    script = INTERRUPT_AT_HALF_RESULT.format(tests=str(Path(__file__).parent))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=DEADLINE, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr[-2000:]
