@@ -104,6 +104,10 @@ def test_predicting_a_folds_test_videos_with_its_model_gives_evaluates_intervals
             compared += len(want)
     assert compared > 0
     assert (evaluation.intervals["precision"].notna()).any()
+    assert (evaluation.out / "metrics_at_precision.csv").is_file()
+    assert (evaluation.out / "reliability.csv").is_file()
+    record = json.loads((lab["run"] / "precision" / "last+calibrated+flip.json").read_text())
+    assert set(record["maps"]["folds"]) == set(store.subjects) and record["key"]["rule"] == "megc"
     table = evaluation.at_threshold.set_index("type")
     assert table.loc["overall", "proposals"] == (
         evaluation.intervals["precision"] >= DEFAULT_MIN_PRECISION).sum()
