@@ -187,7 +187,9 @@ def report(run: str | Path, select: str | None = None, faces: list[str] | bool =
 @dataclass(frozen=True)
 class Spotted:
     """What `Spotter.spot` found in one video: `intervals` (video, type, onset, offset, apex,
-    score; 1-based original frame numbers), `curves` (one row per feature row, indexed by its
+    score, precision: the expected precision, precision_n: the held-out intervals it rests
+    on; 1-based original frame numbers) of at least `min_precision`, `left_out` the number
+    below it, `curves` (one row per feature row, indexed by its
     1-based frame number; columns me_start ... mae_action: probabilities, NaN where the face
     was missing), the folder with the features, the picture of the curves and prediction.json,
     `applied`: what was applied, in `mespot evaluate`'s words (by default its default), and
@@ -199,6 +201,9 @@ class Spotted:
     out: Path
     applied: str = ""
     no_face: tuple = ()  # (first, last) frame numbers of each stretch without the face
+    min_precision: float = 0.0  # the minimum expected precision applied (0: every interval)
+    left_out: int = 0  # intervals spotted below min_precision, not in `intervals`
+    precision_note: str = ""  # where the expected precisions come from, or why there are none
 
 
 class Spotter:
@@ -241,20 +246,30 @@ class Spotter:
         *,
         fps: float | None = None,
         progress=None,
+        min_precision: float | None = None,
     ) -> Spotted:
         """Spot expressions in one video (a video file or a folder of frames): its features are
         extracted with the model's own extraction parameters into `out` (default: a new
-        temporary folder), then the networks' mean logits give the intervals and the curves."""
+        temporary folder), then the networks' mean logits give the intervals and the curves.
+        `min_precision`: as `mespot predict --min-precision` (None: its default, 0: every
+        interval)."""
         import pandas as pd
 
         from spotting.inference import CURVES
-        from spotting.predict import predict_video
+        from spotting.predict import predict_videos
 
         out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mespot-spot-"))
-        found = predict_video(video, self.trained.path, out, fps=fps, device=self.trained.device,
-                              progress=progress, trained=self.trained)
+        batch = predict_videos(video, self.trained.path, out, one=True, fps=fps,
+                               device=self.trained.device, progress=progress,
+                               trained=self.trained, min_precision=min_precision)
+        if batch.failed:
+            failure = batch.failed[0]
+            raise UserError(f"{video}: feature extraction failed at {failure.stage}: "
+                            f"{failure.error}")
+        found = batch.predictions[0]
         curves = pd.DataFrame(
             found.curves, columns=list(CURVES), index=pd.Index(found.frames, name="frame")
         )
         return Spotted(found.video_id, found.intervals, curves, out, self.trained.applied,
-                       found.no_face)
+                       found.no_face, batch.min_precision, found.left_out,
+                       self.trained.precision_note)

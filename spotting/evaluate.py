@@ -13,6 +13,11 @@ Epoch selection (`--select`), per fold:
 Matching (`--rule`, spotting/metrics.py) and its scales: spotting/truths.py. Spotting: one
 path with `predict` (spotting/spot.py); calibrated proposal rules: spotting/fold_rules.py.
 
+Expected precision (spotting/precision.py): every interval gets the precision of the map
+fitted on the other folds' test intervals; the counts over those of at least
+DEFAULT_MIN_PRECISION are reported beside the MEGC ones (`at_threshold`), and the maps are
+recorded in RUN/precision/ for `predict` (MEGC rule, selections other than the oracle).
+
 Proposals (`--proposals`, spotting/proposals.py): `reference` arithmetic (float32, start ties
 to the row nearest the apex) is the default for a store extracted with `--compat`, `mespot`
 otherwise.
@@ -34,6 +39,7 @@ from spotting.data import Prepared, prepare
 from spotting.fold_rules import default_params, fold_rules, rules_key
 from spotting.inference import CURVES, probability_curves
 from spotting.metrics import MEGC, RULES, MatchRule, summarise
+from spotting.precision import DEFAULT_MIN_PRECISION, held_out, kept, reliability, write_precision
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams
 from spotting.run_folder import FoldFolder, RunFolder
 from spotting.run_record import preset_of
@@ -135,6 +141,11 @@ class Evaluation:
     calibration: dict | None = None  # fold -> chosen proposal rules (with --calibrate)
     # annotated videos not counted (not complete in the store): video, subject, truths, why
     uncounted: tuple[dict, ...] = ()
+    # the intervals whose held-out expected precision reaches min_precision (predict's
+    # default), counted as `metrics`; None for a run without the maps (a single fold)
+    at_threshold: pd.DataFrame | None = None
+    min_precision: float = DEFAULT_MIN_PRECISION
+    reliability: pd.DataFrame | None = None  # predicted vs observed precision (precision.py)
 
     @property
     def pooled(self) -> str:
@@ -277,11 +288,21 @@ def evaluate_run(
     options = options.resolved(compat, folds)
     spotted = _spot_folds(folds, selection, options, prep, truths, params, windows, RULES[rule],
                           preset, device)
-    found = spotted.found  # the truths of missing folds count as missed
-    matches = count(found, truths, RULES[rule], prep.features)
+    matches = count(spotted.found, truths, RULES[rule], prep.features)
+    # the truths of missing folds count as missed
+    found, maps = held_out(spotted.found, matches, sorted(spotted.epochs))
+    shown = found.drop(columns="hit")
+    at_threshold = count(shown[kept(shown, DEFAULT_MIN_PRECISION)], truths, RULES[rule],
+                         prep.features)
     out = run.evaluation(evaluation_name(selection.name, options, rule, variant, prep.features))
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", spotted.curves, prep)
+    table = reliability(found)
+    if out.name == selection.name + options.suffix and selection.mode != "oracle":
+        # MEGC with the store's own arithmetic, not the oracle: what predict applies
+        write_precision(run.precision_path(out.name),
+                        _precision_key(selection, options, variant, preset, spotted.epochs),
+                        maps, table)
     return _write(
         Evaluation(
             selection, rule, scale_label(RULES[rule], prep.features), variant,
@@ -289,7 +310,7 @@ def evaluate_run(
             per_subject=summarise(matches, by=["subject"]),
             per_video=summarise(matches, by=["video"]),
             matches=matches,
-            intervals=to_frames(found, prep.features).sort_values(
+            intervals=to_frames(shown, prep.features).sort_values(
                 ["subject", "video", "type", "onset"]
             ),
             epochs=spotted.epochs,
@@ -299,11 +320,22 @@ def evaluate_run(
             options=options,
             calibration=spotted.calibration or None,
             uncounted=tuple(uncounted(prep).to_dict(orient="records")),
+            at_threshold=summarise(at_threshold),
+            reliability=table,
         ),
         config,
         preset,
         params,
     )
+
+
+def _precision_key(selection: Selection, options: SpotOptions, variant: str, preset: str,
+                   epochs: dict[str, int]) -> dict:
+    """What a run's precision maps depend on (spotting/precision.py), as JSON: predict applies
+    them only where its own options give the same key."""
+    return {"selection": selection.name + options.suffix, "rule": MEGC.name,
+            "proposals": variant, "preset": preset,
+            "epochs": {subject: int(e) for subject, e in sorted(epochs.items())}}
 
 
 def prepare_run(run: RunFolder, store: str | Path | None = None) -> Prepared:
@@ -387,9 +419,11 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
     ):
         table.assign(rule=e.rule, scale=e.scale).to_csv(e.out / f"{name}.csv", index=False)
     e.matches.to_csv(e.out / "matches.csv", index=False)
-    e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "epoch"]].to_csv(
-        e.out / "intervals.csv", index=False
-    )
+    e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "precision",
+                 "precision_n", "epoch"]].to_csv(e.out / "intervals.csv", index=False)
+    e.at_threshold.assign(rule=e.rule, scale=e.scale, min_precision=e.min_precision).to_csv(
+        e.out / "metrics_at_precision.csv", index=False)
+    e.reliability.to_csv(e.out / "reliability.csv", index=False)
     summary = {
         "selection": e.selection.name + e.options.suffix,
         "selection_label": e.selection.label + e.options.label,
@@ -412,6 +446,11 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         "pooled": e.pooled,
         "not_counted": list(e.uncounted),
         "metrics": e.metrics.set_index("type").to_dict(orient="index"),
+        "min_precision": e.min_precision,
+        "metrics_at_precision": e.at_threshold.set_index("type").to_dict(orient="index"),
+        "precision_note": "each interval's expected precision comes from the intervals of the "
+                          "other folds' test subjects (never its own); metrics_at_precision "
+                          "counts only those reaching min_precision",
         "frame_numbers": "1-based, the video's original numbering",
     }
     (e.out / "metrics.json").write_text(json.dumps(summary, indent=1))

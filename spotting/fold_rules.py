@@ -33,7 +33,7 @@ from spotting.calibrate import Calibrated, calibrate
 from spotting.data import Prepared
 from spotting.metrics import MEGC, MatchRule
 from spotting.proposals import PRESETS, ProposalParams
-from spotting.run_folder import FoldFolder, RunFolder
+from spotting.run_folder import FoldFolder, RunFolder, read_json
 from spotting.spot import spot_subjects
 from spotting.truths import count, ground_truth
 from spotting.windows import WindowParams
@@ -93,14 +93,7 @@ def write_rules(fold: FoldFolder, key: dict, preset: str, rules: Calibrated, inf
 
 def read_rules(fold: FoldFolder) -> dict | None:
     """The fold's rules.json, None when it has none."""
-    path = fold.rules_path
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not readable JSON ({err}); delete it and run `mespot train` "
-                        f"(or `mespot evaluate`) again to record it") from None
+    return read_json(fold.rules_path, "run `mespot train` (or `mespot evaluate`) again")
 
 
 def recorded_rules(fold: FoldFolder, key: dict,

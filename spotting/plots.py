@@ -3,7 +3,9 @@ and interval lengths. matplotlib with the Agg backend; every function writes one
 its path.
 
 Colours: ground truth that was found (TP) green, missed ground truth (FN) orange, spotted
-intervals that matched (TP) blue, false positives (FP) red.
+intervals that matched (TP) blue, false positives (FP) red; spotted intervals of a video
+without ground truth (`mespot predict`: nothing to match them with) grey, with their expected
+precision written above them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from flowcore.rois import ROI_NAMES  # noqa: E402
 
 OUTCOME_COLOURS = {"truth TP": "tab:green", "truth FN": "tab:orange", "spotted TP": "tab:blue",
                    "spotted FP": "tab:red"}
+SPOTTED = "spotted (no ground truth)"
+SPOTTED_COLOUR = "tab:gray"
 FRAMES_PER_ROW = 1500  # long videos are split into rows of at most this many frames
 TYPE_NAMES = {"me": "micro (ME)", "mae": "macro (MaE)"}
 
@@ -41,11 +45,14 @@ def _bands(ax, matches: pd.DataFrame, kind: str, lo: float, hi: float) -> None:
             ax.axvspan(row.truth_onset, row.truth_offset, 0.0, 0.5, color=colour, alpha=0.25, lw=0)
         if row.outcome in ("TP", "FP", "spotted") and not pd.isna(row.proposal_onset):
             # "spotted": a prediction without ground truth to judge it (mespot predict)
-            colour = OUTCOME_COLOURS[
-                "spotted TP" if row.outcome == "spotted" else f"spotted {row.outcome}"
-            ]
+            colour = (SPOTTED_COLOUR if row.outcome == "spotted"
+                      else OUTCOME_COLOURS[f"spotted {row.outcome}"])
             ax.axvspan(row.proposal_onset, row.proposal_offset, 0.5, 1.0, color=colour, alpha=0.25,
                        lw=0)
+            precision = getattr(row, "proposal_precision", np.nan)
+            if not pd.isna(precision) and lo <= row.proposal_onset < hi:
+                ax.text((row.proposal_onset + row.proposal_offset) / 2, 0.97,
+                        f"P {precision:.2f}", ha="center", va="top", fontsize=7)
 
 
 def plot_video_curves(
@@ -60,7 +67,8 @@ def plot_video_curves(
 
     curves (N, 8) probabilities in the order of spotting.inference.CURVES, frames (N,) their 1-based
     frame numbers; matches: that video's rows of matches.csv (frames). Truth bands fill the lower
-    half of a panel, spotted intervals the upper half.
+    half of a panel, spotted intervals the upper half. Rows of outcome "spotted" (no ground
+    truth) are grey; a `proposal_precision` column is written above each spotted interval.
     """
     from spotting.inference import CURVES
 
@@ -94,15 +102,19 @@ def plot_video_curves(
             if c == 0 and k == 0:
                 ax.set_title(
                     f"{video}: probabilities per frame; "
-                    "bands: truth (lower half), spotted (upper half)",
+                    + ("bands: spotted, P = expected precision (no ground truth to match)"
+                       if set(matches["outcome"]) <= {"spotted"}
+                       else "bands: truth (lower half), spotted (upper half)"),
                     fontsize=10,
                 )
             ax.tick_params(labelsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.35) for c in OUTCOME_COLOURS.values()]
+    shown = ({SPOTTED: SPOTTED_COLOUR} if set(matches["outcome"]) <= {"spotted"}
+             else OUTCOME_COLOURS)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.35) for c in shown.values()]
     line_handles, line_labels = axes[0, 0].get_legend_handles_labels()
     axes[0, 0].legend(
         line_handles + handles,
-        line_labels + list(OUTCOME_COLOURS),
+        line_labels + list(shown),
         fontsize=7,
         ncol=7,
         loc="upper right",
@@ -132,6 +144,28 @@ def plot_metrics_table(metrics: pd.DataFrame, title: str, path: Path) -> Path:
     )
     table.scale(1, 1.3)
     ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_reliability(table: pd.DataFrame, path: Path) -> Path:
+    """Predicted against observed precision of held-out intervals (spotting.precision.reliability:
+    type, n, predicted, observed), one series per type, each point labelled with its count."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfectly reliable")
+    for kind, colour in (("me", "tab:blue"), ("mae", "tab:orange"), ("overall", "black")):
+        part = table[table["type"] == kind]
+        ax.plot(part["predicted"], part["observed"], "o-", color=colour, ms=4, lw=1,
+                label=TYPE_NAMES.get(kind, kind))
+        for row in part.itertuples():
+            ax.annotate(str(row.n), (row.predicted, row.observed), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points", color=colour)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("expected precision (map fitted without the interval's subject)", fontsize=8)
+    ax.set_ylabel("observed precision (share TP)", fontsize=8)
+    ax.set_title("reliability on held-out LOSO test subjects\n(points: bins of 0.2; "
+                 "numbers: intervals)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 

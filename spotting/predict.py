@@ -5,6 +5,12 @@
         --> intervals.csv (1-based original frame numbers) and curves.png (one video), or
             intervals.csv of all videos and curves/<video>.png (several)
 
+Each interval carries its expected precision (spotting/precision.py: the run's score ->
+precision map, which `mespot evaluate` fits on held-out LOSO test intervals; one fold's map,
+fitted without its test subject, with `--fold`), and by default only those of at least
+DEFAULT_MIN_PRECISION are listed, the others counted (`left_out`); `min_precision=0` lists
+every proposal. A run without a map (never evaluated) lists every interval and says so.
+
 A video whose extraction fails is listed (prediction.json, the command's summary) and the others
 are still spotted; the features of those done are kept, so running again redoes only the rest.
 
@@ -42,6 +48,7 @@ from flowcore.store import load_features
 from spotting.calibrate import Calibrated
 from spotting.data import resolve_device
 from spotting.inference import CURVES, probability_curves
+from spotting.precision import DEFAULT_MIN_PRECISION, kept, with_precision
 from spotting.proposals import PROPOSAL_VARIANTS
 from spotting.spot import mean_logits, spot_rows
 from spotting.trained import Trained, load_trained
@@ -58,6 +65,7 @@ class Prediction:
     rows: pd.DataFrame | None = None  # the intervals in feature rows (video, subject, type, ...)
     no_face: tuple = ()  # (first, last) frame numbers of each stretch without the face
     warnings: tuple = ()  # the extraction's, e.g. which of several faces was taken
+    left_out: int = 0  # intervals spotted below the minimum expected precision, not listed
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Batch:
     metrics: pd.DataFrame | None = None  # with annotations: MEGC counts and P/R/F1 per type
     annotations: Path | None = None
     length_note: str = ""  # videos much longer than the calibration videos (Trained.length_note)
+    min_precision: float = 0.0  # the minimum expected precision applied (0: every interval)
 
     @property
     def proposals(self) -> str:
@@ -90,7 +99,8 @@ class Batch:
         return pd.concat([p.intervals for p in self.predictions], ignore_index=True)
 
 
-INTERVAL_COLUMNS = ["video", "type", "onset", "offset", "apex", "score"]
+INTERVAL_COLUMNS = ["video", "type", "onset", "offset", "apex", "score", "precision",
+                    "precision_n"]
 
 
 def predict_video(path: str | Path, model: str | Path, out: str | Path, **options) -> Prediction:
@@ -109,7 +119,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
                    progress=None, proposals: str | None = None, trained: Trained | None = None,
                    allow_missing_folds: bool = False, flip: bool | None = None,
                    calibrate: bool | None = None,
-                   annotations: str | Path | None = None, face: str | None = None) -> Batch:
+                   annotations: str | Path | None = None, face: str | None = None,
+                   min_precision: float | None = None) -> Batch:
     """Extract the videos of `path` (a video file, a folder of frames, a folder of video files or
     a dataset copy) with the model's extraction parameters, run the model(s) and write the
     outputs into `out`. `one`: refuse a path holding several videos. `progress`: as for
@@ -120,9 +131,13 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     the model's (the features then differ from the training ones). `annotations`: score the
     spotted intervals against them as `evaluate` counts (MEGC; OUT/metrics.json,
     OUT/matches.csv, `Batch.metrics`). `face`: which of several faces (largest, center or N
-    from the left; None: the training store's choice)."""
+    from the left; None: the training store's choice). `min_precision`: list only the
+    intervals of at least this expected precision (spotting/precision.py; None:
+    DEFAULT_MIN_PRECISION, 0: every interval, as the MEGC protocol scores); without a
+    precision map in the run every interval is listed (`Trained.precision_note` says why)."""
     path, model, out = Path(path), Path(model), Path(out)
     _check_inputs(path, model, out, fps, device)
+    min_precision = _check_min_precision(min_precision)
     if annotations is not None and not Path(annotations).is_file():
         raise UserError(f"{annotations}: no such annotation file")
     source = _open(path, fps)
@@ -135,6 +150,8 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
         trained = load_trained(model, fold=fold, select=select, device=device,
                                allow_missing_folds=allow_missing_folds, calibrate=calibrate,
                                flip=flip, preset=preset, proposals=proposals)
+    if trained.precision is None:
+        min_precision = 0.0
     subsample = _one_subsample(path, source.videos, trained.fps)
     params, options, extraction = extraction_setup(trained.params, subsample, backend, device)
     report = _extract(source, out, _with_face(params, face), options, progress)
@@ -146,11 +163,12 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     for spec in source.videos:
         if spec.video_id in features.videos:
             curves_png = out / "curves" / f"{spec.video_id}.png" if several else out / "curves.png"
-            found = spot_features(features.videos[spec.video_id], trained, device, curves_png, out)
+            found = spot_features(features.videos[spec.video_id], trained, device, curves_png, out,
+                                  min_precision)
             predictions.append(replace(found, warnings=said.get(spec.video_id, ())))
     spotted = [features.videos[p.video_id] for p in predictions]
     batch = Batch(predictions, list(report.failed), out, trained, extraction,
-                  length_note=trained.length_note(spotted))
+                  length_note=trained.length_note(spotted), min_precision=min_precision)
     if annotations is not None and predictions:
         batch = _scored(batch, Path(annotations))
     batch.intervals.to_csv(out / "intervals.csv", index=False)
@@ -178,6 +196,8 @@ def _write_json(batch: Batch, path: Path, subsample: int) -> None:
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
                    for r in batch.failed],
         "frame_numbers": "1-based, the video's original numbering",
+        "min_precision": batch.min_precision, "precision": t.precision_note,
+        "left_out": {p.video_id: p.left_out for p in batch.predictions},
         "no_face": {p.video_id: [list(r) for r in p.no_face] for p in batch.predictions}},
         indent=1))
 
@@ -212,6 +232,15 @@ def _as_evaluate(t: Trained) -> str:
     return (f"each fold as `mespot evaluate`'s options apply it, the {len(t.models)} folds "
             f"together (their logits averaged, rules combined per type by the median); "
             f"docs/quality.md measures this on subjects no fold saw")
+
+
+def _check_min_precision(value: float | None) -> float:
+    """`value`, or DEFAULT_MIN_PRECISION for None; UserError outside [0, 1]."""
+    if value is None:
+        return DEFAULT_MIN_PRECISION
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise UserError(f"--min-precision must be in [0, 1] (0 lists every interval), got {value}")
+    return float(value)
 
 
 def _check_extracted(report) -> None:
@@ -316,12 +345,16 @@ def _one_subsample(path: Path, videos, trained_fps: float) -> int:
     return next(iter(wanted))
 
 
-def spot_features(video, trained: Trained, device, curves_png: Path, out: Path) -> Prediction:
+def spot_features(video, trained: Trained, device, curves_png: Path, out: Path,
+                  min_precision: float = 0.0) -> Prediction:
     """One video's features (a flowcore VideoFeatures) -> intervals, curves and their plot: the
     mean of the models' logits (each on the face and its mirror with flip) under the trained
-    run's rules (spotting/spot.py, as `evaluate`)."""
+    run's rules (spotting/spot.py, as `evaluate`), each interval with its expected precision
+    (the run's map); those below `min_precision` are left out (counted)."""
     logits = mean_logits(list(trained.models), video, device, trained.options.flip)
-    found = spot_rows(logits, trained.rules)
+    found = with_precision(spot_rows(logits, trained.rules), trained.precision or {})
+    left_out = int((~kept(found, min_precision)).sum())
+    found = found[kept(found, min_precision)].reset_index(drop=True)
     rows = found.rename(columns={"start": "onset", "end": "offset"}).assign(
         video=video.video_id, subject=video.subject)
     intervals = pd.DataFrame({
@@ -329,12 +362,14 @@ def spot_features(video, trained: Trained, device, curves_png: Path, out: Path) 
         "onset": rows_to_frames(found["start"], video.frame_numbers),
         "offset": rows_to_frames(found["end"], video.frame_numbers),
         "apex": rows_to_frames(found["apex"], video.frame_numbers), "score": found["score"],
+        "precision": found["precision"], "precision_n": found["precision_n"],
     }, columns=INTERVAL_COLUMNS).sort_values(["type", "onset"]).reset_index(drop=True)
     curves = probability_curves(logits)
     frames = video.frame_numbers[: video.n_rows]
     curves_png.parent.mkdir(parents=True, exist_ok=True)
     _plot(video.video_id, curves, frames, intervals, curves_png)
-    return Prediction(video.video_id, intervals, curves, frames, out, rows, no_face=video.no_face)
+    return Prediction(video.video_id, intervals, curves, frames, out, rows, no_face=video.no_face,
+                      left_out=left_out)
 
 
 def _plot(video_id: str, curves: np.ndarray, frames: np.ndarray, intervals: pd.DataFrame,
@@ -344,5 +379,6 @@ def _plot(video_id: str, curves: np.ndarray, frames: np.ndarray, intervals: pd.D
     spotted = pd.DataFrame({"type": intervals["type"], "outcome": "spotted",
                             "truth_onset": np.nan, "truth_offset": np.nan,
                             "proposal_onset": intervals["onset"],
-                            "proposal_offset": intervals["offset"]})
+                            "proposal_offset": intervals["offset"],
+                            "proposal_precision": intervals["precision"]})
     plot_video_curves(video_id, curves, frames, spotted, path, CURVES)

@@ -2,9 +2,10 @@
 
 Reads what `mespot train` and `mespot evaluate` wrote into the run folder and draws it
 (spotting/plots.py). Sections: metrics of every evaluated selection side by side (test-set
-selection flagged), per-subject F1, score curves per video with truth and spotted intervals,
-training losses, the AU prior, interval lengths, the TP/FP/FN list, the resolved configuration
-and every repaired or skipped annotation row.
+selection flagged), the counts at the default minimum expected precision with the
+reliability plot and every interval's expected precision, per-subject F1, score curves per
+video with truth and spotted intervals, training losses, the AU prior, interval lengths, the
+TP/FP/FN list, the resolved configuration and every repaired or skipped annotation row.
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ def build_report(
         ".</p>",
     ]
     body += _metrics_section(summaries, ev, figures)
+    body += _precision_section(summaries[primary], ev, figures)
     videos, curves_html = _curves_section(ev, matches, figures)
     body += curves_html
     if faces:
@@ -258,6 +260,35 @@ def _metrics_section(summaries: dict, ev: Path, figures: Path) -> list[str]:
         "<h2>Per subject</h2>"
         + _image(plots.plot_subject_f1(per_subject, figures / "subject_f1.png"), "F1 per subject")
     )
+    return body
+
+
+def _precision_section(summary: dict, ev: Path, figures: Path) -> list[str]:
+    """The metrics at the default minimum expected precision, the reliability plot and every
+    spotted interval with its score and expected precision (evaluations that have them)."""
+    at, table = ev / "metrics_at_precision.csv", ev / "reliability.csv"
+    if not at.is_file() or not table.is_file():
+        return []
+    level = summary.get("min_precision", 0.5)
+    body = ["<h2>Expected precision of each interval</h2>",
+            "<p>Each spotted interval's expected precision is the share of right intervals (TP) "
+            "among the held-out test intervals of about its score, of the same type, of the "
+            "other folds' test subjects (never its own): a monotone map from score to "
+            f"precision (isotonic regression, recorded in the run's precision/ folder). "
+            f"<code>mespot predict</code> lists by default the intervals of expected precision "
+            f"&gt;= {level:g}; counted the same way here (the MEGC table above lists every "
+            f"proposal).</p>"]
+    metrics = pd.read_csv(at)
+    title = f"{summary['selection_label']}: intervals of expected precision >= {level:g}"
+    png = plots.plot_metrics_table(metrics, title, figures / "metrics_at_precision.png")
+    body.append(_image(png, title))
+    reliable = pd.read_csv(table)
+    if len(reliable):
+        body.append(_image(plots.plot_reliability(reliable, figures / "reliability.png"),
+                           "predicted against observed precision on the held-out folds"))
+    intervals = pd.read_csv(ev / "intervals.csv")
+    body.append("<h3>Spotted intervals with score and expected precision</h3>"
+                + _table(intervals))
     return body
 
 

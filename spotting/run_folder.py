@@ -154,6 +154,11 @@ class RunFolder:
         """The folder of one evaluation (`mespot evaluate --select`)."""
         return self.path / "evaluation" / selection
 
+    def precision_path(self, name: str) -> Path:
+        """The score -> precision maps of one evaluation's options (spotting/precision.py):
+        precision/<selection + options' suffix>.json, e.g. precision/last+calibrated+flip.json."""
+        return self.path / "precision" / f"{name}.json"
+
     def evaluations(self) -> dict[str, Path]:
         """Every finished evaluation: selection name -> folder."""
         return {p.name: p for p in sorted((self.path / "evaluation").glob("*"))
@@ -210,6 +215,18 @@ class RunFolder:
     def lock(self):
         """This run folder's lock (`folder_lock`): None while held here, else the holder's pid."""
         return folder_lock(self.path, "run")
+
+
+def read_json(path: Path, remake: str) -> dict | None:
+    """The JSON file `path` a run records, None when it has none; UserError when it is not
+    readable, saying to delete it and `remake` it (e.g. "run `mespot evaluate` again")."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not readable JSON ({err}); delete it and {remake} to record "
+                        f"it") from None
 
 
 # ---- checkpoints -------------------------------------------------------------------------------

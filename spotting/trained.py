@@ -13,6 +13,9 @@ One fold (`fold`): that fold's model with its own rules, exactly what `evaluate`
 fold's test subject. Every fold (the default): the mean of the folds' logits, with per type the
 lower median of the folds' calibrated apex thresholds, K and score floors
 (`Calibrated.combined`); docs/quality.md measures what that scores on a subject no fold saw.
+The expected precision of each interval comes from the run's precision record for the same
+options (RunFolder.precision_path, written by `mespot evaluate`): one fold's map (fitted without
+its test subject) or the map of every fold's held-out intervals.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from spotting.data import REFERENCE_MEAN, REFERENCE_STD
 from spotting.evaluate import SpotOptions, parse_selection
 from spotting.fold_rules import recorded_rules, rules_key
 from spotting.metrics import MEGC
+from spotting.precision import maps_from_json, read_precision
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams
 from spotting.run_folder import FoldFolder, RunFolder
 from spotting.run_record import RunRecord, read_record
@@ -55,6 +59,8 @@ class Trained:
     fold_rules: dict | None = None  # fold -> its calibrated rules (JSON), when calibrated
     note: str = ""  # why the rules are not evaluate's default, when they are not
     device: str = "cpu"  # where the networks are
+    precision: dict | None = None  # type -> PrecisionMap (spotting/precision.py), None: none
+    precision_note: str = ""  # where the maps come from, or why there are none
 
     @property
     def calibrated_on_rows(self) -> int | None:
@@ -134,9 +140,37 @@ def load_trained(model: str | Path, *, fold: str | None = None, select: str = "l
     base = proposal_params(preset or record.preset, proposals, record.compat)
     flip = flip_by_default(record.compat) if flip is None else flip
     rules, chosen, note = _rules(folds, epochs, base, flip, calibrate, record.compat)
-    return Trained(model, models, rules, SpotOptions(chosen is not None, flip), select,
-                   record.params, preset or record.preset, record.fps, record.subjects,
-                   tuple(missing), chosen, note, str(device))
+    options = SpotOptions(chosen is not None, flip)
+    maps, said = _precision(RunFolder(model), selection.name + options.suffix,
+                            {f.path.name: e for f, e in zip(folds, epochs)}, base,
+                            preset or record.preset, fold)
+    return Trained(model, models, rules, options, select, record.params,
+                   preset or record.preset, record.fps, record.subjects, tuple(missing), chosen,
+                   note, str(device), maps, said)
+
+
+def _precision(run: RunFolder, name: str, epochs: dict[str, int], base: ProposalParams,
+               preset: str, fold: str | None) -> tuple[dict | None, str]:
+    """(type -> PrecisionMap, where from) of the run's precision record for these options
+    (RunFolder.precision_path, written by `mespot evaluate`): one fold's, fitted without its
+    test subject, or, for every fold together, the map of all their held-out intervals;
+    (None, why) when there is none for these options."""
+    path = run.precision_path(name)
+    record = read_precision(path)
+    again = (f"run `mespot evaluate {run.path}` with these options ({name}) to record it; "
+             f"until then every interval is listed, without an expected precision")
+    if record is None:
+        return None, f"no score -> precision map for {name} in the run folder: {again}"
+    key = record["key"]
+    if (key.get("proposals") != base.variant or key.get("preset") != preset
+            or any(key["epochs"].get(s) != e for s, e in epochs.items())):
+        return None, f"{path} was made for other epochs or proposal rules: {again}"
+    maps = maps_from_json(record, fold)
+    if maps is None:
+        return None, f"{path} has no map for fold {fold}: {again}"
+    where = (f"fitted on the held-out test intervals of the folds other than {fold}" if fold
+             else f"fitted on the held-out test intervals of all {len(key['epochs'])} folds")
+    return maps, f"expected precision from {path.name} ({where})"
 
 
 def _folds(run: RunFolder, record: RunRecord, fold: str | None,
@@ -209,4 +243,6 @@ def _checkpoint(path: Path, device, calibrate, flip, preset, proposals) -> Train
                                  mdmo=dataclasses.replace(defaults.mdmo, compat=True))
     rules = proposal_params(preset or "casme2", proposals, True)
     return Trained(path, (model,), rules, SpotOptions(False, bool(flip)), "last",
-                   params.to_dict(), preset or "casme2", 30.0, device=str(device))
+                   params.to_dict(), preset or "casme2", 30.0, device=str(device),
+                   precision_note="a reference checkpoint has no held-out intervals to fit an "
+                                  "expected precision on: every interval is listed")

@@ -26,7 +26,11 @@ def test_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     assert [f.subject for f in names["folds"]] == ["s15", "s16"]
     assert list(names["evaluation"].metrics["type"]) == ["me", "mae", "overall"]
     spotted = names["spotted"]
-    assert list(spotted.intervals.columns) == ["video", "type", "onset", "offset", "apex", "score"]
+    assert list(spotted.intervals.columns) == ["video", "type", "onset", "offset", "apex", "score",
+                                               "precision", "precision_n"]
+    # evaluated just before: the run's map gives each interval its expected precision
+    assert spotted.precision_note.startswith("expected precision from last+")
+    assert spotted.min_precision == 0.5 and spotted.left_out >= 0
     assert spotted.curves.shape == (59, 8) and spotted.curves.index[0] == 1
     assert spotted.curves.to_numpy().min() >= 0 and spotted.curves.to_numpy().max() <= 1
     assert (spotted.out / "intervals.csv").is_file()

@@ -75,10 +75,14 @@ def test_predict_a_frame_folder_with_every_fold(trained, tmp_path):
     result = predict_video(folder, trained["run"], tmp_path / "out")
     assert result.video_id == "16_0101disgustingteeth"
     table = pd.read_csv(tmp_path / "out" / "intervals.csv")
-    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score"]
+    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score",
+                                   "precision", "precision_n"]
     assert table["onset"].between(1, 60).all() and (table["offset"] >= table["onset"]).all()
     assert result.curves.shape == (59, 8) and result.frames[0] == 1
     meta = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    # a run never evaluated has no precision map: every interval listed, and said why
+    assert table["precision"].isna().all() and meta["min_precision"] == 0
+    assert meta["precision"].startswith("no score -> precision map") and result.left_out == 0
     assert meta["models"] == ["s15", "s16"] and meta["combination"].startswith("mean")
     assert meta["proposals"] == "mespot"  # a run on mespot's own features
     assert meta["flip"] is True and meta["combination"].endswith("the face and its mirror")
@@ -162,7 +166,8 @@ def test_predict_a_folder_of_videos_spots_each_and_reports_a_broken_one(trained,
     assert [f["video"] for f in meta["failed"]] == ["broken"]
     assert all((out / "curves" / f"{v}.png").is_file() for v in meta["videos"])
     table = pd.read_csv(out / "intervals.csv")
-    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score"]
+    assert list(table.columns) == ["video", "type", "onset", "offset", "apex", "score",
+                                   "precision", "precision_n"]
     assert set(table["video"]) <= {"s15_clip", "s16_clip"}
 
 
@@ -289,8 +294,9 @@ def test_predict_cuts_windows_as_the_run_was_trained(trained, trained_windows, t
     evaluation = evaluate_run(trained_windows, "last", options=SpotOptions(calibrate=False))
     assert evaluation.options.flip
     expected_curves = np.load(evaluation.out / "curves.npz")[video]
-    result = predict_video(
-        trained["data"] / "rawpic" / "s15" / video, trained_windows, tmp_path / "out", fold="s15"
+    result = predict_video(  # every interval, as evaluate lists them (the MEGC listing)
+        trained["data"] / "rawpic" / "s15" / video, trained_windows, tmp_path / "out", fold="s15",
+        min_precision=0,
     )
     np.testing.assert_allclose(result.curves, expected_curves, rtol=0, atol=1e-6)
     columns = ["type", "onset", "offset", "apex"]

@@ -383,7 +383,10 @@ def test_train_evaluate_and_predict_an_uploaded_video(lab_server, service_lab, t
     assert predict["kind"] == "predict" and predict["params"]["upload"]
     assert {"intervals.csv", "curves.png", "prediction.json"} <= set(predict["files"])
     intervals = client.request("GET", f"/api/jobs/{predict['id']}/files/intervals.csv")
-    assert intervals.startswith("video,type,onset,offset,apex,score")
+    assert intervals.startswith("video,type,onset,offset,apex,score,precision,precision_n")
+    result = predict["result"]  # each interval with its expected precision, and what was left
+    assert {"intervals", "min_precision", "left_out", "precision"} <= set(result)
+    assert all({"score", "precision"} <= set(row) for row in result["intervals"])
     status, headers, png = _raw(server, "GET", f"/api/jobs/{predict['id']}/files/curves.png",
                                 headers={"Authorization": f"Bearer {server.token}"})
     assert status == 200 and headers["Content-Type"] == "image/png" and png[:4] == b"\x89PNG"

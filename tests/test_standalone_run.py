@@ -73,33 +73,57 @@ def test_train_records_what_spotting_a_new_video_needs(lab):
 
 def test_predicting_a_folds_test_videos_with_its_model_gives_evaluates_intervals(lab):
     """Every LOSO fold: the fold's model alone, as `predict --fold S` applies it by default, on
-    S's videos (the store's features) gives exactly `evaluate`'s default intervals."""
+    S's videos (the store's features) gives exactly `evaluate`'s default intervals, with the
+    same expected precision (the map fitted without S): every one at --min-precision 0 (the
+    MEGC listing), and at the default threshold those of evaluate's reaching it."""
     from flowcore.store import load_features
     from spotting.evaluate import evaluate_run
+    from spotting.precision import DEFAULT_MIN_PRECISION
     from spotting.predict import spot_features
     from spotting.trained import load_trained
 
     evaluation = evaluate_run(lab["run"], "last")
     assert evaluation.out.name == "last+calibrated+flip"
     store = load_features(lab["store"])
-    columns = ["onset", "offset", "apex"]
-    compared = 0
+    compared, kept = 0, 0
     for subject in store.subjects:
         trained = load_trained(lab["run"], fold=subject)
         assert trained.options == evaluation.options and trained.note == ""
+        assert trained.precision is not None and f"other than {subject}" in trained.precision_note
         recorded = evaluation.calibration[subject]
         assert trained.rules.to_json() == {k: recorded[k] for k in ("me", "mae")}
         for video in store.videos_of([subject]):
-            got = spot_features(video, trained, "cpu", lab["base"] / "c.png", lab["base"])
             want = evaluation.intervals[evaluation.intervals["video"] == video.video_id]
-            got = got.intervals.sort_values(["type", "onset", "offset"]).reset_index(drop=True)
-            want = want.sort_values(["type", "onset", "offset"]).reset_index(drop=True)
-            assert got["type"].tolist() == want["type"].tolist()
-            assert (got[columns].astype(int).values.tolist()
-                    == want[columns].astype(int).values.tolist())
-            assert got["score"].tolist() == want["score"].astype(float).tolist()  # exactly
-            compared += len(got)
+            for level in (0.0, DEFAULT_MIN_PRECISION):
+                got = spot_features(video, trained, "cpu", lab["base"] / "c.png", lab["base"],
+                                    level)
+                wanted = want[want["precision"] >= level] if level else want
+                _same_intervals(got.intervals, wanted)
+                assert got.left_out == len(want) - len(wanted)
+                kept += len(wanted) if level else 0
+            compared += len(want)
     assert compared > 0
+    assert (evaluation.intervals["precision"].notna()).any()
+    assert (evaluation.out / "metrics_at_precision.csv").is_file()
+    assert (evaluation.out / "reliability.csv").is_file()
+    record = json.loads((lab["run"] / "precision" / "last+calibrated+flip.json").read_text())
+    assert set(record["maps"]["folds"]) == set(store.subjects) and record["key"]["rule"] == "megc"
+    table = evaluation.at_threshold.set_index("type")
+    assert table.loc["overall", "proposals"] == (
+        evaluation.intervals["precision"] >= DEFAULT_MIN_PRECISION).sum()
+
+
+def _same_intervals(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """The same rows, frames, scores and expected precisions (exactly)."""
+    columns = ["onset", "offset", "apex"]
+    got = got.sort_values(["type", "onset", "offset"]).reset_index(drop=True)
+    want = want.sort_values(["type", "onset", "offset"]).reset_index(drop=True)
+    assert got["type"].tolist() == want["type"].tolist()
+    assert got[columns].astype(int).values.tolist() == want[columns].astype(int).values.tolist()
+    assert got["score"].tolist() == want["score"].astype(float).tolist()
+    np.testing.assert_array_equal(got["precision"].to_numpy(float),
+                                  want["precision"].to_numpy(float))
+    assert got["precision_n"].tolist() == want["precision_n"].tolist()
 
 
 @pytest.mark.slow
@@ -139,14 +163,12 @@ def test_predict_on_the_real_video_reproduces_evaluate_for_its_fold(lab, tmp_pat
     name = _frames_of(lab["data"], "19_*").name
     assert main([str(a) for a in ("predict", _frames_of(lab["data"], name), "--model", lab["run"],
                                   "--fold", "s19", "--out", tmp_path / "p", "-q", "-a",
-                                  lab["data"] / "ground_truth.csv")]) == 0
-    got = pd.read_csv(tmp_path / "p" / "intervals.csv").sort_values(["type", "onset"])
+                                  lab["data"] / "ground_truth.csv", "--min-precision", 0)]) == 0
+    got = pd.read_csv(tmp_path / "p" / "intervals.csv")
     want = evaluation.intervals[evaluation.intervals["video"] == name]
-    want = want.sort_values(["type", "onset"])
-    columns = ["onset", "offset", "apex"]
-    assert got[columns].values.tolist() == want[columns].astype(int).values.tolist()
-    np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].astype(float).to_numpy())
+    _same_intervals(got, want)
     meta = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert meta["min_precision"] == 0 and meta["left_out"] == {name: 0}
     assert meta["models"] == ["s19"] and "test subject of fold s19" in meta["as_evaluate"]
     # scored against the annotations: evaluate's counts for that video
     scored = json.loads((tmp_path / "p" / "metrics.json").read_text())["metrics"]

@@ -300,6 +300,8 @@ def submit_predict(
     remote: bool = typer.Option(False, "--remote", help="VIDEO is on the server."),
     select: str = typer.Option("last", "--select", "-s", help="last or fixed:N."),
     fold: Optional[str] = typer.Option(None, "--fold", help="Only this fold's model."),
+    min_precision: Optional[float] = typer.Option(
+        None, "--min-precision", help="As `mespot predict --min-precision` [default: 0.5]."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the job and print its progress."),
     server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
     token_file: Optional[Path] = _token_file_option(),
@@ -312,7 +314,8 @@ def submit_predict(
         if not upload.is_file():
             raise UserError(f"{video}: no such file here (add --remote for a path on the server)")
     _submit("predict", {"model": model, "video": video if remote else None, "select": select,
-                        "fold": fold}, wait, server, token, token_file, upload)
+                        "fold": fold, "min_precision": min_precision}, wait, server, token,
+            token_file, upload)
 
 
 

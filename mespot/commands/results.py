@@ -14,8 +14,10 @@ from flowcore.errors import UserError
 
 
 def print_metrics(evaluations, console: Console | None = None) -> None:
-    """One table: a block of ME, MaE and overall rows per selection, test-set selection flagged;
-    the matching rule and its scale in the title, the proposal arithmetic in the caption."""
+    """The MEGC table: a block of ME, MaE and overall rows per selection, test-set selection
+    flagged; the matching rule and its scale in the title, the proposal arithmetic in the
+    caption. Then the same counts over the intervals of at least the default expected precision
+    (what `predict` lists by default), for the selections that have it (not the oracle's)."""
     from spotting.metrics import RULES
     from spotting.proposals import PROPOSAL_VARIANTS
 
@@ -24,14 +26,34 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
     caption = "; ".join(sorted({f"{RULES[e.rule].label}. "
                                 f"Proposals: {PROPOSAL_VARIANTS[e.proposals]}"
                                 for e in evaluations}))
-    table = Table(title=f"spotting metrics ({how}; counts {evaluations[0].pooled})",
-                  caption=caption)
+    table = _metrics_table(f"spotting metrics ({how}; counts {evaluations[0].pooled})",
+                           caption, [(e, e.metrics) for e in evaluations])
+    console.print(table)
+    shown = [(e, e.at_threshold) for e in evaluations
+             if e.at_threshold is not None and e.selection.mode != "oracle"]
+    if shown:
+        level = shown[0][0].min_precision
+        console.print(_metrics_table(
+            f"the intervals of expected precision >= {level:g} (what `mespot predict` lists by "
+            f"default; each interval's precision from the other folds' test subjects)",
+            "The same matching and counts over the intervals reaching it (--min-precision 0 "
+            "gives the table above).", shown))
+    if any(e.selection.mode == "oracle" for e in evaluations):
+        console.print(
+            "[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
+            "those numbers are optimistic and only for comparison with published results."
+        )
+
+
+def _metrics_table(title: str, caption: str, rows) -> Table:
+    """A block of ME, MaE and overall rows per (evaluation, its metrics table) of `rows`."""
+    table = Table(title=title, caption=caption)
     for column in ("selection", "type", "precision", "recall", "F1", "TP", "FP", "FN"):
         table.add_column(column, justify="left" if column in ("selection", "type") else "right")
-    for e in evaluations:
+    for e, metrics in rows:
         # the selection on the ME row, the options (e.g. +calibrated+flip) on the MaE row
         label = {"me": e.selection.short_label, "mae": e.options.suffix}
-        for row in e.metrics.itertuples():
+        for row in metrics.itertuples():
             name = {"me": "ME", "mae": "MaE", "overall": "overall"}[row.type]
             table.add_row(
                 label.get(row.type, ""),
@@ -44,12 +66,7 @@ def print_metrics(evaluations, console: Console | None = None) -> None:
                 str(row.FN),
                 end_section=row.type == "overall",
             )
-    console.print(table)
-    if any(e.selection.mode == "oracle" for e in evaluations):
-        console.print(
-            "[bold yellow]oracle[/]: each fold's epoch was chosen on its own test subject; "
-            "those numbers are optimistic and only for comparison with published results."
-        )
+    return table
 
 
 def evaluate_command(
@@ -97,8 +114,11 @@ def evaluate_command(
     Writes RUN/evaluation/<selection>/ (named for what was used: last+calibrated+flip/ with
     both options, last/ with neither;
     metrics.csv/json, per-subject and per-video metrics, intervals.csv with 1-based original
-    frame numbers, matches.csv with every TP/FP/FN, curves) and, unless --no-report,
-    RUN/report.html. Several --select share one loading of the store.
+    frame numbers and each interval's expected precision (from the other folds' test
+    subjects), metrics_at_precision.csv (the intervals of expected precision >= 0.5, what
+    predict lists by default), reliability.csv, matches.csv with every TP/FP/FN, curves), the
+    score -> precision maps that predict applies (RUN/precision/<selection>.json) and, unless
+    --no-report, RUN/report.html. Several --select share one loading of the store.
     """
     from mespot.api import report as write_report
     from spotting.data import resolve_device
@@ -201,6 +221,8 @@ def predict_command(
     face: Optional[str] = typer.Option(
         None, "--face", help="Of several faces: largest, center or N (0-based, from the left) "
         "[default: as the run's training store was extracted]."),
+    min_precision: Optional[float] = typer.Option(None, "--min-precision", help="Only intervals "
+        "of expected precision >= P (0: every proposal, as MEGC scores) [default: 0.5]."),
 ) -> None:
     """Spot expressions in new videos with a trained run or a reference checkpoint.
 
@@ -218,10 +240,10 @@ def predict_command(
         raise UserError("--one-fold needs --fold SUBJECT")
     out = out or Path("predictions") / video.stem
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
-                           device=device, backend=backend, proposals=proposals,
-                           progress=RichProgress(enabled=not quiet),
-                           allow_missing_folds=allow_missing_folds, flip=flip,
-                           calibrate=calibrate, annotations=annotations, face=face)
+                           device=device, backend=backend, proposals=proposals, flip=flip,
+                           progress=RichProgress(enabled=not quiet), calibrate=calibrate,
+                           allow_missing_folds=allow_missing_folds, annotations=annotations,
+                           face=face, min_precision=min_precision)
     _show_predictions(batch, out)
 
 
@@ -249,11 +271,16 @@ def _show_predictions(batch, out: Path) -> None:
     if batch.extraction["fallback"]:
         typer.echo(f"note: {batch.extraction['fallback']}", err=True)
     typer.echo(f"proposals: {PROPOSAL_VARIANTS[batch.proposals]}")
+    typer.echo(f"precision: {batch.trained.precision_note}")
+    at = (f" with expected precision >= {batch.min_precision:g}" if batch.min_precision > 0
+          else "")
     for result in batch.predictions:
         counts = result.intervals["type"].value_counts()
+        below = (f" ({result.left_out} more below it left out; --min-precision 0 lists them)"
+                 if batch.min_precision > 0 else "")
         typer.echo(
             f"{result.video_id}: {counts.get('me', 0)} micro- and {counts.get('mae', 0)} "
-            f"macro-expressions spotted"
+            f"macro-expressions spotted{at}{below}"
         )
     for result in batch.predictions:  # nothing can be spotted where the face was missing
         for warning in result.warnings:

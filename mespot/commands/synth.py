@@ -17,7 +17,15 @@ from rich.table import Table
 from flowcore.config_file import merged, read_mapping
 from flowcore.errors import UserError
 from mespot.commands.flags import flag_given
-from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL, SynthConfig
+from mespot.synth.config import (
+    DEFAULT,
+    EVERYDAY,
+    LAYOUTS,
+    NEUTRAL,
+    SAMM_FPS,
+    SMALL,
+    SynthConfig,
+)
 from mespot.synth.generate import SynthResult, generate_dataset
 
 
@@ -59,6 +67,9 @@ def synth_command(
         None, "--config", "-c",
         help="YAML or JSON mapping of generator parameters (keys as in synth.json's config, e.g. "
              "expressions_per_minute, micro_fraction); applied over the preset, flags typed win."),
+    nuisances: bool = typer.Option(False, "--nuisances", help="Add talking (40% of the time), "
+        "nods, head turns and lighting changes (rates: --config talking_fraction, ...)."),
+    neutral: bool = typer.Option(False, "--neutral", help="No expression at all."),
 ) -> None:
     """Render synthetic long face videos with ground-truth expressions, blinks and head motion.
 
@@ -68,7 +79,9 @@ def synth_command(
     """
     given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
              "fps": fps, "face_size": face_size}
-    config = _config(ctx, SMALL if small else DEFAULT, config_file, layout, seed, given)
+    preset = (SMALL if small else DEFAULT).replace(**(EVERYDAY if nuisances else {}),
+                                                   **(NEUTRAL if neutral else {}))
+    config = _config(ctx, preset, config_file, layout, seed, given)
     console = Console(stderr=True)
     n_videos = config.subjects * config.videos_per_subject
     columns = (
@@ -91,7 +104,7 @@ def synth_command(
         result = generate_dataset(
             config, out, overwrite=overwrite, workers=workers, progress=advance
         )
-    if preview is not None:
+    if preview is not None and (result.root / "preview.png").is_file():
         preview.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.root / "preview.png", preview)
     print_summary(result)
@@ -164,6 +177,9 @@ def print_summary(result: SynthResult) -> None:
     tokens = Counter(t.lstrip("LR") for r in rows for t in r["au"].split("+"))
     table.add_row("AU tokens", ", ".join(f"AU{k} {n}" for k, n in tokens.most_common()))
     table.add_row("blinks / quick head moves", f"{events['blink']} / {events['head_move']}")
+    if any(events[k] for k in ("talk", "nod", "turn", "light")):  # --nuisances
+        table.add_row("talking / nods / turns / light changes",
+                      " / ".join(str(events[k]) for k in ("talk", "nod", "turn", "light")))
     table.add_row(
         "time", f"{result.seconds:.1f} s ({frames / max(result.seconds, 1e-9):,.0f} frames/s)"
     )

@@ -72,6 +72,9 @@ class PredictJob(_Strict):
     upload: Optional[str] = Field(None, description="Id of a video sent to POST /api/uploads.")
     select: str = Field("last", pattern=r"^(last|fixed:[0-9]{1,5})$")
     fold: Optional[str] = Field(None, description="Only this fold's model (a subject id).")
+    min_precision: Optional[float] = Field(
+        None, ge=0, le=1, description="List only intervals of at least this expected precision "
+        "(0: every interval, as the MEGC protocol scores; default: predict's, 0.5).")
 
 
 class PipelineJob(_Strict):

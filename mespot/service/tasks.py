@@ -433,7 +433,8 @@ def run_predict(p: dict, ctx: Context) -> Outcome:
         video = ctx.roots.data_path(p["video"])
     out = ctx.folder / "prediction"
     batch = predict_videos(video, model, out, fold=p.get("fold"), select=p.get("select") or "last",
-                           device=ctx.device, progress=ExtractProgress(ctx))
+                           device=ctx.device, progress=ExtractProgress(ctx),
+                           min_precision=p.get("min_precision"))
     files = {"intervals.csv": str(out / "intervals.csv"),
              "prediction.json": str(out / "prediction.json")}
     for png in sorted(out.glob("curves*.png")) + sorted(out.glob("curves/*.png")):
@@ -446,4 +447,13 @@ def run_predict(p: dict, ctx: Context) -> Outcome:
         f", {len(failed)} failed" if failed else "")
     return Outcome("done" if ok else "failed", message,
                    "" if ok else "; ".join(f"{f['video']}: {f['error']}" for f in failed),
-                   files, {"spotted": spotted, "failed": failed})
+                   files, {"spotted": spotted, "failed": failed, **_precision_result(batch)})
+
+
+def _precision_result(batch) -> dict:
+    """Each interval with its score and expected precision, the minimum applied, how many were
+    left out below it and where the precisions come from (the job's result)."""
+    rows = batch.intervals.astype(object).where(batch.intervals.notna(), None)
+    return {"intervals": rows.to_dict(orient="records"), "min_precision": batch.min_precision,
+            "left_out": {r.video_id: r.left_out for r in batch.predictions},
+            "precision": batch.trained.precision_note}

@@ -43,6 +43,16 @@ class SynthConfig:
     flicker: float = 0.015  # relative amplitude of brightness flicker
     noise_sigma: float = 1.5  # grey levels of sensor noise
     jpeg_quality: int = 90
+    # Opt-in nuisances of everyday footage (mespot/synth/nuisances.py), all off by default: the
+    # benchmark and pretraining sets made before them render the same bytes.
+    talking_fraction: float = 0.0  # share of each video spent talking (utterances of 1-6 s)
+    talking_px: tuple[float, float] = (1.0, 4.0)  # peak jaw / lip motion of an utterance
+    nods_per_minute: float = 0.0
+    nod_degrees: tuple[float, float] = (4.0, 12.0)  # pitch of a nod (planar face, perspective)
+    turns_per_minute: float = 0.0
+    turn_degrees: tuple[float, float] = (8.0, 25.0)  # yaw of a turn away and back
+    light_changes_per_minute: float = 0.0
+    light_change: tuple[float, float] = (0.05, 0.25)  # relative brightness step, with a side
 
     @property
     def frames_per_video(self) -> int:
@@ -96,6 +106,19 @@ class SynthConfig:
                 self.noise_sigma >= 0 and self.flicker >= 0 and self.head_drift_px >= 0,
                 "noise_sigma, flicker and head_drift_px must be >= 0",
             ),
+            (0 <= self.talking_fraction <= 0.9, "talking_fraction must be in [0, 0.9]"),
+            (
+                min(self.nods_per_minute, self.turns_per_minute,
+                    self.light_changes_per_minute) >= 0,
+                "nods_per_minute, turns_per_minute and light_changes_per_minute must be >= 0",
+            ),
+            (
+                all(0 <= low <= high for low, high in (
+                    self.talking_px, self.nod_degrees, self.turn_degrees, self.light_change))
+                and self.turn_degrees[1] <= 40 and self.light_change[1] < 1,
+                "talking_px, nod_degrees, turn_degrees and light_change must be (low, high) "
+                "ranges with 0 <= low <= high (turns up to 40 degrees, light changes below 1)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -113,6 +136,16 @@ SMALL = SynthConfig(  # for tests and demos: 6 videos x 8 s, a few seconds to re
     macro_seconds=(0.5, 2.0),
     blinks_per_minute=15.0,
     head_moves_per_minute=4.0,
+)
+EVERYDAY = dict(  # the opt-in nuisances of everyday footage (mespot synth --nuisances)
+    talking_fraction=0.4,
+    nods_per_minute=3.0,
+    turns_per_minute=1.5,
+    light_changes_per_minute=1.0,
+)
+NEUTRAL = dict(  # no expression at all (mespot synth --neutral): footage for false alarms
+    expressions_per_minute=0.0,
+    both_types_per_video=False,
 )
 CLEAN = dict(  # switch every nuisance off: for measuring the rendered motion itself
     blinks_per_minute=0.0,

@@ -63,6 +63,9 @@ def _events(plan: VideoPlan, slot: VideoSlot) -> list[dict]:
               "end": m.end + 1,
               "detail": f"dx={m.dx:.2f} dy={m.dy:.2f} deg={m.degrees:.2f} returns={m.returns}"}
              for m in plan.head_moves]
+    if plan.nuisances is not None:  # talking, nods, turns, light changes (opt-in)
+        rows += [{**e, "video": slot.video, "start": e["start"] + 1, "peak": e["peak"] + 1,
+                  "end": e["end"] + 1} for e in plan.nuisances.events]
     return sorted(rows, key=lambda r: r["start"])
 
 
@@ -202,7 +205,7 @@ def generate_dataset(
         else:
             write_samm_workbook(work, rows)
         _write_tables(work, config, videos)
-        if preview:
+        if preview and rows:  # the preview shows an expression: none without one (--neutral)
             from mespot.synth.preview import write_preview
 
             write_preview(work, config)

@@ -1,12 +1,15 @@
 """Render the frames of a planned video: deform the face, move the head, light it, add noise.
 
 Per frame t, for every output pixel z of the frame:
-  u = P_t^-1(z)           head pose (drift + quick movements) undone, canvas coordinates
-  x : x + D_t(x) = u      the skin point that the expression/blink field D_t moved to u
-  frame_t(z) = gain_t * canvas(x) + noise
-where D_t = sum of (intensity_e(t) * amplitude_e * unit field_e) over the active expressions and
-blinks. The inverse of the forward field is found with a few fixed-point steps
-(x <- u - D_t(x)), exact for the smooth fields used here to well under 0.05 px.
+  u = P_t^-1(z)           head pose (drift + quick movements; turns and nods) undone, canvas
+                          coordinates
+  x : x + D_t(x) = u      the skin point that the expression/blink/talking field D_t moved to u
+  frame_t(z) = gain_t * light_t(z) * canvas(x) + noise
+where D_t = sum of (intensity_e(t) * amplitude_e * unit field_e) over the active expressions,
+blinks and talking shapes, and light_t(z) = level_t + slope_t * (z_x / S - 1/2) the opt-in
+light changes (mespot/synth/nuisances.py; 1 without them). The inverse of the forward field is
+found with a few fixed-point steps (x <- u - D_t(x)), exact for the smooth fields used here
+to well under 0.05 px.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from mespot.synth.actions import blink_field, expression_field
 from mespot.synth.faces import Subject
+from mespot.synth.nuisances import TALK_SHAPES, undo_turn
 from mespot.synth.timeline import VideoPlan, blink_intensity, expression_intensity, head_pose
 
 FIXED_POINT_STEPS = 3
@@ -37,6 +41,11 @@ class FieldSchedule:
         if plan.blinks:
             self.fields.append(blink_field(shape, subject.landmarks))
             self.weights.append(np.max([blink_intensity(b, frames) for b in plan.blinks], axis=0))
+        talk = plan.nuisances.talk if plan.nuisances is not None else np.zeros((0, 3))
+        for k, tokens in enumerate(TALK_SHAPES):
+            if talk[:, k].any():
+                self.fields.append(expression_field(shape, subject.landmarks, list(tokens)))
+                self.weights.append(talk[:, k])
 
     def at(self, t: int) -> np.ndarray | None:
         """(Hc, Wc, 2) forward displacement of frame t, or None when the face is at rest."""
@@ -47,17 +56,23 @@ class FieldSchedule:
         return field
 
 
-def _pose_maps(subject: Subject, pose: np.ndarray, grid: tuple[np.ndarray, np.ndarray]):
-    """Canvas coordinates (u_x, u_y) of every frame pixel under head pose (dx, dy, degrees)."""
+def _pose_maps(subject: Subject, pose: np.ndarray, grid: tuple[np.ndarray, np.ndarray],
+               turn: np.ndarray | None = None):
+    """Canvas coordinates (u_x, u_y) of every frame pixel under head pose (dx, dy, degrees) and,
+    where not None or zero, the turn (yaw, pitch degrees) of the face plane."""
     zx, zy = grid
     ox, oy = subject.offset
     cx, cy = subject.landmarks[27:36].mean(0) - np.array(subject.offset)  # rotate about the nose
     dx, dy, degrees = pose
     c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
     rx, ry = zx - cx - dx, zy - cy - dy  # undo translation, then rotation (R^T)
-    return (c * rx + s * ry + cx + ox).astype(np.float32), (-s * rx + c * ry + cy + oy).astype(
-        np.float32
-    )
+    if turn is None or not np.any(turn):
+        return (c * rx + s * ry + cx + ox).astype(np.float32), (-s * rx + c * ry + cy + oy).astype(
+            np.float32
+        )
+    ux, uy = undo_turn(c * rx + s * ry, -s * rx + c * ry, float(turn[0]), float(turn[1]),
+                       subject.frame_size / 2)  # then the turn of the face plane
+    return (ux + cx + ox).astype(np.float32), (uy + cy + oy).astype(np.float32)
 
 
 def render_frames(
@@ -69,8 +84,11 @@ def render_frames(
     grid = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
     schedule = FieldSchedule(subject, plan)
     poses = head_pose(plan)
+    extra = plan.nuisances
+    turns = extra.turn if extra is not None and extra.turning else None
+    across = (grid[0] / size - 0.5)[..., None] if extra is not None and extra.lighting else None
     for t in range(plan.n_frames):
-        ux, uy = _pose_maps(subject, poses[t], grid)
+        ux, uy = _pose_maps(subject, poses[t], grid, None if turns is None else turns[t])
         field = schedule.at(t)
         if field is not None:
             sx, sy = ux, uy
@@ -80,6 +98,8 @@ def render_frames(
             ux, uy = sx, sy
         frame = cv2.remap(subject.canvas, ux, uy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         frame *= plan.gain[t]
+        if across is not None:  # the opt-in light changes: a level and a slope across the face
+            frame *= extra.light[t, 0] + extra.light[t, 1] * across
         if config_noise > 0:
             frame += rng.standard_normal(frame.shape, dtype=np.float32) * config_noise
         yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mespot.synth.config import SynthConfig
+from mespot.synth.nuisances import Nuisances, nuisance_seed, plan_nuisances
 
 # AU mixes with their emotion and relative frequency, shaped so that the token counts resemble
 # CAS(ME)^2's (AUWGCN.md section 11: AU12 and AU4 dominate, then 14, 6, 7, 2, 24, 1).
@@ -80,6 +81,7 @@ class VideoPlan:
     head_moves: tuple[HeadMove, ...]
     drift: np.ndarray  # (n_frames, 3) float32: slow head drift dx, dy (px) and rotation (degrees)
     gain: np.ndarray  # (n_frames,) float32: brightness gain (flicker), 1 = none
+    nuisances: Nuisances | None = None  # talking, nods, turns, light changes (opt-in)
 
 
 def raised_cosine(t: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -153,7 +155,8 @@ def _place(
 def _plan_expressions(config: SynthConfig, n: int, rng: np.random.Generator) -> list[Expression]:
     minutes = n / config.fps / 60
     count = int(min(rng.poisson(config.expressions_per_minute * minutes), 15))
-    count = max(count, 2 if config.both_types_per_video else 1)
+    if config.expressions_per_minute > 0 or config.both_types_per_video:
+        count = max(count, 2 if config.both_types_per_video else 1)
     kinds = ["me" if rng.random() < config.micro_fraction else "mae" for _ in range(count)]
     if config.both_types_per_video:
         kinds[:2] = ["me", "mae"]
@@ -248,8 +251,10 @@ def _flicker(config: SynthConfig, n: int, rng: np.random.Generator) -> np.ndarra
     return (1.0 + config.flicker * (beat + jitter)).astype(np.float32)
 
 
-def plan_video(config: SynthConfig, seed_sequence: np.random.SeedSequence) -> VideoPlan:
-    """Everything that will happen in one video; deterministic for the seed sequence."""
+def plan_video(config: SynthConfig, seed_sequence: np.random.SeedSequence,
+               nuisances_seed: np.random.SeedSequence | None = None) -> VideoPlan:
+    """Everything that will happen in one video; deterministic for the seed sequences (the
+    opt-in nuisances need their own, `nuisances_seed`)."""
     rng = np.random.default_rng(seed_sequence)
     n = config.frames_per_video
     expressions = _plan_expressions(config, n, rng)
@@ -261,6 +266,7 @@ def plan_video(config: SynthConfig, seed_sequence: np.random.SeedSequence) -> Vi
         head_moves=tuple(_plan_head_moves(config, n, expressions, rng)),
         drift=_slow_drift(config, n, rng),
         gain=_flicker(config, n, rng),
+        nuisances=None if nuisances_seed is None else plan_nuisances(config, n, nuisances_seed),
     )
 
 
@@ -281,4 +287,5 @@ def video_seeds(config: SynthConfig, subject_index: int, video_index: int):
 
 def plan_for(config: SynthConfig, subject_index: int, video_index: int) -> VideoPlan:
     """The plan of one video of the dataset (its own seed stream, fixed by the dataset seed)."""
-    return plan_video(config, video_seeds(config, subject_index, video_index)[0])
+    return plan_video(config, video_seeds(config, subject_index, video_index)[0],
+                      nuisance_seed(config, subject_index, video_index))
