@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from flowcore.version import __version__
 from flowcore.errors import UserError
+from flowcore.version import __version__
 from spotting import plots
 from spotting.run_folder import RunFolder
 
@@ -115,7 +114,7 @@ def _face_strips(
 
     from flowcore.pictures import face_crops
 
-    store = run.store_path(run.read_config())
+    store = run.checked_store(run.read_config())  # the one the run was trained on
     root = zarr.open_group(store, mode="r")
     parts = []
     for video in videos:
@@ -162,8 +161,7 @@ def build_report(
     faces: True (every video) or a list of video ids: add strips of face crops at the onset, apex
     and offset of each ground truth and false positive (frames are re-read from the dataset)."""
     run = RunFolder(run)
-    if not run.config_path.is_file():
-        raise UserError(f"{run.path} is not a run folder (no config.json)")
+    run.read_config()  # refused here when missing or damaged (spotting/run_checks.py)
     evaluations = _evaluations(run)
     if not evaluations:
         raise UserError(f"{run.path} has no evaluation yet; run `mespot evaluate {run.path}` first")
@@ -173,7 +171,7 @@ def build_report(
     for old in figures.glob("*.png"):
         old.unlink()
     summaries = {
-        name: json.loads((path / "metrics.json").read_text()) for name, path in evaluations.items()
+        name: run.read_summary(path) for name, path in evaluations.items()
     }
     ev = evaluations[primary]
     matches = pd.read_csv(ev / "matches.csv")

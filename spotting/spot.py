@@ -26,6 +26,7 @@ from spotting.calibrate import Calibrated
 from spotting.data import Prepared, normalised
 from spotting.inference import predict_logits, video_logits
 from spotting.proposals import ProposalParams, spot_video
+from spotting.run_checks import refuse
 from spotting.run_folder import load_weights
 from spotting.windows import WindowParams, WindowSet, build_windows, video_targets
 
@@ -46,7 +47,9 @@ class Model:
     def from_weights(cls, path: Path, windows: WindowParams, device, name: str = "") -> "Model":
         """A fold's saved weights (spotting.run_folder.load_weights) with their normalisation."""
         network, meta = load_weights(path, device)
-        norm = meta["normalisation"]
+        norm = meta.get("normalisation")
+        if norm is None:  # load_weights saw it finite where it is there
+            raise refuse(path, "its metadata holds no feature normalisation")
         return cls(name or Path(path).parent.name, network, norm["mean"], norm["std"], windows)
 
 
