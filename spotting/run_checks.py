@@ -157,13 +157,13 @@ def check_config(path: Path, config: dict) -> None:
 
 
 def check_weights(path: Path, state: dict, meta: dict) -> None:
-    """UserError naming `path` when a tensor of `state` holds NaN or inf, or the feature
-    normalisation of its metadata (`meta["normalisation"]`, where recorded) is not finite
-    with std > 0."""
-    import torch
+    """UserError naming `path` when a tensor of `state` (numpy arrays) holds NaN or inf, or
+    the feature normalisation of its metadata (`meta["normalisation"]`, where recorded) is not
+    finite with std > 0."""
+    import numpy as np
 
     bad = [name for name, t in state.items()
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+           if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t).all()]
     if bad:
         raise refuse(path, f"{len(bad)} of {len(state)} tensors hold NaN or infinite values "
                            f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): the file is "

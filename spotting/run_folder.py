@@ -41,11 +41,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from flowcore.errors import UserError
 from spotting import run_checks
-from spotting.model import AUWGCN, ModelDims, dims_from_state
+
+if TYPE_CHECKING:  # torch is imported where a network is built or saved, not to read a run
+    import torch
+
+    from spotting.model import AUWGCN
 
 _WEIGHTS = re.compile(r"^weights_epoch_(\d+)\.safetensors$")
 
@@ -293,20 +297,20 @@ def save_weights(model: AUWGCN, path: Path, epoch: int, fold_meta: dict) -> None
     save_safetensors(model.state_dict(), path, metadata)
 
 
-def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
-    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file. The network
-    is built with the dimensions stored beside the weights; a file from before they were stored
-    gets them from its tensor shapes (the defaults, the only ones then). `meta["dims"]` and
-    `meta["dims_source"]` say which."""
+def read_weights(path: str | Path) -> tuple[dict, dict]:
+    """(tensors as numpy arrays, metadata) of a `weights_epoch_EEE.safetensors` file, checked
+    without torch (spotting/run_checks.py: readable, AUW-GCN's, finite, its normalisation):
+    UserError naming the file otherwise. The metadata: `epoch`, `dims` (None for a file from
+    before they were stored) and the fold's JSON (`normalisation`, `prior`, ...)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights not found: {path}")
     try:
-        state = load_file(str(path), device=str(device))
-        with safe_open(str(path), framework="pt") as f:
+        state = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
     except Exception as err:  # truncated or not a safetensors file
         raise UserError(f"{path}: not a readable weights file ({str(err).splitlines()[0]}); "
@@ -321,22 +325,37 @@ def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
     if not isinstance(fold, dict) or not (dims is None or isinstance(dims, dict)):
         raise run_checks.refuse(path, "its metadata is not of the shape mespot writes")
     run_checks.check_weights(path, state, fold)
+    return state, {**fold, "epoch": int(meta.get("epoch", 0)), "dims": dims}
+
+
+def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
+    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file, checked as
+    `read_weights` checks it. The network is built with the dimensions stored beside the
+    weights; a file from before they were stored gets them from its tensor shapes (the
+    defaults, the only ones then). `meta["dims"]` and `meta["dims_source"]` say which."""
+    import torch
+
+    from spotting.model import AUWGCN, ModelDims, dims_from_state
+
+    arrays, meta = read_weights(path)
+    state = {name: torch.from_numpy(array) for name, array in arrays.items()}
     try:
-        if dims is not None:
-            dims, source = ModelDims(**dims), "stored"
+        if meta["dims"] is not None:
+            dims, source = ModelDims(**meta["dims"]), "stored"
         else:
             dims, source = dims_from_state(state), "tensor shapes (the file stores no dimensions)"
-        model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy(), dims).to(device)
+        model = AUWGCN(arrays["graph_embedding.0.gc1.adj"], dims)
         model.load_state_dict(state)
     except (ValueError, TypeError, RuntimeError) as err:
         message = " ".join(str(err).split())
         raise UserError(f"{path}: weights do not fit AUW-GCN: {message}") from None
-    meta = {"epoch": int(meta.get("epoch", 0)), "dims": dataclasses.asdict(dims),
-            "dims_source": source, **fold}
-    return model.eval(), meta
+    meta = {**meta, "dims": dataclasses.asdict(dims), "dims_source": source}
+    return model.to(device).eval(), meta
 
 
 def save_resume(path: Path, model, opt, shuffle: torch.Generator, epoch: int, loss: float) -> None:
+    import torch
+
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for group in opt.param_groups:
         for name, param in zip(group["names"], group["params"]):

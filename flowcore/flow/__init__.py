@@ -103,9 +103,11 @@ def check_backend(backend: str, device: str, here: bool = True) -> None:
     if not here:
         if backend not in _ALL_BACKENDS:
             raise ValueError(f"unknown flow backend {backend!r}; known: {list(_ALL_BACKENDS)}")
-    elif backend not in (available := available_backends()):
+    elif backend not in _ALL_BACKENDS or not _backend_importable(backend):
+        # only `backend` is tried: trying the others would import torch (seconds) for opencv
         known = "" if backend not in _ALL_BACKENDS else " (not importable here)"
-        raise ValueError(f"unknown flow backend {backend!r}{known}; available: {available}")
+        raise ValueError(f"unknown flow backend {backend!r}{known}; "
+                         f"available: {available_backends()}")
     device = str(device)
     if backend == "opencv" and device != "cpu":
         raise ValueError(f"the opencv flow backend runs on cpu only, not on {device!r}; for a GPU "
