@@ -284,7 +284,7 @@ def _training_section(run: RunFolder, matches: pd.DataFrame, figures: Path) -> l
             "training loss per fold",
         )
     )
-    folds = [f.read_meta() for f in run.folds()]
+    folds = [meta for meta in (f.read_meta() for f in run.folds()) if "prior" in meta]
     if folds:
         prior = np.mean([np.array(f["prior"]) for f in folds], axis=0)
         source = folds[0].get("prior_source", "?")

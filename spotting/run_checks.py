@@ -74,7 +74,7 @@ CONFIG = [Key("store", "str"), Key("annotations", "str"), *_WINDOWS,
           Key("features.params_hash", "str"), Key("features.preset", "str"),
           Key("features.fps", "number"), Key("features.subjects", "strings"),
           Key("features.devices", "strings", False)]
-FOLD = [Key("status", "str", False), Key("test_subject", "str"), Key("prior", "list"),
+FOLD = [Key("status", "str", False), Key("test_subject", "str"), Key("prior", "list", False),
         Key("config", "dict", False), Key("config.train", "dict", False),
         Key("config.train.epochs", "int", False)]
 INNER = [Key("val_subjects", "strings"), Key("test_subject", "str", False)]
