@@ -229,12 +229,14 @@ class Spotter:
         they apply what `mespot evaluate` applies by default: each fold's proposal rules
         calibrated on its inner subjects (`calibrate`; the folds' rules combined per type by
         the median when several spot together) and the test-time flip (`flip`). Only the run
-        folder is read (not its training store). A run with LOSO folds missing or unfinished is
-        refused unless `allow_missing_folds` (then the others are averaged)."""
-        from spotting.data import resolve_device
+        folder is read (not its training store), every file of it checked (a damaged one is a
+        UserError naming it), without torch: the networks are built once, by the first `spot`
+        when its video's features are extracted (or by `models`). A run with LOSO folds missing
+        or unfinished is refused unless `allow_missing_folds` (then the others are averaged)."""
+        from spotting.data import usable_device
         from spotting.trained import load_trained
 
-        resolve_device(device)
+        usable_device(str(device))
         return cls(load_trained(run, fold=fold, select=select, device=device,
                                 allow_missing_folds=allow_missing_folds, calibrate=calibrate,
                                 flip=flip))

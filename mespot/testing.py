@@ -105,9 +105,11 @@ def create_store(path: str | Path, dataset: str = "synthetic"):
     """Create an empty store with the root attributes of the contract; returns the zarr group."""
     import zarr
 
+    from flowcore.store import params_hash
+
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     root.attrs.update(dict(format_version=1, mespot_version="test", dataset=dataset,
-                           params={}, params_hash="test"))
+                           params={}, params_hash=params_hash({})))  # as flowcore writes it
     root.create_group(VIDEOS)
     return root
 

@@ -18,8 +18,12 @@ Node order (flowcore/rois.py): 0-2 right brow outer/middle/inner (landmarks 18, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where tensors are made: reading a run needs no torch
+    import torch
 
 MIRROR_NODES = (5, 4, 3, 2, 1, 0, 6, 7, 10, 9, 8, 11)  # node i of the mirror = node MIRROR_NODES[i]
 
@@ -36,14 +40,18 @@ def mirror_features(x):
     negated."""
     out = x[..., list(MIRROR_NODES), :]
     sign = np.array([-1.0, 1.0], dtype=np.float32)
-    if isinstance(out, torch.Tensor):
-        return out * torch.as_tensor(sign, dtype=out.dtype, device=out.device)
-    return out * sign.astype(out.dtype)
+    if isinstance(out, np.ndarray):
+        return out * sign.astype(out.dtype)
+    import torch
+
+    return out * torch.as_tensor(sign, dtype=out.dtype, device=out.device)
 
 
 def mirror_normalised(x: torch.Tensor, valid: torch.Tensor, mean, std) -> torch.Tensor:
     """Normalised windows (W, T, 12, 2) -> those of the mirrored face, normalised the same way;
     `valid` (W, T) bool marks rows inside the video (the others stay 0, as padding)."""
+    import torch
+
     m = torch.as_tensor(np.asarray(mean, np.float32), device=x.device)
     s = torch.as_tensor(np.asarray(std, np.float32), device=x.device)
     raw = x * s + m
@@ -55,6 +63,8 @@ def mirror_batch(
 ) -> dict:
     """The windows `idx` of `data` (window_tensors' dict), each replaced by its mirror
     (`mirrored`, the same windows mirrored) with probability 1/2, drawn from `generator`."""
+    import torch
+
     flip = (torch.rand(len(idx), generator=generator) < 0.5).to(idx.device)
     x = torch.where(flip[:, None, None, None], mirrored[idx], data["x"][idx])
     return {"x": x, **{k: v[idx] for k, v in data.items() if k != "x"}}

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from flowcore.devices import check_device
 from flowcore.errors import UserError
 from flowcore.store import FeatureSet, load_features
 from spotting.annotations import AnnotationTable, read_annotations
 from spotting.windows import WindowParams, WindowSet, annotation_targets, build_windows
+
+if TYPE_CHECKING:  # imported where tensors are made: reading a run needs no torch
+    import torch
 
 # Reference feature normalisation (features on its "20 px" 8-bit scale, AUWGCN.md section 3).
 REFERENCE_MEAN = (0.003463, 0.003873)
@@ -90,6 +93,8 @@ def window_tensors(
     windows: WindowSet, mask: np.ndarray, mean, std, device
 ) -> dict[str, torch.Tensor]:
     """The selected windows as tensors on `device`: x normalised, 0 outside the videos."""
+    import torch
+
     x = normalised(windows.x[mask], windows.valid[mask], mean, std)
     return {
         "x": torch.from_numpy(x).to(device),
@@ -122,8 +127,17 @@ def prepared_for(
     return _PREPARED[key]
 
 
+def usable_device(name: str) -> None:
+    """UserError for a device name this machine cannot use (`resolve_device`'s, 'auto'
+    included), without importing torch for the CPU."""
+    if name != "cpu":
+        resolve_device(name)
+
+
 def resolve_device(name: str) -> torch.device:
     """'cpu', 'cuda', 'cuda:N' or 'auto' -> a torch device (clear error when CUDA is missing)."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

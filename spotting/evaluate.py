@@ -207,7 +207,7 @@ def _choose_epoch(
             raise UserError(
                 f"{fold.path}: no inner validation model; train with `mespot train --inner-val K`"
             )
-        subjects = json.loads(inner.inner_meta_path.read_text())["val_subjects"]
+        subjects = inner.read_inner()["val_subjects"]
         folder, pool = inner, [e for e in inner.epochs() if e in set(epochs)]
         if not pool:
             raise UserError(
@@ -342,7 +342,7 @@ def prepare_run(run: RunFolder, store: str | Path | None = None) -> Prepared:
     """The run's store (or `store`, a copy of it elsewhere) and annotations, prepared with its
     windows."""
     config = run.read_config()
-    return prepare(store or run.store_path(config), config["annotations"],
+    return prepare(run.checked_store(config, store), config["annotations"],
                    WindowParams(**config["windows"]))
 
 

@@ -28,12 +28,13 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
+from spotting import run_checks
 from spotting.augment import flip_by_default
 from spotting.calibrate import Calibrated, calibrate
 from spotting.data import Prepared
 from spotting.metrics import MEGC, MatchRule
 from spotting.proposals import PRESETS, ProposalParams
-from spotting.run_folder import FoldFolder, RunFolder, read_json
+from spotting.run_folder import FoldFolder, RunFolder
 from spotting.spot import spot_subjects
 from spotting.truths import count, ground_truth
 from spotting.windows import WindowParams
@@ -63,7 +64,7 @@ def calibrate_fold(fold: FoldFolder, epoch: int, prep: Prepared, truths: pd.Data
     if not inner.inner_meta_path.is_file():
         raise UserError(f"{fold.path}: --calibrate needs the fold's inner validation model; "
                         "train with `mespot train --inner-val K`")
-    val = json.loads(inner.inner_meta_path.read_text())["val_subjects"]
+    val = inner.read_inner()["val_subjects"]
     kept = inner.epochs()
     at = epoch if epoch in kept else kept[-1]
     _, logits = spot_subjects(prep, inner.weights_path(at), val, params, windows, device, flip)
@@ -92,8 +93,11 @@ def write_rules(fold: FoldFolder, key: dict, preset: str, rules: Calibrated, inf
 
 
 def read_rules(fold: FoldFolder) -> dict | None:
-    """The fold's rules.json, None when it has none."""
-    return read_json(fold.rules_path, "run `mespot train` (or `mespot evaluate`) again")
+    """The fold's rules.json, None when it has none; UserError naming it when it is damaged
+    (spotting/run_checks.py)."""
+    if not fold.rules_path.is_file():
+        return None
+    return run_checks.read_json(fold.rules_path, run_checks.RULES)
 
 
 def recorded_rules(fold: FoldFolder, key: dict,

@@ -8,13 +8,18 @@ Rows without a face (a gap: spotting/windows.py) have no logit: NaN, and so NaN 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from spotting.channels import (MAE_ACTION, MAE_APEX, MAE_START_END, ME_ACTION, ME_APEX,
                                ME_START_END, N_OUTPUTS)
-from spotting.model import AUWGCN
 from spotting.windows import WindowSet
+
+if TYPE_CHECKING:  # imported where a network runs: reading a run needs no torch
+    import torch
+
+    from spotting.model import AUWGCN
 
 CURVES = (
     "me_start",
@@ -28,14 +33,16 @@ CURVES = (
 )
 
 
-@torch.no_grad()
 def predict_logits(model: AUWGCN, x: torch.Tensor, context: int, batch: int = 256) -> torch.Tensor:
     """(W, L + 2C, 12, 2) windows -> (W, 10, L) logits of the central rows, in eval mode."""
+    import torch
+
     model.eval()
-    outs = [
-        model(x[i : i + batch])[:, :, context : x.shape[1] - context]
-        for i in range(0, len(x), batch)
-    ]
+    with torch.no_grad():
+        outs = [
+            model(x[i : i + batch])[:, :, context : x.shape[1] - context]
+            for i in range(0, len(x), batch)
+        ]
     return (
         torch.cat(outs)
         if outs
@@ -68,6 +75,8 @@ def video_logits(logits: np.ndarray, ws: WindowSet, mask: np.ndarray) -> dict[st
 
 def probability_curves(logits: np.ndarray) -> np.ndarray:
     """(N, 10) logits -> (N, 8) float32 probabilities in the order of CURVES."""
+    import torch
+
     t = torch.from_numpy(np.asarray(logits, np.float32))
     me, mae = t[:, ME_START_END].softmax(-1), t[:, MAE_START_END].softmax(-1)
     return torch.stack(

@@ -183,8 +183,10 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
     resolved = config.to_json()
     resolved["store_params_hash"] = prep.features.params_hash
     resolved["init_weights"] = init_record(config.train.init)
-    if run.config_path.exists():
-        previous = json.loads(run.config_path.read_text())
+    if run.config_path.exists() and overwrite:
+        shutil.rmtree(run.path)
+    elif run.config_path.exists():
+        previous = run.read_config()  # refused in one line when damaged
         for key in ("store", "annotations"):  # a run of an older version kept the path as typed
             previous[key] = str(Path(previous.get(key, "")).absolute())
         # runs from before the network's dimensions were part of the configuration, and from
@@ -193,10 +195,7 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
         previous["train"] = {**dataclasses.asdict(TrainParams()), **LEGACY_TRAIN,
                              **previous.get("train", {})}
         previous.setdefault("init_weights", resolved["init_weights"])  # from before the record
-        same = {k: v for k, v in previous.items() if k not in DESCRIPTIVE} == resolved
-        if overwrite:
-            shutil.rmtree(run.path)
-        elif not same:
+        if {k: v for k, v in previous.items() if k not in DESCRIPTIVE} != resolved:
             raise UserError(f"{run.path} holds a run with another configuration; pass --overwrite "
                             "or choose another --out")
     run.path.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,13 @@ every proposal. A run without a map (never evaluated) lists every interval and s
 A video whose extraction fails is listed (prediction.json, the command's summary) and the others
 are still spotted; the features of those done are kept, so running again redoes only the rest.
 
+Start-up: the run folder is read and checked whole (spotting/run_checks.py) before any frame,
+without torch; torch is imported and the networks built once the features are extracted, so
+the first frame is processed a few seconds after the command starts (benchmarks/
+predict_speed.py). The frames stream through the extraction (flowcore/extract.py: decode, face
+and landmarks frame by frame, flow and MDMO batch by batch, the face crops kept for the second
+pass up to a cap); the networks then run on the video's features (96 bytes a frame).
+
 Everything comes from the run folder (spotting/trained.py, spotting/run_record.py): the
 features are extracted with the training store's parameters as the run recorded them, so the
 network sees what it was trained on; only the subsampling adapts to the new video's frame rate
@@ -46,7 +53,7 @@ import pandas as pd
 from flowcore.errors import UserError
 from flowcore.store import load_features
 from spotting.calibrate import Calibrated
-from spotting.data import resolve_device
+from spotting.data import usable_device
 from spotting.inference import CURVES, probability_curves
 from spotting.precision import DEFAULT_MIN_PRECISION, kept, with_precision
 from spotting.proposals import PROPOSAL_VARIANTS
@@ -180,10 +187,10 @@ def _write_json(batch: Batch, path: Path, subsample: int) -> None:
     """OUT/prediction.json: what was applied and how, and what came of each video."""
     t = batch.trained
     (batch.out / "prediction.json").write_text(json.dumps({
-        "source": str(path), "model": str(t.path), "models": [m.name for m in t.models],
+        "source": str(path), "model": str(t.path), "models": [m.name for m in t.files],
         "applied": t.applied,
         "as_evaluate": _as_evaluate(t),
-        "combination": ("mean of the models' logits" if len(t.models) > 1 else "single model")
+        "combination": ("mean of the models' logits" if len(t.files) > 1 else "single model")
                        + (", each on the face and its mirror" if t.options.flip else ""),
         "missing_folds": list(t.missing_folds), "flip": t.options.flip,
         "calibrated": t.options.calibrate, "rules": t.rules_json(), "fold_rules": t.fold_rules,
@@ -191,7 +198,7 @@ def _write_json(batch: Batch, path: Path, subsample: int) -> None:
         "selection": t.selection, "preset": t.preset, "proposals": batch.proposals,
         "proposals_label": PROPOSAL_VARIANTS[batch.proposals], "subsample": subsample,
         "extraction": batch.extraction,
-        "windows": asdict(t.models[0].windows),
+        "windows": asdict(t.files[0].windows),
         "videos": [p.video_id for p in batch.predictions],
         "failed": [{"video": r.video_id, "stage": r.stage, "error": r.error}
                    for r in batch.failed],
@@ -210,7 +217,7 @@ def _scored(batch: Batch, annotations: Path) -> Batch:
     rows = pd.concat([p.rows for p in batch.predictions], ignore_index=True)
     videos = [p.video_id for p in batch.predictions]
     metrics, matches = score_spotted(rows, videos, batch.out / "features.zarr", annotations,
-                                     batch.trained.models[0].windows)
+                                     batch.trained.files[0].windows)
     matches.to_csv(batch.out / "matches.csv", index=False)
     (batch.out / "metrics.json").write_text(json.dumps({
         "annotations": str(annotations), "rule": "megc", "applied": batch.trained.applied,
@@ -226,10 +233,10 @@ def _as_evaluate(t: Trained) -> str:
         return "a reference checkpoint: the reference's own rules"
     if t.note:
         return "not evaluate's default: " + t.note
-    if len(t.models) == 1:
+    if len(t.files) == 1:
         return (f"what `mespot evaluate`'s options apply to the test subject of fold "
-                f"{t.models[0].name}, with the same code: the same intervals on the same features")
-    return (f"each fold as `mespot evaluate`'s options apply it, the {len(t.models)} folds "
+                f"{t.files[0].name}, with the same code: the same intervals on the same features")
+    return (f"each fold as `mespot evaluate`'s options apply it, the {len(t.files)} folds "
             f"together (their logits averaged, rules combined per type by the median); "
             f"docs/quality.md measures this on subjects no fold saw")
 
@@ -262,7 +269,7 @@ def _with_face(params, face: str | None):
 
 def _check_inputs(path: Path, model: Path, out: Path, fps: float | None, device: str) -> None:
     """UserError for inputs predict cannot work with, before anything is read or written."""
-    resolve_device(device)
+    usable_device(str(device))
     if not path.exists():
         raise UserError(f"{path}: no such video file or frame folder")
     if not model.exists():

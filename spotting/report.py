@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from flowcore.version import __version__
 from flowcore.errors import UserError
 from flowcore.store import VIDEOS
+from flowcore.version import __version__
 from spotting import plots
 from spotting.run_folder import RunFolder
 
@@ -115,7 +114,7 @@ def _face_strips(
 ) -> list[str]:
     import zarr
 
-    store = run.store_path(run.read_config())
+    store = run.checked_store(run.read_config())  # the one the run was trained on
     root = zarr.open_group(store, mode="r")
     parts = []
     for video in videos:
@@ -167,8 +166,7 @@ def build_report(
     if faces and face_crops is None:
         raise ValueError("build_report: faces need face_crops (flowcore.pictures.face_crops)")
     run = RunFolder(run)
-    if not run.config_path.is_file():
-        raise UserError(f"{run.path} is not a run folder (no config.json)")
+    run.read_config()  # refused here when missing or damaged (spotting/run_checks.py)
     evaluations = _evaluations(run)
     if not evaluations:
         raise UserError(f"{run.path} has no evaluation yet; run `mespot evaluate {run.path}` first")
@@ -178,7 +176,7 @@ def build_report(
     for old in figures.glob("*.png"):
         old.unlink()
     summaries = {
-        name: json.loads((path / "metrics.json").read_text()) for name, path in evaluations.items()
+        name: run.read_summary(path) for name, path in evaluations.items()
     }
     ev = evaluations[primary]
     matches = pd.read_csv(ev / "matches.csv")
@@ -321,7 +319,7 @@ def _training_section(run: RunFolder, matches: pd.DataFrame, figures: Path) -> l
             "training loss per fold",
         )
     )
-    folds = [f.read_meta() for f in run.folds()]
+    folds = [meta for meta in (f.read_meta() for f in run.folds()) if "prior" in meta]
     if folds:
         prior = np.mean([np.array(f["prior"]) for f in folds], axis=0)
         source = folds[0].get("prior_source", "?")

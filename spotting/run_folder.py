@@ -25,7 +25,10 @@ Layout:
 prediction and the report all go through them. They also say whether a run is complete (every
 LOSO fold finished, each with its last epoch's weights), whether a store is the one the run was
 trained on (config.json keeps its absolute path and params hash), and hold the locks that keep
-two processes from training into one run folder or one fold at once (`folder_lock`).
+two processes from training into one run folder or one fold at once (`folder_lock`). Every file
+is read through them, and so through the checks of spotting/run_checks.py: a truncated or
+hand-edited JSON file, weights holding NaN or inf, or a store replaced since training is refused
+in one line naming the file.
 """
 
 from __future__ import annotations
@@ -37,11 +40,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from flowcore.errors import UserError
 from flowcore.locks import folder_lock
-from spotting.model import AUWGCN, ModelDims, dims_from_state
+from spotting import run_checks
+
+if TYPE_CHECKING:  # torch is imported where a network is built or saved, not to read a run
+    import torch
+
+    from spotting.model import AUWGCN
 
 _WEIGHTS = re.compile(r"^weights_epoch_(\d+)\.safetensors$")
 
@@ -91,7 +99,13 @@ class FoldFolder:
         return sorted(int(m.group(1)) for m in found if m)
 
     def read_meta(self) -> dict:
-        return json.loads(self.meta_path.read_text())
+        """fold.json (checked: spotting/run_checks.py)."""
+        return run_checks.read_json(self.meta_path, run_checks.FOLD)
+
+    def read_inner(self) -> dict:
+        """inner.json of an inner validation model (checked): `val_subjects`, the training
+        subjects it left out."""
+        return run_checks.read_json(self.inner_meta_path, run_checks.INNER)
 
     def is_complete(self) -> bool:
         return self.meta_path.exists() and self.read_meta().get("status") == "complete"
@@ -165,11 +179,18 @@ class RunFolder:
                 if (p / "metrics.json").is_file()}
 
     def read_config(self) -> dict:
-        """config.json; UserError when this is no run folder."""
+        """config.json, checked (spotting/run_checks.py); UserError when this is no run folder
+        or the file is damaged."""
         if not self.config_path.is_file():
             raise UserError(f"{self.path}: not a run folder (no config.json); train one with "
                             f"`mespot train`")
-        return json.loads(self.config_path.read_text())
+        config = run_checks.read_json(self.config_path, run_checks.CONFIG)
+        run_checks.check_config(self.config_path, config)
+        return config
+
+    def read_summary(self, evaluation: Path) -> dict:
+        """An evaluation folder's metrics.json (checked)."""
+        return run_checks.read_json(evaluation / "metrics.json", run_checks.METRICS)
 
     def store_path(self, config: dict) -> str:
         """The feature store the run was trained on: as its config records it (absolute since
@@ -181,15 +202,21 @@ class RunFolder:
         beside = self.path / recorded
         return str(beside if beside.exists() else recorded)
 
+    def checked_store(self, config: dict, store: str | Path | None = None) -> str:
+        """The run's store (or `store`, a copy of it elsewhere), once its parameters hash is
+        seen to be the one the run recorded; UserError naming it otherwise (gone, not a store,
+        or another extraction: results from it would be silently wrong)."""
+        path = str(store) if store is not None else self.store_path(config)
+        run_checks.check_store_hash(path, config.get("store_params_hash"), self.path)
+        return path
+
     def check_store(self, config: dict, features) -> None:
         """UserError when `features` (a flowcore.store.FeatureSet read from the run's store path)
-        is not the store the run was trained on (another extraction's parameters hash):
-        predictions from it would be silently wrong."""
+        is not the store the run was trained on (another extraction's parameters hash)."""
         trained = config.get("store_params_hash")
         if trained is not None and features.params_hash != trained:
-            raise UserError(f"{features.path}: not the store run {self.path} was trained on (its "
-                            f"extraction parameters hash {features.params_hash}, the run's "
-                            f"{trained}); restore that store or train again")
+            raise run_checks.store_mismatch(features.path, features.params_hash, trained,
+                                            self.path)
 
     def complete_folds(self, subjects: list[str],
                        allow_missing: bool = False) -> tuple[list[FoldFolder], list[str]]:
@@ -257,20 +284,20 @@ def save_weights(model: AUWGCN, path: Path, epoch: int, fold_meta: dict) -> None
     save_safetensors(model.state_dict(), path, metadata)
 
 
-def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
-    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file. The network
-    is built with the dimensions stored beside the weights; a file from before they were stored
-    gets them from its tensor shapes (the defaults, the only ones then). `meta["dims"]` and
-    `meta["dims_source"]` say which."""
+def read_weights(path: str | Path) -> tuple[dict, dict]:
+    """(tensors as numpy arrays, metadata) of a `weights_epoch_EEE.safetensors` file, checked
+    without torch (spotting/run_checks.py: readable, AUW-GCN's, finite, its normalisation):
+    UserError naming the file otherwise. The metadata: `epoch`, `dims` (None for a file from
+    before they were stored) and the fold's JSON (`normalisation`, `prior`, ...)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights not found: {path}")
     try:
-        state = load_file(str(path), device=str(device))
-        with safe_open(str(path), framework="pt") as f:
+        state = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
     except Exception as err:  # truncated or not a safetensors file
         raise UserError(f"{path}: not a readable weights file ({str(err).splitlines()[0]}); "
@@ -278,21 +305,44 @@ def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
     if "graph_embedding.0.gc1.adj" not in state:
         raise UserError(f"{path}: not AUW-GCN weights (no 'graph_embedding.0.gc1.adj')")
     try:
-        if "dims" in meta:
-            dims, source = ModelDims(**json.loads(meta["dims"])), "stored"
+        fold = json.loads(meta.get("fold", "{}"))
+        dims = json.loads(meta["dims"]) if "dims" in meta else None
+    except json.JSONDecodeError as err:
+        raise run_checks.refuse(path, f"its metadata is not readable JSON ({err.msg})") from None
+    if not isinstance(fold, dict) or not (dims is None or isinstance(dims, dict)):
+        raise run_checks.refuse(path, "its metadata is not of the shape mespot writes")
+    run_checks.check_weights(path, state, fold)
+    return state, {**fold, "epoch": int(meta.get("epoch", 0)), "dims": dims}
+
+
+def load_weights(path: str | Path, device="cpu") -> tuple[AUWGCN, dict]:
+    """(model in eval mode, metadata) from a `weights_epoch_EEE.safetensors` file, checked as
+    `read_weights` checks it. The network is built with the dimensions stored beside the
+    weights; a file from before they were stored gets them from its tensor shapes (the
+    defaults, the only ones then). `meta["dims"]` and `meta["dims_source"]` say which."""
+    import torch
+
+    from spotting.model import AUWGCN, ModelDims, dims_from_state
+
+    arrays, meta = read_weights(path)
+    state = {name: torch.from_numpy(array) for name, array in arrays.items()}
+    try:
+        if meta["dims"] is not None:
+            dims, source = ModelDims(**meta["dims"]), "stored"
         else:
             dims, source = dims_from_state(state), "tensor shapes (the file stores no dimensions)"
-        model = AUWGCN(state["graph_embedding.0.gc1.adj"].cpu().numpy(), dims).to(device)
+        model = AUWGCN(arrays["graph_embedding.0.gc1.adj"], dims)
         model.load_state_dict(state)
     except (ValueError, TypeError, RuntimeError) as err:
         message = " ".join(str(err).split())
         raise UserError(f"{path}: weights do not fit AUW-GCN: {message}") from None
-    meta = {"epoch": int(meta.get("epoch", 0)), "dims": dataclasses.asdict(dims),
-            "dims_source": source, **json.loads(meta.get("fold", "{}"))}
-    return model.eval(), meta
+    meta = {**meta, "dims": dataclasses.asdict(dims), "dims_source": source}
+    return model.to(device).eval(), meta
 
 
 def save_resume(path: Path, model, opt, shuffle: torch.Generator, epoch: int, loss: float) -> None:
+    import torch
+
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for group in opt.param_groups:
         for name, param in zip(group["names"], group["params"]):

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from flowcore.store import VideoFeatures
 from spotting.augment import mirror_features
@@ -26,8 +26,12 @@ from spotting.calibrate import Calibrated
 from spotting.data import Prepared, normalised
 from spotting.inference import predict_logits, video_logits
 from spotting.proposals import ProposalParams, spot_video
-from spotting.run_folder import load_weights
+from spotting.run_checks import refuse
+from spotting.run_folder import load_weights, read_weights
 from spotting.windows import WindowParams, WindowSet, build_windows, video_targets
+
+if TYPE_CHECKING:  # torch is imported where a network runs (spotting a video)
+    import torch
 
 ROW_COLUMNS = ["video", "subject", "type", "onset", "apex", "offset", "score"]
 
@@ -45,9 +49,34 @@ class Model:
     @classmethod
     def from_weights(cls, path: Path, windows: WindowParams, device, name: str = "") -> "Model":
         """A fold's saved weights (spotting.run_folder.load_weights) with their normalisation."""
-        network, meta = load_weights(path, device)
-        norm = meta["normalisation"]
-        return cls(name or Path(path).parent.name, network, norm["mean"], norm["std"], windows)
+        return WeightsFile.read(path, windows, name).load(device)
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A fold's weights file, checked and its feature normalisation read without torch
+    (spotting.run_folder.read_weights); `load` builds its network (torch). Reading a run to spot
+    a video checks every file first, and builds the networks only when the video's features
+    are there."""
+
+    name: str
+    path: Path
+    mean: list[float]
+    std: list[float]
+    windows: WindowParams
+
+    @classmethod
+    def read(cls, path: Path, windows: WindowParams, name: str = "") -> "WeightsFile":
+        _, meta = read_weights(path)
+        norm = meta.get("normalisation")
+        if norm is None:  # read_weights saw it finite where it is there
+            raise refuse(path, "its metadata holds no feature normalisation")
+        return cls(name or Path(path).parent.name, Path(path), norm["mean"], norm["std"],
+                   windows)
+
+    def load(self, device) -> Model:
+        network, _ = load_weights(self.path, device)
+        return Model(self.name, network, self.mean, self.std, self.windows)
 
 
 def video_rows(model: Model, ws: WindowSet, index: int, device, flip: bool) -> np.ndarray:
@@ -57,6 +86,8 @@ def video_rows(model: Model, ws: WindowSet, index: int, device, flip: bool) -> n
     raw = ws.x[mask]
     views = [raw, mirror_features(raw)] if flip else [raw]
     total = None
+    import torch
+
     for x in views:
         data = torch.from_numpy(normalised(x, ws.valid[mask], model.mean, model.std)).to(device)
         rows = predict_logits(model.network, data, model.windows.context).cpu().numpy()

@@ -21,6 +21,7 @@ its test subject) or the map of every fold's held-out intervals.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from spotting.precision import maps_from_json, read_precision
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams
 from spotting.run_folder import FoldFolder, RunFolder
 from spotting.run_record import RunRecord, read_record
-from spotting.spot import Model
+from spotting.spot import Model, WeightsFile
 from spotting.windows import WindowParams
 
 
@@ -47,7 +48,7 @@ class Trained:
     """What spotting a new video needs, loaded once (see the module docstring)."""
 
     path: Path  # the run folder or checkpoint file
-    models: tuple[Model, ...]
+    files: tuple[WeightsFile | Loaded, ...]  # checked; `models` builds their networks
     rules: ProposalParams | Calibrated  # applied to the models' mean logits
     options: SpotOptions  # calibrate (the rules are calibrated ones), flip
     selection: str  # e.g. "last"
@@ -61,6 +62,11 @@ class Trained:
     device: str = "cpu"  # where the networks are
     precision: dict | None = None  # type -> PrecisionMap (spotting/precision.py), None: none
     precision_note: str = ""  # where the maps come from, or why there are none
+
+    @functools.cached_property
+    def models(self) -> tuple[Model, ...]:
+        """The networks of `files`, built on first use (importing torch), then kept."""
+        return tuple(f.load(self.device) for f in self.files)
 
     @property
     def calibrated_on_rows(self) -> int | None:
@@ -94,19 +100,37 @@ class Trained:
     def applied(self) -> str:
         """What is applied, in the words of `mespot evaluate`'s selection labels."""
         if not self.subjects:  # a reference checkpoint
-            return f"reference checkpoint {self.models[0].name}{self.options.label}"
+            return f"reference checkpoint {self.files[0].name}{self.options.label}"
         label = parse_selection(self.selection).label + self.options.label
-        if len(self.models) == 1:
-            return f"{label}; the model of {self.models[0].name}"
+        if len(self.files) == 1:
+            return f"{label}; the model of {self.files[0].name}"
         how = ("their calibrated rules combined per type by the median" if self.options.calibrate
                else "fixed proposal rules")
-        return f"{label}; the mean of {len(self.models)} folds' logits, {how}"
+        return f"{label}; the mean of {len(self.files)} folds' logits, {how}"
 
     def rules_json(self) -> dict:
         """The proposal rules applied, as JSON."""
         if isinstance(self.rules, Calibrated):
             return {"calibrated": True, **self.rules.to_json()}
         return {"calibrated": False, **json_params(self.rules)}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A network loaded already: a reference checkpoint (read, and so checked, by loading it)."""
+
+    model: Model
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def windows(self) -> WindowParams:
+        return self.model.windows
+
+    def load(self, device) -> Model:
+        return self.model
 
 
 def json_params(params: ProposalParams) -> dict:
@@ -135,8 +159,8 @@ def load_trained(model: str | Path, *, fold: str | None = None, select: str = "l
     folds, missing = _folds(RunFolder(model), record, fold, allow_missing_folds)
     epochs = [f.last_epoch() if selection.mode == "last" else _fixed(f, selection.epoch)
               for f in folds]
-    models = tuple(Model.from_weights(f.weights_path(e), record.windows, device, f.path.name)
-                   for f, e in zip(folds, epochs))
+    files = tuple(WeightsFile.read(f.weights_path(e), record.windows, f.path.name)
+                  for f, e in zip(folds, epochs))
     base = proposal_params(preset or record.preset, proposals, record.compat)
     flip = flip_by_default(record.compat) if flip is None else flip
     rules, chosen, note = _rules(folds, epochs, base, flip, calibrate, record.compat)
@@ -144,7 +168,7 @@ def load_trained(model: str | Path, *, fold: str | None = None, select: str = "l
     maps, said = _precision(RunFolder(model), selection.name + options.suffix,
                             {f.path.name: e for f, e in zip(folds, epochs)}, base,
                             preset or record.preset, fold)
-    return Trained(model, models, rules, options, select, record.params,
+    return Trained(model, files, rules, options, select, record.params,
                    preset or record.preset, record.fps, record.subjects, tuple(missing), chosen,
                    note, str(device), maps, said)
 
@@ -242,7 +266,7 @@ def _checkpoint(path: Path, device, calibrate, flip, preset, proposals) -> Train
     params = dataclasses.replace(defaults, flow_backend="opencv",  # the reference's DualTVL1
                                  mdmo=dataclasses.replace(defaults.mdmo, compat=True))
     rules = proposal_params(preset or "casme2", proposals, True)
-    return Trained(path, (model,), rules, SpotOptions(False, bool(flip)), "last",
+    return Trained(path, (Loaded(model),), rules, SpotOptions(False, bool(flip)), "last",
                    params.to_dict(), preset or "casme2", 30.0, device=str(device),
                    precision_note="a reference checkpoint has no held-out intervals to fit an "
                                   "expected precision on: every interval is listed")

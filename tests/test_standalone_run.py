@@ -190,12 +190,14 @@ def test_the_spotter_loads_once_and_never_reads_the_store(lab, tmp_path, monkeyp
     counted = lambda path: opened.append(Path(path)) or load_features(path)  # noqa: E731
     monkeypatch.setattr(flowcore.store, "load_features", counted)
     monkeypatch.setattr("spotting.predict.load_features", counted)
-    spotter = mespot.Spotter.load(lab["run"])
-    assert len(loads) == 3 and spotter.trained.options.calibrate
+    spotter = mespot.Spotter.load(lab["run"])  # reads and checks, builds no network yet
+    assert loads == [] and spotter.trained.options.calibrate
+    assert [f.name for f in spotter.trained.files] == ["s15", "s16", "s19"]
     video = _frames_of(lab["data"], "15_0101disgustingteeth")
     first = spotter.spot(video, tmp_path / "a")
+    assert len(loads) == 3  # built by the first spot, once its video's features were there
     second = spotter.spot(video, tmp_path / "b")
-    assert len(loads) == 3  # the networks were loaded once, by load
+    assert len(loads) == 3  # the networks were loaded once
     assert first.applied.startswith("last epoch (proposal rules calibrated on inner-validation")
     assert opened == [tmp_path / "a" / "features.zarr", tmp_path / "b" / "features.zarr"]
     pd.testing.assert_frame_equal(first.intervals, second.intervals)
@@ -266,8 +268,12 @@ def test_a_run_on_cuda_features_predicts_on_a_cpu_only_machine_saying_so(lab, tm
         pytest.skip("a GPU with CuPy is here: the cuda backend runs, nothing falls back")
     run = tmp_path / "run"
     shutil.copytree(lab["run"], run, ignore=shutil.ignore_patterns("evaluation", "report*"))
+    from flowcore.store import params_hash
+
     config = json.loads((run / "config.json").read_text())
     config["features"]["params"]["flow_backend"] = "cuda"  # as if extracted on a GPU
+    config["features"]["params_hash"] = config["store_params_hash"] = params_hash(
+        config["features"]["params"])  # as such a run records it
     (run / "config.json").write_text(json.dumps(config))
     video = _frames_of(lab["data"], "15_0101disgustingteeth")
     assert main([str(a) for a in ("predict", video, "--model", run, "--out", tmp_path / "p",

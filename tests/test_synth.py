@@ -395,10 +395,10 @@ def test_bad_config_file_gives_one_clear_line(tmp_path, capsys, text, message):
 
 
 def test_config_file_seed_and_layout_are_used_unless_typed(tmp_path, monkeypatch):
-    import mespot.commands.synth as command
+    import mespot.synth.generate as generator  # `mespot synth` imports it when it runs
 
     made = []
-    monkeypatch.setattr(command, "generate_dataset", lambda config, out, **kw:
+    monkeypatch.setattr(generator, "generate_dataset", lambda config, out, **kw:
                         made.append(config) or (_ for _ in ()).throw(SystemExit(0)))
     path = tmp_path / "set.yaml"
     path.write_text("seed: 9001\nlayout: samm\n")

@@ -82,9 +82,11 @@ def check_backend(backend: str, device: str, here: bool = True) -> None:
     """ValueError saying why `backend` cannot compute on `device` (unknown, opencv off the CPU,
     cuda off a GPU; with `here`, also not importable or no GPU on this machine: a Ray driver
     passes False, its nodes may differ); None when it can."""
-    if here and backend not in (available := available_backends()):
+    if backend not in BACKENDS or (here and not backend_named(backend).importable()):
+        # only `backend` is tried: the others are listed only when it cannot run here
         known = "" if backend not in BACKENDS else " (not importable here)"
-        raise ValueError(f"unknown flow backend {backend!r}{known}; available: {available}")
+        listed = available_backends() if here else list(BACKENDS)
+        raise ValueError(f"unknown flow backend {backend!r}{known}; available: {listed}")
     device = str(device)
     backend_named(backend).check_device(device)
     if here:

@@ -85,12 +85,11 @@ class TorchBackend(FlowBackend):
     name = "torch"
 
     def importable(self) -> bool:
-        try:
-            import numba  # noqa: F401  (CPU iterations)
-            import torch  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        """torch and numba (the CPU iterations) are installed: found, not imported (importing
+        torch takes seconds that a command's start-up need not wait for)."""
+        from importlib.util import find_spec
+
+        return find_spec("torch") is not None and find_spec("numba") is not None
 
     def level_solver(self, device: str):
         """The pyramid-level solver on `device`. CPU: the fused numba kernels; a GPU: the tensor

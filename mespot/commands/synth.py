@@ -6,7 +6,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import typer
@@ -26,7 +26,9 @@ from mespot.synth.config import (
     SMALL,
     SynthConfig,
 )
-from mespot.synth.generate import SynthResult, generate_dataset
+
+if TYPE_CHECKING:
+    from mespot.synth.generate import SynthResult
 
 
 def synth_command(
@@ -100,6 +102,8 @@ def synth_command(
             frames_done[0] += video.n_frames
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, advance=1, fps=f"{frames_done[0] / elapsed:,.0f} frames/s")
+
+        from mespot.synth.generate import generate_dataset  # not for other commands' start-up
 
         result = generate_dataset(
             config, out, overwrite=overwrite, workers=workers, progress=advance

@@ -6,6 +6,15 @@ and workbooks), preview (a picture), generate (the driver), command (`mespot syn
 """
 
 from mespot.synth.config import CLEAN, DEFAULT, SMALL, SynthConfig
-from mespot.synth.generate import SynthResult, generate_dataset
 
 __all__ = ["CLEAN", "DEFAULT", "SMALL", "SynthConfig", "SynthResult", "generate_dataset"]
+
+
+def __getattr__(name: str):
+    """The generator (OpenCV, pandas, openpyxl) imported when asked for, not by every `mespot`
+    command that reads the presets (`mespot.synth.config`)."""
+    if name in ("SynthResult", "generate_dataset"):
+        from mespot.synth import generate
+
+        return getattr(generate, name)
+    raise AttributeError(f"module 'mespot.synth' has no attribute {name!r}")
