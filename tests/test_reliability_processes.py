@@ -17,25 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from waiting import DEADLINE, diagnosable, finish, wait_until
+from waiting import DEADLINE, diagnosable, finish, group_of, wait_until
 
 from mespot.testing import write_casme2
 from spotting.run_folder import FoldFolder
 
 MESPOT = [sys.executable, "-m", "mespot.cli"]
-
-
-def _group(pgid: int) -> list[int]:
-    """Living (not zombie) processes of process group `pgid`, from /proc."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
 
 
 def _statuses(store: Path) -> dict:
@@ -105,11 +92,11 @@ def _extract_one_then_hold(videos: Path, store: Path, gates):
 def test_extract_workers_die_with_a_killed_parent(six_videos, tmp_path, gates):
     store = tmp_path / "f.zarr"
     process = _extract_one_then_hold(six_videos, store, gates)
-    workers = [pid for pid in _group(process.pid) if pid != process.pid]
+    workers = [pid for pid in group_of(process.pid) if pid != process.pid]
     assert workers
     os.kill(process.pid, signal.SIGKILL)  # the main process only, as `kill -9 PID` does
     process.wait(DEADLINE)
-    wait_until(lambda: not _group(process.pid), "the workers are gone")
+    wait_until(lambda: not group_of(process.pid), "the workers are gone")
     statuses = _statuses(store)
     assert list(statuses.values()).count("complete") == 1  # the held videos never finished
     assert "running" in statuses.values()  # begun, killed mid-way: redone by the rerun
@@ -132,7 +119,7 @@ def test_ctrl_c_on_extract_stops_at_once_and_says_what_was_saved(six_videos, tmp
         f"{6 - complete} are extracted by running the same command again" in err
     )
     assert "Traceback" not in err
-    wait_until(lambda: not _group(process.pid), "the workers are gone")
+    wait_until(lambda: not group_of(process.pid), "the workers are gone")
     rerun = _resume_extract(six_videos, store)
     assert rerun.returncode == 0 and f"{complete} already complete (skipped)" in rerun.stdout, (
         rerun.stderr
@@ -165,7 +152,7 @@ def test_train_workers_die_with_a_killed_parent_and_the_rerun_equals_a_clean_run
     held, _ = gates.arrival("train-*", process, what="a fold has trained 2 epochs")
     os.kill(process.pid, signal.SIGKILL)
     process.wait(DEADLINE)
-    wait_until(lambda: not _group(process.pid), "the workers are gone")
+    wait_until(lambda: not group_of(process.pid), "the workers are gone")
     assert not list(run.glob("folds/*/fold.json"))  # nothing finished behind our back
     rerun = _run(argv + ["--out", run])
     assert rerun.returncode == 0, rerun.stderr[-2000:]

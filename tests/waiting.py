@@ -51,7 +51,7 @@ def finish(process, what: str, timeout: float = DEADLINE) -> tuple[str, str]:
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         main = _described(process.pid)  # 'Z ...': it ended, something else holds its pipes
-        group = [(pid, _described(pid)) for pid in _group_of(process.pid)]
+        group = [(pid, _described(pid)) for pid in group_of(process.pid)]
         for pid, _ in group:
             os.kill(pid, signal.SIGABRT)  # faulthandler prints the stacks, then it dies
         out, err = process.communicate(timeout=60)
@@ -65,7 +65,8 @@ def diagnosable(environ: dict | None = None) -> dict:
     return {**(environ if environ is not None else os.environ), "PYTHONFAULTHANDLER": "1"}
 
 
-def _group_of(pgid: int) -> list[int]:
+def group_of(pgid: int) -> list[int]:
+    """Living (not zombie) processes of process group `pgid`, from /proc."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
