@@ -77,7 +77,7 @@ class Issue:
 @dataclass(frozen=True)
 class AnnotationTable:
     """Normalised annotations (`frame`, columns as in the module docstring) and the `issues`
-    met while reading them; `dataset` is 'casme2', 'samm-lv' or 'csv'."""
+    met while reading them; `dataset` is 'casme2', 'samm-lv', 'smic', 'csv' or 'cross'."""
 
     frame: pd.DataFrame
     issues: tuple[Issue, ...]
@@ -108,7 +108,8 @@ def issues_to_frame(issues) -> pd.DataFrame:
 
 
 def read_annotations(path: str | Path) -> AnnotationTable:
-    """Read a CAS(ME)^2 or SAMM-LV workbook (.xlsx, detected from its sheets) or a plain CSV.
+    """Read a CAS(ME)^2, SAMM-LV or SMIC-E-long workbook (.xlsx, detected from its sheets) or a
+    plain CSV.
     A file that yields no usable row is a UserError saying how many rows were read and why
     each kind was skipped (before any work is done with it)."""
     path = Path(path)
@@ -125,6 +126,10 @@ def read_annotations(path: str | Path) -> AnnotationTable:
                 f"{path}: not a readable Excel workbook ({str(err).splitlines()[0]})"
             ) from None
         first_sheet = pd.read_excel(path, sheet_name=0, header=None)
+        from spotting.smic_annotations import find_smic_header, read_smic_workbook  # (cycle)
+
+        if find_smic_header(first_sheet) is not None:
+            return read_smic_workbook(path)
         if SAMM_SHEET in sheets or _find_samm_header(first_sheet) is not None:
             return read_samm_workbook(path)
         return read_casme2_workbook(path)

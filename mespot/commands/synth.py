@@ -17,7 +17,7 @@ from rich.table import Table
 from flowcore.config_file import merged, read_mapping
 from flowcore.errors import UserError
 from mespot.commands.flags import flag_given
-from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL, SynthConfig
+from mespot.synth.config import DEFAULT, LAYOUTS, SAMM_FPS, SMALL, SMIC_FPS, SynthConfig
 from mespot.synth.generate import SynthResult, generate_dataset
 
 
@@ -40,7 +40,7 @@ def synth_command(
         None, help="Length of each video in seconds [default: 60; small: 8]."
     ),
     fps: Optional[float] = typer.Option(
-        None, help="Frame rate [default: 30; 200 with --layout samm]."
+        None, help="Frame rate [default: 30; 200 with --layout samm; 100 with --layout smic]."
     ),
     face_size: Optional[int] = typer.Option(
         None, help="Face width in px (>= 128); frames are twice that [default: 128]."
@@ -63,7 +63,8 @@ def synth_command(
     """Render synthetic long face videos with ground-truth expressions, blinks and head motion.
 
     Writes the CAS(ME)^2 layout (rawpic/ + CAS(ME)^2code_final.xlsx) or, with --layout samm, the
-    SAMM-LV layout (SAMM_longvideos/ + SAMM_LongVideos_V1_Release.xlsx); both with
+    SAMM-LV layout (SAMM_longvideos/ + SAMM_LongVideos_V1_Release.xlsx) or, with --layout smic,
+    the SMIC-E-long HS layout (micro-expressions only, as SMIC annotates no other); each with
     ground_truth.csv, videos.csv, events.csv (blinks, head movements), synth.json and preview.png.
     """
     given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
@@ -100,15 +101,18 @@ def synth_command(
 def _config(ctx, preset: SynthConfig, path: Path | None, layout: str, seed: int,
             given: dict) -> SynthConfig:
     """The preset, then the --config file, then the flags: `layout` and `seed` where typed or
-    where the file is silent, those of `given` (field -> value) where not None; the SAMM-LV frame
-    rate for the samm layout unless the file or --fps sets one. Validated."""
+    where the file is silent, those of `given` (field -> value) where not None; the SAMM-LV (SMIC
+    HS) frame rate for the samm (smic) layout unless the file or --fps sets one, and for smic
+    micro-expressions only unless the file sets micro_fraction. Validated."""
     config, from_file = config_from_file(preset, path) if path is not None else (preset, set())
     if "layout" not in from_file or flag_given(ctx, "layout"):
         config = config.replace(layout=layout)
     if "seed" not in from_file or flag_given(ctx, "seed"):
         config = config.replace(seed=seed)
-    if given["fps"] is None and config.layout == "samm" and "fps" not in from_file:
-        given = {**given, "fps": SAMM_FPS}
+    if given["fps"] is None and config.layout in ("samm", "smic") and "fps" not in from_file:
+        given = {**given, "fps": SAMM_FPS if config.layout == "samm" else SMIC_FPS}
+    if config.layout == "smic" and "micro_fraction" not in from_file:  # SMIC: micro only
+        config = config.replace(micro_fraction=1.0, both_types_per_video=False)
     config = config.replace(**{k: v for k, v in given.items() if v is not None})
     config.validate()
     return config
