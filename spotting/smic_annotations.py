@@ -19,7 +19,7 @@ import pandas as pd
 
 from flowcore.errors import UserError
 from flowcore.sources_smic import subject_id, video_id
-from spotting.annotations import AnnotationTable, _Builder, _frame_cell, _is_blank
+from spotting.annotation_table import AnnotationTable, RowBuilder, _frame_cell, _is_blank
 
 SMIC_HEADER = ("Subject", "Filename", "OnsetF", "OffsetF", "FirstF")
 
@@ -47,7 +47,7 @@ def read_smic_workbook(path: str | Path) -> AnnotationTable:
         raise UserError(f"{path}: no header row with {', '.join(SMIC_HEADER)} in any sheet")
     header = [str(c).strip() for c in sheet.iloc[header_at]]
     col = {h: header.index(h) for h in SMIC_HEADER}
-    build = _Builder("smic", str(path))
+    build = RowBuilder("smic", str(path))
     for i in range(header_at + 1, len(sheet)):
         cells = list(sheet.iloc[i])
         if all(_is_blank(c) for c in cells):
@@ -56,7 +56,7 @@ def read_smic_workbook(path: str | Path) -> AnnotationTable:
     return build.table(hints={"text row": "free text after the table"})
 
 
-def _read_row(build: _Builder, source_row: int, cells: list, col: dict[str, int]) -> None:
+def _read_row(build: RowBuilder, source_row: int, cells: list, col: dict[str, int]) -> None:
     """One spreadsheet row (1-based `source_row`) into `build`: an expression, or a skip."""
     frames = {h: _frame_cell(cells[col[h]]) for h in ("OnsetF", "OffsetF", "FirstF")}
     filename = "" if _is_blank(cells[col["Filename"]]) else str(cells[col["Filename"]]).strip()
