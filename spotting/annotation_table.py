@@ -21,6 +21,19 @@ COLUMNS = (
     "au_numbers", "source_row",
 )
 
+# CAS(ME)^2 video codes -> the name part of the video folder (DATASETS.md; 'unny' sic).
+CASME2_VIDEO_NAMES = {
+    "0101": "disgustingteeth",
+    "0102": "eatingworms",
+    "0401": "girlcrashing",
+    "0402": "beatingpregnantwoman",
+    "0502": "funnyerrors",
+    "0503": "unnyfarting",
+    "0505": "funnyinnovations",
+    "0507": "climbingthewall",
+    "0508": "funnydunkey",
+}
+
 
 @dataclass(frozen=True)
 class Issue:

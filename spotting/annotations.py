@@ -30,27 +30,17 @@ from pathlib import Path
 import pandas as pd
 
 from flowcore.errors import UserError
-from spotting.annotation_table import (COLUMNS, AnnotationTable, Issue, RowBuilder, _is_blank,
-                                       issues_to_frame, normalise_type)
+from spotting.annotation_table import (CASME2_VIDEO_NAMES, COLUMNS, AnnotationTable, Issue,
+                                       RowBuilder, _is_blank, issues_to_frame, normalise_type)
+from spotting.reference_csv import is_reference_csv, read_reference_csv
 from spotting.smic_annotations import find_smic_header, read_smic_workbook
 
 # the table and its parts live in spotting.annotation_table; readers import them from here too
-__all__ = ["COLUMNS", "AnnotationTable", "Issue", "issues_to_frame", "normalise_type",
-           "read_annotations", "read_source_annotations", "read_casme2_workbook",
-           "read_samm_workbook", "read_smic_workbook", "read_csv_annotations"]
+__all__ = ["CASME2_VIDEO_NAMES", "COLUMNS", "AnnotationTable", "Issue", "issues_to_frame",
+           "normalise_type", "read_annotations", "read_source_annotations", "read_casme2_workbook",
+           "read_samm_workbook", "read_smic_workbook", "read_csv_annotations",
+           "read_reference_csv"]
 
-# CAS(ME)^2 video codes -> the name part of the video folder (DATASETS.md; 'unny' sic).
-CASME2_VIDEO_NAMES = {
-    "0101": "disgustingteeth",
-    "0102": "eatingworms",
-    "0401": "girlcrashing",
-    "0402": "beatingpregnantwoman",
-    "0502": "funnyerrors",
-    "0503": "unnyfarting",
-    "0505": "funnyinnovations",
-    "0507": "climbingthewall",
-    "0508": "funnydunkey",
-}
 SAMM_SHEET = "FACS_Movement_Only"
 SAMM_HEADER = ("Subject", "Filename", "Onset", "Apex", "Offset", "Type", "Action Units")
 
@@ -256,10 +246,13 @@ CSV_COLUMNS = ("subject", "video", "onset", "apex", "offset", "type", "au")
 
 def read_csv_annotations(path: str | Path) -> AnnotationTable:
     """Read a CSV with columns subject, video, onset, apex, offset, type, au (others ignored;
-    an `expression` or `id` column, when present, names the expressions)."""
+    an `expression` or `id` column, when present, names the expressions), or the reference's
+    cross.csv (spotting/reference_csv.py), told by its columns."""
     path = Path(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     frame.columns = [c.strip().lower() for c in frame.columns]
+    if is_reference_csv(frame.columns):
+        return read_reference_csv(path)
     missing = [c for c in CSV_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {missing}; expected {list(CSV_COLUMNS)}")

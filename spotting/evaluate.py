@@ -30,11 +30,13 @@ import pandas as pd
 
 from flowcore.errors import UserError
 from spotting.augment import flip_by_default
-from spotting.data import Prepared, prepare
+from spotting.data import Prepared
+from spotting.datasets import dataset_of, prepare_recorded
 from spotting.fold_rules import default_params, fold_rules, rules_key
 from spotting.inference import CURVES, probability_curves
 from spotting.metrics import MEGC, RULES, MatchRule, summarise
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams
+from spotting.protocols import run_plan, tested_truths
 from spotting.run_folder import FoldFolder, RunFolder
 from spotting.run_record import preset_of
 from spotting.spot import spot_subjects
@@ -135,6 +137,7 @@ class Evaluation:
     calibration: dict | None = None  # fold -> chosen proposal rules (with --calibrate)
     # annotated videos not counted (not complete in the store): video, subject, truths, why
     uncounted: tuple[dict, ...] = ()
+    per_dataset: pd.DataFrame | None = None  # a pooled run: the metrics of each dataset
 
     @property
     def pooled(self) -> str:
@@ -187,7 +190,8 @@ def _choose_epoch(
             )
         return selection.epoch
     if selection.mode == "oracle":
-        subjects = [fold.read_meta()["test_subject"]]
+        meta = fold.read_meta()
+        subjects = meta.get("test_units", [meta["test_subject"]])
         folder = fold
         pool = [e for e in epochs if e >= ORACLE_FIRST_EPOCH[preset]] or epochs
     else:  # inner-val
@@ -202,7 +206,7 @@ def _choose_epoch(
             raise UserError(
                 f"{inner.path}: no epoch has weights in both the inner and the main model"
             )
-    wanted = truths[truths["subject"].isin(subjects)]
+    wanted = truths[truths["subject"].isin(subjects) | truths["video"].isin(subjects)]
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch
         found, _ = spot_subjects(
@@ -272,13 +276,18 @@ def evaluate_run(
     variant = proposal_variant(prep.features, proposals)
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
-    folds, missing = run.complete_folds(prep.features.subjects, allow_missing_folds)
+    plan = run_plan(config, prep)
+    folds, missing = run.complete_folds([f.name for f in plan], allow_missing_folds)
     compat = bool(prep.features.params.get("compat"))
     options = options.resolved(compat, folds)
     spotted = _spot_folds(folds, selection, options, prep, truths, params, windows, RULES[rule],
                           preset, device)
     found = spotted.found  # the truths of missing folds count as missed
-    matches = count(found, truths, RULES[rule], prep.features)
+    matches = count(found, tested_truths(truths, plan), RULES[rule], prep.features)
+    per_dataset = None
+    if prep.features.dataset == "pooled":  # several datasets: each alone, beside the pooled
+        matches.insert(0, "dataset", matches["video"].map(dataset_of))
+        per_dataset = summarise(matches, by=["dataset"])
     out = run.evaluation(evaluation_name(selection.name, options, rule, variant, prep.features))
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", spotted.curves, prep)
@@ -295,10 +304,11 @@ def evaluate_run(
             epochs=spotted.epochs,
             out=out,
             missing_folds=tuple(missing),
-            n_folds=len(prep.features.subjects),
+            n_folds=len(plan),
             options=options,
             calibration=spotted.calibration or None,
             uncounted=tuple(uncounted(prep).to_dict(orient="records")),
+            per_dataset=per_dataset,
         ),
         config,
         preset,
@@ -310,8 +320,7 @@ def prepare_run(run: RunFolder, store: str | Path | None = None) -> Prepared:
     """The run's store (or `store`, a copy of it elsewhere) and annotations, prepared with its
     windows."""
     config = run.read_config()
-    return prepare(store or run.store_path(config), config["annotations"],
-                   WindowParams(**config["windows"]))
+    return prepare_recorded(config, store, run.store_path(config))
 
 
 def evaluate_selections(run: str | Path, selects: list[str], **options) -> list[Evaluation]:
@@ -340,7 +349,8 @@ def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOpti
     found_all, epochs_used, curves, calibration = [], {}, {}, {}
     compat = bool(prep.features.params.get("compat"))
     for fold in folds:
-        subject = fold.read_meta()["test_subject"]
+        meta = fold.read_meta()
+        subject, units = meta["test_subject"], meta.get("test_units", [meta["test_subject"]])
         epoch = _choose_epoch(selection, fold, fold.epochs(), prep, truths, params, windows,
                               rule, preset, device, options.flip)
         epochs_used[subject] = epoch
@@ -349,7 +359,7 @@ def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOpti
             default = _default_key(fold, preset, compat)
             rules, calibration[subject] = fold_rules(fold, epoch, prep, truths, params, windows,
                                                      rule, device, options.flip, default, preset)
-        found, logits = spot_subjects(prep, fold.weights_path(epoch), [subject], rules, windows,
+        found, logits = spot_subjects(prep, fold.weights_path(epoch), units, rules, windows,
                                       device, options.flip)
         found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
@@ -386,6 +396,9 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         (e.per_video, "metrics_per_video"),
     ):
         table.assign(rule=e.rule, scale=e.scale).to_csv(e.out / f"{name}.csv", index=False)
+    if e.per_dataset is not None:
+        e.per_dataset.assign(rule=e.rule, scale=e.scale).to_csv(
+            e.out / "metrics_per_dataset.csv", index=False)
     e.matches.to_csv(e.out / "matches.csv", index=False)
     e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "epoch"]].to_csv(
         e.out / "intervals.csv", index=False
@@ -412,6 +425,10 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         "pooled": e.pooled,
         "not_counted": list(e.uncounted),
         "metrics": e.metrics.set_index("type").to_dict(orient="index"),
+        "protocol": config.get("protocol", "loso"),
+        "per_dataset": None if e.per_dataset is None else {
+            name: part.set_index("type").drop(columns="dataset").to_dict(orient="index")
+            for name, part in e.per_dataset.groupby("dataset")},
         "frame_numbers": "1-based, the video's original numbering",
     }
     (e.out / "metrics.json").write_text(json.dumps(summary, indent=1))
