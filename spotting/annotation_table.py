@@ -213,35 +213,21 @@ class RowBuilder:
         key = ["video_id", "onset", "apex", "offset", "type"]
         dup = frame.duplicated(subset=key, keep="first")
         for _, r in frame[dup].iterrows():
-            self.issues.append(
-                Issue(
-                    int(r.source_row),
-                    r.subject,
-                    r.video_id,
-                    r.expression,
-                    "duplicate",
-                    "skipped",
-                    "same video, frames and type as an earlier row",
-                )
-            )
+            self._row_issue(r, "duplicate", "skipped",
+                            "same video, frames and type as an earlier row")
         frame = frame[~dup]
         repeated = frame[frame.duplicated(subset=["video_id", "expression"], keep=False)]
         for _, r in repeated.iterrows():
-            self.issues.append(
-                Issue(
-                    int(r.source_row),
-                    r.subject,
-                    r.video_id,
-                    r.expression,
-                    "duplicate expression id",
-                    "kept",
-                    f"type {r.type}",
-                )
-            )
+            self._row_issue(r, "duplicate expression id", "kept", f"type {r.type}")
         frame = frame.reset_index(drop=True)
         for col in ("onset", "apex", "offset", "source_row"):
             frame[col] = frame[col].astype("int64")
         return AnnotationTable(frame, tuple(self.issues), self.dataset, self.source)
+
+    def _row_issue(self, r, reason: str, action: str, detail: str) -> None:
+        """An issue of a row of the built table."""
+        self.issues.append(Issue(int(r.source_row), r.subject, r.video_id, r.expression, reason,
+                                 action, detail))
 
     def _refuse_empty(self, hints: dict[str, str]) -> None:
         if self.seen == 0:

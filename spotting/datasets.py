@@ -29,7 +29,7 @@ import pandas as pd
 
 from flowcore.errors import UserError
 from flowcore.store import FeatureSet, load_features
-from spotting.annotation_table import AnnotationTable, Issue
+from spotting.annotation_table import AnnotationTable
 from spotting.annotations import read_annotations
 from spotting.data import Prepared, check_overlap, prepare, prepare_loaded
 from spotting.windows import WindowParams
@@ -76,7 +76,7 @@ def dataset_refs(stores: list, annotations: list) -> list[DatasetRef]:
     `default_name`. UserError for unpaired flags, bad or repeated names."""
     if len(annotations) not in (1, len(stores)):
         raise UserError(f"{len(stores)} stores and {len(annotations)} annotation files: give one "
-                        f"-a per --store, in the same order (or one namespaced file for all)")
+                        f"-a per store, in the same order (or one namespaced file for all)")
     annotations = list(annotations) * (len(stores) if len(annotations) == 1 else 1)
     refs = []
     for typed, notes in zip(stores, annotations):
@@ -241,6 +241,3 @@ def store_of_video(config: dict, recorded_store: str, video: str) -> tuple[str, 
         return recorded_store, video
     return refs[dataset_of(video)].store, unprefixed(video)
 
-
-def issue_datasets(issues: tuple[Issue, ...]) -> list[str]:
-    return sorted({dataset_of(i.video_id or i.subject) for i in issues if i.video_id or i.subject})

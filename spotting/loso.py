@@ -111,6 +111,8 @@ def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite
     _write_config(run, config, prep, overwrite, all_folds)
     folds = all_folds if subjects is None else list(subjects)
     unknown = [s for s in folds if s not in all_folds]
+    if unknown and config.protocol == "loso":
+        raise UserError(f"unknown subject(s) {unknown}; the store has {all_folds}")
     if unknown:
         raise UserError(f"unknown fold(s) {unknown}; the run's folds ({config.protocol}) are "
                         f"{all_folds}")

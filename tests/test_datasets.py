@@ -204,3 +204,23 @@ def test_two_stores_train_evaluate_report_and_load_under_each_protocol(two_store
 def test_split_refuses_inner_validation(two_stores, tmp_path):
     with pytest.raises(UserError, match="not with --protocol split"):
         _train(two_stores, tmp_path / "split", protocol="split", inner_val=1)
+
+
+def test_command_line_takes_several_stores_and_a_protocol(two_stores, tmp_path, capsys):
+    from mespot.cli import main
+
+    (cs, ca), (ss, sa) = two_stores
+    run = tmp_path / "run"
+    args = ["train", f"lab={cs}", str(ss), "-a", str(ca), "-a", str(sa), "-o", str(run),
+            "--epochs", "1", "--batch-size", "4", "--init", "scratch", "--no-tensorboard", "-q"]
+    assert main(args + ["--protocol", "cross-dataset", "--test-on", "lab"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["protocol"], config["test_datasets"]) == ("cross-dataset", ["lab"])
+    assert [d["name"] for d in config["datasets"]] == ["lab", "samm"]
+    assert config["features"]["subjects"] == ["cross-lab"]
+    assert main(args[:5] + ["-o", str(tmp_path / "bad")]) == 2  # one file for both: namespaced
+    assert "casme2.csv: no row of dataset 'lab' (ids named lab_...)" in capsys.readouterr().err
+    assert main(args[:7] + ["-a", str(sa), "-o", str(tmp_path / "bad")]) == 2
+    assert "2 stores and 3 annotation files" in capsys.readouterr().err
+    assert main(args + ["--test-on", "samm"]) == 2
+    assert "--test-on: only with --protocol cross-dataset" in capsys.readouterr().err
