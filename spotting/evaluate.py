@@ -138,12 +138,19 @@ class Evaluation:
     # annotated videos not counted (not complete in the store): video, subject, truths, why
     uncounted: tuple[dict, ...] = ()
     per_dataset: pd.DataFrame | None = None  # a pooled run: the metrics of each dataset
+    protocol: str = "loso"  # spotting/protocols.py
 
     @property
     def pooled(self) -> str:
         """Over what the counts are pooled, in words: the LOSO folds (of the subjects annotated
         or in the store), the missing folds' truths counted as missed, and the truths of the
         videos the store could not give (not counted)."""
+        if self.protocol != "loso":
+            tested = ("the test dataset's subjects" if self.protocol == "cross-dataset"
+                      else "the split's test videos")
+            return (f"{self.protocol}: one model, counted over {tested}"
+                    + ("; its fold is missing: every truth counted as missed"
+                       if self.missing_folds else ""))
         subjects = self.n_folds + len({v["subject"] for v in self.uncounted} - set(self.epochs)
                                       - set(self.missing_folds))
         evaluated = self.n_folds - len(self.missing_folds)
@@ -309,6 +316,7 @@ def evaluate_run(
             calibration=spotted.calibration or None,
             uncounted=tuple(uncounted(prep).to_dict(orient="records")),
             per_dataset=per_dataset,
+            protocol=config.get("protocol", "loso"),
         ),
         config,
         preset,

@@ -187,6 +187,7 @@ def test_two_stores_train_evaluate_report_and_load_under_each_protocol(two_store
     ev = api.evaluate(tmp_path / "cross")
     assert set(ev.matches["video"]) <= {"samm_006_1", "samm_007_1"}
     assert ev.metrics.set_index("type").loc["overall", "truths"] == 4  # samm's truths only
+    assert ev.pooled == "cross-dataset: one model, counted over the test dataset's subjects"
     assert len(load_trained(tmp_path / "cross").models) == 1
 
     (split,) = _train(two_stores, tmp_path / "split", protocol="split",
