@@ -105,6 +105,11 @@ def train_command(
 
     Writes config.json, train.log, annotation_issues.csv and, per fold, safetensors weights,
     a resume state and TensorBoard scalars into --out. Run the same command again to resume."""
+    _train(ctx)
+
+
+def _train(ctx) -> None:
+    """`mespot train` with the flags of `ctx.params` (parameter name -> value)."""
     # Idle OpenMP threads sleep rather than spin (much faster on shared cores); only effective
     # when torch is not loaded yet, and a value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -112,17 +117,19 @@ def train_command(
     from mespot.progress import RichTraining
     from spotting.protocols import PROTOCOLS
 
-    if protocol not in PROTOCOLS:
-        raise UserError(f"--protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
-    if test_on and protocol != "cross-dataset":
+    p = ctx.params
+    if p["protocol"] not in PROTOCOLS:
+        raise UserError(f"--protocol {p['protocol']!r}: one of {', '.join(PROTOCOLS)}")
+    if p["test_on"] and p["protocol"] != "cross-dataset":
         raise UserError("--test-on: only with --protocol cross-dataset")
-    ray_engine = engine_from_flags(engine, address, gpus_per_task, device)
-    sections = _sections(ctx, config)
+    ray_engine = engine_from_flags(p["engine"], p["address"], p["gpus_per_task"], p["device"])
+    subjects = p["subjects"]
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
-    train(stores, annotations, out, sections=sections, device=device, subjects=folds,
-          workers=workers, threads=threads, engine=ray_engine, overwrite=overwrite,
-          tensorboard=not no_tensorboard, progress=None if quiet else RichTraining(),
-          protocol=protocol, test_datasets=test_on or ())
+    train(p["stores"], p["annotations"], p["out"], sections=_sections(ctx, p["config"]),
+          device=p["device"], subjects=folds, workers=p["workers"], threads=p["threads"],
+          engine=ray_engine, overwrite=p["overwrite"], tensorboard=not p["no_tensorboard"],
+          progress=None if p["quiet"] else RichTraining(), protocol=p["protocol"],
+          test_datasets=p["test_on"] or ())
 
 
 def _sections(ctx, config: Path | None) -> dict:
