@@ -225,3 +225,27 @@ def test_command_line_takes_several_stores_and_a_protocol(two_stores, tmp_path, 
     assert "2 stores and 3 annotation files" in capsys.readouterr().err
     assert main(args + ["--test-on", "samm"]) == 2
     assert "--test-on: only with --protocol cross-dataset" in capsys.readouterr().err
+
+
+def test_rates_far_apart_are_warned_of(tmp_path):
+    a = write_store(tmp_path, "casme2", ["s15"])
+    b = write_store(tmp_path, "samm", ["006"], fps=200.0)  # SAMM-LV extracted without subsampling
+    prep = prepare_datasets([DatasetRef("casme", str(a[0]), str(a[1])),
+                             DatasetRef("samm", str(b[0]), str(b[1]))])
+    assert rate_warning(prep) == (
+        "warning: the datasets' frame rates differ (casme 30 fps, samm 200 fps); extract them "
+        "with a --subsample that brings them near one rate (windows and targets count rows)")
+
+
+def test_a_pooled_run_reads_its_stores_from_its_record(two_stores, tmp_path):
+    from spotting.datasets import prepare_recorded, store_of_video
+
+    (cs, ca), (ss, sa) = two_stores
+    config = {"windows": {}, "annotations": "", "datasets": [
+        {"name": "casme", "store": str(cs), "annotations": str(ca)},
+        {"name": "samm", "store": str(ss), "annotations": str(sa)}]}
+    assert prepare_recorded(config, None, "").features.subjects[-1] == "samm_007"
+    with pytest.raises(UserError, match="this run pools 2 datasets"):
+        prepare_recorded(config, tmp_path / "copy.zarr", "")
+    assert store_of_video(config, "", "samm_006_1") == (str(ss), "006_1")
+    assert store_of_video({"windows": {}}, "/one.zarr", "15_0101x") == ("/one.zarr", "15_0101x")
