@@ -219,6 +219,8 @@ def test_command_line_takes_several_stores_and_a_protocol(two_stores, tmp_path, 
     assert (config["protocol"], config["test_datasets"]) == ("cross-dataset", ["lab"])
     assert [d["name"] for d in config["datasets"]] == ["lab", "samm"]
     assert config["features"]["subjects"] == ["cross-lab"]
+    assert main(["evaluate", str(run), "--no-report"]) == 0
+    assert "F1 per dataset: lab " in capsys.readouterr().out
     assert main(args[:5] + ["-o", str(tmp_path / "bad")]) == 2  # one file for both: namespaced
     assert "casme2.csv: no row of dataset 'lab' (ids named lab_...)" in capsys.readouterr().err
     assert main(args[:7] + ["-a", str(sa), "-o", str(tmp_path / "bad")]) == 2
