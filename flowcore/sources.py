@@ -16,6 +16,9 @@ Layouts accepted (spec/DATASETS.md):
   `<root>` being that folder; subject = `SSS`.
 - A folder of video files (mp4/avi/mov/...): subject from a CSV (`video,subject` columns) or else
   the name of the folder holding the file.
+- SMIC-E-long (HS 100 fps subsampled by 4, VIS and NIR 25 fps): `<root>/SMIC-E_raw image/
+  HS_long/SMIC-HS-E/HS/sNN/<video>/...` and `SMIC-HS-E_annotation.xlsx` (flowcore/sources_smic.py);
+  with several modalities HS is used first, then VIS, then NIR (pass the folder to choose).
 - The synthetic generator's output (`synth.json` at the root): its layout and fps come from the
   generator's config.
 - One folder of numbered frames (a single video, e.g. for `mespot predict`): subject = the name of
@@ -31,6 +34,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowcore.sources_smic import (SMIC_FPS, SMIC_SUBSAMPLE, find_smic, smic_videos,
+                                   smic_workbook)
 from flowcore.video import FRAME_SUFFIXES, VIDEO_SUFFIXES, VideoSpec, video_fps
 
 CASME2_FPS = 30.0
@@ -56,11 +61,11 @@ class Source:
     beside them (`workbook`; reading it is spotting's job:
     spotting.annotations.read_source_annotations)."""
 
-    name: str  # "casme2", "samm", "videos", "synth-casme2", "synth-samm"
+    name: str  # "casme2", "samm", "smic", "videos", "synth-casme2", "synth-samm", "synth-smic"
     root: Path
     videos: tuple[VideoSpec, ...]
     workbook: Path | None = None
-    layout: str = ""  # "rawpic", "rawvideo", "cropped", "samm", "videos"
+    layout: str = ""  # "rawpic", "rawvideo", "cropped", "samm", "smic-HS" (-VIS, -NIR), "videos"
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -77,7 +82,7 @@ def open_source(
 ) -> Source:
     """Recognise the dataset at `path` and list its videos (no frame is decoded).
 
-    subsample: keep every n-th frame (default 8 for SAMM-LV, 1 otherwise).
+    subsample: keep every n-th frame (default 8 for SAMM-LV, 4 for SMIC-E-long HS, 1 otherwise).
     fps: frame rate for frame folders whose rate is not known (default: the dataset's).
     """
     root = Path(path).absolute()  # stores record where frames are: keep it valid from any folder
@@ -98,6 +103,9 @@ def open_source(
     samm = _samm_frames_root(root)
     if samm is not None:
         return _samm(root, samm, subsample or SAMM_SUBSAMPLE, fps or SAMM_FPS)
+    smic = find_smic(root)
+    if smic:
+        return _smic(root, smic, subsample, fps)
     casme2 = _casme2_root(root)
     if casme2 is not None:
         return _casme2(root, *casme2, subsample or 1, fps or CASME2_FPS)
@@ -105,7 +113,8 @@ def open_source(
         return _video_folder(root, subsample or 1, subjects_csv)
     raise SourceError(
         f"{root}: not a dataset we recognise; expected a CAS(ME)^2 copy (rawpic/, rawvideo/ or "
-        f"the face-cropped release with sNN/ folders), a SAMM-LV copy (SAMM_longvideos/), the "
+        f"the face-cropped release with sNN/ folders), a SAMM-LV copy (SAMM_longvideos/), a "
+        f"SMIC-E-long copy (SMIC-E_raw image/HS_long/SMIC-HS-E/HS/), the "
         f"output of `mespot synth` (synth.json), or a folder of video files"
     )
 
@@ -212,6 +221,24 @@ def _samm(root: Path, frames_root: Path, subsample: int, fps: float, name: str =
     return _finish(name, root, videos, workbook, "samm", warnings)
 
 
+# ---- SMIC-E-long ---------------------------------------------------------------------------
+
+
+def _smic(root: Path, found: dict[str, Path], subsample: int | None, fps: float | None,
+          name: str = "smic") -> Source:
+    modality = next(m for m in ("HS", "VIS", "NIR") if m in found)
+    frames = found[modality]
+    warnings = []
+    if len(found) > 1:
+        others = ", ".join(str(found[m]) for m in found if m != modality)
+        warnings.append(f"{root}: several SMIC-E-long modalities; using {modality} ({frames}), not "
+                        f"{others} (pass a modality's folder to choose)")
+    videos, more = smic_videos(frames, modality, subsample or SMIC_SUBSAMPLE[modality],
+                               fps or SMIC_FPS[modality])
+    workbook = smic_workbook(root, frames, modality)
+    return _finish(name, root, videos, workbook, f"smic-{modality}", warnings + more)
+
+
 # ---- a folder of video files ----------------------------------------------------------------
 
 
@@ -259,6 +286,9 @@ def _synth(root: Path, subsample: int | None) -> Source:
     if layout == "samm":
         default = SAMM_SUBSAMPLE if fps == SAMM_FPS else 1
         return _samm(root, root / "SAMM_longvideos", subsample or default, fps, "synth-samm")
+    if layout == "smic":  # HS at its rate: subsampled by 4 as a real copy; else as recorded
+        default = SMIC_SUBSAMPLE["HS"] if fps == SMIC_FPS["HS"] else 1
+        return _smic(root, find_smic(root), subsample or default, fps, "synth-smic")
     return _casme2(root, root / "rawpic", "rawpic", subsample or 1, fps, "synth-casme2")
 
 

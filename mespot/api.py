@@ -93,10 +93,11 @@ def open_video(path: str | Path, video_id: str):
     return open_video_group(path, video_id)
 
 
-def train(store: str | Path, annotations: str | Path, out: str | Path, *,
+def train(store, annotations, out: str | Path, *,
           sections: dict | None = None, device: str = "cpu", subjects: list[str] | None = None,
           workers: int | None = None, threads: int = 0, engine=None, overwrite: bool = False,
-          tensorboard: bool = True, progress=None, **train_params):
+          tensorboard: bool = True, progress=None, protocol: str = "loso",
+          test_datasets=(), **train_params):
     """Train AUW-GCN with leave-one-subject-out folds on a feature store into run folder `out`
     (resumes by default); `mespot train`.
 
@@ -106,15 +107,30 @@ def train(store: str | Path, annotations: str | Path, out: str | Path, *,
     spotting.config.TrainParams (epochs, batch_size, lr, seed, inner_val, init, augment, ...),
     over `sections` (init: scratch, pretrained or a weights file, spotting.initial_weights;
     augment: none or mirror).
+    store, annotations: one store and its annotations, or lists of several (pooled: subjects and
+    videos named `<name>_<id>`; a store given as 'NAME=PATH' names its dataset; one annotation
+    file per store, or one namespaced file for all such as the reference's cross.csv;
+    spotting/datasets.py). protocol: loso, cross-dataset (`test_datasets`: the datasets tested)
+    or split (sections['split']: test_fraction, seed); spotting/protocols.py.
     subjects: train only these folds. workers, threads, engine: as spotting.loso.train_loso.
     Returns one spotting.fold.FoldResult per fold.
     """
     from spotting.config import config_from_dict
+    from spotting.datasets import dataset_refs, parse_store
     from spotting.loso import train_loso
 
     sections = {name: dict(values or {}) for name, values in (sections or {}).items()}
     sections.setdefault("train", {}).update(train_params)
-    config = config_from_dict(sections, store=str(store), annotations=str(annotations))
+    stores = [str(s) for s in store] if isinstance(store, (list, tuple)) else [str(store)]
+    notes = [str(a) for a in annotations] if isinstance(annotations, (list, tuple)) else [
+        str(annotations)]
+    refs = ()
+    if len(stores) > 1 or parse_store(stores[0])[0] is not None:
+        refs = tuple(dataset_refs(stores, notes))
+    elif len(notes) != 1:
+        raise UserError(f"one store and {len(notes)} annotation files: give one -a per store")
+    config = config_from_dict(sections, store=stores[0], annotations=notes[0], protocol=protocol,
+                              datasets=refs, test_datasets=tuple(test_datasets))
     return train_loso(config, out, device=device, subjects=subjects, overwrite=overwrite,
                       progress=progress, tensorboard=tensorboard, workers=workers,
                       threads=threads, engine=engine)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from flowcore.errors import UserError
 from spotting.losses import LossParams
 from spotting.model import ModelDims
+from spotting.datasets import DatasetRef
 from spotting.prior import PriorParams
 from spotting.train_params import (  # noqa: F401  (the train section's names, here too)
     AUGMENTATIONS,
@@ -20,6 +21,7 @@ from spotting.train_params import (  # noqa: F401  (the train section's names, h
     TrainParams,
     resolve_inner_val,
 )
+from spotting.protocols import PROTOCOLS, SplitParams
 from spotting.windows import WindowParams
 
 # What a config.json written before a training field existed meant by its absence: runs from
@@ -31,36 +33,43 @@ LEGACY_TRAIN = {"init": "scratch", "augment": "none"}
 class RunConfig:
     """Everything that determines a run's results (written to config.json)."""
 
-    store: str
+    store: str  # a pooled run: every store's path joined by " + " (`datasets` has each)
     annotations: str
-    protocol: str = "loso"
+    protocol: str = "loso"  # spotting/protocols.py: loso, cross-dataset or split
     train: TrainParams = field(default_factory=TrainParams)
     windows: WindowParams = field(default_factory=WindowParams)
     prior: PriorParams = field(default_factory=PriorParams)
     losses: LossParams = field(default_factory=LossParams)
     model: ModelDims = field(default_factory=ModelDims)
+    split: SplitParams = field(default_factory=SplitParams)  # the split protocol's draw
+    test_datasets: tuple[str, ...] = ()  # the cross-dataset protocol's test datasets
+    datasets: tuple[DatasetRef, ...] = ()  # a pooled run's datasets (spotting/datasets.py)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["prior"]["au_nodes"] = {str(k): list(v) for k, v in self.prior.au_nodes.items()}
         d["losses"]["class_weights"] = list(self.losses.class_weights)
+        d["datasets"] = [dataclasses.asdict(r) for r in self.datasets]  # as JSON reads back
+        d["test_datasets"] = list(self.test_datasets)
         return d
 
 
 def config_from_dict(
-    sections: dict, store: str, annotations: str, protocol: str = "loso"
+    sections: dict, store: str, annotations: str, protocol: str = "loso",
+    datasets: tuple[DatasetRef, ...] = (), test_datasets: tuple[str, ...] = (),
 ) -> RunConfig:
-    """A RunConfig from sections {train, windows, prior, losses, model} of field values (a YAML
-    file or a run's config.json; its store/annotations/environment entries are ignored)."""
+    """A RunConfig from sections {train, windows, prior, losses, model, split} of field values (a
+    YAML file or a run's config.json; its store/annotations/environment entries are ignored)."""
     kinds = {
         "train": TrainParams,
         "windows": WindowParams,
         "prior": PriorParams,
         "losses": LossParams,
         "model": ModelDims,
+        "split": SplitParams,
     }
     ignored = {"store", "annotations", "protocol", "environment", "store_params_hash",
-               "features", "init_weights"}
+               "features", "init_weights", "datasets", "test_datasets", "rates"}
     unknown = set(sections) - set(kinds) - ignored
     if unknown:
         raise UserError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(kinds)}")
@@ -83,4 +92,7 @@ def config_from_dict(
             built[name] = kind(**values)
         except (TypeError, ValueError) as err:
             raise UserError(f"config section {name!r}: {err}") from err
-    return RunConfig(store=store, annotations=annotations, protocol=protocol, **built)
+    if protocol not in PROTOCOLS:
+        raise UserError(f"protocol {protocol!r} is not supported (one of {', '.join(PROTOCOLS)})")
+    return RunConfig(store=store, annotations=annotations, protocol=protocol, **built,
+                     datasets=tuple(datasets), test_datasets=tuple(test_datasets))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -45,12 +45,24 @@ def prepare(
     The annotations come first: a file without a usable row stops here, before any work."""
     table = read_annotations(annotations)
     features = load_features(store)
+    check_overlap(features, table)
+    return prepare_loaded(features, table, params)
+
+
+def check_overlap(features: FeatureSet, table: AnnotationTable) -> None:
+    """UserError when annotations name videos and none of them is in the store."""
     if len(table.frame) and not table.frame["video_id"].isin(list(features.videos)).any():
         raise UserError(
-            f"no annotated video is in the store: annotations name e.g. "
-            f"{sorted(table.frame['video_id'].unique())[:3]}, "
+            f"no annotated video is in the store {features.path}: annotations {table.source} "
+            f"name e.g. {sorted(table.frame['video_id'].unique())[:3]}, "
             f"the store holds e.g. {sorted(features.videos)[:3]}"
         )
+
+
+def prepare_loaded(features: FeatureSet, table: AnnotationTable,
+                   params: WindowParams = WindowParams()) -> Prepared:
+    """`prepare` of a store and annotations already read (several datasets pooled into one:
+    spotting/datasets.py)."""
     targets, target_issues = annotation_targets(features, table, params)
     videos = list(features.videos.values())
     windows = build_windows(videos, targets, params)
@@ -113,17 +125,19 @@ def prepared_for(
     params: WindowParams,
     run: str,
     given: Prepared | None = None,
+    load: Callable[[], Prepared] | None = None,
 ) -> Prepared:
-    """`prepare(store, annotations, params)` for the run named `run` (a token the driver draws),
-    done once per process and kept while the process trains that run's folds one after the
-    other; `given`: the driver's own prepared data, kept instead."""
+    """`prepare(store, annotations, params)` (or `load()`, e.g. several datasets pooled) for the
+    run named `run` (a token the driver draws), done once per process and kept while the process
+    trains that run's folds one after the other; `given`: the driver's own prepared data, kept
+    instead."""
     key = (str(store), str(annotations), params, run)
     if given is not None:
         _PREPARED.clear()  # one run's data at a time
         _PREPARED[key] = given
     elif key not in _PREPARED:
         _PREPARED.clear()
-        _PREPARED[key] = prepare(store, annotations, params)
+        _PREPARED[key] = load() if load is not None else prepare(store, annotations, params)
     return _PREPARED[key]
 
 

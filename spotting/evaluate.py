@@ -35,12 +35,14 @@ import pandas as pd
 
 from flowcore.errors import UserError
 from spotting.augment import flip_by_default
-from spotting.data import Prepared, prepare
+from spotting.data import Prepared
+from spotting.datasets import dataset_of, prepare_recorded, refs_of
 from spotting.fold_rules import default_params, fold_rules, rules_key
 from spotting.inference import CURVES, probability_curves
 from spotting.metrics import MEGC, RULES, MatchRule, summarise
 from spotting.precision import DEFAULT_MIN_PRECISION, held_out, kept, reliability, write_precision
 from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams
+from spotting.protocols import run_plan, tested_truths
 from spotting.run_folder import FoldFolder, RunFolder
 from spotting.run_record import preset_of
 from spotting.spot import spot_subjects
@@ -146,12 +148,20 @@ class Evaluation:
     at_threshold: pd.DataFrame | None = None
     min_precision: float = DEFAULT_MIN_PRECISION
     reliability: pd.DataFrame | None = None  # predicted vs observed precision (precision.py)
+    per_dataset: pd.DataFrame | None = None  # a pooled run: the metrics of each dataset
+    protocol: str = "loso"  # spotting/protocols.py
 
     @property
     def pooled(self) -> str:
         """Over what the counts are pooled, in words: the LOSO folds (of the subjects annotated
         or in the store), the missing folds' truths counted as missed, and the truths of the
         videos the store could not give (not counted)."""
+        if self.protocol != "loso":
+            tested = ("the test dataset's subjects" if self.protocol == "cross-dataset"
+                      else "the split's test videos")
+            return (f"{self.protocol}: one model, counted over {tested}"
+                    + ("; its fold is missing: every truth counted as missed"
+                       if self.missing_folds else ""))
         subjects = self.n_folds + len({v["subject"] for v in self.uncounted} - set(self.epochs)
                                       - set(self.missing_folds))
         evaluated = self.n_folds - len(self.missing_folds)
@@ -198,7 +208,8 @@ def _choose_epoch(
             )
         return selection.epoch
     if selection.mode == "oracle":
-        subjects = [fold.read_meta()["test_subject"]]
+        meta = fold.read_meta()
+        subjects = meta.get("test_units", [meta["test_subject"]])
         folder = fold
         pool = [e for e in epochs if e >= ORACLE_FIRST_EPOCH[preset]] or epochs
     else:  # inner-val
@@ -213,7 +224,7 @@ def _choose_epoch(
             raise UserError(
                 f"{inner.path}: no epoch has weights in both the inner and the main model"
             )
-    wanted = truths[truths["subject"].isin(subjects)]
+    wanted = truths[truths["subject"].isin(subjects) | truths["video"].isin(subjects)]
     best, best_f1 = pool[-1], -1.0
     for epoch in pool:  # ties keep the earliest epoch
         found, _ = spot_subjects(
@@ -283,17 +294,15 @@ def evaluate_run(
     variant = proposal_variant(prep.features, proposals)
     params = replace(PRESETS[preset], variant=variant)
     truths = ground_truth(prep, windows)
-    folds, missing = run.complete_folds(prep.features.subjects, allow_missing_folds)
+    plan = run_plan(config, prep)
+    folds, missing = run.complete_folds([f.name for f in plan], allow_missing_folds)
     compat = bool(prep.features.params.get("compat"))
     options = options.resolved(compat, folds)
     spotted = _spot_folds(folds, selection, options, prep, truths, params, windows, RULES[rule],
                           preset, device)
-    matches = count(spotted.found, truths, RULES[rule], prep.features)
-    # the truths of missing folds count as missed
-    found, maps = held_out(spotted.found, matches, sorted(spotted.epochs))
+    matches, found, maps, at_threshold, per_dataset = _counted(
+        spotted, tested_truths(truths, plan), RULES[rule], prep.features)
     shown = found.drop(columns="hit")
-    at_threshold = count(shown[kept(shown, DEFAULT_MIN_PRECISION)], truths, RULES[rule],
-                         prep.features)
     out = run.evaluation(evaluation_name(selection.name, options, rule, variant, prep.features))
     out.mkdir(parents=True, exist_ok=True)
     _write_curves(out / "curves.npz", spotted.curves, prep)
@@ -316,17 +325,34 @@ def evaluate_run(
             epochs=spotted.epochs,
             out=out,
             missing_folds=tuple(missing),
-            n_folds=len(prep.features.subjects),
+            n_folds=len(plan),
             options=options,
             calibration=spotted.calibration or None,
             uncounted=tuple(uncounted(prep).to_dict(orient="records")),
             at_threshold=summarise(at_threshold),
             reliability=table,
+            per_dataset=per_dataset,
+            protocol=config.get("protocol", "loso"),
         ),
         config,
         preset,
         params,
     )
+
+
+def _counted(spotted: "_Spotted", tested: pd.DataFrame, rule: MatchRule, features) -> tuple:
+    """(matches, the spotted intervals with their held-out precision, the precision maps, the
+    counts at the default minimum precision, per-dataset metrics of a pooled run or None). The
+    truths of missing folds count as missed."""
+    matches = count(spotted.found, tested, rule, features)
+    found, maps = held_out(spotted.found, matches, sorted(spotted.epochs))
+    shown = found.drop(columns="hit")
+    at_threshold = count(shown[kept(shown, DEFAULT_MIN_PRECISION)], tested, rule, features)
+    per_dataset = None
+    if features.dataset == "pooled":  # several datasets: each alone, beside the pooled
+        matches.insert(0, "dataset", matches["video"].map(dataset_of))
+        per_dataset = summarise(matches, by=["dataset"])
+    return matches, found, maps, at_threshold, per_dataset
 
 
 def _precision_key(selection: Selection, options: SpotOptions, variant: str, preset: str,
@@ -342,8 +368,9 @@ def prepare_run(run: RunFolder, store: str | Path | None = None) -> Prepared:
     """The run's store (or `store`, a copy of it elsewhere) and annotations, prepared with its
     windows."""
     config = run.read_config()
-    return prepare(run.checked_store(config, store), config["annotations"],
-                   WindowParams(**config["windows"]))
+    pooled = bool(refs_of(config))  # each pooled store is checked as it is read
+    recorded = run.store_path(config) if pooled else run.checked_store(config, store)
+    return prepare_recorded(config, store, recorded)
 
 
 def evaluate_selections(run: str | Path, selects: list[str], **options) -> list[Evaluation]:
@@ -372,7 +399,8 @@ def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOpti
     found_all, epochs_used, curves, calibration = [], {}, {}, {}
     compat = bool(prep.features.params.get("compat"))
     for fold in folds:
-        subject = fold.read_meta()["test_subject"]
+        meta = fold.read_meta()
+        subject, units = meta["test_subject"], meta.get("test_units", [meta["test_subject"]])
         epoch = _choose_epoch(selection, fold, fold.epochs(), prep, truths, params, windows,
                               rule, preset, device, options.flip)
         epochs_used[subject] = epoch
@@ -381,7 +409,7 @@ def _spot_folds(folds: list[FoldFolder], selection: Selection, options: SpotOpti
             default = _default_key(fold, preset, compat)
             rules, calibration[subject] = fold_rules(fold, epoch, prep, truths, params, windows,
                                                      rule, device, options.flip, default, preset)
-        found, logits = spot_subjects(prep, fold.weights_path(epoch), [subject], rules, windows,
+        found, logits = spot_subjects(prep, fold.weights_path(epoch), units, rules, windows,
                                       device, options.flip)
         found_all.append(found.assign(epoch=epoch))
         curves.update({video: probability_curves(rows) for video, rows in logits.items()})
@@ -418,6 +446,9 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         (e.per_video, "metrics_per_video"),
     ):
         table.assign(rule=e.rule, scale=e.scale).to_csv(e.out / f"{name}.csv", index=False)
+    if e.per_dataset is not None:
+        e.per_dataset.assign(rule=e.rule, scale=e.scale).to_csv(
+            e.out / "metrics_per_dataset.csv", index=False)
     e.matches.to_csv(e.out / "matches.csv", index=False)
     e.intervals[["video", "subject", "type", "onset", "offset", "apex", "score", "precision",
                  "precision_n", "epoch"]].to_csv(e.out / "intervals.csv", index=False)
@@ -451,6 +482,10 @@ def _write(e: Evaluation, config: dict, preset: str, params: ProposalParams) -> 
         "precision_note": "each interval's expected precision comes from the intervals of the "
                           "other folds' test subjects (never its own); metrics_at_precision "
                           "counts only those reaching min_precision",
+        "protocol": config.get("protocol", "loso"),
+        "per_dataset": None if e.per_dataset is None else {
+            name: part.set_index("type").drop(columns="dataset").to_dict(orient="index")
+            for name, part in e.per_dataset.groupby("dataset")},
         "frame_numbers": "1-based, the video's original numbering",
     }
     (e.out / "metrics.json").write_text(json.dumps(summary, indent=1))

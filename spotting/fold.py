@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,6 +29,7 @@ from spotting.losses import spotting_loss
 from spotting.model import AUWGCN, decay_parameter_names
 from spotting.initial_weights import apply_init
 from spotting.prior import prior_from_table
+from spotting.protocols import fold_of, run_plan, table_units, video_sums, window_units
 from spotting.run_folder import (FoldFolder, RunFolder, load_resume, save_resume, save_safetensors,
                                  save_weights)
 from spotting.windows import WindowParams, WindowSet
@@ -68,16 +69,21 @@ class FoldData:
 
 def fold_data(prep: Prepared, config: RunConfig, test_subject: str, exclude: tuple[str, ...],
               device: torch.device) -> FoldData:
-    """The data of fold `test_subject`: training subjects = every other subject of the store
-    but those in `exclude`; their windows holding an expression are the training windows."""
+    """The data of fold `test_subject` (a fold name of the run's protocol, spotting/protocols.py;
+    under LOSO, its test subject): its training units but those in `exclude` (subjects); their
+    windows holding an expression are the training windows."""
     p = config.train
-    train_subjects = [s for s in prep.features.subjects if s != test_subject and s not in exclude]
-    prior_subjects = train_subjects if config.prior.source == "train" else None
-    adj = prior_from_table(prep.table.frame, prior_subjects, config.prior)
-    mean, std = fold_normalisation(prep, train_subjects, p.normalisation)
+    units = fold_of(run_plan(config, prep), test_subject)
+    train_subjects = [u for u in units.train if u not in exclude and (
+        units.by == "subject" or prep.features.videos[u].subject not in exclude)]
+    frame = table_units(prep.table.frame, train_subjects, units.by)
+    adj = prior_from_table(frame if config.prior.source == "train" else prep.table.frame, None,
+                           config.prior)
+    sums = prep if units.by == "subject" else replace(prep, sums=video_sums(prep, train_subjects))
+    mean, std = fold_normalisation(sums, train_subjects, p.normalisation)
     ws = prep.windows
-    train_mask = ws.of_subjects(train_subjects) & ws.has_expression
-    test_mask = ws.of_subjects([test_subject])
+    train_mask = window_units(ws, train_subjects, units.by) & ws.has_expression
+    test_mask = window_units(ws, units.test, units.by)
     if not train_mask.any():
         raise UserError(f"fold {test_subject}: no training window holds an expression")
     train = window_tensors(ws, train_mask, mean, std, device)
@@ -88,6 +94,7 @@ def fold_data(prep: Prepared, config: RunConfig, test_subject: str, exclude: tup
         mirrored = mirror_normalised(train["x"], valid, mean, std)
     meta = {
         "test_subject": test_subject, "train_subjects": train_subjects,
+        "test_units": list(units.test), "units": units.by,
         "normalisation": {"mode": p.normalisation, "mean": mean, "std": std},
         "prior": adj.tolist(), "prior_source": config.prior.source,
         "n_train_windows": int(train_mask.sum()), "n_test_windows": int(test_mask.sum()),
@@ -332,7 +339,7 @@ def _train_inner(prep, config, subject, inner: FoldFolder, device, report, k, te
     """The fold's inner validation model: trained without `inner_val` of its training subjects."""
     if inner.is_complete():
         return
-    train_subjects = [s for s in prep.features.subjects if s != subject]
+    train_subjects = list(fold_of(run_plan(config, prep), subject).train)
     val = inner_val_subjects(train_subjects, config.train.inner_val, config.train.seed, subject)
     inner.path.mkdir(parents=True, exist_ok=True)
     inner.inner_meta_path.write_text(json.dumps({"val_subjects": val, "test_subject": subject}))

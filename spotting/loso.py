@@ -42,10 +42,12 @@ from flowcore.version import __version__, git_commit
 from spotting.annotations import issues_to_frame
 from spotting.config import LEGACY_TRAIN, RunConfig, TrainParams, resolve_inner_val
 from spotting.data import Prepared, prepare, prepared_for, resolve_device
+from spotting.datasets import prepare_datasets, rate_warning, rates
 from spotting.fold import FoldResult, train_one_fold
 from spotting.initial_weights import init_path
 from spotting.fold_rules import record_run_rules
 from spotting.model import ModelDims
+from spotting.protocols import PROTOCOLS, run_plan
 from spotting.run_folder import RunFolder
 from spotting.run_record import features_record, init_record
 
@@ -98,20 +100,22 @@ def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite
     """train_loso, its run folder locked."""
     dev = _driver_device(device, engine)
     started = time.perf_counter()
-    config = dataclasses.replace(config, store=str(Path(config.store).absolute()),
-                                 annotations=str(Path(config.annotations).absolute()))
+    config = absolute_paths(config)
     token = uuid.uuid4().hex  # this run's prepared data, in this process and each worker
     prep = prepared_for(config.store, config.annotations, config.windows, token,
-                        prepared or prepare(config.store, config.annotations, config.windows))
+                        prepared or prepare_config(config))
+    plan = run_plan(config, prep)
     config = resolve_macro_ratio(config, prep)
-    config = dataclasses.replace(config, train=resolve_inner_val(config.train,
-                                                                 len(prep.features.subjects)))
-    _write_config(run, config, prep, overwrite)
-    all_subjects = prep.features.subjects
-    folds = all_subjects if subjects is None else list(subjects)
-    unknown = [s for s in folds if s not in all_subjects]
+    config = dataclasses.replace(config, train=_inner_val(config, plan))
+    all_folds = [f.name for f in plan]
+    _write_config(run, config, prep, overwrite, all_folds)
+    folds = all_folds if subjects is None else list(subjects)
+    unknown = [s for s in folds if s not in all_folds]
+    if unknown and config.protocol == "loso":
+        raise UserError(f"unknown subject(s) {unknown}; the store has {all_folds}")
     if unknown:
-        raise UserError(f"unknown subject(s) {unknown}; the store has {all_subjects}")
+        raise UserError(f"unknown fold(s) {unknown}; the run's folds ({config.protocol}) are "
+                        f"{all_folds}")
     log = RunLog(run.log_path, progress)
     _log_data(log, prep, run, folds, dev)
     results: dict[str, FoldResult] = {}
@@ -147,9 +151,38 @@ def _record_rules(run: RunFolder, config: RunConfig, prep: Prepared, folds: list
                  f"fold(s) (folds/<subject>/rules.json)")
 
 
+def absolute_paths(config: RunConfig) -> RunConfig:
+    """`config` with its store and annotations as absolute paths; a pooled run's (`datasets`,
+    already absolute) joined by " + " (what config.json shows; each is in `datasets`)."""
+    if config.datasets:
+        return dataclasses.replace(config, store=" + ".join(d.store for d in config.datasets),
+                                   annotations=" + ".join(d.annotations for d in config.datasets))
+    return dataclasses.replace(config, store=str(Path(config.store).absolute()),
+                               annotations=str(Path(config.annotations).absolute()))
+
+
+def prepare_config(config: RunConfig) -> Prepared:
+    """The data of a run's configuration: its datasets pooled, or its one store."""
+    if config.datasets:
+        return prepare_datasets(list(config.datasets), config.windows)
+    return prepare(config.store, config.annotations, config.windows)
+
+
+def _inner_val(config: RunConfig, plan) -> TrainParams:
+    """The train section with inner_val resolved for the folds' training subjects; never with
+    the split protocol, whose inner subjects would hold test videos."""
+    if config.protocol == "split":
+        if config.train.inner_val:
+            raise UserError("--inner-val: not with --protocol split (a subject's videos lie on "
+                            "both sides of the split); use 0")
+        return dataclasses.replace(config.train, inner_val=0)
+    return resolve_inner_val(config.train, len(plan[0].train) + 1)
+
+
 def _check_arguments(config: RunConfig, workers, threads: int) -> None:
-    if config.protocol != "loso":
-        raise UserError(f"protocol {config.protocol!r} is not supported (only 'loso')")
+    if config.protocol not in PROTOCOLS:
+        raise UserError(f"protocol {config.protocol!r} is not supported (one of "
+                        f"{', '.join(PROTOCOLS)})")
     if (workers is not None and workers < 1) or threads < 0:
         raise UserError(f"workers must be >= 1 and threads >= 0, got {workers} and {threads}")
     init_path(config.train.init)  # --init: a missing weights file stops the run before any fold
@@ -178,7 +211,8 @@ def resolve_macro_ratio(config: RunConfig, prep: Prepared) -> RunConfig:
         config.losses, macro_ratio=config.train.macro_ratio))
 
 
-def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: bool) -> None:
+def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: bool,
+                  folds: list[str]) -> None:
     """config.json and annotation_issues.csv; UserError for a folder holding another run."""
     resolved = config.to_json()
     resolved["store_params_hash"] = prep.features.params_hash
@@ -195,18 +229,23 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
         previous["train"] = {**dataclasses.asdict(TrainParams()), **LEGACY_TRAIN,
                              **previous.get("train", {})}
         previous.setdefault("init_weights", resolved["init_weights"])  # from before the record
+        for key in ("split", "test_datasets", "datasets"):  # from before several datasets
+            previous.setdefault(key, resolved[key] if key == "split" else [])
         if {k: v for k, v in previous.items() if k not in DESCRIPTIVE} != resolved:
             raise UserError(f"{run.path} holds a run with another configuration; pass --overwrite "
                             "or choose another --out")
     run.path.mkdir(parents=True, exist_ok=True)
-    described = {"features": features_record(prep), "environment": _environment()}
+    described = {"features": {**features_record(prep), "subjects": folds},
+                 "environment": _environment()}
+    if config.datasets:
+        described["rates"] = rates(prep)
     run.config_path.write_text(json.dumps({**resolved, **described}, indent=1))
     issues_to_frame(prep.issues).to_csv(run.issues_path, index=False)
 
 
 # config.json entries that describe the run and its store, rewritten by each `train` call, not
 # compared when a run resumes (the store's parameters hash, `store_params_hash`, is)
-DESCRIPTIVE = ("environment", "features")
+DESCRIPTIVE = ("environment", "features", "rates")
 
 
 def _environment() -> dict:
@@ -230,6 +269,13 @@ def _log_data(log: "RunLog", prep: Prepared, run: RunFolder, folds: list[str], d
                  + ", ".join(f"{k} ({v})" for k, v in prep.features.skipped.items()))
     for line in unused_data_lines(prep):
         log.line(line)
+    if prep.features.dataset == "pooled":
+        for name, r in rates(prep).items():
+            log.line(f"dataset {name}: {r['subjects']} subjects, {r['videos']} videos at "
+                     f"{r['fps']:g} fps (1 frame in {r['subsample']} kept)")
+        warning = rate_warning(prep)
+        if warning:
+            log.line(warning)
     log.line(f"{len(prep.windows)} windows from {len(prep.features.videos)} videos of "
              f"{len(prep.features.subjects)} subjects; {len(folds)} fold(s) on {dev}")
 
@@ -330,7 +376,8 @@ class FoldJob:
 
     def __call__(self, subject: str, worker) -> FoldResult:
         c = self.config
-        prep = prepared_for(c.store, c.annotations, c.windows, self.run_token)
+        prep = prepared_for(c.store, c.annotations, c.windows, self.run_token,
+                            load=lambda: prepare_config(c))
         hook = (lambda e: self.on_epoch_end(subject, e)) if self.on_epoch_end else None
         return train_one_fold(
             prep,

@@ -21,6 +21,7 @@ from flowcore.errors import UserError
 from flowcore.store import VIDEOS
 from flowcore.version import __version__
 from spotting import plots
+from spotting.datasets import refs_of, store_of_video
 from spotting.run_folder import RunFolder
 
 SELECTION_ORDER = ("last", "inner-val", "oracle")  # then fixed-N
@@ -114,15 +115,17 @@ def _face_strips(
 ) -> list[str]:
     import zarr
 
-    store = run.checked_store(run.read_config())  # the one the run was trained on
-    root = zarr.open_group(store, mode="r")
+    config = run.read_config()
+    pooled = bool(refs_of(config))  # a pooled run: each video from its own store
+    recorded = run.store_path(config) if pooled else run.checked_store(config)  # as trained
     parts = []
     for video in videos:
         events = face_strip_events(matches[matches["video"] == video])
-        group = root[f"{VIDEOS}/{video}"]
+        store, stored = store_of_video(config, recorded, video)
+        group = zarr.open_group(store, mode="r")[f"{VIDEOS}/{stored}"]
         numbers = {int(e[m]) for e in events for m in ("onset", "apex", "offset")}
         try:
-            crops = face_crops(store, video, sorted(numbers))
+            crops = face_crops(store, stored, sorted(numbers))
         except Exception as err:  # frames moved or deleted since extraction: say so, go on
             parts.append(
                 f"<p>{html.escape(video)}: face crops unavailable ({html.escape(str(err))})</p>"
@@ -253,6 +256,10 @@ def _metrics_section(summaries: dict, ev: Path, figures: Path) -> list[str]:
             + html.escape(", ".join(f"{k}: {v}" for k, v in summary["epochs"].items()))
             + "</p>"
         )
+    if (ev / "metrics_per_dataset.csv").is_file():  # a pooled run: each dataset alone
+        per_dataset = pd.read_csv(ev / "metrics_per_dataset.csv")
+        body.append("<h2>Per dataset</h2>" + _table(per_dataset.drop(
+            columns=[c for c in ("rule", "scale") if c in per_dataset])))
     per_subject = pd.read_csv(ev / "metrics_per_subject.csv", dtype={"subject": str})
     body.append(
         "<h2>Per subject</h2>"

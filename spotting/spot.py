@@ -126,14 +126,16 @@ def spot_subjects(
     device: str = "cpu",
     flip: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Proposals (rows; columns ROW_COLUMNS) of a saved model on every video of `subjects`, and
-    each video's (N, 10) logits (with `flip`, the mean of the face's and its mirror's)."""
+    """Proposals (rows; columns ROW_COLUMNS) of a saved model on every video of `subjects` (or
+    named in it: the units of a fold may be videos, spotting/protocols.py), and each video's
+    (N, 10) logits (with `flip`, the mean of the face's and its mirror's)."""
     model = Model.from_weights(weights, windows, device)
     ws = prep.windows
     wanted = set(subjects)
     parts, per_video = [pd.DataFrame(columns=ROW_COLUMNS)], {}
     for index, video_id in enumerate(ws.video_ids):
-        if ws.subjects[index] not in wanted or not (ws.video == index).any():
+        if (ws.subjects[index] not in wanted and video_id not in wanted) or not (
+                ws.video == index).any():
             continue
         per_video[video_id] = logits = video_rows(model, ws, index, device, flip)
         found = spot_rows(logits, params).rename(columns={"start": "onset", "end": "offset"})

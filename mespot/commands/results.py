@@ -138,6 +138,11 @@ def evaluate_command(
         if e.missing_folds:
             typer.echo(f"{name}: folds missing, their truths counted as missed: "
                        f"{', '.join(e.missing_folds)}")
+        if e.per_dataset is not None:  # a pooled run: each dataset alone
+            f1 = e.per_dataset.set_index(["dataset", "type"])["f1"]
+            typer.echo(f"{name}: F1 per dataset: " + "; ".join(
+                f"{d} {f1[d, 'overall']:.4f} (ME {f1[d, 'me']:.4f}, MaE {f1[d, 'mae']:.4f})"
+                for d in sorted(set(e.per_dataset["dataset"]))))
         for video in e.uncounted:
             typer.echo(f"{name}: video {video['video']} ({video['subject']}): its "
                        f"{video['truths']} truths are not counted: {video['why']}")

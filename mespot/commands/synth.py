@@ -24,6 +24,7 @@ from mespot.synth.config import (
     NEUTRAL,
     SAMM_FPS,
     SMALL,
+    SMIC_FPS,
     SynthConfig,
 )
 
@@ -50,7 +51,7 @@ def synth_command(
         None, help="Length of each video in seconds [default: 60; small: 8]."
     ),
     fps: Optional[float] = typer.Option(
-        None, help="Frame rate [default: 30; 200 with --layout samm]."
+        None, help="Frame rate [default: 30; 200 with --layout samm; 100 with --layout smic]."
     ),
     face_size: Optional[int] = typer.Option(
         None, help="Face width in px (>= 128); frames are twice that [default: 128]."
@@ -76,7 +77,8 @@ def synth_command(
     """Render synthetic long face videos with ground-truth expressions, blinks and head motion.
 
     Writes the CAS(ME)^2 layout (rawpic/ + CAS(ME)^2code_final.xlsx) or, with --layout samm, the
-    SAMM-LV layout (SAMM_longvideos/ + SAMM_LongVideos_V1_Release.xlsx); both with
+    SAMM-LV layout (SAMM_longvideos/ + SAMM_LongVideos_V1_Release.xlsx) or, with --layout smic,
+    the SMIC-E-long HS layout (micro-expressions only, as SMIC annotates no other); each with
     ground_truth.csv, videos.csv, events.csv (blinks, head movements), synth.json and preview.png.
     """
     given = {"subjects": subjects, "videos_per_subject": videos_per_subject, "seconds": seconds,
@@ -84,6 +86,17 @@ def synth_command(
     preset = (SMALL if small else DEFAULT).replace(**(EVERYDAY if nuisances else {}),
                                                    **(NEUTRAL if neutral else {}))
     config = _config(ctx, preset, config_file, layout, seed, given)
+    result = _render(config, out, overwrite, workers)
+    if preview is not None and (result.root / "preview.png").is_file():
+        preview.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.root / "preview.png", preview)
+    print_summary(result)
+
+
+def _render(config: SynthConfig, out: Path, overwrite: bool, workers: int) -> "SynthResult":
+    """generate_dataset with a progress bar of videos and frames/s on stderr."""
+    from mespot.synth.generate import generate_dataset  # not for other commands' start-up
+
     console = Console(stderr=True)
     n_videos = config.subjects * config.videos_per_subject
     columns = (
@@ -103,29 +116,26 @@ def synth_command(
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, advance=1, fps=f"{frames_done[0] / elapsed:,.0f} frames/s")
 
-        from mespot.synth.generate import generate_dataset  # not for other commands' start-up
-
-        result = generate_dataset(
+        return generate_dataset(
             config, out, overwrite=overwrite, workers=workers, progress=advance
         )
-    if preview is not None and (result.root / "preview.png").is_file():
-        preview.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result.root / "preview.png", preview)
-    print_summary(result)
 
 
 def _config(ctx, preset: SynthConfig, path: Path | None, layout: str, seed: int,
             given: dict) -> SynthConfig:
     """The preset, then the --config file, then the flags: `layout` and `seed` where typed or
-    where the file is silent, those of `given` (field -> value) where not None; the SAMM-LV frame
-    rate for the samm layout unless the file or --fps sets one. Validated."""
+    where the file is silent, those of `given` (field -> value) where not None; the SAMM-LV (SMIC
+    HS) frame rate for the samm (smic) layout unless the file or --fps sets one, and for smic
+    micro-expressions only unless the file sets micro_fraction. Validated."""
     config, from_file = config_from_file(preset, path) if path is not None else (preset, set())
     if "layout" not in from_file or flag_given(ctx, "layout"):
         config = config.replace(layout=layout)
     if "seed" not in from_file or flag_given(ctx, "seed"):
         config = config.replace(seed=seed)
-    if given["fps"] is None and config.layout == "samm" and "fps" not in from_file:
-        given = {**given, "fps": SAMM_FPS}
+    if given["fps"] is None and config.layout in ("samm", "smic") and "fps" not in from_file:
+        given = {**given, "fps": SAMM_FPS if config.layout == "samm" else SMIC_FPS}
+    if config.layout == "smic" and "micro_fraction" not in from_file:  # SMIC: micro only
+        config = config.replace(micro_fraction=1.0, both_types_per_video=False)
     config = config.replace(**{k: v for k, v in given.items() if v is not None})
     config.validate()
     return config

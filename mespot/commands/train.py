@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typer import Argument as typer_argument
@@ -25,7 +25,8 @@ _FLAG_FIELDS = {
     "seed": ("train", "seed"), "normalisation": ("train", "normalisation"),
     "macro_ratio": ("train", "macro_ratio"), "save_every": ("train", "save_every"),
     "inner_val": ("train", "inner_val"), "init": ("train", "init"), "augment": ("train", "augment"),
-    "prior": ("prior", "source"),
+    "prior": ("prior", "source"), "split_seed": ("split", "seed"),
+    "split_test": ("split", "test_fraction"),
 }
 _SECTIONS = {"train": TrainParams(), "prior": PriorParams()}  # light: no torch at start-up
 
@@ -38,14 +39,25 @@ def _flag(flag: str, name: str, help_text: str):
 
 def train_command(
     ctx: typer.Context,
-    store: Path = typer_argument(..., help="Feature store (Zarr) written by `mespot extract`."),
-    annotations: Path = typer_option(
-        ..., "--annotations", "-a", help="CAS(ME)^2 or SAMM-LV workbook (.xlsx) or a CSV with "
-        "columns subject, video, onset, apex, offset, type, au."),
+    stores: List[str] = typer_argument(
+        ..., help="Feature store(s) (Zarr) written by `mespot extract`. Several stores train as "
+        "one pooled dataset, subjects and videos named <name>_<id>; name a store NAME=PATH "
+        "(default: casme, samm or smic from the store, as the reference's cross.csv)."),
+    annotations: List[Path] = typer_option(
+        ..., "--annotations", "-a", help="CAS(ME)^2, SAMM-LV or SMIC-E-long workbook (.xlsx), a "
+        "CSV with columns subject, video, onset, apex, offset, type, au, or the reference's "
+        "cross.csv. One per store, in the same order (or one namespaced file for all)."),
     out: Path = typer_option(
         ..., "--out", "-o", help="Run folder, e.g. runs/NAME (resumes if it exists)."),
     protocol: str = typer_option(
-        "loso", "--protocol", help="Evaluation protocol: loso (one fold per subject)."),
+        "loso", "--protocol", help="loso (one fold per subject, over every dataset's subjects), "
+        "cross-dataset (train on every dataset but --test-on, test on those: one model) or "
+        "split (a seeded random split of the videos, as the reference's cross)."),
+    test_on: Optional[List[str]] = typer_option(
+        None, "--test-on", help="With --protocol cross-dataset: the dataset(s) tested."),
+    split_seed: int = typer_option(42, "--split-seed", help="With --protocol split: its seed."),
+    split_test: float = typer_option(
+        0.24, "--split-test", help="With --protocol split: the share of videos tested."),
     config: Optional[Path] = typer_option(
         None, "--config", "-c", help="YAML file with sections train, windows, prior, losses, model "
         "(field names as in config.json); flags given win."),
@@ -95,24 +107,35 @@ def train_command(
     quiet: bool = typer_option(
         False, "--quiet", "-q", help="No progress output (the log file is still written)."),
 ) -> None:
-    """Train AUW-GCN with leave-one-subject-out folds on a feature store.
+    """Train AUW-GCN with leave-one-subject-out folds on a feature store (or several pooled).
 
     Writes config.json, train.log, annotation_issues.csv and, per fold, safetensors weights,
     a resume state and TensorBoard scalars into --out. Run the same command again to resume."""
+    _train(ctx)
+
+
+def _train(ctx) -> None:
+    """`mespot train` with the flags of `ctx.params` (parameter name -> value)."""
     # Idle OpenMP threads sleep rather than spin (much faster on shared cores); only effective
     # when torch is not loaded yet, and a value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from mespot.api import train
     from mespot.progress import RichTraining
+    from spotting.protocols import PROTOCOLS
 
-    if protocol != "loso":
-        raise UserError(f"protocol {protocol!r} is not supported (only 'loso')")
-    ray_engine = engine_from_flags(engine, address, gpus_per_task, device)
-    sections = _sections(ctx, config)
+    p = ctx.params
+    if p["protocol"] not in PROTOCOLS:
+        raise UserError(f"--protocol {p['protocol']!r}: one of {', '.join(PROTOCOLS)}")
+    if p["test_on"] and p["protocol"] != "cross-dataset":
+        raise UserError("--test-on: only with --protocol cross-dataset")
+    ray_engine = engine_from_flags(p["engine"], p["address"], p["gpus_per_task"], p["device"])
+    subjects = p["subjects"]
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
-    train(store, annotations, out, sections=sections, device=device, subjects=folds,
-          workers=workers, threads=threads, engine=ray_engine, overwrite=overwrite,
-          tensorboard=not no_tensorboard, progress=None if quiet else RichTraining())
+    train(p["stores"], p["annotations"], p["out"], sections=_sections(ctx, p["config"]),
+          device=p["device"], subjects=folds, workers=p["workers"], threads=p["threads"],
+          engine=ray_engine, overwrite=p["overwrite"], tensorboard=not p["no_tensorboard"],
+          progress=None if p["quiet"] else RichTraining(), protocol=p["protocol"],
+          test_datasets=p["test_on"] or ())
 
 
 def _sections(ctx, config: Path | None) -> dict:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from flowcore.errors import UserError
 
-LAYOUTS = ("casme2", "samm")
+LAYOUTS = ("casme2", "samm", "smic")
 SAMM_FPS = 200.0  # SAMM-LV is filmed at 200 fps; its layout defaults to it
+SMIC_FPS = 100.0  # SMIC-E-long HS is filmed at 100 fps; the smic layout (HS) defaults to it
 MIN_FACE_SIZE = 128  # px; measured: at 96 and 112 px dlib misses the face in 1-4% of noisy frames
 
 
@@ -25,7 +26,7 @@ class SynthConfig:
     fps: float = 30.0
     face_size: int = 128  # px, width of the detected face box; frames are 2 x face_size square
     seed: int = 0
-    layout: str = "casme2"  # "casme2" (rawpic + CAS(ME)^2 workbook) or "samm" (SAMM-LV)
+    layout: str = "casme2"  # "casme2" (rawpic + CAS(ME)^2 workbook), "samm" (SAMM-LV), "smic"
     # Expressions (statistics shaped like AUWGCN.md section 11).
     expressions_per_minute: float = 3.0
     micro_fraction: float = 0.25

@@ -30,6 +30,7 @@ from mespot.synth.config import SynthConfig
 from mespot.synth.faces import Subject, make_subject
 from mespot.synth.layouts import (VideoSlot, ground_truth_rows, video_slot, write_casme2_workbook,
                                   write_ground_truth_csv, write_samm_workbook)
+from mespot.synth.layouts_smic import write_smic_workbook
 from mespot.synth.render import render_frames
 from mespot.synth.timeline import VideoPlan, plan_for, video_seeds
 
@@ -202,6 +203,8 @@ def generate_dataset(
         write_ground_truth_csv(work, rows)
         if config.layout == "casme2":
             write_casme2_workbook(work, rows, config.subjects)
+        elif config.layout == "smic":
+            write_smic_workbook(work, rows)
         else:
             write_samm_workbook(work, rows)
         _write_tables(work, config, videos)

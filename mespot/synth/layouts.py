@@ -1,4 +1,5 @@
-"""Where a synthetic dataset's files go: the CAS(ME)^2 or SAMM-LV layout of DATASETS.md.
+"""Where a synthetic dataset's files go: the CAS(ME)^2, SAMM-LV or SMIC-E-long (HS) layout of
+DATASETS.md (SMIC: mespot/synth/layouts_smic.py).
 
 CAS(ME)^2: `rawpic/sNN/NN_<code><name>/imgNNN.jpg` (1-based, >= 3 digits) and the three-sheet
 workbook `CAS(ME)^2code_final.xlsx` without header rows. SAMM-LV:
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 from openpyxl import Workbook
+
+from mespot.synth.layouts_smic import smic_names
 
 CASME2_SUBJECTS = (
     15,
@@ -118,6 +121,10 @@ def video_slot(layout: str, subject_index: int, video_index: int) -> VideoSlot:
             label,
             elicited,
         )
+    if layout == "smic":
+        subject, video, folder = smic_names(subject_index, video_index)
+        return VideoSlot(subject_index, video_index, subject, video, folder, "image{:06d}.jpg",
+                         str(video_index + 1), "")
     subject = f"{6 + subject_index:03d}"
     video = f"{subject}_{video_index + 1}"
     return VideoSlot(
