@@ -18,7 +18,8 @@ from spotting.config import RunConfig
 EXTRACT_OTHERS = {"source", "out", "workers", "engine", "address", "gpus_per_task", "video",
                   "subjects_csv", "pictures", "config", "overwrite", "quiet"}
 EXTRACT_RUN = {"device": "device", "batch_size": "batch_size"}  # flag -> RunOptions field
-TRAIN_OTHERS = {"store", "annotations", "out", "protocol", "config", "subjects", "device",
+TRAIN_OTHERS = {"stores", "annotations", "out", "protocol", "test_on", "config",
+                "subjects", "device",
                 "threads", "workers", "engine", "address", "gpus_per_task", "overwrite",
                 "no_tensorboard", "quiet"}
 
