@@ -48,8 +48,11 @@ def _watch(page, job_id: int) -> list[float]:
     while time.monotonic() < deadline:
         row = _row(page, job_id)
         if row.count():
-            seen.append(float(row.locator("progress").get_attribute("value")))
+            # the state first: a row that says it ended shows its final progress after it (two
+            # reads the other way round could see the progress of one refresh and the state
+            # of the next)
             state = row.get_attribute("data-state")
+            seen.append(float(row.locator("progress").get_attribute("value")))
             if state in ("done", "failed", "cancelled"):
                 assert state == "done", row.inner_text()
                 return seen
