@@ -12,7 +12,7 @@ from mespot.commands.extract import FLAG_KEYS, extract_command
 from mespot.commands.train import _FLAG_FIELDS, train_command
 from mespot.service import tasks
 from mespot.service.api_models import ExtractJob, TrainJob
-from spotting.config import RunConfig
+from spotting.config import RunConfig, TrainParams
 
 # options that set no parameter of a dataclass (paths, engines, output)
 EXTRACT_OTHERS = {"source", "out", "workers", "engine", "address", "gpus_per_task", "video",
@@ -100,3 +100,16 @@ def test_the_lambda_flag_reaches_the_parameters(tmp_path, capsys):
 
     assert main(["extract", str(tmp_path), "-o", str(tmp_path / "s.zarr"), "--lambda", "0"]) == 2
     assert "error: flags: lambda_ must be > 0" in capsys.readouterr().err
+
+
+def test_inner_validation_by_default_where_the_store_has_the_subjects():
+    from spotting.config import DEFAULT_INNER_VAL, MIN_INNER_TRAIN, resolve_inner_val
+
+    assert TrainParams().inner_val is None
+    # a fold trains on n - 1 subjects; its inner model on n - 1 - 2, at least MIN_INNER_TRAIN
+    smallest = MIN_INNER_TRAIN + DEFAULT_INNER_VAL + 1
+    assert smallest == 8  # the benchmark sets that measured the recipe: 8 and 10 subjects
+    assert [resolve_inner_val(TrainParams(), n).inner_val for n in (2, 4, 7, 8, 22)] == [
+        0, 0, 0, DEFAULT_INNER_VAL, DEFAULT_INNER_VAL]
+    assert resolve_inner_val(TrainParams(inner_val=0), 22).inner_val == 0  # asked: off
+    assert resolve_inner_val(TrainParams(inner_val=1), 3).inner_val == 1  # asked: as asked

@@ -171,3 +171,33 @@ def test_reference_checkpoint_whose_shapes_do_not_fit_is_refused(tmp_path):
     torch.save({"epoch": 1, "state_dict": state}, path)
     with pytest.raises(UserError, match="nodes must be 12"):
         load_reference_checkpoint(path)
+
+
+def test_weights_without_stored_dims_load_with_the_defaults_and_say_so(tmp_path):
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    from flowcore.errors import UserError
+    from spotting.model import AUWGCN, ModelDims
+    from spotting.run_folder import load_weights
+
+    torch.manual_seed(0)
+    network = AUWGCN(np.eye(12, dtype=np.float32))
+    old = tmp_path / "weights_epoch_001.safetensors"  # as written before dims were stored
+    save_file(
+        network.state_dict(),
+        str(old),
+        metadata={"epoch": "1", "fold": json.dumps({"test_subject": "s1"})},
+    )
+    model, meta = load_weights(old)
+    assert model.dims == ModelDims() and meta["dims"] == dataclasses.asdict(ModelDims())
+    assert meta["dims_source"].startswith("tensor shapes (the file stores no dimensions")
+    wrong = tmp_path / "weights_epoch_002.safetensors"
+    save_file(network.state_dict(), str(wrong), metadata={"dims": json.dumps({"hidden": 32})})
+    with pytest.raises(
+        UserError,
+        match=r"weights_epoch_002.safetensors: weights do not fit AUW-GCN: .*size mismatch",
+    ):
+        load_weights(wrong)

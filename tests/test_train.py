@@ -1,8 +1,6 @@
-"""Losses (known answers) and LOSO training: outputs, determinism, resume, command line."""
+"""LOSO training: outputs, determinism, resume, command line (the losses: test_losses.py)."""
 
-import dataclasses
 import json
-import math
 import os
 
 import numpy as np
@@ -13,54 +11,10 @@ from safetensors.torch import load_file
 from mespot.cli import main
 from flowcore.errors import UserError
 from mespot.testing import write_tiny_store
-from spotting.losses import LossParams, binary_focal_loss, spotting_loss, start_end_loss
 from spotting.config import RunConfig, TrainParams
 from spotting.data import prepare
 from spotting.loso import train_loso
 from spotting.run_folder import load_weights
-
-EPS = 1e-5
-
-
-# --- losses -------------------------------------------------------------------------------------
-
-
-def test_binary_focal_loss_known_answer():
-    logits = torch.zeros(1, 4)  # p = 0.5 everywhere
-    target = torch.tensor([[1.0, 0.5, 0.0, 0.0]])
-    a = 0.9
-    pos = [a * 0.5 * math.log(0.5 + EPS), a * 0.0 * math.log(0.5 + EPS)]
-    neg = [(1 - a) * abs(0.16 - 0.5) * math.log(0.5 + EPS)] * 2
-    expected = -(sum(pos) + sum(neg)) / 4
-    assert float(binary_focal_loss(logits, target, a)) == pytest.approx(expected, rel=1e-6)
-
-
-def test_start_end_loss_known_answer():
-    logits = torch.zeros(1, 3, 3)  # uniform softmax: p = 1/3
-    target = torch.tensor([[0, 1, 2]])
-    w = (0.45, 0.45, 0.1)
-    expected = -sum(wc * (2 / 3) * math.log(1 / 3) for wc in w) / 3
-    assert float(start_end_loss(logits, target)) == pytest.approx(expected, rel=1e-6)
-    # a confident correct prediction costs almost nothing
-    sure = torch.tensor([[[20.0], [0.0], [0.0]]])
-    assert float(start_end_loss(sure, torch.tensor([[0]]))) < 1e-6
-
-
-def test_total_loss_weights():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 10, 8)
-    se = torch.randint(0, 3, (2, 2, 8))
-    apex = torch.rand(2, 2, 8) * (torch.rand(2, 2, 8) > 0.5)
-    action = (torch.rand(2, 2, 8) > 0.5).float()
-    p = LossParams(macro_ratio=0.7)
-    total, parts = spotting_loss(logits, se, apex, action, p)
-    expected = (1.8 * parts["me_apex"] + parts["me_start_end"] + 0.1 * parts["me_action"]
-                + 0.7 * (parts["mae_apex"] + parts["mae_start_end"] + 0.1 * parts["mae_action"]))
-    assert float(total) == pytest.approx(float(expected), rel=1e-6)
-    assert float(parts["mae_start_end"]) == pytest.approx(
-        float(start_end_loss(logits[:, 3:6], se[:, 1]))
-    )
-
 
 # --- a tiny store -------------------------------------------------------------------------------
 
@@ -454,31 +408,6 @@ def test_weights_carry_the_model_dims_and_load_into_the_same_network(tiny, tmp_p
     )
 
 
-def test_weights_without_stored_dims_load_with_the_defaults_and_say_so(tmp_path):
-    from safetensors.torch import save_file
-
-    from spotting.model import AUWGCN, ModelDims
-
-    torch.manual_seed(0)
-    network = AUWGCN(np.eye(12, dtype=np.float32))
-    old = tmp_path / "weights_epoch_001.safetensors"  # as written before dims were stored
-    save_file(
-        network.state_dict(),
-        str(old),
-        metadata={"epoch": "1", "fold": json.dumps({"test_subject": "s1"})},
-    )
-    model, meta = load_weights(old)
-    assert model.dims == ModelDims() and meta["dims"] == dataclasses.asdict(ModelDims())
-    assert meta["dims_source"].startswith("tensor shapes (the file stores no dimensions")
-    wrong = tmp_path / "weights_epoch_002.safetensors"
-    save_file(network.state_dict(), str(wrong), metadata={"dims": json.dumps({"hidden": 32})})
-    with pytest.raises(
-        UserError,
-        match=r"weights_epoch_002.safetensors: weights do not fit AUW-GCN: .*size mismatch",
-    ):
-        load_weights(wrong)
-
-
 def test_yaml_model_section_sets_the_network(tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("train:\n  epochs: 1\n  init: scratch\nmodel:\n  hidden: 16\n")
@@ -533,34 +462,6 @@ def test_a_run_from_before_model_sizes_were_configurable_resumes(tiny, tmp_path)
         config(tiny, epochs=1), run, tensorboard=False, subjects=["s1"], prepared=prep
     )
     assert [r.resumed_from for r in results] == [1]  # the finished fold is kept, not refused
-
-
-def test_train_flags_default_to_the_library_defaults():
-    """`mespot train` and `mespot.api.train` (TrainParams) train the same way when not told."""
-    import dataclasses
-    import inspect
-
-    from mespot.commands.train import _FLAG_FIELDS, train_command
-
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainParams)}
-    flags = inspect.signature(train_command).parameters
-    checked = [flag for flag, (section, _) in _FLAG_FIELDS.items() if section == "train"]
-    for flag in checked:
-        assert flags[flag].default.default == defaults[_FLAG_FIELDS[flag][1]], flag
-    assert {"epochs", "inner_val", "init"} <= set(checked)
-
-
-def test_inner_validation_by_default_where_the_store_has_the_subjects():
-    from spotting.config import DEFAULT_INNER_VAL, MIN_INNER_TRAIN, resolve_inner_val
-
-    assert TrainParams().inner_val is None
-    # a fold trains on n - 1 subjects; its inner model on n - 1 - 2, at least MIN_INNER_TRAIN
-    smallest = MIN_INNER_TRAIN + DEFAULT_INNER_VAL + 1
-    assert smallest == 8  # the benchmark sets that measured the recipe: 8 and 10 subjects
-    assert [resolve_inner_val(TrainParams(), n).inner_val for n in (2, 4, 7, 8, 22)] == [
-        0, 0, 0, DEFAULT_INNER_VAL, DEFAULT_INNER_VAL]
-    assert resolve_inner_val(TrainParams(inner_val=0), 22).inner_val == 0  # asked: off
-    assert resolve_inner_val(TrainParams(inner_val=1), 3).inner_val == 1  # asked: as asked
 
 
 @pytest.mark.slow
