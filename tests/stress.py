@@ -9,6 +9,8 @@ to the counts already there, so the rounds can be run in batches.
     python tests/stress.py                          # 20 rounds without load, 20 with it
     python tests/stress.py --rounds 5 --load on --append
     python tests/stress.py --rounds 3 --load off tests/test_jobs.py   # other tests
+    python tests/stress.py --load on --load-by PID --rounds 20 --append
+        # a running job (a benchmark on every core) is the load while it lives, then the hogs
 Not part of `make test` (hours on 2 cores): `make stress`.
 """
 
@@ -135,9 +137,10 @@ def outcomes(report: Path) -> dict:
     return found
 
 
-def add_round(mode: dict, found: dict, seconds: float) -> None:
+def add_round(mode: dict, found: dict, seconds: float, load: str) -> None:
     """Count one round's outcomes into `mode` (the counts of one load setting)."""
     mode["rounds"] += 1
+    mode.setdefault("loads", []).append(load)
     mode["round_seconds"].append(round(seconds, 1))
     mode["load_average_1min"].append(round(os.getloadavg()[0], 2))
     mode.setdefault("commits", []).append(_commit())
@@ -161,6 +164,16 @@ def _commit() -> str:
     return rev + ("+" if dirty else "") if rev else "unknown"
 
 
+def _running(pid: int | None) -> bool:
+    """Whether process `pid` still runs (False for None)."""
+    return pid is not None and Path(f"/proc/{pid}").exists()
+
+
+def _command_of(pid: int) -> str:
+    """Process `pid`'s command line, as ps would show it."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
 def new_record(hogs: int) -> dict:
     from mespot.environment import describe
 
@@ -179,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--append", action="store_true", help="add to the counts in --out")
     parser.add_argument("--note", default="", help="said in the file (e.g. what else ran)")
+    parser.add_argument("--load-by", type=int, metavar="PID", default=None,
+                        help="with the load on: process PID (a job busy on every core) is the "
+                        "load while it runs; the hogs start when it has ended")
     args = parser.parse_args(argv)
     record = json.loads(args.out.read_text()) if args.append and args.out.exists() \
         else new_record(args.hogs)
@@ -187,13 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     for load in (("off", "on") if args.load == "both" else (args.load,)):
         mode = record["modes"].setdefault(f"load_{load}", {
             "rounds": 0, "round_seconds": [], "load_average_1min": [], "tests": {}})
-        hog, what = start_load(args.hogs) if load == "on" else (None, "none")
-        mode["load"] = what
+        hog, what = None, "none"
         try:
             for k in range(args.rounds):
+                if load == "on" and hog is None and not _running(args.load_by):
+                    hog, what = start_load(args.hogs)
+                elif load == "on" and hog is None:
+                    what = f"process {args.load_by}: {_command_of(args.load_by)}"
+                mode["load"] = what
                 with tempfile.TemporaryDirectory(prefix="mespot-stress-") as scratch:
                     found, seconds = run_round(args.tests, Path(scratch))
-                add_round(mode, found, seconds)
+                add_round(mode, found, seconds, what)
                 failed = sorted(n for n, (o, _) in found.items() if o == "failed")
                 print(f"load {load} round {k + 1}/{args.rounds}: {len(found)} tests, "
                       f"{len(failed)} failed {failed} in {seconds:.0f} s", flush=True)
