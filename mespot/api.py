@@ -113,6 +113,8 @@ def train(store, annotations, out: str | Path, *,
     spotting/datasets.py). protocol: loso, cross-dataset (`test_datasets`: the datasets tested)
     or split (sections['split']: test_fraction, seed); spotting/protocols.py.
     subjects: train only these folds. workers, threads, engine: as spotting.loso.train_loso.
+    With every fold trained (no `subjects`), the run's default evaluation follows, which fits
+    the score -> expected precision maps that `predict` applies (RUN/precision/).
     Returns one spotting.fold.FoldResult per fold.
     """
     from spotting.config import config_from_dict
@@ -131,9 +133,33 @@ def train(store, annotations, out: str | Path, *,
         raise UserError(f"one store and {len(notes)} annotation files: give one -a per store")
     config = config_from_dict(sections, store=stores[0], annotations=notes[0], protocol=protocol,
                               datasets=refs, test_datasets=tuple(test_datasets))
-    return train_loso(config, out, device=device, subjects=subjects, overwrite=overwrite,
-                      progress=progress, tensorboard=tensorboard, workers=workers,
-                      threads=threads, engine=engine)
+    results = train_loso(config, out, device=device, subjects=subjects, overwrite=overwrite,
+                         progress=progress, tensorboard=tensorboard, workers=workers,
+                         threads=threads, engine=engine)
+    if subjects is None:  # every fold trained: their held-out test intervals exist
+        _fit_precision(out, device if engine is None else "auto", progress)
+    return results
+
+
+def _fit_precision(run: str | Path, device: str, progress) -> None:
+    """train's last step: the run's default evaluation (`evaluate`'s default selection and
+    options), which fits each expression type's score -> expected precision map on the LOSO
+    folds' held-out test intervals and records it in RUN/precision/, where `predict` and
+    `Spotter` read it (spotting/precision.py). device 'auto': a GPU where this machine has one
+    (the folds trained on a cluster)."""
+    from spotting.data import resolve_device
+    from spotting.evaluate import evaluate_run
+
+    try:
+        e = evaluate_run(run, "last", device=str(resolve_device(device)))
+    except UserError as err:  # the folds are trained and kept; predict says it has no map
+        said = f"no score -> expected precision map fitted ({err}); run `mespot evaluate {run}`"
+    else:
+        said = (f"expected precision per interval: score -> precision maps fitted on the "
+                f"{len(e.intervals)} held-out test intervals of the folds, in "
+                f"{Path(run) / 'precision'} (the evaluation: {e.out})")
+    if progress is not None:
+        progress.line(said)
 
 
 def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",

@@ -6,10 +6,12 @@
             intervals.csv of all videos and curves/<video>.png (several)
 
 Each interval carries its expected precision (spotting/precision.py: the run's score ->
-precision map, which `mespot evaluate` fits on held-out LOSO test intervals; one fold's map,
-fitted without its test subject, with `--fold`), and by default only those of at least
-DEFAULT_MIN_PRECISION are listed, the others counted (`left_out`); `min_precision=0` lists
-every proposal. A run without a map (never evaluated) lists every interval and says so.
+precision map, which `mespot train` (its last step) and `mespot evaluate` fit on held-out LOSO
+test intervals; one fold's map, fitted without its test subject, with `--fold`), and by
+default only those of at least DEFAULT_MIN_PRECISION are listed, the others counted
+(`left_out`); `min_precision=0` lists every proposal. A run without a map for these options
+(trained with `--subjects`, or before maps were fitted at training's end) lists every interval
+and says so.
 
 A video whose extraction fails is listed (prediction.json, the command's summary) and the others
 are still spotted; the features of those done are kept, so running again redoes only the rest.

@@ -14,7 +14,8 @@ fold's test subject. Every fold (the default): the mean of the folds' logits, wi
 lower median of the folds' calibrated apex thresholds, K and score floors
 (`Calibrated.combined`); docs/quality.md measures what that scores on a subject no fold saw.
 The expected precision of each interval comes from the run's precision record for the same
-options (RunFolder.precision_path, written by `mespot evaluate`): one fold's map (fitted without
+options (RunFolder.precision_path, written by `mespot train` and `mespot evaluate`): one fold's
+map (fitted without
 its test subject) or the map of every fold's held-out intervals.
 """
 
@@ -176,9 +177,9 @@ def load_trained(model: str | Path, *, fold: str | None = None, select: str = "l
 def _precision(run: RunFolder, name: str, epochs: dict[str, int], base: ProposalParams,
                preset: str, fold: str | None) -> tuple[dict | None, str]:
     """(type -> PrecisionMap, where from) of the run's precision record for these options
-    (RunFolder.precision_path, written by `mespot evaluate`): one fold's, fitted without its
-    test subject, or, for every fold together, the map of all their held-out intervals;
-    (None, why) when there is none for these options."""
+    (RunFolder.precision_path, written by `mespot train` and `evaluate`): one fold's, fitted
+    without its test subject, or, for every fold together, the map of all their held-out
+    intervals; (None, why) when there is none for these options."""
     path = run.precision_path(name)
     record = read_precision(path)
     again = (f"run `mespot evaluate {run.path}` with these options ({name}) to record it; "

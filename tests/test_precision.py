@@ -1,5 +1,7 @@
 """The score -> precision maps (spotting/precision.py): isotonic fit, counts, held-out maps."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +17,7 @@ from spotting.precision import (
     with_precision,
     write_precision,
 )
+from tests.test_train import tiny  # noqa: F401 - the 3-subject store fixture
 
 
 def test_fit_is_monotone_and_keeps_counts():
@@ -92,3 +95,23 @@ def test_kept_and_reliability(tmp_path):
     record = read_precision(tmp_path / "p" / "x.json")
     assert record["key"] == {"selection": "last"} and record["maps"] == maps
     assert read_precision(tmp_path / "none.json") is None
+
+
+def test_train_fits_the_precision_maps_that_predict_applies(tiny, tmp_path, capsys):  # noqa: F811
+    """`mespot train` ends with the run's default evaluation: RUN/precision/ holds the maps
+    fitted on the folds' held-out test intervals, and the trained run, never evaluated by hand,
+    gives each interval its expected precision."""
+    from mespot.api import Spotter
+    from mespot.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", str(tiny / "store.zarr"), "-a", str(tiny / "gt.csv"), "--out", str(run),
+                 "--epochs", "2", "--batch-size", "2", "--no-tensorboard"]) == 0
+    said = "".join(capsys.readouterr())
+    records = sorted((run / "precision").glob("*.json"))
+    assert [r.name for r in records] == ["last+flip.json"]  # no inner models: no calibration
+    record = json.loads(records[0].read_text())
+    assert sorted(record["maps"]["folds"]) == ["s1", "s2", "s3"]
+    assert "precision maps fitted on the" in " ".join(said.split())
+    trained = Spotter.load(run).trained
+    assert trained.precision is not None and "fitted on the held-out" in trained.precision_note
