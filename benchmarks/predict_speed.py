@@ -2,6 +2,7 @@
 
     python benchmarks/predict_speed.py                 # a 4 s clip, on 2 cores
     python benchmarks/predict_speed.py --seconds 30 --cores 1 --repeats 3
+    python benchmarks/predict_speed.py --startup-only --repeats 5   # a minute: start-up alone
 
 The clip is what a lab films: 640 x 360 px, 24 fps, one person with a face about 180 px wide
 (mespot.synth's renderer, face_size 180, set in a wider frame), written as an MJPG .avi. The run
@@ -24,7 +25,9 @@ Each repeat starts a fresh Python process pinned to --cores cores (`taskset`), t
 
 The machine is shared (other processes, a stress test): the load average before and after each
 repeat is recorded beside the numbers, which are medians over the repeats. Results:
-benchmarks/results/predict_speed_cpu.json.
+benchmarks/results/predict_speed_cpu.json; with `--startup-only` each process ends at its first
+frame (start-up only, in seconds rather than minutes: for a moment the machine is idle),
+benchmarks/results/predict_startup_cpu.json.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 CLIP_SIZE = (640, 360)  # px
 CLIP_FPS = 24.0
 FACE_SIZE = 180  # px, the rendered face box's width
+DEFAULT_OUT = HERE / "results" / "predict_speed_cpu.json"
 
 
 def default_cache() -> Path:
@@ -117,12 +121,13 @@ def build_clip(cache: Path, seconds: float) -> Path:
 # ---- one measured run (in its own process) ------------------------------------------------------
 
 
-def child(mode: str, run: str, clip: str, out: str, launched: float) -> None:
+def child(mode: str, run: str, clip: str, out: str, launched: float,
+          startup_only: bool = False) -> None:
     """Spot `clip` with `run` (mode `cli`: `mespot predict CLIP --model RUN --out OUT -q`, the
     command itself; `api`: Spotter.load(RUN).spot(CLIP, OUT)); print the timings as JSON, from
     `launched`, the moment the parent started this process. The first frame processed is seen
     by wrapping flowcore's face pass (flowcore.extract.track_face), which `import mespot`
-    imports anyway."""
+    imports anyway. `startup_only`: print the start-up and end the process there."""
     began = time.time()
     import flowcore.extract as extract
 
@@ -133,6 +138,8 @@ def child(mode: str, run: str, clip: str, out: str, launched: float) -> None:
         def seen(done):
             if not first:
                 first.append((time.time(), _cpu(), "torch" in sys.modules))
+                if startup_only:
+                    _startup_and_exit(first[0], launched, began, steps)
             progress(done)
         return track_face(stream, params, timer, cache, seen)
 
@@ -163,6 +170,18 @@ def child(mode: str, run: str, clip: str, out: str, launched: float) -> None:
     }))
 
 
+def _startup_and_exit(first: tuple, launched: float, began: float, steps: dict) -> None:
+    """Print the start-up timings (`first`: wall time, CPU seconds, torch imported, at the
+    first frame) as JSON and end the process at once."""
+    at, cpu_at, torch_then = first
+    print(json.dumps({"startup_s": at - launched, "startup_cpu_s": cpu_at,
+                      "interpreter_s": began - launched, **steps,
+                      "torch_imported_at_first_frame": torch_then,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+          flush=True)
+    os._exit(0)
+
+
 def _cpu() -> float:
     """CPU seconds (user + system) this process has used, all its threads."""
     used = resource.getrusage(resource.RUSAGE_SELF)
@@ -176,7 +195,8 @@ def _frames(store: Path) -> int:
     return int(sum(videos[name].attrs["n_frames"] for name in videos))
 
 
-def measure(mode: str, run: Path, clip: Path, out: Path, cores: int) -> dict:
+def measure(mode: str, run: Path, clip: Path, out: Path, cores: int,
+            startup_only: bool = False) -> dict:
     pin = ["taskset", "-c", ",".join(str(c) for c in range(cores))] if shutil.which(
         "taskset") else []
     if out.exists():
@@ -184,14 +204,17 @@ def measure(mode: str, run: Path, clip: Path, out: Path, cores: int) -> dict:
     before = os.getloadavg()
     launched = time.time()
     done = subprocess.run([*pin, sys.executable, __file__, "--child", mode, str(run), str(clip),
-                           str(out), repr(launched)], capture_output=True, text=True,
+                           str(out), repr(launched), *(["--startup-only"] if startup_only
+                                                       else [])], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": _pythonpath()})
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_average_before_after"] = [list(before), list(os.getloadavg())]
+    if startup_only:
+        return result
     result["frames_per_s"] = result["frames"] / result["after_first_frame_s"]
     result["frames_per_cpu_s"] = result["frames"] / result["after_first_frame_cpu_s"]
-    result["load_average_before_after"] = [list(before), list(os.getloadavg())]
     return result
 
 
@@ -211,14 +234,17 @@ def main(argv=None) -> int:
     parser.add_argument("--cores", type=int, default=2, help="cores the process is pinned to")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=default_cache())
-    parser.add_argument("--out", type=Path,
-                        default=HERE / "results" / "predict_speed_cpu.json")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--startup-only", action="store_true",
+                        help="measure the start-up alone (to predict_startup_cpu.json)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         mode, run, clip, out, launched = args.child
-        child(mode, run, clip, out, float(launched))
+        child(mode, run, clip, out, float(launched), args.startup_only)
         return 0
+    if args.startup_only:
+        return startup_only(args)
     from mespot.environment import describe
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -254,6 +280,34 @@ def main(argv=None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(medians, indent=1))
+    return 0
+
+
+def startup_only(args) -> int:
+    """The start-up alone, --repeats times per mode, to predict_startup_cpu.json (or --out)."""
+    from mespot.environment import describe
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    run, clip = build_run(args.cache), build_clip(args.cache, args.seconds)
+    found = {mode: [measure(mode, run, clip, args.cache / f"out-{mode}", args.cores, True)
+                    for _ in range(args.repeats)] for mode in ("cli", "api")}
+    keys = ("startup_s", "startup_cpu_s", "interpreter_s", "imports_s", "load_s", "peak_rss_mb")
+    medians = {mode: {k: round(_median([r[k] for r in runs]), 3) for k in keys if k in runs[0]}
+               for mode, runs in found.items()}
+    result = {"what": "start-up of `mespot predict` (cli) and Spotter.load + spot (api): from "
+                      "the process's start to the first frame processed, medians over the "
+                      "repeats; each process ends there",
+              "clip": {"file": clip.name, "size": list(CLIP_SIZE), "fps": CLIP_FPS,
+                       "face_px": FACE_SIZE},
+              "run": {"folds": len(list(run.glob("folds/*/fold.json")))},
+              "cores": args.cores, **medians, "repeats": found,
+              "load_note": "load averages (1, 5, 15 min) before and after each repeat are in "
+                           "`repeats`: near 0 means the wall times are those of an idle machine",
+              "environment": describe()}
+    out = args.out if args.out != DEFAULT_OUT else HERE / "results" / "predict_startup_cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(medians, indent=1))
     return 0
 
