@@ -58,6 +58,29 @@ def _pipeline_from_the_page(page, server, stores) -> dict:
     return client.pipeline(pipeline_id)
 
 
+def _a_drag_keeps_what_is_typed(page, video: str, truth: dict) -> None:
+    """A drag redraws its own interval (the last, on `truth`) once it stops: its strip; what is
+    half typed in an add form stays. Each redraw is awaited (the strip's address names the
+    interval's frames), not timed."""
+    section = page.locator(f'section.video[data-video="{video}"]')
+    strip = f'section.video[data-video="{video}"] .interval:last-of-type img.strip'
+
+    def drawn(offset: int) -> None:
+        frames = f"onset={truth['onset']}&apex={truth['apex']}&offset={offset}"
+        page.wait_for_function(f"document.querySelector('{strip}').src.includes('{frames}')")
+
+    drawn(truth["offset"])  # the onset's drag, drawn
+    typed = section.locator("form.add input[name=onset]")
+    typed.fill("7")
+    slider = section.locator(".interval").last.locator('input[data-field="offset"]')
+    slider.press("ArrowRight")
+    drawn(truth["offset"] + 1)
+    assert typed.input_value() == "7"
+    slider.press("ArrowLeft")  # back onto the truth
+    drawn(truth["offset"])
+    typed.fill("")
+
+
 def test_a_pipeline_a_review_exported_and_trained_on_and_two_runs_compared(
         browser, server, service_lab, tmp_path):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
@@ -91,6 +114,7 @@ def test_a_pipeline_a_review_exported_and_trained_on_and_two_runs_compared(
         for _ in range(start - truth["onset"]):  # dragged onto the truth, a frame at a time
             onset.press("ArrowLeft")
         assert added.locator("output").first.inner_text() == str(truth["onset"])
+    _a_drag_keeps_what_is_typed(page, videos[-1], truth)
     page.wait_for_function(  # the strips of the corrected intervals are drawn
         "[...document.querySelectorAll('img.strip')].every((i) => i.complete && i.naturalWidth)")
     with page.expect_download() as download:

@@ -358,7 +358,26 @@ const mespot = (() => {
     const main = document.getElementById("review"), id = main.dataset.job;
     const status = document.getElementById("review-status");
     let data = null;
-    const render = () => { document.getElementById("videos").innerHTML = reviewHtml(id, data); };
+    const render = () => {  // every video redrawn; what is typed in the add forms kept
+      const typed = [...document.querySelectorAll("form.add")].map((f) =>
+        [f.dataset.video, [...f.elements].filter((e) => e.name).map((e) => [e.name, e.value])]);
+      document.getElementById("videos").innerHTML = reviewHtml(id, data);
+      for (const [video, values] of typed) {
+        const form = document.querySelector(`form.add[data-video="${CSS.escape(video)}"]`);
+        if (form) for (const [name, value] of values) form.elements[name].value = value;
+      }
+    };
+    const redraw = (video, k) => {  // one corrected interval: its sliders, status and strip
+      const i = data.videos[video].intervals[k];
+      const c = document.querySelector(`.interval[data-video="${CSS.escape(video)}"][data-k="${k}"]`);
+      if (!c) return;
+      c.className = `interval ${i.status}`;
+      c.querySelector(".status").textContent = i.status;
+      for (const s of c.querySelectorAll("input[data-field]")) {
+        s.value = i[s.dataset.field]; s.nextElementSibling.textContent = s.value;
+      }
+      c.querySelector("img.strip").src = stripUrl(id, video, i);
+    };
 
     async function load() { data = await call("GET", `/api/jobs/${id}/review`); render(); }
     async function save() {
@@ -374,8 +393,8 @@ const mespot = (() => {
       if (!f.dataset.field) return;
       corrected(data.videos[f.dataset.video].intervals[Number(f.dataset.k)], f.dataset.field, Number(f.value));
       f.nextElementSibling.textContent = f.value;
-      clearTimeout(timer);
-      timer = setTimeout(render, 400);  // the strip of the corrected interval, once dragging stops
+      clearTimeout(timer);  // the strip of the corrected interval, once dragging stops
+      timer = setTimeout(() => redraw(f.dataset.video, Number(f.dataset.k)), 400);
     });
     main.addEventListener("click", async (event) => {
       const b = event.target.closest("button.accept, button.reject");
