@@ -264,14 +264,14 @@ def submit_train(
                                           "under the data root; one per store, in the same "
                                           "order (or one namespaced file for all)."),
     run: str = typer.Option(..., "--run", help="Run folder under the store root."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="loso, cross-dataset or "
-                                           "split [default: mespot train's]"),
-    test_on: Optional[list[str]] = typer.Option(None, "--test-on", help="With --protocol "
-                                                "cross-dataset: the dataset(s) tested."),
-    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="With --protocol split "
-                                             "[default: mespot train's]"),
-    split_test: Optional[float] = typer.Option(None, "--split-test", help="With --protocol "
-                                               "split [default: mespot train's]"),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", help="loso, cross-dataset or split [default: mespot train's]"),
+    test_on: Optional[list[str]] = typer.Option(
+        None, "--test-on", help="With --protocol cross-dataset: the dataset(s) tested."),
+    split_seed: Optional[int] = typer.Option(
+        None, "--split-seed", help="With --protocol split [default: mespot train's]"),
+    split_test: Optional[float] = typer.Option(
+        None, "--split-test", help="With --protocol split [default: mespot train's]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="[default: mespot train's]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="[default: mespot train's]"),
     inner_val: Optional[int] = typer.Option(None, "--inner-val",

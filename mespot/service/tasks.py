@@ -2,9 +2,10 @@
 
 Each kind has a `plan_*` (at submission: paths checked under their roots, the paths the job
 will read or write, so no two jobs touch one at once) and a `run_*` (in the runner process:
-the same library calls the commands make, with the progress protocol of flowcore.progress
-drawn as the job's progress, and a cancel check between videos or epochs). A rename in the
-library below touches this file only.
+the Python API's calls (mespot.api), as the commands make them, with the progress protocol of
+flowcore.progress drawn as the job's progress, and a cancel check between videos or epochs).
+Never spotting directly (an import contract in pyproject.toml): a rename in the library below
+touches mespot.api only.
 """
 
 from __future__ import annotations
