@@ -1,7 +1,7 @@
 """Train jobs on several stores: `mespot submit train` with two stores trains one pooled run
 through `mespot serve` (its config.json names both datasets, its progress counts the folds of
 the run's plan), or one cross-dataset model; and a train job on stores that queued extractions
-make waits for every one of them."""
+make waits for every one of them. (The split protocol's options reach the run too.)"""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def test_a_train_job_on_two_stores_trains_one_pooled_run(pooled_server, pooled_l
     config = json.loads((pooled_lab["stores"] / "runs" / "pooled" / "config.json").read_text())
     assert [d["name"] for d in config["datasets"]] == ["alpha", "beta"]
     assert config["protocol"] == "loso" and config["features"]["subjects"] == subjects
+    # as mespot.api.train (`mespot train`) ends: the precision maps fitted for predict
+    assert (pooled_lab["stores"] / "runs" / "pooled" / "precision").is_dir()
 
     job = _submit_train(pooled_server, capsys, "--run", "runs/cross", "--protocol",
                         "cross-dataset", "--test-on", "beta")
@@ -75,6 +77,15 @@ def test_a_train_job_on_two_stores_trains_one_pooled_run(pooled_server, pooled_l
     assert (job["progress"]["done"], job["progress"]["total"]) == (1, 1)  # one model
     config = json.loads((pooled_lab["stores"] / "runs" / "cross" / "config.json").read_text())
     assert (config["protocol"], config["test_datasets"]) == ("cross-dataset", ["beta"])
+
+    job = _submit_train(pooled_server, capsys, "--run", "runs/split", "--protocol", "split",
+                        "--split-seed", "3", "--split-test", "0.5")
+    assert job["state"] == "done", job
+    config = json.loads((pooled_lab["stores"] / "runs" / "split" / "config.json").read_text())
+    assert (config["protocol"], config["split"]) == ("split", {"test_fraction": 0.5, "seed": 3})
+    fold = json.loads((pooled_lab["stores"] / "runs" / "split" / "folds" / "split" /
+                       "fold.json").read_text())
+    assert len(fold["test_units"]) == 3 and len(fold["train_subjects"]) == 3  # of 6 videos
 
 
 def test_a_train_on_stores_being_made_waits_for_every_extraction(tmp_path):
