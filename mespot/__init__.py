@@ -5,11 +5,13 @@ synthetic data generator `mespot.synth`, `bench`), `spotting` (features + labels
 intervals) and `flowcore` (videos -> features in a Zarr store; the shared basics).
 
 The Python API (mespot.api), the same calls the commands make:
-    extract, open_store, open_video, train, evaluate, report, Spotter.load(run).spot(video)
+    extract, open_store, open_video, train, evaluate, report, predict (a folder of videos),
+    Spotter.load(run).spot(video)
 """
 
 from flowcore.version import __version__
-from mespot.api import Spotted, Spotter, evaluate, extract, open_store, open_video, report, train
+from mespot.api import (Spotted, Spotter, evaluate, extract, open_store, open_video, predict,
+                        report, train)
 
 __all__ = ["Spotted", "Spotter", "__version__", "evaluate", "extract", "open_store", "open_video",
-           "report", "train"]
+           "predict", "report", "train"]

@@ -97,7 +97,7 @@ def train(store, annotations, out: str | Path, *,
           sections: dict | None = None, device: str = "cpu", subjects: list[str] | None = None,
           workers: int | None = None, threads: int = 0, engine=None, overwrite: bool = False,
           tensorboard: bool = True, progress=None, protocol: str = "loso",
-          test_datasets=(), **train_params):
+          test_datasets=(), on_epoch_end=None, **train_params):
     """Train AUW-GCN with leave-one-subject-out folds on a feature store into run folder `out`
     (resumes by default); `mespot train`.
 
@@ -113,6 +113,10 @@ def train(store, annotations, out: str | Path, *,
     spotting/datasets.py). protocol: loso, cross-dataset (`test_datasets`: the datasets tested)
     or split (sections['split']: test_fraction, seed); spotting/protocols.py.
     subjects: train only these folds. workers, threads, engine: as spotting.loso.train_loso.
+    progress: a flowcore.progress.TrainingProgress (its `start(n_folds, epochs)` says how many
+    folds the run's protocol trains). on_epoch_end(fold, epoch): called after every epoch of
+    every fold trained in this process (not with `workers` or `engine`); an exception it raises
+    stops the training there, the run resuming from its last saved epoch.
     With every fold trained (no `subjects`), the run's default evaluation follows, which fits
     the score -> expected precision maps that `predict` applies (RUN/precision/).
     Returns one spotting.fold.FoldResult per fold.
@@ -135,7 +139,7 @@ def train(store, annotations, out: str | Path, *,
                               datasets=refs, test_datasets=tuple(test_datasets))
     results = train_loso(config, out, device=device, subjects=subjects, overwrite=overwrite,
                          progress=progress, tensorboard=tensorboard, workers=workers,
-                         threads=threads, engine=engine)
+                         threads=threads, engine=engine, on_epoch_end=on_epoch_end)
     if subjects is None:  # every fold trained: their held-out test intervals exist
         _fit_precision(out, device if engine is None else "auto", progress)
     return results
@@ -188,6 +192,22 @@ def evaluate(run: str | Path, select: str = "last", *, rule: str = "megc",
     return evaluate_run(run, select, rule=rule, preset=preset, device=device, proposals=proposals,
                         allow_missing_folds=allow_missing_folds,
                         options=SpotOptions(calibrate=calibrate, flip=flip), store=store)
+
+
+def predict(video: str | Path, run: str | Path, out: str | Path, *, fold: str | None = None,
+            select: str = "last", device: str = "cpu", progress=None,
+            min_precision: float | None = None):
+    """Spot every video of `video` (a video file, a folder of frames, a folder of video files or
+    a dataset copy) with the networks of run folder `run` into `out` (intervals.csv,
+    prediction.json, the curves), each video extracted with the run's own parameters; a video
+    whose extraction fails is listed, not raised; `mespot predict`. fold, select,
+    min_precision: as `Spotter.load` and `Spotter.spot`. progress: a
+    flowcore.progress.ExtractionProgress. Returns a spotting.predict.Batch (`.predictions` one
+    per video spotted, `.failed`, `.intervals` every interval, `.trained` the loaded run)."""
+    from spotting.predict import predict_videos
+
+    return predict_videos(video, run, out, fold=fold, select=select, device=device,
+                          progress=progress, min_precision=min_precision)
 
 
 def pretrain(stores: list[str | Path], annotations: list[str | Path], out: str | Path, *,

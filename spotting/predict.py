@@ -297,27 +297,26 @@ def extraction_setup(params: dict, subsample: int, backend: str | None,
                      device: str) -> tuple[object, object, dict]:
     """(flowcore ExtractParams, RunOptions, what was chosen as JSON) to extract new videos as
     the training store's `params`, kept 1 in `subsample`: its flow backend (or `backend`), on
-    `device` where the backend runs there. The `cuda` backend of a run runs on a GPU (`device`
-    if it names one, else cuda); without a GPU or CuPy here it falls back to `torch` on the
-    CPU (`fallback` says so)."""
+    `device` where the backend runs there (its `where`; a run's own backend its `run_where`).
+    Where the run's backend is not importable here it falls back to the backend's `fallback` on
+    the CPU (the `fallback` entry says so: flowcore.flow.backends)."""
     from flowcore.extract import ExtractParams, RunOptions
-    from flowcore.flow import available_backends
+    from flowcore.flow import backend_named
 
     chosen = ExtractParams.from_dict(params)
     chosen = replace(chosen, subsample=subsample, flow_backend=backend or chosen.flow_backend)
+    try:
+        own = backend_named(chosen.flow_backend)
+    except ValueError as err:
+        raise UserError(f"--backend: {err}") from None
     fallback = None
-    where = str(device)
-    if chosen.flow_backend == "opencv":
-        where = "cpu"  # OpenCV's DualTVL1 runs on the CPU only
-    elif chosen.flow_backend == "cuda" and backend is None:
-        if "cuda" in available_backends():
-            where = where if where.startswith("cuda") else "cuda"
-        else:
-            chosen, where = replace(chosen, flow_backend="torch"), "cpu"
-            fallback = ("the run's features were extracted with the cuda flow backend, which "
-                        "needs a GPU and CuPy, not here: extracted with the torch backend on the "
-                        "CPU instead (the same TV-L1; features close, not identical: "
-                        "docs/datasets.md)")
+    if backend is not None:  # asked for: no fallback chosen for the user
+        where = own.where(str(device))
+    elif own.fallback is None or own.importable():
+        where = own.run_where(str(device))
+    else:
+        chosen, where = replace(chosen, flow_backend=own.fallback), "cpu"
+        fallback = own.fallback_note
     extraction = {"backend": chosen.flow_backend, "device": where, "fallback": fallback,
                   "trained_backend": params.get("flow_backend")}
     return chosen, RunOptions(device=where), extraction

@@ -46,3 +46,27 @@ def test_api_errors_are_one_line_user_errors(tmp_path):
         mespot.Spotter.load(tmp_path / "no-run")
     with pytest.raises(UserError, match="feature store not found"):
         mespot.open_store(tmp_path / "none.zarr")
+
+
+def test_train_calls_on_epoch_end_after_every_epoch_and_stops_where_it_raises(tmp_path):
+    import mespot
+    from mespot.testing import write_tiny_store
+
+    tiny = write_tiny_store(tmp_path)
+    heard = []
+
+    def on_epoch_end(fold: str, epoch: int) -> None:
+        heard.append((fold, epoch))
+        if (fold, epoch) == ("s2", 1):
+            raise KeyboardInterrupt  # as a cancelled service job stops between epochs
+
+    with pytest.raises(KeyboardInterrupt):
+        mespot.train(tiny / "store.zarr", tiny / "gt.csv", tmp_path / "run", epochs=2,
+                     batch_size=2, subjects=["s1", "s2"], tensorboard=False,
+                     on_epoch_end=on_epoch_end)
+    assert heard == [("s1", 1), ("s1", 2), ("s2", 1)]
+    folds = mespot.train(tiny / "store.zarr", tiny / "gt.csv", tmp_path / "run", epochs=2,
+                         batch_size=2, subjects=["s1", "s2"], tensorboard=False,
+                         on_epoch_end=lambda fold, epoch: heard.append((fold, epoch)))
+    assert [f.subject for f in folds] == ["s1", "s2"]
+    assert heard[3:] == [("s2", 2)]  # s1 complete, s2 resumed from its first epoch

@@ -2,6 +2,7 @@
 (never a restated value), and there is one default flow backend everywhere."""
 
 import inspect
+import typing
 
 import pytest
 
@@ -12,7 +13,9 @@ from mespot.commands.extract import FLAG_KEYS, extract_command
 from mespot.commands.train import _FLAG_FIELDS, train_command
 from mespot.service import tasks
 from mespot.service.api_models import ExtractJob, TrainJob
+from mespot.api import train
 from spotting.config import RunConfig, TrainParams
+from spotting.protocols import PROTOCOLS
 
 # options that set no parameter of a dataclass (paths, engines, output)
 EXTRACT_OTHERS = {"source", "out", "workers", "engine", "address", "gpus_per_task", "video",
@@ -64,12 +67,19 @@ def test_service_fields_default_to_the_dataclass_fields():
     for field, key in tasks.EXTRACT_FIELDS.items():
         default = ExtractJob.model_fields[field].default
         assert default is None or default == _at(defaults, key), field  # None: the dataclass's
-    train = RunConfig(store="s", annotations="a").train
-    assert set(TrainJob.model_fields) == set(tasks.TRAIN_FIELDS) | {"store", "annotations", "run",
-                                                                     "subjects"}
+    config = RunConfig(store="s", annotations="a")
+    assert set(TrainJob.model_fields) == set(tasks.TRAIN_FIELDS) | set(tasks.SPLIT_FIELDS) | {
+        "store", "annotations", "run", "subjects", "protocol", "test_on"}
     for field in tasks.TRAIN_FIELDS:
         default = TrainJob.model_fields[field].default
-        assert default is None or default == getattr(train, field), field
+        assert default is None or default == getattr(config.train, field), field
+    for field, name in tasks.SPLIT_FIELDS.items():
+        assert getattr(config.split, name) == _options(train_command)[field].default  # exists
+        assert TrainJob.model_fields[field].default is None, field  # None: the dataclass's
+    assert TrainJob.model_fields["protocol"].default is None  # None: mespot.api.train's
+    assert inspect.signature(train).parameters["protocol"].default == config.protocol
+    assert set(typing.get_args(TrainJob.model_fields["protocol"].annotation)) - {type(None)} == {
+        typing.Literal[PROTOCOLS]}
     # `mespot submit` leaves them to the server
     assert _options(submit.submit_extract)["backend"].default is None
     assert _options(submit.submit_train)["seed"].default is None

@@ -8,6 +8,9 @@ device it computes on when `device` is asked for); `flow(first, second, params, 
 (dx, dy), as a numpy array or a tensor (`compute_flow` hands it back as its input came);
 `batched`: it computes a batch of pairs at once (not one by one); `mdmo_kernel`: extraction
 computes the float MDMO with the MDMO kernel (flowcore.mdmo_cuda) on this backend's flow.
+New videos of a trained run are extracted with the run's backend (spotting.predict): on
+`run_where(device)`, or, where the backend is not importable, with its `fallback` backend on
+the CPU (None: no fallback), `fallback_note` saying so.
 
 The `torch` and `cuda` backends share the coarse-to-fine skeleton (`torch_tvl1.flow_torch`: the
 pyramid, each level's solve, the upsampling) and differ in the solver of one level they give it
@@ -38,6 +41,12 @@ class FlowBackend:
     name = ""
     batched = True
     mdmo_kernel = False
+    fallback: str | None = None  # the backend extracting a run's new videos where this is missing
+    fallback_note = ""  # the sentence saying so
+
+    def run_where(self, device: str) -> str:
+        """The device new videos of a run extracted with this backend are extracted on."""
+        return self.where(device)
 
     def importable(self) -> bool:
         raise NotImplementedError
@@ -124,6 +133,13 @@ class CudaBackend(TorchBackend):
 
     name = "cuda"
     mdmo_kernel = True
+    fallback = "torch"
+    fallback_note = ("the run's features were extracted with the cuda flow backend, which needs a "
+                     "GPU and CuPy, not here: extracted with the torch backend on the CPU instead "
+                     "(the same TV-L1; features close, not identical: docs/datasets.md)")
+
+    def run_where(self, device: str) -> str:
+        return device if device.startswith("cuda") else "cuda"  # a run's GPU backend: a GPU
 
     def importable(self) -> bool:
         try:

@@ -257,10 +257,21 @@ def submit_extract(
 
 @submit_app.command("train")
 def submit_train(
-    store: str = typer.Argument(..., help="Feature store under the store root."),
-    annotations: str = typer.Option(..., "--annotations", "-a", help="Annotation file under "
-                                    "the data root."),
+    stores: list[str] = typer.Argument(..., help="Feature store(s) under the store root; "
+                                       "several train as one pooled dataset (NAME=PATH names "
+                                       "one, as `mespot train`)."),
+    annotations: list[str] = typer.Option(..., "--annotations", "-a", help="Annotation file "
+                                          "under the data root; one per store, in the same "
+                                          "order (or one namespaced file for all)."),
     run: str = typer.Option(..., "--run", help="Run folder under the store root."),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", help="loso, cross-dataset or split [default: mespot train's]"),
+    test_on: Optional[list[str]] = typer.Option(
+        None, "--test-on", help="With --protocol cross-dataset: the dataset(s) tested."),
+    split_seed: Optional[int] = typer.Option(
+        None, "--split-seed", help="With --protocol split [default: mespot train's]"),
+    split_test: Optional[float] = typer.Option(
+        None, "--split-test", help="With --protocol split [default: mespot train's]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="[default: mespot train's]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="[default: mespot train's]"),
     inner_val: Optional[int] = typer.Option(None, "--inner-val",
@@ -270,10 +281,14 @@ def submit_train(
     server: Optional[str] = _server_option(), token: Optional[str] = _token_option(),
     token_file: Optional[Path] = _token_file_option(),
 ) -> None:
-    """Train LOSO folds (as `mespot train`) on the server."""
+    """Train (as `mespot train`) on the server: LOSO folds, or another protocol."""
     folds = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
-    _submit("train", {"store": store, "annotations": annotations, "run": run, "epochs": epochs,
-                      "seed": seed, "inner_val": inner_val, "subjects": folds},
+    one = len(stores) == 1 and len(annotations) == 1  # as a server of one store reads it
+    _submit("train", {"store": stores[0] if one else stores,
+                      "annotations": annotations[0] if one else annotations, "run": run,
+                      "protocol": protocol, "test_on": test_on or None, "split_seed": split_seed,
+                      "split_test": split_test, "epochs": epochs, "seed": seed,
+                      "inner_val": inner_val, "subjects": folds},
             wait, server, token, token_file)
 
 

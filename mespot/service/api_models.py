@@ -5,7 +5,7 @@ Paths are relative to the data root (datasets, videos, annotation files) or the 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,12 +44,27 @@ class TrainOptions(_Strict):
                                      "(default: mespot train's: 2 for a store of 8 or more "
                                      "subjects, else 0; 0: off).")
     subjects: Optional[list[str]] = Field(None, description="Train only these folds.")
+    protocol: Optional[Literal["loso", "cross-dataset", "split"]] = Field(
+        None, description="loso (one fold per subject, over every store's subjects), "
+        "cross-dataset (train on every dataset but `test_on`, test on those: one model) or "
+        "split (a seeded random split of the videos); default: mespot train's, loso.")
+    test_on: Optional[list[str]] = Field(None, min_length=1, description="With protocol "
+                                         "cross-dataset: the dataset(s) tested.")
+    split_seed: Optional[int] = Field(None, ge=0, description="With protocol split: its seed "
+                                      "(default: mespot train's).")
+    split_test: Optional[float] = Field(None, gt=0, lt=1, description="With protocol split: "
+                                        "the share of videos tested (default: mespot train's).")
 
 
 class TrainJob(TrainOptions):
-    store: str = Field(..., description="Feature store under the store root (or one a queued "
-                       "extraction makes: the train job waits for it).")
-    annotations: str = Field(..., description="Annotation workbook or CSV under the data root.")
+    store: Union[str, Annotated[list[str], Field(min_length=1, max_length=16)]] = Field(
+        ..., description="Feature store under the store root (or one a queued extraction makes: "
+        "the train job waits for it), or a list of several trained as one pooled dataset "
+        "(subjects and videos named <name>_<id>; a store given as NAME=PATH names its dataset, "
+        "as `mespot train`).", examples=["stores/small.zarr"])
+    annotations: Union[str, Annotated[list[str], Field(min_length=1, max_length=16)]] = Field(
+        ..., description="Annotation workbook or CSV under the data root; with several stores, "
+        "a list of one per store in the same order (or one namespaced file for all).")
     run: str = Field(..., description="Run folder to create or resume, under the store root.")
 
 

@@ -216,7 +216,7 @@ def _job_routes(app: FastAPI, store: JobStore, roots: Roots, config: ServiceConf
     def submit(kind: str, body, submitter: str) -> JSONResponse:
         planned = tasks.plan(kind, body.model_dump(), roots, config.uploads, store.maker_of)
         job = store.submit(kind, planned.params, planned.locks, planned.after, planned.makes,
-                           submitter)
+                           submitter, also_after=planned.also_after)
         return JSONResponse(job.to_json(), status_code=201)
 
     for kind, model, what in _SUBMITS:

@@ -56,6 +56,7 @@ ADDED_COLUMNS = (
     ("makes", "TEXT"),  # the absolute path it creates (a store, a run folder)
     ("submitter", "TEXT NOT NULL DEFAULT ''"),  # who submitted it (the token's user)
     ("archived", "INTEGER NOT NULL DEFAULT 0"),  # hidden from the queue unless asked for
+    ("also_after", "TEXT NOT NULL DEFAULT '[]'"),  # JSON: more jobs it waits for, as after_job
 )
 
 
@@ -97,11 +98,12 @@ class Job:
     makes: str | None = None
     submitter: str = ""
     archived: int = 0
+    also_after: list = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
         values = dict(row)
-        for key in ("params", "locks", "files", "result"):
+        for key in ("params", "locks", "files", "result", "also_after"):
             values[key] = json.loads(values[key])
         return cls(**values)
 
@@ -190,13 +192,14 @@ class JobStore:
 
     def submit(self, kind: str, params: dict, locks: list[str], after: int | None = None,
                makes: str | None = None, submitter: str = "", pipeline: int | None = None,
-               step: str = "") -> Job:
-        """A new queued job; with `after`, it runs only once that job is done."""
+               step: str = "", also_after: tuple[int, ...] = ()) -> Job:
+        """A new queued job; with `after` (and `also_after`), it runs only once that job (and
+        those) are done."""
         cursor = self._connect().execute(
-            "INSERT INTO jobs (kind, state, params, locks, submitted, after_job, makes, "
-            "submitter, pipeline, step) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (kind, state, params, locks, submitted, after_job, makes, submitter, "
+            "pipeline, step, also_after) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (kind, json.dumps(params), json.dumps(locks), time.time(), after, makes, submitter,
-             pipeline, step))
+             pipeline, step, json.dumps(list(also_after))))
         return self.get(cursor.lastrowid)
 
     def last_maker(self, path: Path) -> int | None:
@@ -296,10 +299,11 @@ class JobStore:
             busy = [p for (locks,) in db.execute("SELECT locks FROM jobs WHERE state = 'running'")
                     for p in json.loads(locks)]
             chosen = None
-            queued = db.execute("SELECT id, locks, after_job FROM jobs WHERE state = 'queued' "
-                                "ORDER BY id").fetchall()
-            for job_id, locks, after in queued:
-                if after is not None and not _after_done(db, job_id, after):
+            queued = db.execute("SELECT id, locks, after_job, also_after FROM jobs WHERE state = "
+                                "'queued' ORDER BY id").fetchall()
+            for job_id, locks, after, also in queued:
+                waits = ([after] if after is not None else []) + json.loads(also)
+                if not all(_after_done(db, job_id, a) for a in waits):
                     continue
                 if not any(overlaps(a, b) for a in json.loads(locks) for b in busy):
                     chosen = job_id

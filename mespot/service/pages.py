@@ -139,8 +139,10 @@ store root <code>{e(str(roots.store))}</code> · slots: {e(slots)}{ray}
 def describe(job: dict) -> str:
     """One line saying what a job works on (paths as the client gave them)."""
     p = job["params"]
-    return {"extract": lambda: f"{p.get('source')} → {p.get('store')}",
-            "train": lambda: f"{p.get('store')} → {p.get('run')}",
+    stores = p.get("store")  # a train job's may be a list (pooled)
+    stores = " + ".join(stores) if isinstance(stores, list) else stores
+    return {"extract": lambda: f"{p.get('source')} → {stores}",
+            "train": lambda: f"{stores} → {p.get('run')}",
             "evaluate": lambda: f"{p.get('run')} ({', '.join(p.get('select') or ['last'])})",
             "predict": lambda: f"{p.get('video') or 'uploaded video'} with {p.get('model')}",
             }.get(job["kind"], lambda: "")()

@@ -152,5 +152,6 @@ def add_routes(app, store: JobStore, roots, config, guarded, who) -> None:
             raise HTTPException(404, f"no job {job_id}")
         params = validated(job.kind, merged(job.params, changes))
         plan = tasks.plan(job.kind, params, roots, config.uploads, store.maker_of)
-        new = store.submit(job.kind, plan.params, plan.locks, plan.after, plan.makes, submitter)
+        new = store.submit(job.kind, plan.params, plan.locks, plan.after, plan.makes, submitter,
+                           also_after=plan.also_after)
         return JSONResponse(new.to_json(), status_code=201)

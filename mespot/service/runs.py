@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import HTTPException
 
 from mespot.service.roots import PathRefused, Roots
-from mespot.service.tasks import LOSSES
+from mespot.service.train_progress import LOSSES
 
 MAX_DEPTH = 4  # run folders are looked for this deep under the store root
 MAX_RUNS = 500

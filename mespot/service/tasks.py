@@ -2,21 +2,23 @@
 
 Each kind has a `plan_*` (at submission: paths checked under their roots, the paths the job
 will read or write, so no two jobs touch one at once) and a `run_*` (in the runner process:
-the same library calls the commands make, with the progress protocol of flowcore.progress
-drawn as the job's progress, and a cancel check between videos or epochs). A rename in the
-library below touches this file only.
+the Python API's calls (mespot.api), as the commands make them, with the progress protocol of
+flowcore.progress drawn as the job's progress, and a cancel check between videos or epochs).
+Never spotting directly (an import contract in pyproject.toml): a rename in the library below
+touches mespot.api only.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowcore.errors import UserError
 from mespot.service.roots import PathRefused, Roots, require
+from mespot.service.train_progress import LOSSES, FoldPoller, LossRecorder, complete_folds
 
 
 class JobCancelled(Exception):
@@ -29,6 +31,7 @@ class Planned:
     locks: list[str]  # absolute paths the job reads or writes
     makes: str | None = None  # the absolute path it creates (a store, a run folder)
     after: int | None = None  # the queued or running job making a path it needs: it waits
+    also_after: tuple[int, ...] = ()  # others it waits for (a train on several stores made)
 
 
 def _no_job(_path: Path) -> int | None:
@@ -76,15 +79,44 @@ def _made_or_there(path: Path, waits_for, what: str, given: str, kind: str = "")
 
 
 def plan_train(p: dict, roots: Roots, uploads: Path, waits_for=_no_job) -> Planned:
-    store = roots.store_path(p["store"])
-    after = _made_or_there(store, waits_for, "a feature store", p["store"], "dir")
-    annotations = require(roots.data_path(p["annotations"]), "the annotation file",
-                          p["annotations"], "file")
+    """One store or several (`store` a list, each `[NAME=]PATH` as `mespot train`'s stores),
+    each with its annotation file (or one namespaced file for all); the job waits for every
+    store a queued extraction makes."""
+    stores, notes = _listed(p["store"]), _listed(p["annotations"])
+    if len(notes) not in (1, len(stores)):
+        raise PathRefused(422, f"{len(stores)} stores and {len(notes)} annotation files: give "
+                          f"one per store, in the same order (or one namespaced file for all)")
+    named, makers = [], []
+    for typed in stores:
+        name, given = _named(typed)
+        store = roots.store_path(given)
+        makers.append(_made_or_there(store, waits_for, "a feature store", given, "dir"))
+        named.append((name, store))
+    annotations = [require(roots.data_path(a), "the annotation file", a, "file") for a in notes]
     run = roots.store_path(p["run"])
-    if run == roots.store or run == store or store in run.parents:
+    if run == roots.store or any(run == s or s in run.parents for _, s in named):
         raise PathRefused(422, f"{p['run']}: name a run folder of its own under the store root")
-    p.update(store=roots.shown(store), annotations=roots.shown(annotations), run=roots.shown(run))
-    return Planned(p, [str(store), str(run)], makes=str(run), after=after)
+    shown = [roots.shown(s) if n is None else f"{n}={roots.shown(s)}" for n, s in named]
+    p.update(store=shown if isinstance(p["store"], list) else shown[0], run=roots.shown(run),
+             annotations=([roots.shown(a) for a in annotations]
+                          if isinstance(p["annotations"], list) else roots.shown(annotations[0])))
+    waits = sorted({m for m in makers if m is not None})
+    return Planned(p, [str(s) for _, s in named] + [str(run)], makes=str(run),
+                   after=waits[0] if waits else None, also_after=tuple(waits[1:]))
+
+
+def _listed(value) -> list[str]:
+    """A job field holding one path or a list of them, as a list."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _named(typed: str) -> tuple[str | None, str]:
+    """A store as `mespot train` takes it: 'NAME=PATH' (NAME lower-case letters and digits)
+    -> (NAME, PATH); a plain path -> (None, path)."""
+    name, sep, rest = typed.partition("=")
+    if sep and rest and re.fullmatch(r"[a-z][a-z0-9]*", name):
+        return name, rest
+    return None, typed
 
 
 def plan_evaluate(p: dict, roots: Roots, uploads: Path, waits_for=_no_job) -> Planned:
@@ -256,6 +288,8 @@ def _source_videos(source_dir, subsample, videos) -> tuple:
 EXTRACT_FIELDS = {"backend": "flow_backend", "resize": "faces.resize", "subsample": "subsample"}
 # TrainJob field -> field of spotting.config.TrainParams, likewise
 TRAIN_FIELDS = ("epochs", "seed", "inner_val", "batch_size", "lr")
+# TrainJob field -> field of the split protocol's spotting.protocols.SplitParams, likewise
+SPLIT_FIELDS = {"split_seed": "seed", "split_test": "test_fraction"}
 
 
 def run_extract(p: dict, ctx: Context) -> Outcome:
@@ -292,36 +326,35 @@ def run_extract(p: dict, ctx: Context) -> Outcome:
 
 
 def run_train(p: dict, ctx: Context) -> Outcome:
-    """A store and annotations -> a LOSO run folder under the store root (resumes)."""
-    from spotting.config import config_from_dict
-    from spotting.loso import train_loso
+    """One store or several (pooled) and their annotations -> a run folder under the store
+    root (resumes), with the protocol asked for (mespot.api.train, as `mespot train`)."""
+    from mespot.api import train as train_run
 
-    store, annotations = ctx.roots.store_path(p["store"]), ctx.roots.data_path(p["annotations"])
+    stores = [_store_given(typed, ctx.roots) for typed in _listed(p["store"])]
+    notes = [str(ctx.roots.data_path(a)) for a in _listed(p["annotations"])]
     run = ctx.roots.store_path(p["run"])
-    train = {k: p[k] for k in TRAIN_FIELDS if p.get(k) is not None}
-    config = config_from_dict({"train": train}, store=str(store), annotations=str(annotations))
-    subjects = p.get("subjects") or None
-    epochs = config.train.epochs
-    if subjects is None:
-        from flowcore.store import load_features
-
-        n_folds = len(load_features(store).subjects)
-    else:
-        n_folds = len(subjects)
-    latest = {subject: epochs for subject in _complete_folds(run)}  # subject -> epochs done
+    sections = {"train": {k: p[k] for k in TRAIN_FIELDS if p.get(k) is not None},
+                "split": {f: p[k] for k, f in SPLIT_FIELDS.items() if p.get(k) is not None}}
+    recorder = LossRecorder(ctx.folder / LOSSES)
+    latest = {subject: None for subject in complete_folds(run)}  # fold -> epochs done
 
     def on_epoch_end(subject: str, epoch: int) -> None:
         latest[subject] = epoch
-        ctx.progress(sum(latest.values()), float(epochs * n_folds), "epochs",
+        epochs, n_folds = recorder.epochs, recorder.n_folds
+        done = sum(epochs if e is None else e for e in latest.values())
+        ctx.progress(done, float(epochs * n_folds), "epochs",
                      f"fold {subject}: epoch {epoch}/{epochs}")
         ctx.check_cancel("between epochs; the run resumes from its last epoch")
 
-    poll = None if ctx.engine is None else _FoldPoller(run, epochs, n_folds, ctx)
+    poll = None if ctx.engine is None else FoldPoller(run, recorder, ctx)
     try:
-        results = train_loso(config, run, device=ctx.device, subjects=subjects,
-                             tensorboard=True, progress=LossRecorder(ctx.folder / LOSSES),
-                             on_epoch_end=on_epoch_end if ctx.engine is None else None,
-                             threads=ctx.cores if ctx.device == "cpu" else 0, engine=ctx.engine)
+        results = train_run(stores if len(stores) > 1 else stores[0],
+                            notes if len(notes) > 1 else notes[0], run, sections=sections,
+                            device=ctx.device, subjects=p.get("subjects") or None,
+                            threads=ctx.cores if ctx.device == "cpu" else 0, engine=ctx.engine,
+                            progress=recorder, protocol=p.get("protocol") or "loso",
+                            test_datasets=p.get("test_on") or (),
+                            on_epoch_end=on_epoch_end if ctx.engine is None else None)
     finally:
         if poll is not None:
             poll.stop()
@@ -333,68 +366,17 @@ def run_train(p: dict, ctx: Context) -> Outcome:
                    result={"run": p["run"], "folds": folds})
 
 
-LOSSES = "losses.jsonl"  # in a train job's folder: one line per epoch of a fold, as it ends
-
-
-class LossRecorder:
-    """flowcore's training progress protocol kept as JSON lines {"fold", "epoch", "loss"}: the
-    live loss curves of a run in training (mespot.service.runs reads them)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.labels: dict[str, str] = {}
-
-    def start(self, n_folds: int, epochs: int) -> None:
-        pass
-
-    def line(self, text: str) -> None:
-        pass
-
-    def start_fold(self, label: str, k: int, key: str) -> None:
-        self.labels[key] = label
-
-    def epoch(self, done: int, loss: float, key: str) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({"fold": key, "label": self.labels.get(key, key),
-                                     "epoch": done, "loss": loss}) + "\n")
-
-    def end(self, key: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _complete_folds(run: Path) -> list[str]:
-    done = []
-    for meta in sorted(run.glob("folds/*/fold.json")):
-        if json.loads(meta.read_text()).get("status") == "complete":
-            done.append(meta.parent.name)
-    return done
-
-
-class _FoldPoller:
-    """Progress of a run trained elsewhere (Ray): its complete folds, every 2 s."""
-
-    def __init__(self, run: Path, epochs: int, n_folds: int, ctx: Context):
-        self._stop = threading.Event()
-
-        def loop() -> None:
-            while not self._stop.wait(2.0):
-                done = len(_complete_folds(run))
-                ctx.progress(done * epochs, float(n_folds * epochs), "epochs",
-                             f"{done} of {n_folds} folds complete")
-
-        threading.Thread(target=loop, daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
+def _store_given(typed: str, roots: Roots) -> str:
+    """A store of a train job as mespot.api.train takes it: its absolute path, named as typed."""
+    name, given = _named(typed)
+    path = str(roots.store_path(given))
+    return path if name is None else f"{name}={path}"
 
 
 def run_evaluate(p: dict, ctx: Context) -> Outcome:
-    """A run folder -> metrics, intervals and report.html for each epoch selection."""
-    from spotting.evaluate import evaluate_run
-    from spotting.report import build_report
+    """A run folder -> metrics, intervals and report.html for each epoch selection
+    (mespot.api.evaluate and report)."""
+    from mespot.api import evaluate, report as write_report
 
     run = ctx.roots.store_path(p["run"])
     selections = p.get("select") or ["last"]
@@ -402,7 +384,7 @@ def run_evaluate(p: dict, ctx: Context) -> Outcome:
     files, metrics = {}, {}
     for k, selection in enumerate(selections):
         ctx.progress(k, steps, "steps", f"evaluating with {selection}", force=True)
-        e = evaluate_run(run, selection, device=ctx.device)
+        e = evaluate(run, selection, device=ctx.device)
         name = e.selection.name
         for table in ("metrics.json", "metrics.csv", "intervals.csv", "matches.csv",
                       "metrics_per_subject.csv", "metrics_per_video.csv"):
@@ -414,7 +396,7 @@ def run_evaluate(p: dict, ctx: Context) -> Outcome:
         ctx.check_cancel("between selections")
     if p.get("report", True):
         ctx.progress(len(selections), steps, "steps", "writing report.html", force=True)
-        report = build_report(run, None)
+        report = write_report(run, None)
         files["report.html"] = str(report)
         for png in sorted((run / "report").glob("*.png")):
             files[f"report/{png.name}"] = str(png)
@@ -423,8 +405,9 @@ def run_evaluate(p: dict, ctx: Context) -> Outcome:
 
 
 def run_predict(p: dict, ctx: Context) -> Outcome:
-    """An uploaded video or a path under the data root + a run -> intervals.csv and curves."""
-    from spotting.predict import predict_videos
+    """An uploaded video or a path under the data root + a run -> intervals.csv and curves
+    (mespot.api.predict)."""
+    from mespot.api import predict
 
     model = ctx.roots.store_path(p["model"])
     if p.get("upload"):
@@ -432,9 +415,9 @@ def run_predict(p: dict, ctx: Context) -> Outcome:
     else:
         video = ctx.roots.data_path(p["video"])
     out = ctx.folder / "prediction"
-    batch = predict_videos(video, model, out, fold=p.get("fold"), select=p.get("select") or "last",
-                           device=ctx.device, progress=ExtractProgress(ctx),
-                           min_precision=p.get("min_precision"))
+    batch = predict(video, model, out, fold=p.get("fold"), select=p.get("select") or "last",
+                    device=ctx.device, progress=ExtractProgress(ctx),
+                    min_precision=p.get("min_precision"))
     files = {"intervals.csv": str(out / "intervals.csv"),
              "prediction.json": str(out / "prediction.json")}
     for png in sorted(out.glob("curves*.png")) + sorted(out.glob("curves/*.png")):

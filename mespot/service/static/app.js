@@ -20,7 +20,7 @@ const mespot = (() => {
     const p = job.params;
     switch (job.kind) {
       case "extract": return `${p.source} → ${p.store}`;
-      case "train": return `${p.store} → ${p.run}`;
+      case "train": return `${[].concat(p.store).join(" + ")} → ${p.run}`;
       case "evaluate": return `${p.run} (${(p.select || ["last"]).join(", ")})`;
       case "predict": return `${p.video || "uploaded video"} with ${p.model}`;
     }
