@@ -1,11 +1,13 @@
 """The service's web page in a real headless browser (Playwright driving Debian's chromium):
 sign in, submit an extraction of a tiny synthetic set and watch its progress bar reach 100 %,
-evaluate a run and open its report, spot an uploaded video and download its intervals.
+train one run on two stores pooled, evaluate a run and open its report, spot an uploaded video
+and download its intervals.
 
 Set MESPOT_SCREENSHOT_DIR to keep the page's screenshot (docs/images/service.png)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -84,6 +86,23 @@ def test_the_page_runs_jobs_end_to_end(browser, server, service_lab, tmp_path):
     assert seen[-1] == 1.0 and seen == sorted(seen), seen  # reaches 100 %, never goes back
     assert "100 %" in _row(page, extract).locator(".progress-text").inner_text()
     assert "120/120 frames" in _row(page, extract).inner_text()
+
+    page.click("nav.tabs button[data-tab=train]")  # two stores pooled (issue 31): lists
+    form = page.locator("#form-train")
+    form.locator("input[name=store]").fill("a=tiny.zarr, b=browser/tiny.zarr")
+    copy = service_lab["data"] / "browser" / "ground_truth.csv"  # b's own file (the same truth)
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copyfile(service_lab["tiny"] / "ground_truth.csv", copy)
+    form.locator("input[name=annotations]").fill("tiny/ground_truth.csv, browser/ground_truth.csv")
+    form.locator("input[name=run]").fill("runs/pooled")
+    form.locator("input[name=epochs]").fill("1")
+    form.locator("button[type=submit]").click()
+    train = _submitted(page)
+    _watch(page, train)
+    params = server.client().request("GET", f"/api/jobs/{train}")["params"]
+    assert params["store"] == ["a=tiny.zarr", "b=browser/tiny.zarr"], params
+    config = json.loads((service_lab["stores"] / "runs/pooled/config.json").read_text())
+    assert [d["name"] for d in config["datasets"]] == ["a", "b"], config["datasets"]
 
     page.click("nav.tabs button[data-tab=evaluate]")
     page.locator("#form-evaluate input[name=run]").fill("runs/tiny")

@@ -93,9 +93,14 @@ def forms(config) -> str:
   placeholder="native"></label>
  <button type="submit">Extract</button></form>
 <form data-kind="train" class="job-form" id="form-train">
- <label>Store (store root) <input name="store" list="store-paths" required></label>
- <label>Annotations (data root) <input name="annotations" list="data-paths" required
+ <label>Store (store root; several pooled: comma-separated, each [NAME=]PATH)
+  <input name="store" list="store-paths" required></label>
+ <label>Annotations (data root; one per store, comma-separated, or one for all)
+  <input name="annotations" list="data-paths" required
   placeholder="e.g. synth/small/ground_truth.csv"></label>
+ <label>Protocol <select name="protocol"><option value="">default (loso)</option>
+  <option>loso</option><option>cross-dataset</option><option>split</option></select></label>
+ <label>Test on (cross-dataset: datasets, comma-separated) <input name="test_on"></label>
  <label>Run folder (store root) <input name="run" list="store-paths" required
   placeholder="e.g. runs/small"></label>
  <label>Epochs <input name="epochs" type="number" min="1" placeholder="default"></label>

@@ -95,8 +95,13 @@ const mespot = (() => {
       if (field.value === "") continue;
       place[key] = field.type === "number" ? Number(field.value) : field.value;
     }
-    if (form.dataset.kind === "pipeline")
-      values.predict = (values.predict || "").split(",").map((v) => v.trim()).filter(Boolean);
+    const list = (text) => text.split(",").map((v) => v.trim()).filter(Boolean);
+    if (form.dataset.kind === "pipeline") values.predict = list(values.predict || "");
+    if (form.dataset.kind === "train") {  // several stores pooled: lists; one store: as typed
+      for (const key of ["store", "annotations"])
+        if (values[key] && values[key].includes(",")) values[key] = list(values[key]);
+      if (values.test_on) values.test_on = list(values.test_on);
+    }
     return values;
   }
 
