@@ -8,6 +8,7 @@ import pytest
 from waiting import DEADLINE
 
 from mespot.service.client import ServiceError
+from mespot.service.run_pages import MAX_PARAM_COLUMNS, param_columns
 from mespot.service.testing import start_server
 
 FLAGS = ("--cores-per-slot", "1", "--lease-seconds", "5")
@@ -71,3 +72,15 @@ def test_live_curves_a_table_of_runs_and_the_difference_of_two(runs_server, modu
     with pytest.raises(ServiceError) as refused:
         _losses(client, "curves/none")
     assert refused.value.status == 404 and "no run folder" in str(refused.value)
+
+
+def test_the_table_shows_the_training_parameters_that_differ_first():
+    """With more differing parameters than columns (runs on other stores and datasets beside),
+    those of the training section come first: a learning rate is not pushed out by names that
+    sort before it."""
+    found = [{"params": {"train.epochs": 2, "train.lr": lr, "train.seed": 1,
+                         **{f"datasets.{k}": f"{k}{lr}" for k in "abcdefghijklmn"}}}
+             for lr in (0.01, 0.05)]
+    columns = param_columns(found)
+    assert columns[:2] == ["train.epochs", "train.lr"] and len(columns) == MAX_PARAM_COLUMNS
+    assert "train.seed" not in columns  # the same in every run

@@ -23,8 +23,11 @@ METRIC_COLUMNS = (("overall", "f1", "F1"), ("me", "f1", "ME F1"), ("mae", "f1", 
 
 
 def param_columns(found: list[dict]) -> list[str]:
-    """The parameters that differ between the runs (and ALWAYS), at most MAX_PARAM_COLUMNS."""
-    keys = sorted({k for r in found for k in r["params"]})
+    """The parameters that differ between the runs (and ALWAYS), at most MAX_PARAM_COLUMNS:
+    the training section's first (what a user varies from run to run), then the others (the
+    stores, datasets and extraction of runs on other data), each group by name."""
+    keys = sorted({k for r in found for k in r["params"]}, key=lambda k: (
+        not k.startswith("train."), k))
     varying = [k for k in keys if len({json.dumps(r["params"].get(k)) for r in found}) > 1]
     return (list(ALWAYS) + [k for k in varying if k not in ALWAYS])[:MAX_PARAM_COLUMNS]
 
