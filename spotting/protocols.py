@@ -8,7 +8,7 @@
 - `split`: a seeded random split of the videos (the reference's "cross" split: 24 % of the
   videos for testing, seed 42); one fold `split`, its units are videos, so a subject may have
   videos on both sides, as in the reference. The split is recorded in the fold's fold.json
-  (`test_units`, `train_units`) and in config.json (`split`).
+  (`test_units`, and `train_subjects`: the training units) and in config.json (`split`).
 
 The prior, the feature normalisation and the windows of a fold are always taken from its
 training units only. A fold's units are subjects (`by` 'subject') or videos ('video').
