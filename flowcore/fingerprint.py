@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from flowcore.locations import local_file
 from flowcore.video import VideoSpec, list_frame_files, video_frame_count
 
 SAMPLES = 5  # frames hashed per video
@@ -62,7 +63,7 @@ def _file_fingerprint(spec: VideoSpec) -> dict:
     import cv2
 
     count = video_frame_count(spec.path)
-    capture = cv2.VideoCapture(str(spec.path))
+    capture = cv2.VideoCapture(str(local_file(spec.path)))
     try:
         size = [int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                 int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))]

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from flowcore.sources_smic import (SMIC_FPS, SMIC_SUBSAMPLE, find_smic, smic_videos,
                                    smic_workbook)
+from flowcore.locations import absolute
 from flowcore.video import FRAME_SUFFIXES, VIDEO_SUFFIXES, VideoSpec, video_fps
 
 CASME2_FPS = 30.0
@@ -85,7 +86,7 @@ def open_source(
     subsample: keep every n-th frame (default 8 for SAMM-LV, 4 for SMIC-E-long HS, 1 otherwise).
     fps: frame rate for frame folders whose rate is not known (default: the dataset's).
     """
-    root = Path(path).absolute()  # stores record where frames are: keep it valid from any folder
+    root = absolute(path)  # stores record where frames are: keep it valid from any folder
     if not root.exists():
         raise SourceError(f"{root}: no such file or folder")
     if subsample is not None and subsample < 1:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from flowcore.errors import UserError
+from flowcore.locations import is_url, listing, location, remove_tree
 from flowcore.locks import folder_lock
 from flowcore.rois import N_ROIS
 
@@ -98,7 +98,7 @@ class FeatureStore:
 
         from flowcore.version import __version__
 
-        self.path = Path(path)
+        self.path = location(path)  # a Path, or a UPath for a URL (s3://...: flowcore/locations.py)
         self.params = json.loads(json.dumps(params))  # exactly what JSON round-trips to
         self.hash = params_hash(self.params)
         if self.path.exists() and not self.path.is_dir():
@@ -138,7 +138,7 @@ class FeatureStore:
     @staticmethod
     def status_at(path: Path, video_id: str) -> str | None:
         """The status of a video of the store at `path`, without opening the store."""
-        meta = Path(path) / VIDEOS / video_id / "zarr.json"
+        meta = location(path) / VIDEOS / video_id / "zarr.json"
         try:
             return json.loads(meta.read_text()).get("attributes", {}).get("status")
         except (OSError, ValueError):
@@ -160,24 +160,25 @@ class FeatureStore:
             return {}
 
     def statuses(self) -> dict[str, str | None]:
-        folder = self.path / VIDEOS
-        return {p.name: self.status(p.name) for p in sorted(folder.iterdir()) if p.is_dir()}
+        return {name: self.status(name) for name in listing(self.path / VIDEOS, folders=True)}
 
     @contextmanager
     def video_lock(self, video_id: str):
         """Yield True while this process holds the video's lock, False if another one does
-        (flowcore.locks): it guards against two runs on one machine extracting the same video
-        at once."""
-        with folder_lock(self.path, video_id) as holder:
+        (flowcore.locks): it guards against two runs extracting the same video at once. On
+        object storage a run waits up to one lease for a lock whose holder stopped renewing it
+        (a task retried after its node was lost)."""
+        from flowcore.locks import lease_seconds
+
+        wait = 1.5 * lease_seconds() if is_url(self.path) else 0.0
+        with folder_lock(self.path, video_id, wait) as holder:
             yield holder is None
 
     def begin(self, video_id: str, attrs: dict):
         """Delete whatever is at videos/<video_id> and create it afresh, status "running"."""
         import zarr
 
-        folder = self.path / VIDEOS / video_id
-        if folder.exists():
-            shutil.rmtree(folder)
+        remove_tree(self.path / VIDEOS / video_id)
         group = zarr.open_group(str(self.path), mode="r+")[VIDEOS].create_group(video_id)
         group.attrs.update({**attrs, "video_id": video_id, "status": RUNNING})
         return group
@@ -286,7 +287,7 @@ def load_features(path: str | Path) -> FeatureSet:
     """Load the MDMO features and frame numbers of every complete video of a store."""
     import zarr
 
-    path = Path(path)
+    path = location(path)
     if not path.exists():
         raise UserError(f"feature store not found: {path}")
     try:
@@ -369,7 +370,7 @@ def open_video(path: str | Path, video_id: str):
     import xarray as xr
     import zarr
 
-    path = Path(path)
+    path = location(path)
     try:
         zarr.open_group(str(path), mode="r")[f"{VIDEOS}/{video_id}"]
     except Exception as err:

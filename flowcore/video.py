@@ -31,6 +31,8 @@ from typing import Iterator
 
 import numpy as np
 
+from flowcore.locations import local_file
+
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
 _FRAME_NUMBER = re.compile(r"(\d+)$")  # trailing digits of the stem: img001, img_1, 006_1_0001
@@ -246,7 +248,7 @@ class FrameStream:
     def _video_frames(self):
         import cv2
 
-        capture = cv2.VideoCapture(str(self.spec.path))
+        capture = cv2.VideoCapture(str(local_file(self.spec.path)))
         if not capture.isOpened():
             raise FrameError(f"{self.spec.path}: OpenCV cannot open the video")
         try:
@@ -279,7 +281,7 @@ def video_frame_count(path: Path) -> int:
     """Frames a video file holds: its container's count, or counted by reading frame headers."""
     import cv2
 
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(str(local_file(path)))
     if not capture.isOpened():
         raise FrameError(f"{path}: OpenCV cannot open the video")
     try:
@@ -297,7 +299,7 @@ def video_fps(path: Path, default: float = 30.0) -> float:
     """Frame rate a video file declares (default when it declares none)."""
     import cv2
 
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(str(local_file(path)))
     try:
         fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
     finally:

@@ -161,7 +161,7 @@ def _fit_precision(run: str | Path, device: str, progress) -> None:
     else:
         said = (f"expected precision per interval: score -> precision maps fitted on the "
                 f"{len(e.intervals)} held-out test intervals of the folds, in "
-                f"{Path(run) / 'precision'} (the evaluation: {e.out})")
+                f"{str(run).rstrip('/')}/precision (the evaluation: {e.out})")
     if progress is not None:
         progress.line(said)
 

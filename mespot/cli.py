@@ -17,6 +17,7 @@ import typer
 
 from flowcore.version import __version__
 from flowcore.errors import UserError
+from flowcore.locations import unreachable
 
 app = typer.Typer(
     name="mespot",
@@ -105,6 +106,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as err:
+        if unreachable(err):  # object storage gone: one line, nothing else lost
+            typer.echo(f"error: object storage unreachable ({unreachable(err)}); what was "
+                       f"complete is kept: run the same command again to resume", err=True)
+            return 1
         # Usage errors (bad flag, missing argument): click's, or the copy of click that recent
         # typer versions vendor; both can show themselves and carry an exit code.
         if callable(getattr(err, "show", None)) and isinstance(

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowcore.errors import UserError
+from flowcore.locations import local_file
 from spotting.annotation_table import (CASME2_VIDEO_NAMES, COLUMNS, AnnotationTable, Issue,
                                        RowBuilder, _is_blank, issues_to_frame, normalise_type)
 from spotting.reference_csv import is_reference_csv, read_reference_csv
@@ -51,7 +52,10 @@ def read_annotations(path: str | Path) -> AnnotationTable:
     plain CSV.
     A file that yields no usable row is a UserError saying how many rows were read and why
     each kind was skipped (before any work is done with it)."""
-    path = Path(path)
+    try:
+        path = local_file(path)  # a URL's object: its copy in the cache (flowcore/locations.py)
+    except FileNotFoundError:
+        raise UserError(f"annotation file not found: {path}") from None
     if not path.is_file():
         raise UserError(f"annotation file not found: {path}")
     suffix = path.suffix.lower()
@@ -129,7 +133,7 @@ def read_casme2_workbook(path: str | Path) -> AnnotationTable:
     code in either order (`101 | disgust1` or `disgust1 | 0101`; the code as text or number).
     The video id is `NN_<code><name>` (the rawpic folder). UserError when no row is usable.
     """
-    path = Path(path)
+    path = local_file(path)
     sheets = list(pd.read_excel(path, sheet_name=None, header=None).values())
     if len(sheets) < 3:
         raise UserError(f"{path}: a CAS(ME)^2 workbook has three sheets, found {len(sheets)}")
@@ -195,7 +199,7 @@ def _find_samm_header(sheet: pd.DataFrame) -> int | None:
 def read_samm_workbook(path: str | Path) -> AnnotationTable:
     """Read `SAMM_LongVideos_V*_Release.xlsx`, sheet `FACS_Movement_Only` (preamble rows, then a
     header row with Subject, Filename, ..., Onset, Apex, Offset, ..., Type, Action Units)."""
-    path = Path(path)
+    path = local_file(path)
     book = pd.ExcelFile(path)
     sheet_name = SAMM_SHEET if SAMM_SHEET in book.sheet_names else book.sheet_names[0]
     sheet = pd.read_excel(book, sheet_name=sheet_name, header=None)
@@ -248,7 +252,7 @@ def read_csv_annotations(path: str | Path) -> AnnotationTable:
     """Read a CSV with columns subject, video, onset, apex, offset, type, au (others ignored;
     an `expression` or `id` column, when present, names the expressions), or the reference's
     cross.csv (spotting/reference_csv.py), told by its columns."""
-    path = Path(path)
+    path = local_file(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     frame.columns = [c.strip().lower() for c in frame.columns]
     if is_reference_csv(frame.columns):

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
+from flowcore.locations import absolute
 from flowcore.store import FeatureSet, load_features
 from spotting.annotation_table import AnnotationTable
 from spotting.annotations import read_annotations
@@ -83,7 +84,7 @@ def dataset_refs(stores: list, annotations: list) -> list[DatasetRef]:
         name, path = parse_store(typed)
         if name is None:
             name = default_name(load_features(path), None)
-        refs.append(DatasetRef(name, str(Path(path).absolute()), str(Path(notes).absolute())))
+        refs.append(DatasetRef(name, str(absolute(path)), str(absolute(notes))))
     names = [r.name for r in refs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

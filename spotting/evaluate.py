@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
+from flowcore.locations import working_copy
 from spotting.augment import flip_by_default
 from spotting.data import Prepared
 from spotting.datasets import dataset_of, prepare_recorded, refs_of
@@ -279,7 +280,16 @@ def evaluate_run(
 
     Every subject of the run's store is a LOSO fold: a run with folds missing or unfinished is
     refused unless `allow_missing_folds`, and then the missing folds' truths count as missed. A
-    store that is not the one the run was trained on (another parameters hash) is refused."""
+    store that is not the one the run was trained on (another parameters hash) is refused. A run
+    folder given as a URL is evaluated in a local copy, its evaluation written back."""
+    with working_copy(run) as local:
+        return _evaluate_run(local, select, rule, preset, device, prepared, proposals,
+                             allow_missing_folds, options, store)
+
+
+def _evaluate_run(run, select, rule, preset, device, prepared, proposals, allow_missing_folds,
+                  options, store) -> Evaluation:
+    """evaluate_run, on a run folder of this machine."""
     run = RunFolder(run)
     config = run.read_config()
     selection = parse_selection(select)
@@ -375,10 +385,11 @@ def prepare_run(run: RunFolder, store: str | Path | None = None) -> Prepared:
 
 def evaluate_selections(run: str | Path, selects: list[str], **options) -> list[Evaluation]:
     """`evaluate_run(run, s, **options)` for each selection of `selects`, the run's store and
-    annotations loaded once for all of them."""
-    if len(selects) > 1 and options.get("prepared") is None:
-        options["prepared"] = prepare_run(RunFolder(run), options.get("store"))
-    return [evaluate_run(run, s, **options) for s in selects]
+    annotations loaded once for all of them (a run folder given as a URL: one local copy)."""
+    with working_copy(run) as local:
+        if len(selects) > 1 and options.get("prepared") is None:
+            options["prepared"] = prepare_run(RunFolder(local), options.get("store"))
+        return [evaluate_run(local, s, **options) for s in selects]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ run folder must be reachable under the same paths on every node.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -37,6 +38,9 @@ import numpy as np
 import torch
 
 from flowcore.errors import UserError
+from flowcore.locations import (absolute, download_folder, is_url, upload_changes,
+                                working_copy)
+from flowcore.locks import folder_lock
 from flowcore.jobs import LocalProcesses, Task, run_tasks
 from flowcore.version import __version__, git_commit
 from spotting.annotations import issues_to_frame
@@ -83,21 +87,30 @@ def train_loso(
     so the run stays usable from any folder.
     """
     _check_arguments(config, workers, threads)
-    run = RunFolder(out)
-    if run.path.exists() and not run.path.is_dir():
-        raise UserError(f"{run.path}: exists and is not a folder; choose another --out")
-    with run.lock() as holder:
-        if holder is not None:
-            raise UserError(f"{run.path}: another `mespot train` (process {holder}) is training "
-                            f"into this run folder; wait for it to end, or choose another --out")
-        return _train_locked(config, run, device, subjects, overwrite, progress, tensorboard,
-                             on_epoch_end, prepared, workers, threads, engine)
+    with folder_lock(out, "run") if is_url(out) else contextlib.nullcontext() as holder:
+        if holder is not None:  # a run folder on object storage: its lease lock (flowcore.locks)
+            raise UserError(f"{out}: another `mespot train` ({holder}) is training into this "
+                            f"run folder; wait for it to end, or choose another --out")
+        with working_copy(out) as local:  # a URL: trained in a local copy, written back
+            run = RunFolder(local)
+            if run.path.exists() and not run.path.is_dir():
+                raise UserError(f"{run.path}: exists and is not a folder; choose another --out")
+            with run.lock() as holder:
+                if holder is not None:
+                    raise UserError(f"{run.path}: another `mespot train` (process {holder}) is "
+                                    f"training into this run folder; wait for it to end, or "
+                                    f"choose another --out")
+                remote = str(out) if is_url(out) and engine is not None else None
+                return _train_locked(config, run, device, subjects, overwrite, progress,
+                                     tensorboard, on_epoch_end, prepared, workers, threads,
+                                     engine, remote)
 
 
 def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite, progress,
                   tensorboard, on_epoch_end, prepared, workers, threads,
-                  engine) -> list[FoldResult]:
-    """train_loso, its run folder locked."""
+                  engine, remote: str | None = None) -> list[FoldResult]:
+    """train_loso, its run folder locked. `remote`: the run folder's URL, where Ray tasks on
+    other machines read and write their folds (the driver works in `run`, its local copy)."""
     dev = _driver_device(device, engine)
     started = time.perf_counter()
     config = absolute_paths(config)
@@ -127,8 +140,16 @@ def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite
     if progress is not None:
         progress.start(len(folds), config.train.epochs)
     try:
-        job = FoldJob(config, str(run.path), tuple(folds), token, tensorboard, on_epoch_end)
-        results.update(_train_folds(job, run, todo, dev, log, workers, threads, engine))
+        job = FoldJob(config, str(run.path), tuple(folds), token, tensorboard, on_epoch_end,
+                      remote)
+        if remote is not None:  # the tasks start from what the driver wrote (config.json, ...)
+            upload_changes(run.path, remote, {})
+        try:
+            results.update(_train_folds(job, run, todo, dev, log, workers, threads, engine))
+        finally:
+            for subject in todo if remote is not None else ():  # what the tasks wrote back
+                fold = f"folds/{subject}"
+                download_folder(f"{remote}/{fold}", run.path / fold)
     finally:
         if progress is not None:
             progress.close()
@@ -157,8 +178,8 @@ def absolute_paths(config: RunConfig) -> RunConfig:
     if config.datasets:
         return dataclasses.replace(config, store=" + ".join(d.store for d in config.datasets),
                                    annotations=" + ".join(d.annotations for d in config.datasets))
-    return dataclasses.replace(config, store=str(Path(config.store).absolute()),
-                               annotations=str(Path(config.annotations).absolute()))
+    return dataclasses.replace(config, store=str(absolute(config.store)),
+                               annotations=str(absolute(config.annotations)))
 
 
 def prepare_config(config: RunConfig) -> Prepared:
@@ -222,7 +243,7 @@ def _write_config(run: RunFolder, config: RunConfig, prep: Prepared, overwrite: 
     elif run.config_path.exists():
         previous = run.read_config()  # refused in one line when damaged
         for key in ("store", "annotations"):  # a run of an older version kept the path as typed
-            previous[key] = str(Path(previous.get(key, "")).absolute())
+            previous[key] = str(absolute(previous.get(key, "")))
         # runs from before the network's dimensions were part of the configuration, and from
         # before training fields were added (init, augment): what their absence meant then
         previous.setdefault("model", dataclasses.asdict(ModelDims()))
@@ -373,23 +394,27 @@ class FoldJob:
     run_token: str  # names the run's prepared data in each process (spotting.data.prepared_for)
     tensorboard: bool = True
     on_epoch_end: Optional[Callable[[str, int], None]] = None  # only in this process
+    remote: Optional[str] = None  # the run folder's URL: the fold works in a local copy of its
+    #                               own folder there, written back at its end (Ray on a cluster)
 
     def __call__(self, subject: str, worker) -> FoldResult:
         c = self.config
         prep = prepared_for(c.store, c.annotations, c.windows, self.run_token,
                             load=lambda: prepare_config(c))
         hook = (lambda e: self.on_epoch_end(subject, e)) if self.on_epoch_end else None
-        return train_one_fold(
-            prep,
-            c,
-            RunFolder(self.out),
-            list(self.folds),
-            subject,
-            torch.device(worker.device),
-            _Reporter(worker.report, subject),
-            hook,
-            self.tensorboard,
-        )
+        where = self.out if self.remote is None else self.remote
+        with working_copy(where, under=f"folds/{subject}") as local:
+            return train_one_fold(
+                prep,
+                c,
+                RunFolder(local),
+                list(self.folds),
+                subject,
+                torch.device(worker.device),
+                _Reporter(worker.report, subject),
+                hook,
+                self.tensorboard,
+            )
 
 
 class _Reporter:

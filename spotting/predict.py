@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
+from flowcore.locations import absolute, local_file, local_folder, location
 from flowcore.store import load_features
 from spotting.calibrate import Calibrated
 from spotting.data import usable_device
@@ -144,10 +145,10 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     intervals of at least this expected precision (spotting/precision.py; None:
     DEFAULT_MIN_PRECISION, 0: every interval, as the MEGC protocol scores); without a
     precision map in the run every interval is listed (`Trained.precision_note` says why)."""
-    path, model, out = Path(path), Path(model), Path(out)
+    path, model, out = absolute(path), _run_here(model), Path(out)
     _check_inputs(path, model, out, fps, device)
     min_precision = _check_min_precision(min_precision)
-    if annotations is not None and not Path(annotations).is_file():
+    if annotations is not None and not location(annotations).exists():
         raise UserError(f"{annotations}: no such annotation file")
     source = _open(path, fps)
     if one and len(source.videos) != 1:
@@ -179,7 +180,7 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     batch = Batch(predictions, list(report.failed), out, trained, extraction,
                   length_note=trained.length_note(spotted), min_precision=min_precision)
     if annotations is not None and predictions:
-        batch = _scored(batch, Path(annotations))
+        batch = _scored(batch, local_file(annotations))
     batch.intervals.to_csv(out / "intervals.csv", index=False)
     _write_json(batch, path, subsample)
     return batch
@@ -267,6 +268,15 @@ def _with_face(params, face: str | None):
         return replace(params, faces=replace(params.faces, choose=face))
     except ValueError as err:
         raise UserError(f"--face: {err}") from None
+
+
+def _run_here(model: str | Path) -> Path:
+    """The run folder (or checkpoint) `model` on this machine: a URL's folder is copied into the
+    cache (flowcore/locations.py); UserError when there is none."""
+    try:
+        return local_folder(model)
+    except FileNotFoundError:
+        raise UserError(f"{model}: no such run folder or checkpoint file") from None
 
 
 def _check_inputs(path: Path, model: Path, out: Path, fps: float | None, device: str) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowcore.errors import UserError
+from flowcore.locations import local_file
 from spotting.annotation_table import CASME2_VIDEO_NAMES, AnnotationTable, RowBuilder, _frame_cell
 
 REFERENCE_COLUMNS = ("subject", "video_name", "start_frame", "apex_frame", "end_frame",
@@ -62,7 +63,7 @@ def _our_frame(cell, dataset: str):
 
 def read_reference_csv(path: str | Path) -> AnnotationTable:
     """Read the reference's cross.csv (see the module docstring); dataset 'cross'."""
-    path = Path(path)
+    path = local_file(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     frame.columns = [c.strip().lower() for c in frame.columns]
     missing = [c for c in REFERENCE_COLUMNS if c not in frame.columns]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
+from flowcore.locations import working_copy
 from flowcore.store import VIDEOS
 from flowcore.version import __version__
 from spotting import plots
@@ -168,7 +169,12 @@ def build_report(
     passes flowcore.pictures.face_crops, which re-reads the frames from the dataset)."""
     if faces and face_crops is None:
         raise ValueError("build_report: faces need face_crops (flowcore.pictures.face_crops)")
-    run = RunFolder(run)
+    with working_copy(run) as local:  # a URL: written in a local copy, then back
+        return _build_report(RunFolder(local), select, faces, face_crops)
+
+
+def _build_report(run, select, faces, face_crops) -> Path:
+    """build_report, on a run folder of this machine."""
     run.read_config()  # refused here when missing or damaged (spotting/run_checks.py)
     evaluations = _evaluations(run)
     if not evaluations:

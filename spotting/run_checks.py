@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from flowcore.errors import UserError
+from flowcore.locations import location
 
 # What to do about a damaged file, by its name.
 REMEDIES = {
@@ -183,7 +184,7 @@ def check_store_hash(store: str | Path, recorded: str | None, run: Path) -> None
     hash is not `recorded` (the run's; None: a run from before runs recorded it)."""
     import zarr
 
-    if not Path(store).exists():
+    if not location(store).exists():
         raise UserError(f"{store}: the feature store run {run} was trained on is gone; restore "
                         f"it (or give a copy of it with --store)")
     try:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowcore.errors import UserError
+from flowcore.locations import is_url
 from flowcore.locks import folder_lock
 from spotting import run_checks
 
@@ -196,6 +197,8 @@ class RunFolder:
         """The feature store the run was trained on: as its config records it (absolute since
         runs record it so; an older run's relative path is tried from here, then from the run
         folder)."""
+        if is_url(config["store"]):
+            return str(config["store"])
         recorded = Path(config["store"])
         if recorded.is_absolute() or recorded.exists():
             return str(recorded)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from flowcore.errors import UserError
+from flowcore.locations import location
 from spotting.data import Prepared
 from spotting.initial_weights import init_path
 from spotting.run_folder import RunFolder
@@ -102,7 +103,7 @@ def read_record(run: str | Path) -> RunRecord:
     from flowcore.store import load_features
 
     store = folder.store_path(config)
-    if not Path(store).is_dir():
+    if not location(store).is_dir():
         raise UserError(f"{folder.path}: trained before runs recorded their extraction "
                         f"parameters, and its feature store {store} is gone; restore the store "
                         f"or train again")

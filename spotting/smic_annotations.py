@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowcore.errors import UserError
+from flowcore.locations import local_file
 from flowcore.sources_smic import subject_id, video_id
 from spotting.annotation_table import AnnotationTable, RowBuilder, _frame_cell, _is_blank
 
@@ -36,7 +37,7 @@ def find_smic_header(sheet: pd.DataFrame) -> int | None:
 def read_smic_workbook(path: str | Path) -> AnnotationTable:
     """Read one modality's SMIC-E-long workbook (first sheet holding the header). UserError when
     no row is usable, with the count per reason."""
-    path = Path(path)
+    path = local_file(path)
     book = pd.ExcelFile(path)
     for name in book.sheet_names:
         sheet = pd.read_excel(book, sheet_name=name, header=None)

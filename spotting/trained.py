@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowcore.errors import UserError
+from flowcore.locations import local_folder
 from spotting.augment import flip_by_default
 from spotting.calibrate import Calibrated
 from spotting.data import REFERENCE_MEAN, REFERENCE_STD
@@ -147,7 +148,10 @@ def load_trained(model: str | Path, *, fold: str | None = None, select: str = "l
     `select`: last or fixed:N; `calibrate`, `flip`: as `mespot evaluate` (None: its defaults);
     `preset`, `proposals`: proposal ranges and arithmetic (None: the run's). A run with LOSO
     folds missing or unfinished is refused unless `allow_missing_folds`."""
-    model = Path(model)
+    try:
+        model = local_folder(model)  # a URL's run folder: its copy in the cache
+    except FileNotFoundError:
+        raise UserError(f"{model}: no such run folder or checkpoint file") from None
     if not model.exists():
         raise UserError(f"{model}: no such run folder or checkpoint file")
     if model.is_file():

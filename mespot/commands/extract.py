@@ -89,10 +89,10 @@ def _params(ctx, config: Path | None):
 
 def extract_command(
     ctx: typer.Context,
-    source: Path = typer.Argument(..., help="A CAS(ME)^2 or SAMM-LV copy, a folder of video "
-                                  "files, or the output of `mespot synth`."),
-    out: Path = typer.Option(..., "--out", "-o", help="The Zarr feature store to create or "
-                             "resume (complete videos are skipped)."),
+    source: str = typer.Argument(..., help="A CAS(ME)^2 or SAMM-LV copy, a folder of videos, "
+                                 "or `mespot synth`'s output: a path or a URL (s3://...)."),
+    out: str = typer.Option(..., "--out", "-o", help="The Zarr feature store to create or "
+                            "resume (complete videos are skipped): a path or a URL."),
     backend: str = typer.Option(DEFAULTS.flow_backend, "--backend", help="Flow backend (see "
                                 "flowcore.flow.available_backends())."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),

@@ -70,7 +70,7 @@ def _metrics_table(title: str, caption: str, rows) -> Table:
 
 
 def evaluate_command(
-    run: Path = typer.Argument(..., help="Run folder written by `mespot train`."),
+    run: str = typer.Argument(..., help="Run folder of `mespot train` (a path or a URL)."),
     select: list[str] = typer.Option(
         ["last"],
         "--select",
@@ -104,7 +104,7 @@ def evaluate_command(
         None, "--flip/--no-flip", help="Average the network's outputs on the face and on its "
         "mirror image (left/right ROIs swapped, horizontal motion negated) [default: on, off "
         "for a --compat store]."),
-    store: Optional[Path] = typer.Option(
+    store: Optional[str] = typer.Option(
         None, "--store", help="The run's feature store at another path than the one its "
         "config.json records (a copy, on another machine); refused unless it has the recorded "
         "parameters hash."),
@@ -152,7 +152,8 @@ def evaluate_command(
 
 
 def report_command(
-    run: Path = typer.Argument(..., help="Run folder with at least one evaluation."),
+    run: str = typer.Argument(..., help="Run folder with at least one evaluation (a path or a "
+                              "URL)."),
     select: Optional[str] = typer.Option(
         None, "--select", "-s", help="Which evaluation's curves and lists to show (default: last)."
     ),
@@ -172,12 +173,12 @@ def report_command(
 
 
 def predict_command(
-    video: Path = typer.Argument(
+    video: str = typer.Argument(
         ...,
         help="A video file, a folder of numbered frames, or a folder of "
         "video files (every video in it is spotted).",
     ),
-    model: Path = typer.Option(
+    model: str = typer.Option(
         ...,
         "--model",
         "-m",
@@ -219,7 +220,7 @@ def predict_command(
         "inner-validation subjects, as `mespot train` recorded them (several folds: combined "
         "per type by the median) [default: on where every fold has them, as `mespot "
         "evaluate`'s default; off for a --compat run]."),
-    annotations: Optional[Path] = typer.Option(
+    annotations: Optional[str] = typer.Option(
         None, "--annotations", "-a", help="Score the spotted intervals against these "
         "annotations (a workbook or CSV, as `mespot train -a`), counted as `mespot evaluate` "
         "counts (MEGC): OUT/metrics.json, OUT/matches.csv."),
@@ -243,7 +244,7 @@ def predict_command(
 
     if fold is None and not all_folds:
         raise UserError("--one-fold needs --fold SUBJECT")
-    out = out or Path("predictions") / video.stem
+    out = out or Path("predictions") / Path(video.rstrip("/")).stem
     batch = predict_videos(video, model, out, fold=fold, select=select, preset=preset, fps=fps,
                            device=device, backend=backend, proposals=proposals, flip=flip,
                            progress=RichProgress(enabled=not quiet), calibrate=calibrate,

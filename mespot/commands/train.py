@@ -43,12 +43,13 @@ def train_command(
         ..., help="Feature store(s) (Zarr) written by `mespot extract`. Several stores train as "
         "one pooled dataset, subjects and videos named <name>_<id>; name a store NAME=PATH "
         "(default: casme, samm or smic from the store, as the reference's cross.csv)."),
-    annotations: List[Path] = typer_option(
+    annotations: List[str] = typer_option(
         ..., "--annotations", "-a", help="CAS(ME)^2, SAMM-LV or SMIC-E-long workbook (.xlsx), a "
         "CSV with columns subject, video, onset, apex, offset, type, au, or the reference's "
         "cross.csv. One per store, in the same order (or one namespaced file for all)."),
-    out: Path = typer_option(
-        ..., "--out", "-o", help="Run folder, e.g. runs/NAME (resumes if it exists)."),
+    out: str = typer_option(
+        ..., "--out", "-o", help="Run folder, e.g. runs/NAME (resumes if it exists), or a URL "
+        "(s3://...: docs/cluster.md)."),
     protocol: str = typer_option(
         "loso", "--protocol", help="loso (one fold per subject, over every dataset's subjects), "
         "cross-dataset (train on every dataset but --test-on, test on those: one model) or "
