@@ -66,6 +66,29 @@ def local_ray(module_gates):
     ray.shutdown()
 
 
+LEASE = "3"  # s: the lease of object-storage locks in the tests (MESPOT_LOCK_LEASE)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """The S3 server, this process's environment pointed at it (through its relay), a cache of
+    its own for the local copies, and short leases."""
+    pytest.importorskip("moto", reason="the S3 server of the tests is moto's: pip install moto")
+    s3fs = pytest.importorskip("s3fs", reason='object storage needs s3fs: pip install "mespot[s3]"')
+    from s3_server import S3Server
+
+    server = S3Server()
+    env = {**server.environ(), "MESPOT_CACHE": str(tmp_path_factory.mktemp("cache")),
+           "MESPOT_LOCK_LEASE": LEASE}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()  # none keeps another server's address
+        yield server
+        s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def service_lab(tmp_path_factory) -> dict:
     """A lab's folders for the service tests: data/tiny (`mespot synth --small` with 2 subjects

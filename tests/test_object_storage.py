@@ -28,30 +28,12 @@ from waiting import DEADLINE, finish, wait_until
 pytest.importorskip("s3fs", reason='object storage needs s3fs: pip install "mespot[s3]"')
 pytest.importorskip("moto", reason="the S3 server of these tests is moto's: pip install moto")
 
-from s3_server import BUCKET, S3Server  # noqa: E402
+from conftest import LEASE  # noqa: E402
+from s3_server import BUCKET  # noqa: E402
 
 from flowcore.locations import is_url, location  # noqa: E402
 
-LEASE = "3"  # s: the lease of object-storage locks in these tests (MESPOT_LOCK_LEASE)
 TINY = {"subjects": 2, "videos_per_subject": 1, "seconds": 2.0}
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """The S3 server, this process's environment pointed at it (through its relay), a cache of
-    its own for the local copies, and short leases."""
-    import s3fs
-
-    server = S3Server()
-    env = {**server.environ(), "MESPOT_CACHE": str(tmp_path_factory.mktemp("cache")),
-           "MESPOT_LOCK_LEASE": LEASE}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        s3fs.S3FileSystem.clear_instance_cache()  # none keeps another server's address
-        yield server
-        s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
 
 
 @pytest.fixture(scope="module")
