@@ -1,8 +1,9 @@
 """A Ray cluster of separate processes on this machine: a head node and worker nodes, each
 started by `ray start --block` in a process group of its own, with its own temporary folder
-(`--temp-dir`: its session, sockets and logs) and its own mespot cache. The tests and benchmarks run the cluster commands of docs/cluster.md
-through it without a second machine; `kill_node` kills one node (its `ray start`, raylet and
-agents with SIGKILL, as a machine that is lost).
+(`--temp-dir`: its session, sockets and logs) and its own mespot cache. The tests and
+benchmarks run the cluster commands of docs/cluster.md through it without a second machine;
+`kill_node` kills one node (its `ray start`, raylet and agents with SIGKILL, as a machine that
+is lost).
 
 Nodes authenticate with a token (Ray's token mode, RAY_AUTH_TOKEN, as on a real cluster), and
 the head checks its nodes' health every second (RAY_health_check_*), so a lost node is noticed
