@@ -20,7 +20,8 @@ Progress: tasks send their messages, at most every PROGRESS_SECONDS, to a small 
 driver drains every WAIT_SECONDS.
 
 Convention: the store, the run folder and the source's videos must be reachable under the same
-paths from the driver and from every node (a shared filesystem). Ray is imported only inside this
+URLs (object storage, flowcore/locations.py) or paths (a shared filesystem) from the driver and
+from every node. Ray is imported only inside this
 module's functions, and this module only when the Ray engine is asked for.
 """
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
-from flowcore.locations import working_copy
+from flowcore.locations import is_url, location, working_copy
 from spotting.augment import flip_by_default
 from spotting.data import Prepared
 from spotting.datasets import dataset_of, prepare_recorded, refs_of
@@ -283,8 +283,16 @@ def evaluate_run(
     store that is not the one the run was trained on (another parameters hash) is refused. A run
     folder given as a URL is evaluated in a local copy, its evaluation written back."""
     with working_copy(run) as local:
-        return _evaluate_run(local, select, rule, preset, device, prepared, proposals,
-                             allow_missing_folds, options, store)
+        found = _evaluate_run(local, select, rule, preset, device, prepared, proposals,
+                              allow_missing_folds, options, store)
+    return _written_back(found, run)
+
+
+def _written_back(found: Evaluation, run) -> Evaluation:
+    """`found`, its `out` the evaluation folder where it was written back for a URL run."""
+    if not is_url(run):
+        return found
+    return replace(found, out=location(f"{str(run).rstrip('/')}/evaluation/{found.out.name}"))
 
 
 def _evaluate_run(run, select, rule, preset, device, prepared, proposals, allow_missing_folds,
@@ -389,7 +397,8 @@ def evaluate_selections(run: str | Path, selects: list[str], **options) -> list[
     with working_copy(run) as local:
         if len(selects) > 1 and options.get("prepared") is None:
             options["prepared"] = prepare_run(RunFolder(local), options.get("store"))
-        return [evaluate_run(local, s, **options) for s in selects]
+        found = [evaluate_run(local, s, **options) for s in selects]
+    return [_written_back(e, run) for e in found]
 
 
 @dataclass(frozen=True)

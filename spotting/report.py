@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
-from flowcore.locations import working_copy
+from flowcore.locations import is_url, location, working_copy
 from flowcore.store import VIDEOS
 from flowcore.version import __version__
 from spotting import plots
@@ -170,7 +170,8 @@ def build_report(
     if faces and face_crops is None:
         raise ValueError("build_report: faces need face_crops (flowcore.pictures.face_crops)")
     with working_copy(run) as local:  # a URL: written in a local copy, then back
-        return _build_report(RunFolder(local), select, faces, face_crops)
+        html = _build_report(RunFolder(local), select, faces, face_crops)
+    return location(f"{str(run).rstrip('/')}/{html.name}") if is_url(run) else html
 
 
 def _build_report(run, select, faces, face_crops) -> Path:

@@ -176,6 +176,7 @@ def test_extract_train_evaluate_on_s3_with_ray_give_the_local_numbers_bit_for_bi
     api.train(f"s3://{BUCKET}/tiny.zarr", f"{url}/ground_truth.csv", f"s3://{BUCKET}/run",
               **train)
     here, there = api.evaluate(tmp_path / "run"), api.evaluate(f"s3://{BUCKET}/run")
+    assert str(there.out) == f"s3://{BUCKET}/run/evaluation/{here.out.name}"  # written back
     assert here.metrics.equals(there.metrics) and here.intervals.equals(there.intervals)
     fs = s3.filesystem()
     for subject in ("s15", "s16"):  # the folds' weights, written back to the server
@@ -251,3 +252,22 @@ def test_a_local_copy_is_fetched_again_only_when_the_object_changed(s3):
     fs.pipe_file(f"{BUCKET}/notes/a.csv", b"subject,video,onset\n")
     assert local_file(f"s3://{BUCKET}/notes/a.csv").read_bytes() == b"subject,video,onset\n"
     assert np.all([not p.name.endswith(".part") for p in first.parent.iterdir()])
+
+
+@pytest.mark.slow
+def test_predict_a_video_on_s3_with_a_run_folder_on_s3_as_from_local_copies(
+        s3, tiny_run, tmp_path, capsys):
+    from mespot.cli import main
+    from mespot.testing import write_video_file
+
+    clip = write_video_file(tmp_path / "clips" / "take1.avi", 12)
+    clips, run = s3.upload(tmp_path / "clips", "clips"), s3.upload(tiny_run["run"], "tiny-run")
+    assert main(["predict", str(clip), "--model", str(tiny_run["run"]), "--out",
+                 str(tmp_path / "here"), "--min-precision", "0"]) == 0
+    assert main(["predict", f"{clips}/take1.avi", "--model", run, "--out",
+                 str(tmp_path / "there"), "--min-precision", "0"]) == 0
+    here = (tmp_path / "here" / "intervals.csv").read_text()
+    assert len(here.splitlines()) > 1, here  # something spotted, to compare
+    assert here == (tmp_path / "there" / "intervals.csv").read_text()
+    said = json.loads((tmp_path / "there" / "prediction.json").read_text())
+    assert said["source"] == f"{clips}/take1.avi"
