@@ -40,7 +40,7 @@ import torch
 from flowcore.errors import UserError
 from flowcore.locations import (absolute, download_folder, is_url, upload_changes,
                                 working_copy)
-from flowcore.locks import folder_lock
+from flowcore.locks import folder_lock, lease_seconds
 from flowcore.jobs import LocalProcesses, Task, run_tasks
 from flowcore.version import __version__, git_commit
 from spotting.annotations import issues_to_frame
@@ -90,7 +90,9 @@ def train_loso(
     with folder_lock(out, "run") if is_url(out) else contextlib.nullcontext() as holder:
         if holder is not None:  # a run folder on object storage: its lease lock (flowcore.locks)
             raise UserError(f"{out}: another `mespot train` ({holder}) is training into this "
-                            f"run folder; wait for it to end, or choose another --out")
+                            f"run folder (one that was killed holds it until its lease runs "
+                            f"out, {lease_seconds():g} s); wait for it to end, or choose "
+                            f"another --out")
         with working_copy(out) as local:  # a URL: trained in a local copy, written back
             run = RunFolder(local)
             if run.path.exists() and not run.path.is_dir():

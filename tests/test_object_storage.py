@@ -271,3 +271,16 @@ def test_predict_a_video_on_s3_with_a_run_folder_on_s3_as_from_local_copies(
     assert here == (tmp_path / "there" / "intervals.csv").read_text()
     said = json.loads((tmp_path / "there" / "prediction.json").read_text())
     assert said["source"] == f"{clips}/take1.avi"
+
+
+def test_a_second_train_into_a_run_folder_on_s3_is_refused_while_one_holds_it(s3, tiny_run):
+    from flowcore.errors import UserError
+    from flowcore.locks import folder_lock
+    from mespot import api
+
+    run = f"s3://{BUCKET}/busy-run"
+    with folder_lock(run, "run") as holder:  # what a `mespot train` on another machine holds
+        assert holder is None
+        with pytest.raises(UserError, match="another `mespot train`"):
+            api.train(tiny_run["store"], tiny_run["truth"], run, epochs=1)
+    assert not s3.filesystem().exists(f"{BUCKET}/busy-run/config.json")  # nothing written
