@@ -27,12 +27,13 @@ from pathlib import Path
 from flowcore.devices import check_device
 from flowcore.extract import (ExtractParams, RunOptions, VideoResult, extract_video,
                               plan_extraction)
-from flowcore.locations import listing, location
+from flowcore.locations import location
 from flowcore.jobs import (LocalProcesses, Task, WorkerLost, first_line, run_tasks,
                            stop_on_error)
 from flowcore.sources import Source
 from flowcore.fingerprint import copy_warnings, describe, same_frames, source_fingerprint
-from flowcore.store import COMPLETE, VIDEOS, FeatureStore, StoreMismatchError, params_hash
+from flowcore.store import (COMPLETE, FeatureStore, StoreMismatchError, params_hash,
+                            video_statuses)
 from flowcore.video import FrameError
 
 
@@ -211,8 +212,7 @@ class ExtractionInterrupted(KeyboardInterrupt):
 def saved_summary(store: str | Path, video_ids) -> str:
     """What an interrupted run left: how many of `video_ids` are complete in the store."""
     path = location(store)
-    statuses = {name: FeatureStore.status_at(path, name)
-                for name in listing(path / VIDEOS, folders=True)}
+    statuses = video_statuses(path)
     complete = [v for v in video_ids if statuses.get(v) == COMPLETE]
     return (f"{len(complete)} of {len(video_ids)} videos are complete in {path}; the other "
             f"{len(video_ids) - len(complete)} are extracted by running the same command again")

@@ -160,7 +160,7 @@ class FeatureStore:
             return {}
 
     def statuses(self) -> dict[str, str | None]:
-        return {name: self.status(name) for name in listing(self.path / VIDEOS, folders=True)}
+        return video_statuses(self.path)
 
     @contextmanager
     def video_lock(self, video_id: str):
@@ -353,6 +353,15 @@ def _row_validity(group, path: Path, name: str, n_rows: int) -> np.ndarray | Non
         raise UserError(f"{path}: videos/{name}: mdmo_valid has shape {valid.shape} and dtype "
                         f"{valid.dtype}, expected ({n_rows},) bool = one per mdmo row")
     return valid
+
+
+def video_statuses(path: str | Path) -> dict[str, str | None]:
+    """{video id: status} of every video group of the store at `path` as it is now, read
+    without opening the store ({} when it has none): a video being rewritten (its group deleted
+    and created afresh) reads None, never an error, so this may be called while others write."""
+    where = location(path)
+    return {name: FeatureStore.status_at(where, name)
+            for name in listing(where / VIDEOS, folders=True)}
 
 
 def no_face_frames(path: str | Path) -> dict[str, list[tuple[int, int]]]:
