@@ -53,7 +53,8 @@ import numpy as np
 import pandas as pd
 
 from flowcore.errors import UserError
-from flowcore.locations import absolute, local_file, local_folder, location
+from flowcore.locations import (absolute, is_url, local_file, local_folder, location,
+                                working_copy)
 from flowcore.store import load_features
 from spotting.calibrate import Calibrated
 from spotting.data import usable_device
@@ -144,7 +145,12 @@ def predict_videos(path: str | Path, model: str | Path, out: str | Path, *, fold
     from the left; None: the training store's choice). `min_precision`: list only the
     intervals of at least this expected precision (spotting/precision.py; None:
     DEFAULT_MIN_PRECISION, 0: every interval, as the MEGC protocol scores); without a
-    precision map in the run every interval is listed (`Trained.precision_note` says why)."""
+    precision map in the run every interval is listed (`Trained.precision_note` says why).
+    `out` may be a URL (s3://...): written in a local copy, then there."""
+    if is_url(out):
+        options = {k: v for k, v in locals().items() if k not in ("path", "model", "out")}
+        with working_copy(out) as local:
+            return predict_videos(path, model, local, **options)
     path, model, out = absolute(path), _run_here(model), Path(out)
     _check_inputs(path, model, out, fps, device)
     min_precision = _check_min_precision(min_precision)

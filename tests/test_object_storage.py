@@ -265,7 +265,8 @@ def test_predict_a_video_on_s3_with_a_run_folder_on_s3_as_from_local_copies(
     assert main(["predict", str(clip), "--model", str(tiny_run["run"]), "--out",
                  str(tmp_path / "here"), "--min-precision", "0"]) == 0
     assert main(["predict", f"{clips}/take1.avi", "--model", run, "--out",
-                 str(tmp_path / "there"), "--min-precision", "0"]) == 0
+                 f"s3://{BUCKET}/predicted", "--min-precision", "0"]) == 0
+    s3.filesystem().get(f"{BUCKET}/predicted/", str(tmp_path / "there"), recursive=True)
     here = (tmp_path / "here" / "intervals.csv").read_text()
     assert len(here.splitlines()) > 1, here  # something spotted, to compare
     assert here == (tmp_path / "there" / "intervals.csv").read_text()

@@ -184,8 +184,8 @@ def predict_command(
         "-m",
         help="A run folder (runs/NAME) or a reference checkpoint_epoch_EEE.pth.tar.",
     ),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Output folder [default: predictions/<video or folder name>]."
+    out: Optional[str] = typer.Option(
+        None, "--out", "-o", help="Output folder or URL [default: predictions/<video name>]."
     ),
     fold: Optional[str] = typer.Option(
         None, "--fold", help="Use only this fold's model (a subject id)."
@@ -265,7 +265,7 @@ def _show_scores(batch) -> None:
                    f"FN {int(row['FN'])}")
 
 
-def _show_predictions(batch, out: Path) -> None:
+def _show_predictions(batch, out) -> None:
     """What predict found, per video, and what it wrote; exit code 1 if a video failed."""
     from spotting.proposals import PROPOSAL_VARIANTS
 
@@ -308,7 +308,8 @@ def _show_predictions(batch, out: Path) -> None:
         )
     if batch.metrics is not None:
         _show_scores(batch)
-    pictures = out / ("curves.png" if len(batch.predictions) == 1 else "curves")
-    typer.echo(f"written: {out / 'intervals.csv'}, {pictures}")
+    where = str(out).rstrip("/")
+    pictures = "curves.png" if len(batch.predictions) == 1 else "curves"
+    typer.echo(f"written: {where}/intervals.csv, {where}/{pictures}")
     if batch.failed:
         raise typer.Exit(1)
