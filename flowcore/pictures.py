@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowcore.locations import location
 from flowcore.rois import ROI_LANDMARKS, ROI_RADIUS
 from flowcore.store import VIDEOS
 
@@ -155,7 +156,7 @@ def face_crops(store_path: str | Path, video_id: str, frame_numbers) -> dict[int
     spec = VideoSpec(
         video_id,
         attrs["subject"],
-        Path(attrs["source"]),
+        location(attrs["source"]),  # a URL (s3://...) when extracted from object storage
         float(attrs["fps"]) * attrs["subsample"],
         int(attrs["subsample"]),
     )

@@ -20,9 +20,9 @@ from mespot.commands.flags import flag_given
 
 def pretrain_command(
     ctx: typer.Context,
-    stores: list[Path] = typer_argument(
+    stores: list[str] = typer_argument(
         ..., help="Feature store(s) of synthetic sets (`mespot extract` of `mespot synth`)."),
-    annotations: list[Path] = typer_option(
+    annotations: list[str] = typer_option(
         ..., "--annotations", "-a", help="The workbook or CSV of each store, in the same order "
         "(repeat the flag)."),
     out: Path = typer_option(..., "--out", "-o", help="Weights file to write (.safetensors)."),

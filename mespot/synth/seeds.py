@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from flowcore.errors import UserError
+from flowcore.locations import location
 
 BENCHMARK_SEEDS = range(9000, 10000)  # reserved: quality benchmarks only
 DEV_SEEDS = range(8000, 9000)  # development sets: choices are made on them, never pretrained on
@@ -37,11 +38,11 @@ def check_synthetic_seed(annotations: str | Path) -> int | None:
     """The seed of the synthetic set whose annotations these are (from the synth.json beside
     them; None for other data); UserError when it is reserved for benchmark or development
     sets."""
-    meta = Path(annotations).parent / "synth.json"
+    meta = location(annotations).parent / "synth.json"  # a URL's too (flowcore/locations.py)
     if not meta.is_file():
         return None
     try:
         seed = int(json.loads(meta.read_text())["config"]["seed"])
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{meta}: not a synth.json with config.seed ({err})") from None
-    return check_not_benchmark(seed, f"the pretraining set {Path(annotations).parent}")
+    return check_not_benchmark(seed, f"the pretraining set {meta.parent}")
