@@ -288,3 +288,23 @@ def test_a_second_train_into_a_run_folder_on_s3_is_refused_while_one_holds_it(s3
         with pytest.raises(UserError, match="another `mespot train`"):
             api.train(tiny_run["store"], tiny_run["truth"], run, epochs=1)
     assert not s3.filesystem().exists(f"{BUCKET}/busy-run/config.json")  # nothing written
+
+
+def test_a_store_on_s3_reads_as_a_local_one_with_the_library_and_with_xarray(s3):
+    from flowcore.store import FeatureStore, load_features, open_video, video_statuses
+
+    url = f"s3://{BUCKET}/read.zarr"
+    store = FeatureStore(url, {"flow_backend": "opencv"}, "synthetic")  # the extraction's writer
+    mdmo = np.arange(9 * 12 * 2, dtype=np.float32).reshape(9, 12, 2)
+    group = store.begin("v1", {"subject": "s1", "fps": 30.0})
+    store.write_array(group, "mdmo", mdmo)
+    store.write_array(group, "frame_numbers", np.arange(1, 11, dtype=np.int32))
+    store.complete(group, {"n_frames": 10})
+    store.fail("v2", "decode", "unreadable", {"subject": "s1"})
+    features = load_features(url)
+    assert list(features.videos) == ["v1"] and "unreadable" in features.skipped["v2"]
+    assert features.videos["v1"].mdmo.tobytes() == mdmo.tobytes()
+    assert video_statuses(url) == {"v1": "complete", "v2": "failed"}
+    video = open_video(url, "v1")  # xarray, as someone without mespot would read it
+    assert video["mdmo"].dims == ("pair", "roi", "xy") and video.attrs["subject"] == "s1"
+    assert video["mdmo"].values.tobytes() == mdmo.tobytes()
