@@ -26,7 +26,6 @@ otherwise.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,49 +45,12 @@ from spotting.proposals import PRESETS, PROPOSAL_VARIANTS, ProposalParams
 from spotting.protocols import run_plan, tested_truths
 from spotting.run_folder import FoldFolder, RunFolder
 from spotting.run_record import preset_of
+from spotting.selection import Selection, parse_selection
 from spotting.spot import spot_subjects
 from spotting.truths import count, ground_truth, scale_label, to_frames, uncounted
 from spotting.windows import WindowParams
 
 ORACLE_FIRST_EPOCH = {"casme2": 16, "samm": 11}  # the reference's epochs 15-99 / 10-99, 0-based
-ORACLE_LABEL = "oracle (TEST-SET SELECTION: optimistic, for comparison with published numbers only)"
-
-
-@dataclass(frozen=True)
-class Selection:
-    mode: str  # "last", "fixed", "inner-val", "oracle"
-    epoch: int | None = None  # for "fixed"
-
-    @property
-    def name(self) -> str:
-        return f"fixed-{self.epoch}" if self.mode == "fixed" else self.mode
-
-    @property
-    def short_label(self) -> str:
-        return "oracle (TEST-SET selection)" if self.mode == "oracle" else self.label
-
-    @property
-    def label(self) -> str:
-        return (
-            ORACLE_LABEL
-            if self.mode == "oracle"
-            else {
-                "last": "last epoch",
-                "fixed": f"fixed epoch {self.epoch}",
-                "inner-val": "epoch chosen on held-out training subjects",
-            }[self.mode]
-        )
-
-
-def parse_selection(text: str) -> Selection:
-    match = re.fullmatch(r"(last|oracle|inner-val|fixed:(\d+))", text.strip())
-    if not match:
-        raise UserError(f"--select must be last, fixed:N, inner-val or oracle (got {text!r})")
-    if match.group(2):
-        return Selection("fixed", int(match.group(2)))
-    return Selection(match.group(1))
-
-
 @dataclass(frozen=True)
 class SpotOptions:
     """How a selected model spots (evaluation options beside the epoch selection):

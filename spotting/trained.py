@@ -31,7 +31,8 @@ from flowcore.locations import local_folder
 from spotting.augment import flip_by_default
 from spotting.calibrate import Calibrated
 from spotting.data import REFERENCE_MEAN, REFERENCE_STD
-from spotting.evaluate import SpotOptions, parse_selection
+from spotting.evaluate import SpotOptions
+from spotting.selection import parse_selection
 from spotting.fold_rules import recorded_rules, rules_key
 from spotting.metrics import MEGC
 from spotting.precision import maps_from_json, read_precision

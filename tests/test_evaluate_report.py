@@ -17,9 +17,9 @@ from spotting.evaluate import (
     count,
     evaluate_run,
     ground_truth,
-    parse_selection,
     spot_subjects,
 )
+from spotting.selection import parse_selection
 from mespot.testing import write_subsampled_store
 from spotting.metrics import MEGC, summarise
 from spotting.proposals import PRESETS
