@@ -28,6 +28,18 @@ from pathlib import Path
 CACHE_ENV = "MESPOT_CACHE"
 
 
+def _no_stale_listings() -> None:
+    """Listings of object storage are read afresh each time (s3fs caches them by default): a
+    process that lives long, the service, must see the stores and runs that others wrote since.
+    A user's own fsspec configuration for s3 wins."""
+    import fsspec.config
+
+    fsspec.config.conf.setdefault("s3", {}).setdefault("use_listings_cache", False)
+
+
+_no_stale_listings()
+
+
 def is_url(text) -> bool:
     """Whether `text` names an fsspec URL other than a local file (file:// is a local path)."""
     value = str(text)

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from flowcore.errors import UserError
+from flowcore.locations import is_url, location
 from mespot.service.config import (CANCEL_GRACE_S, DEFAULT_HOME, DEFAULT_HOST, DEFAULT_PORT,
                                    LEASE_S, MAX_UPLOAD_MB)
 
@@ -37,8 +38,9 @@ def _slots(device: str, slots: Optional[int], cores: Optional[int], engine: str)
         raise UserError(str(err)) from None
 
 
-def _root(path: Path, flag: str) -> Path:
-    path = path.expanduser().resolve()
+def _root(text: str, flag: str):
+    """The root as an absolute, resolved folder, or a URL's folder (object storage)."""
+    path = location(text) if is_url(text) else Path(text).expanduser().resolve()
     if not path.is_dir():
         raise UserError(f"{flag} {path}: no such folder")
     return path
@@ -59,10 +61,10 @@ def _lock_home(home: Path):
 
 
 def serve_command(
-    data_root: Path = typer.Option(..., "--data-root", help="Folder of datasets, videos and "
-                                   "annotation files; jobs read only under it."),
-    store_root: Path = typer.Option(..., "--store-root", help="Folder for feature stores and "
-                                    "run folders; jobs write only under it."),
+    data_root: str = typer.Option(..., "--data-root", help="Folder (or URL: s3://...) of "
+                                  "datasets, videos and annotation files; jobs read under it."),
+    store_root: str = typer.Option(..., "--store-root", help="Folder (or URL) for feature stores "
+                                   "and run folders; jobs write only under it."),
     home: Path = typer.Option(DEFAULT_HOME, "--home", help="The server's own folder: the job "
                               "database (jobs.sqlite), the token, job logs and results, uploads."),
     host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to listen on (0.0.0.0: every "

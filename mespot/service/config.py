@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowcore.locations import location
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8750
 DEFAULT_HOME = Path("~/.mespot/server")  # the server's folder: jobs.sqlite, token, jobs/, uploads/
@@ -39,8 +41,8 @@ class ServiceConfig:
     """Everything `mespot serve` was told (paths absolute and resolved)."""
 
     home: Path
-    data_root: Path  # read: datasets, video folders, annotation files
-    store_root: Path  # read and write: feature stores and run folders
+    data_root: Path  # read: datasets, video folders, annotation files (or a URL's UPath)
+    store_root: Path  # read and write: feature stores and run folders (or a URL's UPath)
     slots: tuple[Slot, ...] = field(default_factory=lambda: (cpu_slots(1)))
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -96,7 +98,7 @@ def to_json(config: ServiceConfig) -> dict:
 
 
 def from_json(values: dict) -> ServiceConfig:
-    return ServiceConfig(home=Path(values["home"]), data_root=Path(values["data_root"]),
-                         store_root=Path(values["store_root"]), engine=values["engine"],
+    return ServiceConfig(home=Path(values["home"]), data_root=location(values["data_root"]),
+                         store_root=location(values["store_root"]), engine=values["engine"],
                          ray_address=values["ray_address"], lease_s=values["lease_s"],
                          slots=tuple(Slot(**s) for s in values["slots"]))

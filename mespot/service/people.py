@@ -8,7 +8,8 @@ unless a queued or running job still uses it.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
+
+from flowcore.locations import location, remove_tree
 
 from fastapi import Body, Depends, HTTPException
 from fastapi.responses import JSONResponse
@@ -79,8 +80,8 @@ def add_routes(app, store: JobStore, users: Users, config, guarded, need_token) 
             if busy:
                 raise HTTPException(409, f"{_shown(config, job.makes)} is used by job(s) "
                                          f"{', '.join(f'#{i}' for i in busy)}")
-            if Path(job.makes).exists():
-                shutil.rmtree(job.makes)
+            if location(job.makes).exists():
+                remove_tree(job.makes)
                 removed.append(_shown(config, job.makes))
         store.delete(job_id)
         folder = config.job_folder(job_id)
@@ -93,6 +94,6 @@ def add_routes(app, store: JobStore, users: Users, config, guarded, need_token) 
 def _shown(config, path: str) -> str:
     """A path under the store root as users give it."""
     try:
-        return Path(path).relative_to(config.store_root).as_posix()
+        return location(path).relative_to(config.store_root).as_posix()
     except ValueError:
         return path

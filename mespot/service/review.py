@@ -13,6 +13,8 @@ import csv
 import io
 import json
 from pathlib import Path
+
+from flowcore.locations import location
 from typing import Literal
 
 import numpy as np
@@ -215,9 +217,9 @@ def video_spec(job, video: str, roots, uploads: Path):
                 else roots.data_path(job.params["video"]))
     else:
         config = json.loads((roots.store_path(job.params["run"]) / "config.json").read_text())
-        meta = Path(config["store"]) / "videos" / video / "zarr.json"
+        meta = location(config["store"]) / "videos" / video / "zarr.json"
         try:
-            path = Path(json.loads(meta.read_text())["attributes"]["source"])
+            path = location(json.loads(meta.read_text())["attributes"]["source"])
         except (OSError, ValueError, KeyError):
             raise PathRefused(404, f"video {video}: its store records no source") from None
     try:

@@ -2,13 +2,16 @@
 
 A path is given relative to its root ("synth/small") or absolute inside it
 ("/data/lab/synth/small"). Refused: `..` parts, NUL bytes, empty paths (422: malformed), an
-absolute path elsewhere and anything whose symlinks lead out of the root (403: forbidden).
+absolute path elsewhere and anything whose symlinks lead out of the root (403: forbidden). A root
+may be a URL on object storage (s3://...): its paths are URLs under it (no symbolic links there).
 The check runs at submission and again when the job starts.
 """
 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+
+from flowcore.locations import is_url, location
 
 
 class PathRefused(Exception):
@@ -30,6 +33,12 @@ def resolve_under(root: Path, text: str, root_name: str = "data root") -> Path:
         raise PathRefused(422, f"{text!r}: a path must not contain NUL bytes")
     if ".." in PurePosixPath(text).parts or ".." in Path(text).parts:
         raise PathRefused(422, f"{text!r}: '..' is not allowed; give a path under the {root_name}")
+    if is_url(root):  # object storage: no symbolic links; an absolute name is a URL under it
+        inside = str(root).rstrip("/") + "/"
+        if is_url(text) and not (text.rstrip("/") + "/").startswith(inside):
+            raise PathRefused(403, f"{text}: outside the {root_name} ({root}); give a path "
+                                   f"under it")
+        return location(text) if is_url(text) else root / text.strip("/")
     given = Path(text)
     candidate = given if given.is_absolute() else root / given
     if given.is_absolute() and not (_inside(given, root) or _inside(given.resolve(), root)):
@@ -55,6 +64,11 @@ def require(path: Path, what: str, text: str, kind: str = "any") -> Path:
     return path
 
 
+def _root(where):
+    """A root as given: a local folder (absolute, resolved) or a URL (flowcore.locations)."""
+    return location(where) if is_url(where) else Path(where).resolve()
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -63,7 +77,7 @@ class Roots:
     """The two roots of a service: `data` (read) and `store` (read and write)."""
 
     def __init__(self, data: Path, store: Path):
-        self.data, self.store = Path(data).resolve(), Path(store).resolve()
+        self.data, self.store = _root(data), _root(store)
 
     def data_path(self, text: str) -> Path:
         return resolve_under(self.data, text, "data root")

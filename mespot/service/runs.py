@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flowcore.locations import location
+
 from fastapi import HTTPException
 
 from mespot.service.roots import PathRefused, Roots
@@ -59,7 +61,7 @@ def params(run: Path, roots: Roots) -> dict:
     config = flatten(json.loads((run / "config.json").read_text()))
     for key in ("store", "annotations"):
         if isinstance(config.get(key), str):
-            config[key] = _shown(roots, Path(config[key]))
+            config[key] = _shown(roots, location(config[key]))
     return config
 
 
