@@ -52,6 +52,7 @@ TESTS = [  # every test that signals, kills, cancels or waits on processes or th
     "tests/test_service_browser_lab.py",
     "tests/test_object_storage.py",  # kills a lock holder, cuts the S3 server mid-extraction
     "tests/test_cluster.py",  # ray start nodes; one killed mid-extraction
+    "tests/test_service_s3.py",  # the service's jobs on object storage
 ]
 ROUND_TIMEOUT_S = 3600  # one round never takes longer, whatever the load
 
