@@ -36,7 +36,7 @@ from pathlib import Path
 
 from flowcore.sources_smic import (SMIC_FPS, SMIC_SUBSAMPLE, find_smic, smic_videos,
                                    smic_workbook)
-from flowcore.locations import absolute
+from flowcore.locations import absolute, local_file
 from flowcore.video import FRAME_SUFFIXES, VIDEO_SUFFIXES, VideoSpec, video_fps
 
 CASME2_FPS = 30.0
@@ -248,7 +248,7 @@ def _video_folder(root: Path, subsample: int, subjects_csv, only: Path | None = 
     if subjects_csv is not None:
         import pandas as pd
 
-        table = pd.read_csv(subjects_csv, dtype=str)
+        table = pd.read_csv(local_file(subjects_csv), dtype=str)
         if not {"video", "subject"} <= set(table.columns):
             raise SourceError(
                 f"{subjects_csv}: needs columns 'video' and 'subject', has {list(table.columns)}"

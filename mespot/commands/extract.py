@@ -133,7 +133,7 @@ def extract_command(
                                              "call (default: 16 on the CPU, 128 on a GPU)."),
     video: Optional[list[str]] = typer.Option(None, "--video", help="Only these video ids "
                                               "(repeatable)."),
-    subjects_csv: Optional[Path] = typer.Option(None, "--subjects-csv", help="For a folder "
+    subjects_csv: Optional[str] = typer.Option(None, "--subjects-csv", help="For a folder "
                                                 "of videos: CSV with columns video,subject."),
     pictures: Optional[Path] = typer.Option(None, "--pictures", help="Write one picture per "
                                             "video into this folder (box, landmarks, ROIs, flow)."),
