@@ -14,7 +14,8 @@ So no secret is ever written into a store, a run folder or a log: they record th
 What needs a file on this machine works on a local copy in the cache (MESPOT_CACHE, default
 ~/.cache/mespot/remote): `local_file` downloads a video file or a workbook once (fetched again
 when the object's size or ETag changes); `working_copy` mirrors a folder (a run folder) down,
-yields it, and on the way out uploads what was written or changed and deletes what was deleted.
+yields it, and uploads what was written or changed (and deletes what was deleted) every
+WRITE_BACK_SECONDS while the work goes on and on the way out.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 CACHE_ENV = "MESPOT_CACHE"
+WRITE_BACK_SECONDS = 30.0  # a working copy's changes go back to object storage this often
+WRITE_BACK_ENV = "MESPOT_WRITE_BACK_SECONDS"
 
 
 def _no_stale_listings() -> None:
@@ -181,29 +185,52 @@ def download_folder(url: str, local: Path, under: str = "") -> dict[str, list]:
     return _snapshot(local)
 
 
+def copy_down(url: str, local: Path) -> None:
+    """Download every file of the folder at `url` into `local`, each replacing its local copy
+    whole (a temporary name, then a rename), deleting nothing: safe while the folder is being
+    written back (working_copy)."""
+    fs, path = filesystem(url)
+    if not fs.isdir(path):
+        return
+    for remote in fs.find(path):
+        target = local / remote[len(path.rstrip("/")) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + f".part{os.getpid()}.tmp")
+        fs.get_file(remote, str(partial))
+        os.replace(partial, target)
+
+
 def _snapshot(local: Path) -> dict[str, list]:
-    return {str(p.relative_to(local)): [p.stat().st_size, p.stat().st_mtime_ns]
-            for p in local.rglob("*") if p.is_file()}
+    """{relative path: [size, mtime_ns]} of the files of `local`, but those being written (a
+    `.tmp` name, renamed whole when done) and those gone meanwhile."""
+    found = {}
+    for p in local.rglob("*"):
+        try:
+            if p.is_file() and not p.name.endswith(".tmp"):
+                stat = p.stat()
+                found[str(p.relative_to(local))] = [stat.st_size, stat.st_mtime_ns]
+        except FileNotFoundError:
+            continue
+    return found
 
 
-def upload_changes(local: Path, url: str, before: dict[str, list], under: str = "") -> int:
+def upload_changes(local: Path, url: str, before: dict[str, list], under: str = "") -> dict:
     """Upload the files of `local` (only those below `under`, a relative folder, when given)
     that are new or changed since the snapshot `before`, and delete at `url` those deleted
-    here; return how many files were uploaded."""
+    here; return the snapshot to compare the next changes with."""
     fs, path = filesystem(url)
     now = _snapshot(local)
     prefix = under.rstrip("/") + "/" if under else ""
-    uploaded = 0
     for relative, stamp in sorted(now.items()):
         if relative.startswith(prefix) and before.get(relative) != stamp:
             fs.put_file(str(local / relative), f"{path.rstrip('/')}/{relative}")
-            uploaded += 1
     for relative in sorted(set(before) - set(now)):
         if relative.startswith(prefix):
             with contextlib.suppress(FileNotFoundError):
                 fs.rm_file(f"{path.rstrip('/')}/{relative}")
     fs.invalidate_cache()
-    return uploaded
+    return {**{k: v for k, v in before.items() if not k.startswith(prefix)},
+            **{k: v for k, v in now.items() if k.startswith(prefix)}}
 
 
 def local_folder(where) -> Path:
@@ -224,17 +251,32 @@ def local_folder(where) -> Path:
 def working_copy(where, writeback: bool = True, under: str = ""):
     """Yield a local folder to work in for the folder at `where`: itself when local; for a URL
     a fresh copy in the cache, whose new, changed and deleted files are written back to the URL
-    on the way out (also when the work failed: what was finished is kept), unless `writeback`
-    is False. `under`: a relative folder (a fold's own): only it and the top level's files are
-    copied, and only it is written back."""
+    every WRITE_BACK_SECONDS while the work goes on (MESPOT_WRITE_BACK_SECONDS), and on the way
+    out, also when the work failed (what was finished is kept) - unless `writeback` is False. A
+    process killed with SIGKILL so loses at most the last interval's files: a training run
+    resumes from the last epoch written back. `under`: a relative folder (a fold's own): only
+    it and the top level's files are copied, and only it is written back."""
     if not is_url(where):
         yield location(where)
         return
     url = str(where).rstrip("/")
     local = _cache_dir(url, "folders") / f"{os.getpid()}" / Path(filesystem(url)[1]).name
-    before = download_folder(url, local, under)
+    state = {"before": download_folder(url, local, under)}
+    stop = threading.Event()
+
+    def write_back():
+        while not stop.wait(float(os.environ.get(WRITE_BACK_ENV) or WRITE_BACK_SECONDS)):
+            try:
+                state["before"] = upload_changes(local, url, state["before"], under)
+            except Exception:  # noqa: BLE001 - unreachable for now: the next try, or the
+                pass  # last one on the way out, says so
+    writer = threading.Thread(target=write_back, daemon=True, name="mespot-write-back")
+    if writeback:
+        writer.start()
     try:
         yield local
     finally:
+        stop.set()
         if writeback:
-            upload_changes(local, url, before, under)
+            writer.join()
+            upload_changes(local, url, state["before"], under)

@@ -38,8 +38,7 @@ import numpy as np
 import torch
 
 from flowcore.errors import UserError
-from flowcore.locations import (absolute, download_folder, is_url, upload_changes,
-                                working_copy)
+from flowcore.locations import absolute, copy_down, is_url, upload_changes, working_copy
 from flowcore.locks import folder_lock, lease_seconds
 from flowcore.jobs import LocalProcesses, Task, run_tasks
 from flowcore.version import __version__, git_commit
@@ -151,7 +150,7 @@ def _train_locked(config: RunConfig, run: RunFolder, device, subjects, overwrite
         finally:
             for subject in todo if remote is not None else ():  # what the tasks wrote back
                 fold = f"folds/{subject}"
-                download_folder(f"{remote}/{fold}", run.path / fold)
+                copy_down(f"{remote}/{fold}", run.path / fold)
     finally:
         if progress is not None:
             progress.close()

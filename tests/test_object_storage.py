@@ -308,3 +308,50 @@ def test_a_store_on_s3_reads_as_a_local_one_with_the_library_and_with_xarray(s3)
     video = open_video(url, "v1")  # xarray, as someone without mespot would read it
     assert video["mdmo"].dims == ("pair", "roi", "xy") and video.attrs["subject"] == "s1"
     assert video["mdmo"].values.tobytes() == mdmo.tobytes()
+
+
+def _epoch_of(resume: bytes) -> int:
+    """The epoch a resume state (safetensors) records in its header's metadata."""
+    size = int.from_bytes(resume[:8], "little")
+    return int(json.loads(resume[8:8 + size])["__metadata__"]["epoch"])
+
+
+@pytest.mark.slow
+def test_a_train_into_s3_killed_with_sigkill_resumes_from_what_was_written_back(
+        s3, tiny_run, gates, tmp_path):
+    argv = [sys.executable, "-m", "mespot", "train", str(tiny_run["store"]), "-a",
+            str(tiny_run["truth"]), "--epochs", "4", "--batch-size", "2", "--threads", "1",
+            "--no-tensorboard", "-q"]
+    clean = subprocess.run(argv + ["--out", str(tmp_path / "clean")], capture_output=True,
+                           text=True, timeout=DEADLINE)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    run, fs = f"s3://{BUCKET}/killed-run", s3.filesystem()
+    gates.hold("train-*-epoch-2")  # the first fold stops after its second epoch, saved
+    process = subprocess.Popen(argv + ["--out", run], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env=gates.environ(MESPOT_WRITE_BACK_SECONDS="0.2"))
+    try:
+        held, _ = gates.arrival("train-*-epoch-2", process, what="a fold saved its 2nd epoch")
+        subject = held.split("-")[1]
+        resume = f"{BUCKET}/killed-run/folds/{subject}/resume.safetensors"
+        wait_until(lambda: fs.exists(resume) and _epoch_of(fs.cat_file(resume)) == 2,
+                   "the second epoch's resume state is written back to the server")
+        process.send_signal(signal.SIGKILL)  # no cleanup, no last write-back
+        process.wait(DEADLINE)
+    finally:
+        gates.open_all()
+        process.kill()
+    lock = f"{BUCKET}/killed-run.locks/run.lock"
+    wait_until(lambda: not fs.exists(lock)
+               or json.loads(fs.cat_file(lock))["expires"] < time.time(),
+               "the killed train's lease on the run folder ran out")
+    rerun = subprocess.run(argv + ["--out", run], capture_output=True, text=True,
+                           timeout=DEADLINE)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    fold = json.loads(fs.cat_file(f"{BUCKET}/killed-run/folds/{subject}/fold.json"))
+    assert fold["resumed_from"] == 2
+    for name in ("s15", "s16"):  # the same weights as a run never killed
+        path = f"folds/{name}/weights_epoch_004.safetensors"
+        got = safetensors.numpy.load(fs.cat_file(f"{BUCKET}/killed-run/{path}"))
+        want = safetensors.numpy.load_file(tmp_path / "clean" / path)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want)
