@@ -41,9 +41,6 @@ def _no_stale_listings() -> None:
     fsspec.config.conf.setdefault("s3", {}).setdefault("use_listings_cache", False)
 
 
-_no_stale_listings()
-
-
 def is_url(text) -> bool:
     """Whether `text` names an fsspec URL other than a local file (file:// is a local path)."""
     value = str(text)
@@ -56,6 +53,7 @@ def location(text):
     if is_url(value):
         from upath import UPath
 
+        _no_stale_listings()  # here, not at import: the service's client imports no fsspec
         return UPath(value)
     if value.startswith("file://"):
         value = value[len("file://"):]
@@ -87,6 +85,7 @@ def filesystem(url):
     """(fsspec filesystem, path inside it) for a URL."""
     import fsspec
 
+    _no_stale_listings()
     return fsspec.core.url_to_fs(str(url))
 
 
