@@ -21,7 +21,8 @@ alternating order; the summary keeps each size's best round and the ratio 1 node
     python benchmarks/cluster_scaling.py [--subjects 4] [--seconds 4] [--epochs 4]
         [--resize 128] [--rounds 1] [--out PATH]
 
-Writes benchmarks/results/cluster_scaling.json and cluster_scaling.png (or next to --out).
+Writes benchmarks/results/cluster_scaling.json and docs/images/cluster_scaling.png (with --out:
+both there).
 Limits: both "machines" are processes on this one, sharing its cores with the head, the driver
 and the S3 server (moto: one Python process serving every frame as one request), so two worker
 nodes of 1 CPU compete with them for 2 cores; a node's task runs OpenCV and torch on one thread.
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+FIGURE = HERE.parent / "docs" / "images" / "cluster_scaling.png"  # shown by docs/cluster.md
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))  # the S3 server the tests use
 from _flow_env import environment, write_json  # noqa: E402
@@ -176,9 +178,10 @@ def main() -> None:
         "benchmark": "cluster_scaling", "parameters": vars(args),
         "setup": "moto S3 server + ray start head (0 CPU) + N worker nodes of 1 CPU, one machine",
         "environment": environment(1), "rounds": rounds, "summary": summary}, args.out)
-    figure(summary, path.with_suffix(".png"))
+    picture = FIGURE if args.out is None else path.with_suffix(".png")
+    figure(summary, picture)
     print(json.dumps(summary, indent=2))
-    print(f"wrote {path} and {path.with_suffix('.png')}")
+    print(f"wrote {path} and {picture}")
 
 
 if __name__ == "__main__":

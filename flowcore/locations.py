@@ -232,6 +232,12 @@ def upload_changes(local: Path, url: str, before: dict[str, list], under: str = 
             **{k: v for k, v in now.items() if k.startswith(prefix)}}
 
 
+def _folder_copy(url: str) -> Path:
+    """Where this process keeps its copy of the folder at `url` (one per process: two processes
+    never work in one copy)."""
+    return _cache_dir(url, "folders") / f"{os.getpid()}" / Path(filesystem(url)[1]).name
+
+
 def local_folder(where) -> Path:
     """A local folder holding the folder at `where` (a run folder, to read): itself when local;
     for a URL a fresh copy in the cache (FileNotFoundError when there is none)."""
@@ -241,7 +247,7 @@ def local_folder(where) -> Path:
     fs, path = filesystem(url)
     if not fs.isdir(path):
         raise FileNotFoundError(f"{url}: no such folder")
-    local = _cache_dir(url, "folders") / f"{os.getpid()}" / Path(path).name
+    local = _folder_copy(url)
     download_folder(url, local)
     return local
 
@@ -259,7 +265,7 @@ def working_copy(where, writeback: bool = True, under: str = ""):
         yield location(where)
         return
     url = str(where).rstrip("/")
-    local = _cache_dir(url, "folders") / f"{os.getpid()}" / Path(filesystem(url)[1]).name
+    local = _folder_copy(url)
     state = {"before": download_folder(url, local, under)}
     stop = threading.Event()
 
