@@ -80,11 +80,12 @@ def object_lock(url: str, wait: float = 0.0):
     me = f"{socket.gethostname()}:{os.getpid()}"
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait
-    while True:
-        holder = _take(fs, path, me, token)
-        if holder is None or time.monotonic() >= deadline:
+    while True:  # the last try begins at the deadline or after: a lease that ran out by then
+        holder = _take(fs, path, me, token)  # is taken, however slow the tries before it were
+        left = deadline - time.monotonic()
+        if holder is None or left <= 0:
             break
-        time.sleep(min(1.0, lease_seconds() / 4))
+        time.sleep(min(1.0, lease_seconds() / 4, left))
     if holder is not None:
         yield holder
         return

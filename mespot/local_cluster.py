@@ -6,8 +6,9 @@ benchmarks run the cluster commands of docs/cluster.md through it without a seco
 is lost).
 
 Nodes authenticate with a token (Ray's token mode, RAY_AUTH_TOKEN, as on a real cluster), and
-the head checks its nodes' health every second (RAY_health_check_*), so a lost node is noticed
-within seconds. Ports are chosen free; every node listens on 127.0.0.1.
+the head checks its nodes' health every second (RAY_health_check_*): a lost node (its raylet
+refuses the check) is noticed after 5 failed checks, about 5 s, while a living node on a machine
+whose cores are all busy has 2 s to answer each (5 missed answers in a row before it is given up). Ports are chosen free; every node listens on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class LocalCluster:
         folder.mkdir(parents=True, exist_ok=True)
         env = self.environ(MESPOT_CACHE=str(folder / "cache"), RAY_USAGE_STATS_ENABLED="0",
                            RAY_health_check_period_ms="1000",
-                           RAY_health_check_failure_threshold="3",
-                           RAY_health_check_timeout_ms="1000")
+                           RAY_health_check_failure_threshold="5",
+                           RAY_health_check_timeout_ms="2000")
         env.pop("RAY_ADDRESS")
         command = [_ray_command(), "start", "--block", "--disable-usage-stats",
                    "--node-ip-address", "127.0.0.1", "--temp-dir", str(self.ray_root / name),

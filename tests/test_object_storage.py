@@ -28,7 +28,6 @@ from waiting import DEADLINE, finish, wait_until
 pytest.importorskip("s3fs", reason='object storage needs s3fs: pip install "mespot[s3]"')
 pytest.importorskip("moto", reason="the S3 server of these tests is moto's: pip install moto")
 
-from conftest import LEASE  # noqa: E402
 from s3_server import BUCKET  # noqa: E402
 
 from flowcore.locations import is_url, location  # noqa: E402
@@ -57,8 +56,10 @@ def test_a_url_is_a_location_and_a_local_path_stays_a_path(tmp_path):
 # ---- the lease lock ------------------------------------------------------------------------
 
 
-def test_a_lock_on_object_storage_refuses_a_second_holder_until_released(s3):
-    from flowcore.locks import folder_lock
+def test_a_lock_on_object_storage_refuses_a_second_holder_until_released(s3, monkeypatch):
+    from flowcore.locks import LEASE_ENV, folder_lock
+
+    monkeypatch.setenv(LEASE_ENV, "600")  # held by its lease alone, whatever the renewer's pace
 
     folder = f"s3://{BUCKET}/locked.zarr"
     with folder_lock(folder, "video-1") as first:
@@ -82,16 +83,22 @@ with folder_lock(sys.argv[1], "video") as holder:
 """
 
 
+HOLDER_LEASE = 12.0  # s: renewed every 4 s; the checks below take a fraction of it, under load
+
+
 def test_the_lock_of_a_holder_killed_with_sigkill_is_taken_once_its_lease_ran_out(s3):
-    from flowcore.locks import folder_lock
+    from flowcore.locks import LEASE_ENV, folder_lock
 
     folder = f"s3://{BUCKET}/killed.zarr"
+    fs, lease = s3.filesystem(), f"{BUCKET}/killed.zarr.locks/video.lock"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, folder], stdout=subprocess.PIPE,
-                              text=True, env=os.environ.copy())
+                              text=True, env={**os.environ, LEASE_ENV: str(HOLDER_LEASE)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        time.sleep(2 * float(LEASE))  # renewed meanwhile: still held after two leases
-        with folder_lock(folder, "video") as refused:
+        first = json.loads(fs.cat_file(lease))["expires"]
+        wait_until(lambda: json.loads(fs.cat_file(lease))["expires"] > first,
+                   "the holder renewed its lease", process=holder, every=0.2)
+        with folder_lock(folder, "video") as refused:  # just renewed: held for 12 s more
             assert refused == f"{os.uname().nodename}:{holder.pid}"
         holder.send_signal(signal.SIGKILL)
         holder.wait(DEADLINE)
@@ -277,10 +284,13 @@ def test_predict_a_video_on_s3_with_a_run_folder_on_s3_as_from_local_copies(
     assert said["source"] == f"{clips}/take1.avi"
 
 
-def test_a_second_train_into_a_run_folder_on_s3_is_refused_while_one_holds_it(s3, tiny_run):
+def test_a_second_train_into_a_run_folder_on_s3_is_refused_while_one_holds_it(
+        s3, tiny_run, monkeypatch):
     from flowcore.errors import UserError
-    from flowcore.locks import folder_lock
+    from flowcore.locks import LEASE_ENV, folder_lock
     from mespot import api
+
+    monkeypatch.setenv(LEASE_ENV, "600")  # held by its lease alone, whatever the renewer's pace
 
     run = f"s3://{BUCKET}/busy-run"
     with folder_lock(run, "run") as holder:  # what a `mespot train` on another machine holds
