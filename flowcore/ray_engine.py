@@ -17,7 +17,8 @@ failed with `WorkerLost`, and the other tasks go on. A rerun starts the task afr
 own resume applies: a video is redone, a fold resumes from its last saved epoch).
 
 Progress: tasks send their messages, at most every PROGRESS_SECONDS, to a small actor that the
-driver drains every WAIT_SECONDS.
+driver drains every WAIT_SECONDS. The actor is placed on the driver's own node: a lost worker
+node (its tasks rerun elsewhere) never takes the run's progress with it.
 
 Convention: the store, the run folder and the source's videos must be reachable under the same
 URLs (object storage, flowcore/locations.py) or paths (a shared filesystem) from the driver and
@@ -153,7 +154,12 @@ class RayEngine:
 
     def _collect(self, ray, function, tasks, on_message, gpus: float, limit, name: str):
         remote = ray.remote(_ray_task)
-        sink = ray.remote(num_cpus=0)(ProgressSink).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        drivers_node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                      soft=False)
+        sink = ray.remote(num_cpus=0)(ProgressSink).options(
+            scheduling_strategy=drivers_node).remote()
         threads = max(1, int(self.cpus_per_task))
         device = "cuda" if gpus > 0 else "cpu"
         waiting, running = list(tasks), {}  # running: ObjectRef -> key

@@ -13,6 +13,7 @@ whose cores are all busy has 2 s to answer each (5 missed answers in a row befor
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -74,12 +75,20 @@ class LocalCluster:
                 "RAY_AUTH_TOKEN": self.token, **more}
 
     def start(self) -> "LocalCluster":
-        self._node("head", ["--head", "--port", str(self.port), "--num-cpus",
-                            str(self.head_cpus), "--include-dashboard", "false"])
-        self._wait_for_nodes(1)
-        for k, cpus in enumerate(self.workers):
-            self._node(f"worker{k + 1}", ["--address", self.address, "--num-cpus", str(cpus)])
-        self._wait_for_nodes(1 + len(self.workers))
+        """Start the head, then the workers; return once every node is alive. The nodes are
+        stopped when this process exits (also by Ctrl-C, not by SIGKILL) or the start fails."""
+        atexit.register(self.stop)
+        try:
+            self._node("head", ["--head", "--port", str(self.port), "--num-cpus",
+                                str(self.head_cpus), "--include-dashboard", "false"])
+            self._wait_for_nodes(1)
+            for k, cpus in enumerate(self.workers):
+                self._node(f"worker{k + 1}", ["--address", self.address, "--num-cpus",
+                                              str(cpus)])
+            self._wait_for_nodes(1 + len(self.workers))
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _node(self, name: str, flags: list[str]) -> None:
@@ -163,3 +172,4 @@ class LocalCluster:
                 pass
         self.nodes.clear()
         shutil.rmtree(self.ray_root, ignore_errors=True)
+        atexit.unregister(self.stop)

@@ -48,6 +48,7 @@ TESTS = [  # every test that signals, kills, cancels or waits on processes or th
     "tests/test_service_parts.py::test_claims_from_many_threads_never_share_a_job",
     "tests/test_service_parts.py::test_cancelling_is_shown_until_the_runner_ends",
     "tests/test_service_ray.py",
+    "tests/test_service_pooled.py::test_a_train_job_on_two_stores_trains_one_pooled_run",
     "tests/test_service_browser.py",
     "tests/test_service_browser_lab.py",
     # object storage: lease locks between processes (one killed), Ray workers, the server cut
@@ -99,13 +100,25 @@ def run_round(tests: list[str], scratch: Path) -> tuple[dict, float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                                     os.environ.get("PYTHONPATH")]))}
     started = time.monotonic()
-    try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=ROUND_TIMEOUT_S)
-    except subprocess.TimeoutExpired as err:
-        found = from_lines(err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout)
+    pytest = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:  # the round's processes end with it, also when this script is stopped
+        stdout, stderr = pytest.communicate(timeout=ROUND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(pytest.pid, signal.SIGKILL)
+        stdout, _ = pytest.communicate()
+        found = from_lines(stdout)
         found["(round)"] = ("failed", f"timed out after {ROUND_TIMEOUT_S} s", None)
         return found, ROUND_TIMEOUT_S
+    finally:  # stopped: Ctrl-C to pytest first, so its fixtures stop the servers and nodes
+        if pytest.poll() is None:
+            os.killpg(pytest.pid, signal.SIGINT)
+            try:
+                pytest.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(pytest.pid, signal.SIGKILL)
+                pytest.wait()
+    done = subprocess.CompletedProcess(command, pytest.returncode, stdout, stderr)
     seconds = time.monotonic() - started
     if not report.exists():  # pytest itself died: count what its lines say, keep its last words
         found = from_lines(done.stdout)
@@ -214,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="with the load on: process PID (a job busy on every core) is the "
                         "load while it runs; the hogs start when it has ended")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: end the round and the hogs
+    # SIGINT as at a terminal, also when started in the background (`nohup ... &` ignores it):
+    # the rounds' pytest inherits it, so stopping a round tears its servers and nodes down
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     record = json.loads(args.out.read_text()) if args.append and args.out.exists() \
         else new_record(args.hogs)
     if args.note:

@@ -50,8 +50,10 @@ def lab(s3, module_gates, tmp_path_factory):
     env = {**s3.environ(), "MESPOT_LOCK_LEASE": LEASE,
            **{k: v for k, v in module_gates.environ().items() if k.startswith("MESPOT_TEST")}}
     cluster = LocalCluster(base / "nodes", workers=[1, 1], env=env).start()
-    yield root, url, store, base / "run", cluster
-    cluster.stop()
+    try:
+        yield root, url, store, base / "run", cluster
+    finally:
+        cluster.stop()
 
 
 def _mespot(cluster, *args, timeout=DEADLINE) -> subprocess.CompletedProcess:
