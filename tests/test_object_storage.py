@@ -125,7 +125,7 @@ def test_of_two_takers_of_a_stale_lease_exactly_one_wins(s3):
     for attempt in range(5):
         stale = {"holder": "gone:1", "token": "old", "expires": time.time() - 1}
         fs.pipe_file(path, json.dumps(stale).encode())
-        start, results = threading.Barrier(2), {}
+        start, results = threading.Barrier(2, timeout=DEADLINE), {}
 
         def taker(name):
             start.wait()

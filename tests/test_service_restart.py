@@ -74,7 +74,7 @@ def test_stop_then_kill_9_during_an_extraction_then_restart_resumes_the_job(tmp_
     assert resumed.total == 6 * 30 and resumed.done < resumed.total, resumed
     runner = jobs.get(job_id).pid
     server.process.kill()  # SIGKILL: no cleanup of any kind
-    server.process.wait()
+    server.process.wait(DEADLINE)
     wait_until(lambda: not _alive(runner), "the runner dies with the server")
     complete_before = _complete(store)
     assert complete_before == 2  # the held videos never finished

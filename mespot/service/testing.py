@@ -143,7 +143,7 @@ class Server:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait()
+                self.process.wait(timeout=30)
 
 
 def start_server(home: Path, data_root: Path, store_root: Path, *flags: str,
