@@ -82,14 +82,19 @@ def start_load(hogs: int) -> tuple[subprocess.Popen, str]:
                             stderr=subprocess.DEVNULL), what
 
 
+def stop_group(process: subprocess.Popen, first: int, grace: float) -> None:
+    """End `process`'s group: signal `first`, then SIGKILL what lives after `grace` s."""
+    os.killpg(process.pid, first)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def stop_load(load: subprocess.Popen) -> None:
     """End the hogs (SIGTERM: stress-ng reaps its own; SIGKILL after 30 s)."""
-    os.killpg(load.pid, signal.SIGTERM)
-    try:
-        load.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(load.pid, signal.SIGKILL)
-        load.wait()
+    stop_group(load, signal.SIGTERM, 30)
 
 
 def run_round(tests: list[str], scratch: Path) -> tuple[dict, float]:
@@ -112,18 +117,14 @@ def run_round(tests: list[str], scratch: Path) -> tuple[dict, float]:
         return found, ROUND_TIMEOUT_S
     finally:  # stopped: Ctrl-C to pytest first, so its fixtures stop the servers and nodes
         if pytest.poll() is None:
-            os.killpg(pytest.pid, signal.SIGINT)
-            try:
-                pytest.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(pytest.pid, signal.SIGKILL)
-                pytest.wait()
+            stop_group(pytest, signal.SIGINT, 60)
     done = subprocess.CompletedProcess(command, pytest.returncode, stdout, stderr)
     seconds = time.monotonic() - started
     if not report.exists():  # pytest itself died: count what its lines say, keep its last words
         found = from_lines(done.stdout)
+        ends = f"{done.stdout[-2500:]} {done.stderr[-1500:]}"
         found["(round)"] = ("failed", f"pytest ended with code {done.returncode} and wrote no "
-                            f"report; its output ends: {done.stdout[-2500:]} {done.stderr[-1500:]}", None)
+                            f"report; its output ends: {ends}", None)
         return found, seconds
     found = outcomes(report)
     for name, (outcome, message, took) in found.items():  # the whole story of a failure
