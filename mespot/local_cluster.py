@@ -8,7 +8,8 @@ is lost).
 Nodes authenticate with a token (Ray's token mode, RAY_AUTH_TOKEN, as on a real cluster), and
 the head checks its nodes' health every second (RAY_health_check_*): a lost node (its raylet
 refuses the check) is noticed after 5 failed checks, about 5 s, while a living node on a machine
-whose cores are all busy has 2 s to answer each (5 missed answers in a row before it is given up). Ports are chosen free; every node listens on 127.0.0.1.
+whose cores are all busy has 2 s to answer each (5 missed answers in a row before it is given
+up). Ports are chosen free; every node listens on 127.0.0.1.
 """
 
 from __future__ import annotations

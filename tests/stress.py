@@ -153,7 +153,8 @@ def _section(output: str, name: str) -> str:
 
 
 def outcomes(report: Path) -> dict:
-    """{test id: (outcome, message, seconds)} from a JUnit XML report (an error counts as a failure)."""
+    """{test id: (outcome, message, seconds)} from a JUnit XML report (an error counts as a
+    failure)."""
     found = {}
     for case in ElementTree.parse(report).iter("testcase"):
         name = case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", "")
