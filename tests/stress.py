@@ -11,6 +11,7 @@ to the counts already there, so the rounds can be run in batches.
     python tests/stress.py --rounds 3 --load off tests/test_jobs.py   # other tests
     python tests/stress.py --load on --load-by PID --rounds 20 --append
         # a running job (a benchmark on every core) is the load while it lives, then the hogs
+    python tests/stress.py --load off --rounds 20 --minutes 150   # no round begun after 150 min
 Not part of `make test` (hours on 2 cores): `make stress`.
 """
 
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--append", action="store_true", help="add to the counts in --out")
     parser.add_argument("--note", default="", help="said in the file (e.g. what else ran)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="start no round after this many minutes (a session's budget)")
     parser.add_argument("--load-by", type=int, metavar="PID", default=None,
                         help="with the load on: process PID (a job busy on every core) is the "
                         "load while it runs; the hogs start when it has ended")
@@ -237,12 +240,17 @@ def main(argv: list[str] | None = None) -> int:
         else new_record(args.hogs)
     if args.note:
         record.setdefault("notes", []).append(args.note)
+    began = time.monotonic()
     for load in (("off", "on") if args.load == "both" else (args.load,)):
         mode = record["modes"].setdefault(f"load_{load}", {
             "rounds": 0, "round_seconds": [], "load_average_1min": [], "tests": {}})
         hog, what = None, "none"
         try:
             for k in range(args.rounds):
+                if args.minutes is not None and time.monotonic() > began + 60 * args.minutes:
+                    print(f"load {load}: {args.minutes:g} min are over; {k} round(s) run",
+                          flush=True)
+                    break
                 if load == "on" and hog is None and not _running(args.load_by):
                     hog, what = start_load(args.hogs)
                 elif load == "on" and hog is None:
