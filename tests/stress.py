@@ -108,29 +108,28 @@ def run_round(tests: list[str], scratch: Path) -> tuple[dict, float]:
     started = time.monotonic()
     pytest = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:  # the round's processes end with it, also when this script is stopped
+    timed_out = False
+    try:
         stdout, stderr = pytest.communicate(timeout=ROUND_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        os.killpg(pytest.pid, signal.SIGKILL)
-        stdout, _ = pytest.communicate()
-        found = from_lines(stdout)
+        timed_out = True
+    finally:  # timed out, or this script stopped: Ctrl-C to pytest first, so that its fixtures
+        if pytest.poll() is None:  # stop the servers and nodes, then SIGKILL what is left
+            stop_group(pytest, signal.SIGINT, 60)
+    if timed_out:
+        found = from_lines(pytest.communicate()[0])
         found["(round)"] = ("failed", f"timed out after {ROUND_TIMEOUT_S} s", None)
         return found, ROUND_TIMEOUT_S
-    finally:  # stopped: Ctrl-C to pytest first, so its fixtures stop the servers and nodes
-        if pytest.poll() is None:
-            stop_group(pytest, signal.SIGINT, 60)
-    done = subprocess.CompletedProcess(command, pytest.returncode, stdout, stderr)
     seconds = time.monotonic() - started
     if not report.exists():  # pytest itself died: count what its lines say, keep its last words
-        found = from_lines(done.stdout)
-        ends = f"{done.stdout[-2500:]} {done.stderr[-1500:]}"
-        found["(round)"] = ("failed", f"pytest ended with code {done.returncode} and wrote no "
-                            f"report; its output ends: {ends}", None)
+        found = from_lines(stdout)
+        found["(round)"] = ("failed", f"pytest ended with code {pytest.returncode} and wrote no "
+                            f"report; its output ends: {stdout[-2500:]} {stderr[-1500:]}", None)
         return found, seconds
     found = outcomes(report)
     for name, (outcome, message, took) in found.items():  # the whole story of a failure
         if outcome == "failed":
-            found[name] = (outcome, message + " | " + _section(done.stdout, name), took)
+            found[name] = (outcome, message + " | " + _section(stdout, name), took)
     return found, seconds
 
 
