@@ -84,13 +84,18 @@ def start_load(hogs: int) -> tuple[subprocess.Popen, str]:
 
 
 def stop_group(process: subprocess.Popen, first: int, grace: float) -> None:
-    """End `process`'s group: signal `first`, then SIGKILL what lives after `grace` s."""
+    """End `process`'s group: signal `first`, then SIGKILL what lives after `grace` s.
+
+    It waits by `communicate`, which keeps reading the process's pipes: a pytest writing its
+    interrupted summary into a full pipe would otherwise block there and be killed mid-teardown.
+    The output read stays with `process`; a later `communicate()` returns all of it.
+    """
     os.killpg(process.pid, first)
     try:
-        process.wait(grace)
+        process.communicate(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        process.communicate()
 
 
 def stop_load(load: subprocess.Popen) -> None:
